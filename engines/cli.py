@@ -1,0 +1,163 @@
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | bench.
+
+Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
+ends with one line on stderr naming what is wrong, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engines.errors import StudioError
+
+
+def _config(args):
+    from engines.config import load_config
+
+    return load_config(args.config, args.set or [])
+
+
+def _emit(payload, out: str | None = None) -> None:
+    text = json.dumps(payload, indent=1)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    print(text)
+
+
+def cmd_prepare(args) -> None:
+    from engines.data.prepare import prepare
+
+    report = prepare(_config(args), midi_dir=args.midi_dir, manifest=args.manifest, out=args.out,
+                     workers=args.workers)
+    if args.pack:
+        from engines.data.cache import pack
+
+        pack(Path(report["out"]), Path(args.pack))
+        report["packed"] = args.pack
+    _emit(report)
+
+
+def cmd_stats(args) -> None:
+    from engines.data.cache import SegmentCache
+    from engines.data.prepare import corpus_stats, ensure_corpus_cache
+
+    cfg = _config(args)
+    cache = SegmentCache(args.cache) if args.cache else ensure_corpus_cache(cfg)
+    stats = corpus_stats(cache)
+    if args.json is not None:
+        _emit(stats, args.json or None)
+        return
+    print(f"{stats['segments']} segments from {stats['pieces']} pieces; splits {stats['splits']}")
+    for mode, share in stats["mode_shares"].items():
+        print(f"  {mode:<7} {stats['modes'][mode]:>6}  {share:6.1%}")
+    for name, count in sorted(stats["collections"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<20} {count:>6}")
+
+
+def cmd_analyze(args) -> None:
+    from engines.analysis import analyze_midi_file
+
+    cfg = _config(args)
+    results = analyze_midi_file(args.file, cfg, with_features=args.features)
+    if args.json:
+        _emit(results)
+        return
+    for r in results:
+        axes = ", ".join(f"{k} {v:+.2f}" if k == "valence" else f"{k} {v:.2f}" for k, v in r["axes"].items())
+        print(f"bars {r['bars'][0]:>3}-{r['bars'][1]:<3} {r['mode']:<7} {r['key']:<9} rebracketing "
+              f"{r['rebracketing']:.2f}  temporal complexity {r['temporal_complexity']:.2f}  ({axes})")
+
+
+def cmd_calibrate(args) -> None:
+    import numpy as np
+
+    from engines.data.cache import FEATURE_NAMES, SegmentCache
+    from engines.data.prepare import corpus_cache_dir
+    from engines.music import analyzer
+
+    cfg = _config(args)
+    cache = SegmentCache(args.cache or corpus_cache_dir(cfg))
+    table = np.asarray(cache.segments["features"], dtype=float)
+    rows = [dict(zip(FEATURE_NAMES, row)) for row in table]
+    constants = analyzer.calibrate(rows)
+    target = Path(analyzer.__file__).with_name("calibration.py")
+    if args.write:
+        analyzer.write_calibration(constants, target, f"{len(rows)} segments of {cache.directory}")
+        print(f"wrote {target}; run `python -m engines prepare` to relabel the cache", file=sys.stderr)
+    _emit(constants)
+
+
+def cmd_render(args) -> None:
+    from engines.render.fluidsynth_renderer import render_midi_file, write_audio
+
+    cfg = _config(args)
+    soundfont = args.soundfont or cfg.render.soundfont
+    audio = render_midi_file(args.file, sample_rate=cfg.render.sample_rate, soundfont=soundfont,
+                             gain=cfg.render.gain, tail_seconds=cfg.render.tail_seconds)
+    write_audio(audio, args.out, cfg.render.sample_rate)
+    _emit({"out": args.out, "seconds": round(len(audio) / cfg.render.sample_rate, 3),
+           "sample_rate": cfg.render.sample_rate})
+
+
+def cmd_bench(args) -> None:
+    from engines.bench import run_benchmarks
+
+    _emit(run_benchmarks(_config(args), repeats=args.repeats), args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="YAML file of config overrides (see assets/configs/)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key; repeatable")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("prepare", cmd_prepare, "build the segment cache from the music21 corpus or a MIDI folder")
+    p.add_argument("--midi-dir", help="a folder of .mid/.midi files instead of the bundled corpus")
+    p.add_argument("--manifest", help="CSV of labels (path,mode,...) that override the analyzer")
+    p.add_argument("--out", help="cache directory (default: <data.cache_dir>/corpus or midi-<folder>)")
+    p.add_argument("--workers", type=int, default=0, help="parallel processes (default: all cores)")
+    p.add_argument("--pack", metavar="NPZ", help="also pack the cache into one archive (what assets/ ships)")
+
+    p = command("stats", cmd_stats, "counts of segments, pieces, splits, modes and collections")
+    p.add_argument("--json", nargs="?", const="", metavar="OUT", help="print JSON (and write it to OUT)")
+    p.add_argument("--cache", help="a cache directory other than the corpus one")
+
+    p = command("analyze", cmd_analyze, "chromatic analysis of each segment of a MIDI file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one entry per segment")
+    p.add_argument("--features", action="store_true", help="include the raw features")
+
+    p = command("calibrate", cmd_calibrate, "measure the corpus constants of the chromatic analyzer")
+    p.add_argument("--write", action="store_true", help="write engines/music/calibration.py")
+    p.add_argument("--cache", help="cache directory to measure (default: the corpus cache)")
+
+    p = command("render", cmd_render, "render a MIDI file to WAV or FLAC with FluidSynth")
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="output .wav or .flac")
+    p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
+
+    p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
+    p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
+    p.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; `prepare` resumes where it stopped", file=sys.stderr)
+        return 130
+    return 0

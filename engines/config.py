@@ -1,0 +1,211 @@
+"""Typed configuration: dataclasses with defaults in code, YAML files and `--set key.path=value` only override.
+
+    cfg = load_config("assets/configs/fast_render.yaml", ["generation.sampling.temperature=0.8"])
+    cfg.model.generative.type      # 'vae'
+
+Every field may carry `metadata={"check": (predicate, "what is allowed")}`; a value that fails it, a key that
+does not exist, or a value of the wrong type raises StudioError naming the full key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from engines.errors import StudioError
+from engines.music.analyzer import AnalyzerConfig
+from engines.models.diffusion import DiffusionConfig
+from engines.models.vae import VAEConfig
+
+
+def check(predicate, allowed: str) -> dict:
+    """Field metadata: `field(default=4, metadata=check(lambda v: v > 0, "an integer > 0"))`."""
+    return {"check": (predicate, allowed)}
+
+
+# Collections of the music21 corpus used by default: every one that parses into metered, pitched music.
+DEFAULT_COLLECTIONS = (
+    "bach", "palestrina", "essenFolksong", "ryansMammoth", "oneills1850", "nottingham-dataset", "trecento",
+    "monteverdi", "beethoven", "mozart", "haydn", "josquin", "schumann_robert", "schumann_clara", "airdsAirs",
+    "miscFolk", "ciconia", "corelli", "cpebach", "handel", "joplin", "luca", "lusitano", "schubert", "verdi",
+    "weber", "beach", "chopin", "johnson_j_r", "liliuokalani", "leadSheet",
+)
+
+
+@dataclass
+class DataConfig:
+    segment_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer from 1 to 16"))
+    hop_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer from 1 to 16"))
+    # Piano-roll steps per quarter note; 4 = sixteenth notes. Bars longer than 4 quarters use coarser steps
+    # (powers of two) so that every bar fits 4 * steps_per_beat steps.
+    steps_per_beat: int = field(default=4, metadata=check(lambda v: v in (2, 4, 6, 12), "one of 2, 4, 6, 12"))
+    pitch_low: int = field(default=21, metadata=check(lambda v: 0 <= v <= 127, "a MIDI pitch 0..127"))
+    pitch_high: int = field(default=108, metadata=check(lambda v: 0 <= v <= 127, "a MIDI pitch 0..127"))
+    collections: list[str] = field(default_factory=lambda: list(DEFAULT_COLLECTIONS))
+    min_notes: int = field(default=4, metadata=check(lambda v: v >= 1, "an integer >= 1"))
+    cache_dir: str = "data/cache"
+    shipped_cache: str = "assets/corpus/segment_cache.npz"
+    # Fractions of pieces (not segments) in train / validation / test; a piece lives in one split only.
+    validation_fraction: float = field(default=0.1, metadata=check(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"))
+    test_fraction: float = field(default=0.1, metadata=check(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"))
+    max_file_mb: float = field(default=20.0, metadata=check(lambda v: v > 0, "a number > 0"))
+    max_notes: int = field(default=200_000, metadata=check(lambda v: v > 0, "an integer > 0"))
+
+    @property
+    def num_pitches(self) -> int:
+        return self.pitch_high - self.pitch_low + 1
+
+    @property
+    def roll_steps(self) -> int:
+        return self.segment_bars * 4 * self.steps_per_beat
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]"))
+    top_k: int = field(default=0, metadata=check(lambda v: v >= 0, "an integer >= 0 (0 = off)"))
+    top_p: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    num_steps: int = field(default=50, metadata=check(lambda v: v >= 1, "an integer >= 1"))
+    guidance_scale: float = field(default=3.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    seed: int = 0
+
+
+@dataclass
+class GenerationConfig:
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class GenerativeConfig:
+    type: Literal["vae", "diffusion", "autoregressive"] = "vae"
+
+
+@dataclass
+class ModelConfig:
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+@dataclass
+class RenderConfig:
+    sample_rate: int = field(default=44100, metadata=check(lambda v: 8000 <= v <= 96000, "8000..96000 Hz"))
+    soundfont: str = ""  # empty: soundfonts/, then system sf2/sf3 files, then pretty_midi's TimGM6mb.sf2
+    pool_size: int = field(default=2, metadata=check(lambda v: 1 <= v <= 16, "an integer from 1 to 16"))
+    gain: float = field(default=0.5, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]"))
+    tail_seconds: float = field(default=1.0, metadata=check(lambda v: 0 <= v <= 10, "0..10 seconds"))
+
+
+@dataclass
+class StudioConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=7860, metadata=check(lambda v: 1 <= v <= 65535, "a TCP port 1..65535"))
+    share: bool = False
+    browser_page_size: int = field(default=200, metadata=check(lambda v: v >= 10, "an integer >= 10"))
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    studio: StudioConfig = field(default_factory=StudioConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then each `key.path=value` override (value parsed as YAML)."""
+    values: dict = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise StudioError(f"config file '{path}' does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise StudioError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise StudioError(f"config file '{path}' must hold a mapping of keys, not {type(values).__name__}")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise StudioError(f"override '{item}' must look like key.path=value, e.g. model.vae.beta=0.5")
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise StudioError(f"override '{item}': '{part}' is a value, not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return _build(Config, values, "")
+
+
+def _build(cls, values: Any, prefix: str):
+    if not isinstance(values, dict):
+        raise StudioError(f"config key '{prefix.rstrip('.')}' is a section; give it keys, not {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise StudioError(f"unknown config key '{prefix}{unknown[0]}'; allowed keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        key, hint = prefix + name, hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+            continue
+        value = _coerce(key, value, hint)
+        predicate, allowed = fields[name].metadata.get("check", (None, ""))
+        if predicate is not None and not predicate(value):
+            raise StudioError(f"config key '{key}' = {value!r} is not allowed; expected {allowed}")
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate:
+        try:
+            validate()
+        except StudioError as exc:
+            raise StudioError(f"config section '{prefix.rstrip('.') or 'root'}': {exc}") from None
+    return obj
+
+
+def _coerce(key: str, value: Any, hint) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise StudioError(f"config key '{key}' = {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise StudioError(f"config key '{key}' must be a list, got {value!r}")
+        (item_type, *_) = typing.get_args(hint) or (Any,)
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if origin is dict or origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise StudioError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StudioError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StudioError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise StudioError(f"config key '{key}' must be text, got {value!r}")
+        return str(value)
+    return value
