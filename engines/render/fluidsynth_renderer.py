@@ -9,6 +9,10 @@ The flow, top to bottom:
 Why offline stepping rather than FluidSynth's own MIDI player: we never start an audio driver and never
 wait on a clock, so a render runs as fast as the synth can compute samples (far faster than real time),
 and it works on headless servers. Tempo changes are resolved by symusic's `score.to("second")`.
+
+Renders are dry: FluidSynth's reverb and chorus are switched off (SYNTH_SETTINGS). With libfluidsynth
+2.3 a system reset does not clear the reverb's state, so a pooled synth would carry a faint (about -55 dB)
+tail of the previous piece into the next render; dry renders start from true silence every time.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ PASSED_CONTROLLERS = frozenset({1, 7, 10, 11, 91, 93})  # modulation, volume, pa
 SUSTAIN_CC = 64
 # FluidSynth computes audio in blocks of this many frames; see SynthPool for why it matters.
 FLUID_BLOCK = 64
+SYNTH_SETTINGS = {"synth.reverb.active": 0, "synth.chorus.active": 0}  # dry; see the module docstring
 # Order of simultaneous events: set the instrument first, then controllers, release old notes, start new ones
 # (so a repeated pitch is re-struck rather than cut off by its predecessor's note-off).
 _PROGRAM, _CONTROL, _BEND, _NOTE_OFF, _NOTE_ON = range(5)
@@ -132,7 +137,8 @@ class SynthPool:
 
     def _new_synth(self):
         fluidsynth, _ = _fluidsynth()
-        synth = fluidsynth.Synth(gain=self.gain, samplerate=self.sample_rate, channels=MIDI_CHANNELS)
+        synth = fluidsynth.Synth(gain=self.gain, samplerate=self.sample_rate, channels=MIDI_CHANNELS,
+                                 **SYNTH_SETTINGS)
         if synth.sfload(self.soundfont) < 0:  # FluidSynth caches sample data, so later loads are cheap
             synth.delete()
             raise StudioError(f"soundfont '{self.soundfont}' could not be loaded by FluidSynth; "
@@ -158,8 +164,7 @@ class SynthPool:
                         self._created.append(synth)
                     self._cond.notify()
         try:
-            # Clear notes, sustain, controllers, programs and reverb/chorus tails of the previous render.
-            synth.system_reset()
+            _reset(synth)
             yield synth
         except BaseException:
             with self._cond:
@@ -179,6 +184,18 @@ class SynthPool:
                 self._created.remove(synth)
         for synth in idle:
             synth.delete()
+
+
+def _reset(synth) -> None:
+    """Silence every voice and restore programs and controllers (sustain included) to their defaults.
+
+    system_reset alone is not enough: in libfluidsynth 2.3 it lets voices that were still sounding or
+    releasing carry on into the next render (FluidSynth issue #964), so sounds are cut before and after it.
+    The cuts take effect when the next block is computed, i.e. before the next render's first sample.
+    """
+    synth.all_sounds_off(-1)  # -1: every channel
+    synth.system_reset()
+    synth.all_sounds_off(-1)
 
 
 _POOLS: dict = {}
@@ -216,8 +233,9 @@ def _score_events(score, sample_rate: int) -> tuple[list, float]:
         events.append((0, _PROGRAM, channel, int(track.program), 0))
         for note in track.notes:
             start = round(note.time * sample_rate)
-            end = max(start + 1, round((note.time + note.duration) * sample_rate))  # zero-length notes still sound
-            events.append((start, _NOTE_ON, channel, note.pitch, note.velocity))
+            end = max(start + 1, round((note.time + note.duration) * sample_rate))  # 0-length notes still sound
+            velocity = min(127, max(1, note.velocity))  # velocity 0 would mean note-off to FluidSynth
+            events.append((start, _NOTE_ON, channel, note.pitch, velocity))
             events.append((end, _NOTE_OFF, channel, note.pitch, 0))
         for pedal in track.pedals:
             events.append((round(pedal.time * sample_rate), _CONTROL, channel, SUSTAIN_CC, 127))
@@ -248,8 +266,8 @@ def render_score(score, sample_rate: int = 44100, soundfont: str = "", gain: flo
                  tail_seconds: float = 1.0, pool_size: int = 2) -> np.ndarray:
     """Render a symusic Score to float32 stereo audio of shape (frames, 2) in [-1, 1].
 
-    frames = ceil((score end in seconds + tail_seconds) * sample_rate); the tail lets notes release and
-    reverb decay. Events are placed on the nearest frame, and FluidSynth applies them at its next 64-frame
+    frames = ceil((score end in seconds + tail_seconds) * sample_rate); the tail lets the last notes ring
+    out through their release. Events are placed on the nearest frame, and FluidSynth applies them at its next 64-frame
     block (at most 1.5 ms late at 44.1 kHz).
     """
     events, end_seconds = _score_events(score, sample_rate)

@@ -1,0 +1,241 @@
+"""The engine API the studio (and scripts) call: browse the corpus, view and hear a segment, analyse an upload.
+
+Everything returned is plain data (dicts, lists, paths), so `studio/` never touches torch or numpy internals.
+One StudioEngine is shared by all users of the app; it holds no per-user state. Renders and MIDI exports
+are written once, to a path derived from what they hold, and atomically, so concurrent users can share them.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.analysis import analyze_segments, midi_file_segments
+from engines.config import Config
+from engines.data.cache import SPLITS, SegmentCache
+from engines.data.midi_io import segment_to_score, write_segment_midi
+from engines.data.prepare import ensure_corpus_cache
+from engines.errors import StudioError
+from engines.music.analyzer import AXES, MODE_COLORS, MODES
+from engines.music.features import key_name
+from engines.music.notes import TICKS_PER_QUARTER, Segment
+
+RANGE_FILTERS = ("rebracketing", "temporal_complexity") + AXES
+
+
+@dataclass
+class BrowseQuery:
+    """What the corpus browser filters on. Empty lists mean 'any'; ranges are inclusive."""
+
+    modes: list[str] = field(default_factory=list)
+    collections: list[str] = field(default_factory=list)
+    split: str = "all"
+    ranges: dict = field(default_factory=dict)   # name in RANGE_FILTERS -> (low, high)
+    text: str = ""                               # substring of the piece id
+    limit: int = 200
+
+
+@dataclass
+class NoteView:
+    """Notes for drawing, in quarter notes: parallel lists."""
+
+    start: list[float]
+    duration: list[float]
+    pitch: list[int]
+    velocity: list[int]
+    bar_lines: list[float]          # quarter-note positions of bar starts
+    regions: list[dict]             # [{"start", "end", "mode", "color", "label"}] coloured spans
+
+
+@dataclass
+class SegmentView:
+    index: int
+    title: str
+    mode: str
+    color: str
+    analysis: dict
+    notes: NoteView
+    midi_path: str
+    facts: dict                     # piece, collection, bars, time signature, tempo, key, split
+
+
+@dataclass
+class UploadView:
+    name: str
+    segments: list[dict]            # one analysis dict per segment (as `analyze --json`)
+    notes: NoteView
+    wav_path: str
+    midi_path: str
+
+
+def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None) -> NoteView:
+    q = float(TICKS_PER_QUARTER)
+    return NoteView(start=(notes["start"] / q).tolist(), duration=(notes["duration"] / q).tolist(),
+                    pitch=notes["pitch"].astype(int).tolist(), velocity=notes["velocity"].astype(int).tolist(),
+                    bar_lines=[i * bar_length / q for i in range(num_bars + 1)], regions=regions or [])
+
+
+class StudioEngine:
+    def __init__(self, cfg: Config, cache: SegmentCache | None = None, out_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.cache = cache if cache is not None else ensure_corpus_cache(cfg)
+        self.out_dir = Path(out_dir or Path(tempfile.gettempdir()) / "chromatic-studio")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._collection_rows = self.cache.collection_of_rows()
+        self._piece_ids = np.array([p["id"] for p in self.cache.pieces])
+
+    # ---- corpus browser -------------------------------------------------------------------------------
+    def collections(self) -> list[str]:
+        return list(self.cache.collections)
+
+    def browse(self, query: BrowseQuery) -> tuple[list[dict], int]:
+        """Rows matching the query (at most query.limit, in corpus order) and how many matched in all."""
+        seg = self.cache.segments
+        keep = np.ones(len(seg), bool)
+        if query.modes:
+            unknown = [m for m in query.modes if m not in MODES]
+            if unknown:
+                raise StudioError(f"unknown mode '{unknown[0]}'; choose from {', '.join(MODES)}")
+            keep &= np.isin(seg["mode"], [MODES.index(m) for m in query.modes])
+        if query.collections:
+            wanted = [self.cache.collections.index(c) for c in query.collections if c in self.cache.collections]
+            keep &= np.isin(self._collection_rows, wanted)
+        if query.split != "all":
+            if query.split not in SPLITS:
+                raise StudioError(f"unknown split '{query.split}'; choose all or one of {', '.join(SPLITS)}")
+            keep &= seg["split"] == SPLITS.index(query.split)
+        for name, (low, high) in query.ranges.items():
+            if name not in RANGE_FILTERS:
+                raise StudioError(f"cannot filter on '{name}'; choose from {', '.join(RANGE_FILTERS)}")
+            values = seg[name] if name in ("rebracketing", "temporal_complexity") else seg["axes"][:, AXES.index(name)]
+            keep &= (values >= low) & (values <= high)
+        if query.text.strip():
+            piece_match = np.char.find(np.char.lower(self._piece_ids), query.text.strip().lower()) >= 0
+            keep &= piece_match[seg["piece"]]
+        matches = np.nonzero(keep)[0]
+        return [self.row(int(i)) for i in matches[:query.limit]], int(len(matches))
+
+    def row(self, index: int) -> dict:
+        r = self.cache.segments[index]
+        piece = self.cache.pieces[int(r["piece"])]
+        return {"index": index, "piece": piece["id"], "collection": self.cache.collections[piece["collection"]],
+                "bars": f"{int(r['bar_start']) + 1}-{int(r['bar_start']) + int(r['num_bars'])}",
+                "time_signature": f"{r['ts_num']}/{r['ts_den']}", "mode": MODES[r["mode"]],
+                "key": key_name(int(r["key"]) % 12, int(r["key"]) < 12),
+                "rebracketing": round(float(r["rebracketing"]), 2),
+                "temporal_complexity": round(float(r["temporal_complexity"]), 2),
+                **{axis: round(float(v), 2) for axis, v in zip(AXES, r["axes"])}}
+
+    def stored_analysis(self, index: int) -> dict:
+        """The cache's analysis of a segment (manifest labels included), in the `analyze --json` shape."""
+        r = self.cache.segments[index]
+        return {"bars": [int(r["bar_start"]) + 1, int(r["bar_start"]) + int(r["num_bars"])],
+                "mode": MODES[r["mode"]], "scores": {m: round(float(s), 4) for m, s in zip(MODES, r["scores"])},
+                "axes": {a: round(float(v), 4) for a, v in zip(AXES, r["axes"])},
+                "rebracketing": round(float(r["rebracketing"]), 4),
+                "temporal_complexity": round(float(r["temporal_complexity"]), 4),
+                "key": key_name(int(r["key"]) % 12, int(r["key"]) < 12),
+                "label_source": "manifest" if r["label_source"] else "analyzer"}
+
+    def segment_view(self, index: int) -> SegmentView:
+        segment = self.cache.segment(int(index))
+        analysis = self.stored_analysis(int(index))
+        mode = analysis["mode"]
+        region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode, "color": MODE_COLORS[mode],
+                   "label": mode}]
+        midi_path = self._file(f"segment-{index}", ".mid", lambda p: write_segment_midi(segment, p))
+        facts = {"piece": segment.piece_id, "collection": segment.collection,
+                 "bars": f"{analysis['bars'][0]}-{analysis['bars'][1]}",
+                 "time_signature": f"{segment.ts_num}/{segment.ts_den}", "tempo_qpm": round(segment.tempo_qpm, 1),
+                 "key": analysis["key"], "split": segment.meta["split"], "notes": int(len(segment.notes))}
+        if segment.meta["title"] != segment.piece_id:
+            facts["title"] = segment.meta["title"]
+        return SegmentView(index=int(index), title=f"{segment.piece_id}, bars {facts['bars']}", mode=mode,
+                           color=MODE_COLORS[mode], analysis=analysis,
+                           notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region),
+                           midi_path=str(midi_path), facts=facts)
+
+    def render_segment(self, index: int) -> str:
+        """WAV of one corpus segment (rendered once, then served from disk)."""
+        segment = self.cache.segment(int(index))
+        return str(self._file(f"segment-{index}", ".wav", lambda p: self._render_score(segment_to_score(segment), p)))
+
+    def corpus_summary(self) -> dict:
+        """`stats --json` of the corpus the studio serves."""
+        from engines.data.prepare import corpus_stats
+
+        return corpus_stats(self.cache)
+
+    def axis_points(self, x_axis: str, y_axis: str, n: int = 4000, seed: int = 0) -> dict:
+        """A fixed random sample of segments placed by two analyzer axes: {"x", "y", "mode", "index"}."""
+        names = AXES + ("rebracketing", "temporal_complexity")
+        for name in (x_axis, y_axis):
+            if name not in names:
+                raise StudioError(f"unknown axis '{name}'; choose from {', '.join(names)}")
+        seg = self.cache.segments
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(seg), size=min(n, len(seg)), replace=False))
+
+        def values(name):
+            return seg[name][pick] if name not in AXES else seg["axes"][pick, AXES.index(name)]
+
+        return {"x": values(x_axis).tolist(), "y": values(y_axis).tolist(),
+                "mode": [MODES[m] for m in seg["mode"][pick]], "index": pick.tolist()}
+
+    # ---- uploads --------------------------------------------------------------------------------------
+    def analyze_upload(self, path: str | Path) -> UploadView:
+        """A user's MIDI: validated, analysed per segment, rendered whole. Raises StudioError on bad files."""
+        path = Path(path)
+        score, segments = midi_file_segments(path, self.cfg)
+        analyses = analyze_segments(segments, self.cfg)
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+        midi_path = self.out_dir / f"upload-{digest}.mid"
+        if not midi_path.exists():
+            shutil.copyfile(path, midi_path)
+        wav_path = self._file(f"upload-{digest}", ".wav", lambda p: self._render_score(score, p))
+        notes = np.concatenate([_shifted(s) for s in segments])
+        q = float(TICKS_PER_QUARTER)
+        regions = [{"start": _offset(s) / q, "end": (_offset(s) + s.length) / q, "mode": a["mode"],
+                    "color": MODE_COLORS[a["mode"]], "label": f"bars {a['bars'][0]}-{a['bars'][1]}: {a['mode']}"}
+                   for s, a in zip(segments, analyses)]
+        last = segments[-1]
+        bar_lines = sorted({_offset(s) / q + i * s.bar_length / q for s in segments for i in range(s.num_bars + 1)})
+        view = note_view(notes, last.bar_length, 0, regions)
+        view.bar_lines = bar_lines
+        return UploadView(name=path.name, segments=analyses, notes=view, wav_path=str(wav_path),
+                          midi_path=str(midi_path))
+
+    # ---- helpers --------------------------------------------------------------------------------------
+    def _render_score(self, score, path: Path) -> None:
+        from engines.render.fluidsynth_renderer import render_score, write_audio
+
+        r = self.cfg.render
+        audio = render_score(score, sample_rate=r.sample_rate, soundfont=r.soundfont, gain=r.gain,
+                             tail_seconds=r.tail_seconds, pool_size=r.pool_size)
+        write_audio(audio, path, r.sample_rate)
+
+    def _file(self, stem: str, suffix: str, make) -> Path:
+        """A file in out_dir made once by `make(tmp_path)`; concurrent callers never see half a file."""
+        path = self.out_dir / f"{stem}-{self.cache.meta.get('fingerprint', 'x')}{suffix}"
+        if path.exists():
+            return path
+        tmp = path.with_name(f".{path.stem}-{threading.get_ident()}{suffix}")
+        make(tmp)
+        tmp.replace(path)
+        return path
+
+
+def _offset(segment: Segment) -> int:
+    """Ticks from the start of the file to the segment (bars of a file segment are regular within a run)."""
+    return int(segment.meta.get("offset", 0))
+
+
+def _shifted(segment: Segment) -> np.ndarray:
+    notes = segment.notes.copy()
+    notes["start"] += _offset(segment)
+    return notes

@@ -1,0 +1,35 @@
+"""Assembles the studio: one tab per file, all sharing one StudioEngine."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engines.api import StudioEngine
+from studio.evaluate_tab import build_evaluate_tab
+from studio.generate_tab import build_generate_tab
+from studio.latent_tab import build_latent_tab
+
+CSS = """
+.studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
+.mode-chip {display:inline-block}
+"""
+
+
+def build_app(engine: StudioEngine) -> gr.Blocks:
+    with gr.Blocks(title="Chromatic Segment Studio", analytics_enabled=False) as demo:
+        gr.Markdown("# Chromatic Segment Studio")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                build_generate_tab(engine)
+            with gr.Tab("Latent Explorer", id="latent"):
+                build_latent_tab(engine)
+            with gr.Tab("Evaluate", id="evaluate"):
+                build_evaluate_tab(engine)
+    return demo
+
+
+def launch(engine: StudioEngine, host: str, port: int, share: bool = False, block: bool = True):
+    demo = build_app(engine)
+    demo.queue(default_concurrency_limit=4)
+    return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS,
+                       max_file_size="50mb", prevent_thread_lock=not block, allowed_paths=[str(engine.out_dir)],
+                       footer_links=["api"])

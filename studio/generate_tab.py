@@ -1,0 +1,126 @@
+"""Generate tab. For now: the corpus browser (filter, pick, see, hear, download) and "analyse your own MIDI".
+
+Generation controls join this tab as the engines land; the browser stays as the way to find references.
+"""
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from engines.api import AXES, MODE_COLORS, MODES, BrowseQuery, StudioEngine
+from engines.errors import StudioError
+from studio.widgets import analysis_markdown, error_markdown, piano_roll_figure
+
+TABLE_COLUMNS = ["index", "piece", "collection", "bars", "time_signature", "mode", "key", "rebracketing",
+                 "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion"]
+UPLOAD_COLUMNS = ["bars", "mode", "key", "energy", "valence", "tension", "intimacy", "motion", "rebracketing",
+                  "temporal_complexity"]
+
+
+def build_generate_tab(engine: StudioEngine) -> None:
+    page = engine.cfg.studio.browser_page_size
+    gr.Markdown("Browse the bundled corpus by chromatic mode, or drop in your own MIDI to hear and read its "
+                "analysis. Generation with the VAE, diffusion and GPT engines arrives here as each lands.")
+    with gr.Tab("Corpus browser"):
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                modes = gr.CheckboxGroup(list(MODES), label="Modes (none = all)", elem_id="filter-modes")
+                collections = gr.Dropdown(engine.collections(), multiselect=True, label="Collections (none = all)")
+                split = gr.Radio(["all", "train", "validation", "test"], value="all", label="Split")
+                text = gr.Textbox(label="Piece contains", placeholder="e.g. bwv, Kyrie, reel")
+                with gr.Accordion("Attribute ranges", open=False):
+                    reb = (gr.Slider(0, 1, 0, step=0.05, label="Rebracketing ≥"),
+                           gr.Slider(0, 1, 1, step=0.05, label="Rebracketing ≤"))
+                    tc = (gr.Slider(0, 1, 0, step=0.05, label="Temporal complexity ≥"),
+                          gr.Slider(0, 1, 1, step=0.05, label="Temporal complexity ≤"))
+                    axis = gr.Dropdown(list(AXES), value="energy", label="Emotion axis")
+                    axis_range = (gr.Slider(-1, 1, -1, step=0.05, label="Axis ≥"),
+                                  gr.Slider(-1, 1, 1, step=0.05, label="Axis ≤"))
+                with gr.Row():
+                    search = gr.Button("Search", variant="primary", elem_id="browse-search")
+                    lucky = gr.Button("Random segment", elem_id="browse-random")
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="browse-status")
+                table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, max_height=300,
+                                     elem_id="browse-table", label="Segments (click a row)")
+        with gr.Row():
+            with gr.Column(scale=3):
+                roll = gr.Plot(label="Piano roll", elem_id="segment-roll")
+                audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="segment-audio")
+            with gr.Column(scale=2):
+                readout = gr.Markdown(elem_id="segment-readout")
+                scores = gr.Label(label="Mode scores", num_top_classes=len(MODES))
+                files = gr.File(label="Download MIDI and WAV", file_count="multiple", interactive=False)
+        matches = gr.State([])  # indices of the current result set, per user
+
+        filters = [modes, collections, split, text, *reb, *tc, axis, *axis_range]
+
+        def run_search(modes, collections, split, text, reb_lo, reb_hi, tc_lo, tc_hi, axis, ax_lo, ax_hi):
+            query = BrowseQuery(modes=modes or [], collections=collections or [], split=split, text=text or "",
+                                ranges={"rebracketing": (reb_lo, reb_hi), "temporal_complexity": (tc_lo, tc_hi),
+                                        axis: (ax_lo, ax_hi)}, limit=page)
+            try:
+                rows, total = engine.browse(query)
+            except StudioError as exc:
+                return [], error_markdown(str(exc)), []
+            shown = f"showing the first {len(rows)}" if total > len(rows) else "showing all"
+            return ([[r[c] for c in TABLE_COLUMNS] for r in rows], f"**{total:,}** segments match; {shown}.",
+                    [r["index"] for r in rows])
+
+        def show(index):
+            try:
+                view = engine.segment_view(int(index))
+                wav = engine.render_segment(int(index))
+            except StudioError as exc:
+                return None, None, [], error_markdown(str(exc)), None
+            fig = piano_roll_figure(view.notes, view.title, view.color)
+            label = {m: s for m, s in view.analysis["scores"].items()}
+            return fig, wav, [view.midi_path, wav], analysis_markdown(view.analysis, view.color, view.facts), label
+
+        def on_select(evt: gr.SelectData):
+            row = evt.row_value if evt.row_value is not None else None
+            if not row:
+                return None, None, [], "", None
+            return show(row[0])
+
+        def random_pick(current):
+            pool = current or list(range(len(engine.cache)))
+            return show(random.choice(pool))
+
+        outputs = [roll, audio, files, readout, scores]
+        search.click(run_search, filters, [table, status, matches])
+        table.select(on_select, None, outputs)
+        lucky.click(random_pick, matches, outputs)
+
+    with gr.Tab("Your MIDI"):
+        gr.Markdown("Upload a `.mid` file (up to 20 MB, 200,000 notes). It is cut into segments of "
+                    f"{engine.cfg.data.segment_bars} bars, each analysed and coloured by its mode.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
+                                 elem_id="upload-midi")
+                upload_error = gr.Markdown(elem_id="upload-error")
+                upload_files = gr.File(label="Download", file_count="multiple", interactive=False)
+            with gr.Column(scale=3):
+                upload_roll = gr.Plot(label="Piano roll by segment", elem_id="upload-roll")
+                upload_audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="upload-audio")
+        upload_table = gr.Dataframe(headers=UPLOAD_COLUMNS, interactive=False, elem_id="upload-table",
+                                    label="Analysis per segment")
+
+        def analyze_upload(path):
+            if not path:
+                return None, None, [], [], ""
+            try:
+                view = engine.analyze_upload(path)
+            except StudioError as exc:
+                return None, None, [], [], error_markdown(str(exc))
+            rows = [[f"{a['bars'][0]}-{a['bars'][1]}", a["mode"], a["key"],
+                     *[round(a["axes"][x], 2) for x in AXES], round(a["rebracketing"], 2),
+                     round(a["temporal_complexity"], 2)] for a in view.segments]
+            modes = ", ".join(sorted({a["mode"] for a in view.segments}))
+            fig = piano_roll_figure(view.notes, f"{view.name} · {len(view.segments)} segments · {modes}",
+                                    MODE_COLORS["WHITE"])
+            return fig, view.wav_path, [view.midi_path, view.wav_path], rows, ""
+
+        upload.change(analyze_upload, upload, [upload_roll, upload_audio, upload_files, upload_table, upload_error])

@@ -1,0 +1,82 @@
+"""Formatting shared by the tabs: the piano-roll figure, the analyzer readout, mode chips. No engine logic."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+AXIS_LABELS = {"energy": "Energy", "valence": "Valence", "tension": "Tension", "intimacy": "Intimacy",
+               "motion": "Motion"}
+
+
+def pitch_label(pitch: int) -> str:
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: int = 340) -> go.Figure:
+    """Notes (engines.api.NoteView) as horizontal bars: x in quarter notes, y in MIDI pitch.
+
+    Bars are coloured by the region (segment) they start in, so an upload shows each segment's mode;
+    opacity follows velocity. Bar lines are drawn as thin vertical rules.
+    """
+    fig = go.Figure()
+    regions = notes.regions or [{"start": 0.0, "end": float("inf"), "color": color, "label": ""}]
+    for region in regions:
+        picked = [i for i, s in enumerate(notes.start) if region["start"] <= s < region["end"]]
+        if not picked:
+            continue
+        fig.add_trace(go.Bar(
+            x=[notes.duration[i] for i in picked], base=[notes.start[i] for i in picked],
+            y=[notes.pitch[i] for i in picked], orientation="h", width=0.85,
+            marker=dict(color=region["color"], opacity=0.9, line=dict(width=0.5, color="#222")),
+            name=region.get("label") or region.get("mode", ""),
+            customdata=[[pitch_label(notes.pitch[i]), notes.velocity[i]] for i in picked],
+            hovertemplate="%{customdata[0]} · beat %{base:.2f} · %{x:.2f} q · vel %{customdata[1]}<extra></extra>",
+        ))
+    for x in notes.bar_lines:
+        fig.add_vline(x=x, line_width=1, line_color="rgba(0,0,0,0.25)")
+    pitches = notes.pitch or [60]
+    low, high = min(pitches) - 2, max(pitches) + 2
+    ticks = [p for p in range(low, high + 1) if p % 12 in (0, 7)]
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)), height=height, barmode="overlay", bargap=0,
+        margin=dict(l=50, r=10, t=40 if title else 10, b=40), showlegend=len(regions) > 1,
+        legend=dict(orientation="h", y=-0.25), plot_bgcolor="#fafafa",
+        xaxis=dict(title="quarter notes", zeroline=False), dragmode="pan",
+        yaxis=dict(range=[low, high], tickvals=ticks, ticktext=[pitch_label(p) for p in ticks], title=None),
+    )
+    return fig
+
+
+def mode_chip(mode: str, color: str) -> str:
+    text = "#111" if mode in ("YELLOW", "WHITE", "ORANGE") else "#fff"
+    return (f"<span class='mode-chip' style='background:{color};color:{text};padding:2px 10px;"
+            f"border-radius:10px;font-weight:600'>{mode}</span>")
+
+
+def analysis_markdown(analysis: dict, color: str, facts: dict | None = None) -> str:
+    """The analyzer's readout as Markdown: mode, key, the five axes, rebracketing, temporal complexity."""
+    lines = [f"### {mode_chip(analysis['mode'], color)} &nbsp; {analysis.get('key', '')}"]
+    if facts:
+        lines.append(" · ".join(f"**{k.replace('_', ' ')}** {v}" for k, v in facts.items()))
+    lines.append("")
+    lines.append("| axis | value | |")
+    lines.append("|---|---:|---|")
+    for axis, value in analysis["axes"].items():
+        unit = (value + 1) / 2 if axis == "valence" else value
+        lines.append(f"| {AXIS_LABELS[axis]} | {value:+.2f} | {_meter(unit)} |" if axis == "valence"
+                     else f"| {AXIS_LABELS[axis]} | {value:.2f} | {_meter(unit)} |")
+    lines.append(f"| Rebracketing | {analysis['rebracketing']:.2f} | {_meter(analysis['rebracketing'])} |")
+    lines.append(f"| Temporal complexity | {analysis['temporal_complexity']:.2f} | "
+                 f"{_meter(analysis['temporal_complexity'])} |")
+    if analysis.get("label_source") == "manifest":
+        lines.append("\n*Label from your CSV manifest, not the analyzer.*")
+    return "\n".join(lines)
+
+
+def _meter(unit: float, width: int = 12) -> str:
+    filled = int(round(max(0.0, min(1.0, unit)) * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def error_markdown(message: str) -> str:
+    return f"<div class='studio-error' role='alert'>⚠️ {message}</div>"
