@@ -56,6 +56,12 @@ class DataConfig:
     max_file_mb: float = field(default=20.0, metadata=check(lambda v: v > 0, "a number > 0"))
     max_notes: int = field(default=200_000, metadata=check(lambda v: v > 0, "an integer > 0"))
 
+    def validate(self) -> None:
+        if self.pitch_low >= self.pitch_high:
+            raise StudioError(f"data.pitch_low ({self.pitch_low}) must be below data.pitch_high ({self.pitch_high})")
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise StudioError("data.validation_fraction + data.test_fraction must leave at least 10 % for training")
+
     @property
     def num_pitches(self) -> int:
         return self.pitch_high - self.pitch_low + 1

@@ -148,8 +148,6 @@ def test_analyzer_validate_runs_through_config():
     assert "config section 'analyzer'" in message and "exactly the modes" in message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: DataConfig has no cross-field check; pitch_low > pitch_high is "
-                                       "accepted and num_pitches goes negative (notes_to_roll then crashes)")
 def test_inverted_pitch_range_is_rejected():
     with pytest.raises(StudioError, match="pitch"):
         load_config(overrides=["data.pitch_low=100", "data.pitch_high=50"])

@@ -85,8 +85,7 @@ def test_score_to_piece_rescales_and_skips_drums(tmp_path):
     score = Score(str(path))
     assert score.tracks[0].notes[1].time == 240  # 480 per quarter on disk
     piece = score_to_piece(score, "band")
-    assert note_tuples(piece.notes, velocity=True) == sorted(
-        (s, d, p, v) for s, d, p, v in rows)
+    assert note_tuples(piece.notes, velocity=True) == sorted(rows)  # 480 -> 12 ticks per quarter
     assert set(piece.notes["track"].tolist()) == {0}
     assert piece.tempo_qpm == pytest.approx(120.0)
 

@@ -116,9 +116,6 @@ def test_roll_of_no_notes_is_empty():
     assert len(roll_to_notes(roll, 36)) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: notes_to_roll stores velocity/127 in the sustain channel, but "
-                                       "roll_to_notes needs sustain >= 0.5, so a note softer than velocity 64 "
-                                       "comes back one step long with velocity 64")
 def test_roll_round_trip_soft_notes():
     notes = make_notes([(0, 12, 60, 40), (12, 24, 64, 20)])
     back = roll_to_notes(notes_to_roll(notes, 48, 4), 48)

@@ -77,9 +77,6 @@ def test_long_note_off_the_coarse_grid_stays_close(kind):
     assert abs(duration - 142) <= 1.5
 
 
-@pytest.mark.xfail(strict=True, reason="bug: decode_tokens takes num_bars from the rounded note ends, so a long "
-                                       "note held to the segment end from off the quarter-beat grid rounds past "
-                                       "the end and the 4-bar 4/2 segment decodes as 5 bars")
 @pytest.mark.parametrize("kind", KINDS)
 def test_long_note_never_rounds_past_segment_end(kind):
     seg = segment([(0, 24, 60, 80), (98, 286, 59, 80)], ts=(4, 2))

@@ -200,8 +200,9 @@ def temporal_components(segment: Segment) -> dict:
         "finer": bool(np.any((pos % max(beat // 4, 1) != 0) & (pos % max(beat // 3, 1) != 0))),
     }
     subdivisions = sum(kinds.values()) / 4.0
-    per_beat = np.bincount(onsets // beat, minlength=max(1, segment.length // beat))
-    density_variation = float(min(1.0, per_beat.std() / max(per_beat.mean(), 1e-9) / 1.5))
+    # Density change from bar to bar (steady whole notes and steady sixteenths both score 0).
+    per_bar = np.bincount(onsets // segment.bar_length, minlength=segment.num_bars)[:segment.num_bars]
+    density_variation = float(min(1.0, per_bar.std() / max(per_bar.mean(), 1e-9)))
     d = notes["duration"].astype(float) / beat
     plain = np.isclose(np.log2(np.maximum(d, 1e-9)) % 1, 0) | np.isclose(np.log2(np.maximum(d, 1e-9)) % 1, 1)
     irregular = float(np.mean(~plain))

@@ -145,11 +145,13 @@ def notes_to_roll(notes: np.ndarray, bar_length: int, num_bars: int, steps_per_b
 
 
 def roll_to_notes(roll: np.ndarray, bar_length: int, steps_per_beat: int = 4, pitch_low: int = 21,
-                  onset_threshold: float = 0.5, sustain_threshold: float = 0.5) -> np.ndarray:
+                  onset_threshold: float = 0.5, sustain_threshold: float = 0.5 / 127) -> np.ndarray:
     """Piano roll (2, steps, pitches) -> notes; the inverse of notes_to_roll for on-grid notes.
 
     A note starts where channel 0 >= onset_threshold and lasts while channel 1 >= sustain_threshold and no
-    new onset of that pitch begins. Velocity is the sustain value at the onset (64 if it is below threshold).
+    new onset of that pitch begins. Channel 1 holds velocity/127, so the default threshold (half a velocity
+    step) keeps the softest notes; a model's output may want a higher one. Velocity is the sustain value at
+    the onset (64 if it is below threshold).
     """
     step = ticks_per_step(bar_length, steps_per_beat)
     onset, sustain = roll[0] >= onset_threshold, roll[1] >= sustain_threshold

@@ -73,8 +73,13 @@ def decode_tokens(ids, kind: str = "remi", tempo_qpm: float | None = None) -> Se
     segment = Segment(notes=notes, ts_num=ts.numerator if ts else 4, ts_den=ts.denominator if ts else 4,
                       tempo_qpm=qpm)
     if len(notes):
-        end = int((notes["start"].astype(np.int64) + notes["duration"]).max())
-        segment.num_bars = max(1, -(-end // segment.bar_length))
+        # Durations beyond 8 beats are held at quarter-beat precision, so a note held to the segment end
+        # may round up past the last bar line by less than a quarter beat: such an overshoot is cut.
+        tolerance = TICKS_PER_QUARTER * 4 // segment.ts_den // 4
+        last_end = int((notes["start"].astype(np.int64) + notes["duration"]).max())
+        segment.num_bars = max(1, -(-(last_end - tolerance) // segment.bar_length))
+        end = segment.num_bars * segment.bar_length
+        notes["duration"] = np.minimum(notes["duration"], end - notes["start"])
     return segment
 
 

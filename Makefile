@@ -1,0 +1,50 @@
+# Set-up and entry points. `make run` and `make test` install whatever is missing on a fresh Debian machine:
+# apt packages (FluidSynth, a GM soundfont, Chromium for browser tests) and a .venv with pinned packages.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test sysdeps browser venv bench prepare stats clean
+
+run: sysdeps venv
+	$(BIN)/python app.py $(ARGS)
+
+test: sysdeps browser venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-lock.txt
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps encodec==0.1.1
+	touch $(STAMP)
+
+# FluidSynth's shared library and a General MIDI soundfont, from Debian.
+sysdeps:
+	@if ! ldconfig -p | grep -q libfluidsynth.so.3 || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
+		$(APT) update -qq && $(APT) install -y -qq libfluidsynth3 fluid-soundfont-gm; \
+	fi
+
+# Debian's Chromium, driven by Playwright in the browser tests (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { $(APT) update -qq && $(APT) install -y -qq chromium; }
+
+prepare: venv
+	$(BIN)/python -m engines prepare $(ARGS)
+
+stats: venv
+	$(BIN)/python -m engines stats --json
+
+bench: venv
+	$(BIN)/python -m engines bench --json out/bench.json
+
+clean:
+	rm -rf data/cache/corpus data/cache/*.building

@@ -1,0 +1,108 @@
+"""`python -m engines bench`: speed of the foundation, as JSON. Medians over repeats; nothing here asserts.
+
+Each engine issue adds its rows (generation latency, sampling speed) beside these.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engines.config import Config
+
+
+def _median_seconds(func, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n_total, size=min(n, n_total), replace=False).tolist())
+
+
+def bench_corpus(cfg: Config, repeats: int) -> dict:
+    from engines.data.cache import SegmentCache, unpack
+    from engines.data.prepare import corpus_cache_dir, ensure_corpus_cache
+
+    ensure_corpus_cache(cfg)
+    out = {"open_seconds": round(_median_seconds(lambda: len(SegmentCache(corpus_cache_dir(cfg))), repeats), 4)}
+    archive = Path(cfg.data.shipped_cache)
+    if archive.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            out["unpack_shipped_seconds"] = round(_median_seconds(lambda: unpack(archive, Path(tmp)), 1), 3)
+        out["shipped_archive_mb"] = round(archive.stat().st_size / 1048576, 2)
+    return out
+
+
+def bench_tokenization(cfg: Config, repeats: int, n_files: int = 100) -> dict:
+    from engines.data.midi_io import write_segment_midi
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.tokenizers.midi import decode_tokens, encode_segment, get_tokenizer
+
+    cache = ensure_corpus_cache(cfg)
+    segments = [cache.segment(i) for i in _sample_indices(len(cache), n_files)]
+    out = {"files": len(segments)}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [write_segment_midi(s, Path(tmp) / f"{i}.mid") for i, s in enumerate(segments)]
+        for kind in ("remi", "cpword"):
+            tokenizer = get_tokenizer(kind)
+            seconds = _median_seconds(lambda: [tokenizer.encode(p) for p in paths], repeats)
+            out[f"{kind}_midi_files_per_second"] = round(len(paths) / seconds, 1)
+            seconds = _median_seconds(lambda: [encode_segment(s, kind) for s in segments], repeats)
+            out[f"{kind}_segments_per_second"] = round(len(segments) / seconds, 1)
+            ids = [encode_segment(s, kind) for s in segments]
+            seconds = _median_seconds(lambda: [decode_tokens(t, kind) for t in ids], repeats)
+            out[f"{kind}_decodes_per_second"] = round(len(ids) / seconds, 1)
+    return out
+
+
+def bench_analyzer(cfg: Config, repeats: int, n: int = 200) -> dict:
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.music.analyzer import ChromaticAnalyzer
+
+    cache = ensure_corpus_cache(cfg)
+    analyzer = ChromaticAnalyzer(cfg.analyzer)
+    segments = [cache.segment(i) for i in _sample_indices(len(cache), n, seed=1)]
+    seconds = _median_seconds(lambda: [analyzer.analyze(s) for s in segments], repeats)
+    return {"segments": len(segments), "ms_per_segment": round(seconds / len(segments) * 1000, 3)}
+
+
+def bench_render(cfg: Config, repeats: int) -> dict:
+    from engines.data.midi_io import segment_to_score
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.render.fluidsynth_renderer import find_soundfont, measure_speed
+
+    cache = ensure_corpus_cache(cfg)
+    r = cfg.render
+    kwargs = dict(sample_rate=r.sample_rate, soundfont=r.soundfont, gain=r.gain, tail_seconds=r.tail_seconds)
+    rows = []
+    for index in _sample_indices(len(cache), 5, seed=2):
+        rows.append(measure_speed(segment_to_score(cache.segment(index)), repeats=repeats, **kwargs))
+    return {"soundfont": find_soundfont(r.soundfont).name, "segments": len(rows),
+            "audio_seconds_median": round(statistics.median(x["audio_seconds"] for x in rows), 2),
+            "x_realtime_median": round(statistics.median(x["x_realtime"] for x in rows), 1),
+            "x_realtime_min": round(min(x["x_realtime"] for x in rows), 1)}
+
+
+def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
+    started = time.time()
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "repeats": repeats,
+        "corpus": bench_corpus(cfg, repeats),
+        "tokenization": bench_tokenization(cfg, repeats),
+        "analyzer": bench_analyzer(cfg, repeats),
+        "render": bench_render(cfg, repeats),
+    }
+    result["seconds"] = round(time.time() - started, 1)
+    return result

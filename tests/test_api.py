@@ -1,0 +1,120 @@
+"""The engine API the studio calls, on the shipped corpus cache; and the studio's build and import rules."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from engines.api import BrowseQuery, StudioEngine
+from engines.config import load_config
+from engines.data.prepare import corpus_stats, ensure_corpus_cache, fingerprint
+from engines.errors import StudioError
+from engines.music.analyzer import MODES
+from tests.helpers import write_test_midi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    cfg = load_config()
+    return StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=tmp_path_factory.mktemp("renders"))
+
+
+def test_shipped_cache_matches_the_code_that_reads_it():
+    """If the analyzer, segmenting or tokenizer changes, the shipped archive must be rebuilt with
+    `python -m engines prepare --pack assets/corpus/segment_cache.npz` (else a fresh clone re-parses)."""
+    cfg = load_config()
+    with zipfile.ZipFile(ROOT / cfg.data.shipped_cache) as zf:
+        meta = json.loads(zf.read("meta.json"))
+    assert meta["fingerprint"] == fingerprint(cfg)
+
+
+def test_corpus_meets_the_size_and_balance_targets(engine):
+    stats = corpus_stats(engine.cache)
+    assert stats["segments"] >= 30_000
+    assert min(stats["mode_shares"].values()) >= 0.04, stats["mode_shares"]
+    assert sum(stats["splits"].values()) == stats["segments"]
+    assert set(stats["modes"]) == set(MODES)
+    # No piece in two splits.
+    seg = engine.cache.segments
+    pieces_by_split = [set(np.unique(seg["piece"][seg["split"] == s]).tolist()) for s in range(3)]
+    assert not (pieces_by_split[0] & pieces_by_split[1]) and not (pieces_by_split[0] & pieces_by_split[2])
+    assert not (pieces_by_split[1] & pieces_by_split[2])
+
+
+def test_browse_filters_by_mode_collection_and_ranges(engine):
+    rows, total = engine.browse(BrowseQuery(modes=["RED"], collections=["bach"], limit=20,
+                                            ranges={"rebracketing": (0.2, 1.0), "energy": (0.5, 1.0)}))
+    assert 0 < len(rows) <= 20 and total >= len(rows)
+    for row in rows:
+        assert row["mode"] == "RED" and row["collection"] == "bach"
+        assert 0.2 - 0.005 <= row["rebracketing"] and row["energy"] >= 0.5 - 0.005
+    _, everything = engine.browse(BrowseQuery(limit=1))
+    assert everything == len(engine.cache)
+    rows, _ = engine.browse(BrowseQuery(text="BWV1.6", limit=50))
+    assert rows and all("bwv1.6" in r["piece"].lower() for r in rows)
+
+
+def test_browse_rejects_unknown_filters(engine):
+    with pytest.raises(StudioError, match="unknown mode 'PINK'"):
+        engine.browse(BrowseQuery(modes=["PINK"]))
+    with pytest.raises(StudioError, match="cannot filter on 'loudness'"):
+        engine.browse(BrowseQuery(ranges={"loudness": (0, 1)}))
+
+
+def test_segment_view_renders_and_exports(engine):
+    rows, _ = engine.browse(BrowseQuery(modes=["GREEN"], limit=1))
+    view = engine.segment_view(rows[0]["index"])
+    assert view.mode == "GREEN" and view.analysis["mode"] == "GREEN"
+    assert abs(sum(view.analysis["scores"].values()) - 1) < 1e-3
+    assert len(view.notes.pitch) == view.facts["notes"] > 0
+    assert view.notes.bar_lines[0] == 0 and len(view.notes.bar_lines) == 5
+    wav = engine.render_segment(view.index)
+    audio, rate = soundfile.read(wav)
+    seconds = engine.cache.segment(view.index).seconds
+    assert rate == 44100 and abs(len(audio) / rate - (seconds + 1.0)) < 0.2
+    assert np.sqrt(np.mean(audio ** 2)) > 1e-3
+    assert Path(view.midi_path).read_bytes()[:4] == b"MThd"
+    assert engine.render_segment(view.index) == wav  # rendered once, then served from disk
+
+
+def test_segment_view_of_a_missing_index_is_a_clear_error(engine):
+    with pytest.raises(StudioError, match="does not exist"):
+        engine.segment_view(len(engine.cache) + 5)
+
+
+def test_upload_is_analysed_per_segment_and_rendered(engine, tmp_path):
+    view = engine.analyze_upload(write_test_midi(tmp_path / "tune.mid", bars=10))
+    assert [s["bars"] for s in view.segments] == [[1, 4], [5, 8], [9, 10]]
+    assert [r["mode"] for r in view.notes.regions] == [s["mode"] for s in view.segments]
+    assert view.notes.regions[1]["start"] == 16.0
+    audio, rate = soundfile.read(view.wav_path)
+    assert len(audio) / rate > 10 * 4 * 60 / 110  # the whole file, not a segment
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"RIFF....WAVEfmt ", "not a MIDI file"),
+    (b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01", "could not be read as MIDI"),
+])
+def test_bad_uploads_raise_studio_errors(engine, tmp_path, content, message):
+    path = tmp_path / "bad.mid"
+    path.write_bytes(content)
+    with pytest.raises(StudioError, match=message):
+        engine.analyze_upload(path)
+
+
+def test_studio_builds_and_imports_no_torch(engine):
+    from studio.app import build_app
+
+    demo = build_app(engine)
+    assert demo.title == "Chromatic Segment Studio"
+    code = "import sys, studio.app; assert 'torch' not in sys.modules, 'studio imported torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

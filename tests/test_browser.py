@@ -1,0 +1,139 @@
+"""Real-browser journeys: Playwright drives Debian's chromium against the studio served on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_test_midi
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio_url():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs it (apt package chromium)")
+        pytest.skip("chromium is not installed (make test installs it)")
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log = open(ROOT / "data" / f"studio-test-{port}.log", "w") if (ROOT / "data").is_dir() else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the studio exited with status {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("the studio did not answer within 240 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, studio_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(studio_url, wait_until="load")
+    page.wait_for_selector("#browse-search")
+    yield page
+    context.close()
+
+
+def _visible_text(page, container: str, text: str):
+    return page.locator(container).get_by_text(text, exact=True).locator("visible=true").first
+
+
+def test_browse_to_a_segment_and_play_it(page):
+    page.get_by_label("BLUE").check()
+    page.click("#browse-search")
+    page.wait_for_function("() => document.querySelector('#browse-status')?.innerText.includes('segments match')")
+    status = page.inner_text("#browse-status")
+    assert int(status.split()[0].replace(",", "")) > 0
+    # Every listed row is BLUE: click the mode cell of the first one.
+    _visible_text(page, "#browse-table", "BLUE").click()
+    page.wait_for_function("() => document.querySelector('#segment-readout')?.innerText.includes('BLUE')")
+    readout = page.inner_text("#segment-readout")
+    assert "Rebracketing" in readout and "Temporal complexity" in readout
+    assert page.locator("#segment-roll .js-plotly-plot").count() == 1
+    play = page.locator("#segment-audio").get_by_role("button", name="Play", exact=True)
+    play.wait_for()
+    play.click()
+    # The player flips to a Pause button and its clock moves past 0:00 while the render plays.
+    page.locator("#segment-audio").get_by_role("button", name="Pause", exact=True).wait_for(timeout=15_000)
+    page.wait_for_function("() => /0:0[1-9]/.test(document.querySelector('#segment-audio').innerText)",
+                           timeout=15_000)
+
+
+def test_upload_midi_shows_its_analysis(page, tmp_path):
+    path = write_test_midi(tmp_path / "two_phrases.mid", bars=8)
+    page.get_by_role("tab", name="Your MIDI").click()
+    page.set_input_files("#upload-midi input[type=file]", str(path))
+    page.wait_for_function("() => document.querySelector('#upload-table')?.innerText.includes('5-8')")
+    table = page.inner_text("#upload-table")
+    assert "1-4" in table and "5-8" in table
+    assert any(mode in table for mode in ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"))
+    assert page.locator("#upload-roll .js-plotly-plot").count() == 1
+    assert page.inner_text("#upload-error").strip() == ""
+
+
+def test_upload_garbage_shows_the_reason_and_the_studio_goes_on(page, tmp_path):
+    garbage = tmp_path / "not_music.mid"
+    garbage.write_bytes(b"this is a text file pretending to be MIDI\n" * 10)
+    page.get_by_role("tab", name="Your MIDI").click()
+    page.set_input_files("#upload-midi input[type=file]", str(garbage))
+    page.wait_for_function("() => document.querySelector('#upload-error')?.innerText.includes('not a MIDI file')")
+    assert "not_music.mid" in page.inner_text("#upload-error")
+    # The same session still works: a good file replaces the error with an analysis.
+    page.locator("#upload-midi").get_by_role("button", name="Clear").click()
+    page.set_input_files("#upload-midi input[type=file]", str(write_test_midi(tmp_path / "ok.mid", bars=4)))
+    page.wait_for_function("() => document.querySelector('#upload-table')?.innerText.includes('1-4')")
+    assert page.inner_text("#upload-error").strip() == ""
+
+
+def test_evaluate_tab_shows_the_corpus_baseline(page):
+    page.get_by_role("tab", name="Evaluate").click()
+    page.wait_for_function("() => document.querySelector('#corpus-summary')?.innerText.includes('segments')")
+    assert "pieces" in page.inner_text("#corpus-summary")

@@ -1,0 +1,148 @@
+"""engines/cli.py: `python -m engines analyze | stats | prepare`, output and one-line errors with exit status 2."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engines.cli import main
+from engines.music.analyzer import AXES, MODES
+from tests.conftest import scale_melody, write_midi
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYSIS_KEYS = {"bars", "mode", "scores", "axes", "rebracketing", "temporal_complexity", "key"}
+
+
+@pytest.fixture
+def song(tmp_path):
+    """9 bars of 4/4: two whole segments and a one-bar remainder."""
+    return write_midi(tmp_path / "song.mid", scale_melody(9, step=6))
+
+
+@pytest.fixture
+def garbage(tmp_path):
+    path = tmp_path / "garbage.mid"
+    path.write_bytes(b"this is not a MIDI file at all" * 10)
+    return path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_json(capsys, song):
+    code, out, err = run(capsys, "analyze", str(song), "--json")
+    assert code == 0 and err == ""
+    results = json.loads(out)
+    assert isinstance(results, list) and len(results) == 3
+    assert [r["bars"] for r in results] == [[1, 4], [5, 8], [9, 9]]
+    for r in results:
+        assert set(r) == ANALYSIS_KEYS
+        assert r["mode"] in MODES and set(r["scores"]) == set(MODES) and set(r["axes"]) == set(AXES)
+        assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert 0 <= r["rebracketing"] <= 1 and 0 <= r["temporal_complexity"] <= 1
+    assert results[0]["key"] == "C major"
+
+
+def test_analyze_features_and_segment_bars(capsys, song):
+    code, out, _ = run(capsys, "analyze", str(song), "--json", "--features", "--set", "data.segment_bars=2")
+    results = json.loads(out)
+    assert code == 0 and [r["bars"] for r in results] == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 9]]
+    assert "syncopation" in results[0]["features"]
+
+
+def test_analyze_text(capsys, song):
+    code, out, _ = run(capsys, "analyze", str(song))
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[0].startswith("bars   1-4") and "C major" in lines[0] and "rebracketing" in lines[0]
+    assert any(mode in lines[0] for mode in MODES)
+
+
+def test_analyze_garbage(capsys, garbage):
+    code, out, err = run(capsys, "analyze", str(garbage), "--json")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: 'garbage.mid' is not a MIDI file")
+
+
+def test_analyze_missing_file(capsys, tmp_path):
+    code, _, err = run(capsys, "analyze", str(tmp_path / "nope.mid"))
+    assert code == 2 and err == "error: 'nope.mid' does not exist\n"
+
+
+def test_analyze_unusable_metre(capsys, tmp_path):
+    path = write_midi(tmp_path / "odd.mid", [(i * 3, 3, 60, 80) for i in range(40)], signatures=((0, 7, 16),))
+    code, _, err = run(capsys, "analyze", str(path))
+    assert code == 2 and err.startswith("error: 'odd.mid' has no whole bar of notes in a usable time signature")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.nope=1", "error: unknown config key 'data.nope'"),
+    ("data.segment_bars=0", "error: config key 'data.segment_bars' = 0 is not allowed"),
+    ("segment_bars", "error: override 'segment_bars' must look like key.path=value"),
+])
+def test_bad_set(capsys, song, override, expected):
+    code, out, err = run(capsys, "analyze", str(song), "--set", override)
+    assert code == 2 and out == ""
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_bad_config_file(capsys, song, tmp_path):
+    code, _, err = run(capsys, "analyze", str(song), "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and err.startswith("error: config file") and "does not exist" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    for argv in ([], ["frobnicate"], ["analyze"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_stats_json(capsys, prepared, tmp_path):
+    out_file = tmp_path / "stats" / "stats.json"
+    code, out, _ = run(capsys, "stats", "--cache", str(prepared[3]), "--json", str(out_file))
+    stats = json.loads(out)
+    assert code == 0 and json.loads(out_file.read_text()) == stats
+    assert stats["segments"] == 10 and stats["pieces"] == 4 and stats["collections"] == {"songs": 10}
+
+
+def test_stats_text(capsys, prepared):
+    code, out, _ = run(capsys, "stats", "--cache", str(prepared[3]))
+    assert code == 0 and out.startswith("10 segments from 4 pieces; splits")
+    assert "songs" in out and "INDIGO" in out
+
+
+def test_stats_of_missing_cache(capsys, tmp_path):
+    code, _, err = run(capsys, "stats", "--cache", str(tmp_path / "none"))
+    assert code == 2 and err.startswith("error: no segment cache in")
+
+
+def test_prepare_and_pack(capsys, tmp_path):
+    (tmp_path / "songs").mkdir()
+    write_midi(tmp_path / "songs" / "tune.mid", scale_melody(8))
+    archive = tmp_path / "packed" / "cache.npz"
+    code, out, _ = run(capsys, "prepare", "--midi-dir", str(tmp_path / "songs"), "--workers", "1",
+                       "--set", f"data.cache_dir={tmp_path / 'cache'}", "--pack", str(archive))
+    report = json.loads(out)
+    assert code == 0 and report["segments"] == 2 and report["pieces"] == 1
+    assert report["out"] == str(tmp_path / "cache" / "midi-songs") and report["packed"] == str(archive)
+    assert archive.is_file()
+
+
+def test_python_m_engines_analyze(song, garbage):
+    done = subprocess.run([sys.executable, "-m", "engines", "analyze", str(song), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["bars"] for r in results] == [[1, 4], [5, 8], [9, 9]]
+    assert all(ANALYSIS_KEYS <= set(r) for r in results)
+    failed = subprocess.run([sys.executable, "-m", "engines", "analyze", str(garbage)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.startswith("error: 'garbage.mid'") and failed.stderr.count("\n") == 1
