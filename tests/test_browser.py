@@ -97,7 +97,7 @@ def test_browse_to_a_segment_and_play_it(page):
     page.wait_for_function("() => document.querySelector('#segment-readout')?.innerText.includes('BLUE')")
     readout = page.inner_text("#segment-readout")
     assert "Rebracketing" in readout and "Temporal complexity" in readout
-    assert page.locator("#segment-roll .js-plotly-plot").count() == 1
+    page.wait_for_selector("#segment-roll .js-plotly-plot .main-svg")  # plotly draws after the data arrives
     play = page.locator("#segment-audio").get_by_role("button", name="Play", exact=True)
     play.wait_for()
     play.click()
@@ -115,7 +115,7 @@ def test_upload_midi_shows_its_analysis(page, tmp_path):
     table = page.inner_text("#upload-table")
     assert "1-4" in table and "5-8" in table
     assert any(mode in table for mode in ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"))
-    assert page.locator("#upload-roll .js-plotly-plot").count() == 1
+    page.wait_for_selector("#upload-roll .js-plotly-plot .main-svg")
     assert page.inner_text("#upload-error").strip() == ""
 
 

@@ -121,3 +121,17 @@ def test_roll_round_trip_soft_notes():
     back = roll_to_notes(notes_to_roll(notes, 48, 4), 48)
     assert note_tuples(back) == note_tuples(notes)
     assert [int(v) for v in back["velocity"]] == [40, 20]
+
+
+def test_segment_piano_roll_is_fixed_size_across_metres():
+    from engines.music.notes import Segment, make_notes
+
+    waltz = Segment(notes=make_notes([(0, 12, 60, 100), (36, 24, 67, 50)]), ts_num=3, ts_den=4)
+    roll = waltz.piano_roll()
+    assert roll.shape == (2, 64, 88)
+    assert roll[0, 0, 60 - 21] == 1 and roll[0, 12, 67 - 21] == 1      # 36 ticks = 12 sixteenth steps
+    assert np.allclose(roll[1, 12:20, 67 - 21], 50 / 127) and roll[1, 11, 67 - 21] == 0 and roll[:, 48:].sum() == 0
+    palestrina = Segment(notes=make_notes([(0, 48, 62, 80), (96, 96, 65, 80)]), ts_num=4, ts_den=2)
+    roll = palestrina.piano_roll()
+    assert roll.shape == (2, 64, 88)                                    # 4/2 bars use eighth-note steps
+    assert roll[0, 16, 65 - 21] == 1 and roll[1, 16:32, 65 - 21].min() > 0 and roll[1, 32, 65 - 21] == 0

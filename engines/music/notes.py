@@ -104,6 +104,10 @@ class Segment:
     def seconds(self) -> float:
         return self.length / TICKS_PER_QUARTER * 60.0 / self.tempo_qpm
 
+    def piano_roll(self, steps_per_beat: int = 4, pitch_low: int = 21, pitch_high: int = 108) -> np.ndarray:
+        """The fixed-size roll (2, num_bars * 4 * steps_per_beat, pitches); see notes_to_roll."""
+        return notes_to_roll(self.notes, self.bar_length, self.num_bars, steps_per_beat, pitch_low, pitch_high)
+
 
 def ticks_per_step(bar_length: int, steps_per_beat: int = 4) -> int:
     """Ticks in one piano-roll step: a sixteenth (for steps_per_beat=4), doubled until the bar fits the roll.
