@@ -33,7 +33,7 @@ MODE_COLORS = {"BLACK": "#1f1f1f", "RED": "#d62728", "ORANGE": "#ff7f0e", "YELLO
 
 # Which normalised features make each axis. A leading "-" means the feature counts inverted (1 - x).
 AXIS_WEIGHTS = {
-    "energy": {"onset_rate": 0.4, "velocity": 0.2, "polyphony": 0.2, "register": 0.1, "-silence": 0.1},
+    "energy": {"onset_rate": 0.45, "velocity": 0.2, "polyphony": 0.15, "register": 0.1, "-silence": 0.1},
     "valence": {"major_leaning": 0.55, "-dissonance": 0.15, "-chromaticism": 0.15, "register": 0.15},
     "tension": {"dissonance": 0.3, "chromaticism": 0.3, "-key_clarity": 0.15, "syncopation": 0.1,
                 "pc_entropy": 0.15},
@@ -160,11 +160,17 @@ class ChromaticAnalyzer:
             key=key_name(features["key_tonic"], features["key_major"]), features=features)
 
 
+# Features the corpus cannot calibrate: music21 scores carry no performed dynamics, so every corpus velocity
+# is the same. Their range is fixed instead (velocity 45..115 of 127) so user MIDI still counts its loudness.
+FIXED_RANGES = {"velocity": [45 / 127, 115 / 127]}
+
+
 def calibrate(feature_rows: list[dict]) -> dict:
     """Corpus constants for engines/music/calibration.py from the raw features of every corpus segment."""
     names = sorted({n.lstrip("-") for w in AXIS_WEIGHTS.values() for n in w})
     table = {n: np.array([row[n] for row in feature_rows], float) for n in names}
-    ranges = {n: [float(np.percentile(v, 5)), float(np.percentile(v, 95))] for n, v in table.items()}
+    ranges = {n: FIXED_RANGES.get(n) or [float(np.percentile(v, 5)), float(np.percentile(v, 95))]
+              for n, v in table.items()}
     normalised = [normalise_features(row, ranges) for row in feature_rows]
     axes = [raw_axes(row) for row in normalised]
     levels = np.linspace(0, 1, 21)

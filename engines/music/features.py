@@ -17,8 +17,10 @@ MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 9, 10, 11)  # natural minor with the raised 6th and 7th
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-# Sensory roughness of each interval class 0..6 (unison .. tritone), after Hutchinson & Knopoff's ordering.
-ROUGHNESS = np.array([0.0, 1.0, 0.6, 0.15, 0.1, 0.2, 0.8])
+# Dissonance of each interval class 0..6 (unison/octave, m2/M7, M2/m7, m3/M6, M3/m6, P4/P5, tritone).
+# Consonances score 0, so a consonant chorale is no tenser than a single line; the order of the
+# dissonances follows Hutchinson & Knopoff's roughness ranking.
+ROUGHNESS = np.array([0.0, 1.0, 0.6, 0.0, 0.0, 0.1, 0.8])
 
 # Step of the analysis grid: a 48th of a whole note resolves sixteenths and eighth triplets.
 GRID = TICKS_PER_QUARTER // 12 or 1
@@ -78,12 +80,19 @@ def dissonance(grid: np.ndarray) -> float:
 
 
 def skyline(notes: np.ndarray) -> np.ndarray:
-    """Top line: the highest pitch starting at each onset time, (onsets,) int."""
-    order = np.lexsort((-notes["pitch"].astype(int), notes["start"]))
-    s = notes[order]
-    first = np.ones(len(s), bool)
-    first[1:] = s["start"][1:] != s["start"][:-1]
-    return s["pitch"][first].astype(int)
+    """Top line: the highest pitch sounding at each onset time, repeats merged, (changes,) int.
+
+    Sounding, not just starting: in a chorale the soprano's held note stays the top line while inner
+    voices move, so the line does not leap down to the alto and back.
+    """
+    start = notes["start"].astype(np.int64)
+    end = start + notes["duration"]
+    onsets = np.unique(start)
+    sounding = (start[None, :] <= onsets[:, None]) & (end[None, :] > onsets[:, None])  # (onsets, notes)
+    top = np.where(sounding, notes["pitch"].astype(int)[None, :], -1).max(axis=1)
+    keep = np.ones(len(top), bool)
+    keep[1:] = top[1:] != top[:-1]
+    return top[keep]
 
 
 def metric_level(position: np.ndarray, bar: int, beat: int) -> np.ndarray:
