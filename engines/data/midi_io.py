@@ -1,0 +1,114 @@
+"""MIDI files <-> the project's notes, through symusic (the C++ MIDI library under miditok).
+
+Every MIDI a user gives us passes `load_midi_score`, which turns each kind of bad file into a StudioError
+naming the file and what is wrong with it: not MIDI, truncated, empty, no notes, absurd tempo, too big.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import StudioError
+from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, TICKS_PER_QUARTER, Piece, Segment, bar_ticks, clean_notes
+
+MIN_TEMPO_QPM, MAX_TEMPO_QPM = 10.0, 1000.0
+MIDI_TICKS_PER_QUARTER = 480  # what we write: a common resolution every sequencer reads
+DRUM_CHANNEL = 9
+
+
+def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int = 200_000):
+    """Read and validate a MIDI file -> symusic Score (ticks). Raises StudioError with the reason."""
+    from symusic import Score
+
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise StudioError(f"'{name}' does not exist")
+    size = path.stat().st_size
+    if size > max_file_mb * 1024 * 1024:
+        raise StudioError(f"'{name}' is {size / 1048576:.1f} MB; the limit is {max_file_mb:g} MB")
+    if size == 0:
+        raise StudioError(f"'{name}' is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        header = fh.read(4)
+    if header != b"MThd":
+        raise StudioError(f"'{name}' is not a MIDI file (it does not start with the MThd header)")
+    try:
+        score = Score(str(path))
+    except Exception as exc:
+        raise StudioError(f"'{name}' could not be read as MIDI; it may be truncated or corrupt ({exc})") from None
+    total = sum(track.note_num() for track in score.tracks)
+    if total == 0:
+        raise StudioError(f"'{name}' holds no notes")
+    if total > max_notes:
+        raise StudioError(f"'{name}' holds {total:,} notes; the limit is {max_notes:,}")
+    for tempo in score.tempos:
+        if not MIN_TEMPO_QPM <= tempo.qpm <= MAX_TEMPO_QPM:
+            raise StudioError(f"'{name}' sets an absurd tempo of {tempo.qpm:g} quarter notes per minute; "
+                              f"tempos must lie in {MIN_TEMPO_QPM:g}..{MAX_TEMPO_QPM:g}")
+    return score
+
+
+def score_to_piece(score, piece_id: str, collection: str = "upload") -> Piece:
+    """symusic Score (ticks) -> Piece on the project's 12-ticks-per-quarter grid; drum tracks are left out."""
+    scale = TICKS_PER_QUARTER / score.ticks_per_quarter
+    rows = []
+    for track_index, track in enumerate(score.tracks):
+        if track.is_drum:
+            continue
+        for note in track.notes:
+            start = int(round(note.time * scale))
+            duration = max(1, int(round(note.duration * scale)))
+            pitch = min(108, max(21, note.pitch))
+            rows.append((start, duration, pitch, max(1, min(127, note.velocity)), min(track_index, 255)))
+    if not rows:
+        raise StudioError(f"'{piece_id}' holds only drum notes; the analyzer needs pitched notes")
+    notes = clean_notes(np.array(rows, dtype=NOTE_DTYPE))
+    end = int((notes["start"].astype(np.int64) + notes["duration"]).max())
+    signatures = [(int(round(ts.time * scale)), ts.numerator, ts.denominator) for ts in score.time_signatures
+                  if ts.numerator > 0 and ts.denominator in (1, 2, 4, 8, 16)]
+    if not signatures or signatures[0][0] > 0:
+        signatures.insert(0, (0, 4, 4))
+    bars, position, index = [], 0, 0
+    while position < end:
+        while index + 1 < len(signatures) and signatures[index + 1][0] <= position:
+            index += 1
+        _, num, den = signatures[index]
+        length = bar_ticks(num, den)
+        bars.append((position, length, num, den))
+        position += length
+    qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+    return Piece(piece_id=piece_id, collection=collection, notes=notes, bars=np.array(bars, BAR_DTYPE),
+                 tempo_qpm=qpm, title=piece_id)
+
+
+def read_midi_piece(path: str | Path, collection: str = "midi", piece_id: str = "", max_file_mb: float = 20.0,
+                    max_notes: int = 200_000) -> Piece:
+    """A MIDI file -> Piece; the id defaults to collection/file-stem (prepare passes the path below its root)."""
+    score = load_midi_score(path, max_file_mb, max_notes)
+    piece_id = piece_id or f"{collection}/{os.path.splitext(os.path.basename(path))[0]}"
+    return score_to_piece(score, piece_id=piece_id, collection=collection)
+
+
+def segment_to_score(segment: Segment, program: int = 0):
+    """Segment -> symusic Score at 480 ticks per quarter: one track, its tempo and time signature."""
+    from symusic import Note, Score, Tempo, TimeSignature, Track
+
+    scale = MIDI_TICKS_PER_QUARTER // TICKS_PER_QUARTER
+    score = Score(MIDI_TICKS_PER_QUARTER)
+    score.time_signatures.append(TimeSignature(0, segment.ts_num, segment.ts_den))
+    score.tempos.append(Tempo(0, float(segment.tempo_qpm)))
+    track = Track(name=segment.piece_id or "segment", program=program)
+    for n in segment.notes:
+        track.notes.append(Note(int(n["start"]) * scale, int(n["duration"]) * scale, int(n["pitch"]),
+                                int(n["velocity"])))
+    score.tracks.append(track)
+    return score
+
+
+def write_segment_midi(segment: Segment, path: str | Path) -> Path:
+    path = Path(path)
+    segment_to_score(segment).dump_midi(str(path))
+    return path
