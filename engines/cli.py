@@ -1,4 +1,4 @@
-"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | bench.
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | bench.
 
 Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
 ends with one line on stderr naming what is wrong, and exit status 2.
@@ -102,6 +102,23 @@ def cmd_render(args) -> None:
            "sample_rate": cfg.render.sample_rate})
 
 
+def cmd_train(args) -> None:
+    import json as _json
+
+    cfg = _config(args)
+    out = args.out or f"data/runs/{args.engine}"
+    if args.engine == "vae":
+        from engines.training.vae_trainer import train_vae
+
+        best = train_vae(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
+                         seed=args.seed, workers=args.workers)
+    else:
+        raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": best}, indent=1))
+    _emit({"out": out, "best": best})
+
+
 def cmd_bench(args) -> None:
     from engines.bench import run_benchmarks
 
@@ -143,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", required=True, help="output .wav or .flac")
     p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
+
+    p = command("train", cmd_train, "train an engine on the segment cache (best.pt, last.pt, metrics.jsonl)")
+    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--out", help="run directory (default data/runs/<engine>)")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop after this much training time")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training segments (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
 
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")

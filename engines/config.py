@@ -19,8 +19,8 @@ import yaml
 
 from engines.errors import StudioError
 from engines.music.analyzer import AnalyzerConfig
-from engines.models.diffusion import DiffusionConfig
-from engines.models.vae import VAEConfig
+from engines.models.diffusion_config import DiffusionConfig
+from engines.models.vae_config import VAEConfig
 
 
 def check(predicate, allowed: str) -> dict:

@@ -1,16 +1,152 @@
-"""Conditional β-VAE over 4-bar segments. This file holds its config; the network arrives with the VAE issue."""
-from dataclasses import dataclass, field
-from typing import Literal
+"""Conditional β-VAE over 4-bar piano rolls.
+
+    encoder  roll (B, 2, T, P) -> strided 1-D convolutions over time, pitches as channels -> (B, H, T/4)
+             + mode embedding -> mean and log-variance of q(z | x, mode)            (B, latent)
+    decoder  z + mode embedding + attributes (rebracketing, temporal complexity, presence flag)
+             -> (B, H, T/4) -> transposed convolutions -> onset and sustain logits    (B, 2, T, P)
+             + heads for the metre (class of METRES) and the log tempo
+
+Why this shape: a 4-bar roll is 64 steps x 88 pitches but holds ~20 notes, so convolving over time with
+pitches as channels is cheap on a CPU (one segment decodes in a few ms) while every layer still sees
+all pitches, which is what chords and voice leading need. The encoder is conditioned on the mode too, so
+the KL term pushes mode information out of z and the decoder must take it from the label (see
+MusicVAE's conditioning and Sohn et al.'s CVAE).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engines.data.torch_dataset import ATTRIBUTES, METRES, WHITE_INDEX
+from engines.models.vae_config import VAEConfig
 
 
-@dataclass
-class VAEConfig:
-    latent_dim: int = 128        # 512 must also build and train
-    hidden_dim: int = 512
-    beta: float = 0.5            # weight of the KL term after annealing
-    beta_schedule: Literal["constant", "linear", "cyclical"] = "cyclical"
-    free_bits: float = 0.1       # minimum KL per latent dimension (nats), against posterior collapse
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    dropout: float = 0.1
-    attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity"])
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.GroupNorm(8, channels), nn.GELU(), nn.Conv1d(channels, channels, 3, padding=1),
+            nn.GroupNorm(8, channels), nn.GELU(), nn.Dropout(dropout), nn.Conv1d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x):  # (B, C, T)
+        return x + self.net(x)
+
+
+class ChromaticVAE(nn.Module):
+    def __init__(self, config: VAEConfig, steps: int = 64, pitches: int = 88):
+        super().__init__()
+        assert steps % 4 == 0, "the roll length must be divisible by 4 (two stride-2 stages)"
+        self.config, self.steps, self.pitches = config, steps, pitches
+        h, latent = config.hidden_dim, config.latent_dim
+        self.reduced = steps // 4
+        self.mode_embedding = nn.Embedding(WHITE_INDEX + 1, config.mode_embedding)
+        # Residual blocks run at T/2 and T/4 only: full-resolution layers cost most and add little.
+        self.encoder = nn.Sequential(
+            nn.Conv1d(2 * pitches, h, 4, stride=2, padding=1), ResidualBlock(h, config.dropout),
+            nn.Conv1d(h, h, 4, stride=2, padding=1), ResidualBlock(h, config.dropout),
+            nn.GroupNorm(8, h), nn.GELU(),
+        )
+        self.to_posterior = nn.Linear(h * self.reduced + config.mode_embedding, 2 * latent)
+        n_attr = len(ATTRIBUTES) + 1  # values plus a "given" flag
+        self.from_latent = nn.Linear(latent + config.mode_embedding + n_attr, h * self.reduced)
+        self.decoder = nn.Sequential(
+            ResidualBlock(h, config.dropout),
+            nn.ConvTranspose1d(h, h, 4, stride=2, padding=1), ResidualBlock(h, config.dropout),
+            nn.GroupNorm(8, h), nn.GELU(),
+            nn.ConvTranspose1d(h, 2 * pitches, 4, stride=2, padding=1),
+        )
+        self.metre_head = nn.Linear(latent + config.mode_embedding, len(METRES))
+        self.tempo_head = nn.Linear(latent + config.mode_embedding, 1)
+
+    # ---- the two halves ------------------------------------------------------------------------------
+    def encode(self, roll: torch.Tensor, mode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """roll (B, 2, T, P), mode (B,) -> mean, log-variance, each (B, latent)."""
+        b = roll.shape[0]
+        x = roll.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps)   # (B, 2P, T)
+        h = self.encoder(x).flatten(1)                                          # (B, H * T/4)
+        stats = self.to_posterior(torch.cat([h, self.mode_embedding(mode)], dim=1))
+        mean, logvar = stats.chunk(2, dim=1)
+        return mean, logvar.clamp(-12, 8)
+
+    def decode(self, z: torch.Tensor, mode: torch.Tensor, attributes: torch.Tensor | None = None) -> dict:
+        """z (B, latent), mode (B,), attributes (B, 2) or None -> logits dict.
+
+        onset/sustain (B, T, P) logits, metre (B, len(METRES)) logits, log_tempo (B,).
+        """
+        b = z.shape[0]
+        if attributes is None:
+            given = torch.zeros(b, len(ATTRIBUTES) + 1, device=z.device)
+        else:
+            given = torch.cat([attributes, torch.ones(b, 1, device=z.device)], dim=1)
+        m = self.mode_embedding(mode)
+        h = self.from_latent(torch.cat([z, m, given], dim=1)).view(b, -1, self.reduced)
+        logits = self.decoder(h).view(b, 2, self.pitches, self.steps).permute(0, 1, 3, 2)  # (B, 2, T, P)
+        zm = torch.cat([z, m], dim=1)
+        return {"onset": logits[:, 0], "sustain": logits[:, 1], "metre": self.metre_head(zm),
+                "log_tempo": self.tempo_head(zm).squeeze(1) + 4.8}  # 4.8 = log(120): start near a common tempo
+
+    def forward(self, batch: dict, condition_dropout: float = 0.0) -> dict:
+        """Training pass: posterior sample (reparameterised) -> reconstruction. Returns decode() + mean, logvar."""
+        mode, attributes = batch["mode"], batch["attributes"]
+        if self.training and condition_dropout > 0:
+            drop = torch.rand(mode.shape[0], device=mode.device) < condition_dropout
+            mode = torch.where(drop, torch.full_like(mode, WHITE_INDEX), mode)
+            attributes = None if torch.rand(()) < condition_dropout else attributes
+        mean, logvar = self.encode(batch["roll"], mode)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if self.training else mean
+        out = self.decode(z, mode, attributes)
+        out.update(mean=mean, logvar=logvar)
+        return out
+
+
+def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
+    """Reconstruction (onset and sustain BCE over valid steps, metre CE, tempo MSE) + beta * KL with free bits.
+
+    Returns the total `loss` and its parts (floats for logging are taken by the caller with .item()).
+    """
+    valid = batch["valid"][:, :, None].float()                            # (B, T, 1)
+    target_onset = batch["roll"][:, 0]
+    target_sustain = (batch["roll"][:, 1] > 0).float()
+    pos_weight = torch.tensor(config.onset_pos_weight, device=valid.device)
+    per_step = lambda logits, target: F.binary_cross_entropy_with_logits(  # noqa: E731
+        logits, target, pos_weight=pos_weight, reduction="none")
+    # Everything per time step: BCE summed over pitches and averaged over valid steps; the KL of a whole
+    # segment is spread over its T steps so that beta means the same at any roll length.
+    n_valid = valid.sum().clamp_min(1)
+    onset = (per_step(out["onset"], target_onset) * valid).sum() / n_valid
+    sustain = (per_step(out["sustain"], target_sustain) * valid).sum() / n_valid
+    metre = F.cross_entropy(out["metre"], batch["metre"])
+    tempo = F.mse_loss(out["log_tempo"], batch["log_tempo"])
+    kl_per_dim = 0.5 * (out["mean"] ** 2 + out["logvar"].exp() - 1 - out["logvar"]).mean(0)  # (latent,)
+    kl_penalised = torch.clamp(kl_per_dim, min=config.free_bits).sum()
+    loss = onset + sustain + metre + tempo + beta * kl_penalised / out["onset"].shape[1]
+    return {"loss": loss, "onset": onset, "sustain": sustain, "metre": metre, "tempo": tempo,
+            "kl": kl_per_dim.sum()}
+
+
+def beta_at(config: VAEConfig, epoch: float) -> float:
+    """β after `epoch` (fractional) epochs: constant, linear warm-up, or cyclical (ramp over the first half
+    of each cycle, hold for the second; Fu et al. 2019)."""
+    if config.beta_schedule == "constant" or config.beta_warmup_epochs <= 0:
+        return config.beta
+    if config.beta_schedule == "linear":
+        return config.beta * min(1.0, epoch / config.beta_warmup_epochs)
+    phase = (epoch % config.beta_warmup_epochs) / config.beta_warmup_epochs
+    return config.beta * min(1.0, 2 * phase)
+
+
+def checkpoint_payload(model: ChromaticVAE, metrics: dict, extra: dict | None = None) -> dict:
+    """What a checkpoint file holds: enough to rebuild the model with nothing else."""
+    return {"engine": "vae", "config": asdict(model.config), "steps": model.steps, "pitches": model.pitches,
+            "metres": [list(m) for m in METRES], "state_dict": model.state_dict(), "metrics": metrics,
+            **(extra or {})}
+
+
+def model_from_checkpoint(payload: dict) -> ChromaticVAE:
+    model = ChromaticVAE(VAEConfig(**payload["config"]), payload["steps"], payload["pitches"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

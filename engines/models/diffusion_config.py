@@ -1,4 +1,4 @@
-"""Denoising diffusion over 4-bar piano rolls. This file holds its config; the network arrives with the diffusion issue."""
+"""Config of the diffusion denoiser (the network arrives with the diffusion issue); torch-free, see vae_config."""
 from dataclasses import dataclass
 from typing import Literal
 

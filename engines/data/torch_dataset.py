@@ -1,0 +1,71 @@
+"""Segments as training examples: piano rolls with their labels, read lazily from the memory-mapped cache.
+
+Each example is a dict of tensors:
+    roll        (2, steps, pitches) float   onsets, velocity while sounding (engines.music.notes.notes_to_roll)
+    valid       (steps,) bool               steps inside the segment (a 2/4 segment fills 32 of 64)
+    mode        ()  long                    0..7 (MODES), or WHITE_INDEX for "no mode"
+    attributes  (len(ATTRIBUTES),) float    rebracketing, temporal complexity in [0, 1]
+    metre       ()  long                    index into METRES
+    log_tempo   ()  float                   log of quarter notes per minute
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engines.data.cache import SegmentCache
+from engines.music.analyzer import MODES
+from engines.music.notes import bar_ticks, notes_to_roll, ticks_per_step
+
+WHITE_INDEX = len(MODES)          # the "no mode" class of the conditioning embedding
+ATTRIBUTES = ("rebracketing", "temporal_complexity")
+# Time signatures the engines generate, most common in the corpus first. A segment in another metre is
+# labelled with the first metre of the same bar length (else 4/4); its notes are untouched.
+METRES = ((2, 4), (6, 8), (4, 4), (4, 2), (3, 4), (2, 2), (3, 8), (3, 2), (9, 8), (6, 4), (12, 8), (5, 4))
+
+
+def metre_index(ts_num: int, ts_den: int) -> int:
+    if (ts_num, ts_den) in METRES:
+        return METRES.index((ts_num, ts_den))
+    length = bar_ticks(ts_num, ts_den)
+    for i, (num, den) in enumerate(METRES):
+        if bar_ticks(num, den) == length:
+            return i
+    return METRES.index((4, 4))
+
+
+class RollDataset(Dataset):
+    """Piano rolls of the cache rows `indices` (e.g. cache.split_indices("train"))."""
+
+    def __init__(self, cache: SegmentCache, indices, steps_per_beat: int = 4, pitch_low: int = 21,
+                 pitch_high: int = 108, segment_bars: int = 4):
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.steps_per_beat, self.pitch_low, self.pitch_high = steps_per_beat, pitch_low, pitch_high
+        self.steps = segment_bars * 4 * steps_per_beat
+        rows = cache.segments[self.indices]
+        # Labels are small: read them once, so workers only touch the notes.
+        self.modes = torch.as_tensor(rows["mode"].astype(np.int64))
+        self.attributes = torch.as_tensor(np.stack([rows[a] for a in ATTRIBUTES], axis=1).astype(np.float32))
+        self.metres = torch.as_tensor([metre_index(int(n), int(d)) for n, d in zip(rows["ts_num"], rows["ts_den"])])
+        self.log_tempo = torch.as_tensor(np.log(rows["tempo"].astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        segment = self.cache.segment(int(self.indices[i]))
+        roll = notes_to_roll(segment.notes, segment.bar_length, segment.num_bars, self.steps_per_beat,
+                             self.pitch_low, self.pitch_high)
+        steps_used = self._steps_used(segment)
+        valid = torch.zeros(self.steps, dtype=torch.bool)
+        valid[:steps_used] = True
+        return {"roll": torch.from_numpy(roll), "valid": valid, "mode": self.modes[i],
+                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i]}
+
+    def _steps_used(self, segment) -> int:
+        step = ticks_per_step(segment.bar_length, self.steps_per_beat)
+        return min(self.steps, math.ceil(segment.length / step))

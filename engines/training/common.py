@@ -1,0 +1,94 @@
+"""What every engine's training shares: device choice, DDP set-up, checkpoints, JSON-lines metrics, loss plot.
+
+Checkpoints are plain dicts of tensors and primitives, written atomically with torch.save and read back
+with torch.load(weights_only=True), so loading never runs pickled code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU (everything also runs and is tested on CPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def ddp_setup() -> tuple[int, int]:
+    """(rank, world size). Under torchrun (WORLD_SIZE > 1) joins the process group: nccl on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank() if dist.is_initialized() else 0), world
+
+
+def ddp_teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    from engines.errors import StudioError
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or foreign files
+        raise StudioError(f"checkpoint '{path.name}' could not be read ({type(exc).__name__}: {exc})") from None
+
+
+class MetricsLog:
+    """Appends one JSON object per line; `rows()` reads them back."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(rows: list[dict], path: str | Path, keys=("train_loss", "val_loss")) -> Path | None:
+    """Loss curves of the epoch rows as a PNG (matplotlib, no display)."""
+    epochs = [r for r in rows if "epoch" in r]
+    if not epochs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(r["epoch"], r[key]) for r in epochs if key in r]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,138 @@
+"""`python -m engines train --engine vae`: train the conditional β-VAE on the segment cache.
+
+Each epoch: a pass over the training split (β from its schedule), validation (losses and note F1 of the
+posterior mean), one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and, when the
+validation loss improves, `best.pt` (the model checkpoint). Stops after `epochs` or `max_minutes`.
+Runs on CPU, on CUDA when present, and under `torchrun` as DDP (gloo on CPU).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from engines.config import Config
+from engines.data.prepare import ensure_corpus_cache
+from engines.data.torch_dataset import RollDataset
+from engines.evaluation.reconstruction import note_f1
+from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, vae_loss
+from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
+                                     plot_losses, save_checkpoint)
+
+LOSS_PARTS = ("loss", "onset", "sustain", "metre", "tempo", "kl")
+
+
+def _datasets(cfg: Config, limit: int = 0):
+    cache = ensure_corpus_cache(cfg)
+    d = cfg.data
+    train, val = cache.split_indices("train"), cache.split_indices("validation")
+    if limit:
+        train, val = train[:limit], val[:max(limit // 4, 8)]
+    make = lambda idx: RollDataset(cache, idx, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars)  # noqa
+    return make(train), make(val)
+
+
+@torch.no_grad()
+def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, device) -> dict:
+    model.eval()
+    sums = {k: 0.0 for k in LOSS_PARTS}
+    batches, predicted, target, valid = 0, [], [], []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(batch)
+        parts = vae_loss(out, batch, cfg.model.vae, beta)
+        for k in LOSS_PARTS:
+            sums[k] += parts[k].item()
+        batches += 1
+        predicted.append(out["onset"] > 0)
+        target.append(batch["roll"][:, 0] > 0.5)
+        valid.append(batch["valid"])
+    scores = note_f1(torch.cat(predicted), torch.cat(target), torch.cat(valid))
+    result = {f"val_{k}": v / max(batches, 1) for k, v in sums.items()}
+    result.update(val_f1=scores["f1"], val_precision=scores["precision"], val_recall=scores["recall"])
+    return result
+
+
+def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
+              limit: int = 0, seed: int = 0, workers: int = 1) -> dict:
+    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs)."""
+    rank, world = ddp_setup()
+    main = rank == 0
+    device = pick_device()
+    out_dir = Path(out_dir)
+    vc = cfg.model.vae
+    torch.manual_seed(seed + rank)
+    train_set, val_set = _datasets(cfg, limit)
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=vc.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=workers, generator=generator, drop_last=len(train_set) > vc.batch_size,
+                              persistent_workers=workers > 0)
+    val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
+    model = ChromaticVAE(vc, cfg.data.roll_steps, cfg.data.num_pitches).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=vc.learning_rate, weight_decay=vc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(vc.epochs, 1), eta_min=vc.learning_rate / 20)
+    log = MetricsLog(out_dir / "metrics.jsonl")
+    start_epoch, best, elapsed_before = 0, {"val_loss": float("inf")}, 0.0
+    if resume and (out_dir / "last.pt").is_file():
+        state = load_checkpoint(out_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, elapsed_before = state["epoch"], state["best"], state["elapsed"]
+        if main:
+            print(f"resuming after epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)", flush=True)
+    wrapped = DistributedDataParallel(model) if world > 1 else model
+    started = time.time()
+    budget = max_minutes * 60 if max_minutes else float("inf")
+    steps_per_epoch = max(len(train_loader), 1)
+    for epoch in range(start_epoch, vc.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        sums, batches = {k: 0.0 for k in LOSS_PARTS}, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
+        for i, batch in enumerate(bar):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            beta = beta_at(vc, epoch + i / steps_per_epoch)
+            parts = vae_loss(wrapped(batch, vc.condition_dropout), batch, vc, beta)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            for k in LOSS_PARTS:
+                sums[k] += parts[k].item()
+            batches += 1
+            bar.set_postfix(loss=f"{parts['loss'].item():.3f}", beta=f"{beta:.3f}")
+            if elapsed_before + time.time() - started > budget:
+                break
+        scheduler.step()
+        elapsed = elapsed_before + time.time() - started
+        if main:
+            row = {"epoch": epoch + 1, "minutes": round(elapsed / 60, 2), "beta": beta,
+                   "lr": scheduler.get_last_lr()[0], **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+            row.update(validate(model, val_loader, cfg, vc.beta, device))
+            log.write(row)
+            print(f"epoch {epoch + 1}: train {row['train_loss']:.3f} val {row['val_loss']:.3f} "
+                  f"F1 {row['val_f1']:.3f} KL {row['val_kl']:.1f} ({row['minutes']:.1f} min)", flush=True)
+            if row["val_loss"] < best["val_loss"]:
+                best = row
+                save_checkpoint(checkpoint_payload(model, row, {"data": _data_meta(cfg)}), out_dir / "best.pt")
+            save_checkpoint({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                             "elapsed": elapsed}, out_dir / "last.pt")
+            plot_losses(log.rows(), out_dir / "loss.png")
+        if elapsed > budget:
+            break
+    ddp_teardown()
+    return best
+
+
+def _data_meta(cfg: Config) -> dict:
+    d = cfg.data
+    return {"segment_bars": d.segment_bars, "steps_per_beat": d.steps_per_beat, "pitch_low": d.pitch_low,
+            "pitch_high": d.pitch_high}
