@@ -21,16 +21,16 @@ test: sysdeps browser venv
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-lock.txt
-	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps encodec==0.1.1
 	touch $(STAMP)
 
-# FluidSynth's shared library and a General MIDI soundfont, from Debian.
+# FluidSynth's shared library, a General MIDI soundfont and Python's venv module, from Debian.
 sysdeps:
-	@if ! ldconfig -p | grep -q libfluidsynth.so.3 || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
-		$(APT) update -qq && $(APT) install -y -qq libfluidsynth3 fluid-soundfont-gm; \
+	@if ! dpkg -s libfluidsynth3 fluid-soundfont-gm >/dev/null 2>&1 || ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
+		$(APT) update -qq && $(APT) install -y -qq libfluidsynth3 fluid-soundfont-gm python3-venv; \
 	fi
 
 # Debian's Chromium, driven by Playwright in the browser tests (Playwright's own browser download is not used).

@@ -13,7 +13,7 @@ from engines.music.notes import Segment
 
 def midi_file_segments(path: str | Path, cfg: Config):
     """Validated MIDI file -> (symusic Score, its segments). Every full bar lands in some segment."""
-    score = load_midi_score(path, cfg.data.max_file_mb, cfg.data.max_notes)
+    score = load_midi_score(path, cfg.data.max_file_mb, cfg.data.max_notes, cfg.data.max_seconds)
     piece = score_to_piece(score, piece_id=Path(path).stem, collection="upload")
     segments = segment_piece(piece, cfg.data.segment_bars, cfg.data.segment_bars, min_notes=1, allow_partial=True)
     if not segments:

@@ -7,9 +7,9 @@ are written once, to a path derived from what they hold, and atomically, so conc
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +84,14 @@ class StudioEngine:
     def __init__(self, cfg: Config, cache: SegmentCache | None = None, out_dir: str | Path | None = None):
         self.cfg = cfg
         self.cache = cache if cache is not None else ensure_corpus_cache(cfg)
-        self.out_dir = Path(out_dir or Path(tempfile.gettempdir()) / "chromatic-studio")
+        # Renders and exports of this process only: another studio or user never shares (or clobbers) them.
+        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="chromatic-studio-"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._collection_rows = self.cache.collection_of_rows()
-        self._piece_ids = np.array([p["id"] for p in self.cache.pieces])
+        self._search_keys = np.char.lower(np.array([p["id"] for p in self.cache.pieces]))
+        render = cfg.render
+        self._render_key = hashlib.sha1(repr((render.sample_rate, render.soundfont, render.gain,
+                                              render.tail_seconds)).encode()).hexdigest()[:8]
 
     # ---- corpus browser -------------------------------------------------------------------------------
     def collections(self) -> list[str]:
@@ -95,6 +99,17 @@ class StudioEngine:
 
     def browse(self, query: BrowseQuery) -> tuple[list[dict], int]:
         """Rows matching the query (at most query.limit, in corpus order) and how many matched in all."""
+        matches = self.match_indices(query)
+        return [self.row(int(i)) for i in matches[:query.limit]], int(len(matches))
+
+    def random_match(self, query: BrowseQuery, seed: int | None = None) -> int:
+        """One segment drawn uniformly from everything the query matches (not only the page shown)."""
+        matches = self.match_indices(query)
+        if len(matches) == 0:
+            raise StudioError("no segment matches these filters; widen them and try again")
+        return int(np.random.default_rng(seed).choice(matches))
+
+    def match_indices(self, query: BrowseQuery) -> np.ndarray:
         seg = self.cache.segments
         keep = np.ones(len(seg), bool)
         if query.modes:
@@ -115,10 +130,9 @@ class StudioEngine:
             values = seg[name] if name in ("rebracketing", "temporal_complexity") else seg["axes"][:, AXES.index(name)]
             keep &= (values >= low) & (values <= high)
         if query.text.strip():
-            piece_match = np.char.find(np.char.lower(self._piece_ids), query.text.strip().lower()) >= 0
+            piece_match = np.char.find(self._search_keys, query.text.strip().lower()) >= 0
             keep &= piece_match[seg["piece"]]
-        matches = np.nonzero(keep)[0]
-        return [self.row(int(i)) for i in matches[:query.limit]], int(len(matches))
+        return np.nonzero(keep)[0]
 
     def row(self, index: int) -> dict:
         r = self.cache.segments[index]
@@ -163,7 +177,8 @@ class StudioEngine:
     def render_segment(self, index: int) -> str:
         """WAV of one corpus segment (rendered once, then served from disk)."""
         segment = self.cache.segment(int(index))
-        return str(self._file(f"segment-{index}", ".wav", lambda p: self._render_score(segment_to_score(segment), p)))
+        return str(self._file(f"segment-{index}-{self._render_key}", ".wav",
+                              lambda p: self._render_score(segment_to_score(segment), p)))
 
     def corpus_summary(self) -> dict:
         """`stats --json` of the corpus the studio serves."""
@@ -194,10 +209,8 @@ class StudioEngine:
         score, segments = midi_file_segments(path, self.cfg)
         analyses = analyze_segments(segments, self.cfg)
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-        midi_path = self.out_dir / f"upload-{digest}.mid"
-        if not midi_path.exists():
-            shutil.copyfile(path, midi_path)
-        wav_path = self._file(f"upload-{digest}", ".wav", lambda p: self._render_score(score, p))
+        midi_path = self._file(f"upload-{digest}", ".mid", lambda p: shutil.copyfile(path, p))
+        wav_path = self._file(f"upload-{digest}-{self._render_key}", ".wav", lambda p: self._render_score(score, p))
         notes = np.concatenate([_shifted(s) for s in segments])
         q = float(TICKS_PER_QUARTER)
         regions = [{"start": _offset(s) / q, "end": (_offset(s) + s.length) / q, "mode": a["mode"],
@@ -224,9 +237,14 @@ class StudioEngine:
         path = self.out_dir / f"{stem}-{self.cache.meta.get('fingerprint', 'x')}{suffix}"
         if path.exists():
             return path
-        tmp = path.with_name(f".{path.stem}-{threading.get_ident()}{suffix}")
-        make(tmp)
-        tmp.replace(path)
+        handle, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{path.stem}-", suffix=suffix)
+        os.close(handle)
+        try:
+            make(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return path
 
 

@@ -1,4 +1,4 @@
-"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | bench.
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | generate | bench.
 
 Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
 ends with one line on stderr naming what is wrong, and exit status 2.
@@ -110,13 +110,57 @@ def cmd_train(args) -> None:
     if args.engine == "vae":
         from engines.training.vae_trainer import train_vae
 
+        from engines.training.vae_finalize import finalize_vae
+
         best = train_vae(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
                          seed=args.seed, workers=args.workers)
+        best["vectors"] = finalize_vae(str(Path(out) / "best.pt"), cfg, limit=args.limit or 20000)
     else:
         raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": best}, indent=1))
     _emit({"out": out, "best": best})
+
+
+def cmd_evaluate(args) -> None:
+    cfg = _config(args)
+    if args.engine != "vae":
+        raise StudioError(f"engine '{args.engine}' cannot be evaluated yet; available: vae")
+    from engines.evaluation.vae_eval import evaluate_vae
+
+    checkpoint = args.checkpoint or "assets/checkpoints/vae.pt"
+    _emit(evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed), args.json)
+
+
+def cmd_generate(args) -> None:
+    from engines.analysis import analyze_segments
+    from engines.data.midi_io import write_segment_midi
+    from engines.models.trained_vae import TrainedVAE
+
+    cfg = _config(args)
+    if args.engine != "vae":
+        raise StudioError(f"engine '{args.engine}' cannot generate yet; available: vae")
+    vae = TrainedVAE.load(args.checkpoint or "assets/checkpoints/vae.pt")
+    segments, _ = vae.sample(args.mode, n=args.n, temperature=args.temperature, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for i, segment in enumerate(segments):
+        stem = f"{args.engine}-{args.mode.lower()}-{args.seed}-{i}"
+        entry = {"midi": str(write_segment_midi(segment, out / f"{stem}.mid"))}
+        if args.render:
+            from engines.data.midi_io import segment_to_score
+            from engines.render.fluidsynth_renderer import render_score, write_audio
+
+            audio = render_score(segment_to_score(segment), sample_rate=cfg.render.sample_rate,
+                                 soundfont=cfg.render.soundfont, gain=cfg.render.gain)
+            entry["audio"] = str(write_audio(audio, out / f"{stem}.wav", cfg.render.sample_rate))
+        if len(segment.notes):
+            (entry["analysis"],) = analyze_segments([segment], cfg)
+        else:
+            entry["analysis"] = None
+        summary.append(entry)
+    _emit({"engine": args.engine, "mode": args.mode, "n": args.n, "seed": args.seed, "files": summary})
 
 
 def cmd_bench(args) -> None:
@@ -169,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training segments (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+
+    p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
+    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
+    p.add_argument("--n", type=int, default=50, help="prior samples per mode")
+    p.add_argument("--test-limit", type=int, default=2000, help="test segments for reconstruction (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
+
+    p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
+    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--mode", default="WHITE", help="BLACK RED ORANGE YELLOW GREEN BLUE INDIGO VIOLET or WHITE")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
+    p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
 
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")

@@ -55,6 +55,7 @@ class DataConfig:
     test_fraction: float = field(default=0.1, metadata=check(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"))
     max_file_mb: float = field(default=20.0, metadata=check(lambda v: v > 0, "a number > 0"))
     max_notes: int = field(default=200_000, metadata=check(lambda v: v > 0, "an integer > 0"))
+    max_seconds: float = field(default=900.0, metadata=check(lambda v: v > 0, "a number of seconds > 0"))
 
     def validate(self) -> None:
         if self.pitch_low >= self.pitch_high:
@@ -169,7 +170,14 @@ def _build(cls, values: Any, prefix: str):
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key + ".")
             continue
-        value = _coerce(key, value, hint)
+        if hint is dict or typing.get_origin(hint) is dict:
+            # A mapping merges into its default, so one prototype can be overridden on its own.
+            if not isinstance(value, dict):
+                raise StudioError(f"config key '{key}' must be a mapping, got {value!r}")
+            default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else {}
+            value = {**default, **value}
+        else:
+            value = _coerce(key, value, hint)
         predicate, allowed = fields[name].metadata.get("check", (None, ""))
         if predicate is not None and not predicate(value):
             raise StudioError(f"config key '{key}' = {value!r} is not allowed; expected {allowed}")
@@ -196,7 +204,7 @@ def _coerce(key: str, value: Any, hint) -> Any:
             raise StudioError(f"config key '{key}' must be a list, got {value!r}")
         (item_type, *_) = typing.get_args(hint) or (Any,)
         return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
-    if origin is dict or origin in (typing.Union, types.UnionType):
+    if origin in (typing.Union, types.UnionType):
         return value
     if hint is bool:
         if not isinstance(value, bool):

@@ -31,5 +31,7 @@ def launch(engine: StudioEngine, host: str, port: int, share: bool = False, bloc
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS,
-                       max_file_size="50mb", prevent_thread_lock=not block, allowed_paths=[str(engine.out_dir)],
+                       # a little above the engine's own limit, so oversized files get the engine's clear message
+                       max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",
+                       prevent_thread_lock=not block, allowed_paths=[str(engine.out_dir)],
                        footer_links=["api"])

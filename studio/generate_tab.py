@@ -4,13 +4,10 @@ Generation controls join this tab as the engines land; the browser stays as the 
 """
 from __future__ import annotations
 
-import random
-
 import gradio as gr
 
 from engines.api import AXES, MODE_COLORS, MODES, BrowseQuery, StudioEngine
-from engines.errors import StudioError
-from studio.widgets import analysis_markdown, error_markdown, piano_roll_figure
+from studio.widgets import analysis_markdown, guarded, piano_roll_figure
 
 TABLE_COLUMNS = ["index", "piece", "collection", "bars", "time_signature", "mode", "key", "rebracketing",
                  "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion"]
@@ -52,50 +49,49 @@ def build_generate_tab(engine: StudioEngine) -> None:
                 readout = gr.Markdown(elem_id="segment-readout")
                 scores = gr.Label(label="Mode scores", num_top_classes=len(MODES))
                 files = gr.File(label="Download MIDI and WAV", file_count="multiple", interactive=False)
-        matches = gr.State([])  # indices of the current result set, per user
+        query_state = gr.State(BrowseQuery())  # this user's last search, for "Random segment"
 
         filters = [modes, collections, split, text, *reb, *tc, axis, *axis_range]
+        outputs = [roll, audio, files, readout, scores]
 
-        def run_search(modes, collections, split, text, reb_lo, reb_hi, tc_lo, tc_hi, axis, ax_lo, ax_hi):
-            query = BrowseQuery(modes=modes or [], collections=collections or [], split=split, text=text or "",
-                                ranges={"rebracketing": (reb_lo, reb_hi), "temporal_complexity": (tc_lo, tc_hi),
-                                        axis: (ax_lo, ax_hi)}, limit=page)
-            try:
-                rows, total = engine.browse(query)
-            except StudioError as exc:
-                return [], error_markdown(str(exc)), []
+        def make_query(modes, collections, split, text, reb_lo, reb_hi, tc_lo, tc_hi, axis, ax_lo, ax_hi):
+            return BrowseQuery(modes=modes or [], collections=collections or [], split=split, text=text or "",
+                               ranges={"rebracketing": (reb_lo, reb_hi), "temporal_complexity": (tc_lo, tc_hi),
+                                       axis: (ax_lo, ax_hi)}, limit=page)
+
+        @guarded(lambda message: ([], message, BrowseQuery()))
+        def run_search(*values):
+            query = make_query(*values)
+            rows, total = engine.browse(query)
             shown = f"showing the first {len(rows)}" if total > len(rows) else "showing all"
-            return ([[r[c] for c in TABLE_COLUMNS] for r in rows], f"**{total:,}** segments match; {shown}.",
-                    [r["index"] for r in rows])
+            return [[r[c] for c in TABLE_COLUMNS] for r in rows], f"**{total:,}** segments match; {shown}.", query
 
+        @guarded(lambda message: (None, None, [], message, None))
         def show(index):
-            try:
-                view = engine.segment_view(int(index))
-                wav = engine.render_segment(int(index))
-            except StudioError as exc:
-                return None, None, [], error_markdown(str(exc)), None
+            view = engine.segment_view(int(index))
+            wav = engine.render_segment(int(index))
             fig = piano_roll_figure(view.notes, view.title, view.color)
-            label = {m: s for m, s in view.analysis["scores"].items()}
-            return fig, wav, [view.midi_path, wav], analysis_markdown(view.analysis, view.color, view.facts), label
+            return fig, wav, [view.midi_path, wav], analysis_markdown(view.analysis, view.color, view.facts), \
+                view.analysis["scores"]
 
         def on_select(evt: gr.SelectData):
-            row = evt.row_value if evt.row_value is not None else None
-            if not row:
+            if not evt.row_value:
                 return None, None, [], "", None
-            return show(row[0])
+            return show(evt.row_value[0])
 
-        def random_pick(current):
-            pool = current or list(range(len(engine.cache)))
-            return show(random.choice(pool))
+        @guarded(lambda message: (None, None, [], message, None))
+        def random_pick(query):
+            return show(engine.random_match(query))
 
-        outputs = [roll, audio, files, readout, scores]
-        search.click(run_search, filters, [table, status, matches])
+        search.click(run_search, filters, [table, status, query_state])
         table.select(on_select, None, outputs)
-        lucky.click(random_pick, matches, outputs)
+        lucky.click(random_pick, query_state, outputs)
 
     with gr.Tab("Your MIDI"):
-        gr.Markdown("Upload a `.mid` file (up to 20 MB, 200,000 notes). It is cut into segments of "
-                    f"{engine.cfg.data.segment_bars} bars, each analysed and coloured by its mode.")
+        limits = engine.cfg.data
+        gr.Markdown(f"Upload a `.mid` file (up to {limits.max_file_mb:g} MB, {limits.max_notes:,} notes, "
+                    f"{limits.max_seconds / 60:g} minutes). It is cut into segments of {limits.segment_bars} bars, "
+                    "each analysed and coloured by its mode.")
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
@@ -108,13 +104,11 @@ def build_generate_tab(engine: StudioEngine) -> None:
         upload_table = gr.Dataframe(headers=UPLOAD_COLUMNS, interactive=False, elem_id="upload-table",
                                     label="Analysis per segment")
 
+        @guarded(lambda message: (None, None, [], [], message))
         def analyze_upload(path):
             if not path:
                 return None, None, [], [], ""
-            try:
-                view = engine.analyze_upload(path)
-            except StudioError as exc:
-                return None, None, [], [], error_markdown(str(exc))
+            view = engine.analyze_upload(path)
             rows = [[f"{a['bars'][0]}-{a['bars'][1]}", a["mode"], a["key"],
                      *[round(a["axes"][x], 2) for x in AXES], round(a["rebracketing"], 2),
                      round(a["temporal_complexity"], 2)] for a in view.segments]

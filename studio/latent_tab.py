@@ -1,13 +1,12 @@
 """Latent Explorer tab. Until the VAE lands it maps the corpus in the analyzer's own space, which is what the
-VAE's UMAP of latents will be coloured by; clicking a point opens that segment."""
+VAE's UMAP of latents will be coloured by; hovering a point shows its segment number, which opens it."""
 from __future__ import annotations
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from engines.api import AXES, MODE_COLORS, MODES, StudioEngine
-from engines.errors import StudioError
-from studio.widgets import analysis_markdown, error_markdown, piano_roll_figure
+from studio.widgets import analysis_markdown, guarded, piano_roll_figure
 
 AXIS_CHOICES = list(AXES) + ["rebracketing", "temporal_complexity"]
 
@@ -49,13 +48,11 @@ def build_latent_tab(engine: StudioEngine) -> None:
     def redraw(x, y):
         return corpus_map(engine, x, y)
 
+    @guarded(lambda message: (None, None, message))
     def open_segment(i):
-        try:
-            view = engine.segment_view(int(i or 0))
-            return (piano_roll_figure(view.notes, view.title, view.color), engine.render_segment(view.index),
-                    analysis_markdown(view.analysis, view.color, view.facts))
-        except StudioError as exc:
-            return None, None, error_markdown(str(exc))
+        view = engine.segment_view(int(i or 0))
+        return (piano_roll_figure(view.notes, view.title, view.color), engine.render_segment(view.index),
+                analysis_markdown(view.analysis, view.color, view.facts))
 
     x_axis.change(redraw, [x_axis, y_axis], plot)
     y_axis.change(redraw, [x_axis, y_axis], plot)

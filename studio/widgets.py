@@ -1,7 +1,14 @@
-"""Formatting shared by the tabs: the piano-roll figure, the analyzer readout, mode chips. No engine logic."""
+"""Formatting shared by the tabs: the piano-roll figure, the analyzer readout, mode chips, error guard."""
 from __future__ import annotations
 
+import functools
+import logging
+
 import plotly.graph_objects as go
+
+from engines.errors import StudioError
+
+LOG = logging.getLogger("studio")
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 AXIS_LABELS = {"energy": "Energy", "valence": "Valence", "tension": "Tension", "intimacy": "Intimacy",
@@ -32,8 +39,9 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
             customdata=[[pitch_label(notes.pitch[i]), notes.velocity[i]] for i in picked],
             hovertemplate="%{customdata[0]} · beat %{base:.2f} · %{x:.2f} q · vel %{customdata[1]}<extra></extra>",
         ))
-    for x in notes.bar_lines:
-        fig.add_vline(x=x, line_width=1, line_color="rgba(0,0,0,0.25)")
+    # One layout update for all bar lines: add_vline per bar is quadratic in the number of bars.
+    fig.update_layout(shapes=[dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+                                   line=dict(width=1, color="rgba(0,0,0,0.25)")) for x in notes.bar_lines])
     pitches = notes.pitch or [60]
     low, high = min(pitches) - 2, max(pitches) + 2
     ticks = [p for p in range(low, high + 1) if p % 12 in (0, 7)]
@@ -80,3 +88,24 @@ def _meter(unit: float, width: int = 12) -> str:
 
 def error_markdown(message: str) -> str:
     return f"<div class='studio-error' role='alert'>⚠️ {message}</div>"
+
+
+def guarded(on_error):
+    """Decorate a handler so that no exception reaches the user as a bare "Error".
+
+    A StudioError (bad input) shows its own message; anything else is logged with its traceback and shown
+    as a short apology. `on_error(message_html)` returns the handler's outputs for that case.
+    """
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except StudioError as exc:
+                return on_error(error_markdown(str(exc)))
+            except Exception as exc:  # the last resort: log it, tell the user, keep serving
+                LOG.exception("handler %s failed", handler.__name__)
+                return on_error(error_markdown(f"Something went wrong ({type(exc).__name__}: {exc}). "
+                                               "The studio logged it and carries on."))
+        return run
+    return wrap

@@ -88,7 +88,8 @@ def test_segment_view_renders_and_exports(engine):
     assert rate == 44100 and abs(len(audio) / rate - (seconds + 1.0)) < 0.2
     assert np.sqrt(np.mean(audio ** 2)) > 1e-3
     assert Path(view.midi_path).read_bytes()[:4] == b"MThd"
-    assert engine.render_segment(view.index) == wav  # rendered once, then served from disk
+    made = Path(wav).stat().st_mtime_ns
+    assert engine.render_segment(view.index) == wav and Path(wav).stat().st_mtime_ns == made  # not rendered again
 
 
 def test_segment_view_of_a_missing_index_is_a_clear_error(engine):
@@ -124,3 +125,34 @@ def test_studio_builds_and_imports_no_torch(engine):
     assert demo.title == "Chromatic Segment Studio"
     code = "import sys, studio.app; assert 'torch' not in sys.modules, 'studio imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_random_match_draws_from_every_match_not_only_the_first_page(engine):
+    query = BrowseQuery(modes=["BLUE"], limit=5)
+    shown = {r["index"] for r in engine.browse(query)[0]}
+    picks = {engine.random_match(query, seed) for seed in range(40)}
+    assert all(MODES[engine.cache.segments["mode"][i]] == "BLUE" for i in picks)
+    assert picks - shown, "random picks never left the first page"
+    with pytest.raises(StudioError, match="no segment matches"):
+        engine.random_match(BrowseQuery(text="no piece is called this"))
+
+
+def test_renders_of_two_engines_never_share_files(tmp_path):
+    cfg = load_config()
+    cache = ensure_corpus_cache(cfg)
+    first, second = StudioEngine(cfg, cache=cache), StudioEngine(cfg, cache=cache)
+    assert first.out_dir != second.out_dir and first.out_dir.is_dir()
+
+
+def test_guarded_handlers_turn_any_failure_into_a_message():
+    from studio.widgets import guarded
+
+    @guarded(lambda message: ("failed", message))
+    def handler(kind):
+        if kind == "user":
+            raise StudioError("'x.mid' is not a MIDI file")
+        raise ZeroDivisionError("division by zero")
+
+    assert handler("user") == ("failed", "<div class='studio-error' role='alert'>⚠️ 'x.mid' is not a MIDI file</div>")
+    status, message = handler("bug")
+    assert status == "failed" and "ZeroDivisionError" in message and "carries on" in message

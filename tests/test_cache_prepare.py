@@ -214,3 +214,33 @@ def test_same_name_in_two_subfolders(tmp_path):
     lowest = sorted(int(cache.segment_notes(i)["pitch"].min()) for i in range(2))
     assert lowest == [60, 65]
     assert len({p["id"] for p in cache.pieces}) == 2
+
+
+def test_editing_a_midi_file_in_place_is_noticed(tmp_path):
+    """Same path, same byte size, other notes: the shard key follows the content, so prepare re-parses."""
+    from symusic import Note, Score, Tempo, Track
+
+    from engines.config import load_config
+    from engines.data.prepare import prepare
+
+    def write(offset):
+        score = Score(480)
+        score.tempos.append(Tempo(0, 120.0))
+        track = Track()
+        for q in range(32):
+            track.notes.append(Note(q * 480, 480, 60 + offset + q % 5, 80))
+        score.tracks.append(track)
+        score.dump_midi(str(tmp_path / "songs" / "theme.mid"))
+
+    (tmp_path / "songs").mkdir()
+    cfg = load_config(overrides=[f"data.cache_dir={tmp_path / 'cache'}"])
+    write(0)
+    first = prepare(cfg, midi_dir=str(tmp_path / "songs"), out=str(tmp_path / "out"), workers=1)
+    size = (tmp_path / "songs" / "theme.mid").stat().st_size
+    write(1)
+    assert (tmp_path / "songs" / "theme.mid").stat().st_size == size
+    second = prepare(cfg, midi_dir=str(tmp_path / "songs"), out=str(tmp_path / "out"), workers=1)
+    assert (first["parsed"], second["parsed"]) == (1, 1)
+    from engines.data.cache import SegmentCache
+
+    assert int(SegmentCache(tmp_path / "out").segment_notes(0)["pitch"].min()) == 61

@@ -144,8 +144,10 @@ def test_empty_yaml_gives_defaults(tmp_path):
 def test_analyzer_validate_runs_through_config():
     message = error_of(overrides=["analyzer.softmax_temperature=0"])
     assert message.startswith("config section 'analyzer':") and "softmax_temperature" in message
-    message = error_of(overrides=["analyzer.prototypes={BLACK: [0, 0, 0, 0, 0]}"])
+    message = error_of(overrides=["analyzer.prototypes={PINK: [0, 0, 0, 0, 0]}"])
     assert "config section 'analyzer'" in message and "exactly the modes" in message
+    message = error_of(overrides=["analyzer.prototypes={BLACK: [0, 0, 0]}"])
+    assert "analyzer.prototypes.BLACK must be 5 numbers" in message
 
 
 def test_inverted_pitch_range_is_rejected():
@@ -179,6 +181,15 @@ def test_file_values_take_effect(tmp_path):
 
 
 def test_example_configs_load():
-    """Every assets/configs/*.yaml loads and each value it sets takes effect (vacuous while none ship)."""
+    """Every assets/configs/*.yaml loads and each value it sets takes effect."""
+    assert len(EXAMPLE_CONFIGS) >= 3
     for path in EXAMPLE_CONFIGS:
         assert_file_applied(path)
+
+
+def test_one_prototype_can_be_overridden_alone():
+    cfg = load_config(overrides=["analyzer.prototypes.RED=[0.9, 0.2, 0.8, 0.1, 0.9]"])
+    assert cfg.analyzer.prototypes["RED"] == [0.9, 0.2, 0.8, 0.1, 0.9]
+    assert cfg.analyzer.prototypes["BLUE"] == load_config().analyzer.prototypes["BLUE"]
+    with pytest.raises(StudioError, match="analyzer.prototypes.PINK|prototypes must name exactly"):
+        load_config(overrides=["analyzer.prototypes.PINK=[0.5, 0.5, 0.5, 0.5, 0.5]"])

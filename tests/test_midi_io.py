@@ -146,3 +146,67 @@ def test_write_segment_midi_round_trip(tmp_path):
 def test_segment_to_score_program():
     score = segment_to_score(segment([(0, 12, 60, 80)]), program=41)
     assert score.tracks[0].program == 41 and score.tracks[0].notes[0].duration == 480
+
+
+def test_header_with_zero_ticks_per_quarter_is_a_clear_error(tmp_path):
+    from tests.helpers import write_test_midi
+
+    path = write_test_midi(tmp_path / "ok.mid", bars=2)
+    data = bytearray(path.read_bytes())
+    data[12:14] = b"\x00\x00"                     # division field of the MThd chunk
+    bad = tmp_path / "zero_division.mid"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(StudioError, match="ticks per quarter|could not be read"):
+        load_midi_score(bad)
+
+
+def test_a_file_that_lasts_too_long_is_refused(tmp_path):
+    from symusic import Note, Score, Tempo, Track
+
+    score = Score(480)
+    score.tempos.append(Tempo(0, 120.0))
+    track = Track()
+    track.notes.append(Note(0, 480, 60, 80))
+    track.notes.append(Note(480 * 2 * 60 * 20, 480, 62, 80))  # a second note 20 minutes later
+    score.tracks.append(track)
+    path = tmp_path / "far.mid"
+    score.dump_midi(str(path))
+    with pytest.raises(StudioError, match="lasts 20.0 minutes"):
+        load_midi_score(path, max_seconds=900)
+    assert load_midi_score(path, max_seconds=3600).tracks[0].note_num() == 2
+
+
+def test_out_of_range_pitches_fold_by_octaves(tmp_path):
+    from symusic import Note, Score, Tempo, Track
+
+    score = Score(480)
+    score.tempos.append(Tempo(0, 120.0))
+    track = Track()
+    for i, pitch in enumerate((0, 12, 20, 110, 127)):
+        track.notes.append(Note(i * 480, 480, pitch, 80))
+    score.tracks.append(track)
+    piece = score_to_piece(score, "folded")
+    assert sorted(piece.notes["pitch"].tolist()) == sorted([24, 24, 32, 98, 103])
+
+
+def test_a_tempo_change_gives_each_segment_its_own_tempo(tmp_path):
+    from symusic import Note, Score, Tempo, TimeSignature, Track
+
+    from engines.data.segmenting import segment_piece
+
+    score = Score(480)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    score.tempos.append(Tempo(0, 60.0))
+    score.tempos.append(Tempo(480 * 16, 240.0))      # bar 5 on: four times faster
+    track = Track()
+    for q in range(32):
+        track.notes.append(Note(q * 480, 480, 60 + q % 12, 80))
+    score.tracks.append(track)
+    first, second = segment_piece(score_to_piece(score, "tempo"), 4, 4, 1)
+    assert first.tempo_qpm == pytest.approx(60.0) and second.tempo_qpm == pytest.approx(240.0)
+    assert second.seconds == pytest.approx(4.0)
+
+
+def test_a_folder_is_not_a_midi_file(tmp_path):
+    with pytest.raises(StudioError, match="is a folder"):
+        load_midi_score(tmp_path)

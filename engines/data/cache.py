@@ -143,13 +143,24 @@ def pack(directory: Path, archive: Path) -> None:
     os.replace(tmp, archive)
 
 
+def archive_meta(archive: Path) -> dict:
+    """meta.json of a packed archive, read without unpacking it."""
+    with zipfile.ZipFile(archive) as zf:
+        return json.loads(zf.read("meta.json"))
+
+
 def unpack(archive: Path, directory: Path) -> None:
-    """The shipped archive -> a cache directory (streamed; a few seconds)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """The shipped archive -> a cache directory: streamed into a sibling folder, then swapped in whole, so a
+    killed unpack never leaves a mix of old and new files."""
+    import shutil
+
+    tmp = directory.with_name(directory.name + ".unpacking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     with zipfile.ZipFile(archive) as zf:
         for name in [f"{n}.npy" for n in ARRAYS] + ["meta.json"]:
-            with zf.open(name) as src, open(directory / f"{name}.tmp", "wb") as dst:
+            with zf.open(name) as src, open(tmp / name, "wb") as dst:
                 while chunk := src.read(1 << 24):
                     dst.write(chunk)
-        for name in [f"{n}.npy" for n in ARRAYS] + ["meta.json"]:  # meta.json last: it marks completeness
-            os.replace(directory / f"{name}.tmp", directory / name)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)

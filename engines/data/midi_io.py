@@ -11,19 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import StudioError
-from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, TICKS_PER_QUARTER, Piece, Segment, bar_ticks, clean_notes
+from engines.music.notes import (BAR_DTYPE, NOTE_DTYPE, TEMPO_DTYPE, TICKS_PER_QUARTER, Piece, Segment, bar_ticks,
+                                 clean_notes, fold_pitch)
 
 MIN_TEMPO_QPM, MAX_TEMPO_QPM = 10.0, 1000.0
 MIDI_TICKS_PER_QUARTER = 480  # what we write: a common resolution every sequencer reads
-DRUM_CHANNEL = 9
 
 
-def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int = 200_000):
+def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int = 200_000,
+                    max_seconds: float = 900.0):
     """Read and validate a MIDI file -> symusic Score (ticks). Raises StudioError with the reason."""
     from symusic import Score
 
     path = Path(path)
     name = path.name
+    if path.is_dir():
+        raise StudioError(f"'{name}' is a folder, not a MIDI file")
     if not path.is_file():
         raise StudioError(f"'{name}' does not exist")
     size = path.stat().st_size
@@ -39,6 +42,9 @@ def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int 
         score = Score(str(path))
     except Exception as exc:
         raise StudioError(f"'{name}' could not be read as MIDI; it may be truncated or corrupt ({exc})") from None
+    if score.ticks_per_quarter <= 0:
+        raise StudioError(f"'{name}' declares {score.ticks_per_quarter} ticks per quarter note; "
+                          "this MIDI header (SMPTE or zero division) is not supported")
     total = sum(track.note_num() for track in score.tracks)
     if total == 0:
         raise StudioError(f"'{name}' holds no notes")
@@ -48,6 +54,12 @@ def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int 
         if not MIN_TEMPO_QPM <= tempo.qpm <= MAX_TEMPO_QPM:
             raise StudioError(f"'{name}' sets an absurd tempo of {tempo.qpm:g} quarter notes per minute; "
                               f"tempos must lie in {MIN_TEMPO_QPM:g}..{MAX_TEMPO_QPM:g}")
+    # Every event counts (a stray controller far after the last note would otherwise mean minutes of
+    # silence to render), so the limit is on the whole file's length in seconds.
+    seconds = score.to("second").end()
+    if seconds > max_seconds:
+        raise StudioError(f"'{name}' lasts {seconds / 60:.1f} minutes (counting every event); "
+                          f"the limit is {max_seconds / 60:g} minutes")
     return score
 
 
@@ -61,7 +73,7 @@ def score_to_piece(score, piece_id: str, collection: str = "upload") -> Piece:
         for note in track.notes:
             start = int(round(note.time * scale))
             duration = max(1, int(round(note.duration * scale)))
-            pitch = min(108, max(21, note.pitch))
+            pitch = fold_pitch(note.pitch)
             rows.append((start, duration, pitch, max(1, min(127, note.velocity)), min(track_index, 255)))
     if not rows:
         raise StudioError(f"'{piece_id}' holds only drum notes; the analyzer needs pitched notes")
@@ -79,9 +91,11 @@ def score_to_piece(score, piece_id: str, collection: str = "upload") -> Piece:
         length = bar_ticks(num, den)
         bars.append((position, length, num, den))
         position += length
-    qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+    tempos = np.array([(int(round(t.time * scale)), t.qpm) for t in score.tempos], TEMPO_DTYPE)
+    qpm = float(tempos["qpm"][0]) if len(tempos) else 120.0
+    has_map = len(tempos) > 1 or (len(tempos) == 1 and tempos["start"][0] > 0)
     return Piece(piece_id=piece_id, collection=collection, notes=notes, bars=np.array(bars, BAR_DTYPE),
-                 tempo_qpm=qpm, title=piece_id)
+                 tempo_qpm=qpm, title=piece_id, tempos=tempos if has_map else None)
 
 
 def read_midi_piece(path: str | Path, collection: str = "midi", piece_id: str = "", max_file_mb: float = 20.0,

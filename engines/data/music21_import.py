@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import StudioError
-from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, TICKS_PER_QUARTER, Piece, clean_notes
+from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, TICKS_PER_QUARTER, Piece, clean_notes, fold_pitch
 
 # Extensions music21 can read into metered, pitched scores (romantext .rntxt holds chord symbols only).
 SCORE_EXTENSIONS = (".krn", ".abc", ".mxl", ".xml", ".musicxml")
@@ -87,12 +87,7 @@ def score_to_piece(score, piece_id: str, collection: str) -> Piece | None:
             start = _ticks(element.offset)
             velocity = element.volume.velocity if element.volume.velocity else DEFAULT_VELOCITY
             for pitch in getattr(element, "pitches", ()):
-                midi = pitch.midi
-                while midi < 21:
-                    midi += 12
-                while midi > 108:
-                    midi -= 12
-                rows.append((start, duration, midi, int(velocity), track))
+                rows.append((start, duration, fold_pitch(pitch.midi), int(velocity), track))
     if not rows:
         return None
     notes = clean_notes(np.array(rows, dtype=NOTE_DTYPE))

@@ -6,14 +6,15 @@
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import inspect
 import json
 import multiprocessing
 import os
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from engines.data.segmenting import segment_piece
 from engines.data.shards import SHARD_FORMAT, Source, failure_reasons, parse_all, read_shard, shard_paths
 from engines.errors import StudioError
 from engines.music import analyzer as analyzer_module
-from engines.music import calibration, features
+from engines.music import calibration
 from engines.music.analyzer import AXES, MODES, ChromaticAnalyzer
 from engines.tokenizers import midi as midi_tokenizer
 
@@ -36,14 +37,22 @@ MIDI_EXTENSIONS = (".mid", ".midi")
 
 
 def fingerprint(cfg: Config) -> str:
-    """Hash of everything that decides a cache's content; a cache built with other settings is rebuilt."""
+    """Hash of everything that decides a cache's content; a cache built otherwise is rebuilt.
+
+    Code enters through explicit version constants (bump them when behaviour changes, not for comments),
+    the analyzer's calibration values, the tokenizer's configuration and miditok's version.
+    """
+    from importlib.metadata import version
+
     d = cfg.data
+    calibration_values = {k: v for k, v in vars(calibration).items() if k.isupper()}
     parts = {
-        "data": [d.segment_bars, d.hop_bars, d.steps_per_beat, d.pitch_low, d.pitch_high, sorted(d.collections),
-                 d.min_notes, d.validation_fraction, d.test_fraction],
-        "analyzer": [cfg.analyzer.prototypes, cfg.analyzer.softmax_temperature],
-        "code": [inspect.getsource(m) for m in (calibration, features, analyzer_module, segmenting)] + [SHARD_FORMAT,
-                 cache_format.CACHE_FORMAT, midi_tokenizer.BEAT_RESOLUTION],
+        "data": [d.segment_bars, d.hop_bars, sorted(d.collections), d.min_notes, d.validation_fraction,
+                 d.test_fraction],
+        "analyzer": [cfg.analyzer.prototypes, cfg.analyzer.softmax_temperature, analyzer_module.ANALYZER_VERSION,
+                     calibration_values],
+        "code": [SHARD_FORMAT, cache_format.CACHE_FORMAT, segmenting.SEGMENTING_VERSION,
+                 str(midi_tokenizer.tokenizer_config().to_dict()), version("miditok")],
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -167,7 +176,15 @@ def build(cfg: Config, sources, shard_dir: Path, out_dir: Path, manifest: str | 
 
 def prepare(cfg: Config, midi_dir: str | None = None, manifest: str | None = None, out: str | None = None,
             workers: int = 0) -> dict:
-    """Parse (resumable) and build. Returns a report with counts and seconds."""
+    """Parse (resumable) and build, holding the output directory's build lock. Returns a report."""
+    out_dir = Path(out) if out else (Path(cfg.data.cache_dir) / f"midi-{midi_sources(midi_dir)[0][1]}" if midi_dir
+                                     else corpus_cache_dir(cfg))
+    with build_lock(out_dir):
+        return _prepare_unlocked(cfg, midi_dir, manifest, str(out_dir), workers)
+
+
+def _prepare_unlocked(cfg: Config, midi_dir: str | None = None, manifest: str | None = None,
+                      out: str | None = None, workers: int = 0) -> dict:
     started = time.time()
     if midi_dir:
         sources = midi_sources(midi_dir)
@@ -188,8 +205,21 @@ def prepare(cfg: Config, midi_dir: str | None = None, manifest: str | None = Non
             "total_seconds": round(time.time() - started, 1)}
 
 
+@contextmanager
+def build_lock(directory: Path):
+    """One process at a time builds or unpacks a cache directory; others wait here, then re-check."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_corpus_cache(cfg: Config) -> SegmentCache:
-    """The corpus cache, ready to read: as built, else unpacked from the shipped archive, else prepared."""
+    """The corpus cache, ready to read: as built, else unpacked from the shipped archive when that archive
+    was built with these settings, else prepared from the corpus (tens of minutes, with a progress bar)."""
     directory = corpus_cache_dir(cfg)
     wanted = fingerprint(cfg)
 
@@ -197,15 +227,18 @@ def ensure_corpus_cache(cfg: Config) -> SegmentCache:
         meta = directory / "meta.json"
         return meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == wanted
 
-    if not current():
-        archive = Path(cfg.data.shipped_cache)
-        if archive.is_file():
-            print(f"unpacking the shipped segment cache {archive} -> {directory}", flush=True)
-            cache_format.unpack(archive, directory)
-        if not current():
-            print("the shipped segment cache does not match these settings; parsing the corpus "
-                  "(tens of minutes on 2 cores, resumable)", flush=True)
-            prepare(cfg)
+    if current():
+        return SegmentCache(directory)
+    with build_lock(directory):
+        if not current():  # another process may have finished it while we waited
+            archive = Path(cfg.data.shipped_cache)
+            if archive.is_file() and cache_format.archive_meta(archive).get("fingerprint") == wanted:
+                print(f"unpacking the shipped segment cache {archive} -> {directory}", flush=True)
+                cache_format.unpack(archive, directory)
+            else:
+                print("no segment cache matches these settings (the shipped one is for the defaults); parsing "
+                      "the corpus: tens of minutes on 2 cores, resumable", flush=True)
+                _prepare_unlocked(cfg)
     return SegmentCache(directory)
 
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.music.notes import Piece, Segment, bar_ticks
+from engines.music.notes import Piece, Segment, bar_ticks, effective_tempo
+from engines.tokenizers.midi import TIME_SIGNATURES
+
+# Bump when the way pieces are cut changes (the segment cache is rebuilt).
+SEGMENTING_VERSION = 1
 
 
 def normalize_time_signature(num: int, den: int) -> tuple[int, int] | None:
@@ -18,7 +22,7 @@ def normalize_time_signature(num: int, den: int) -> tuple[int, int] | None:
         if num % 2:
             return None
         num, den = num // 2, 8
-    if den not in (2, 4, 8) or not 1 <= num <= 12:
+    if num not in TIME_SIGNATURES.get(den, ()):  # the tokenizer's metres are the one list of what we accept
         return None
     return num, den
 
@@ -53,8 +57,9 @@ def segment_piece(piece: Piece, segment_bars: int = 4, hop_bars: int = 4, min_no
             end = start + len(window) * int(b0["length"])
             notes = cut_notes(piece.notes, start, end)
             if ts is not None and len(notes) >= min_notes:
+                tempo = effective_tempo(piece.tempos, start, end, piece.tempo_qpm)
                 segments.append(Segment(notes=notes, ts_num=ts[0], ts_den=ts[1], num_bars=len(window),
-                                        tempo_qpm=piece.tempo_qpm, piece_id=piece.piece_id,
+                                        tempo_qpm=tempo, piece_id=piece.piece_id,
                                         collection=piece.collection, bar_start=window[0],
                                         meta={"offset": start}))
             first += hop_bars if not allow_partial else len(window)

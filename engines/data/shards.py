@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, Piece
+from engines.music.notes import BAR_DTYPE, NOTE_DTYPE, TEMPO_DTYPE, Piece
 
 # Bump when parsing changes, so old shards are not reused.
 SHARD_FORMAT = 3
@@ -42,19 +42,27 @@ class Source(NamedTuple):
 
 
 def shard_key(source: Source) -> str:
-    """From the file's path below its root and its size: the same file parsed anywhere has the same key."""
-    stem = f"{SHARD_FORMAT}|{source.kind}|{source.collection}|{source.relative}|{os.path.getsize(source.path)}"
+    """From the file's path below its root and its size (corpus files, which never change), or its content
+    (a user's MIDI, which may be edited in place): the same file parsed anywhere has the same key."""
+    if source.kind == "midi":
+        with open(source.path, "rb") as fh:
+            identity = hashlib.sha1(fh.read()).hexdigest()
+    else:
+        identity = str(os.path.getsize(source.path))
+    stem = f"{SHARD_FORMAT}|{source.kind}|{source.collection}|{source.relative}|{identity}"
     name = os.path.basename(source.path).replace(".", "_")[:40]
     return hashlib.sha1(stem.encode()).hexdigest()[:16] + "_" + name
 
 
 def write_shard(path: Path, pieces: list[Piece]) -> None:
+    tempo_maps = [p.tempos if p.tempos is not None else np.zeros(0, TEMPO_DTYPE) for p in pieces]
     meta = [{"piece_id": p.piece_id, "collection": p.collection, "tempo_qpm": p.tempo_qpm, "title": p.title,
-             "notes": len(p.notes), "bars": len(p.bars)} for p in pieces]
+             "notes": len(p.notes), "bars": len(p.bars), "tempos": len(t)} for p, t in zip(pieces, tempo_maps)]
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, meta=np.array(json.dumps(meta)),
              notes=np.concatenate([p.notes for p in pieces]) if pieces else np.zeros(0, NOTE_DTYPE),
-             bars=np.concatenate([p.bars for p in pieces]) if pieces else np.zeros(0, BAR_DTYPE))
+             bars=np.concatenate([p.bars for p in pieces]) if pieces else np.zeros(0, BAR_DTYPE),
+             tempos=np.concatenate(tempo_maps) if pieces else np.zeros(0, TEMPO_DTYPE))
     os.replace(tmp, path)  # atomic: a killed run never leaves half a shard
 
 
@@ -62,12 +70,14 @@ def read_shard(path: Path) -> list[Piece]:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         notes, bars = data["notes"], data["bars"]
-    pieces, n0, b0 = [], 0, 0
+        tempos = data["tempos"] if "tempos" in data else np.zeros(0, TEMPO_DTYPE)  # older shards have none
+    pieces, n0, b0, t0 = [], 0, 0, 0
     for m in meta:
+        count = m.get("tempos", 0)
         pieces.append(Piece(piece_id=m["piece_id"], collection=m["collection"], tempo_qpm=m["tempo_qpm"],
-                            title=m["title"], notes=notes[n0:n0 + m["notes"]], bars=bars[b0:b0 + m["bars"]]))
-        n0 += m["notes"]
-        b0 += m["bars"]
+                            title=m["title"], notes=notes[n0:n0 + m["notes"]], bars=bars[b0:b0 + m["bars"]],
+                            tempos=tempos[t0:t0 + count] if count else None))
+        n0, b0, t0 = n0 + m["notes"], b0 + m["bars"], t0 + count
     return pieces
 
 
@@ -87,8 +97,10 @@ def _parse_job(job: tuple[Source, str]) -> tuple[str, str | None]:
         return path, None
     except Exception as exc:  # any failure of one file is recorded and skipped, never fatal
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        Path(out).with_suffix(".failed.json").write_text(json.dumps(
-            {"path": path, "reason": reason, "trace": traceback.format_exc()[-2000:]}))
+        failed = Path(out).with_suffix(".failed.json")
+        tmp = failed.with_name(failed.name + ".tmp")
+        tmp.write_text(json.dumps({"path": path, "reason": reason, "trace": traceback.format_exc()[-2000:]}))
+        os.replace(tmp, failed)
         return path, reason
 
 

@@ -24,6 +24,8 @@ from engines.music import calibration
 from engines.music.features import key_name, measure_features
 from engines.music.notes import Segment
 
+# Bump when features, weights or the mapping change what the analyzer says (the segment cache is rebuilt).
+ANALYZER_VERSION = 3
 MODES = ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET")
 WHITE = "WHITE"  # no mode: unconditioned generation
 AXES = ("energy", "valence", "tension", "intimacy", "motion")

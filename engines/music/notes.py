@@ -18,6 +18,32 @@ NOTE_DTYPE = np.dtype([("start", "<i4"), ("duration", "<i4"), ("pitch", "u1"), (
 BAR_DTYPE = np.dtype([("start", "<i4"), ("length", "<i4"), ("ts_num", "u1"), ("ts_den", "u1")])
 
 
+# A tempo map: the tempo in quarter notes per minute from each tick on.
+TEMPO_DTYPE = np.dtype([("start", "<i4"), ("qpm", "<f4")])
+
+
+def fold_pitch(pitch: int, low: int = 21, high: int = 108) -> int:
+    """Move a pitch by octaves into [low, high]: a C-1 becomes a C1, not the range's lowest key."""
+    while pitch < low:
+        pitch += 12
+    while pitch > high:
+        pitch -= 12
+    return pitch
+
+
+def effective_tempo(tempos: np.ndarray | None, start: int, end: int, default: float) -> float:
+    """The steady tempo that lasts as long as the span [start, end) does under a tempo map."""
+    if tempos is None or len(tempos) == 0 or end <= start:
+        return default
+    bounds = np.clip(np.append(tempos["start"], end), start, end)
+    ticks = np.diff(bounds).astype(float)           # ticks spent under each tempo
+    first = tempos["start"][0]
+    minutes = (ticks / tempos["qpm"]).sum() / TICKS_PER_QUARTER
+    if start < first:                                # before the first tempo event MIDI plays 120
+        minutes += (min(first, end) - start) / TICKS_PER_QUARTER / 120.0
+    return float((end - start) / TICKS_PER_QUARTER / minutes) if minutes > 0 else default
+
+
 def make_notes(rows) -> np.ndarray:
     """`rows` of (start, duration, pitch, velocity[, track]) -> a NOTE_DTYPE array sorted by (start, pitch)."""
     rows = [tuple(r) + (0,) * (5 - len(r)) for r in rows]
@@ -74,8 +100,9 @@ class Piece:
     collection: str
     notes: np.ndarray            # NOTE_DTYPE, ticks from the piece start
     bars: np.ndarray             # BAR_DTYPE, consecutive
-    tempo_qpm: float = 100.0     # quarter notes per minute
+    tempo_qpm: float = 100.0     # quarter notes per minute (the first tempo when there is a map)
     title: str = ""
+    tempos: np.ndarray | None = None  # TEMPO_DTYPE tempo map, when the source has tempo changes
 
 
 @dataclass
@@ -159,13 +186,16 @@ def roll_to_notes(roll: np.ndarray, bar_length: int, steps_per_beat: int = 4, pi
     """
     step = ticks_per_step(bar_length, steps_per_beat)
     onset, sustain = roll[0] >= onset_threshold, roll[1] >= sustain_threshold
-    rows = []
     steps = roll.shape[1]
-    for s, p in zip(*np.nonzero(onset)):
-        end = s + 1
-        while end < steps and sustain[end, p] and not onset[end, p]:
-            end += 1
-        level = roll[1, s, p]
-        velocity = int(round(level * 127)) if level >= sustain_threshold else 64
-        rows.append((s * step, (end - s) * step, p + pitch_low, max(1, min(127, velocity)), 0))
+    # A note ends at the first later step that is silent or starts a new note of the same pitch.
+    stop = ~sustain | onset
+    rows = []
+    for p in np.nonzero(onset.any(axis=0))[0]:                  # one pass per sounding pitch, not per note
+        starts = np.nonzero(onset[:, p])[0]
+        stops = np.append(np.nonzero(stop[:, p])[0], steps)
+        ends = stops[np.searchsorted(stops, starts, side="right")]
+        levels = roll[1, starts, p]
+        velocities = np.where(levels >= sustain_threshold, np.round(levels * 127), 64).clip(1, 127)
+        rows.extend(zip((starts * step).tolist(), ((ends - starts) * step).tolist(), [int(p) + pitch_low] * len(starts),
+                        velocities.astype(int).tolist(), [0] * len(starts)))
     return make_notes(rows)

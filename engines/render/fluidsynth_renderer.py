@@ -322,6 +322,8 @@ def write_audio(audio: np.ndarray, path, sample_rate: int = 44100) -> Path:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise StudioError(f"cannot write audio to '{path.name}': use a .wav or .flac file name")
+    if not path.parent.is_dir():
+        raise StudioError(f"cannot write audio to '{path}': the folder '{path.parent}' does not exist")
     soundfile.write(str(path), _pcm16_ready(audio), int(sample_rate), subtype="PCM_16", format=fmt)
     return path
 

@@ -1,0 +1,126 @@
+"""A trained VAE as users meet it: sample, encode, decode to Segments, interpolate, shift along attributes.
+
+    vae = TrainedVAE.load("assets/checkpoints/vae.pt")
+    segments, z = vae.sample("RED", n=4, temperature=1.0, seed=1)
+    path = vae.decode(vae.interpolate(z[0], z[1], steps=8), mode="RED")
+
+Decoding: a step starts a note where the onset probability >= 0.5 and the note lasts while the sustain
+probability >= 0.5; the metre is the metre head's argmax and the tempo its prediction. The corpus carries no
+dynamics, so every note gets DEFAULT_VELOCITY.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.data.torch_dataset import METRES, WHITE_INDEX
+from engines.errors import StudioError
+from engines.music.analyzer import MODES, WHITE
+from engines.music.notes import Segment, bar_ticks, roll_to_notes, ticks_per_step
+from engines.models.vae import ChromaticVAE, model_from_checkpoint
+from engines.sampling import latent as latent_ops
+from engines.training.common import load_checkpoint
+
+DEFAULT_VELOCITY = 80
+ONSET_THRESHOLD = 0.5
+SUSTAIN_THRESHOLD = 0.5
+
+
+def mode_index(mode: str) -> int:
+    mode = (mode or WHITE).upper()
+    if mode == WHITE:
+        return WHITE_INDEX
+    if mode not in MODES:
+        raise StudioError(f"unknown mode '{mode}'; choose one of {', '.join(MODES + (WHITE,))}")
+    return MODES.index(mode)
+
+
+def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4) -> list[Segment]:
+    """Decoder output (onset/sustain (B, T, P) logits, metre, log_tempo) -> Segments."""
+    onset = torch.sigmoid(out["onset"]).cpu().numpy()
+    sustain = torch.sigmoid(out["sustain"]).cpu().numpy()
+    metres = out["metre"].argmax(dim=1).tolist()
+    tempos = torch.exp(out["log_tempo"]).clamp(30, 300).tolist()
+    segments = []
+    for b in range(onset.shape[0]):
+        num, den = METRES[metres[b]]
+        bar = bar_ticks(num, den)
+        steps_used = segment_bars * bar // ticks_per_step(bar, steps_per_beat)
+        roll = np.stack([onset[b], np.where(sustain[b] >= SUSTAIN_THRESHOLD, DEFAULT_VELOCITY / 127, 0.0)])
+        roll[:, steps_used:] = 0  # steps past the last bar of this metre are padding
+        notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, ONSET_THRESHOLD, 0.5 / 127)
+        notes["velocity"] = DEFAULT_VELOCITY
+        segments.append(Segment(notes=notes, ts_num=num, ts_den=den, num_bars=segment_bars,
+                                tempo_qpm=round(float(tempos[b]), 1)))
+    return segments
+
+
+class TrainedVAE:
+    def __init__(self, model: ChromaticVAE, payload: dict, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.payload = payload
+        self.data = payload.get("data", {"segment_bars": 4, "steps_per_beat": 4, "pitch_low": 21, "pitch_high": 108})
+        self.vectors: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in payload.get("vectors", {}).items()}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
+        payload = load_checkpoint(path, map_location=device)
+        if payload.get("engine") != "vae":
+            raise StudioError(f"'{Path(path).name}' is not a VAE checkpoint")
+        return cls(model_from_checkpoint(payload), payload, device)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.config.latent_dim
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None) -> list[Segment]:
+        """Latents (B, D) -> Segments. `attributes` {"rebracketing": x, "temporal_complexity": y} or None."""
+        z = z.reshape(-1, self.latent_dim).to(self.device)
+        modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
+        attr = None
+        if attributes:
+            attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
+                                device=self.device).repeat(z.shape[0], 1)
+        out = self.model.decode(z, modes, attr)
+        return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"])
+
+    def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
+               attributes: dict | None = None) -> tuple[list[Segment], torch.Tensor]:
+        """n segments from the prior N(0, temperature^2 I), decoded under `mode`."""
+        if not 0 < temperature <= 5:
+            raise StudioError(f"temperature must lie in (0, 5], got {temperature}")
+        if not 1 <= n <= 256:
+            raise StudioError(f"n must lie in 1..256, got {n}")
+        generator = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, self.latent_dim, generator=generator) * temperature
+        return self.decode(z, mode, attributes), z
+
+    @torch.no_grad()
+    def encode_rolls(self, rolls: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
+        """Posterior means of rolls (B, 2, T, P) under their modes (B,) -> (B, D)."""
+        mean, _ = self.model.encode(rolls.to(self.device), modes.to(self.device))
+        return mean.cpu()
+
+    def encode(self, segments: list[Segment], mode: str = WHITE) -> torch.Tensor:
+        from engines.music.notes import notes_to_roll
+
+        d = self.data
+        rolls = torch.stack([torch.from_numpy(notes_to_roll(s.notes, s.bar_length, s.num_bars, d["steps_per_beat"],
+                                                            d["pitch_low"], d["pitch_high"])) for s in segments])
+        modes = torch.full((len(segments),), mode_index(mode), dtype=torch.long)
+        return self.encode_rolls(rolls, modes)
+
+    def interpolate(self, z1: torch.Tensor, z2: torch.Tensor, steps: int = 8, method: str = "slerp") -> torch.Tensor:
+        return latent_ops.interpolate(z1.reshape(-1), z2.reshape(-1), steps, method)
+
+    def attribute_vector(self, name: str) -> torch.Tensor:
+        if name not in self.vectors:
+            raise StudioError(f"no attribute vector '{name}'; this checkpoint has: {', '.join(sorted(self.vectors))}")
+        return self.vectors[name]
+
+    def shift(self, z: torch.Tensor, name: str, amount: float) -> torch.Tensor:
+        return latent_ops.shift(z, self.attribute_vector(name), amount)
