@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -110,13 +111,12 @@ def cmd_train(args) -> None:
     if args.engine == "vae":
         from engines.training.vae_trainer import train_vae
 
-        from engines.training.vae_finalize import finalize_vae
-
         best = train_vae(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
                          seed=args.seed, workers=args.workers)
-        best["vectors"] = finalize_vae(str(Path(out) / "best.pt"), cfg, limit=args.limit or 20000)
     else:
         raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae")
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": best}, indent=1))
     _emit({"out": out, "best": best})

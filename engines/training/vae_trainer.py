@@ -2,11 +2,13 @@
 
 Each epoch: a pass over the training split (β from its schedule), validation (losses and note F1 of the
 posterior mean), one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and, when the
-validation loss improves, `best.pt` (the model checkpoint). Stops after `epochs` or `max_minutes`.
+validation loss improves, `best.pt` (the model checkpoint). Stops after `epochs` or `max_minutes`, then
+stores the latent attribute vectors in best.pt (engines/training/vae_finalize.py).
 Runs on CPU, on CUDA when present, and under `torchrun` as DDP (gloo on CPU).
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_c
                                      plot_losses, save_checkpoint)
 
 LOSS_PARTS = ("loss", "onset", "sustain", "metre", "tempo", "kl")
+LR_FLOOR = 0.05  # the learning rate anneals to this share of its start
 
 
 def _datasets(cfg: Config, limit: int = 0):
@@ -75,17 +78,21 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
     val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
     model = ChromaticVAE(vc, cfg.data.roll_steps, cfg.data.num_pitches).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=vc.learning_rate, weight_decay=vc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(vc.epochs, 1), eta_min=vc.learning_rate / 20)
     log = MetricsLog(out_dir / "metrics.jsonl")
     start_epoch, best, elapsed_before = 0, {"val_loss": float("inf")}, 0.0
     if resume and (out_dir / "last.pt").is_file():
         state = load_checkpoint(out_dir / "last.pt", map_location=device)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, elapsed_before = state["epoch"], state["best"], state["elapsed"]
         if main:
             print(f"resuming after epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)", flush=True)
+    # Closed-form cosine over the configured epochs, so a resumed run with more epochs anneals over the new
+    # total instead of replaying an old schedule.
+    total = max(vc.epochs, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(e, total) / total)),
+        last_epoch=start_epoch - 1)
     wrapped = DistributedDataParallel(model) if world > 1 else model
     started = time.time()
     budget = max_minutes * 60 if max_minutes else float("inf")
@@ -123,13 +130,18 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
                 best = row
                 save_checkpoint(checkpoint_payload(model, row, {"data": _data_meta(cfg)}), out_dir / "best.pt")
             save_checkpoint({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-                             "elapsed": elapsed}, out_dir / "last.pt")
+                             "epoch": epoch + 1, "best": best, "elapsed": elapsed}, out_dir / "last.pt")
             plot_losses(log.rows(), out_dir / "loss.png")
         if elapsed > budget:
             break
+    if main and (out_dir / "best.pt").is_file():
+        from engines.training.vae_finalize import finalize_vae
+
+        best["vectors"] = finalize_vae(str(out_dir / "best.pt"), cfg, limit=limit or 20000)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank leaves before rank 0 has written and finalized best.pt
     ddp_teardown()
-    return best
+    return best if main else {}
 
 
 def _data_meta(cfg: Config) -> dict:

@@ -1,0 +1,643 @@
+"""The conditional β-VAE engine: dataset, network, loss, β schedules, training (single process and DDP),
+latent vectors, the TrainedVAE wrapper, decoding to Segments and the generate / evaluate commands.
+
+Everything runs on a tiny config over a few dozen cache segments; the one checkpoint the later tests use is
+trained once per module."""
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from engines.cli import main
+from engines.config import load_config
+from engines.data.prepare import ensure_corpus_cache
+from engines.data.torch_dataset import ATTRIBUTES, METRES, WHITE_INDEX, RollDataset, metre_index
+from engines.errors import StudioError
+from engines.models.trained_vae import DEFAULT_VELOCITY, TrainedVAE, logits_to_segments
+from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, model_from_checkpoint, vae_loss
+from engines.models.vae_config import VAEConfig
+from engines.music.analyzer import AXES, MODES
+from engines.music.notes import Segment, notes_to_roll
+from engines.training.common import MetricsLog, save_checkpoint
+from engines.training.vae_finalize import encode_split, finalize_vae, latent_vectors
+from engines.training.vae_trainer import train_vae
+
+torch.set_num_threads(1)  # a training job may share this machine: keep the tests to one core
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.vae.latent_dim=16", "model.vae.hidden_dim=32", "model.vae.batch_size=16", "model.vae.epochs=2"]
+LIMIT = 64
+LATENT = 16
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cache():
+    return ensure_corpus_cache(load_config())
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return load_config(overrides=TINY)
+
+
+def _first(cache, ts) -> int:
+    """Row of the first segment in time signature `ts`."""
+    rows = np.nonzero((cache.segments["ts_num"] == ts[0]) & (cache.segments["ts_den"] == ts[1]))[0]
+    if not len(rows):
+        pytest.skip(f"the corpus cache holds no {ts[0]}/{ts[1]} segment")
+    return int(rows[0])
+
+
+@pytest.fixture(scope="module")
+def rows(cache):
+    """Cache rows of a 2/4, a 6/8 and a 4/4 segment."""
+    return [_first(cache, ts) for ts in ((2, 4), (6, 8), (4, 4))]
+
+
+@pytest.fixture(scope="module")
+def batch(cache, rows):
+    return next(iter(DataLoader(RollDataset(cache, rows), batch_size=len(rows))))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_cfg, cache):
+    """A 2-epoch run on 64 training segments: (directory, what train_vae returned)."""
+    out = tmp_path_factory.mktemp("vae-run")
+    best = train_vae(tiny_cfg, out, limit=LIMIT, workers=0)
+    return out, best
+
+
+@pytest.fixture(scope="module")
+def checkpoint(run_dir, tiny_cfg, tmp_path_factory):
+    """The run's best.pt with latent vectors added (finalized on 64 training segments)."""
+    path = tmp_path_factory.mktemp("vae-final") / "vae.pt"
+    shutil.copy(run_dir[0] / "best.pt", path)
+    norms = finalize_vae(str(path), tiny_cfg, limit=LIMIT)
+    return path, norms
+
+
+@pytest.fixture(scope="module")
+def vae(checkpoint):
+    return TrainedVAE.load(checkpoint[0])
+
+
+# ---- dataset -------------------------------------------------------------------------------------------------
+def test_metre_index_of_listed_metres():
+    for i, (num, den) in enumerate(METRES):
+        assert metre_index(num, den) == i
+    assert metre_index(2, 4) == 0 and metre_index(6, 8) == 1 and metre_index(4, 4) == 2
+
+
+@pytest.mark.parametrize("ts, same_as", [
+    ((4, 8), (2, 4)),    # 24 ticks a bar, like 2/4
+    ((12, 16), (6, 8)),  # 36 ticks: 6/8 comes before 3/4 in METRES
+    ((8, 4), (4, 2)),    # 96 ticks
+    ((6, 2), (4, 4)),    # 144 ticks: no listed metre that long -> 4/4
+    ((7, 8), (4, 4)),
+    ((1, 4), (4, 4)),
+])
+def test_metre_index_of_unlisted_metres(ts, same_as):
+    assert metre_index(*ts) == METRES.index(same_as)
+
+
+def test_roll_dataset_items_match_the_cache(cache, rows):
+    ds = RollDataset(cache, rows)
+    assert len(ds) == 3
+    expected_valid = {(2, 4): 32, (6, 8): 48, (4, 4): 64}
+    for i, row in enumerate(rows):
+        item = ds[i]
+        segment = cache.segment(row)
+        meta = cache.segments[row]
+        assert item["roll"].shape == (2, 64, 88) and item["roll"].dtype == torch.float32
+        np.testing.assert_array_equal(item["roll"].numpy(), notes_to_roll(segment.notes, segment.bar_length,
+                                                                          segment.num_bars))
+        assert item["roll"][0].sum() > 0  # a real segment has onsets
+        valid = item["valid"]
+        assert valid.dtype == torch.bool and valid.shape == (64,)
+        n = expected_valid[(segment.ts_num, segment.ts_den)]
+        assert int(valid.sum()) == n and bool(valid[:n].all())
+        # Nothing sounds in the padding of a short metre.
+        assert item["roll"][:, n:].sum() == 0
+        assert int(item["mode"]) == int(meta["mode"]) and item["mode"].dtype == torch.long
+        assert int(item["metre"]) == metre_index(int(meta["ts_num"]), int(meta["ts_den"]))
+        assert float(item["log_tempo"]) == pytest.approx(math.log(float(meta["tempo"])), rel=1e-6)
+        np.testing.assert_allclose(item["attributes"].numpy(), [float(meta[a]) for a in ATTRIBUTES], rtol=1e-6)
+
+
+# ---- network -------------------------------------------------------------------------------------------------
+def test_forward_shapes(batch):
+    torch.manual_seed(0)
+    cfg = VAEConfig(latent_dim=16, hidden_dim=32, batch_size=8, epochs=2)
+    model = ChromaticVAE(cfg)
+    b = batch["roll"].shape[0]
+    assert batch["roll"].shape == (b, 2, 64, 88)
+    for train in (True, False):
+        model.train(train)
+        out = model(batch, condition_dropout=0.5)
+        assert out["onset"].shape == (b, 64, 88) and out["sustain"].shape == (b, 64, 88)
+        assert out["metre"].shape == (b, len(METRES))
+        assert out["log_tempo"].shape == (b,)
+        assert out["mean"].shape == (b, 16) and out["logvar"].shape == (b, 16)
+        assert all(torch.isfinite(v).all() for v in out.values())
+    # In eval mode the latent is the posterior mean: the pass is deterministic.
+    model.eval()
+    torch.testing.assert_close(model(batch)["onset"], model(batch)["onset"])
+    # Decoding without attributes (the "not given" flag) works and differs from decoding with them.
+    z = torch.zeros(b, 16)
+    with_attr = model.decode(z, batch["mode"], batch["attributes"])["onset"]
+    without = model.decode(z, batch["mode"])["onset"]
+    assert with_attr.shape == without.shape and not torch.equal(with_attr, without)
+    white = model.decode(z, torch.full((b,), WHITE_INDEX))["onset"]
+    assert white.shape == (b, 64, 88)
+
+
+def test_latent_512_builds_trains_a_step_and_samples(batch, tmp_path):
+    torch.manual_seed(0)
+    cfg = VAEConfig(latent_dim=512, hidden_dim=32, batch_size=8, epochs=1)
+    model = ChromaticVAE(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = model(batch)
+    assert out["mean"].shape == (batch["roll"].shape[0], 512)
+    loss = vae_loss(out, batch, cfg, beta=0.2)["loss"]
+    assert torch.isfinite(loss)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    for name in ("to_posterior.weight", "from_latent.weight", "metre_head.weight", "tempo_head.bias"):
+        assert not torch.equal(before[name], after[name]), name
+    # Sampling through the wrapper, and the same after a save/load round trip.
+    path = save_checkpoint(checkpoint_payload(model, {"step": 1}), tmp_path / "big.pt")
+    loaded = TrainedVAE.load(path)
+    assert loaded.latent_dim == 512
+    segments, z = loaded.sample("RED", n=2, seed=3)
+    assert z.shape == (2, 512) and len(segments) == 2 and all(isinstance(s, Segment) for s in segments)
+    again, _ = TrainedVAE(model, checkpoint_payload(model, {})).sample("RED", n=2, seed=3)
+    for a, b in zip(segments, again):
+        np.testing.assert_array_equal(a.notes, b.notes)
+
+
+# ---- loss and β ----------------------------------------------------------------------------------------------
+def _toy_out(b=2, t=64, p=88, latent=16, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"onset": torch.randn(b, t, p, generator=g), "sustain": torch.randn(b, t, p, generator=g),
+            "metre": torch.randn(b, len(METRES), generator=g), "log_tempo": torch.randn(b, generator=g) + 4.8,
+            "mean": torch.zeros(b, latent), "logvar": torch.zeros(b, latent)}
+
+
+def _toy_batch(b=2, t=64, p=88, valid_steps=32, seed=1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    roll = torch.zeros(b, 2, t, p)
+    roll[:, 0] = (torch.rand(b, t, p, generator=g) < 0.02).float()
+    roll[:, 1] = (torch.rand(b, t, p, generator=g) < 0.05).float() * 0.6
+    valid = torch.zeros(b, t, dtype=torch.bool)
+    valid[:, :valid_steps] = True
+    return {"roll": roll, "valid": valid, "mode": torch.zeros(b, dtype=torch.long),
+            "attributes": torch.zeros(b, 2), "metre": torch.zeros(b, dtype=torch.long),
+            "log_tempo": torch.full((b,), 4.6)}
+
+
+def test_vae_loss_parts_are_present_and_finite(batch):
+    cfg = VAEConfig(latent_dim=16, hidden_dim=32)
+    torch.manual_seed(0)
+    model = ChromaticVAE(cfg).train()
+    parts = vae_loss(model(batch), batch, cfg, beta=0.2)
+    assert set(parts) == {"loss", "onset", "sustain", "metre", "tempo", "kl"}
+    for name, value in parts.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+    assert parts["onset"] > 0 and parts["sustain"] > 0 and parts["kl"] >= 0
+    parts["loss"].backward()  # the total is differentiable end to end
+    assert model.encoder[0].weight.grad is not None
+
+
+def test_vae_loss_free_bits():
+    cfg = VAEConfig(latent_dim=16, free_bits=0.05)
+    out, batch = _toy_out(), _toy_batch()
+    zero, one = vae_loss(out, batch, cfg, beta=0.0), vae_loss(out, batch, cfg, beta=1.0)
+    # The posterior equals the prior: no KL, but each dimension is charged its free bits.
+    assert zero["kl"].item() == 0.0 and one["kl"].item() == 0.0
+    # (float32 sums near 100 leave ~1e-5 of rounding in a difference of two losses)
+    assert (one["loss"] - zero["loss"]).item() == pytest.approx(0.05 * 16 / 64, abs=5e-5)
+    assert (vae_loss(out, batch, cfg, beta=2.0)["loss"] - zero["loss"]).item() == pytest.approx(2 * 0.05 * 16 / 64,
+                                                                                                 abs=5e-5)
+    # Above the free bits the real KL counts: mean 1 everywhere is 0.5 nats per dimension.
+    out["mean"] = torch.ones(2, 16)
+    shifted = vae_loss(out, batch, cfg, beta=1.0)
+    assert shifted["kl"].item() == pytest.approx(0.5 * 16)
+    assert (shifted["loss"] - vae_loss(out, batch, cfg, beta=0.0)["loss"]).item() == pytest.approx(0.5 * 16 / 64,
+                                                                                                    abs=5e-5)
+
+
+def test_vae_loss_ignores_invalid_steps():
+    cfg = VAEConfig(latent_dim=16)
+    out, batch = _toy_out(), _toy_batch(valid_steps=32)
+    base = vae_loss(out, batch, cfg, beta=0.5)
+    changed = {k: v.clone() for k, v in out.items()}
+    changed["onset"][:, 32:] = 25.0
+    changed["sustain"][:, 32:] = -25.0
+    for k in ("loss", "onset", "sustain"):
+        assert vae_loss(changed, batch, cfg, beta=0.5)[k].item() == pytest.approx(base[k].item(), rel=1e-6)
+    # The same change inside the segment does move the loss.
+    inside = {k: v.clone() for k, v in out.items()}
+    inside["onset"][:, :32] = 25.0
+    assert vae_loss(inside, batch, cfg, beta=0.5)["loss"].item() > base["loss"].item() + 1
+
+
+def test_beta_constant():
+    cfg = VAEConfig(beta=0.3, beta_schedule="constant", beta_warmup_epochs=10)
+    assert [beta_at(cfg, e) for e in (0, 0.5, 7, 100)] == [0.3] * 4
+    # No warm-up length means no schedule.
+    assert beta_at(VAEConfig(beta=0.3, beta_schedule="linear", beta_warmup_epochs=0), 0) == 0.3
+
+
+def test_beta_linear():
+    cfg = VAEConfig(beta=0.2, beta_schedule="linear", beta_warmup_epochs=10)
+    assert beta_at(cfg, 0) == 0.0
+    assert beta_at(cfg, 2.5) == pytest.approx(0.05)
+    assert beta_at(cfg, 5) == pytest.approx(0.1)
+    assert beta_at(cfg, 10) == pytest.approx(0.2)
+    assert beta_at(cfg, 37) == pytest.approx(0.2)
+
+
+def test_beta_cyclical():
+    cfg = VAEConfig(beta=0.2, beta_schedule="cyclical", beta_warmup_epochs=10)
+    first = [beta_at(cfg, e) for e in (0, 2.5, 5, 7.5, 9.9)]
+    assert first == pytest.approx([0.0, 0.1, 0.2, 0.2, 0.2])
+    second = [beta_at(cfg, e) for e in (10, 12.5, 15, 17.5, 19.9)]
+    assert second == pytest.approx(first)  # each cycle repeats the first
+    assert beta_at(cfg, 21) == pytest.approx(0.04)
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+def test_training_writes_metrics_checkpoints_and_plot(run_dir):
+    out, best = run_dir
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("train_loss", "val_loss", "val_f1", "val_kl", "beta", "lr"):
+            assert math.isfinite(r[key]), key
+        assert 0 <= r["val_f1"] <= 1
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]  # two epochs of Adam on 64 segments do learn
+    assert (out / "last.pt").is_file()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best_row = min(rows, key=lambda r: r["val_loss"])
+    assert best["epoch"] == best_row["epoch"] and best["val_loss"] == pytest.approx(best_row["val_loss"])
+
+
+def test_best_checkpoint_rebuilds_the_model(run_dir):
+    out, best = run_dir
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["engine"] == "vae"
+    assert payload["config"]["latent_dim"] == 16 and payload["config"]["hidden_dim"] == 32
+    assert (payload["steps"], payload["pitches"]) == (64, 88)
+    assert payload["metrics"]["epoch"] == best["epoch"]
+    assert payload["data"] == {"segment_bars": 4, "steps_per_beat": 4, "pitch_low": 21, "pitch_high": 108}
+    model = model_from_checkpoint(payload)
+    assert not model.training
+    state = model.state_dict()
+    assert state.keys() == payload["state_dict"].keys()
+    for key, value in payload["state_dict"].items():
+        assert torch.equal(state[key], value), key
+    # last.pt is a training state, not a model checkpoint.
+    with pytest.raises(StudioError, match="is not a VAE checkpoint"):
+        TrainedVAE.load(out / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def resumed(run_dir, tmp_path_factory):
+    """The 2-epoch run copied and resumed with epochs=3: (directory, rows before, what it printed)."""
+    out = tmp_path_factory.mktemp("vae-resumed") / "run"
+    shutil.copytree(run_dir[0], out)
+    before = MetricsLog(out / "metrics.jsonl").rows()
+    cfg = load_config(overrides=TINY[:-1] + ["model.vae.epochs=3"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train_vae(cfg, out, resume=True, limit=LIMIT, workers=0)
+    return out, before, printed.getvalue()
+
+
+def test_resume_adds_one_epoch(resumed):
+    out, before, printed = resumed
+    assert "resuming after epoch 2" in printed
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert len(rows) == 3 and rows[:2] == before and rows[2]["epoch"] == 3
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_anneals_over_the_new_epoch_count(resumed):
+    rows = MetricsLog(resumed[0] / "metrics.jsonl").rows()
+    assert rows[2]["lr"] <= rows[1]["lr"]
+    assert rows[2]["lr"] == pytest.approx(1e-3 / 20)
+
+
+def _torchrun(args, out_dir, env_extra=None) -> subprocess.CompletedProcess:
+    """Two CPU processes (gloo) under torchrun, in the repository root."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+DDP_SET = ["--set", "model.vae.latent_dim=8", "--set", "model.vae.hidden_dim=16", "--set", "model.vae.batch_size=8",
+           "--set", "model.vae.epochs=1"]
+
+
+def test_ddp_train_vae_under_torchrun(tmp_path):
+    """train_vae itself under DDP: gloo joins, both ranks train, rank 0 alone writes the run."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import sys\n"
+        "from engines.config import load_config\n"
+        "from engines.training.vae_trainer import train_vae\n"
+        "cfg = load_config(overrides=[s for s in sys.argv[2:] if s != '--set'])\n"
+        "best = train_vae(cfg, sys.argv[1], limit=32, workers=0)\n"
+        "print('rank best', best.get('epoch'))\n")
+    out = tmp_path / "run"
+    proc = _torchrun([str(script), str(out), *DDP_SET], out, {"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1]  # one row: rank 0 alone writes
+    assert proc.stdout.count("epoch 1: train") == 1
+    # Rank 0 returns its best row, rank 1 (which never validates) its empty start.
+    assert sorted(re.findall(r"rank best (\w+)", proc.stdout)) == ["1", "None"]
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["config"]["latent_dim"] == 8 and payload["metrics"]["epoch"] == 1
+    assert not any(k.startswith("module.") for k in payload["state_dict"])  # the bare model, not the DDP wrapper
+    model_from_checkpoint(payload)
+
+
+def test_ddp_train_command_under_torchrun(tmp_path):
+    out = tmp_path / "run"
+    proc = _torchrun(["-m", "engines", "train", "--engine", "vae", "--limit", "32", "--workers", "0",
+                      "--out", str(out), *DDP_SET], out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "best.pt").is_file()
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1]  # rank 0 alone writes
+    assert "vectors" in torch.load(out / "best.pt", weights_only=True)
+    assert proc.stdout.count('"best"') == 1 and "Infinity" not in proc.stdout  # one summary, from rank 0
+    assert json.loads((out / "command.json").read_text())["best"]["epoch"] == 1
+
+
+# ---- latent vectors ------------------------------------------------------------------------------------------
+def test_finalize_adds_latent_vectors(checkpoint, run_dir, tiny_cfg, cache):
+    path, norms = checkpoint
+    payload = torch.load(path, weights_only=True)
+    vectors = payload["vectors"]
+    # The rows finalize_vae encoded: a fixed random subset of the training split.
+    vae = TrainedVAE.load(run_dir[0] / "best.pt")
+    latents, indices = encode_split(vae, tiny_cfg, "train", LIMIT)
+    assert latents.shape == (LIMIT, LATENT) and len(set(indices.tolist())) == LIMIT
+    present = {MODES[m] for m in cache.segments["mode"][indices]}
+    assert set(vectors) == {"rebracketing", "temporal_complexity", *AXES} | {f"mode:{m}" for m in present}
+    assert set(norms) == set(vectors)
+    for name, vector in vectors.items():
+        assert vector.shape == (LATENT,) and torch.isfinite(vector).all(), name
+        assert norms[name] == pytest.approx(float(vector.norm()), abs=1e-3)
+    expected = latent_vectors(latents, cache.segments[indices])
+    for name in vectors:
+        torch.testing.assert_close(vectors[name], expected[name], atol=1e-5, rtol=1e-5)
+    # Mode vectors are offsets from the overall mean: weighted by mode counts they cancel.
+    counts = np.bincount(cache.segments["mode"][indices], minlength=len(MODES))
+    total = sum(int(counts[MODES.index(m)]) * vectors[f"mode:{m}"] for m in present)
+    assert total.abs().max().item() < 1e-3
+    # The weights are untouched.
+    best = torch.load(run_dir[0] / "best.pt", weights_only=True)
+    for key, value in best["state_dict"].items():
+        assert torch.equal(payload["state_dict"][key], value), key
+
+
+# ---- TrainedVAE ----------------------------------------------------------------------------------------------
+def _key(segments) -> list:
+    return [(s.ts_num, s.ts_den, s.tempo_qpm, s.notes.tobytes()) for s in segments]
+
+
+def test_sample_is_seeded(vae):
+    a, za = vae.sample("RED", n=3, seed=7)
+    b, zb = vae.sample("RED", n=3, seed=7)
+    assert za.shape == (3, LATENT) and torch.equal(za, zb)
+    assert _key(a) == _key(b)
+    c, zc = vae.sample("RED", n=3, seed=8)
+    assert not torch.equal(za, zc)
+    # Different latents decode to different logits, hence (practically always) different segments.
+    assert not torch.equal(vae.model.decode(za, torch.ones(3, dtype=torch.long))["onset"],
+                           vae.model.decode(zc, torch.ones(3, dtype=torch.long))["onset"])
+    # Temperature scales the prior sample.
+    _, hot = vae.sample("RED", n=3, seed=7, temperature=2.0)
+    torch.testing.assert_close(hot, 2 * za)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "n must lie in 1..256, got 0"),
+    ({"n": 257}, "n must lie in 1..256, got 257"),
+    ({"temperature": 0.0}, r"temperature must lie in \(0, 5\], got 0.0"),
+    ({"temperature": 5.5}, r"temperature must lie in \(0, 5\], got 5.5"),
+    ({"temperature": -1.0}, r"temperature must lie in \(0, 5\], got -1.0"),
+])
+def test_sample_rejects_bad_arguments(vae, kwargs, message):
+    with pytest.raises(StudioError, match=message):
+        vae.sample("RED", **kwargs)
+
+
+def test_unknown_mode(vae):
+    with pytest.raises(StudioError, match="unknown mode 'PINK'; choose one of BLACK, RED, .*VIOLET, WHITE"):
+        vae.sample("PINK")
+    with pytest.raises(StudioError, match="unknown mode 'PINK'"):
+        vae.decode(torch.zeros(LATENT), "pink")
+    # Lower case and the WHITE / empty "no mode" are accepted.
+    z = torch.randn(2, LATENT, generator=torch.Generator().manual_seed(0))
+    assert _key(vae.decode(z, "red")) == _key(vae.decode(z, "RED"))
+    assert _key(vae.decode(z, "")) == _key(vae.decode(z, "WHITE"))
+
+
+def test_decode_gives_well_formed_segments(vae):
+    z = 2 * torch.randn(12, LATENT, generator=torch.Generator().manual_seed(1))
+    segments = vae.decode(z, "BLUE")
+    assert len(segments) == 12
+    for s in segments:
+        assert isinstance(s, Segment) and s.num_bars == 4
+        assert (s.ts_num, s.ts_den) in METRES
+        assert 30 <= s.tempo_qpm <= 300
+        if len(s.notes):
+            assert s.notes["pitch"].min() >= 21 and s.notes["pitch"].max() <= 108
+            assert (s.notes["start"] >= 0).all() and (s.notes["start"] < s.length).all()
+            assert (s.notes["duration"] > 0).all()
+            assert (s.notes["start"] + s.notes["duration"] <= s.length).all()
+            assert (s.notes["velocity"] == DEFAULT_VELOCITY).all()
+    # One latent (D,) decodes too, with attributes given.
+    (one,) = vae.decode(z[0], "BLUE", {"rebracketing": 0.9, "temporal_complexity": 0.1})
+    assert isinstance(one, Segment)
+
+
+def test_encode_and_interpolate(vae, cache, rows):
+    segments = [cache.segment(r) for r in rows]
+    z = vae.encode(segments, "RED")
+    assert z.shape == (3, LATENT) and torch.isfinite(z).all()
+    # encode is the posterior mean of the dataset's rolls.
+    ds_batch = next(iter(DataLoader(RollDataset(cache, rows), batch_size=3)))
+    torch.testing.assert_close(z, vae.encode_rolls(ds_batch["roll"], torch.full((3,), MODES.index("RED"))))
+    path = vae.interpolate(z[0], z[1], steps=6)
+    assert path.shape == (6, LATENT)
+    torch.testing.assert_close(path[0], z[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(path[-1], z[1], atol=1e-4, rtol=1e-4)
+    assert len(vae.decode(path, "RED")) == 6
+    with pytest.raises(StudioError, match="at least 2 steps"):
+        vae.interpolate(z[0], z[1], steps=1)
+
+
+def test_shift_along_named_vectors(vae):
+    z = torch.randn(2, LATENT, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(vae.shift(z, "rebracketing", 1.5), z + 1.5 * vae.vectors["rebracketing"])
+    with pytest.raises(StudioError) as err:
+        vae.shift(z, "sparkle", 1.0)
+    message = str(err.value)
+    assert message.startswith("no attribute vector 'sparkle'; this checkpoint has: ")
+    for name in ("rebracketing", "temporal_complexity", *AXES):
+        assert name in message
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(StudioError, match="checkpoint '.*nope.pt' does not exist"):
+        TrainedVAE.load(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(StudioError, match="checkpoint 'bad.pt' could not be read"):
+        TrainedVAE.load(bad)
+
+
+# ---- decoding hand-made logits -------------------------------------------------------------------------------
+def _logits(metre, tempo=90.0, t=64, p=88) -> dict:
+    metre_logits = torch.full((1, len(METRES)), -5.0)
+    metre_logits[0, METRES.index(metre)] = 5.0
+    return {"onset": torch.full((1, t, p), -10.0), "sustain": torch.full((1, t, p), -10.0), "metre": metre_logits,
+            "log_tempo": torch.tensor([math.log(tempo)])}
+
+
+def test_logits_to_segments_one_note():
+    out = _logits((4, 4))
+    out["onset"][0, 4, 39] = 10.0
+    out["sustain"][0, 4:8, 39] = 10.0
+    (segment,) = logits_to_segments(out)
+    assert (segment.ts_num, segment.ts_den, segment.num_bars) == (4, 4, 4)
+    assert segment.tempo_qpm == pytest.approx(90.0)
+    assert len(segment.notes) == 1
+    note = segment.notes[0]
+    # Step 4 of sixteenths (3 ticks), four steps long, pitch index 39 above A0 (21) = middle C.
+    assert (int(note["start"]), int(note["duration"]), int(note["pitch"]), int(note["velocity"])) == (12, 12, 60, 80)
+
+
+def test_logits_to_segments_repeated_onsets_and_chords():
+    out = _logits((3, 4))
+    out["onset"][0, [0, 2], 39] = 10.0          # two onsets of one pitch: the second ends the first
+    out["sustain"][0, 0:6, 39] = 10.0
+    out["onset"][0, 0, [43, 46]] = 10.0          # a chord
+    out["sustain"][0, 0:1, [43, 46]] = 10.0
+    (segment,) = logits_to_segments(out)
+    assert (segment.ts_num, segment.ts_den) == (3, 4)
+    notes = sorted((int(n["start"]), int(n["duration"]), int(n["pitch"])) for n in segment.notes)
+    assert notes == [(0, 3, 64), (0, 3, 67), (0, 6, 60), (6, 12, 60)]
+
+
+def test_logits_to_segments_drops_padding_and_clamps_tempo():
+    out = _logits((2, 4), tempo=1000.0)
+    out["onset"][0, 2, 50] = 10.0
+    out["sustain"][0, 2:4, 50] = 10.0
+    out["onset"][0, 40, 39] = 10.0               # past the 32 steps of four 2/4 bars
+    out["sustain"][0, 40:44, 39] = 10.0
+    out["onset"][0, 30, 60] = 10.0               # sounds into the padding: cut at the end of bar 4
+    out["sustain"][0, 30:40, 60] = 10.0
+    (segment,) = logits_to_segments(out)
+    assert (segment.ts_num, segment.ts_den) == (2, 4)
+    assert segment.tempo_qpm == 300.0
+    notes = sorted((int(n["start"]), int(n["duration"]), int(n["pitch"])) for n in segment.notes)
+    assert notes == [(6, 6, 71), (90, 6, 81)]
+    slow = _logits((4, 4), tempo=5.0)
+    assert logits_to_segments(slow)[0].tempo_qpm == 30.0
+    assert len(logits_to_segments(slow)[0].notes) == 0
+
+
+def test_logits_to_segments_long_bars_use_eighth_steps():
+    out = _logits((4, 2))                         # 96 ticks a bar: 16 steps of 6 ticks
+    out["onset"][0, 63, 39] = 10.0
+    out["sustain"][0, 63, 39] = 10.0
+    (segment,) = logits_to_segments(out)
+    assert [(int(n["start"]), int(n["duration"])) for n in segment.notes] == [(378, 6)]
+    assert segment.length == 384
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+def test_cli_generate(checkpoint, tmp_path, capsys):
+    out = tmp_path / "gen"
+    code = main(["generate", "--engine", "vae", "--mode", "RED", "--n", "2", "--seed", "1", "--out", str(out),
+                 "--checkpoint", str(checkpoint[0])])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["engine"], summary["mode"], summary["n"], summary["seed"]) == ("vae", "RED", 2, 1)
+    assert len(summary["files"]) == 2
+    assert sorted(p.name for p in out.glob("*.mid")) == ["vae-red-1-0.mid", "vae-red-1-1.mid"]
+    segments, _ = TrainedVAE.load(checkpoint[0]).sample("RED", n=2, seed=1)
+    for entry, segment in zip(summary["files"], segments):
+        assert Path(entry["midi"]).is_file()
+        assert "analysis" in entry
+        if len(segment.notes):
+            assert entry["analysis"]["mode"] in MODES
+            assert 0 <= entry["analysis"]["rebracketing"] <= 1
+        else:
+            assert entry["analysis"] is None
+
+
+def test_cli_generate_errors(checkpoint, tmp_path, capsys):
+    code = main(["generate", "--engine", "vae", "--mode", "PINK", "--out", str(tmp_path / "gen"),
+                 "--checkpoint", str(checkpoint[0])])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("error: unknown mode 'PINK'; choose one of")
+    code = main(["generate", "--engine", "vae", "--n", "0", "--out", str(tmp_path / "gen"),
+                 "--checkpoint", str(checkpoint[0])])
+    assert code == 2 and capsys.readouterr().err == "error: n must lie in 1..256, got 0\n"
+    code = main(["generate", "--engine", "vae", "--out", str(tmp_path / "gen"),
+                 "--checkpoint", str(tmp_path / "missing.pt")])
+    assert code == 2 and "missing.pt' does not exist" in capsys.readouterr().err
+
+
+def test_cli_evaluate(checkpoint, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    code = main(["evaluate", "--engine", "vae", "--checkpoint", str(checkpoint[0]), "--n", "2",
+                 "--test-limit", "32", "--json", str(report)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert report.read_text() == stdout  # --json writes what is printed
+    assert result["engine"] == "vae" and result["n"] == 2 * len(MODES)
+    consistency = result["consistency"]
+    assert set(consistency["per_mode"]) == set(MODES)
+    assert all(v in (0.0, 0.5, 1.0) for v in consistency["per_mode"].values())  # 2 samples per mode
+    assert consistency["overall"] == pytest.approx(np.mean(list(consistency["per_mode"].values())), abs=1e-4)
+    recon = result["reconstruction"]
+    for key in ("f1", "precision", "recall"):
+        assert 0 <= recon[key] <= 1
+    assert 0 <= recon["roll_mse"] <= 1 and recon["segments"] == 32
+    assert 0 <= result["active_units"] <= 1 and result["kl"] >= 0
+    assert set(result["attributes"]) == {"rebracketing", "temporal_complexity"}
+    for name, response in result["attributes"].items():
+        assert "spearman" in response and len(response["means"]) == len(response["shifts"]) == 9
+        assert response["shifts"][0] == -2 and response["shifts"][-1] == 2
+    interpolation = result["interpolation"]
+    assert interpolation["pairs"] == 16
+    assert 0 <= interpolation["paths_with_every_step_smaller"] <= 1
+    assert result["latency_ms"] > 0
