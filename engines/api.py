@@ -24,6 +24,7 @@ from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
 from engines.music.features import key_name
 from engines.music.notes import TICKS_PER_QUARTER, Segment
+from engines.registry import ModelRegistry
 
 RANGE_FILTERS = ("rebracketing", "temporal_complexity") + AXES
 
@@ -65,6 +66,29 @@ class SegmentView:
 
 
 @dataclass
+class GenerateParams:
+    """One generation request from the studio or a script."""
+
+    engine: str = "vae"
+    mode: str = "WHITE"
+    n: int = 4
+    temperature: float = 1.0
+    seed: int = 0
+    attributes: dict | None = None   # {"rebracketing": x, "temporal_complexity": y} or None
+
+
+@dataclass
+class GeneratedView:
+    title: str
+    requested_mode: str
+    analysis: dict | None            # None when the model decoded an empty segment
+    color: str
+    notes: NoteView
+    midi_path: str
+    wav_path: str | None
+
+
+@dataclass
 class UploadView:
     name: str
     segments: list[dict]            # one analysis dict per segment (as `analyze --json`)
@@ -90,6 +114,7 @@ class StudioEngine:
         self._collection_rows = self.cache.collection_of_rows()
         self._search_keys = np.char.lower(np.array([p["id"] for p in self.cache.pieces]))
         render = cfg.render
+        self.models = ModelRegistry(cfg.model.checkpoints_dir)
         self._render_key = hashlib.sha1(repr((render.sample_rate, render.soundfont, render.gain,
                                               render.tail_seconds)).encode()).hexdigest()[:8]
 
@@ -201,6 +226,38 @@ class StudioEngine:
 
         return {"x": values(x_axis).tolist(), "y": values(y_axis).tolist(),
                 "mode": [MODES[m] for m in seg["mode"][pick]], "index": pick.tolist()}
+
+    # ---- generation -----------------------------------------------------------------------------------
+    def engines_available(self) -> list[str]:
+        return self.models.available()
+
+    def generate(self, params: GenerateParams) -> list[GeneratedView]:
+        """Sample `params.n` segments, analyse, export and render each. Raises StudioError on bad params."""
+        from engines.models.trained_vae import mode_index
+
+        mode_index(params.mode)  # validates the mode before any model is loaded
+        model = self.models.get(params.engine)
+        segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
+                                   seed=int(params.seed), attributes=params.attributes)
+        views = []
+        for i, segment in enumerate(segments):
+            stem = f"{params.engine}-{params.mode}-{params.seed}-{params.temperature:g}-{i}"
+            if params.attributes:
+                stem += "-" + "-".join(f"{v:.2f}" for v in params.attributes.values())
+            analysis = analyze_segments([segment], self.cfg)[0] if len(segment.notes) else None
+            mode = analysis["mode"] if analysis else "WHITE"
+            title = f"{params.engine.upper()} · {params.mode} · seed {params.seed} · #{i + 1}"
+            midi = self._file(stem, ".mid", lambda p, s=segment: write_segment_midi(s, p))
+            wav = (self._file(f"{stem}-{self._render_key}", ".wav",
+                              lambda p, s=segment: self._render_score(segment_to_score(s), p))
+                   if len(segment.notes) else None)
+            region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode,
+                       "color": MODE_COLORS[mode], "label": mode}]
+            views.append(GeneratedView(title=title, requested_mode=params.mode, analysis=analysis,
+                                       color=MODE_COLORS[mode],
+                                       notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region),
+                                       midi_path=str(midi), wav_path=str(wav) if wav else None))
+        return views
 
     # ---- uploads --------------------------------------------------------------------------------------
     def analyze_upload(self, path: str | Path) -> UploadView:

@@ -95,6 +95,7 @@ class GenerativeConfig:
 @dataclass
 class ModelConfig:
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    checkpoints_dir: str = "assets/checkpoints"   # <engine>.pt files the studio and CLI load
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 

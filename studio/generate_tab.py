@@ -1,12 +1,12 @@
-"""Generate tab. For now: the corpus browser (filter, pick, see, hear, download) and "analyse your own MIDI".
-
-Generation controls join this tab as the engines land; the browser stays as the way to find references.
+"""Generate tab: new segments from the trained engines (studio/generation_panel.py), the corpus browser
+(filter, pick, see, hear, download) and "analyse your own MIDI".
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from engines.api import AXES, MODE_COLORS, MODES, BrowseQuery, StudioEngine
+from studio.generation_panel import build_generation_panel
 from studio.widgets import analysis_markdown, guarded, piano_roll_figure
 
 TABLE_COLUMNS = ["index", "piece", "collection", "bars", "time_signature", "mode", "key", "rebracketing",
@@ -17,8 +17,10 @@ UPLOAD_COLUMNS = ["bars", "mode", "key", "energy", "valence", "tension", "intima
 
 def build_generate_tab(engine: StudioEngine) -> None:
     page = engine.cfg.studio.browser_page_size
-    gr.Markdown("Browse the bundled corpus by chromatic mode, or drop in your own MIDI to hear and read its "
-                "analysis. Generation with the VAE, diffusion and GPT engines arrives here as each lands.")
+    gr.Markdown("Generate segments by chromatic mode, browse the bundled corpus, or drop in your own MIDI to "
+                "hear and read its analysis. The diffusion and GPT engines join the VAE here as they land.")
+    with gr.Tab("New segments", id="generate-panel"):
+        build_generation_panel(engine)
     with gr.Tab("Corpus browser"):
         with gr.Row():
             with gr.Column(scale=1, min_width=280):

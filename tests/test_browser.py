@@ -29,7 +29,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def studio_url():
+def checkpoints(tmp_path_factory):
+    """A tiny VAE trained by the project's own trainer (seconds), so generation runs in the browser."""
+    from engines.config import load_config
+    from engines.training.vae_trainer import train_vae
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    cfg = load_config(overrides=["model.vae.latent_dim=16", "model.vae.hidden_dim=32", "model.vae.batch_size=16",
+                                 "model.vae.epochs=1"])
+    train_vae(cfg, folder / "run", limit=64, workers=0)
+    shutil.copyfile(folder / "run" / "best.pt", folder / "vae.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def studio_url(checkpoints):
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: `make test` installs it (apt package chromium)")
@@ -37,7 +51,8 @@ def studio_url():
     port = _free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     log = open(ROOT / "data" / f"studio-test-{port}.log", "w") if (ROOT / "data").is_dir() else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set",
+                             f"model.checkpoints_dir={checkpoints}"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -77,7 +92,7 @@ def page(browser, studio_url):
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(studio_url, wait_until="load")
-    page.wait_for_selector("#browse-search")
+    page.wait_for_selector("#generate-button")
     yield page
     context.close()
 
@@ -86,8 +101,21 @@ def _visible_text(page, container: str, text: str):
     return page.locator(container).get_by_text(text, exact=True).locator("visible=true").first
 
 
+def test_generate_with_the_vae_and_hear_it(page):
+    page.locator("#generate-mode").get_by_label("BLUE").check()
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments')")
+    assert page.inner_text("#generate-status").startswith("4 segments")
+    readout = page.locator("#generated-readout-0")
+    readout.wait_for()
+    assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
+    page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
+    assert page.locator("#generated-readout-4").is_hidden()  # only the 4 asked-for variations show
+
+
 def test_browse_to_a_segment_and_play_it(page):
-    page.get_by_label("BLUE").check()
+    page.get_by_role("tab", name="Corpus browser").click()
+    page.locator("#filter-modes").get_by_label("BLUE").check()
     page.click("#browse-search")
     page.wait_for_function("() => document.querySelector('#browse-status')?.innerText.includes('segments match')")
     status = page.inner_text("#browse-status")

@@ -641,3 +641,37 @@ def test_cli_evaluate(checkpoint, tmp_path, capsys):
     assert interpolation["pairs"] == 16
     assert 0 <= interpolation["paths_with_every_step_smaller"] <= 1
     assert result["latency_ms"] > 0
+
+
+def test_studio_engine_generates_playable_analysed_segments(checkpoint, cache, tmp_path):
+    from engines.api import GenerateParams, StudioEngine
+    from engines.config import load_config
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(checkpoint[0], models / "vae.pt")
+    cfg = load_config(overrides=[f"model.checkpoints_dir={models}"])
+    engine = StudioEngine(cfg, cache=cache, out_dir=tmp_path / "out")
+    assert engine.engines_available() == ["vae"]
+    views = engine.generate(GenerateParams(mode="GREEN", n=3, seed=5))
+    assert len(views) == 3 and all(v.requested_mode == "GREEN" for v in views)
+    for view in views:
+        assert Path(view.midi_path).read_bytes()[:4] == b"MThd"
+        if view.analysis is not None:
+            assert view.analysis["mode"] in MODES and Path(view.wav_path).stat().st_size > 44
+            assert len(view.notes.pitch) > 0
+    again = engine.generate(GenerateParams(mode="GREEN", n=3, seed=5))
+    assert [v.notes.pitch for v in again] == [v.notes.pitch for v in views]   # seeded: the same music
+    with pytest.raises(StudioError, match="unknown mode 'PINK'"):
+        engine.generate(GenerateParams(mode="PINK"))
+
+
+def test_missing_checkpoint_is_a_clear_error(cache, tmp_path):
+    from engines.api import GenerateParams, StudioEngine
+    from engines.config import load_config
+
+    engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), cache=cache,
+                          out_dir=tmp_path / "out")
+    assert engine.engines_available() == []
+    with pytest.raises(StudioError, match="no VAE checkpoint at .*train one with `python -m engines train"):
+        engine.generate(GenerateParams(mode="RED"))
