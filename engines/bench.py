@@ -94,6 +94,24 @@ def bench_render(cfg: Config, repeats: int) -> dict:
             "x_realtime_min": round(min(x["x_realtime"] for x in rows), 1)}
 
 
+def bench_vae(cfg: Config, repeats: int) -> dict | None:
+    """One 4-bar segment sampled and decoded to notes, at batch 1 and per segment at batch 8 (CPU)."""
+    import torch
+
+    from engines.models.trained_vae import TrainedVAE
+
+    path = Path(cfg.model.checkpoints_dir) / "vae.pt"
+    if not path.is_file():
+        return None
+    vae = TrainedVAE.load(path, device="cpu")
+    vae.sample("RED", n=1, seed=0)  # warm-up
+    counter = iter(range(10**6))
+    one = _median_seconds(lambda: vae.sample("RED", n=1, seed=next(counter)), max(repeats, 20))
+    eight = _median_seconds(lambda: vae.sample("BLUE", n=8, seed=next(counter)), max(repeats, 5))
+    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "ms_per_segment_batch1": round(one * 1000, 2),
+            "ms_per_segment_batch8": round(eight / 8 * 1000, 2)}
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     started = time.time()
     result = {
@@ -103,6 +121,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "tokenization": bench_tokenization(cfg, repeats),
         "analyzer": bench_analyzer(cfg, repeats),
         "render": bench_render(cfg, repeats),
+        "vae": bench_vae(cfg, repeats),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -1,4 +1,4 @@
-"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | generate | bench.
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | generate | ship | bench.
 
 Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
 ends with one line on stderr naming what is wrong, and exit status 2.
@@ -163,6 +163,13 @@ def cmd_generate(args) -> None:
     _emit({"engine": args.engine, "mode": args.mode, "n": args.n, "seed": args.seed, "files": summary})
 
 
+def cmd_ship(args) -> None:
+    from engines.training.model_card import ship
+
+    cfg = _config(args)
+    _emit(ship(args.engine, args.run, cfg.model.checkpoints_dir, args.evaluation))
+
+
 def cmd_bench(args) -> None:
     from engines.bench import run_benchmarks
 
@@ -231,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
+
+    p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")
+    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--run", required=True, help="the training run directory (holds best.pt, metrics.jsonl)")
+    p.add_argument("--evaluation", help="evaluate JSON to include in the card")
 
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")

@@ -15,3 +15,18 @@ def test_bench_rows_have_their_keys_and_positive_values():
     assert render["segments"] == 5 and render["x_realtime_min"] > 0 and render["audio_seconds_median"] > 1
     corpus = bench_corpus(cfg, repeats=1)
     assert corpus["open_seconds"] > 0 and corpus["unpack_shipped_seconds"] > 0 and corpus["shipped_archive_mb"] > 0
+
+
+def test_vae_bench_row_is_absent_without_a_checkpoint_and_positive_with_one(tmp_path):
+    import shutil
+
+    from engines.bench import bench_vae
+    from engines.training.vae_trainer import train_vae
+
+    cfg = load_config(overrides=[f"model.checkpoints_dir={tmp_path}", "model.vae.latent_dim=8",
+                                 "model.vae.hidden_dim=16", "model.vae.batch_size=16", "model.vae.epochs=1"])
+    assert bench_vae(cfg, repeats=1) is None
+    train_vae(cfg, tmp_path / "run", limit=32, workers=0)
+    shutil.copyfile(tmp_path / "run" / "best.pt", tmp_path / "vae.pt")
+    row = bench_vae(cfg, repeats=1)
+    assert row["ms_per_segment_batch1"] > 0 and row["ms_per_segment_batch8"] > 0

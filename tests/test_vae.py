@@ -675,3 +675,18 @@ def test_missing_checkpoint_is_a_clear_error(cache, tmp_path):
     assert engine.engines_available() == []
     with pytest.raises(StudioError, match="no VAE checkpoint at .*train one with `python -m engines train"):
         engine.generate(GenerateParams(mode="RED"))
+
+
+def test_ship_copies_the_best_checkpoint_and_writes_its_card(run_dir, tmp_path):
+    from engines.training.model_card import ship
+
+    (run_dir[0] / "command.json").write_text('{"argv": ["engines", "train", "--engine", "vae", "--limit", "64"]}')
+    result = ship("vae", run_dir[0], tmp_path / "checkpoints")
+    shipped = torch.load(result["checkpoint"], weights_only=True)
+    assert shipped["engine"] == "vae" and result["size_mb"] < 30
+    card = Path(result["card"]).read_text()
+    assert "`python -m engines train --engine vae --limit 64`" in card
+    rows = [line for line in card.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(MetricsLog(run_dir[0] / "metrics.jsonl").rows())
+    with pytest.raises(StudioError, match="is a vae checkpoint, not diffusion"):
+        ship("diffusion", run_dir[0], tmp_path / "other")
