@@ -365,7 +365,7 @@ def test_ddp_train_vae_under_torchrun(tmp_path):
         "from engines.training.vae_trainer import train_vae\n"
         "cfg = load_config(overrides=[s for s in sys.argv[2:] if s != '--set'])\n"
         "best = train_vae(cfg, sys.argv[1], limit=32, workers=0)\n"
-        "print('rank best', best.get('epoch'))\n")
+        "print('rank best', best.get('epoch'), flush=True)\n")
     out = tmp_path / "run"
     proc = _torchrun([str(script), str(out), *DDP_SET], out, {"PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -404,10 +404,11 @@ def test_finalize_adds_latent_vectors(checkpoint, run_dir, tiny_cfg, cache):
     assert latents.shape == (LIMIT, LATENT) and len(set(indices.tolist())) == LIMIT
     present = {MODES[m] for m in cache.segments["mode"][indices]}
     assert set(vectors) == {"rebracketing", "temporal_complexity", *AXES} | {f"mode:{m}" for m in present}
-    assert set(norms) == set(vectors)
+    assert set(norms["vector_norms"]) == set(vectors)
+    assert 0.5 <= norms["onset_threshold"] <= 0.95 and 0 <= norms["validation_f1"] <= 1
     for name, vector in vectors.items():
         assert vector.shape == (LATENT,) and torch.isfinite(vector).all(), name
-        assert norms[name] == pytest.approx(float(vector.norm()), abs=1e-3)
+        assert norms["vector_norms"][name] == pytest.approx(float(vector.norm()), abs=1e-3)
     expected = latent_vectors(latents, cache.segments[indices])
     for name in vectors:
         torch.testing.assert_close(vectors[name], expected[name], atol=1e-5, rtol=1e-5)

@@ -1,6 +1,7 @@
 """`python -m engines evaluate --engine vae`: the VAE issue's quality bars, measured on the held-out test split.
 
-    reconstruction   note F1 (onset + pitch), precision, recall, piano-roll MSE of the posterior mean
+    reconstruction   note F1 (onset + pitch), precision, recall, piano-roll MSE of the posterior mean, decoded
+                     with the onset threshold finalize chose on the validation split
     active_units     share of latent dims whose posterior mean varies across the test set (variance > 0.01)
     kl               mean KL(q(z|x) || N(0, I)) per segment
     consistency      share of prior samples the analyzer assigns the requested mode, per mode and overall
@@ -44,7 +45,7 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
     for batch in loader:
         mean, logvar = vae.model.encode(batch["roll"], batch["mode"])
         out = vae.model.decode(mean, batch["mode"], batch["attributes"])
-        predicted.append(out["onset"] > 0)
+        predicted.append(torch.sigmoid(out["onset"]) >= vae.onset_threshold)
         target.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])
         probs = torch.stack([torch.sigmoid(out["onset"]), torch.sigmoid(out["sustain"])], 1)

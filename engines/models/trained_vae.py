@@ -4,8 +4,8 @@
     segments, z = vae.sample("RED", n=4, temperature=1.0, seed=1)
     path = vae.decode(vae.interpolate(z[0], z[1], steps=8), mode="RED")
 
-Decoding: a step starts a note where the onset probability >= 0.5 and the note lasts while the sustain
-probability >= 0.5; the metre is the metre head's argmax and the tempo its prediction. The corpus carries no
+Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
+(0.5 if it has none) and the note lasts while the sustain probability >= 0.5; the metre is the metre head's argmax and the tempo its prediction. The corpus carries no
 dynamics, so every note gets DEFAULT_VELOCITY.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ def mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
-def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4) -> list[Segment]:
+def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4,
+                       onset_threshold: float = ONSET_THRESHOLD) -> list[Segment]:
     """Decoder output (onset/sustain (B, T, P) logits, metre, log_tempo) -> Segments."""
     onset = torch.sigmoid(out["onset"]).cpu().numpy()
     sustain = torch.sigmoid(out["sustain"]).cpu().numpy()
@@ -50,7 +51,7 @@ def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, 
         steps_used = segment_bars * bar // ticks_per_step(bar, steps_per_beat)
         roll = np.stack([onset[b], np.where(sustain[b] >= SUSTAIN_THRESHOLD, DEFAULT_VELOCITY / 127, 0.0)])
         roll[:, steps_used:] = 0  # steps past the last bar of this metre are padding
-        notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, ONSET_THRESHOLD, 0.5 / 127)
+        notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, onset_threshold, 0.5 / 127)
         notes["velocity"] = DEFAULT_VELOCITY
         segments.append(Segment(notes=notes, ts_num=num, ts_den=den, num_bars=segment_bars,
                                 tempo_qpm=round(float(tempos[b]), 1)))
@@ -64,6 +65,8 @@ class TrainedVAE:
         self.payload = payload
         self.data = payload.get("data", {"segment_bars": 4, "steps_per_beat": 4, "pitch_low": 21, "pitch_high": 108})
         self.vectors: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in payload.get("vectors", {}).items()}
+        # Chosen on the validation split by finalize (engines/training/vae_finalize.py).
+        self.onset_threshold = float(payload.get("onset_threshold", ONSET_THRESHOLD))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -86,7 +89,8 @@ class TrainedVAE:
             attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
                                 device=self.device).repeat(z.shape[0], 1)
         out = self.model.decode(z, modes, attr)
-        return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"])
+        return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"],
+                                  self.onset_threshold)
 
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
                attributes: dict | None = None) -> tuple[list[Segment], torch.Tensor]:

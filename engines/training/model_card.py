@@ -63,7 +63,35 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     for r in rows:
         lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
                      f"{r['val_f1']:.3f} | {r['val_kl']:.1f} |")
+    if report and engine == "vae":
+        lines += ["", "## Quality bars (held-out test split)", "", "| bar | target | measured | met |",
+                  "|---|---|---|---|"]
+        for name, target, value, met in vae_bars(report):
+            lines.append(f"| {name} | {target} | {value} | {'yes' if met else 'no'} |")
     if report:
         lines += ["", "## Evaluation (`python -m engines evaluate`)", "", "```json",
                   json.dumps(report, indent=1), "```"]
     return "\n".join(lines) + "\n"
+
+
+def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
+    """The VAE issue's bars against an evaluate report: (name, target, measured, met)."""
+    per_mode = report["consistency"]["per_mode"]
+    attributes = report.get("attributes", {})
+    rows = [
+        ("reconstruction note F1", ">= 0.90", f"{report['reconstruction']['f1']:.3f}",
+         report["reconstruction"]["f1"] >= 0.90),
+        ("active units", ">= 90 %", f"{report['active_units']:.0%}", report["active_units"] >= 0.90),
+        ("prior-sample consistency, mean of modes", ">= 85 %", f"{report['consistency']['overall']:.0%}",
+         report["consistency"]["overall"] >= 0.85),
+        ("prior-sample consistency, worst mode", ">= 70 %", f"{min(per_mode.values()):.0%}",
+         min(per_mode.values()) >= 0.70),
+    ]
+    for name in ("rebracketing", "temporal_complexity"):
+        if name in attributes:
+            rho = attributes[name]["spearman"]
+            rows.append((f"{name.replace('_', ' ')} direction, Spearman", ">= 0.8", f"{rho:.2f}", rho >= 0.8))
+    smooth = report["interpolation"]["paths_with_every_step_smaller"]
+    rows.append(("slerp neighbours closer than endpoints", "all paths", f"{smooth:.0%} of paths", smooth == 1.0))
+    rows.append(("latency, one segment", "<= 20 ms", f"{report['latency_ms']:.1f} ms", report["latency_ms"] <= 20))
+    return rows
