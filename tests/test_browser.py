@@ -104,8 +104,8 @@ def _visible_text(page, container: str, text: str):
 def test_generate_with_the_vae_and_hear_it(page):
     page.locator("#generate-mode").get_by_label("BLUE").check()
     page.click("#generate-button")
-    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments')")
-    assert page.inner_text("#generate-status").startswith("4 segments")
+    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')")
+    assert "4 segments; the analyzer hears BLUE in" in page.inner_text("#generate-status")
     readout = page.locator("#generated-readout-0")
     readout.wait_for()
     assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
