@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODE_COLORS, MODES, GenerateParams, StudioEngine
+from engines.api import MODES, GenerateParams, StudioEngine
 from studio.widgets import analysis_markdown, guarded, mode_chip, piano_roll_figure
 
 MAX_RESULTS = 8
