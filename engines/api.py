@@ -165,8 +165,7 @@ class StudioEngine:
         return {"index": index, "piece": piece["id"], "collection": self.cache.collections[piece["collection"]],
                 "bars": f"{int(r['bar_start']) + 1}-{int(r['bar_start']) + int(r['num_bars'])}",
                 "time_signature": f"{r['ts_num']}/{r['ts_den']}", "mode": MODES[r["mode"]],
-                "key": key_name(int(r["key"]) % 12, int(r["key"]) < 12),
-                "rebracketing": round(float(r["rebracketing"]), 2),
+                "key": _key_of(r), "rebracketing": round(float(r["rebracketing"]), 2),
                 "temporal_complexity": round(float(r["temporal_complexity"]), 2),
                 **{axis: round(float(v), 2) for axis, v in zip(AXES, r["axes"])}}
 
@@ -178,8 +177,7 @@ class StudioEngine:
                 "axes": {a: round(float(v), 4) for a, v in zip(AXES, r["axes"])},
                 "rebracketing": round(float(r["rebracketing"]), 4),
                 "temporal_complexity": round(float(r["temporal_complexity"]), 4),
-                "key": key_name(int(r["key"]) % 12, int(r["key"]) < 12),
-                "label_source": "manifest" if r["label_source"] else "analyzer"}
+                "key": _key_of(r), "label_source": "manifest" if r["label_source"] else "analyzer"}
 
     def segment_view(self, index: int) -> SegmentView:
         segment = self.cache.segment(int(index))
@@ -213,10 +211,9 @@ class StudioEngine:
 
     def axis_points(self, x_axis: str, y_axis: str, n: int = 4000, seed: int = 0) -> dict:
         """A fixed random sample of segments placed by two analyzer axes: {"x", "y", "mode", "index"}."""
-        names = AXES + ("rebracketing", "temporal_complexity")
         for name in (x_axis, y_axis):
-            if name not in names:
-                raise StudioError(f"unknown axis '{name}'; choose from {', '.join(names)}")
+            if name not in RANGE_FILTERS:
+                raise StudioError(f"unknown axis '{name}'; choose from {', '.join(RANGE_FILTERS)}")
         seg = self.cache.segments
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(seg), size=min(n, len(seg)), replace=False))
@@ -303,6 +300,11 @@ class StudioEngine:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return path
+
+
+def _key_of(row) -> str:
+    """A cache row's key: 0..11 major keys on C..B, 12..23 the minor ones."""
+    return key_name(int(row["key"]) % 12, int(row["key"]) < 12)
 
 
 def _offset(segment: Segment) -> int:

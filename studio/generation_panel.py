@@ -20,7 +20,7 @@ def result_markdown(view) -> str:
     heard = view.analysis["mode"]
     verdict = "matches" if heard == view.requested_mode else f"asked for {view.requested_mode}"
     return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n"
-            + analysis_markdown(view.analysis, view.color).split("\n", 1)[1])
+            + analysis_markdown(view.analysis, view.color, heading=False))
 
 
 def build_generation_panel(engine: StudioEngine) -> None:

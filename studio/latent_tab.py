@@ -5,10 +5,10 @@ from __future__ import annotations
 import gradio as gr
 import plotly.graph_objects as go
 
-from engines.api import AXES, MODE_COLORS, MODES, StudioEngine
+from engines.api import MODE_COLORS, MODES, RANGE_FILTERS, StudioEngine
 from studio.widgets import analysis_markdown, guarded, piano_roll_figure
 
-AXIS_CHOICES = list(AXES) + ["rebracketing", "temporal_complexity"]
+AXIS_CHOICES = list(RANGE_FILTERS)  # every analyzer value the engine can place segments by
 
 
 def corpus_map(engine: StudioEngine, x_axis: str, y_axis: str) -> go.Figure:

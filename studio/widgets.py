@@ -7,10 +7,10 @@ import logging
 import plotly.graph_objects as go
 
 from engines.errors import StudioError
+from engines.music.features import PITCH_NAMES
 
 LOG = logging.getLogger("studio")
 
-PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 AXIS_LABELS = {"energy": "Energy", "valence": "Valence", "tension": "Tension", "intimacy": "Intimacy",
                "motion": "Motion"}
 
@@ -61,9 +61,10 @@ def mode_chip(mode: str, color: str) -> str:
             f"border-radius:10px;font-weight:600'>{mode}</span>")
 
 
-def analysis_markdown(analysis: dict, color: str, facts: dict | None = None) -> str:
-    """The analyzer's readout as Markdown: mode, key, the five axes, rebracketing, temporal complexity."""
-    lines = [f"### {mode_chip(analysis['mode'], color)} &nbsp; {analysis.get('key', '')}"]
+def analysis_markdown(analysis: dict, color: str, facts: dict | None = None, heading: bool = True) -> str:
+    """The analyzer's readout as Markdown: mode and key (the heading), the five axes, rebracketing, temporal
+    complexity."""
+    lines = [f"### {mode_chip(analysis['mode'], color)} &nbsp; {analysis.get('key', '')}"] if heading else []
     if facts:
         lines.append(" · ".join(f"**{k.replace('_', ' ')}** {v}" for k, v in facts.items()))
     lines.append("")

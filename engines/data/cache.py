@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def archive_meta(archive: Path) -> dict:
 def unpack(archive: Path, directory: Path) -> None:
     """The shipped archive -> a cache directory: streamed into a sibling folder, then swapped in whole, so a
     killed unpack never leaves a mix of old and new files."""
-    import shutil
-
     tmp = directory.with_name(directory.name + ".unpacking")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -18,7 +18,7 @@ import torch
 from engines.data.torch_dataset import METRES, WHITE_INDEX
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
-from engines.music.notes import Segment, bar_ticks, roll_to_notes, ticks_per_step
+from engines.music.notes import Segment, bar_ticks, notes_to_roll, roll_to_notes, ticks_per_step
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
 from engines.training.common import load_checkpoint
@@ -110,8 +110,6 @@ class TrainedVAE:
         return mean.cpu()
 
     def encode(self, segments: list[Segment], mode: str = WHITE) -> torch.Tensor:
-        from engines.music.notes import notes_to_roll
-
         d = self.data
         rolls = torch.stack([torch.from_numpy(notes_to_roll(s.notes, s.bar_length, s.num_bars, d["steps_per_beat"],
                                                             d["pitch_low"], d["pitch_high"])) for s in segments])
