@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 # Nothing at run time reaches the internet.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     host = "0.0.0.0" if args.listen else (args.host or cfg.studio.host)
+    # Load the VAE and compile umap's numba code while the page loads, so the first map click is fast.
+    threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
     launch(engine, host, args.port or cfg.studio.port, share=args.share or cfg.studio.share)
     return 0
 

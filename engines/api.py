@@ -117,6 +117,18 @@ class StudioEngine:
         self.models = ModelRegistry(cfg.model.checkpoints_dir)
         self._render_key = hashlib.sha1(repr((render.sample_rate, render.soundfont, render.gain,
                                               render.tail_seconds)).encode()).hexdigest()[:8]
+        from engines.explorer import LatentExplorer
+
+        self.explorer = LatentExplorer(self)
+
+    def warm_up(self) -> None:
+        """Load the VAE and compile the latent map's inverse transform, so the first click is fast. Meant for a
+        background thread at start-up; a missing checkpoint or map is not an error here."""
+        try:
+            if "vae" in self.engines_available():
+                self.explorer.warm()
+        except StudioError:
+            pass
 
     # ---- corpus browser -------------------------------------------------------------------------------
     def collections(self) -> list[str]:

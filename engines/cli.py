@@ -108,6 +108,18 @@ def cmd_train(args) -> None:
 
     cfg = _config(args)
     out = args.out or f"data/runs/{args.engine}"
+    if args.finalize_only:
+        from engines.training.vae_finalize import finalize_vae
+
+        if not (Path(out) / "best.pt").is_file():
+            raise StudioError(f"--finalize-only needs a run directory with best.pt; '{out}' has none")
+        summary = finalize_vae(str(Path(out) / "best.pt"), cfg, limit=args.limit, seed=args.seed)
+        record = Path(out) / "command.json"
+        command = _json.loads(record.read_text()) if record.is_file() else {}
+        command.update(finalize_argv=sys.argv, finalize=summary)
+        record.write_text(_json.dumps(command, indent=1))
+        _emit({"out": out, "finalize": summary})
+        return
     if args.engine == "vae":
         from engines.training.vae_trainer import train_vae
 
@@ -220,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training segments (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--finalize-only", action="store_true",
+                   help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
     p.add_argument("--engine", required=True, choices=["vae"])

@@ -6,11 +6,12 @@ import gradio as gr
 from engines.api import StudioEngine
 from studio.evaluate_tab import build_evaluate_tab
 from studio.generate_tab import build_generate_tab
-from studio.latent_tab import build_latent_tab
+from studio.latent_tab import MAP_CLICK_JS, build_latent_tab
 
 CSS = """
 .studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
 .mode-chip {display:inline-block}
+.studio-hidden {display:none !important}
 """
 
 
@@ -30,7 +31,7 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
 def launch(engine: StudioEngine, host: str, port: int, share: bool = False, block: bool = True):
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
-    return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS, head=MAP_CLICK_JS,
                        # a little above the engine's own limit, so oversized files get the engine's clear message
                        max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",
                        prevent_thread_lock=not block, allowed_paths=[str(engine.out_dir)],

@@ -1,52 +1,261 @@
-"""Latent Explorer tab. Until the VAE lands it maps the corpus in the analyzer's own space, which is what the
-VAE's UMAP of latents will be coloured by; hovering a point shows its segment number, which opens it."""
+"""Latent Explorer tab: the VAE's UMAP map of corpus latents, decoding any place on it, interpolation strips
+between two picked points, and attribute arithmetic on the current latent.
+
+Clicks on the plotly map reach Python through a small script (MAP_CLICK_JS, loaded in the page head): it
+writes "x,y,segment" of the click into a hidden textbox, whose input event runs `on_click`. A transparent
+heat-map layer under the points makes every place on the map clickable, not only the dots. Segment numbers
+can also be typed, which is what keyboard users (and tests that need no canvas) use.
+
+Per-user state (gr.State): {"base", "current", "a", "b"} latents as lists of floats, with labels.
+"""
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 import plotly.graph_objects as go
 
 from engines.api import MODE_COLORS, MODES, RANGE_FILTERS, StudioEngine
-from studio.widgets import analysis_markdown, guarded, piano_roll_figure
+from engines.explorer import SHIFT_VECTORS
+from engines.errors import StudioError
+from studio.widgets import analysis_markdown, guarded, mode_chip, piano_roll_figure
 
-AXIS_CHOICES = list(RANGE_FILTERS)  # every analyzer value the engine can place segments by
+AXIS_CHOICES = list(RANGE_FILTERS)  # for the analyzer-axes map shown when no VAE map exists
+ROLES = ["decode it", "set A", "set B"]
+GRID = 90  # cells per side of the clickable layer
+
+MAP_CLICK_JS = """
+<script>
+(() => {
+  function bind() {
+    document.querySelectorAll('#latent-map .js-plotly-plot').forEach((plot) => {
+      if (plot.__studioClick || !plot.on) return;
+      plot.__studioClick = true;
+      plot.on('plotly_click', (event) => {
+        const p = event.points[0];
+        const segment = (p.customdata === undefined || p.customdata === null) ? -1 : p.customdata;
+        const box = document.querySelector('#latent-click textarea, #latent-click input');
+        if (!box) return;
+        box.value = `${p.x},${p.y},${segment},${Date.now()}`;
+        box.dispatchEvent(new Event('input', {bubbles: true}));
+      });
+    });
+  }
+  new MutationObserver(bind).observe(document.documentElement, {childList: true, subtree: true});
+})();
+</script>
+"""
 
 
-def corpus_map(engine: StudioEngine, x_axis: str, y_axis: str) -> go.Figure:
+# ---- figures ------------------------------------------------------------------------------------------------
+def latent_map_figure(points: dict, marks: dict | None = None) -> go.Figure:
+    """The UMAP map: a dot per corpus latent coloured by mode; `marks` {"A": (x, y), "B": …, "here": …}."""
+    x, y = np.asarray(points["x"]), np.asarray(points["y"])
+    pad_x, pad_y = 0.03 * (x.max() - x.min() + 1e-6), 0.03 * (y.max() - y.min() + 1e-6)
+    gx = np.linspace(x.min() - pad_x, x.max() + pad_x, GRID)
+    gy = np.linspace(y.min() - pad_y, y.max() + pad_y, GRID)
+    fig = go.Figure(go.Heatmap(x=gx, y=gy, z=np.zeros((GRID, GRID)), opacity=0, showscale=False,
+                               hoverinfo="none", name="place"))
+    for mode in MODES:
+        idx = [i for i, m in enumerate(points["mode"]) if m == mode]
+        fig.add_trace(go.Scattergl(
+            x=x[idx], y=y[idx], mode="markers", name=mode, marker=dict(color=MODE_COLORS[mode], size=5, opacity=0.75),
+            customdata=[points["index"][i] for i in idx], text=[points["label"][i] for i in idx],
+            hovertemplate=f"%{{text}}<br>{mode} · segment %{{customdata}}<extra></extra>"))
+    symbols = {"A": "star", "B": "diamond", "here": "x"}
+    for name, place in (marks or {}).items():
+        if place is not None:
+            fig.add_trace(go.Scatter(x=[place[0]], y=[place[1]], mode="markers+text", text=[name],
+                                     textposition="top center", name=name, hoverinfo="skip",
+                                     marker=dict(symbol=symbols[name], size=16, color="#000",
+                                                 line=dict(width=1, color="#fff"))))
+    fig.update_layout(height=520, margin=dict(l=30, r=10, t=10, b=30), legend=dict(orientation="h", y=-0.08),
+                      xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
+                      plot_bgcolor="#fbfbfb", hovermode="closest", dragmode="pan")
+    return fig
+
+
+def axes_map_figure(engine: StudioEngine, x_axis: str, y_axis: str) -> go.Figure:
+    """The corpus placed by two analyzer axes (shown when the VAE has no latent map)."""
     points = engine.axis_points(x_axis, y_axis)
     fig = go.Figure()
     for mode in MODES:
         idx = [i for i, m in enumerate(points["mode"]) if m == mode]
         fig.add_trace(go.Scattergl(
             x=[points["x"][i] for i in idx], y=[points["y"][i] for i in idx], mode="markers", name=mode,
-            marker=dict(color=MODE_COLORS[mode], size=5, opacity=0.7),
-            customdata=[points["index"][i] for i in idx],
+            marker=dict(color=MODE_COLORS[mode], size=5, opacity=0.7), customdata=[points["index"][i] for i in idx],
             hovertemplate=f"{mode} · segment %{{customdata}}<extra></extra>"))
     fig.update_layout(height=520, xaxis_title=x_axis, yaxis_title=y_axis, margin=dict(l=40, r=10, t=10, b=40),
                       legend=dict(orientation="h", y=-0.15))
     return fig
 
 
+def view_markdown(view) -> str:
+    if view.analysis is None:
+        return f"**{view.title}** decodes to silence here; try another place."
+    return (f"**{view.title}** — the analyzer hears {mode_chip(view.analysis['mode'], view.color)}\n\n"
+            + analysis_markdown(view.analysis, view.color, heading=False))
+
+
+# ---- the tab ------------------------------------------------------------------------------------------------
 def build_latent_tab(engine: StudioEngine) -> None:
-    gr.Markdown(
-        "**The latent map arrives with the VAE engine.** Then this tab shows a UMAP of the corpus latents, "
-        "interpolation strips between two picked points, decoding of any place on the map, and attribute "
-        "arithmetic (rebracketing, temporal complexity, each emotion axis, towards a mode).\n\n"
-        "Meanwhile, here is the corpus placed by the chromatic analyzer itself: every dot is a 4-bar segment, "
-        "coloured by its mode. Type a segment number from the map to open it.")
+    try:
+        points = engine.explorer.map_points()
+    except StudioError as exc:
+        build_axes_map(engine, str(exc))
+        return
+    gr.Markdown("Every dot is a 4-bar corpus segment placed by its VAE latent (UMAP), coloured by its mode. "
+                "**Click a dot or any place** on the map: the VAE decodes that latent. Set **A** and **B** the "
+                "same way and play the interpolation between them; then steer the current latent with the "
+                "attribute sliders.")
+    state = gr.State({})
+    with gr.Row():
+        with gr.Column(scale=3):
+            plot = gr.Plot(latent_map_figure(points), show_label=False, elem_id="latent-map")
+            click = gr.Textbox(elem_id="latent-click", elem_classes="studio-hidden", show_label=False)
+        with gr.Column(scale=2, min_width=300):
+            role = gr.Radio(ROLES, value="decode it", label="A click on the map…", elem_id="latent-role")
+            decode_mode = gr.Dropdown(["WHITE"] + list(MODES), value="WHITE", label="Decode under mode")
+            with gr.Row():
+                segment = gr.Number(label="…or a segment number", precision=0, minimum=0, elem_id="latent-segment")
+                use_segment = gr.Button("Use segment", elem_id="latent-use-segment")
+            picked = gr.Markdown("A: —  ·  B: —", elem_id="latent-picked")
+            status = gr.Markdown(elem_id="latent-status")
+    with gr.Row():
+        roll = gr.Plot(label="Decoded", elem_id="latent-roll")
+        with gr.Column():
+            readout = gr.Markdown(elem_id="latent-readout")
+            audio = gr.Audio(type="filepath", interactive=False, label="Listen", elem_id="latent-audio")
+            files = gr.File(file_count="multiple", interactive=False, show_label=False)
+    with gr.Accordion("Interpolate A → B", open=True):
+        with gr.Row():
+            steps = gr.Slider(3, 16, 8, step=1, label="Steps")
+            method = gr.Radio(["slerp", "lerp"], value="slerp", label="Path")
+            interpolate = gr.Button("Interpolate", variant="primary", elem_id="latent-interpolate")
+        strip_plot = gr.Plot(label="Interpolation strip", elem_id="latent-strip")
+        with gr.Row():
+            strip_audio = gr.Audio(type="filepath", interactive=False, label="All steps, stitched",
+                                   elem_id="latent-strip-audio")
+            with gr.Column():
+                step = gr.Slider(1, 16, 1, step=1, label="Play one step", elem_id="latent-step")
+                step_audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_id="latent-step-audio")
+                step_readout = gr.Markdown()
+        strip_files = gr.File(file_count="multiple", interactive=False, show_label=False)
+        strip_state = gr.State([])
+    with gr.Accordion("Attribute arithmetic on the current latent", open=False):
+        gr.Markdown("Each slider moves the latent along a direction learned from the training latents (mean of "
+                    "the top quarter minus the bottom quarter); 1 = that whole difference.")
+        with gr.Row():
+            sliders = [gr.Slider(-2, 2, 0, step=0.25, label=name.replace("_", " ")) for name in SHIFT_VECTORS]
+        with gr.Row():
+            towards = gr.Dropdown(["WHITE"] + list(MODES), value="WHITE", label="Towards mode (WHITE = off)")
+            towards_amount = gr.Slider(-2, 2, 0, step=0.25, label="Amount")
+            apply = gr.Button("Apply to current latent", elem_id="latent-apply")
+
+    decoded_outputs = [roll, readout, audio, files]
+
+    def decoded(view) -> list:
+        return [piano_roll_figure(view.notes, "", view.color, height=280), view_markdown(view), view.wav_path,
+                [view.midi_path] + ([view.wav_path] if view.wav_path else [])]
+
+    def picked_markdown(st: dict) -> str:
+        return f"A: {st.get('a_label', '—')}  ·  B: {st.get('b_label', '—')}"
+
+    def marks(st: dict) -> dict:
+        return {k: st.get(f"{key}_xy") for k, key in (("A", "a"), ("B", "b"), ("here", "base"))}
+
+    def place(st: dict, chosen_role: str, latent: list, label: str, xy, mode: str) -> list:
+        """Put a latent where the role says; returns [state, map, picked, status] + decoded outputs."""
+        st = dict(st or {})
+        if chosen_role == "decode it":
+            st.update(base=latent, base_label=label, base_xy=xy, current=latent)
+            view = engine.explorer.decode(latent, mode, title=label)
+            out = decoded(view)
+        else:
+            key = "a" if chosen_role == "set A" else "b"
+            st.update({key: latent, f"{key}_label": label, f"{key}_xy": xy})
+            out = [gr.update()] * len(decoded_outputs)
+        return [st, latent_map_figure(points, marks(st)), picked_markdown(st), ""] + out
+
+    def keep(message: str) -> list:
+        return [gr.update(), gr.update(), gr.update(), message] + [gr.update()] * len(decoded_outputs)
+
+    @guarded(keep)
+    def on_click(text, chosen_role, mode, st):
+        try:
+            x, y, seg = (float(v) for v in text.split(",")[:3])
+        except ValueError:
+            raise StudioError(f"could not read the map click '{text}'")
+        if seg >= 0:
+            return place(st, chosen_role, engine.explorer.latent_of_segment(int(seg)), f"segment {int(seg)}",
+                         (x, y), mode)
+        return place(st, chosen_role, engine.explorer.latent_at(x, y), f"place ({x:.2f}, {y:.2f})", (x, y), mode)
+
+    @guarded(keep)
+    def on_segment(number, chosen_role, mode, st):
+        if number is None:
+            raise StudioError("type a segment number first")
+        i = int(number)
+        latent = engine.explorer.latent_of_segment(i)
+        where = points["index"].index(i) if i in points["index"] else None
+        xy = (points["x"][where], points["y"][where]) if where is not None else None
+        return place(st, chosen_role, latent, f"segment {i}", xy, mode)
+
+    @guarded(lambda message: [message, gr.update(), None, [], [], gr.update(), None, ""])
+    def on_interpolate(st, n, path, mode):
+        st = st or {}
+        if "a" not in st or "b" not in st:
+            raise StudioError("pick A and B first: choose 'set A' / 'set B' above, then click the map")
+        strip = engine.explorer.interpolate(st["a"], st["b"], int(n), path, mode)
+        heard = [v.analysis["mode"] if v.analysis else "silence" for v in strip.steps]
+        summary = f"{len(strip.steps)} steps from {st['a_label']} to {st['b_label']}: " + " → ".join(heard)
+        figure = piano_roll_figure(strip.notes, "", height=300)
+        steps_played = [(v.wav_path, view_markdown(v)) for v in strip.steps]
+        return [summary, figure, strip.wav_path, [strip.midi_path, strip.wav_path], steps_played,
+                gr.update(maximum=len(strip.steps), value=1), *steps_played[0]]
+
+    def on_step(steps_played, k):
+        if not steps_played:
+            return None, ""
+        wav, text = steps_played[min(int(k), len(steps_played)) - 1]
+        return wav, text
+
+    @guarded(lambda message: [gr.update(), message] + [gr.update()] * len(decoded_outputs))
+    def on_apply(st, mode, target, target_amount, *amounts):
+        st = dict(st or {})
+        if "base" not in st:
+            raise StudioError("decode a latent first: click the map with 'decode it' chosen")
+        latent = engine.explorer.shift(st["base"], dict(zip(SHIFT_VECTORS, amounts)), target, target_amount)
+        st["current"] = latent
+        changes = [f"{n.replace('_', ' ')} {a:+g}" for n, a in zip(SHIFT_VECTORS, amounts) if a]
+        if target != "WHITE" and target_amount:
+            changes.append(f"towards {target} {target_amount:+g}")
+        view = engine.explorer.decode(latent, mode, title=f"{st['base_label']}, " + (", ".join(changes) or "unchanged"))
+        return [st, ""] + decoded(view)
+
+    common = [state, plot, picked, status] + decoded_outputs
+    click.change(on_click, [click, role, decode_mode, state], common)
+    use_segment.click(on_segment, [segment, role, decode_mode, state], common)
+    interpolate.click(on_interpolate, [state, steps, method, decode_mode],
+                      [status, strip_plot, strip_audio, strip_files, strip_state, step, step_audio, step_readout])
+    step.change(on_step, [strip_state, step], [step_audio, step_readout])
+    apply.click(on_apply, [state, decode_mode, towards, towards_amount, *sliders], [state, status] + decoded_outputs)
+
+
+def build_axes_map(engine: StudioEngine, reason: str) -> None:
+    """Without a VAE map: the corpus placed by the analyzer's axes, and a note on how to get the real one."""
+    gr.Markdown(f"**No latent map:** {reason}\n\nMeanwhile, here is the corpus placed by the chromatic analyzer "
+                "itself: every dot is a 4-bar segment, coloured by its mode.", elem_id="latent-missing")
     with gr.Row():
         x_axis = gr.Dropdown(AXIS_CHOICES, value="energy", label="x")
         y_axis = gr.Dropdown(AXIS_CHOICES, value="valence", label="y")
         index = gr.Number(label="Segment number", precision=0, minimum=0)
         open_button = gr.Button("Open segment")
-    plot = gr.Plot(value=corpus_map(engine, "energy", "valence"), label="Corpus by analyzer axes")
+    plot = gr.Plot(value=axes_map_figure(engine, "energy", "valence"), label="Corpus by analyzer axes")
     with gr.Row():
         roll = gr.Plot(label="Piano roll")
         with gr.Column():
             audio = gr.Audio(type="filepath", interactive=False, label="Listen")
             readout = gr.Markdown()
-
-    def redraw(x, y):
-        return corpus_map(engine, x, y)
 
     @guarded(lambda message: (None, None, message))
     def open_segment(i):
@@ -54,6 +263,6 @@ def build_latent_tab(engine: StudioEngine) -> None:
         return (piano_roll_figure(view.notes, view.title, view.color), engine.render_segment(view.index),
                 analysis_markdown(view.analysis, view.color, view.facts))
 
-    x_axis.change(redraw, [x_axis, y_axis], plot)
-    y_axis.change(redraw, [x_axis, y_axis], plot)
+    x_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot)
+    y_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot)
     open_button.click(open_segment, index, [roll, audio, readout])

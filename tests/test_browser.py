@@ -165,3 +165,31 @@ def test_evaluate_tab_shows_the_corpus_baseline(page):
     page.get_by_role("tab", name="Evaluate").click()
     page.wait_for_function("() => document.querySelector('#corpus-summary')?.innerText.includes('segments')")
     assert "pieces" in page.inner_text("#corpus-summary")
+
+
+def _click_map(page, fx: float, fy: float) -> None:
+    """Click the latent map at a fraction of its plotting area (where the transparent click layer lies)."""
+    box = page.locator("#latent-map .js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+
+def test_latent_explorer_decodes_a_place_and_interpolates_two_points(page):
+    page.get_by_role("tab", name="Latent Explorer").click()
+    page.wait_for_selector("#latent-map .js-plotly-plot .main-svg")
+    # A click decodes what lies there: a place (inverse UMAP) or, on a dot, that corpus segment.
+    _click_map(page, 0.5, 0.5)
+    page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('analyzer hears')")
+    assert page.inner_text("#latent-readout").startswith(("place (", "segment "))
+    page.wait_for_selector("#latent-roll .js-plotly-plot .main-svg")
+    # Pick A and B on the map, then interpolate between them.
+    page.locator("#latent-role").get_by_label("set A").check()
+    _click_map(page, 0.2, 0.3)
+    page.wait_for_function("() => !document.querySelector('#latent-picked')?.innerText.includes('A: —')")
+    page.locator("#latent-role").get_by_label("set B").check()
+    _click_map(page, 0.8, 0.7)
+    page.wait_for_function("() => !document.querySelector('#latent-picked')?.innerText.includes('B: —')")
+    page.click("#latent-interpolate")
+    page.wait_for_function("() => document.querySelector('#latent-status')?.innerText.includes('8 steps from')")
+    assert page.inner_text("#latent-status").count("→") == 7
+    page.wait_for_selector("#latent-strip .js-plotly-plot .main-svg")
+    page.locator("#latent-strip-audio").get_by_role("button", name="Play", exact=True).wait_for()

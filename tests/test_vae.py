@@ -691,3 +691,88 @@ def test_ship_copies_the_best_checkpoint_and_writes_its_card(run_dir, tmp_path):
     assert len(rows) == len(MetricsLog(run_dir[0] / "metrics.jsonl").rows())
     with pytest.raises(StudioError, match="is a vae checkpoint, not diffusion"):
         ship("diffusion", run_dir[0], tmp_path / "other")
+
+
+# ---- latent map and explorer -----------------------------------------------------------------------------------
+def test_finalize_fits_a_latent_map_that_inverts_exactly_like_umap(checkpoint, run_dir, tiny_cfg, cache):
+    from engines.models.latent_map import LatentMap, fit_latent_map, restore_umap
+
+    payload = torch.load(checkpoint[0], weights_only=True)["latent_map"]
+    latents, indices = encode_split(TrainedVAE.load(run_dir[0] / "best.pt"), tiny_cfg, "train", LIMIT)
+    assert payload["embedding"].shape == (LIMIT, 2) and payload["latents"].shape == (LIMIT, LATENT)
+    assert sorted(payload["rows"].tolist()) == sorted(indices.tolist())
+    # The fit is reproducible (fixed random_state): fitting the same latents again gives the same map.
+    again, fitted = fit_latent_map(payload["latents"].numpy(), payload["rows"].numpy(), seed=payload["seed"])
+    np.testing.assert_allclose(again["embedding"].numpy(), payload["embedding"].numpy(), atol=1e-4)
+    # Rebuilt from tensors, the map inverts like the UMAP object that was fitted, and like umap's own method.
+    latent_map = LatentMap(payload)
+    emb = payload["embedding"].numpy()
+    points = np.stack([emb.mean(0), 0.7 * emb[0] + 0.3 * emb[1]]).astype(np.float32)
+    ours = latent_map.inverse(points).numpy()
+    np.testing.assert_allclose(ours, fitted.inverse_transform(points), atol=1e-4)
+    np.testing.assert_allclose(ours, restore_umap(payload).inverse_transform(points), atol=1e-4)
+    assert ours.shape == (2, LATENT) and np.isfinite(ours).all()
+    # A place far outside the map decodes as its nearest map point does, instead of failing.
+    far = latent_map.inverse(np.array([[emb[:, 0].max() + 100, emb[:, 1].max() + 100]]))
+    assert far.shape == (1, LATENT) and torch.isfinite(far).all()
+
+
+@pytest.fixture(scope="module")
+def explorer(checkpoint, tiny_cfg, cache, tmp_path_factory):
+    from engines.api import StudioEngine
+
+    folder = checkpoint[0].parent
+    cfg = load_config(overrides=TINY + [f"model.checkpoints_dir={folder}"])
+    return StudioEngine(cfg, cache=cache, out_dir=tmp_path_factory.mktemp("explorer")).explorer
+
+
+def test_explorer_map_points_name_their_segments(explorer, cache):
+    points = explorer.map_points()
+    assert len(points["x"]) == len(points["y"]) == len(points["index"]) == LIMIT
+    for i, mode, label in zip(points["index"][:5], points["mode"], points["label"]):
+        assert mode == MODES[cache.segments["mode"][i]]
+        assert label.startswith(cache.piece_of(i)["id"]) and "bars" in label
+
+
+def test_explorer_decodes_places_and_segments(explorer, vae, cache):
+    points = explorer.map_points()
+    z = explorer.latent_at(points["x"][0], points["y"][0])
+    assert len(z) == LATENT and all(math.isfinite(v) for v in z)
+    i = points["index"][0]
+    z_segment = explorer.latent_of_segment(i)
+    expected = vae.encode([cache.segment(i)], MODES[cache.segments["mode"][i]])[0]
+    np.testing.assert_allclose(z_segment, expected.numpy(), atol=1e-5)
+    view = explorer.decode(z_segment, "RED", title="segment")
+    assert Path(view.midi_path).is_file() and view.latent == z_segment
+    assert (view.analysis is None) == (view.wav_path is None)
+
+
+def test_explorer_interpolation_strip_stitches_the_steps(explorer, vae):
+    a, b = (explorer.sample("BLUE", seed=s) for s in (1, 2))
+    strip = explorer.interpolate(a, b, steps=4, method="lerp")
+    assert len(strip.steps) == 4 and len(strip.notes.regions) == 4
+    np.testing.assert_allclose(strip.steps[0].latent, a, atol=1e-6)
+    np.testing.assert_allclose(strip.steps[-1].latent, b, atol=1e-6)
+    assert Path(strip.midi_path).is_file() and Path(strip.wav_path).stat().st_size > 1000
+    # The stitched MIDI holds every step's notes, one after another.
+    segments = vae.decode(vae.interpolate(torch.tensor(a), torch.tensor(b), 4, "lerp"))
+    assert len(strip.notes.pitch) == sum(len(s.notes) for s in segments)
+    assert strip.notes.bar_lines[-1] == pytest.approx(sum(s.length for s in segments) / 12)
+
+
+def test_explorer_shift_is_latent_arithmetic_and_names_bad_input(explorer, vae):
+    z = explorer.sample("WHITE", seed=3)
+    moved = explorer.shift(z, {"rebracketing": 1.5, "energy": -0.5}, "GREEN" if "mode:GREEN" in vae.vectors else None,
+                           1.0)
+    expected = torch.tensor(z) + 1.5 * vae.vectors["rebracketing"] - 0.5 * vae.vectors["energy"]
+    if "mode:GREEN" in vae.vectors:
+        expected = expected + vae.vectors["mode:GREEN"]
+    np.testing.assert_allclose(moved, expected.numpy(), atol=1e-5)
+    with pytest.raises(StudioError, match="unknown attribute 'loudness'"):
+        explorer.shift(z, {"loudness": 1.0})
+    with pytest.raises(StudioError, match="2..32 steps"):
+        explorer.interpolate(z, z, steps=1)
+    with pytest.raises(StudioError, match=f"{LATENT} finite numbers"):
+        explorer.decode(z[:3])
+    with pytest.raises(StudioError, match="does not exist"):
+        explorer.latent_of_segment(10 ** 9)

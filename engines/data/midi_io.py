@@ -108,16 +108,24 @@ def read_midi_piece(path: str | Path, collection: str = "midi", piece_id: str = 
 
 def segment_to_score(segment: Segment, program: int = 0):
     """Segment -> symusic Score at 480 ticks per quarter: one track, its tempo and time signature."""
+    return segments_to_score([segment], program)
+
+
+def segments_to_score(segments: list[Segment], program: int = 0):
+    """Segments played one after another -> one Score; each keeps its own time signature and tempo."""
     from symusic import Note, Score, Tempo, TimeSignature, Track
 
     scale = MIDI_TICKS_PER_QUARTER // TICKS_PER_QUARTER
     score = Score(MIDI_TICKS_PER_QUARTER)
-    score.time_signatures.append(TimeSignature(0, segment.ts_num, segment.ts_den))
-    score.tempos.append(Tempo(0, float(segment.tempo_qpm)))
-    track = Track(name=segment.piece_id or "segment", program=program)
-    for n in segment.notes:
-        track.notes.append(Note(int(n["start"]) * scale, int(n["duration"]) * scale, int(n["pitch"]),
-                                int(n["velocity"])))
+    track = Track(name=segments[0].piece_id or "segment", program=program)
+    offset = 0
+    for segment in segments:
+        score.time_signatures.append(TimeSignature(offset * scale, segment.ts_num, segment.ts_den))
+        score.tempos.append(Tempo(offset * scale, float(segment.tempo_qpm)))
+        for n in segment.notes:
+            track.notes.append(Note((offset + int(n["start"])) * scale, int(n["duration"]) * scale, int(n["pitch"]),
+                                    int(n["velocity"])))
+        offset += segment.length
     score.tracks.append(track)
     return score
 

@@ -19,6 +19,7 @@ from engines.data.torch_dataset import METRES, WHITE_INDEX
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, bar_ticks, notes_to_roll, roll_to_notes, ticks_per_step
+from engines.models.latent_map import LatentMap
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
 from engines.training.common import load_checkpoint
@@ -67,6 +68,7 @@ class TrainedVAE:
         self.vectors: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in payload.get("vectors", {}).items()}
         # Chosen on the validation split by finalize (engines/training/vae_finalize.py).
         self.onset_threshold = float(payload.get("onset_threshold", ONSET_THRESHOLD))
+        self.latent_map: LatentMap | None = LatentMap(payload["latent_map"]) if "latent_map" in payload else None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -88,19 +90,27 @@ class TrainedVAE:
         if attributes:
             attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
                                 device=self.device).repeat(z.shape[0], 1)
-        out = self.model.decode(z, modes, attr)
+        return self.segments_from_logits(self.model.decode(z, modes, attr))
+
+    def segments_from_logits(self, out: dict) -> list[Segment]:
         return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"],
                                   self.onset_threshold)
 
-    def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
-               attributes: dict | None = None) -> tuple[list[Segment], torch.Tensor]:
-        """n segments from the prior N(0, temperature^2 I), decoded under `mode`."""
+    @torch.no_grad()
+    def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """n latents (n, D) from the prior N(0, temperature^2 I)."""
         if not 0 < temperature <= 5:
             raise StudioError(f"temperature must lie in (0, 5], got {temperature}")
         if not 1 <= n <= 256:
             raise StudioError(f"n must lie in 1..256, got {n}")
+        mode_index(mode)  # validates the mode
         generator = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(n, self.latent_dim, generator=generator) * temperature
+        return torch.randn(n, self.latent_dim, generator=generator) * temperature
+
+    def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
+               attributes: dict | None = None) -> tuple[list[Segment], torch.Tensor]:
+        """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D)."""
+        z = self.sample_latents(mode, n, temperature, seed)
         return self.decode(z, mode, attributes), z
 
     @torch.no_grad()

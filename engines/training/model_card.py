@@ -43,6 +43,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
                 size_mb: float) -> str:
     argv = command.get("argv") or []
     cmd = "python -m engines " + " ".join(argv[1:]) if argv else "(not recorded)"
+    if command.get("finalize_argv"):
+        cmd += "`, then `python -m engines " + " ".join(command["finalize_argv"][1:])
     last = rows[-1] if rows else {}
     params = sum(v.numel() for v in payload["state_dict"].values())
     lines = [
@@ -54,6 +56,10 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         f"- **Trained:** {last.get('epoch', '?')} epochs, {last.get('minutes', '?')} min on "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})",
         f"- **Config:** `{json.dumps(payload.get('config', {}))}`",
+        *([f"- **Latent map:** UMAP ({json.dumps(payload['latent_map']['params'])}, random_state "
+           f"{payload['latent_map']['seed']}) of {len(payload['latent_map']['rows'])} training latents; onset "
+           f"threshold {payload.get('onset_threshold')} (best validation F1 {payload.get('onset_threshold_validation_f1', 0):.3f}); "
+           f"fitted after training in {payload.get('finalize_seconds', '?')} s"] if "latent_map" in payload else []),
         "",
         "## Training curve (validation)",
         "",

@@ -1,10 +1,15 @@
-"""After training: store the latent directions and the calibrated onset threshold in the checkpoint.
+"""After training: everything the checkpoint needs beyond the network's weights, fitted on training latents.
 
-Vectors (each (D,)): one per attribute (rebracketing, temporal complexity, the five emotion axes; mean latent
-of the top quarter minus the bottom quarter) and one style vector per mode (mean latent of that mode's
-segments minus the mean of all), so "towards mode X" is a shift by vectors["mode:X"].
+    vectors          (each (D,)) one per attribute (rebracketing, temporal complexity, the five emotion axes;
+                     mean latent of the top quarter minus the bottom quarter) and one style vector per mode
+                     (mean latent of that mode's segments minus the mean of all): "towards mode X" is a
+                     shift by vectors["mode:X"]
+    latent_map       UMAP of a fixed subset of training latents (engines/models/latent_map.py)
+    onset_threshold  the decoding threshold with the best note F1 on the validation split
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -15,6 +20,7 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import RollDataset
 from engines.evaluation.reconstruction import note_f1
 from engines.music.analyzer import AXES, MODES
+from engines.models.latent_map import fit_latent_map
 from engines.models.trained_vae import TrainedVAE
 from engines.sampling.latent import attribute_vector
 from engines.training.common import load_checkpoint, save_checkpoint
@@ -49,7 +55,7 @@ def latent_vectors(latents: torch.Tensor, rows: np.ndarray) -> dict[str, torch.T
     return vectors
 
 
-THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 .. 0.95
+THRESHOLDS = tuple(round(0.5 + 0.025 * i, 3) for i in range(19))  # 0.5 .. 0.95
 
 
 @torch.no_grad()
@@ -79,17 +85,30 @@ def calibrate_onset_threshold(vae: TrainedVAE, cfg: Config, limit: int = 0) -> t
     return best, scores[best]
 
 
-def finalize_vae(checkpoint: str, cfg: Config, limit: int = 20000) -> dict:
-    """Add latent vectors and the calibrated onset threshold to a checkpoint in place; returns a summary."""
+def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int = 6000, seed: int = 0,
+                 log=print) -> dict:
+    """Add vectors, the latent map and the onset threshold to a checkpoint in place.
+
+    `limit` caps the training latents used (0 = the whole training split); returns a summary.
+    """
+    started = time.time()
     vae = TrainedVAE.load(checkpoint)
-    latents, indices = encode_split(vae, cfg, "train", limit)
+    threshold, f1 = calibrate_onset_threshold(vae, cfg, limit // 4 if limit else 0)
+    vae.onset_threshold = threshold
+    latents, indices = encode_split(vae, cfg, "train", limit, seed)
     rows = ensure_corpus_cache(cfg).segments[indices]
     vectors = latent_vectors(latents, rows)
-    threshold, f1 = calibrate_onset_threshold(vae, cfg, limit // 4 if limit < 20000 else 0)
+    subset = np.sort(np.random.default_rng(seed).choice(len(latents), min(map_points, len(latents)), replace=False))
+    latent_map, _ = fit_latent_map(latents[subset].numpy(), indices[subset], seed=42)
+    if log:
+        log(f"finalize: {len(latents)} latents, map of {len(subset)} fitted ({time.time() - started:.0f} s)")
     payload = load_checkpoint(checkpoint)
     payload["vectors"] = {k: v.contiguous() for k, v in vectors.items()}
     payload["onset_threshold"] = threshold
     payload["onset_threshold_validation_f1"] = f1
+    payload["latent_map"] = latent_map
+    payload["finalize_seconds"] = round(time.time() - started, 1)
     save_checkpoint(payload, checkpoint)
-    return {"onset_threshold": threshold, "validation_f1": round(f1, 4),
+    return {"onset_threshold": threshold, "validation_f1": round(f1, 4), "latents": len(latents),
+            "map_points": len(subset), "seconds": payload["finalize_seconds"],
             "vector_norms": {k: round(float(v.norm()), 3) for k, v in vectors.items()}}

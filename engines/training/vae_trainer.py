@@ -137,7 +137,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
     if main and (out_dir / "best.pt").is_file():
         from engines.training.vae_finalize import finalize_vae
 
-        best["vectors"] = finalize_vae(str(out_dir / "best.pt"), cfg, limit=limit or 20000)
+        best["finalize"] = finalize_vae(str(out_dir / "best.pt"), cfg, limit=limit)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank leaves before rank 0 has written and finalized best.pt
     ddp_teardown()
