@@ -18,7 +18,7 @@ import numpy as np
 from engines.analysis import analyze_segments, midi_file_segments
 from engines.config import Config
 from engines.data.cache import SPLITS, SegmentCache
-from engines.data.midi_io import segment_to_score, write_segment_midi
+from engines.data.midi_io import segment_to_score, segments_to_score, write_segment_midi
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
@@ -125,8 +125,7 @@ class StudioEngine:
         """Load the VAE and compile the latent map's inverse transform, so the first click is fast. Meant for a
         background thread at start-up; a missing checkpoint or map is not an error here."""
         try:
-            if "vae" in self.engines_available():
-                self.explorer.warm()
+            self.explorer.warm()
         except StudioError:
             pass
 
@@ -250,22 +249,9 @@ class StudioEngine:
                                    seed=int(params.seed), attributes=params.attributes)
         views = []
         for i, segment in enumerate(segments):
-            stem = f"{params.engine}-{params.mode}-{params.seed}-{params.temperature:g}-{i}"
-            if params.attributes:
-                stem += "-" + "-".join(f"{v:.2f}" for v in params.attributes.values())
-            analysis = analyze_segments([segment], self.cfg)[0] if len(segment.notes) else None
-            mode = analysis["mode"] if analysis else "WHITE"
             title = f"{params.engine.upper()} · {params.mode} · seed {params.seed} · #{i + 1}"
-            midi = self._file(stem, ".mid", lambda p, s=segment: write_segment_midi(s, p))
-            wav = (self._file(f"{stem}-{self._render_key}", ".wav",
-                              lambda p, s=segment: self._render_score(segment_to_score(s), p))
-                   if len(segment.notes) else None)
-            region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode,
-                       "color": MODE_COLORS[mode], "label": mode}]
-            views.append(GeneratedView(title=title, requested_mode=params.mode, analysis=analysis,
-                                       color=MODE_COLORS[mode],
-                                       notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region),
-                                       midi_path=str(midi), wav_path=str(wav) if wav else None))
+            views.append(GeneratedView(title=title, requested_mode=params.mode, **self.segment_result(
+                segment, f"{params.engine}-{params.mode}-{params.seed}-{i}")))
         return views
 
     # ---- uploads --------------------------------------------------------------------------------------
@@ -290,6 +276,30 @@ class StudioEngine:
                           midi_path=str(midi_path))
 
     # ---- helpers --------------------------------------------------------------------------------------
+    def segment_result(self, segment: Segment, name: str) -> dict:
+        """What the studio shows of a decoded segment: analysis (None when it holds no notes), colour of the
+        mode heard, notes for the roll, MIDI and WAV paths."""
+        analysis = analyze_segments([segment], self.cfg)[0] if len(segment.notes) else None
+        mode = analysis["mode"] if analysis else "WHITE"
+        region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode, "color": MODE_COLORS[mode],
+                   "label": mode}]
+        midi, wav = self.export_segments([segment], name)
+        return {"analysis": analysis, "color": MODE_COLORS[mode], "midi_path": midi, "wav_path": wav,
+                "notes": note_view(segment.notes, segment.bar_length, segment.num_bars, region)}
+
+    def export_segments(self, segments: list[Segment], name: str) -> tuple[str, str | None]:
+        """MIDI and WAV of segments played one after another (each keeps its metre and tempo), written once
+        under `name` plus a digest of what they hold; no WAV when they hold no notes."""
+        digest = hashlib.sha1(b"".join(
+            s.notes.tobytes() + f"{s.ts_num}/{s.ts_den}@{s.tempo_qpm}x{s.num_bars}".encode() for s in segments
+        )).hexdigest()[:16]
+        midi = self._file(f"{name}-{digest}", ".mid", lambda p: segments_to_score(segments).dump_midi(str(p)))
+        if not any(len(s.notes) for s in segments):
+            return str(midi), None
+        wav = self._file(f"{name}-{digest}-{self._render_key}", ".wav",
+                         lambda p: self._render_score(segments_to_score(segments), p))
+        return str(midi), str(wav)
+
     def _render_score(self, score, path: Path) -> None:
         from engines.render.fluidsynth_renderer import render_score, write_audio
 

@@ -11,15 +11,12 @@ in gr.State without importing torch.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from engines.analysis import analyze_segments
-from engines.data.midi_io import segments_to_score, write_segment_midi
 from engines.errors import StudioError
-from engines.music.analyzer import AXES, MODE_COLORS, MODES, WHITE
+from engines.music.analyzer import AXES, MODES, WHITE
 from engines.music.notes import TICKS_PER_QUARTER, Segment
 
 SHIFT_VECTORS = ("rebracketing", "temporal_complexity") + AXES   # sliders of the explorer, in this order
@@ -41,7 +38,7 @@ class Strip:
     steps: list[LatentView]
     notes: object                    # NoteView of all steps one after another, each shaded by its mode
     midi_path: str                   # all steps one after another
-    wav_path: str
+    wav_path: str | None             # None when no step holds a note
 
 
 class LatentExplorer:
@@ -89,8 +86,6 @@ class LatentExplorer:
 
     # ---- what is done with them -------------------------------------------------------------------------
     def decode(self, latent: list[float], mode: str = WHITE, title: str = "") -> LatentView:
-        import torch
-
         z = self._tensor(latent)
         (segment,) = self.vae.decode(z[None], mode)
         return self._view(segment, latent, title or f"decoded under {mode}")
@@ -102,11 +97,8 @@ class LatentExplorer:
         path = self.vae.interpolate(self._tensor(a), self._tensor(b), int(steps), method)
         segments = self.vae.decode(path, mode)
         views = [self._view(s, z.tolist(), f"step {i + 1}/{len(segments)}") for i, (s, z) in enumerate(zip(segments, path))]
-        key = self._key(path.numpy(), mode)
-        midi = self.engine._file(f"strip-{key}", ".mid", lambda p: segments_to_score(segments).dump_midi(str(p)))
-        wav = self.engine._file(f"strip-{key}-{self.engine._render_key}", ".wav",
-                                lambda p: self.engine._render_score(segments_to_score(segments), p))
-        return Strip(steps=views, notes=_strip_notes(segments, views), midi_path=str(midi), wav_path=str(wav))
+        midi, wav = self.engine.export_segments(segments, "strip")
+        return Strip(steps=views, notes=_strip_notes(segments, views), midi_path=midi, wav_path=wav)
 
     def shift(self, latent: list[float], amounts: dict, towards_mode: str | None = None,
               mode_amount: float = 0.0) -> list[float]:
@@ -132,24 +124,8 @@ class LatentExplorer:
             raise StudioError(f"a latent here is {self.vae.latent_dim} finite numbers; got shape {tuple(z.shape)}")
         return z
 
-    def _key(self, array: np.ndarray, mode: str) -> str:
-        return hashlib.sha1(np.ascontiguousarray(array, np.float32).tobytes() + mode.encode()).hexdigest()[:16]
-
     def _view(self, segment: Segment, latent: list[float], title: str) -> LatentView:
-        from engines.api import note_view
-
-        key = self._key(np.asarray(latent), title)
-        analysis = analyze_segments([segment], self.engine.cfg)[0] if len(segment.notes) else None
-        mode = analysis["mode"] if analysis else WHITE
-        midi = self.engine._file(f"latent-{key}", ".mid", lambda p: write_segment_midi(segment, p))
-        wav = (self.engine._file(f"latent-{key}-{self.engine._render_key}", ".wav",
-                                 lambda p: self.engine._render_score(segments_to_score([segment]), p))
-               if len(segment.notes) else None)
-        region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode,
-                   "color": MODE_COLORS[mode], "label": mode}]
-        return LatentView(title=title, latent=list(latent), analysis=analysis, color=MODE_COLORS[mode],
-                          notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region),
-                          midi_path=str(midi), wav_path=str(wav) if wav else None)
+        return LatentView(title=title, latent=list(latent), **self.engine.segment_result(segment, "latent"))
 
 
 def _strip_notes(segments: list[Segment], views: list[LatentView]):
@@ -158,10 +134,8 @@ def _strip_notes(segments: list[Segment], views: list[LatentView]):
 
     q = float(TICKS_PER_QUARTER)
     offsets = np.cumsum([0] + [s.length for s in segments])
-    notes = np.concatenate([s.notes for s in segments])
-    starts = np.concatenate([s.notes["start"] + offset for s, offset in zip(segments, offsets)])
-    notes = notes.copy()
-    notes["start"] = starts
+    notes = np.concatenate([s.notes for s in segments])  # a copy
+    notes["start"] += np.repeat(offsets[:-1], [len(s.notes) for s in segments]).astype(notes["start"].dtype)
     regions = [{"start": offsets[i] / q, "end": offsets[i + 1] / q,
                 "mode": v.analysis["mode"] if v.analysis else WHITE, "color": v.color,
                 "label": f"{i + 1}: {v.analysis['mode'] if v.analysis else 'empty'}"} for i, v in enumerate(views)]

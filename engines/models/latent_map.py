@@ -102,11 +102,12 @@ class LatentMap:
         r = self.reducer
         tri, adjacency = self._triangles()
         points = np.asarray(points, np.float32).reshape(-1, 2).copy()
-        outside = tri.find_simplex(points) < 0
-        for i in np.nonzero(outside)[0]:
+        simplex = tri.find_simplex(points)
+        for i in np.nonzero(simplex < 0)[0]:  # outside the map: its nearest map point lies on a triangle
             points[i] = self.embedding[np.argmin(((self.embedding - points[i]) ** 2).sum(1))]
+            simplex[i] = tri.find_simplex(points[i:i + 1])[0]
         rng_state = check_random_state(r.transform_seed).randint(INT32_MIN, INT32_MAX, 3).astype(np.int64)
-        neighbors = tri.simplices[tri.find_simplex(points)]
+        neighbors = tri.simplices[simplex]
         k = min(r._raw_data.shape[-1], r._raw_data.shape[0])
         distance = distances.named_distances[r.output_metric]
         rows, cols, dists = [], [], []

@@ -90,9 +90,7 @@ class TrainedVAE:
         if attributes:
             attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
                                 device=self.device).repeat(z.shape[0], 1)
-        return self.segments_from_logits(self.model.decode(z, modes, attr))
-
-    def segments_from_logits(self, out: dict) -> list[Segment]:
+        out = self.model.decode(z, modes, attr)
         return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"],
                                   self.onset_threshold)
 

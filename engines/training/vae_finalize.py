@@ -23,7 +23,7 @@ from engines.music.analyzer import AXES, MODES
 from engines.models.latent_map import fit_latent_map
 from engines.models.trained_vae import TrainedVAE
 from engines.sampling.latent import attribute_vector
-from engines.training.common import load_checkpoint, save_checkpoint
+from engines.training.common import save_checkpoint
 
 
 @torch.no_grad()
@@ -94,7 +94,6 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     started = time.time()
     vae = TrainedVAE.load(checkpoint)
     threshold, f1 = calibrate_onset_threshold(vae, cfg, limit // 4 if limit else 0)
-    vae.onset_threshold = threshold
     latents, indices = encode_split(vae, cfg, "train", limit, seed)
     rows = ensure_corpus_cache(cfg).segments[indices]
     vectors = latent_vectors(latents, rows)
@@ -102,7 +101,7 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     latent_map, _ = fit_latent_map(latents[subset].numpy(), indices[subset], seed=42)
     if log:
         log(f"finalize: {len(latents)} latents, map of {len(subset)} fitted ({time.time() - started:.0f} s)")
-    payload = load_checkpoint(checkpoint)
+    payload = vae.payload  # the file as loaded: weights, config, metrics
     payload["vectors"] = {k: v.contiguous() for k, v in vectors.items()}
     payload["onset_threshold"] = threshold
     payload["onset_threshold_validation_f1"] = f1
