@@ -22,7 +22,7 @@ from engines.data.midi_io import segment_to_score, segments_to_score, write_segm
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
-from engines.music.features import key_name
+from engines.music.features import PITCH_NAMES, key_name
 from engines.music.notes import TICKS_PER_QUARTER, Segment
 from engines.registry import ModelRegistry
 
@@ -75,6 +75,7 @@ class GenerateParams:
     temperature: float = 1.0
     seed: int = 0
     attributes: dict | None = None   # {"rebracketing": x, "temporal_complexity": y} or None
+    tonic: str | None = None         # the key's tonic, e.g. "G" (None = C, where the VAE writes)
 
 
 @dataclass
@@ -246,7 +247,7 @@ class StudioEngine:
         mode_index(params.mode)  # validates the mode before any model is loaded
         model = self.models.get(params.engine)
         segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
-                                   seed=int(params.seed), attributes=params.attributes)
+                                   seed=int(params.seed), attributes=params.attributes, tonic=params.tonic)
         views = []
         for i, segment in enumerate(segments):
             title = f"{params.engine.upper()} · {params.mode} · seed {params.seed} · #{i + 1}"

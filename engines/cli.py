@@ -153,7 +153,7 @@ def cmd_generate(args) -> None:
     if args.engine != "vae":
         raise StudioError(f"engine '{args.engine}' cannot generate yet; available: vae")
     vae = TrainedVAE.load(args.checkpoint or "assets/checkpoints/vae.pt")
-    segments, _ = vae.sample(args.mode, n=args.n, temperature=args.temperature, seed=args.seed)
+    segments, _ = vae.sample(args.mode, n=args.n, temperature=args.temperature, seed=args.seed, tonic=args.tonic)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--tonic", help="tonic of the key to write in, e.g. G or Bb (default C)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")

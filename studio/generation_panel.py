@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODES, GenerateParams, StudioEngine
+from engines.api import MODES, PITCH_NAMES, GenerateParams, StudioEngine
 from studio.widgets import analysis_markdown, guarded, mode_chip, piano_roll_figure
 
 MAX_RESULTS = 8
@@ -37,6 +37,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                             elem_id="generate-mode")
             temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+            tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated)")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations")
             with gr.Accordion("Rhythm attributes", open=False):
                 use_attributes = gr.Checkbox(False, label="Ask for these values")
@@ -61,11 +62,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [value for _ in slots for value in (gr.update(visible=False), None, "", None, [])]
 
     @guarded(lambda message: [message, *hidden_slots()])
-    def run(engine_name, mode, temperature, seed, count, use_attributes, rebracketing, complexity):
+    def run(engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity):
         attributes = ({"rebracketing": rebracketing, "temporal_complexity": complexity}
                       if use_attributes else None)
         params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
-                                seed=int(seed or 0), attributes=attributes)
+                                seed=int(seed or 0), attributes=attributes, tonic=tonic)
         views = engine.generate(params)
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
         summary = (f"{len(views)} segments; the analyzer hears {mode} in {matches}."
@@ -81,5 +82,5 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 outputs += [gr.update(visible=False), None, "", None, []]
         return outputs
 
-    generate.click(run, [engine_name, mode, temperature, seed, count, use_attributes, rebracketing, complexity],
+    generate.click(run, [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity],
                    [status] + [c for slot in slots for c in slot])

@@ -106,7 +106,8 @@ def build_latent_tab(engine: StudioEngine) -> None:
     gr.Markdown("Every dot is a 4-bar corpus segment placed by its VAE latent (UMAP), coloured by its mode. "
                 "**Click a dot or any place** on the map: the VAE decodes that latent. Set **A** and **B** the "
                 "same way and play the interpolation between them; then steer the current latent with the "
-                "attribute sliders.")
+                "attribute sliders. The VAE writes in C (major or minor): segments are moved to the tonic C "
+                "before they are encoded.")
     state = gr.State({})
     with gr.Row():
         with gr.Column(scale=3):

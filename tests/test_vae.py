@@ -23,14 +23,16 @@ from engines.config import load_config
 from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import ATTRIBUTES, METRES, WHITE_INDEX, RollDataset, metre_index
 from engines.errors import StudioError
-from engines.models.trained_vae import DEFAULT_VELOCITY, TrainedVAE, logits_to_segments
-from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, model_from_checkpoint, vae_loss
+from engines.models.trained_vae import (DEFAULT_VELOCITY, TrainedVAE, logits_to_segments, pitch_peaks, segment_tonic,
+                                       tonic_shift)
+from engines.models.vae import (ChromaticVAE, beta_at, checkpoint_payload, gaussian_kl, model_from_checkpoint,
+                                vae_loss)
 from engines.models.vae_config import VAEConfig
 from engines.music.analyzer import AXES, MODES
-from engines.music.notes import Segment, notes_to_roll
+from engines.music.notes import NOTE_DTYPE, Segment, notes_to_roll, shift_to_c, transpose_notes
 from engines.training.common import MetricsLog, save_checkpoint
 from engines.training.vae_finalize import encode_split, finalize_vae, latent_vectors
-from engines.training.vae_trainer import train_vae
+from engines.training.vae_trainer import _better, train_vae
 
 torch.set_num_threads(1)  # a training job may share this machine: keep the tests to one core
 
@@ -293,8 +295,17 @@ def test_training_writes_metrics_checkpoints_and_plot(run_dir):
     assert rows[1]["train_loss"] < rows[0]["train_loss"]  # two epochs of Adam on 64 segments do learn
     assert (out / "last.pt").is_file()
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    best_row = min(rows, key=lambda r: r["val_loss"])
-    assert best["epoch"] == best_row["epoch"] and best["val_loss"] == pytest.approx(best_row["val_loss"])
+    best_row = max(rows, key=lambda r: r["val_f1"])  # select_by = "val_f1"; the first of equals wins
+    assert best["epoch"] == best_row["epoch"] and best["val_f1"] == pytest.approx(best_row["val_f1"])
+
+
+def test_best_epoch_selection():
+    best = {"val_loss": 3.0, "val_f1": 0.8}
+    assert _better({"val_loss": 3.5, "val_f1": 0.85}, best, "val_f1")
+    assert not _better({"val_loss": 3.5, "val_f1": 0.85}, best, "val_loss")
+    assert _better({"val_loss": 2.5, "val_f1": 0.7}, best, "val_loss")
+    assert not _better({"val_loss": 2.5, "val_f1": 0.8}, best, "val_f1")  # a tie keeps the earlier epoch
+    assert _better({"val_loss": 9.0, "val_f1": 0.0}, {"val_loss": float("inf")}, "val_f1")  # the first epoch
 
 
 def test_best_checkpoint_rebuilds_the_model(run_dir):
@@ -361,7 +372,7 @@ def test_ddp_train_vae_under_torchrun(tmp_path):
     script.write_text(
         "import os, sys, pathlib\n"
         "from engines.config import load_config\n"
-        "from engines.training.vae_trainer import train_vae\n"
+        "from engines.training.vae_trainer import _better, train_vae\n"
         "cfg = load_config(overrides=[s for s in sys.argv[2:] if s != '--set'])\n"
         "best = train_vae(cfg, sys.argv[1], limit=32, workers=0)\n"
         "# each rank records what train_vae returned (a file: torchrun may drop a worker's last stdout)\n"
@@ -437,9 +448,65 @@ def test_sample_is_seeded(vae):
     # Different latents decode to different logits, hence (practically always) different segments.
     assert not torch.equal(vae.model.decode(za, torch.ones(3, dtype=torch.long))["onset"],
                            vae.model.decode(zc, torch.ones(3, dtype=torch.long))["onset"])
-    # Temperature scales the prior sample.
+    # The draw is centred on RED's learned prior mean; temperature scales the spread around it.
+    centre = vae.model.prior_mean(torch.tensor([MODES.index("RED")]))
     _, hot = vae.sample("RED", n=3, seed=7, temperature=2.0)
-    torch.testing.assert_close(hot, 2 * za)
+    torch.testing.assert_close(hot - centre, 2 * (za - centre))
+
+
+def test_conditional_prior_is_learned_per_mode(vae, run_dir):
+    # Training moved the prior means of the modes it saw (64 segments hold most of them) away from zero.
+    means = vae.model.prior.weight.detach()
+    assert means.shape == (len(MODES) + 1, LATENT)
+    assert (means[:len(MODES)].norm(dim=1) > 0).sum() >= 4
+    assert not torch.allclose(means[MODES.index("RED")], means[MODES.index("BLUE")])
+    # A "standard" model keeps the prior at N(0, I): the means are frozen zeros.
+    standard = ChromaticVAE(VAEConfig(latent_dim=8, hidden_dim=16, prior="standard"))
+    assert not standard.prior.weight.requires_grad and standard.prior.weight.abs().sum() == 0
+
+
+def test_gaussian_kl_against_a_shifted_prior():
+    mean, logvar = torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)
+    torch.testing.assert_close(gaussian_kl(mean, logvar), torch.tensor([[0.5, 2.0]]))
+    # Against a prior centred on the posterior mean, equal variances: no KL at all.
+    torch.testing.assert_close(gaussian_kl(mean, logvar, mean.clone()), torch.zeros(1, 2))
+    torch.testing.assert_close(gaussian_kl(mean, torch.full((1, 2), math.log(4.0)), torch.zeros(1, 2)),
+                               0.5 * (mean ** 2 + 4 - 1 - math.log(4.0)))
+
+
+def test_key_to_c_moves_every_segment_to_the_tonic_c(cache):
+    rows = [int(r) for r in np.nonzero(cache.segments["key"] % 12 != 0)[0][:6]]
+    plain, in_c = RollDataset(cache, rows), RollDataset(cache, rows, key_to_c=True)
+    for i, row in enumerate(rows):
+        tonic = int(cache.segments[row]["key"]) % 12
+        shift = int(in_c[i]["shift"])
+        assert shift == shift_to_c(tonic) and -6 <= shift <= 5 and (tonic + shift) % 12 == 0
+        assert int(plain[i]["shift"]) == 0
+        moved = transpose_notes(cache.segment(row).notes, shift)
+        assert segment_tonic(Segment(moved)) == 0
+        # Onsets move by `shift` pitches in the roll; the rhythm is untouched.
+        a, b = plain[i]["roll"][0], in_c[i]["roll"][0]
+        assert torch.equal(a.sum(1), b.sum(1))
+
+
+def test_transposition_helpers():
+    assert [shift_to_c(t) for t in range(12)] == [0, -1, -2, -3, -4, -5, -6, 5, 4, 3, 2, 1]
+    notes = np.array([(0, 12, 60, 80, 0), (0, 12, 107, 80, 0)], dtype=NOTE_DTYPE)
+    moved = transpose_notes(notes, 3)
+    assert moved["pitch"].tolist() == [63, 98]           # 110 is past the piano: folded an octave down
+    assert notes["pitch"].tolist() == [60, 107]          # the input is untouched
+    assert tonic_shift(None) == 0 and tonic_shift("C") == 0
+    assert tonic_shift("G") == -5 and tonic_shift("f#") == 6 and tonic_shift("Bb") == -2 and tonic_shift("Db") == 1
+    with pytest.raises(StudioError, match="unknown tonic 'H'; choose one of C, C#, D"):
+        tonic_shift("H")
+
+
+def test_decode_to_another_tonic_transposes_the_notes(vae):
+    z = vae.sample_latents("YELLOW", 4, seed=3)
+    in_c, in_g = vae.decode(z, "YELLOW"), vae.decode(z, "YELLOW", tonic="G")
+    for a, b in zip(in_c, in_g):
+        np.testing.assert_array_equal(b.notes["start"], a.notes["start"])
+        np.testing.assert_array_equal(b.notes["pitch"], transpose_notes(a.notes, -5)["pitch"])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -489,7 +556,7 @@ def test_encode_and_interpolate(vae, cache, rows):
     z = vae.encode(segments, "RED")
     assert z.shape == (3, LATENT) and torch.isfinite(z).all()
     # encode is the posterior mean of the dataset's rolls.
-    ds_batch = next(iter(DataLoader(RollDataset(cache, rows), batch_size=3)))
+    ds_batch = next(iter(DataLoader(RollDataset(cache, rows, key_to_c=True), batch_size=3)))
     torch.testing.assert_close(z, vae.encode_rolls(ds_batch["roll"], torch.full((3,), MODES.index("RED"))))
     path = vae.interpolate(z[0], z[1], steps=6)
     assert path.shape == (6, LATENT)
@@ -539,6 +606,28 @@ def test_logits_to_segments_one_note():
     note = segment.notes[0]
     # Step 4 of sixteenths (3 ticks), four steps long, pitch index 39 above A0 (21) = middle C.
     assert (int(note["start"]), int(note["duration"]), int(note["pitch"]), int(note["velocity"])) == (12, 12, 60, 80)
+
+
+def test_pitch_window_keeps_the_peak_of_neighbouring_onsets_and_ends_overlaps():
+    out = _logits((4, 4))
+    out["onset"][0, 0, 39] = 3.0                   # C4 and a less likely C#4 and D4 at once: a blurred pitch
+    out["onset"][0, 0, 40] = 2.0
+    out["onset"][0, 0, 41] = 2.5
+    out["onset"][0, 0, 46] = 2.0                   # G4 is a fifth away: a chord tone, kept
+    out["sustain"][0, 0:8, 39] = 10.0              # C4 is held for two beats ...
+    out["onset"][0, 4, 41] = 10.0                  # ... but D4 starts on beat 2: the line moved on
+    out["sustain"][0, 4:8, 41] = 10.0
+    plain, = logits_to_segments(out, onset_threshold=0.5)
+    assert sorted((int(n["start"]), int(n["pitch"])) for n in plain.notes) == [
+        (0, 60), (0, 61), (0, 62), (0, 67), (12, 62)]
+    assert {int(n["pitch"]): int(n["duration"]) for n in plain.notes if n["start"] == 0}[60] == 24
+    peaked, = logits_to_segments(out, onset_threshold=0.5, pitch_window=2)
+    assert sorted((int(n["start"]), int(n["pitch"]), int(n["duration"])) for n in peaked.notes) == [
+        (0, 60, 12), (0, 67, 3), (12, 62, 12)]
+    # pitch_peaks alone: only local maxima on the pitch axis survive; window 0 changes nothing.
+    probs = torch.tensor([[[0.2, 0.9, 0.8, 0.1, 0.1, 0.7]]])
+    torch.testing.assert_close(pitch_peaks(probs, 2), torch.tensor([[[0.0, 0.9, 0.0, 0.0, 0.0, 0.7]]]))
+    assert torch.equal(pitch_peaks(probs, 0), probs)
 
 
 def test_logits_to_segments_repeated_onsets_and_chords():

@@ -5,6 +5,7 @@ Each example is a dict of tensors:
     valid       (steps,) bool               steps inside the segment (a 2/4 segment fills 32 of 64)
     mode        ()  long                    0..7 (MODES), or WHITE_INDEX for "no mode"
     attributes  (len(ATTRIBUTES),) float    rebracketing, temporal complexity in [0, 1]
+    shift       ()  long                    semitones the notes were moved (key_to_c), else 0
     metre       ()  long                    index into METRES
     log_tempo   ()  float                   log of quarter notes per minute
 """
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 
 from engines.data.cache import SegmentCache
 from engines.music.analyzer import MODES
-from engines.music.notes import bar_ticks, notes_to_roll, ticks_per_step
+from engines.music.notes import bar_ticks, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
 
 WHITE_INDEX = len(MODES)          # the "no mode" class of the conditioning embedding
 ATTRIBUTES = ("rebracketing", "temporal_complexity")
@@ -38,10 +39,14 @@ def metre_index(ts_num: int, ts_den: int) -> int:
 
 
 class RollDataset(Dataset):
-    """Piano rolls of the cache rows `indices` (e.g. cache.split_indices("train"))."""
+    """Piano rolls of the cache rows `indices` (e.g. cache.split_indices("train")).
+
+    `key_to_c` moves every segment (by -6..5 semitones) so that the key the analyzer found has the tonic C:
+    a model then learns C major and C minor only instead of spending latent capacity on 24 keys.
+    """
 
     def __init__(self, cache: SegmentCache, indices, steps_per_beat: int = 4, pitch_low: int = 21,
-                 pitch_high: int = 108, segment_bars: int = 4):
+                 pitch_high: int = 108, segment_bars: int = 4, key_to_c: bool = False):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
         self.steps_per_beat, self.pitch_low, self.pitch_high = steps_per_beat, pitch_low, pitch_high
@@ -52,19 +57,23 @@ class RollDataset(Dataset):
         self.attributes = torch.as_tensor(np.stack([rows[a] for a in ATTRIBUTES], axis=1).astype(np.float32))
         self.metres = torch.as_tensor([metre_index(int(n), int(d)) for n, d in zip(rows["ts_num"], rows["ts_den"])])
         self.log_tempo = torch.as_tensor(np.log(rows["tempo"].astype(np.float32)))
+        tonics = rows["key"].astype(np.int64) % 12  # key = tonic + 12 for minor keys
+        self.shifts = torch.as_tensor([shift_to_c(t) if key_to_c else 0 for t in tonics.tolist()])
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         segment = self.cache.segment(int(self.indices[i]))
-        roll = notes_to_roll(segment.notes, segment.bar_length, segment.num_bars, self.steps_per_beat,
+        notes = transpose_notes(segment.notes, int(self.shifts[i]), self.pitch_low, self.pitch_high)
+        roll = notes_to_roll(notes, segment.bar_length, segment.num_bars, self.steps_per_beat,
                              self.pitch_low, self.pitch_high)
         steps_used = self._steps_used(segment)
         valid = torch.zeros(self.steps, dtype=torch.bool)
         valid[:steps_used] = True
         return {"roll": torch.from_numpy(roll), "valid": valid, "mode": self.modes[i],
-                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i]}
+                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i],
+                "shift": self.shifts[i]}
 
     def _steps_used(self, segment) -> int:
         step = ticks_per_step(segment.bar_length, self.steps_per_beat)

@@ -3,11 +3,12 @@
     reconstruction   note F1 (onset + pitch), precision, recall, piano-roll MSE of the posterior mean, decoded
                      with the onset threshold finalize chose on the validation split
     active_units     share of latent dims whose posterior mean varies across the test set (variance > 0.01)
-    kl               mean KL(q(z|x) || N(0, I)) per segment
+    kl               mean KL(q(z|x, mode) || p(z | mode)) per segment
     consistency      share of prior samples the analyzer assigns the requested mode, per mode and overall
-    attributes       Spearman correlation between the shift along an attribute vector (-2..2) and the
-                     attribute the analyzer measures on the decoded segments (mean per shift)
-    interpolation    decoded neighbours along 10-step slerp paths differ less than the two endpoints do
+    attributes       Spearman correlation between the shift along an attribute vector (-2..2) of prior draws
+                     and the attribute the analyzer measures on the decoded segments (mean per shift)
+    interpolation    decoded neighbours along 10-step slerp paths between two prior draws of one mode differ
+                     less than the two endpoints do
     latency_ms       one 4-bar segment sampled and decoded, median
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from engines.data.torch_dataset import RollDataset
 from engines.errors import StudioError
 from engines.evaluation.reconstruction import note_f1
 from engines.music.analyzer import MODES, ChromaticAnalyzer
-from engines.models.trained_vae import TrainedVAE
+from engines.models.trained_vae import TrainedVAE, pitch_peaks
+from engines.models.vae import gaussian_kl
 
 SHIFTS = np.linspace(-2, 2, 9)
 
@@ -39,19 +41,20 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
     if limit and limit < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
     d = cfg.data
-    loader = DataLoader(RollDataset(cache, indices, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars),
+    loader = DataLoader(RollDataset(cache, indices, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,
+                                    vae.model.config.key_to_c),
                         batch_size=256)
     predicted, target, valid, means, kls, squared = [], [], [], [], [], []
     for batch in loader:
         mean, logvar = vae.model.encode(batch["roll"], batch["mode"])
         out = vae.model.decode(mean, batch["mode"], batch["attributes"])
-        predicted.append(torch.sigmoid(out["onset"]) >= vae.onset_threshold)
+        predicted.append(pitch_peaks(torch.sigmoid(out["onset"]), vae.pitch_window) >= vae.onset_threshold)
         target.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])
         probs = torch.stack([torch.sigmoid(out["onset"]), torch.sigmoid(out["sustain"])], 1)
         squared.append(((probs - (batch["roll"] > 0).float()) ** 2).mean(dim=(1, 2, 3)))
         means.append(mean)
-        kls.append(0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(1))
+        kls.append(gaussian_kl(mean, logvar, vae.model.prior_mean(batch["mode"])).sum(1))
     scores = note_f1(torch.cat(predicted), torch.cat(target), torch.cat(valid))
     means = torch.cat(means)
     result = {"f1": round(scores["f1"], 4), "precision": round(scores["precision"], 4),
@@ -81,9 +84,8 @@ def consistency(vae: TrainedVAE, analyzer: ChromaticAnalyzer, n_per_mode: int, s
 
 def attribute_response(vae: TrainedVAE, analyzer: ChromaticAnalyzer, name: str, n: int, seed: int) -> dict:
     """Mean measured attribute of decoded segments at each shift; Spearman between shift and that mean."""
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, vae.latent_dim, generator=generator)
     modes = [MODES[i % len(MODES)] for i in range(n)]
+    z = torch.cat([vae.sample_latents(mode, 1, seed=seed + i) for i, mode in enumerate(modes)])  # prior draws
     vector = vae.attribute_vector(name)
     means = []
     for amount in SHIFTS:
@@ -108,11 +110,10 @@ def _distance(a, b) -> float:
 
 
 def interpolation_smoothness(vae: TrainedVAE, pairs: int, seed: int) -> dict:
-    generator = torch.Generator().manual_seed(seed)
     ratios, smooth = [], 0
     for p in range(pairs):
-        z1, z2 = torch.randn(2, vae.latent_dim, generator=generator)
         mode = MODES[p % len(MODES)]
+        z1, z2 = vae.sample_latents(mode, 2, seed=seed + p)  # two prior draws of one mode
         path = vae.decode(vae.interpolate(z1, z2, 10), mode)
         neighbours = [_distance(a, b) for a, b in zip(path, path[1:])]
         endpoints = _distance(path[0], path[-1])

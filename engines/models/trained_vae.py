@@ -4,6 +4,10 @@
     segments, z = vae.sample("RED", n=4, temperature=1.0, seed=1)
     path = vae.decode(vae.interpolate(z[0], z[1], steps=8), mode="RED")
 
+Keys: a checkpoint trained with `key_to_c` (the default) writes in C major or C minor; `encode` moves a
+segment to the tonic C first (by the key the analyzer estimates) and `decode(..., tonic="G")` moves the
+result to another tonic, the nearer way (-6..5 semitones).
+
 Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
 (0.5 if it has none) and the note lasts while the sustain probability >= 0.5; the metre is the metre head's argmax and the tempo its prediction. The corpus carries no
 dynamics, so every note gets DEFAULT_VELOCITY.
@@ -14,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engines.data.torch_dataset import METRES, WHITE_INDEX
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
-from engines.music.notes import Segment, bar_ticks, notes_to_roll, roll_to_notes, ticks_per_step
+from engines.music.features import PITCH_NAMES, estimate_key, pitch_class_histogram
+from engines.music.notes import (Segment, bar_ticks, notes_to_roll, roll_to_notes, shift_to_c, ticks_per_step,
+                                 transpose_notes)
 from engines.models.latent_map import LatentMap
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
@@ -38,10 +45,38 @@ def mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
+def pitch_peaks(onset: torch.Tensor, window: int) -> torch.Tensor:
+    """Onset probabilities (B, T, P) with every value that is not the largest within `window` semitones at its
+    step set to 0 (window 0 = unchanged).
+
+    A factorised decoder unsure between two neighbouring pitches gives both a high probability, and
+    thresholding then sounds both: a minor or major second the data rarely starts at once. Keeping the local
+    peak on the pitch axis decodes "one of the two", as peak picking does in pitch estimation.
+    """
+    if window <= 0:
+        return onset
+    peaks = F.max_pool1d(onset.flatten(0, 1)[:, None], 2 * window + 1, stride=1, padding=window).view_as(onset)
+    return torch.where(onset >= peaks, onset, torch.zeros_like(onset))
+
+
+def neighbour_onsets(onsets: np.ndarray, window: int) -> np.ndarray:
+    """(T, P) bool: a note starts within `window` semitones of this pitch at this step, but not on it."""
+    padded = np.pad(onsets, ((0, 0), (window, window)))
+    near = np.zeros_like(onsets)
+    for offset in range(-window, window + 1):
+        if offset:
+            near |= padded[:, window + offset:window + offset + onsets.shape[1]]
+    return near & ~onsets
+
+
 def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4,
-                       onset_threshold: float = ONSET_THRESHOLD) -> list[Segment]:
-    """Decoder output (onset/sustain (B, T, P) logits, metre, log_tempo) -> Segments."""
-    onset = torch.sigmoid(out["onset"]).cpu().numpy()
+                       onset_threshold: float = ONSET_THRESHOLD, pitch_window: int = 0) -> list[Segment]:
+    """Decoder output (onset/sustain (B, T, P) logits, metre, log_tempo) -> Segments.
+
+    `pitch_window` > 0 keeps only onsets that peak within that many semitones at their step (pitch_peaks),
+    and ends a held note where a note within that many semitones starts: a blurred sustain otherwise lets a
+    melody's notes overlap by a step, and each overlap is a second the analyzer hears as dissonance."""
+    onset = pitch_peaks(torch.sigmoid(out["onset"]), pitch_window).cpu().numpy()
     sustain = torch.sigmoid(out["sustain"]).cpu().numpy()
     metres = out["metre"].argmax(dim=1).tolist()
     tempos = torch.exp(out["log_tempo"]).clamp(30, 300).tolist()
@@ -50,13 +85,33 @@ def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, 
         num, den = METRES[metres[b]]
         bar = bar_ticks(num, den)
         steps_used = segment_bars * bar // ticks_per_step(bar, steps_per_beat)
-        roll = np.stack([onset[b], np.where(sustain[b] >= SUSTAIN_THRESHOLD, DEFAULT_VELOCITY / 127, 0.0)])
+        held = sustain[b] >= SUSTAIN_THRESHOLD
+        if pitch_window > 0:
+            held &= ~neighbour_onsets(onset[b] >= onset_threshold, pitch_window)
+        roll = np.stack([onset[b], np.where(held, DEFAULT_VELOCITY / 127, 0.0)])
         roll[:, steps_used:] = 0  # steps past the last bar of this metre are padding
         notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, onset_threshold, 0.5 / 127)
         notes["velocity"] = DEFAULT_VELOCITY
         segments.append(Segment(notes=notes, ts_num=num, ts_den=den, num_bars=segment_bars,
                                 tempo_qpm=round(float(tempos[b]), 1)))
     return segments
+
+
+def tonic_shift(tonic: str | None) -> int:
+    """Semitones (-6..5) from C to the tonic named (C, C#, Db, D, ... B); None or "" = 0."""
+    if not tonic:
+        return 0
+    names = {name.lower(): i for i, name in enumerate(PITCH_NAMES)}
+    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10})
+    key = str(tonic).strip().lower()
+    if key not in names:
+        raise StudioError(f"unknown tonic '{tonic}'; choose one of {', '.join(PITCH_NAMES)}")
+    return -shift_to_c(names[key])
+
+
+def segment_tonic(segment: Segment) -> int:
+    """Pitch class of the tonic of the key the analyzer estimates for a segment (0 = C)."""
+    return estimate_key(pitch_class_histogram(segment.notes))[0]
 
 
 class TrainedVAE:
@@ -68,6 +123,7 @@ class TrainedVAE:
         self.vectors: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in payload.get("vectors", {}).items()}
         # Chosen on the validation split by finalize (engines/training/vae_finalize.py).
         self.onset_threshold = float(payload.get("onset_threshold", ONSET_THRESHOLD))
+        self.pitch_window = int(model.config.pitch_window)
         self.latent_map: LatentMap | None = LatentMap(payload["latent_map"]) if "latent_map" in payload else None
 
     @classmethod
@@ -82,8 +138,10 @@ class TrainedVAE:
         return self.model.config.latent_dim
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None) -> list[Segment]:
-        """Latents (B, D) -> Segments. `attributes` {"rebracketing": x, "temporal_complexity": y} or None."""
+    def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None,
+               tonic: str | None = None) -> list[Segment]:
+        """Latents (B, D) -> Segments. `attributes` {"rebracketing": x, "temporal_complexity": y} or None;
+        `tonic` moves a key_to_c model's output from C to that tonic."""
         z = z.reshape(-1, self.latent_dim).to(self.device)
         modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
         attr = None
@@ -91,25 +149,30 @@ class TrainedVAE:
             attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
                                 device=self.device).repeat(z.shape[0], 1)
         out = self.model.decode(z, modes, attr)
-        return logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"], self.data["segment_bars"],
-                                  self.onset_threshold)
+        segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
+                                      self.data["segment_bars"], self.onset_threshold, self.pitch_window)
+        semitones = tonic_shift(tonic)
+        for segment in segments:
+            segment.notes = transpose_notes(segment.notes, semitones, self.data["pitch_low"], self.data["pitch_high"])
+        return segments
 
     @torch.no_grad()
     def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
-        """n latents (n, D) from the prior N(0, temperature^2 I)."""
+        """n latents (n, D) from the prior p(z | mode) = N(mu_mode, temperature^2 I) (mu = 0 for a standard prior)."""
         if not 0 < temperature <= 5:
             raise StudioError(f"temperature must lie in (0, 5], got {temperature}")
         if not 1 <= n <= 256:
             raise StudioError(f"n must lie in 1..256, got {n}")
-        mode_index(mode)  # validates the mode
+        index = torch.tensor([mode_index(mode)], device=self.device)
         generator = torch.Generator().manual_seed(int(seed))
-        return torch.randn(n, self.latent_dim, generator=generator) * temperature
+        noise = torch.randn(n, self.latent_dim, generator=generator) * temperature
+        return self.model.prior_mean(index).cpu() + noise
 
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
-               attributes: dict | None = None) -> tuple[list[Segment], torch.Tensor]:
+               attributes: dict | None = None, tonic: str | None = None) -> tuple[list[Segment], torch.Tensor]:
         """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D)."""
         z = self.sample_latents(mode, n, temperature, seed)
-        return self.decode(z, mode, attributes), z
+        return self.decode(z, mode, attributes, tonic), z
 
     @torch.no_grad()
     def encode_rolls(self, rolls: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
@@ -118,9 +181,15 @@ class TrainedVAE:
         return mean.cpu()
 
     def encode(self, segments: list[Segment], mode: str = WHITE) -> torch.Tensor:
+        """Posterior means (B, D) of segments (moved to the tonic C first when the model was trained so)."""
         d = self.data
-        rolls = torch.stack([torch.from_numpy(notes_to_roll(s.notes, s.bar_length, s.num_bars, d["steps_per_beat"],
-                                                            d["pitch_low"], d["pitch_high"])) for s in segments])
+        rolls = []
+        for s in segments:
+            semitones = shift_to_c(segment_tonic(s)) if self.model.config.key_to_c and len(s.notes) else 0
+            notes = transpose_notes(s.notes, semitones, d["pitch_low"], d["pitch_high"])
+            rolls.append(torch.from_numpy(notes_to_roll(notes, s.bar_length, s.num_bars, d["steps_per_beat"],
+                                                        d["pitch_low"], d["pitch_high"])))
+        rolls = torch.stack(rolls)
         modes = torch.full((len(segments),), mode_index(mode), dtype=torch.long)
         return self.encode_rolls(rolls, modes)
 

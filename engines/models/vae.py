@@ -6,6 +6,12 @@
              -> (B, H, T/4) -> transposed convolutions -> onset and sustain logits    (B, 2, T, P)
              + heads for the metre (class of METRES) and the log tempo
 
+    prior    "conditional": a learned Gaussian p(z | mode) = N(mu_mode, I) per mode (and one for WHITE); the
+             KL term pulls each mode's posteriors towards its own centre, so a draw from p(z | RED) lands
+             where RED segments live. The variance stays 1: a learned scale could shrink posteriors and
+             prior together at no cost in KL, and latent distances would stop meaning anything.
+             "standard": N(0, I) for every mode.
+
 Why this shape: a 4-bar roll is 64 steps x 88 pitches but holds ~20 notes, so convolving over time with
 pitches as channels is cheap on a CPU (one segment decodes in a few ms) while every layer still sees
 all pitches, which is what chords and voice leading need. The encoder is conditioned on the mode too, so
@@ -59,6 +65,10 @@ class ChromaticVAE(nn.Module):
             nn.GroupNorm(8, h), nn.GELU(),
             nn.ConvTranspose1d(h, 2 * pitches, 4, stride=2, padding=1),
         )
+        # Mean of p(z | mode) per mode; zeros = N(0, I), which "standard" keeps frozen.
+        self.prior = nn.Embedding(WHITE_INDEX + 1, latent)
+        nn.init.zeros_(self.prior.weight)
+        self.prior.weight.requires_grad_(config.prior == "conditional")
         self.metre_head = nn.Linear(latent + config.mode_embedding, len(METRES))
         self.tempo_head = nn.Linear(latent + config.mode_embedding, 1)
 
@@ -71,6 +81,10 @@ class ChromaticVAE(nn.Module):
         stats = self.to_posterior(torch.cat([h, self.mode_embedding(mode)], dim=1))
         mean, logvar = stats.chunk(2, dim=1)
         return mean, logvar.clamp(-12, 8)
+
+    def prior_mean(self, mode: torch.Tensor) -> torch.Tensor:
+        """mode (B,) -> mean of p(z | mode), (B, latent); the prior's variance is 1 in every dimension."""
+        return self.prior(mode)
 
     def decode(self, z: torch.Tensor, mode: torch.Tensor, attributes: torch.Tensor | None = None) -> dict:
         """z (B, latent), mode (B,), attributes (B, 2) or None -> logits dict.
@@ -99,8 +113,14 @@ class ChromaticVAE(nn.Module):
         mean, logvar = self.encode(batch["roll"], mode)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if self.training else mean
         out = self.decode(z, mode, attributes)
-        out.update(mean=mean, logvar=logvar)
+        out.update(mean=mean, logvar=logvar, prior_mean=self.prior_mean(mode))
         return out
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(N(mean, e^logvar) || N(prior_mean, I)) per dimension, (B, D); prior_mean None = 0."""
+    offset = mean if prior_mean is None else mean - prior_mean
+    return 0.5 * (offset ** 2 + logvar.exp() - 1 - logvar)
 
 
 def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
@@ -121,7 +141,7 @@ def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
     sustain = (per_step(out["sustain"], target_sustain) * valid).sum() / n_valid
     metre = F.cross_entropy(out["metre"], batch["metre"])
     tempo = F.mse_loss(out["log_tempo"], batch["log_tempo"])
-    kl_per_dim = 0.5 * (out["mean"] ** 2 + out["logvar"].exp() - 1 - out["logvar"]).mean(0)  # (latent,)
+    kl_per_dim = gaussian_kl(out["mean"], out["logvar"], out.get("prior_mean")).mean(0)  # (latent,)
     kl_penalised = torch.clamp(kl_per_dim, min=config.free_bits).sum()
     loss = onset + sustain + metre + tempo + beta * kl_penalised / out["onset"].shape[1]
     return {"loss": loss, "onset": onset, "sustain": sustain, "metre": metre, "tempo": tempo,

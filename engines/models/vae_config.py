@@ -17,9 +17,15 @@ class VAEConfig:
     free_bits: float = 0.05          # minimum KL per latent dimension (nats), against posterior collapse
     onset_pos_weight: float = 8.0    # onsets are ~0.3 % of the roll: weigh positives up in the BCE
     condition_dropout: float = 0.1   # share of batches trained as WHITE (no mode) / without attributes
+    key_to_c: bool = True            # train on segments moved to the tonic C (the model writes in C major/minor)
+    prior: Literal["standard", "conditional"] = "conditional"  # N(0, I), or a learned N(mu_mode, sigma_mode^2)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 128
     epochs: int = 200
     dropout: float = 0.1
+    select_by: Literal["val_loss", "val_f1"] = "val_f1"  # which epoch best.pt keeps: lowest validation loss
+                                     # (ELBO at full beta) or highest validation note F1
+    pitch_window: int = 2            # decoding: onsets peak within a whole tone; a held note ends where a
+                                     # note starts that close (trained_vae.logits_to_segments); 0 = plain
     attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity"])

@@ -31,6 +31,20 @@ def fold_pitch(pitch: int, low: int = 21, high: int = 108) -> int:
     return pitch
 
 
+def shift_to_c(tonic: int) -> int:
+    """Semitones (-6..5) that move a key with this tonic pitch class (0 = C) to a tonic of C, the nearer way."""
+    return (-int(tonic) + 6) % 12 - 6
+
+
+def transpose_notes(notes: np.ndarray, semitones: int, low: int = 21, high: int = 108) -> np.ndarray:
+    """A copy of `notes` moved by `semitones`; a note pushed out of [low, high] is folded back by octaves."""
+    out = notes.copy()
+    if semitones and len(out):
+        pitches = out["pitch"].astype(int) + int(semitones)
+        out["pitch"] = [fold_pitch(p, low, high) for p in pitches.tolist()]
+    return out
+
+
 def effective_tempo(tempos: np.ndarray | None, start: int, end: int, default: float) -> float:
     """The steady tempo that lasts as long as the span [start, end) does under a tempo map."""
     if tempos is None or len(tempos) == 0 or end <= start:

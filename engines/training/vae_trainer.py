@@ -2,8 +2,9 @@
 
 Each epoch: a pass over the training split (β from its schedule), validation (losses and note F1 of the
 posterior mean), one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and, when the
-validation loss improves, `best.pt` (the model checkpoint). Stops after `epochs` or `max_minutes`, then
-stores the latent attribute vectors in best.pt (engines/training/vae_finalize.py).
+validation improves (`select_by`: note F1 by default, or loss), `best.pt` (the model checkpoint). Stops
+after `epochs` or `max_minutes`, then stores the latent vectors, map and decoding threshold in best.pt
+(engines/training/vae_finalize.py).
 Runs on CPU, on CUDA when present, and under `torchrun` as DDP (gloo on CPU).
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _datasets(cfg: Config, limit: int = 0):
     train, val = cache.split_indices("train"), cache.split_indices("validation")
     if limit:
         train, val = train[:limit], val[:max(limit // 4, 8)]
-    make = lambda idx: RollDataset(cache, idx, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars)  # noqa
+    make = lambda idx: RollDataset(cache, idx, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,  # noqa
+                                    cfg.model.vae.key_to_c)
     return make(train), make(val)
 
 
@@ -126,7 +128,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
             log.write(row)
             print(f"epoch {epoch + 1}: train {row['train_loss']:.3f} val {row['val_loss']:.3f} "
                   f"F1 {row['val_f1']:.3f} KL {row['val_kl']:.1f} ({row['minutes']:.1f} min)", flush=True)
-            if row["val_loss"] < best["val_loss"]:
+            if _better(row, best, vc.select_by):
                 best = row
                 save_checkpoint(checkpoint_payload(model, row, {"data": _data_meta(cfg)}), out_dir / "best.pt")
             save_checkpoint({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -142,6 +144,16 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
         torch.distributed.barrier()  # no rank leaves before rank 0 has written and finalized best.pt
     ddp_teardown()
     return best if main else {}
+
+
+def _better(row: dict, best: dict, select_by: str) -> bool:
+    """Whether this epoch's validation beats the best so far: lower val_loss, or higher val_f1.
+
+    The loss (at full β) favours the ends of β cycles, where the KL is smallest; note F1 favours the epoch
+    that reconstructs best, which is what the reconstruction bar measures."""
+    if select_by == "val_f1":
+        return row["val_f1"] > best.get("val_f1", -1.0)
+    return row["val_loss"] < best["val_loss"]
 
 
 def _data_meta(cfg: Config) -> dict:
