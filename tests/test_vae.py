@@ -700,6 +700,9 @@ def test_cli_generate_errors(checkpoint, tmp_path, capsys):
     code = main(["generate", "--engine", "vae", "--n", "0", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(checkpoint[0])])
     assert code == 2 and capsys.readouterr().err == "error: n must lie in 1..256, got 0\n"
+    code = main(["generate", "--engine", "vae", "--tonic", "H", "--out", str(tmp_path / "gen"),
+                 "--checkpoint", str(checkpoint[0])])
+    assert code == 2 and capsys.readouterr().err.startswith("error: unknown tonic 'H'; choose one of C, C#, D")
     code = main(["generate", "--engine", "vae", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(tmp_path / "missing.pt")])
     assert code == 2 and "missing.pt' does not exist" in capsys.readouterr().err

@@ -9,8 +9,10 @@ segment to the tonic C first (by the key the analyzer estimates) and `decode(...
 result to another tonic, the nearer way (-6..5 semitones).
 
 Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
-(0.5 if it has none) and the note lasts while the sustain probability >= 0.5; the metre is the metre head's argmax and the tempo its prediction. The corpus carries no
-dynamics, so every note gets DEFAULT_VELOCITY.
+(0.5 if it has none) and the note lasts while the sustain probability >= 0.5; with the config's
+`pitch_window` only the peak of onsets that close in pitch sounds, and a held note ends where such a
+neighbour starts (logits_to_segments). The metre is the metre head's argmax and the tempo its prediction.
+The corpus carries no dynamics, so every note gets DEFAULT_VELOCITY.
 """
 from __future__ import annotations
 
