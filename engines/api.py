@@ -22,7 +22,7 @@ from engines.data.midi_io import segment_to_score, segments_to_score, write_segm
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
-from engines.music.features import PITCH_NAMES, key_name
+from engines.music.features import key_name
 from engines.music.notes import TICKS_PER_QUARTER, Segment
 from engines.registry import ModelRegistry
 

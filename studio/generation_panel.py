@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODES, PITCH_NAMES, GenerateParams, StudioEngine
+from engines.api import MODES, GenerateParams, StudioEngine
+from engines.music.features import PITCH_NAMES
 from studio.widgets import analysis_markdown, guarded, mode_chip, piano_roll_figure
 
 MAX_RESULTS = 8

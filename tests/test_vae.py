@@ -479,9 +479,9 @@ def test_key_to_c_moves_every_segment_to_the_tonic_c(cache):
     plain, in_c = RollDataset(cache, rows), RollDataset(cache, rows, key_to_c=True)
     for i, row in enumerate(rows):
         tonic = int(cache.segments[row]["key"]) % 12
-        shift = int(in_c[i]["shift"])
+        shift = in_c.shifts[i]
         assert shift == shift_to_c(tonic) and -6 <= shift <= 5 and (tonic + shift) % 12 == 0
-        assert int(plain[i]["shift"]) == 0
+        assert plain.shifts[i] == 0
         moved = transpose_notes(cache.segment(row).notes, shift)
         assert segment_tonic(Segment(moved)) == 0
         # Onsets move by `shift` pitches in the roll; the rhythm is untouched.

@@ -5,7 +5,6 @@ Each example is a dict of tensors:
     valid       (steps,) bool               steps inside the segment (a 2/4 segment fills 32 of 64)
     mode        ()  long                    0..7 (MODES), or WHITE_INDEX for "no mode"
     attributes  (len(ATTRIBUTES),) float    rebracketing, temporal complexity in [0, 1]
-    shift       ()  long                    semitones the notes were moved (key_to_c), else 0
     metre       ()  long                    index into METRES
     log_tempo   ()  float                   log of quarter notes per minute
 """
@@ -58,22 +57,26 @@ class RollDataset(Dataset):
         self.metres = torch.as_tensor([metre_index(int(n), int(d)) for n, d in zip(rows["ts_num"], rows["ts_den"])])
         self.log_tempo = torch.as_tensor(np.log(rows["tempo"].astype(np.float32)))
         tonics = rows["key"].astype(np.int64) % 12  # key = tonic + 12 for minor keys
-        self.shifts = torch.as_tensor([shift_to_c(t) if key_to_c else 0 for t in tonics.tolist()])
+        self.shifts = [shift_to_c(t) if key_to_c else 0 for t in tonics.tolist()]  # semitones per segment
+
+    @classmethod
+    def for_config(cls, cache: SegmentCache, indices, data, key_to_c: bool = False) -> "RollDataset":
+        """The dataset of `indices` with the roll geometry of a DataConfig (`cfg.data`)."""
+        return cls(cache, indices, data.steps_per_beat, data.pitch_low, data.pitch_high, data.segment_bars, key_to_c)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         segment = self.cache.segment(int(self.indices[i]))
-        notes = transpose_notes(segment.notes, int(self.shifts[i]), self.pitch_low, self.pitch_high)
+        notes = transpose_notes(segment.notes, self.shifts[i], self.pitch_low, self.pitch_high)
         roll = notes_to_roll(notes, segment.bar_length, segment.num_bars, self.steps_per_beat,
                              self.pitch_low, self.pitch_high)
         steps_used = self._steps_used(segment)
         valid = torch.zeros(self.steps, dtype=torch.bool)
         valid[:steps_used] = True
         return {"roll": torch.from_numpy(roll), "valid": valid, "mode": self.modes[i],
-                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i],
-                "shift": self.shifts[i]}
+                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i]}
 
     def _steps_used(self, segment) -> int:
         step = ticks_per_step(segment.bar_length, self.steps_per_beat)

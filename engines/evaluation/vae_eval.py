@@ -27,7 +27,7 @@ from engines.data.torch_dataset import RollDataset
 from engines.errors import StudioError
 from engines.evaluation.reconstruction import note_f1
 from engines.music.analyzer import MODES, ChromaticAnalyzer
-from engines.models.trained_vae import TrainedVAE, pitch_peaks
+from engines.models.trained_vae import TrainedVAE
 from engines.models.vae import gaussian_kl
 
 SHIFTS = np.linspace(-2, 2, 9)
@@ -40,15 +40,12 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
     indices = cache.split_indices("test")
     if limit and limit < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
-    d = cfg.data
-    loader = DataLoader(RollDataset(cache, indices, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,
-                                    vae.model.config.key_to_c),
-                        batch_size=256)
+    loader = DataLoader(RollDataset.for_config(cache, indices, cfg.data, vae.model.config.key_to_c), batch_size=256)
     predicted, target, valid, means, kls, squared = [], [], [], [], [], []
     for batch in loader:
         mean, logvar = vae.model.encode(batch["roll"], batch["mode"])
         out = vae.model.decode(mean, batch["mode"], batch["attributes"])
-        predicted.append(pitch_peaks(torch.sigmoid(out["onset"]), vae.pitch_window) >= vae.onset_threshold)
+        predicted.append(vae.onset_probabilities(out["onset"]) >= vae.onset_threshold)
         target.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])
         probs = torch.stack([torch.sigmoid(out["onset"]), torch.sigmoid(out["sustain"])], 1)

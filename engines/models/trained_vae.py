@@ -99,16 +99,18 @@ def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, 
     return segments
 
 
+# Tonic names a user may type, lower case -> pitch class: PITCH_NAMES plus the other spelling of each black key.
+TONICS = {**{name.lower(): i for i, name in enumerate(PITCH_NAMES)}, "db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10}
+
+
 def tonic_shift(tonic: str | None) -> int:
     """Semitones (-6..5) from C to the tonic named (C, C#, Db, D, ... B); None or "" = 0."""
     if not tonic:
         return 0
-    names = {name.lower(): i for i, name in enumerate(PITCH_NAMES)}
-    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10})
     key = str(tonic).strip().lower()
-    if key not in names:
+    if key not in TONICS:
         raise StudioError(f"unknown tonic '{tonic}'; choose one of {', '.join(PITCH_NAMES)}")
-    return -shift_to_c(names[key])
+    return -shift_to_c(TONICS[key])
 
 
 def segment_tonic(segment: Segment) -> int:
@@ -134,6 +136,10 @@ class TrainedVAE:
         if payload.get("engine") != "vae":
             raise StudioError(f"'{Path(path).name}' is not a VAE checkpoint")
         return cls(model_from_checkpoint(payload), payload, device)
+
+    def onset_probabilities(self, onset_logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, P) onset logits -> the probabilities decoding thresholds (peaks within pitch_window only)."""
+        return pitch_peaks(torch.sigmoid(onset_logits), self.pitch_window)
 
     @property
     def latent_dim(self) -> int:

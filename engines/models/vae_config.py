@@ -18,7 +18,7 @@ class VAEConfig:
     onset_pos_weight: float = 8.0    # onsets are ~0.3 % of the roll: weigh positives up in the BCE
     condition_dropout: float = 0.1   # share of batches trained as WHITE (no mode) / without attributes
     key_to_c: bool = True            # train on segments moved to the tonic C (the model writes in C major/minor)
-    prior: Literal["standard", "conditional"] = "conditional"  # N(0, I), or a learned N(mu_mode, sigma_mode^2)
+    prior: Literal["standard", "conditional"] = "conditional"  # N(0, I), or a learned N(mu_mode, I)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 128

@@ -21,7 +21,7 @@ from engines.data.torch_dataset import RollDataset
 from engines.evaluation.reconstruction import note_f1
 from engines.music.analyzer import AXES, MODES
 from engines.models.latent_map import fit_latent_map
-from engines.models.trained_vae import TrainedVAE, pitch_peaks
+from engines.models.trained_vae import TrainedVAE
 from engines.sampling.latent import attribute_vector
 from engines.training.common import save_checkpoint
 
@@ -33,10 +33,7 @@ def encode_split(vae: TrainedVAE, cfg: Config, split: str = "train", limit: int 
     indices = cache.split_indices(split)
     if limit and limit < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
-    d = cfg.data
-    loader = DataLoader(RollDataset(cache, indices, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,
-                                    vae.model.config.key_to_c),
-                        batch_size=512)
+    loader = DataLoader(RollDataset.for_config(cache, indices, cfg.data, vae.model.config.key_to_c), batch_size=512)
     latents = [vae.encode_rolls(batch["roll"], batch["mode"]) for batch in loader]
     return torch.cat(latents), indices
 
@@ -70,15 +67,12 @@ def calibrate_onset_threshold(vae: TrainedVAE, cfg: Config, limit: int = 0) -> t
     indices = cache.split_indices("validation")
     if limit and limit < len(indices):
         indices = indices[:limit]
-    d = cfg.data
-    loader = DataLoader(RollDataset(cache, indices, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,
-                                    vae.model.config.key_to_c),
-                        batch_size=512)
+    loader = DataLoader(RollDataset.for_config(cache, indices, cfg.data, vae.model.config.key_to_c), batch_size=512)
     probabilities, targets, valid = [], [], []
     for batch in loader:
         mean, _ = vae.model.encode(batch["roll"], batch["mode"])
         out = vae.model.decode(mean, batch["mode"], batch["attributes"])
-        probabilities.append(pitch_peaks(torch.sigmoid(out["onset"]), vae.pitch_window))
+        probabilities.append(vae.onset_probabilities(out["onset"]))
         targets.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])
     probabilities, targets, valid = torch.cat(probabilities), torch.cat(targets), torch.cat(valid)

@@ -32,13 +32,11 @@ LR_FLOOR = 0.05  # the learning rate anneals to this share of its start
 
 def _datasets(cfg: Config, limit: int = 0):
     cache = ensure_corpus_cache(cfg)
-    d = cfg.data
     train, val = cache.split_indices("train"), cache.split_indices("validation")
     if limit:
         train, val = train[:limit], val[:max(limit // 4, 8)]
-    make = lambda idx: RollDataset(cache, idx, d.steps_per_beat, d.pitch_low, d.pitch_high, d.segment_bars,  # noqa
-                                    cfg.model.vae.key_to_c)
-    return make(train), make(val)
+    return (RollDataset.for_config(cache, train, cfg.data, cfg.model.vae.key_to_c),
+            RollDataset.for_config(cache, val, cfg.data, cfg.model.vae.key_to_c))
 
 
 @torch.no_grad()
