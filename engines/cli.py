@@ -109,6 +109,8 @@ def cmd_train(args) -> None:
     cfg = _config(args)
     out = args.out or f"data/runs/{args.engine}"
     if args.finalize_only:
+        if args.engine != "vae":
+            raise StudioError("--finalize-only applies to the VAE only")
         from engines.training.vae_finalize import finalize_vae
 
         if not (Path(out) / "best.pt").is_file():
@@ -125,8 +127,13 @@ def cmd_train(args) -> None:
 
         best = train_vae(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
                          seed=args.seed, workers=args.workers)
+    elif args.engine == "diffusion":
+        from engines.training.diffusion_trainer import train_diffusion
+
+        best = train_diffusion(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
+                               seed=args.seed, workers=args.workers)
     else:
-        raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae")
+        raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae, diffusion")
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -147,13 +154,25 @@ def cmd_evaluate(args) -> None:
 def cmd_generate(args) -> None:
     from engines.analysis import analyze_segments
     from engines.data.midi_io import write_segment_midi
-    from engines.models.trained_vae import TrainedVAE
 
     cfg = _config(args)
-    if args.engine != "vae":
-        raise StudioError(f"engine '{args.engine}' cannot generate yet; available: vae")
-    vae = TrainedVAE.load(args.checkpoint or "assets/checkpoints/vae.pt")
-    segments, _ = vae.sample(args.mode, n=args.n, temperature=args.temperature, seed=args.seed, tonic=args.tonic)
+    checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
+    if args.engine == "vae":
+        from engines.models.trained_vae import TrainedVAE
+
+        segments, _ = TrainedVAE.load(checkpoint).sample(args.mode, n=args.n, temperature=args.temperature,
+                                                         seed=args.seed, tonic=args.tonic)
+    else:
+        from engines.models.trained_diffusion import TrainedDiffusion
+
+        if not Path(checkpoint).is_file():
+            raise StudioError(f"no diffusion checkpoint at '{checkpoint}': train one with `python -m engines "
+                              f"train --engine diffusion --out RUN` and pass --checkpoint RUN/best.pt")
+        steps = args.steps or cfg.generation.sampling.num_steps
+        guidance = cfg.generation.sampling.guidance_scale if args.guidance is None else args.guidance
+        segments = TrainedDiffusion.load(checkpoint).sample(args.mode, n=args.n, steps=steps, sampler=args.sampler,
+                                                            eta=args.eta, guidance_scale=guidance, seed=args.seed,
+                                                            metre=args.metre, tonic=args.tonic)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -225,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
 
     p = command("train", cmd_train, "train an engine on the segment cache (best.pt, last.pt, metrics.jsonl)")
-    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
     p.add_argument("--out", help="run directory (default data/runs/<engine>)")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this much training time")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -244,11 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
 
     p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
-    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
     p.add_argument("--mode", default="WHITE", help="BLACK RED ORANGE YELLOW GREEN BLUE INDIGO VIOLET or WHITE")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="VAE: prior temperature")
+    p.add_argument("--steps", type=int, help="diffusion: sampling steps (default generation.sampling.num_steps)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="diffusion: sampler")
+    p.add_argument("--eta", type=float, default=0.0, help="diffusion: DDIM eta (0 = deterministic)")
+    p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale "
+                                                  "(default generation.sampling.guidance_scale)")
+    p.add_argument("--metre", help="diffusion: time signature such as 3/4 (default: drawn for the mode)")
     p.add_argument("--tonic", help="tonic of the key to write in, e.g. G or Bb (default C)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")

@@ -1,5 +1,5 @@
-"""Config of the diffusion denoiser (the network arrives with the diffusion issue); torch-free, see vae_config."""
-from dataclasses import dataclass
+"""Config of the diffusion denoiser (engines/models/denoiser.py); torch-free, see vae_config."""
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -7,8 +7,19 @@ from typing import Literal
 class DiffusionConfig:
     num_steps: int = 1000                                  # T of the forward process
     noise_schedule: Literal["linear", "cosine"] = "cosine"
-    prediction: Literal["epsilon", "v"] = "v"
-    condition_dropout: float = 0.1                         # for classifier-free guidance
-    base_channels: int = 64
+    prediction: Literal["epsilon", "v"] = "v"              # v stays well scaled at both ends of the schedule
+    condition_dropout: float = 0.1                         # share trained without mode / attributes (for CFG)
+    base_channels: int = 96                                # channels at full time resolution
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # per U-Net level (T, T/2, T/4)
+    blocks_per_level: int = 1                              # 3.4 M parameters: 50 DDIM steps in ~0.5 s on 2 cores
+    attention_heads: int = 4                               # self-attention at the coarsest level (T/4 steps)
+    embedding_dim: int = 256                               # time + mode + attributes + metre conditioning
+    dropout: float = 0.1
+    key_to_c: bool = True                                  # train in C; generation moves to any tonic
     learning_rate: float = 2e-4
+    weight_decay: float = 0.0
     batch_size: int = 64
+    epochs: int = 100
+    ema_decay: float = 0.999                               # sampling uses the exponential moving average
+    onset_threshold: float = 0.0                           # decoding: x0 onset channel above this starts a note
+    pitch_window: int = 2                                  # decoding: as the VAE's (roll_decoding.py)

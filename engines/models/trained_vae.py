@@ -18,22 +18,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from engines.data.torch_dataset import METRES, WHITE_INDEX
+from engines.data.torch_dataset import WHITE_INDEX
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
-from engines.music.features import PITCH_NAMES, estimate_key, pitch_class_histogram
-from engines.music.notes import (Segment, bar_ticks, notes_to_roll, roll_to_notes, shift_to_c, ticks_per_step,
-                                 transpose_notes)
+from engines.music.notes import Segment, notes_to_roll, shift_to_c, transpose_notes
 from engines.models.latent_map import LatentMap
+from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_onsets, pitch_peaks,  # noqa: F401
+                                         probabilities_to_segments, segment_tonic, tonic_shift)
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
 from engines.training.common import load_checkpoint
 
-DEFAULT_VELOCITY = 80
 ONSET_THRESHOLD = 0.5
 SUSTAIN_THRESHOLD = 0.5
 
@@ -47,75 +44,13 @@ def mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
-def pitch_peaks(onset: torch.Tensor, window: int) -> torch.Tensor:
-    """Onset probabilities (B, T, P) with every value that is not the largest within `window` semitones at its
-    step set to 0 (window 0 = unchanged).
-
-    A factorised decoder unsure between two neighbouring pitches gives both a high probability, and
-    thresholding then sounds both: a minor or major second the data rarely starts at once. Keeping the local
-    peak on the pitch axis decodes "one of the two", as peak picking does in pitch estimation.
-    """
-    if window <= 0:
-        return onset
-    peaks = F.max_pool1d(onset.flatten(0, 1)[:, None], 2 * window + 1, stride=1, padding=window).view_as(onset)
-    return torch.where(onset >= peaks, onset, torch.zeros_like(onset))
-
-
-def neighbour_onsets(onsets: np.ndarray, window: int) -> np.ndarray:
-    """(T, P) bool: a note starts within `window` semitones of this pitch at this step, but not on it."""
-    padded = np.pad(onsets, ((0, 0), (window, window)))
-    near = np.zeros_like(onsets)
-    for offset in range(-window, window + 1):
-        if offset:
-            near |= padded[:, window + offset:window + offset + onsets.shape[1]]
-    return near & ~onsets
-
-
 def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4,
                        onset_threshold: float = ONSET_THRESHOLD, pitch_window: int = 0) -> list[Segment]:
-    """Decoder output (onset/sustain (B, T, P) logits, metre, log_tempo) -> Segments.
-
-    `pitch_window` > 0 keeps only onsets that peak within that many semitones at their step (pitch_peaks),
-    and ends a held note where a note within that many semitones starts: a blurred sustain otherwise lets a
-    melody's notes overlap by a step, and each overlap is a second the analyzer hears as dissonance."""
-    onset = pitch_peaks(torch.sigmoid(out["onset"]), pitch_window).cpu().numpy()
-    sustain = torch.sigmoid(out["sustain"]).cpu().numpy()
-    metres = out["metre"].argmax(dim=1).tolist()
-    tempos = torch.exp(out["log_tempo"]).clamp(30, 300).tolist()
-    segments = []
-    for b in range(onset.shape[0]):
-        num, den = METRES[metres[b]]
-        bar = bar_ticks(num, den)
-        steps_used = segment_bars * bar // ticks_per_step(bar, steps_per_beat)
-        held = sustain[b] >= SUSTAIN_THRESHOLD
-        if pitch_window > 0:
-            held &= ~neighbour_onsets(onset[b] >= onset_threshold, pitch_window)
-        roll = np.stack([onset[b], np.where(held, DEFAULT_VELOCITY / 127, 0.0)])
-        roll[:, steps_used:] = 0  # steps past the last bar of this metre are padding
-        notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, onset_threshold, 0.5 / 127)
-        notes["velocity"] = DEFAULT_VELOCITY
-        segments.append(Segment(notes=notes, ts_num=num, ts_den=den, num_bars=segment_bars,
-                                tempo_qpm=round(float(tempos[b]), 1)))
-    return segments
-
-
-# Tonic names a user may type, lower case -> pitch class: PITCH_NAMES plus the other spelling of each black key.
-TONICS = {**{name.lower(): i for i, name in enumerate(PITCH_NAMES)}, "db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10}
-
-
-def tonic_shift(tonic: str | None) -> int:
-    """Semitones (-6..5) from C to the tonic named (C, C#, Db, D, ... B); None or "" = 0."""
-    if not tonic:
-        return 0
-    key = str(tonic).strip().lower()
-    if key not in TONICS:
-        raise StudioError(f"unknown tonic '{tonic}'; choose one of {', '.join(PITCH_NAMES)}")
-    return -shift_to_c(TONICS[key])
-
-
-def segment_tonic(segment: Segment) -> int:
-    """Pitch class of the tonic of the key the analyzer estimates for a segment (0 = C)."""
-    return estimate_key(pitch_class_histogram(segment.notes))[0]
+    """Decoder output (onset/sustain (B, T, P) logits, metre logits, log_tempo) -> Segments (roll_decoding)."""
+    return probabilities_to_segments(torch.sigmoid(out["onset"]), torch.sigmoid(out["sustain"]),
+                                     out["metre"].argmax(dim=1).tolist(),
+                                     torch.exp(out["log_tempo"]).clamp(30, 300).tolist(), steps_per_beat,
+                                     pitch_low, segment_bars, onset_threshold, SUSTAIN_THRESHOLD, pitch_window)
 
 
 class TrainedVAE:
