@@ -35,8 +35,8 @@ def main(argv=None) -> int:
         return 2
     host = "0.0.0.0" if args.listen else (args.host or cfg.studio.host)
     # Load the VAE and compile umap's numba code while the page loads, so the first map click is fast.
-    threading.Thread(target=engine.warm_up, name="warm-up", daemon=True).start()
-    launch(engine, host, args.port or cfg.studio.port, share=args.share or cfg.studio.share)
+    warm = threading.Thread(target=engine.warm_up, name="warm-up", daemon=True)
+    launch(engine, host, args.port or cfg.studio.port, share=args.share or cfg.studio.share, after_build=warm.start)
     return 0
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
 from engines.music.features import key_name
-from engines.music.notes import TICKS_PER_QUARTER, Segment
+from engines.music.notes import TICKS_PER_QUARTER, Segment, bar_ticks, ticks_per_step
 from engines.registry import ModelRegistry
 
 RANGE_FILTERS = ("rebracketing", "temporal_complexity") + AXES
@@ -75,7 +78,26 @@ class GenerateParams:
     temperature: float = 1.0
     seed: int = 0
     attributes: dict | None = None   # {"rebracketing": x, "temporal_complexity": y} or None
-    tonic: str | None = None         # the key's tonic, e.g. "G" (None = C, where the VAE writes)
+    tonic: str | None = None         # the key's tonic, e.g. "G" (None = C, where the engines write)
+    # diffusion only
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 3.0
+    eta: float = 0.0
+    classifier_scale: float = 0.0    # classifier guidance (0 = off) toward `target`
+    target: str = "mode"             # "mode", "rebracketing=high", "mode,rebracketing=low", ...
+    init_midi: str | None = None     # inpainting: a MIDI file (its first segment) ...
+    keep_bars: list[int] | None = None  # ... and the bars of it to keep (1-based); the others are regenerated
+
+
+@dataclass
+class GenerationProgress:
+    """One step of a running diffusion generation, for the live view."""
+
+    step: int                        # steps done, 1..total
+    total: int
+    sounding: np.ndarray             # (n, steps, pitches) float32 in [0, 1]: the current x0's sustain channel
+    bar_steps: list[int]             # roll steps in one bar of each variation (its metre), for bar lines
 
 
 @dataclass
@@ -116,6 +138,7 @@ class StudioEngine:
         self._search_keys = np.char.lower(np.array([p["id"] for p in self.cache.pieces]))
         render = cfg.render
         self.models = ModelRegistry(cfg.model.checkpoints_dir)
+        self._stops: dict[str, threading.Event] = {}  # run id -> stop flag of a running generation
         self._render_key = hashlib.sha1(repr((render.sample_rate, render.soundfont, render.gain,
                                               render.tail_seconds)).encode()).hexdigest()[:8]
         from engines.explorer import LatentExplorer
@@ -242,15 +265,102 @@ class StudioEngine:
 
     def generate(self, params: GenerateParams) -> list[GeneratedView]:
         """Sample `params.n` segments, analyse, export and render each. Raises StudioError on bad params."""
+        result = None
+        for result in self.generate_stream(params, every=0):
+            pass
+        return result
+
+    def generate_stream(self, params: GenerateParams, run_id: str | None = None, every: float = 0.1):
+        """Like `generate`, but a generator: for the diffusion engine it first yields a GenerationProgress at
+        most every `every` seconds (0 = none) while sampling runs in a worker thread, and finally the list of
+        GeneratedView. `request_stop(run_id)` (or closing the generator) ends sampling early; the results are
+        then decoded from the current estimate."""
         from engines.models.trained_vae import mode_index
 
         mode_index(params.mode)  # validates the mode before any model is loaded
         model = self.models.get(params.engine)
-        segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
-                                   seed=int(params.seed), attributes=params.attributes, tonic=params.tonic)
+        if params.engine != "diffusion":
+            segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
+                                       seed=int(params.seed), attributes=params.attributes, tonic=params.tonic)
+            yield self._views(params, segments)
+            return
+        stop, updates = threading.Event(), queue.Queue()
+        if run_id:
+            self._stops[run_id] = stop
+
+        def on_step(i: int, total: int, x0) -> bool:
+            if every:
+                updates.put(("step", i + 1, total, ((x0[:, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy()))
+            return stop.is_set()
+
+        def work():
+            try:
+                updates.put(("done", self._diffusion_segments(model, params, on_step)))
+            except Exception as exc:  # handed to the caller's thread
+                updates.put(("error", exc))
+
+        worker = threading.Thread(target=work, daemon=True, name="diffusion-sampling")
+        worker.start()
+        bar_steps, last = None, 0.0
+        try:
+            while True:
+                item = updates.get()
+                if item[0] == "step":
+                    if not updates.empty() and item[1] < item[2]:
+                        continue  # a newer step is waiting: show that one
+                    if time.monotonic() - last >= every or item[1] == item[2]:
+                        bar_steps = bar_steps or self._bar_steps(model, params)
+                        last = time.monotonic()
+                        yield GenerationProgress(step=item[1], total=item[2], sounding=item[3], bar_steps=bar_steps)
+                elif item[0] == "error":
+                    raise item[1]
+                else:
+                    yield self._views(params, item[1])
+                    return
+        finally:
+            stop.set()
+            if run_id:
+                self._stops.pop(run_id, None)
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask the generation running under `run_id` to stop after its current step; False if none runs."""
+        stop = self._stops.get(run_id)
+        if stop is not None:
+            stop.set()
+        return stop is not None
+
+    def _diffusion_segments(self, model, params: GenerateParams, on_step) -> list[Segment]:
+        from engines.models.guidance_classifier import GuidanceTarget
+
+        settings = dict(mode=params.mode, n=int(params.n), steps=int(params.steps), sampler=params.sampler,
+                        eta=float(params.eta), guidance_scale=float(params.guidance_scale), seed=int(params.seed),
+                        tonic=params.tonic, on_step=on_step, classifier_scale=float(params.classifier_scale),
+                        target=GuidanceTarget.parse(params.target))
+        if params.init_midi or params.keep_bars:
+            if not params.init_midi:
+                raise StudioError("inpainting needs a segment to start from: upload a MIDI file or pick a result")
+            if not params.keep_bars:
+                raise StudioError("inpainting needs at least one bar to keep (1-4); with none, just generate")
+            _, segments = midi_file_segments(params.init_midi, self.cfg)
+            return model.inpaint(segments[0], list(params.keep_bars), **settings)
+        return model.sample(attributes=params.attributes, **settings)
+
+    def _bar_steps(self, model, params: GenerateParams) -> list[int]:
+        """Roll steps per bar of each variation (in the metre the sampler draws), for the live view's bar lines."""
+        if params.init_midi:
+            _, segments = midi_file_segments(params.init_midi, self.cfg)
+            metres = [(segments[0].ts_num, segments[0].ts_den)] * int(params.n)
+        else:
+            metres = [tuple(int(x) for x in m.split("/"))
+                      for m in model.metre_names(params.mode, int(params.n), int(params.seed))]
+        spb = self.cfg.data.steps_per_beat
+        return [bar_ticks(a, b) // ticks_per_step(bar_ticks(a, b), spb) for a, b in metres]
+
+    def _views(self, params: GenerateParams, segments: list[Segment]) -> list[GeneratedView]:
         views = []
+        kind = "inpainted" if params.init_midi else f"seed {params.seed}"
         for i, segment in enumerate(segments):
-            title = f"{params.engine.upper()} · {params.mode} · seed {params.seed} · #{i + 1}"
+            title = f"{params.engine.upper()} · {params.mode} · {kind} · #{i + 1}"
             views.append(GeneratedView(title=title, requested_mode=params.mode, **self.segment_result(
                 segment, f"{params.engine}-{params.mode}-{params.seed}-{i}")))
         return views

@@ -112,6 +112,27 @@ def bench_vae(cfg: Config, repeats: int) -> dict | None:
             "ms_per_segment_batch8": round(eight / 8 * 1000, 2)}
 
 
+def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
+    """DDIM with 50 steps and classifier-free guidance: one segment, and a batch of 8 (CPU); bars 1 s and 3 s."""
+    import torch
+
+    from engines.models.trained_diffusion import TrainedDiffusion
+
+    path = Path(cfg.model.checkpoints_dir) / "diffusion.pt"
+    if not path.is_file():
+        return None
+    engine = TrainedDiffusion.load(path, device="cpu")
+    guidance = cfg.generation.sampling.guidance_scale
+    engine.sample("RED", n=1, steps=5, guidance_scale=guidance)  # warm-up
+    counter = iter(range(10**6))
+    one = _median_seconds(lambda: engine.sample("RED", n=1, steps=50, guidance_scale=guidance,
+                                                seed=next(counter)), max(repeats, 3))
+    eight = _median_seconds(lambda: engine.sample("BLUE", n=8, steps=50, guidance_scale=guidance,
+                                                  seed=next(counter)), max(repeats, 3))
+    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "sampler": "ddim", "steps": 50,
+            "guidance_scale": guidance, "seconds_one_segment": round(one, 3), "seconds_batch8": round(eight, 3)}
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     started = time.time()
     result = {
@@ -122,6 +143,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "analyzer": bench_analyzer(cfg, repeats),
         "render": bench_render(cfg, repeats),
         "vae": bench_vae(cfg, repeats),
+        "diffusion": bench_diffusion(cfg, repeats),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -109,13 +109,11 @@ def cmd_train(args) -> None:
     cfg = _config(args)
     out = args.out or f"data/runs/{args.engine}"
     if args.finalize_only:
-        if args.engine != "vae":
-            raise StudioError("--finalize-only applies to the VAE only")
-        from engines.training.vae_finalize import finalize_vae
-
+        if args.engine not in ("vae", "diffusion"):
+            raise StudioError("--finalize-only applies to the VAE and the diffusion engine")
         if not (Path(out) / "best.pt").is_file():
             raise StudioError(f"--finalize-only needs a run directory with best.pt; '{out}' has none")
-        summary = finalize_vae(str(Path(out) / "best.pt"), cfg, limit=args.limit, seed=args.seed)
+        summary = _finalize(args.engine, str(Path(out) / "best.pt"), cfg, args)
         record = Path(out) / "command.json"
         command = _json.loads(record.read_text()) if record.is_file() else {}
         command.update(finalize_argv=sys.argv, finalize=summary)
@@ -133,7 +131,10 @@ def cmd_train(args) -> None:
         best = train_diffusion(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
                                seed=args.seed, workers=args.workers)
     else:
-        raise StudioError(f"engine '{args.engine}' cannot be trained yet; available: vae, diffusion")
+        from engines.training.guidance_trainer import train_guidance_classifier
+
+        best = train_guidance_classifier(cfg, out, max_minutes=args.max_minutes, resume=args.resume,
+                                         limit=args.limit, seed=args.seed, workers=args.workers)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -141,14 +142,34 @@ def cmd_train(args) -> None:
     _emit({"out": out, "best": best})
 
 
+def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
+    """The step after training that fits what the weights do not hold (the VAE's latent vectors and map, the
+    diffusion decoding's onset threshold)."""
+    if engine == "vae":
+        from engines.training.vae_finalize import finalize_vae
+
+        return finalize_vae(checkpoint, cfg, limit=args.limit, seed=args.seed)
+    from engines.training.diffusion_finalize import finalize_diffusion
+
+    return finalize_diffusion(checkpoint, cfg, seed=args.seed)
+
+
 def cmd_evaluate(args) -> None:
     cfg = _config(args)
-    if args.engine != "vae":
-        raise StudioError(f"engine '{args.engine}' cannot be evaluated yet; available: vae")
-    from engines.evaluation.vae_eval import evaluate_vae
+    checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
+    if args.engine == "vae":
+        from engines.evaluation.vae_eval import evaluate_vae
 
-    checkpoint = args.checkpoint or "assets/checkpoints/vae.pt"
-    _emit(evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed), args.json)
+        _emit(evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed),
+              args.json)
+        return
+    from engines.evaluation.diffusion_eval import evaluate_diffusion
+
+    if not Path(checkpoint).is_file():
+        raise StudioError(f"no diffusion checkpoint at '{checkpoint}'; pass --checkpoint RUN/best.pt")
+    classifier = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
+    _emit(evaluate_diffusion(checkpoint, cfg, n_per_mode=args.n, table_per_mode=args.table_n, seed=args.seed,
+                             with_table=not args.no_table, classifier=classifier), args.json)
 
 
 def cmd_generate(args) -> None:
@@ -163,16 +184,7 @@ def cmd_generate(args) -> None:
         segments, _ = TrainedVAE.load(checkpoint).sample(args.mode, n=args.n, temperature=args.temperature,
                                                          seed=args.seed, tonic=args.tonic)
     else:
-        from engines.models.trained_diffusion import TrainedDiffusion
-
-        if not Path(checkpoint).is_file():
-            raise StudioError(f"no diffusion checkpoint at '{checkpoint}': train one with `python -m engines "
-                              f"train --engine diffusion --out RUN` and pass --checkpoint RUN/best.pt")
-        steps = args.steps or cfg.generation.sampling.num_steps
-        guidance = cfg.generation.sampling.guidance_scale if args.guidance is None else args.guidance
-        segments = TrainedDiffusion.load(checkpoint).sample(args.mode, n=args.n, steps=steps, sampler=args.sampler,
-                                                            eta=args.eta, guidance_scale=guidance, seed=args.seed,
-                                                            metre=args.metre, tonic=args.tonic)
+        segments = _diffusion_segments(args, cfg, checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -192,6 +204,45 @@ def cmd_generate(args) -> None:
             entry["analysis"] = None
         summary.append(entry)
     _emit({"engine": args.engine, "mode": args.mode, "n": args.n, "seed": args.seed, "files": summary})
+
+
+def _diffusion_segments(args, cfg, checkpoint: str) -> list:
+    """`generate --engine diffusion`: sample, or inpaint `--init` keeping `--keep-bars`; classifier guidance
+    when `--classifier-guidance` > 0."""
+    from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
+    from engines.models.trained_diffusion import TrainedDiffusion
+
+    if not Path(checkpoint).is_file():
+        raise StudioError(f"no diffusion checkpoint at '{checkpoint}': train one with `python -m engines "
+                          f"train --engine diffusion --out RUN` and pass --checkpoint RUN/best.pt")
+    if bool(args.init) != bool(args.keep_bars):
+        raise StudioError("inpainting needs both --init FILE.mid and --keep-bars (e.g. 1,2)")
+    engine = TrainedDiffusion.load(checkpoint)
+    target = GuidanceTarget.parse(args.target)
+    if args.classifier_guidance > 0:
+        path = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
+        if not Path(path).is_file():
+            raise StudioError(f"no guidance classifier at '{path}': train one with `python -m engines train "
+                              "--engine guidance-classifier` and pass --classifier RUN/best.pt")
+        engine.classifier = TrainedGuidanceClassifier.load(path)
+    settings = dict(mode=args.mode, n=args.n, steps=args.steps or cfg.generation.sampling.num_steps,
+                    sampler=args.sampler, eta=args.eta, seed=args.seed, tonic=args.tonic,
+                    guidance_scale=cfg.generation.sampling.guidance_scale if args.guidance is None else args.guidance,
+                    classifier_scale=args.classifier_guidance, target=target)
+    if args.init:
+        from engines.analysis import midi_file_segments
+
+        keep = _bar_list(args.keep_bars)
+        _, init_segments = midi_file_segments(args.init, cfg)
+        return engine.inpaint(init_segments[0], keep, **settings)
+    return engine.sample(metre=args.metre, **settings)
+
+
+def _bar_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise StudioError(f"--keep-bars takes bar numbers separated by commas, e.g. 1,2; got '{text}'") from None
 
 
 def cmd_ship(args) -> None:
@@ -244,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
 
     p = command("train", cmd_train, "train an engine on the segment cache (best.pt, last.pt, metrics.jsonl)")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "guidance-classifier"])
     p.add_argument("--out", help="run directory (default data/runs/<engine>)")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this much training time")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -255,10 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
-    p.add_argument("--n", type=int, default=50, help="prior samples per mode")
-    p.add_argument("--test-limit", type=int, default=2000, help="test segments for reconstruction (0 = all)")
+    p.add_argument("--n", type=int, default=50, help="samples per mode")
+    p.add_argument("--test-limit", type=int, default=2000, help="VAE: test segments for reconstruction (0 = all)")
+    p.add_argument("--table-n", type=int, default=4, help="diffusion: samples per mode in each steps-table row")
+    p.add_argument("--no-table", action="store_true", help="diffusion: skip the quality-vs-speed table")
+    p.add_argument("--classifier", help="diffusion: guidance classifier (default: <checkpoints>/guidance-classifier.pt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
 
@@ -274,13 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale "
                                                   "(default generation.sampling.guidance_scale)")
     p.add_argument("--metre", help="diffusion: time signature such as 3/4 (default: drawn for the mode)")
+    p.add_argument("--classifier-guidance", type=float, default=0.0, metavar="S",
+                   help="diffusion: classifier-guidance strength (0 = off)")
+    p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "
+                                    "rebracketing=low, comma-separated (default: mode)")
+    p.add_argument("--classifier", help="diffusion: guidance classifier (default <checkpoints>/guidance-classifier.pt)")
+    p.add_argument("--init", help="diffusion inpainting: a MIDI file whose first segment is kept in part")
+    p.add_argument("--keep-bars", help="diffusion inpainting: the bars of --init to keep, e.g. 1,2 (the others "
+                                       "are regenerated)")
     p.add_argument("--tonic", help="tonic of the key to write in, e.g. G or Bb (default C)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
 
     p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")
-    p.add_argument("--engine", required=True, choices=["vae"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "guidance-classifier"])
     p.add_argument("--run", required=True, help="the training run directory (holds best.pt, metrics.jsonl)")
     p.add_argument("--evaluation", help="evaluate JSON to include in the card")
 

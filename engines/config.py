@@ -20,6 +20,7 @@ import yaml
 from engines.errors import StudioError
 from engines.music.analyzer import AnalyzerConfig
 from engines.models.diffusion_config import DiffusionConfig
+from engines.models.guidance_config import GuidanceClassifierConfig
 from engines.models.vae_config import VAEConfig
 
 
@@ -79,6 +80,9 @@ class SamplingConfig:
     top_p: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
     num_steps: int = field(default=50, metadata=check(lambda v: v >= 1, "an integer >= 1"))
     guidance_scale: float = field(default=3.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    # Diffusion classifier guidance: the strength the studio offers first and `evaluate` measures (generation
+    # itself applies it only when asked: `generate --classifier-guidance S`, the studio's slider).
+    classifier_scale: float = field(default=2.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
     seed: int = 0
 
 
@@ -98,6 +102,7 @@ class ModelConfig:
     checkpoints_dir: str = "assets/checkpoints"   # <engine>.pt files the studio and CLI load
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    guidance_classifier: GuidanceClassifierConfig = field(default_factory=GuidanceClassifierConfig)
 
 
 @dataclass
@@ -216,6 +221,11 @@ def _coerce(key: str, value: Any, hint) -> Any:
             raise StudioError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 4e-4 (no dot) as a string; it is a number to anyone else
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise StudioError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -1,15 +1,19 @@
 """Trained models, loaded once and shared by every user of the studio (and the CLI), behind one lock.
 
 Torch is imported only when a model is first asked for, so the studio starts (and browses) without it.
+The diffusion engine comes with its guidance classifier attached when `guidance-classifier.pt` lies beside it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from engines.errors import StudioError
 
-ENGINES = ("vae",)  # diffusion and autoregressive join as their issues land
+ENGINES = ("vae", "diffusion")  # the autoregressive engine joins when its issue lands
+GUIDANCE_CLASSIFIER = "guidance-classifier"
+LOG = logging.getLogger("engines.registry")
 
 
 class ModelRegistry:
@@ -34,8 +38,28 @@ class ModelRegistry:
                 if not path.is_file():
                     raise StudioError(f"no {engine.upper()} checkpoint at '{path}'; train one with "
                                       f"`python -m engines train --engine {engine}` and copy its best.pt there")
-                from engines.models.trained_vae import TrainedVAE
                 from engines.training.common import pick_device
 
-                self._models[engine] = TrainedVAE.load(path, device=pick_device())
+                if engine == "vae":
+                    from engines.models.trained_vae import TrainedVAE as Loader
+                else:
+                    from engines.models.trained_diffusion import TrainedDiffusion as Loader
+                model = Loader.load(path, device=pick_device())
+                if engine == "diffusion":
+                    self._attach_classifier(model)
+                self._models[engine] = model
             return self._models[engine]
+
+    def _attach_classifier(self, model) -> None:
+        path = self.checkpoints_dir / f"{GUIDANCE_CLASSIFIER}.pt"
+        if not path.is_file():
+            return
+        from engines.models.guidance_classifier import TrainedGuidanceClassifier
+
+        try:
+            model.classifier = TrainedGuidanceClassifier.load(path, device=model.device)
+        except StudioError as exc:  # generation still works; classifier guidance will say it has none
+            LOG.warning("guidance classifier not attached: %s", exc)
+
+    def has_classifier(self) -> bool:
+        return (self.checkpoints_dir / f"{GUIDANCE_CLASSIFIER}.pt").is_file()

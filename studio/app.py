@@ -28,8 +28,13 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
     return demo
 
 
-def launch(engine: StudioEngine, host: str, port: int, share: bool = False, block: bool = True):
+def launch(engine: StudioEngine, host: str, port: int, share: bool = False, block: bool = True, after_build=None):
+    """Build and serve the studio. `after_build()` runs once the UI is built, before serving: a background
+    warm-up started there no longer races the UI build through the import system (two threads importing
+    the same modules at once can deadlock in importlib)."""
     demo = build_app(engine)
+    if after_build is not None:
+        after_build()
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS, head=MAP_CLICK_JS,
                        # a little above the engine's own limit, so oversized files get the engine's clear message

@@ -2,17 +2,26 @@
 
 Each result shows its piano roll coloured by the mode the analyzer hears, the analyzer's readout (and
 whether it matches the requested mode), an audio player, and MIDI/WAV downloads.
+
+The diffusion engine adds its sampler, steps, classifier-free guidance, classifier guidance (strength and
+target) and inpainting (keep chosen bars of a result or an uploaded MIDI file, regenerate the rest). While it
+samples, a live view shows every variation's current estimate with a progress bar; Stop ends sampling at the
+current step and keeps what is there.
 """
 from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODES, GenerateParams, StudioEngine
+from engines.api import MODE_COLORS, MODES, GenerateParams, GenerationProgress, StudioEngine
+from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
-from studio.widgets import analysis_markdown, guarded, mode_chip, piano_roll_figure
+from studio.widgets import (analysis_markdown, denoising_image, error_markdown, guarded_stream, mode_chip,
+                            piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-ENGINE_LABELS = {"vae": "VAE (conditional β-VAE)"}
+ENGINE_LABELS = {"vae": "VAE (conditional β-VAE)", "diffusion": "Diffusion (DDIM / DDPM, guided)"}
+REBRACKETING_CHOICES = ["don't steer", "high", "low"]
+INPAINT_SOURCES = ["a result below", "an uploaded MIDI file"]
 
 
 def result_markdown(view) -> str:
@@ -24,19 +33,66 @@ def result_markdown(view) -> str:
             + analysis_markdown(view.analysis, view.color, heading=False))
 
 
+def guidance_target(toward_mode: bool, rebracketing: str) -> str:
+    """The engine's target text from the two controls ("mode", "rebracketing=high", both, or neither)."""
+    parts = (["mode"] if toward_mode else []) + ([f"rebracketing={rebracketing}"]
+                                                 if rebracketing in ("high", "low") else [])
+    return ",".join(parts)
+
+
+def inpainting_source(use: bool, source: str, result_number, upload, results: list[str]) -> tuple:
+    """(init MIDI path, or None) from the inpainting controls and this user's last results."""
+    if not use:
+        return None
+    if source == INPAINT_SOURCES[1]:
+        if not upload:
+            raise StudioError("upload a MIDI file to inpaint, or choose a result below as the start")
+        return upload
+    k = int(result_number or 1)
+    if not results:
+        raise StudioError("generate first: inpainting starts from one of the results below")
+    if not 1 <= k <= len(results):
+        raise StudioError(f"there are {len(results)} results; pick a number from 1 to {len(results)}")
+    return results[k - 1]
+
+
 def build_generation_panel(engine: StudioEngine) -> None:
     available = engine.engines_available()
     choices = [(ENGINE_LABELS[e], e) for e in available] or [(ENGINE_LABELS["vae"], "vae")]
+    preferred = engine.cfg.model.generative.type  # the engine the tab starts with, when it has a checkpoint
+    first = preferred if preferred in available else choices[0][1]
+    sampling = engine.cfg.generation.sampling
     if not available:
         gr.Markdown(f"No trained engine checkpoint in `{engine.cfg.model.checkpoints_dir}` yet. Train one with "
                     "`python -m engines train --engine vae` and copy its `best.pt` there as `vae.pt`.",
                     elem_id="generate-missing")
     with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            engine_name = gr.Dropdown(choices, value=choices[0][1], label="Engine")
+        with gr.Column(scale=1, min_width=300):
+            engine_name = gr.Radio(choices, value=first, label="Engine", elem_id="generate-engine")
             mode = gr.Radio(list(MODES) + ["WHITE"], value="RED", label="Chromatic mode (WHITE = none)",
                             elem_id="generate-mode")
-            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
+            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature", visible=first == "vae")
+            with gr.Group(visible=first == "diffusion") as diffusion_box:
+                sampler = gr.Radio(["ddim", "ddpm"], value="ddim", label="Sampler", elem_id="generate-sampler")
+                steps = gr.Slider(5, 1000, sampling.num_steps, step=5, label="Steps", elem_id="generate-steps")
+                guidance = gr.Slider(0, 8, sampling.guidance_scale, step=0.5,
+                                     label="Guidance scale (classifier-free; 1 = plain conditional)")
+                with gr.Accordion("Classifier guidance", open=False):
+                    classifier_scale = gr.Slider(0, 10, 0, step=0.5, label="Strength (0 = off)",
+                                                 elem_id="generate-classifier-scale",
+                                                 info=f"{sampling.classifier_scale:g} is a good start")
+                    toward_mode = gr.Checkbox(True, label="Toward the chosen mode")
+                    rebracketing_target = gr.Radio(REBRACKETING_CHOICES, value="don't steer",
+                                                   label="Rebracketing", elem_id="generate-rebracketing-target")
+                with gr.Accordion("Inpainting: keep bars, regenerate the rest", open=False):
+                    use_inpainting = gr.Checkbox(False, label="Inpaint", elem_id="inpaint-on")
+                    inpaint_source = gr.Radio(INPAINT_SOURCES, value=INPAINT_SOURCES[0], label="Start from")
+                    result_number = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS,
+                                              label="Result number", elem_id="inpaint-result")
+                    inpaint_upload = gr.File(file_types=[".mid", ".midi"], type="filepath",
+                                             label="MIDI file (its first 4 bars)")
+                    keep_bars = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2"], label="Bars to keep",
+                                                 elem_id="inpaint-keep")
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
             tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated)")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations")
@@ -44,9 +100,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 use_attributes = gr.Checkbox(False, label="Ask for these values")
                 rebracketing = gr.Slider(0, 1, 0.5, step=0.05, label="Rebracketing")
                 complexity = gr.Slider(0, 1, 0.5, step=0.05, label="Temporal complexity")
-            generate = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
             status = gr.Markdown(elem_id="generate-status")
         with gr.Column(scale=3):
+            live = gr.Image(label="Denoising (live): each variation's current estimate", type="numpy",
+                            format="png", interactive=False, visible=False, elem_id="generate-live", buttons=[])
             slots = []
             for i in range(MAX_RESULTS):
                 with gr.Group(visible=False) as box:
@@ -58,21 +118,49 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                              elem_id=f"generated-audio-{i}")
                             files = gr.File(file_count="multiple", interactive=False, show_label=False)
                 slots.append((box, plot, readout, audio, files))
+    results_state = gr.State([])  # this user's last results, as MIDI paths (inpainting starts from them)
 
     def hidden_slots() -> list:
         return [value for _ in slots for value in (gr.update(visible=False), None, "", None, [])]
 
-    @guarded(lambda message: [message, *hidden_slots()])
-    def run(engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity):
+    engine_name.change(lambda name: (gr.update(visible=name == "vae"), gr.update(visible=name == "diffusion")),
+                       engine_name, [temperature, diffusion_box])
+
+    def on_error(message):
+        return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
+
+    @guarded_stream(on_error)
+    def run(engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity,
+            sampler, steps, guidance, classifier_scale, toward_mode, rebracketing_target, use_inpainting,
+            inpaint_source, result_number, inpaint_upload, keep_bars, results, request: gr.Request):
         attributes = ({"rebracketing": rebracketing, "temporal_complexity": complexity}
                       if use_attributes else None)
+        diffusion = engine_name == "diffusion"
+        init = inpainting_source(diffusion and use_inpainting, inpaint_source, result_number, inpaint_upload, results)
         params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
-                                seed=int(seed or 0), attributes=attributes, tonic=tonic)
-        views = engine.generate(params)
+                                seed=int(seed or 0), attributes=attributes, tonic=tonic, sampler=sampler,
+                                steps=int(steps), guidance_scale=float(guidance),
+                                classifier_scale=float(classifier_scale),
+                                target=guidance_target(toward_mode, rebracketing_target), init_midi=init,
+                                keep_bars=[int(b) for b in keep_bars or []] if init else None)
+        views, stopped_at = None, None
+        for item in engine.generate_stream(params, run_id=request.session_hash if request else None):
+            if isinstance(item, GenerationProgress):
+                stopped_at = (item.step, item.total)
+                image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode])
+                yield [progress_html(item.step, item.total, f"Denoising: step {item.step} of {item.total}"),
+                       gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (5 * len(slots))]
+            else:
+                views = item
+        yield _results(views, mode, stopped_at, diffusion)
+
+    def _results(views, mode, stopped_at, diffusion: bool) -> list:
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
         summary = (f"{len(views)} segments; the analyzer hears {mode} in {matches}."
                    if mode != "WHITE" else f"{len(views)} unconditioned segments.")
-        outputs = [summary]
+        if stopped_at and stopped_at[0] < stopped_at[1]:
+            summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are that step's estimates."
+        outputs = [summary, gr.skip() if diffusion else gr.update(visible=False), [v.midi_path for v in views]]
         for i in range(MAX_RESULTS):
             if i < len(views):
                 v = views[i]
@@ -83,5 +171,14 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 outputs += [gr.update(visible=False), None, "", None, []]
         return outputs
 
-    generate.click(run, [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity],
-                   [status] + [c for slot in slots for c in slot])
+    def request_stop(request: gr.Request):
+        if request is None or not engine.request_stop(request.session_hash):
+            return error_markdown("Nothing is generating right now.")
+        return gr.update()
+
+    inputs = [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity, sampler,
+              steps, guidance, classifier_scale, toward_mode, rebracketing_target, use_inpainting, inpaint_source,
+              result_number, inpaint_upload, keep_bars, results_state]
+    generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
+                   show_progress="minimal")
+    stop.click(request_stop, None, status, queue=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 
+import numpy as np
 import plotly.graph_objects as go
 
 from engines.errors import StudioError
@@ -55,6 +56,31 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
     return fig
 
 
+def denoising_image(sounding: np.ndarray, bar_steps: list[int], color: str, scale: tuple[int, int] = (3, 5)) -> np.ndarray:
+    """The live view of a running diffusion: each variation's current estimate as a small piano roll, side by
+    side in rows of two, white (silent) to the mode's colour (sounding), low pitches at the bottom, with bar
+    lines. sounding (n, steps, pitches) in [0, 1] -> an RGB uint8 image."""
+    n, steps, pitches = sounding.shape
+    rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
+    tiles = []
+    for k in range(n):
+        level = sounding[k].T[::-1]                                                  # (pitches, steps), high on top
+        tile = 255 - level[..., None] * (255 - rgb)                                  # (pitches, steps, 3)
+        for x in range(0, steps, max(bar_steps[k], 1)):
+            tile[:, x] = np.minimum(tile[:, x], 200)
+        tile = np.repeat(np.repeat(tile, scale[0], axis=0), scale[1], axis=1)
+        tiles.append(np.pad(tile, ((4, 4), (4, 4), (0, 0)), constant_values=235))
+    while len(tiles) % 2:
+        tiles.append(np.full_like(tiles[0], 235))
+    rows = [np.concatenate(tiles[i:i + 2], axis=1) for i in range(0, len(tiles), 2)]
+    return np.concatenate(rows, axis=0).astype(np.uint8)
+
+
+def progress_html(step: int, total: int, label: str) -> str:
+    return (f"<div class='denoise-progress'><progress value='{step}' max='{total}' style='width:100%'></progress>"
+            f"<div>{label}</div></div>")
+
+
 def mode_chip(mode: str, color: str) -> str:
     text = "#111" if mode in ("YELLOW", "WHITE", "ORANGE") else "#fff"
     return (f"<span class='mode-chip' style='background:{color};color:{text};padding:2px 10px;"
@@ -102,11 +128,30 @@ def guarded(on_error):
         def run(*args, **kwargs):
             try:
                 return handler(*args, **kwargs)
-            except StudioError as exc:
-                return on_error(error_markdown(str(exc)))
-            except Exception as exc:  # the last resort: log it, tell the user, keep serving
-                LOG.exception("handler %s failed", handler.__name__)
-                return on_error(error_markdown(f"Something went wrong ({type(exc).__name__}: {exc}). "
-                                               "The studio logged it and carries on."))
+            except Exception as exc:
+                return on_error(_error_message(handler, exc))
         return run
     return wrap
+
+
+def guarded_stream(on_error):
+    """`guarded` for a generator handler (one that streams updates): an error while it runs ends the stream
+    with `on_error(message_html)`; the wrapper is itself a generator function, so Gradio streams it."""
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except Exception as exc:
+                yield on_error(_error_message(handler, exc))
+        return run
+    return wrap
+
+
+def _error_message(handler, exc: Exception) -> str:
+    """A StudioError (bad input) shows its own message; anything else is logged with its traceback and shown
+    as a short apology."""
+    if isinstance(exc, StudioError):
+        return error_markdown(str(exc))
+    LOG.error("handler %s failed", handler.__name__, exc_info=exc)  # the last resort: log it, keep serving
+    return error_markdown(f"Something went wrong ({type(exc).__name__}: {exc}). The studio logged it and carries on.")

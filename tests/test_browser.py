@@ -30,8 +30,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """A tiny VAE trained by the project's own trainer (seconds), so generation runs in the browser."""
+    """A tiny VAE and a tiny diffusion model trained by the project's own trainers (seconds), so generation
+    runs in the browser."""
     from engines.config import load_config
+    from engines.training.diffusion_trainer import train_diffusion
     from engines.training.vae_trainer import train_vae
 
     folder = tmp_path_factory.mktemp("checkpoints")
@@ -39,6 +41,11 @@ def checkpoints(tmp_path_factory):
                                  "model.vae.epochs=1"])
     train_vae(cfg, folder / "run", limit=64, workers=0)
     shutil.copyfile(folder / "run" / "best.pt", folder / "vae.pt")
+    tiny = load_config(overrides=["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]",
+                                  "model.diffusion.embedding_dim=32", "model.diffusion.attention_heads=2",
+                                  "model.diffusion.batch_size=16", "model.diffusion.epochs=1"])
+    train_diffusion(tiny, folder / "diffusion-run", limit=48, workers=0)
+    shutil.copyfile(folder / "diffusion-run" / "best.pt", folder / "diffusion.pt")
     return folder
 
 
@@ -111,6 +118,57 @@ def test_generate_with_the_vae_and_hear_it(page):
     assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
     assert page.locator("#generated-readout-4").is_hidden()  # only the 4 asked-for variations show
+
+
+def _choose_diffusion(page, mode: str):
+    page.locator("#generate-engine").get_by_label("Diffusion (DDIM / DDPM, guided)").check()
+    page.wait_for_selector("#generate-steps", state="visible")
+    page.locator("#generate-mode").get_by_label(mode).check()
+
+
+def _set_slider(page, elem_id: str, value: int):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _wait_for_results(page):
+    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')")
+
+
+def test_generate_with_diffusion_watch_it_denoise_and_see_the_result(page):
+    _choose_diffusion(page, "GREEN")
+    page.click("#generate-button")
+    page.wait_for_selector("#generate-live img")  # the live view of the running sampler
+    _wait_for_results(page)
+    assert "4 segments; the analyzer hears GREEN in" in page.inner_text("#generate-status")
+    assert "DIFFUSION · GREEN · seed 0 · #1" in page.inner_text("#generated-readout-0")
+    page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
+    assert page.locator("#generate-live img").is_visible()  # the final estimate stays in view
+
+
+def test_stop_ends_denoising_early_and_keeps_the_estimate(page):
+    _choose_diffusion(page, "RED")
+    _set_slider(page, "generate-steps", 1000)
+    page.click("#generate-button")
+    page.wait_for_selector("#generate-live img")
+    page.click("#generate-stop")
+    _wait_for_results(page)
+    assert "Stopped at step" in page.inner_text("#generate-status")
+    assert "DIFFUSION · RED" in page.inner_text("#generated-readout-0")
+
+
+def test_inpaint_a_result_keeping_two_bars(page):
+    _choose_diffusion(page, "BLUE")
+    page.click("#generate-button")
+    _wait_for_results(page)
+    page.get_by_text("Inpainting: keep bars, regenerate the rest").click()
+    page.locator("#inpaint-on").get_by_label("Inpaint").check()
+    page.locator("#generate-mode").get_by_label("RED").check()
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('inpainted')")
+    assert "DIFFUSION · RED · inpainted · #1" in page.inner_text("#generated-readout-0")
+    assert "segments; the analyzer hears RED in" in page.inner_text("#generate-status")
 
 
 def test_browse_to_a_segment_and_play_it(page):

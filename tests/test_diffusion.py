@@ -21,6 +21,7 @@ from engines.models.denoiser import (RollDenoiser, checkpoint_payload, diffusion
 from engines.models.diffusion_config import DiffusionConfig
 from engines.models.roll_decoding import DEFAULT_VELOCITY
 from engines.models.trained_diffusion import TrainedDiffusion
+from engines.music.analyzer import MODES as MODES_ALL
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, make_betas, sample_loop
 from engines.training.diffusion_trainer import mode_statistics, train_diffusion
 
@@ -71,8 +72,8 @@ def test_cosine_schedule_matches_its_closed_form():
 def test_schedule_errors_name_the_input():
     with pytest.raises(StudioError, match="noise_schedule 'sigmoid'"):
         NoiseScheduler(1000, "sigmoid")
-    with pytest.raises(StudioError, match="prediction 'x0'"):
-        NoiseScheduler(1000, "cosine", "x0")
+    with pytest.raises(StudioError, match="prediction 'score'"):
+        NoiseScheduler(1000, "cosine", "score")
     with pytest.raises(StudioError, match=r"steps must lie in 1..100"):
         NoiseScheduler(100).timesteps(101)
 
@@ -86,7 +87,7 @@ def test_timesteps_run_from_pure_noise_down_to_zero():
 
 
 # ---- forward process and parameterisations ------------------------------------------------------------------------
-@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
 def test_split_inverts_the_training_target(prediction):
     scheduler = NoiseScheduler(1000, "cosine", prediction)
     g = torch.Generator().manual_seed(0)
@@ -283,6 +284,36 @@ def test_to_segments_decodes_a_known_roll(engine):
     assert int(up.notes["pitch"][0]) == 62
 
 
+def test_decoding_starts_held_notes_and_drops_specks():
+    from engines.models.roll_decoding import probabilities_to_segments
+
+    onset, sustain = torch.zeros(1, 64, 88), torch.zeros(1, 64, 88)
+    sustain[0, 0:8, 60 - 21] = 1.0           # C held two beats with no onset written
+    onset[0, 4, 60 - 21] = 1.0               # ... and re-struck at step 4: two notes
+    sustain[0, 10, 64 - 21] = 1.0            # E for one step, no onset: a speck
+    four = [METRES.index((4, 4))]
+
+    def notes(**options):
+        (segment,) = probabilities_to_segments(onset, sustain, four, [100.0], **options)
+        return [(int(n["pitch"]), int(n["start"]) // 3, int(n["duration"]) // 3) for n in segment.notes]
+
+    assert notes() == [(60, 4, 4)]                                  # onsets only: the unstruck start is lost
+    assert notes(sustain_onsets=True) == [(60, 0, 4), (60, 4, 4), (64, 10, 1)]
+    assert notes(sustain_onsets=True, min_steps=2) == [(60, 0, 4), (60, 4, 4)]
+
+
+def test_training_calibrates_the_onset_threshold(run_dir):
+    from engines.training.diffusion_finalize import CANDIDATES
+
+    payload = torch.load(run_dir / "best.pt", weights_only=True)
+    calibration = payload["onset_calibration"]
+    assert payload["config"]["onset_threshold"] == calibration["onset_threshold"] in CANDIDATES
+    counts = [calibration["notes_by_threshold"][str(c)] for c in CANDIDATES]
+    assert all(a >= b for a, b in zip(counts, counts[1:]))  # a stricter threshold never sounds more notes
+    best = abs(calibration["notes_per_segment"] - calibration["corpus_notes_per_segment"])
+    assert all(best <= abs(c - calibration["corpus_notes_per_segment"]) for c in counts)
+
+
 def test_sample_errors_name_the_input(engine):
     with pytest.raises(StudioError, match="unknown metre '7/4'"):
         engine.sample("BLUE", steps=2, metre="7/4")
@@ -310,3 +341,71 @@ def test_generate_without_a_checkpoint_says_how_to_train_one(tmp_path, capsys):
     assert main(["generate", "--engine", "diffusion", "--out", str(tmp_path),
                  "--set", f"model.checkpoints_dir={tmp_path}"]) == 2
     assert "train one with `python -m engines train --engine diffusion" in capsys.readouterr().err
+
+
+# ---- evaluation, bench and model card -----------------------------------------------------------------------
+def test_frechet_distance_known_answers():
+    from engines.evaluation.frechet import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # shifted mean: |mu|^2; scaled by 2: Tr(I + 4I - 2 * 2I) = 3 per unit variance
+    assert frechet_distance(a, rng.normal(size=(20000, 3)) + [1.0, 0, 0]) == pytest.approx(1.0, abs=0.06)
+    assert frechet_distance(a, 2 * rng.normal(size=(20000, 3))) == pytest.approx(3.0, abs=0.15)
+    singular = np.zeros((50, 3))
+    singular[:, 0] = rng.normal(size=50)  # rank-one covariance: still finite
+    assert math.isfinite(frechet_distance(singular, a[:50]))
+    with pytest.raises(ValueError, match="need two"):
+        frechet_distance(a[:, :2], a)
+
+
+def test_evaluate_reports_the_issue_keys(run_dir, tiny_cfg):
+    from engines.evaluation.diffusion_eval import evaluate_diffusion
+
+    report = evaluate_diffusion(str(run_dir / "best.pt"), tiny_cfg, n_per_mode=2, table_per_mode=1, real_count=40)
+    assert report["engine"] == "diffusion" and report["n"] == 16
+    assert set(report["consistency"]["per_mode"]) == set(MODES_ALL) and 0 <= report["consistency"]["overall"] <= 1
+    distance = report["frechet"]["distance"]  # None where a barely trained model writes < 2 non-empty segments
+    assert (distance is None or distance >= 0) and report["frechet"]["real_baseline"] > 0
+    rows = report["steps_table"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100)]
+    assert all(r["seconds_per_segment"] > 0 and 0 <= r["consistency"] <= 1 and "frechet" in r for r in rows)
+    assert report["latency_ms"] > 0
+
+
+def test_bench_row_and_model_card(run_dir, tmp_path):
+
+    from engines.bench import bench_diffusion
+    from engines.training.model_card import ship
+
+    cfg = load_config(overrides=TINY + [f"model.checkpoints_dir={tmp_path}"])
+    assert bench_diffusion(cfg, repeats=1) is None
+    shipped = ship("diffusion", run_dir, tmp_path)
+    assert (tmp_path / "diffusion.pt").is_file() and shipped["size_mb"] < 30
+    card = (tmp_path / "diffusion.md").read_text()
+    assert "# Model card: diffusion" in card and "| 1 |" in card
+    row = bench_diffusion(cfg, repeats=1)
+    assert row["steps"] == 50 and row["seconds_one_segment"] > 0 and row["seconds_batch8"] > 0
+
+
+def test_studio_engine_generates_with_diffusion(run_dir, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from engines.api import GenerateParams, StudioEngine
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(run_dir / "best.pt", models / "diffusion.pt")
+    cfg = load_config(overrides=TINY + [f"model.checkpoints_dir={models}"])
+    engine = StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=tmp_path / "out")
+    assert engine.engines_available() == ["diffusion"]
+    params = GenerateParams(engine="diffusion", mode="BLUE", n=2, seed=3, steps=4, guidance_scale=2.0)
+    views = engine.generate(params)
+    assert len(views) == 2 and all(Path(v.midi_path).read_bytes()[:4] == b"MThd" for v in views)
+    assert [v.notes.pitch for v in engine.generate(params)] == [v.notes.pitch for v in views]
+    with pytest.raises(StudioError, match="steps must lie"):
+        engine.generate(GenerateParams(engine="diffusion", mode="BLUE", steps=5000))
+    with pytest.raises(StudioError, match="no VAE checkpoint"):
+        engine.generate(GenerateParams(engine="vae", mode="BLUE"))

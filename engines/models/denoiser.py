@@ -7,7 +7,15 @@
     condition timestep (sinusoidal -> MLP) + chromatic mode (WHITE = the null class, also used for classifier-
               free guidance) + attributes (rebracketing, temporal complexity, or "not given") + metre, summed
               into one vector that scales and shifts every block's normalised activations (FiLM / AdaGN)
-    output    (B, 2, T, P): epsilon or v, as the config's `prediction` says
+    output    (B, 2, T, P): x0 (default), epsilon or v, as the config's `prediction` says
+
+Why x0: the time-convolution carries 2 x 88 = 176 roll values per step in 96 channels. A clean roll is
+sparse (~25 notes) and fits through that width; Gaussian noise over all 11,264 cells does not. Asked for
+epsilon or v, the network would have to reproduce that dense noise cell by cell; asked for x0, it names the
+few cells that sound, and the sampler derives epsilon analytically from x_t. Measured on the same data (lent
+H100, batch 128): v-prediction after 10k steps still marked three cells for every real one at t = 300
+(precision 0.30, samples ~178 notes); x0-prediction after 4k steps reached precision 0.997 there and writes
+~15-note segments.
 
 Why this shape: the same reasoning as the VAE's (engines/models/vae.py). A roll is 64 steps x 88 pitches
 holding ~25 notes; convolving over time with every pitch as a channel lets each layer see whole chords at
@@ -81,6 +89,9 @@ class RollDenoiser(nn.Module):
         self.metre_embedding = nn.Embedding(len(METRES), e)
         channels = [config.base_channels * m for m in config.channel_mults]
         self.stem = nn.Conv1d(2 * pitches, channels[0], 3, padding=1)
+        # A learned vector per step: convolutions alone cannot tell a downbeat from an off-beat, and where an
+        # onset falls in the bar is what metre, syncopation and the analyzer's rebracketing are about.
+        self.position = nn.Parameter(torch.zeros(1, channels[0], steps))
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         c_prev, skips = channels[0], []
         for i, c in enumerate(channels):
@@ -126,7 +137,7 @@ class RollDenoiser(nn.Module):
         """x_t (B, 2, T, P) -> the prediction (B, 2, T, P)."""
         b = x_t.shape[0]
         cond = self.condition(t, mode, attributes, metre)
-        h = self.stem(x_t.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps))  # (B, C, T)
+        h = self.stem(x_t.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps)) + self.position  # (B, C, T)
         skips = []
         for blocks, downsample in zip(self.down, self.downsample):
             for block in blocks:
@@ -167,7 +178,27 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
                        batch["metre"])
     target = scheduler.training_target(x0, noise, t)
     valid = batch["valid"][:, None, :, None].float()                   # (B, 1, T, 1)
-    return (((prediction - target) ** 2) * valid).sum() / (valid.sum() * x0.shape[1] * x0.shape[3]).clamp_min(1)
+    weight = loss_weights(scheduler, t, model_config(model).min_snr_gamma)[:, None, None, None]  # (B, 1, 1, 1)
+    return (((prediction - target) ** 2) * valid * weight).sum() / (valid.sum() * x0.shape[1] * x0.shape[3]).clamp_min(1)
+
+
+def model_config(model) -> DiffusionConfig:
+    return (model.module if hasattr(model, "module") else model).config  # DDP wraps the denoiser
+
+
+def loss_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023), (B,), expressed for the scheduler's prediction target so that
+    the implied x0 loss is weighted by min(SNR, gamma) / gamma. Steps with so much noise that x0 cannot be
+    told (SNR << 1) would otherwise dominate an x0 loss with errors nothing can learn, while the fine detail
+    (onsets, short notes) is decided at low noise; epsilon's plain loss (x0 weight SNR) errs the other way.
+    gamma 0 = every step weighs 1 in the target's own loss."""
+    if gamma <= 0:
+        return torch.ones(t.shape[0], device=t.device)
+    alpha_bar = scheduler.alpha_bar.to(t.device)[t].float()
+    snr = alpha_bar / (1 - alpha_bar)
+    x0_weight = torch.minimum(snr, torch.full_like(snr, gamma)) / gamma
+    # the v loss is the x0 loss times (SNR + 1), the epsilon loss the x0 loss times SNR
+    return {"x0": x0_weight, "v": x0_weight / (snr + 1), "epsilon": x0_weight / snr}[scheduler.prediction]
 
 
 def checkpoint_payload(model: RollDenoiser, metrics: dict, extra: dict | None = None) -> dict:

@@ -7,7 +7,9 @@ from typing import Literal
 class DiffusionConfig:
     num_steps: int = 1000                                  # T of the forward process
     noise_schedule: Literal["linear", "cosine"] = "cosine"
-    prediction: Literal["epsilon", "v"] = "v"              # v stays well scaled at both ends of the schedule
+    prediction: Literal["epsilon", "v", "x0"] = "x0"       # x0: see the denoiser docstring for why
+    min_snr_gamma: float = 5.0                             # x0 loss weighted by min(SNR, gamma) (Hang et al. 2023);
+                                                           # 0 = the target's plain loss (denoiser.loss_weights)
     condition_dropout: float = 0.1                         # share trained without mode / attributes (for CFG)
     base_channels: int = 96                                # channels at full time resolution
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # per U-Net level (T, T/2, T/4)
@@ -16,10 +18,12 @@ class DiffusionConfig:
     embedding_dim: int = 256                               # time + mode + attributes + metre conditioning
     dropout: float = 0.1
     key_to_c: bool = True                                  # train in C; generation moves to any tonic
-    learning_rate: float = 2e-4
+    learning_rate: float = 4e-4                            # with warm-up, cosine decay and EMA (ema_loop.py)
     weight_decay: float = 0.0
     batch_size: int = 64
-    epochs: int = 100
+    epochs: int = 17                                       # ~70 min on 2 CPU cores (the shipped checkpoint)
     ema_decay: float = 0.999                               # sampling uses the exponential moving average
     onset_threshold: float = 0.0                           # decoding: x0 onset channel above this starts a note
     pitch_window: int = 2                                  # decoding: as the VAE's (roll_decoding.py)
+    sustain_onsets: bool = True                            # decoding: a rise of the sustain channel starts a note
+    min_note_steps: int = 1                                # decoding: shorter notes are dropped

@@ -4,10 +4,14 @@ A roll engine yields, per segment, an onset and a sustain probability for every 
 a tempo. `probabilities_to_segments` turns them into a Segment:
 
     onsets   a note starts where the onset probability reaches `onset_threshold`; with `pitch_window` > 0
-             only the peak within that many semitones at one step counts (pitch_peaks)
+             only the peak within that many semitones at one step counts (pitch_peaks); with
+             `sustain_onsets`, also where the sustain probability rises to `sustain_threshold` without an
+             onset (a model that writes the sparse onset channel less surely than the sustain one still
+             sounds every note it holds)
     length   the note lasts while the sustain probability >= `sustain_threshold`, and ends early where a note
              within `pitch_window` semitones starts (a blurred sustain otherwise lets a melody's notes
-             overlap by a step, and each overlap is a second the analyzer hears as dissonance)
+             overlap by a step, and each overlap is a second the analyzer hears as dissonance); notes
+             shorter than `min_steps` steps are dropped (isolated one-step specks)
     metre    steps past the last bar of the metre are padding and dropped
     velocity the corpus carries no dynamics, so every note gets DEFAULT_VELOCITY
 
@@ -54,21 +58,30 @@ def neighbour_onsets(onsets: np.ndarray, window: int) -> np.ndarray:
 def probabilities_to_segments(onset: torch.Tensor, sustain: torch.Tensor, metres: list[int], tempos: list[float],
                               steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4,
                               onset_threshold: float = 0.5, sustain_threshold: float = 0.5,
-                              pitch_window: int = 0) -> list[Segment]:
-    """onset, sustain (B, T, P) probabilities, metres (B,) indices into METRES, tempos (B,) qpm -> Segments."""
-    onset = pitch_peaks(onset, pitch_window).cpu().numpy()
+                              pitch_window: int = 0, sustain_onsets: bool = False,
+                              min_steps: int = 1) -> list[Segment]:
+    """onset, sustain (B, T, P) probabilities, metres (B,) indices into METRES, tempos (B,) qpm -> Segments
+    (the rules are in the module docstring)."""
     sustain = sustain.cpu().numpy()
+    onset = onset.cpu()
+    if sustain_onsets:  # a rise of the sustain channel counts as an onset of full probability
+        held_all = sustain >= sustain_threshold
+        rise = held_all & ~np.pad(held_all, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+        onset = torch.maximum(onset, torch.from_numpy(rise.astype(np.float32)))
+    onset = pitch_peaks(onset, pitch_window).numpy()
     segments = []
     for b in range(onset.shape[0]):
         num, den = METRES[metres[b]]
         bar = bar_ticks(num, den)
-        steps_used = segment_bars * bar // ticks_per_step(bar, steps_per_beat)
+        step = ticks_per_step(bar, steps_per_beat)
+        steps_used = segment_bars * bar // step
         held = sustain[b] >= sustain_threshold
         if pitch_window > 0:
             held &= ~neighbour_onsets(onset[b] >= onset_threshold, pitch_window)
         roll = np.stack([onset[b], np.where(held, DEFAULT_VELOCITY / 127, 0.0)])
         roll[:, steps_used:] = 0  # steps past the last bar of this metre are padding
         notes = roll_to_notes(roll, bar, steps_per_beat, pitch_low, onset_threshold, 0.5 / 127)
+        notes = notes[notes["duration"] >= min_steps * step]
         notes["velocity"] = DEFAULT_VELOCITY
         segments.append(Segment(notes=notes, ts_num=num, ts_den=den, num_bars=segment_bars,
                                 tempo_qpm=round(float(tempos[b]), 1)))

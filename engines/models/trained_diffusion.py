@@ -1,14 +1,24 @@
-"""A trained diffusion engine as users meet it: sample segments by mode with classifier-free guidance.
+"""A trained diffusion engine as users meet it: sample segments by mode with classifier-free guidance, steer
+them with a guidance classifier, and regenerate chosen bars of a segment (inpainting).
 
     engine = TrainedDiffusion.load("assets/checkpoints/diffusion.pt")
     segments = engine.sample("BLUE", n=4, steps=50, sampler="ddim", guidance_scale=3.0, seed=1)
+    engine.classifier = TrainedGuidanceClassifier.load("assets/checkpoints/guidance-classifier.pt")
+    segments = engine.sample("BLUE", classifier_scale=2.0, target=GuidanceTarget(mode=True, rebracketing="high"))
+    segments = engine.inpaint(init_segment, keep_bars=[1, 2], mode="RED")
 
-Guidance: the network is run with and without the mode and attributes (WHITE, "not given") in one batch,
-and the two predictions are extrapolated: out = uncond + scale * (cond - uncond) (Ho & Salimans 2022);
-scale 1 is the plain conditional model, 0 the unconditional one.
+Classifier-free guidance: the network is run with and without the mode and attributes (WHITE, "not given")
+in one batch, and the two predictions are extrapolated: out = uncond + scale * (cond - uncond) (Ho & Salimans
+2022); scale 1 is the plain conditional model, 0 the unconditional one.
+
+Classifier guidance (engines/models/guidance_classifier.py): at every step the gradient of log p(y | x_t, t)
+for the target (the requested mode and/or high or low rebracketing) shifts the predicted noise,
+eps' = eps - scale * sqrt(1 - alpha_bar_t) * grad (engines/sampling/diffusion.py: guided_eps), and x0 is
+re-derived from it; it works with either sampler and on top of classifier-free guidance.
 
 Metre and tempo: the denoiser is told the metre; unless one is asked for, it is drawn (by the seed) from how
 often each metre occurs in the training segments of that mode, and the tempo is that mode's median.
+Inpainting keeps the metre and tempo of the segment it starts from.
 
 Decoding (engines/models/roll_decoding.py): the final x0 lies in [-1, 1]; (x0 + 1) / 2 is read as the onset
 and sustain probability, a note starts where the onset channel exceeds the config's `onset_threshold`
@@ -19,16 +29,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from engines.data.torch_dataset import METRES, WHITE_INDEX
+from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
-from engines.models.denoiser import RollDenoiser, model_from_checkpoint
-from engines.models.roll_decoding import probabilities_to_segments, tonic_shift
+from engines.models.denoiser import RollDenoiser, model_from_checkpoint, roll_to_unit
+from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
+from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
 from engines.models.trained_vae import mode_index
 from engines.music.analyzer import WHITE
-from engines.music.notes import Segment, transpose_notes
-from engines.sampling.diffusion import Inpainting, NoiseScheduler, sample_loop
+from engines.music.notes import Segment, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
+from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, sample_loop
 from engines.training.common import load_checkpoint
 
 MAX_BATCH = 64
@@ -42,8 +54,22 @@ class TrainedDiffusion:
         self.data = payload["data"]
         c = model.config
         self.scheduler = NoiseScheduler(c.num_steps, c.noise_schedule, c.prediction)
-        self.metre_counts = payload["metre_counts"].float()     # (9, len(METRES)) per mode, WHITE = all
-        self.tempo = payload["tempo"]                           # (9,) median qpm per mode
+        self.metre_counts = payload["metre_counts"].float().cpu()  # (9, len(METRES)) per mode, WHITE = all
+        self.tempo = payload["tempo"].cpu()                        # (9,) median qpm per mode
+        self._classifier: TrainedGuidanceClassifier | None = None
+
+    @property
+    def classifier(self) -> TrainedGuidanceClassifier | None:
+        """The guidance classifier used when a sample asks for classifier_scale > 0 (None = none loaded)."""
+        return self._classifier
+
+    @classifier.setter
+    def classifier(self, classifier: TrainedGuidanceClassifier | None) -> None:
+        if classifier is not None:
+            c = self.model.config
+            classifier.check_compatible(c.num_steps, c.noise_schedule, self.model.steps, self.model.pitches)
+            classifier.model.to(self.device)
+        self._classifier = classifier
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedDiffusion":
@@ -57,8 +83,16 @@ class TrainedDiffusion:
         return self.scheduler.num_steps
 
     def denoiser(self, mode: torch.Tensor, attributes: torch.Tensor | None, metre: torch.Tensor,
-                 guidance_scale: float) -> Callable:
-        """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale`."""
+                 guidance_scale: float, classifier_scale: float = 0.0,
+                 target: GuidanceTarget | None = None) -> Callable:
+        """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale` and, when
+        `classifier_scale` > 0, classifier guidance toward `target`."""
+        steer = classifier_scale > 0 and target is not None and target.active(mode)
+        toward_mode = mode if steer and target.mode and bool((mode < WHITE_INDEX).all()) else None
+        if steer and self.classifier is None:
+            raise StudioError("classifier guidance needs a guidance classifier: train one with `python -m engines "
+                              "train --engine guidance-classifier` and ship it as guidance-classifier.pt")
+
         def denoise(x_t: torch.Tensor, t: torch.Tensor):
             n = x_t.shape[0]
             if guidance_scale == 1.0:
@@ -72,7 +106,12 @@ class TrainedDiffusion:
                                   torch.cat([metre, metre]))
                 cond, uncond = both[:n], both[n:]
                 output = uncond + guidance_scale * (cond - uncond)
-            return self.scheduler.split(output, x_t, t)
+            x0, eps = self.scheduler.split(output, x_t, t)
+            if steer:
+                grad = self.classifier.gradient(x_t, t, metre, toward_mode, target.rebracketing)
+                eps = guided_eps(eps, grad, self.scheduler, t, classifier_scale)
+                x0 = self.scheduler.x0_from_eps(eps, x_t, t)
+            return x0, eps
         return denoise
 
     def _metres(self, mode: int, n: int, metre: str | None, generator: torch.Generator) -> list[int]:
@@ -87,19 +126,27 @@ class TrainedDiffusion:
         weights = weights if weights.sum() > 0 else self.metre_counts[WHITE_INDEX]
         return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
 
+    def metre_names(self, mode: str, n: int, seed: int, metre: str | None = None) -> list[str]:
+        """The metres `sample(mode, n, seed=seed, metre=metre)` writes, as "3/4" (drawn first from the seed)."""
+        generator = torch.Generator().manual_seed(int(seed))
+        return [f"{a}/{b}" for a, b in (METRES[i] for i in self._metres(mode_index(mode), n, metre, generator))]
+
     @torch.no_grad()
     def sample_rolls(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                      guidance_scale: float = 3.0, seed: int = 0, attributes: dict | None = None,
                      metre: str | None = None, on_step: Callable | None = None,
-                     inpainting: Inpainting | None = None) -> tuple[torch.Tensor, list[int]]:
-        """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each."""
+                     inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
+                     target: GuidanceTarget | None = None, metres: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+        """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does)."""
         if not 1 <= n <= MAX_BATCH:
             raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {n}")
         if guidance_scale < 0:
             raise StudioError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if classifier_scale < 0:
+            raise StudioError(f"classifier guidance strength must be >= 0, got {classifier_scale}")
         index = mode_index(mode)
         generator = torch.Generator().manual_seed(int(seed))
-        metres = self._metres(index, n, metre, generator)
+        metres = metres if metres is not None else self._metres(index, n, metre, generator)
         modes = torch.full((n,), index, dtype=torch.long, device=self.device)
         attr = None
         if attributes:
@@ -107,18 +154,22 @@ class TrainedDiffusion:
                                   float(attributes.get("temporal_complexity", 0.0))]], device=self.device).repeat(n, 1)
         metre_t = torch.tensor(metres, device=self.device)
         shape = (n, 2, self.model.steps, self.model.pitches)
-        x0 = sample_loop(self.scheduler, self.denoiser(modes, attr, metre_t, guidance_scale), shape, steps, sampler,
-                         eta, generator, inpainting=inpainting, on_step=on_step, device=self.device)
+        denoise = self.denoiser(modes, attr, metre_t, guidance_scale, classifier_scale, target)
+        x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, generator, inpainting=inpainting,
+                         on_step=on_step, device=self.device)
         return x0, metres
 
-    def to_segments(self, x0: torch.Tensor, metres: list[int], mode: str = WHITE, tonic: str | None = None) -> list[Segment]:
-        """x0 (B, 2, T, P) in [-1, 1] -> Segments (roll_decoding), moved from C to `tonic`."""
+    def to_segments(self, x0: torch.Tensor, metres: list[int], mode: str = WHITE, tonic: str | None = None,
+                    tempo: float | None = None) -> list[Segment]:
+        """x0 (B, 2, T, P) in [-1, 1] -> Segments (roll_decoding), moved from C to `tonic`; the tempo is the
+        mode's median unless one is given."""
         c, d = self.model.config, self.data
         probability = (x0.clamp(-1, 1) + 1) / 2
-        tempo = float(self.tempo[mode_index(mode)])
+        tempo = float(self.tempo[mode_index(mode)]) if tempo is None else float(tempo)
         segments = probabilities_to_segments(probability[:, 0], probability[:, 1], metres, [tempo] * len(metres),
                                              d["steps_per_beat"], d["pitch_low"], d["segment_bars"],
-                                             (c.onset_threshold + 1) / 2, 0.5, c.pitch_window)
+                                             (c.onset_threshold + 1) / 2, 0.5, c.pitch_window,
+                                             c.sustain_onsets, c.min_note_steps)
         semitones = tonic_shift(tonic)
         for segment in segments:
             segment.notes = transpose_notes(segment.notes, semitones, d["pitch_low"], d["pitch_high"])
@@ -126,7 +177,60 @@ class TrainedDiffusion:
 
     def sample(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                guidance_scale: float = 3.0, seed: int = 0, attributes: dict | None = None, metre: str | None = None,
-               tonic: str | None = None, on_step: Callable | None = None) -> list[Segment]:
+               tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
+               target: GuidanceTarget | None = None) -> list[Segment]:
         """n segments under `mode` (WHITE = unconditioned)."""
-        x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes, metre, on_step)
+        x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes, metre, on_step,
+                                       classifier_scale=classifier_scale, target=target)
         return self.to_segments(x0, metres, mode, tonic)
+
+    # ---- inpainting -----------------------------------------------------------------------------------
+    def inpainting_for(self, init: Segment, keep_bars: list[int], n: int, resample: int = 2) -> tuple[Inpainting, int, int]:
+        """What inpainting `init` needs: the known roll in C and its mask (the kept bars, and the padding past
+        the last bar), the metre index, and the semitones that moved `init` to C. keep_bars are 1-based."""
+        d = self.data
+        bars = d["segment_bars"]
+        bad = [b for b in keep_bars if not 1 <= int(b) <= bars]
+        if bad:
+            raise StudioError(f"bars to keep must lie in 1..{bars}, got {', '.join(map(str, bad))}")
+        missing = [b for b in keep_bars if int(b) > init.num_bars]
+        if missing:
+            raise StudioError(f"the segment to start from has only {init.num_bars} bar(s); cannot keep bar "
+                              f"{', '.join(map(str, missing))}")
+        if (init.ts_num, init.ts_den) not in METRES:
+            raise StudioError(f"inpainting works in the metres the model knows "
+                              f"({', '.join(f'{a}/{b}' for a, b in METRES)}), not {init.ts_num}/{init.ts_den}")
+        semitones = shift_to_c(segment_tonic(init)) if self.model.config.key_to_c and len(init.notes) else 0
+        notes = transpose_notes(init.notes, semitones, d["pitch_low"], d["pitch_high"])
+        roll = notes_to_roll(notes, init.bar_length, init.num_bars, d["steps_per_beat"], d["pitch_low"],
+                             d["pitch_high"])
+        known = roll_to_unit(torch.from_numpy(roll)[None]).to(self.device).repeat(n, 1, 1, 1)  # (n, 2, T, P)
+        bar_steps = init.bar_length // ticks_per_step(init.bar_length, d["steps_per_beat"])
+        mask = torch.zeros(self.model.steps, dtype=torch.bool)
+        for b in keep_bars:
+            mask[(int(b) - 1) * bar_steps:int(b) * bar_steps] = True
+        mask[bars * bar_steps:] = True  # padding past the last bar stays silent
+        mask = mask[None, None, :, None].expand_as(known).to(self.device)
+        return Inpainting(known, mask, resample), metre_index(init.ts_num, init.ts_den), semitones
+
+    def inpaint(self, init: Segment, keep_bars: list[int], mode: str = WHITE, n: int = 1, steps: int = 50,
+                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 3.0, seed: int = 0,
+                tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
+                target: GuidanceTarget | None = None, resample: int = 2) -> list[Segment]:
+        """n versions of `init` with `keep_bars` (1-based) kept and the other bars regenerated under `mode`,
+        in init's metre and tempo; written back in init's key unless a tonic is named."""
+        inpainting, metre, semitones = self.inpainting_for(init, keep_bars, n, resample)
+        x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, on_step=on_step,
+                                       inpainting=inpainting, classifier_scale=classifier_scale, target=target,
+                                       metres=[metre] * n)
+        generated = self.to_segments(x0, metres, mode, tempo=init.tempo_qpm)
+        d = self.data
+        out_shift = tonic_shift(tonic) if tonic else -semitones     # C -> the key written
+        kept = transpose_notes(init.notes, semitones + out_shift, d["pitch_low"], d["pitch_high"])
+        kept_bar = np.isin(kept["start"] // init.bar_length + 1, [int(b) for b in keep_bars])
+        for segment in generated:  # kept bars hold init's own notes, exactly; the others what was generated
+            notes = transpose_notes(segment.notes, out_shift, d["pitch_low"], d["pitch_high"])
+            fresh = ~np.isin(notes["start"] // init.bar_length + 1, [int(b) for b in keep_bars])
+            merged = np.concatenate([kept[kept_bar], notes[fresh]])
+            segment.notes = merged[np.lexsort((merged["pitch"], merged["start"]))]
+        return generated

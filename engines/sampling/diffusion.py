@@ -20,7 +20,7 @@ import torch
 from engines.errors import StudioError
 
 SCHEDULES = ("linear", "cosine")
-PREDICTIONS = ("epsilon", "v")
+PREDICTIONS = ("epsilon", "v", "x0")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -46,7 +46,8 @@ def make_betas(kind: str, num_steps: int) -> torch.Tensor:
 class NoiseScheduler:
     num_steps: int = 1000
     schedule: str = "cosine"
-    prediction: str = "v"           # what the network predicts: "epsilon" (noise) or "v" (sqrt(a) eps - sqrt(1-a) x0)
+    prediction: str = "v"           # what the network predicts: "epsilon" (noise), "v" (sqrt(a) eps - sqrt(1-a) x0)
+                                    # or "x0" (the clean sample itself)
 
     def __post_init__(self):
         if self.num_steps < 2:
@@ -70,6 +71,8 @@ class NoiseScheduler:
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
             return noise
+        if self.prediction == "x0":
+            return x0
         signal, sigma = self._coefficients(t, x0)
         return signal * noise - sigma * x0
 
@@ -80,12 +83,24 @@ class NoiseScheduler:
         if self.prediction == "epsilon":
             eps = output
             return (x_t - sigma * eps) / signal, eps
+        if self.prediction == "x0":
+            return output, (x_t - signal * output) / sigma
         x0 = signal * x_t - sigma * output
         return x0, sigma * x_t + signal * output
 
     def eps_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         signal, sigma = self._coefficients(t, x_t)
         return (x_t - signal * x0) / sigma
+
+    def x0_from_eps(self, eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        signal, sigma = self._coefficients(t, x_t)
+        return (x_t - sigma * eps) / signal
+
+    def renoise(self, x: torch.Tensor, t_from: int, t_to: int, noise: torch.Tensor) -> torch.Tensor:
+        """A draw from q(x_{t_to} | x_{t_from}) for t_to > t_from: the forward process over that stretch
+        (RePaint's "jump back"); t_from = -1 means x is clean."""
+        ratio = self._alpha(t_to) / self._alpha(t_from)
+        return math.sqrt(ratio) * x + math.sqrt(1 - ratio) * noise
 
     def timesteps(self, steps: int) -> list[int]:
         """`steps` step indices from T-1 down to 0, evenly spaced (the first one is pure noise)."""
@@ -134,10 +149,14 @@ def guided_eps(eps: torch.Tensor, grad_log_p: torch.Tensor, scheduler: NoiseSche
 
 @dataclass
 class Inpainting:
-    """Known content to keep (RePaint's replacement, Lugmayr et al. 2022): where `mask` is True the sample is
-    replaced after every step by the known x0 noised to the same level. known, mask: (B, ...) like x."""
+    """Known content to keep (RePaint, Lugmayr et al. 2022): where `mask` is True the sample is replaced after
+    every step by the known x0 noised to the same level. known, mask: (B, ...) like x.
+
+    resample: how often each step is taken; between takes the sample is noised back to the step's level
+    (RePaint's resampling, jump length 1), so the free part can adapt to the kept part. 1 = plain replacement."""
     known: torch.Tensor
     mask: torch.Tensor
+    resample: int = 1
 
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -162,25 +181,33 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
     randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731  (CPU generator: same on any device)
     x = randn()
     grid = scheduler.timesteps(steps)
+    takes = inpainting.resample if inpainting is not None else 1
+    if takes < 1:
+        raise StudioError(f"resample must be at least 1, got {takes}")
     x0 = x
     for i, t in enumerate(grid):
         t_prev = grid[i + 1] if i + 1 < len(grid) else -1
         t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
-        x0, eps = denoise(x, t_batch)
-        if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-            eps = scheduler.eps_from_x0(x0, x, t_batch)
-        if inpainting is not None:
-            x0 = torch.where(inpainting.mask, inpainting.known, x0)
-        noise = randn() if (sampler == "ddpm" or eta > 0) and t_prev >= 0 else None
-        if sampler == "ddim":
-            x = scheduler.ddim_step(x0, eps, t, t_prev, eta, noise)
-        else:
-            x = scheduler.ddpm_step(x0, x, t, t_prev, noise)
-        if inpainting is not None and t_prev >= 0:
-            known_t = scheduler.add_noise(inpainting.known, randn(),
-                                          torch.full((shape[0],), t_prev, dtype=torch.long, device=device))
-            x = torch.where(inpainting.mask, known_t, x)
+        for take in range(takes):
+            if take:  # RePaint: back to step t's noise level, then take the step again
+                x = scheduler.renoise(x, t_prev, t, randn())
+            x0, eps = denoise(x, t_batch)
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+                eps = scheduler.eps_from_x0(x0, x, t_batch)
+            if inpainting is not None:
+                x0 = torch.where(inpainting.mask, inpainting.known, x0)
+            noise = randn() if (sampler == "ddpm" or eta > 0) and t_prev >= 0 else None
+            if sampler == "ddim":
+                x = scheduler.ddim_step(x0, eps, t, t_prev, eta, noise)
+            else:
+                x = scheduler.ddpm_step(x0, x, t, t_prev, noise)
+            if inpainting is not None and t_prev >= 0:
+                known_t = scheduler.add_noise(inpainting.known, randn(),
+                                              torch.full((shape[0],), t_prev, dtype=torch.long, device=device))
+                x = torch.where(inpainting.mask, known_t, x)
+            if t_prev < 0:
+                break  # the last step lands on x0; there is no level to go back to
         if on_step is not None and on_step(i, len(grid), x0):
             return x0
     return x if inpainting is None else torch.where(inpainting.mask, inpainting.known, x)

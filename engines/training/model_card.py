@@ -15,7 +15,14 @@ import torch
 from engines.errors import StudioError
 from engines.training.common import MetricsLog, load_checkpoint
 
-SIZE_LIMITS_MB = {"vae": 30}
+SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15}
+# Validation columns of each engine's training curve beyond the losses: (metrics key, title, format).
+CURVE_COLUMNS = {
+    "vae": [("val_f1", "val note F1", ".3f"), ("val_kl", "val KL", ".1f")],
+    "guidance-classifier": [("val_mode_acc", "mode acc.", ".3f"), ("val_high_acc", "high-reb. acc.", ".3f"),
+                            ("val_mode_acc_low_noise", "mode acc. t < T/10", ".3f"),
+                            ("val_high_acc_low_noise", "high-reb. acc. t < T/10", ".3f")],
+}
 
 
 def ship(engine: str, run_dir: str | Path, checkpoints_dir: str | Path, evaluation: str | None = None) -> dict:
@@ -63,16 +70,18 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         "",
         "## Training curve (validation)",
         "",
-        "| epoch | minutes | train loss | val loss | val note F1 | val KL |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
+    columns = CURVE_COLUMNS.get(engine, [])
+    lines += ["| epoch | minutes | train loss | val loss |" + "".join(f" {title} |" for _, title, _ in columns),
+              "|---:|---:|---:|---:|" + "---:|" * len(columns)]
     for r in rows:
-        lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
-                     f"{r['val_f1']:.3f} | {r['val_kl']:.1f} |")
-    if report and engine == "vae":
+        lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} |"
+                     + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
+    bars = {"vae": vae_bars, "diffusion": diffusion_bars}
+    if report and engine in bars:
         lines += ["", "## Quality bars (held-out test split)", "", "| bar | target | measured | met |",
                   "|---|---|---|---|"]
-        for name, target, value, met in vae_bars(report):
+        for name, target, value, met in bars[engine](report):
             lines.append(f"| {name} | {target} | {value} | {'yes' if met else 'no'} |")
     if report:
         lines += ["", "## Evaluation (`python -m engines evaluate`)", "", "```json",
@@ -101,3 +110,18 @@ def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
     rows.append(("slerp neighbours closer than endpoints", "all paths", f"{smooth:.0%} of paths", smooth == 1.0))
     rows.append(("latency, one segment", "<= 20 ms", f"{report['latency_ms']:.1f} ms", report["latency_ms"] <= 20))
     return rows
+
+
+def diffusion_bars(report: dict) -> list[tuple[str, str, str, bool]]:
+    """The diffusion issue's bars that an evaluate report measures: (name, target, measured, met)."""
+    per_mode = report["consistency"]["per_mode"]
+    frechet = report["frechet"]
+    distance = "n/a" if frechet["distance"] is None else f"{frechet['distance']:.2f}"
+    return [
+        ("consistency with classifier-free guidance, mean of modes", ">= 85 %",
+         f"{report['consistency']['overall']:.0%}", report["consistency"]["overall"] >= 0.85),
+        ("consistency, worst mode", ">= 70 %", f"{min(per_mode.values()):.0%}", min(per_mode.values()) >= 0.70),
+        ("Fréchet distance (baseline: real vs real)", "reported",
+         f"{distance} ({frechet['real_baseline']:.2f})", frechet["distance"] is not None),
+        ("latency, one segment", "<= 1.0 s", f"{report['latency_ms'] / 1000:.2f} s", report["latency_ms"] <= 1000),
+    ]

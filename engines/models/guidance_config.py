@@ -1,0 +1,20 @@
+"""Config of the noise-aware guidance classifier (engines/models/guidance_classifier.py); torch-free, see vae_config."""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GuidanceClassifierConfig:
+    # The forward process it is trained on is the denoiser's (model.diffusion.num_steps / noise_schedule); the
+    # checkpoint records it, and sampling refuses a classifier trained for another one.
+    base_channels: int = 64                                # channels at full time resolution
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # levels at T, T/2, T/4, T/8
+    embedding_dim: int = 128                               # timestep + metre conditioning
+    dropout: float = 0.1
+    high_rebracketing_quantile: float = 0.75               # "high" = above this quantile of the training split
+    rebracketing_weight: float = 1.0                       # loss = mode CE + weight * high-rebracketing BCE
+    key_to_c: bool = True                                  # as the denoiser: it sees rolls in C
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    epochs: int = 8
+    ema_decay: float = 0.999

@@ -1,0 +1,126 @@
+"""The training loop the diffusion engine's two networks share (the denoiser and the guidance classifier).
+
+Each epoch: a pass over the training split with AdamW, a linear warm-up then a cosine decay of the learning
+rate over all epochs, gradient clipping, and an exponential moving average (EMA) of the weights; then
+validation of the EMA weights, one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and,
+when the validation loss improves, `best.pt` (the EMA weights, which is what sampling uses). Stops after
+`epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
+                                     plot_losses, save_checkpoint)
+
+LR_FLOOR = 0.05          # the learning rate anneals to this share of its start
+WARMUP_STEPS = 500
+
+
+@dataclass
+class LoopSettings:
+    learning_rate: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    ema_decay: float
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup: int = WARMUP_STEPS, floor: float = LR_FLOOR) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine from 1 down to `floor` at `total_steps`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Dataset, val_set: Dataset,
+                   settings: LoopSettings, loss_fn: Callable, validate_fn: Callable, payload_fn: Callable,
+                   out_dir: str | Path, max_minutes: float = 0, resume: bool = False, seed: int = 0,
+                   workers: int = 1, label: str = "val") -> dict:
+    """Train `build_model()`; returns the best epoch's row.
+
+    loss_fn(model, batch) -> scalar loss (model may be DDP-wrapped); validate_fn(ema, loader, device) -> dict
+    with "val_loss" and any other metrics; payload_fn(ema, row) -> the best.pt checkpoint dict."""
+    rank, world = ddp_setup()
+    main = rank == 0
+    device = pick_device()
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed + rank)
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed) if world > 1 else None
+    train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=workers, generator=torch.Generator().manual_seed(seed),
+                              drop_last=len(train_set) > settings.batch_size, persistent_workers=workers > 0)
+    val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
+    model = build_model().to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    log = MetricsLog(out_dir / "metrics.jsonl")
+    start_epoch, best, elapsed_before, step = 0, {"val_loss": float("inf")}, 0.0, 0
+    if resume and (out_dir / "last.pt").is_file():
+        state = load_checkpoint(out_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["state_dict"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, elapsed_before, step = state["epoch"], state["best"], state["elapsed"], state["step"]
+        if main:
+            print(f"resuming after epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)", flush=True)
+    total_steps = max(settings.epochs * len(train_loader), 1)
+    wrapped = DistributedDataParallel(model) if world > 1 else model
+    started = time.time()
+    budget = max_minutes * 60 if max_minutes else float("inf")
+    for epoch in range(start_epoch, settings.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        total, batches = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            for group in optimizer.param_groups:
+                group["lr"] = settings.learning_rate * learning_rate_factor(step, total_steps)
+            loss = loss_fn(wrapped, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            with torch.no_grad():  # EMA warms up: early on it follows the weights closely
+                decay = min(settings.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+            step += 1
+            total += loss.item()
+            batches += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if elapsed_before + time.time() - started > budget:
+                break
+        elapsed = elapsed_before + time.time() - started
+        if main:
+            row = {"epoch": epoch + 1, "step": step, "minutes": round(elapsed / 60, 2),
+                   "lr": optimizer.param_groups[0]["lr"], "train_loss": total / max(batches, 1),
+                   **validate_fn(ema, val_loader, device)}
+            log.write(row)
+            extras = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k != "val_loss")
+            print(f"epoch {epoch + 1}: train {row['train_loss']:.4f} {label} (EMA) {row['val_loss']:.4f} {extras} "
+                  f"({row['minutes']:.1f} min)", flush=True)
+            if row["val_loss"] < best["val_loss"]:
+                best = row
+                save_checkpoint(payload_fn(ema, row), out_dir / "best.pt")
+            save_checkpoint({"state_dict": model.state_dict(), "ema": ema.state_dict(),
+                             "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best": best,
+                             "elapsed": elapsed, "step": step}, out_dir / "last.pt")
+            plot_losses(log.rows(), out_dir / "loss.png")
+        if elapsed > budget:
+            break
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    ddp_teardown()
+    return best if main else {}

@@ -1,0 +1,313 @@
+"""Classifier guidance and inpainting of the diffusion engine: the noise-aware classifier (shapes, gradient,
+training, checkpoint), its targets, guided sampling through TrainedDiffusion, and RePaint-style inpainting.
+Tiny configs over a few dozen cache segments; one classifier run and one denoiser run per module."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from engines.cli import main
+from engines.config import load_config
+from engines.data.prepare import ensure_corpus_cache
+from engines.data.torch_dataset import RollDataset
+from engines.errors import StudioError
+from engines.models.denoiser import roll_to_unit
+from engines.models.guidance_classifier import (GuidanceTarget, NoisyRollClassifier, TrainedGuidanceClassifier,
+                                                classifier_loss, guidance_gradient)
+from engines.models.guidance_config import GuidanceClassifierConfig
+from engines.models.trained_diffusion import TrainedDiffusion
+from engines.music.notes import NOTE_DTYPE, TICKS_PER_QUARTER, Segment
+from engines.sampling.diffusion import Inpainting, NoiseScheduler, sample_loop
+from engines.training.diffusion_trainer import train_diffusion
+from engines.training.guidance_trainer import high_rebracketing_threshold, train_guidance_classifier
+
+torch.set_num_threads(1)
+
+TINY = ["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]", "model.diffusion.embedding_dim=32",
+        "model.diffusion.attention_heads=2", "model.diffusion.batch_size=16", "model.diffusion.epochs=1",
+        "model.diffusion.num_steps=100", "model.guidance_classifier.base_channels=16",
+        "model.guidance_classifier.channel_mults=[1,2]", "model.guidance_classifier.embedding_dim=32",
+        "model.guidance_classifier.batch_size=16", "model.guidance_classifier.epochs=2"]
+LIMIT = 48
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return load_config(overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_cfg):
+    cache = ensure_corpus_cache(tiny_cfg)
+    data = RollDataset.for_config(cache, cache.split_indices("train")[:8], tiny_cfg.data, True)
+    return next(iter(DataLoader(data, batch_size=8)))
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory, tiny_cfg):
+    out = tmp_path_factory.mktemp("classifier_run")
+    best = train_guidance_classifier(tiny_cfg, out, limit=LIMIT, workers=0)
+    return out, best
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, tiny_cfg, classifier_run):
+    out = tmp_path_factory.mktemp("denoiser_run")
+    train_diffusion(tiny_cfg, out, limit=LIMIT, workers=0)
+    engine = TrainedDiffusion.load(out / "best.pt")
+    engine.classifier = TrainedGuidanceClassifier.load(classifier_run[0] / "best.pt")
+    return engine
+
+
+def tiny_classifier(tiny_cfg) -> NoisyRollClassifier:
+    torch.manual_seed(0)
+    return NoisyRollClassifier(tiny_cfg.model.guidance_classifier).eval()
+
+
+# ---- targets --------------------------------------------------------------------------------------------------
+def test_targets_parse_and_name_bad_input():
+    assert GuidanceTarget.parse(None) == GuidanceTarget(mode=True, rebracketing=None)
+    assert GuidanceTarget.parse("rebracketing=high") == GuidanceTarget(mode=False, rebracketing="high")
+    assert GuidanceTarget.parse(" mode , rebracketing=LOW") == GuidanceTarget(mode=True, rebracketing="low")
+    assert GuidanceTarget.parse("mode,rebracketing=high").describe() == "mode,rebracketing=high"
+    with pytest.raises(StudioError, match="unknown guidance target 'tempo=fast'"):
+        GuidanceTarget.parse("tempo=fast")
+    with pytest.raises(StudioError, match="unknown rebracketing target 'some'"):
+        GuidanceTarget.parse("rebracketing=some")
+    white = torch.tensor([8, 8])
+    assert not GuidanceTarget(mode=True).active(white) and GuidanceTarget(True, "high").active(white)
+    assert GuidanceTarget(mode=True).active(torch.tensor([1, 1]))
+
+
+# ---- the classifier -------------------------------------------------------------------------------------------
+def test_classifier_shapes_and_loss_counts(tiny_cfg, batch):
+    model = tiny_classifier(tiny_cfg)
+    x = roll_to_unit(batch["roll"])
+    mode_logits, high_logit = model(x, torch.full((8,), 10), batch["metre"])
+    assert mode_logits.shape == (8, 8) and high_logit.shape == (8,)
+    loss, counts = classifier_loss(model, NoiseScheduler(100), batch, 0.5, 1.0, torch.Generator().manual_seed(0))
+    assert loss.item() > 0 and counts["n"] == 8 and 0 <= counts["mode_hits"] <= 8 and 0 <= counts["high_hits"] <= 8
+
+
+def test_gradient_points_uphill_in_log_probability(tiny_cfg, batch):
+    model = tiny_classifier(tiny_cfg)
+    x = roll_to_unit(batch["roll"])
+    t, metre, mode = torch.full((8,), 20), batch["metre"], torch.arange(8)
+
+    def log_p(x_in):
+        mode_logits, high_logit = model(x_in, t, metre)
+        return (torch.log_softmax(mode_logits, 1)[torch.arange(8), mode] + torch.nn.functional.logsigmoid(high_logit))
+
+    grad = guidance_gradient(model, x, t, metre, mode, "high")
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+    with torch.no_grad():
+        assert (log_p(x + 1e-2 * grad / grad.norm()) > log_p(x)).all()
+    assert torch.equal(guidance_gradient(model, x, t, metre), torch.zeros_like(x))  # no target, no push
+    low = guidance_gradient(model, x, t, metre, None, "low")
+    high = guidance_gradient(model, x, t, metre, None, "high")
+    assert (torch.nn.functional.cosine_similarity(low.flatten(1), high.flatten(1)) < 0).all()  # opposite ways
+
+
+def test_high_threshold_is_the_quantile():
+    attributes = torch.tensor([[0.0, 0.1], [0.0, 0.2], [0.5, 0.3], [1.0, 0.4]])
+    assert high_rebracketing_threshold(attributes, 0.75) == pytest.approx(0.625)
+
+
+def test_training_writes_checkpoints_and_accuracies(classifier_run, tiny_cfg):
+    out, best = classifier_run
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and (out / "loss.png").is_file()
+    assert {"val_mode_acc", "val_high_acc", "val_mode_acc_low_noise", "val_high_acc_low_noise"} <= set(best)
+    assert all(0 <= best[k] <= 1 for k in best if k.startswith("val_") and k.endswith("acc"))
+    loaded = TrainedGuidanceClassifier.load(out / "best.pt")
+    assert (loaded.num_steps, loaded.noise_schedule) == (100, "cosine")
+    assert 0 <= loaded.threshold <= 1
+    loaded.check_compatible(100, "cosine", 64, 88)
+    with pytest.raises(StudioError, match="trained for 100 cosine steps"):
+        loaded.check_compatible(1000, "cosine", 64, 88)
+
+
+def test_train_command_accepts_the_classifier(tmp_path, capsys):
+    assert main(["train", "--engine", "guidance-classifier", "--limit", "16", "--workers", "0", "--out",
+                 str(tmp_path), *[x for o in TINY for x in ("--set", o)],
+                 "--set", "model.guidance_classifier.epochs=1"]) == 0
+    assert (tmp_path / "best.pt").is_file() and '"val_mode_acc"' in capsys.readouterr().out
+
+
+def test_a_denoiser_checkpoint_is_not_a_classifier(engine, tmp_path):
+    with pytest.raises(StudioError, match="not a guidance classifier"):
+        TrainedGuidanceClassifier(engine.payload)
+
+
+# ---- guided sampling ------------------------------------------------------------------------------------------
+def test_classifier_guidance_changes_the_sample_and_repeats(engine):
+    plain, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4)
+    guided, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0,
+                                    target=GuidanceTarget(mode=True, rebracketing="high"))
+    again, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0,
+                                   target=GuidanceTarget(mode=True, rebracketing="high"))
+    assert not torch.allclose(plain, guided) and torch.equal(guided, again)
+    white, _ = engine.sample_rolls("WHITE", n=2, steps=8, seed=4, classifier_scale=5.0, target=GuidanceTarget())
+    white_plain, _ = engine.sample_rolls("WHITE", n=2, steps=8, seed=4)
+    assert torch.equal(white, white_plain)  # WHITE has no mode to steer toward
+
+
+def test_guided_sampling_errors_name_the_input(engine):
+    with pytest.raises(StudioError, match="classifier guidance strength must be >= 0"):
+        engine.sample("RED", classifier_scale=-1, target=GuidanceTarget())
+    classifier, engine.classifier = engine.classifier, None
+    try:
+        with pytest.raises(StudioError, match="needs a guidance classifier"):
+            engine.sample("RED", steps=4, classifier_scale=1.0, target=GuidanceTarget())
+    finally:
+        engine.classifier = classifier
+
+
+# ---- inpainting -----------------------------------------------------------------------------------------------
+def test_renoise_is_the_forward_process():
+    scheduler = NoiseScheduler(100)
+    x0, noise = torch.randn(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(scheduler.renoise(x0, -1, 40, noise),
+                               scheduler.add_noise(x0, noise, torch.tensor([40, 40])), rtol=1e-6, atol=1e-6)
+    # two jumps compose to one: variances add up to 1 - alpha_bar
+    a = scheduler.alpha_bar
+    ratio = float(a[60] / a[20])
+    assert scheduler.renoise(torch.ones(1), 20, 60, torch.zeros(1)).item() == pytest.approx(ratio ** 0.5)
+
+
+def test_resampling_keeps_the_known_part_and_takes_each_step_more_often():
+    scheduler = NoiseScheduler(50)
+    calls = []
+
+    def denoise(x_t, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x_t), scheduler.eps_from_x0(torch.zeros_like(x_t), x_t, t)
+
+    known = torch.ones(1, 4)
+    mask = torch.tensor([[True, True, False, False]])
+    out = sample_loop(scheduler, denoise, (1, 4), steps=5, inpainting=Inpainting(known, mask, resample=3),
+                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[mask], known[mask]) and torch.allclose(out[~mask], torch.zeros(2), atol=1e-5)
+    assert len(calls) == 4 * 3 + 1  # every step three times but the last, which lands on x0
+    with pytest.raises(StudioError, match="resample must be at least 1"):
+        sample_loop(scheduler, denoise, (1, 4), steps=5, inpainting=Inpainting(known, mask, resample=0))
+
+
+def _init_segment() -> Segment:
+    """Four bars of 3/4 in G: a G major arpeggio per bar, one note per beat."""
+    q = TICKS_PER_QUARTER
+    rows = [(bar * 3 * q + beat * q, q, pitch, 80, 0)
+            for bar in range(4) for beat, pitch in enumerate((67, 71, 74))]
+    notes = np.array(rows, dtype=NOTE_DTYPE)
+    return Segment(notes=notes, ts_num=3, ts_den=4, num_bars=4, tempo_qpm=88.0)
+
+
+def test_inpainting_keeps_the_chosen_bars_exactly(engine):
+    init = _init_segment()
+    out = engine.inpaint(init, keep_bars=[1, 3], mode="BLUE", n=2, steps=6, seed=2)
+    bar = init.bar_length
+    for segment in out:
+        assert (segment.ts_num, segment.ts_den, segment.tempo_qpm) == (3, 4, 88.0)
+        for b in (0, 2):  # kept bars: the very notes of the init, in its key
+            kept = segment.notes[(segment.notes["start"] >= b * bar) & (segment.notes["start"] < (b + 1) * bar)]
+            original = init.notes[(init.notes["start"] >= b * bar) & (init.notes["start"] < (b + 1) * bar)]
+            assert kept[["start", "duration", "pitch"]].tolist() == original[["start", "duration", "pitch"]].tolist()
+        assert segment.notes["start"].max(initial=0) < 4 * bar
+    again = engine.inpaint(init, keep_bars=[1, 3], mode="BLUE", n=2, steps=6, seed=2)
+    assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in out]
+
+
+def test_inpainting_errors_name_the_bars(engine):
+    init = _init_segment()
+    with pytest.raises(StudioError, match=r"bars to keep must lie in 1..4, got 5"):
+        engine.inpaint(init, keep_bars=[5])
+    short = Segment(notes=init.notes[init.notes["start"] < init.bar_length], ts_num=3, ts_den=4, num_bars=1)
+    with pytest.raises(StudioError, match="has only 1 bar"):
+        engine.inpaint(short, keep_bars=[2])
+    with pytest.raises(StudioError, match="not 5/8"):
+        engine.inpaint(Segment(notes=init.notes[:0], ts_num=5, ts_den=8), keep_bars=[1])
+
+
+# ---- through the studio's engine API ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_cfg, engine, classifier_run):
+    import shutil
+
+    from engines.api import StudioEngine
+    from engines.training.common import save_checkpoint
+
+    models = tmp_path_factory.mktemp("models")
+    save_checkpoint(engine.payload, models / "diffusion.pt")
+    shutil.copyfile(classifier_run[0] / "best.pt", models / "guidance-classifier.pt")
+    cfg = load_config(overrides=TINY + [f"model.checkpoints_dir={models}"])
+    return StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=tmp_path_factory.mktemp("out"))
+
+
+def test_stream_shows_every_step_then_the_results(studio):
+    from engines.api import GenerateParams, GenerationProgress
+
+    items = list(studio.generate_stream(GenerateParams(engine="diffusion", mode="RED", n=3, steps=6, seed=1),
+                                        every=1e-9))
+    progress, final = items[:-1], items[-1]
+    assert [p.step for p in progress] == list(range(1, 7)) and all(p.total == 6 for p in progress)
+    assert all(isinstance(p, GenerationProgress) and p.sounding.shape == (3, 64, 88) for p in progress)
+    assert all(0 <= p.sounding.min() and p.sounding.max() <= 1 for p in progress)
+    metres = studio.models.get("diffusion").metre_names("RED", 3, 1)
+    # sixteenth steps; bars longer than 4 quarters use eighths (4/2, 3/2, 9/8, 6/4, 12/8, 5/4)
+    steps_per_bar = {"2/4": 8, "6/8": 12, "4/4": 16, "4/2": 16, "3/4": 12, "2/2": 16, "3/8": 6, "3/2": 12,
+                     "9/8": 9, "6/4": 12, "12/8": 12, "5/4": 10}
+    assert progress[0].bar_steps == [steps_per_bar[m] for m in metres]
+    assert len(final) == 3 and all(v.title.startswith("DIFFUSION · RED · seed 1") for v in final)
+
+
+def test_stop_ends_the_run_early_with_that_steps_estimate(studio):
+    from engines.api import GenerateParams, GenerationProgress
+
+    params = GenerateParams(engine="diffusion", mode="RED", n=1, steps=50, seed=1)
+    seen = []
+    for item in studio.generate_stream(params, run_id="me", every=1e-9):
+        if isinstance(item, GenerationProgress):
+            seen.append(item.step)
+            if item.step == 3:
+                assert studio.request_stop("me")
+        else:
+            final = item
+    assert seen[-1] < 50 and len(final) == 1
+    assert not studio.request_stop("me")  # nothing runs under that id any more
+
+
+def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):
+    from engines.api import GenerateParams
+    from engines.data.midi_io import write_segment_midi
+
+    plain = studio.generate(GenerateParams(engine="diffusion", mode="VIOLET", n=2, steps=6, seed=5))
+    steered = studio.generate(GenerateParams(engine="diffusion", mode="VIOLET", n=2, steps=6, seed=5,
+                                             classifier_scale=8.0, target="rebracketing=high"))
+    assert studio.models.get("diffusion").classifier is not None  # attached by the registry
+    assert [v.notes.pitch for v in plain] != [v.notes.pitch for v in steered]
+    init = tmp_path / "init.mid"
+    write_segment_midi(_init_segment(), init)
+    views = studio.generate(GenerateParams(engine="diffusion", mode="RED", n=2, steps=6, seed=5,
+                                           init_midi=str(init), keep_bars=[2]))
+    assert all("inpainted" in v.title for v in views)
+    bar = 3.0  # quarters in a bar of 3/4
+    for v in views:
+        kept = sorted((s, p) for s, p in zip(v.notes.start, v.notes.pitch) if bar <= s < 2 * bar)
+        assert kept == [(3.0, 67), (4.0, 71), (5.0, 74)]
+    with pytest.raises(StudioError, match="at least one bar to keep"):
+        studio.generate(GenerateParams(engine="diffusion", mode="RED", steps=6, init_midi=str(init), keep_bars=[]))
+    with pytest.raises(StudioError, match="unknown guidance target"):
+        studio.generate(GenerateParams(engine="diffusion", mode="RED", steps=6, classifier_scale=1, target="loud"))
+
+
+def test_evaluate_reports_the_guidance_lift(tiny_cfg, engine, classifier_run, tmp_path):
+    from engines.evaluation.diffusion_eval import evaluate_diffusion
+    from engines.training.common import save_checkpoint
+
+    save_checkpoint(engine.payload, tmp_path / "diffusion.pt")
+    report = evaluate_diffusion(str(tmp_path / "diffusion.pt"), tiny_cfg, n_per_mode=1, real_count=30,
+                                with_table=False, classifier=str(classifier_run[0] / "best.pt"))
+    guidance = report["guidance"]
+    assert guidance["target"] == "mode,rebracketing=high" and guidance["classifier_scale"] == 2.0
+    assert guidance["rebracketing_lift"] == pytest.approx(guidance["rebracketing_guided"]
+                                                          - guidance["rebracketing_unguided"], abs=1e-3)
+    assert 0 <= guidance["consistency_guided"] <= 1 and len(guidance["consistency_guided_per_mode"]) == 8
