@@ -82,10 +82,11 @@ class GenerateParams:
     # diffusion only
     sampler: str = "ddim"
     steps: int = 50
-    guidance_scale: float = 3.0
+    guidance_scale: float = 4.0
     eta: float = 0.0
     classifier_scale: float = 0.0    # classifier guidance (0 = off) toward `target`
     target: str = "mode"             # "mode", "rebracketing=high", "mode,rebracketing=low", ...
+    classifier_space: str = "x0"     # where the classifier's gradient is taken: "x0" or "x_t"
     init_midi: str | None = None     # inpainting: a MIDI file (its first segment) ...
     keep_bars: list[int] | None = None  # ... and the bars of it to keep (1-based); the others are regenerated
 
@@ -335,7 +336,7 @@ class StudioEngine:
         settings = dict(mode=params.mode, n=int(params.n), steps=int(params.steps), sampler=params.sampler,
                         eta=float(params.eta), guidance_scale=float(params.guidance_scale), seed=int(params.seed),
                         tonic=params.tonic, on_step=on_step, classifier_scale=float(params.classifier_scale),
-                        target=GuidanceTarget.parse(params.target))
+                        target=GuidanceTarget.parse(params.target, params.classifier_space))
         if params.init_midi or params.keep_bars:
             if not params.init_midi:
                 raise StudioError("inpainting needs a segment to start from: upload a MIDI file or pick a result")

@@ -113,9 +113,12 @@ def bench_vae(cfg: Config, repeats: int) -> dict | None:
 
 
 def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
-    """DDIM with 50 steps and classifier-free guidance: one segment, and a batch of 8 (CPU); bars 1 s and 3 s."""
+    """DDIM with 50 steps and classifier-free guidance: one segment, and a batch of 8 (CPU); bars 1 s and 3 s.
+    Also one segment with DPM-Solver++ at 20 steps and, when the guidance classifier is shipped, one with
+    classifier guidance on top."""
     import torch
 
+    from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
     from engines.models.trained_diffusion import TrainedDiffusion
 
     path = Path(cfg.model.checkpoints_dir) / "diffusion.pt"
@@ -125,12 +128,22 @@ def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
     guidance = cfg.generation.sampling.guidance_scale
     engine.sample("RED", n=1, steps=5, guidance_scale=guidance)  # warm-up
     counter = iter(range(10**6))
-    one = _median_seconds(lambda: engine.sample("RED", n=1, steps=50, guidance_scale=guidance,
-                                                seed=next(counter)), max(repeats, 3))
-    eight = _median_seconds(lambda: engine.sample("BLUE", n=8, steps=50, guidance_scale=guidance,
-                                                  seed=next(counter)), max(repeats, 3))
-    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "sampler": "ddim", "steps": 50,
-            "guidance_scale": guidance, "seconds_one_segment": round(one, 3), "seconds_batch8": round(eight, 3)}
+
+    def seconds(n: int, **settings) -> float:
+        return round(_median_seconds(lambda: engine.sample("BLUE", n=n, guidance_scale=guidance, seed=next(counter),
+                                                           **settings), max(repeats, 3)), 3)
+
+    row = {"checkpoint": str(path), "threads": torch.get_num_threads(), "sampler": "ddim", "steps": 50,
+           "guidance_scale": guidance, "seconds_one_segment": seconds(1, steps=50), "seconds_batch8": seconds(8, steps=50)}
+    engine.sample("RED", n=1, steps=2, sampler="dpmsolver++")  # loads diffusers once
+    row["seconds_one_segment_dpmsolver_20_steps"] = seconds(1, steps=20, sampler="dpmsolver++")
+    classifier = Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt"
+    if classifier.is_file():
+        engine.classifier = TrainedGuidanceClassifier.load(classifier)
+        row["seconds_one_segment_classifier_guided"] = seconds(
+            1, steps=50, classifier_scale=cfg.generation.sampling.classifier_scale,
+            target=GuidanceTarget(mode=True, rebracketing="high", space=cfg.generation.sampling.classifier_space))
+    return row
 
 
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:

@@ -151,7 +151,7 @@ def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
         return finalize_vae(checkpoint, cfg, limit=args.limit, seed=args.seed)
     from engines.training.diffusion_finalize import finalize_diffusion
 
-    return finalize_diffusion(checkpoint, cfg, seed=args.seed)
+    return finalize_diffusion(checkpoint, cfg, seed=args.seed, limit=args.limit)
 
 
 def cmd_evaluate(args) -> None:
@@ -218,7 +218,7 @@ def _diffusion_segments(args, cfg, checkpoint: str) -> list:
     if bool(args.init) != bool(args.keep_bars):
         raise StudioError("inpainting needs both --init FILE.mid and --keep-bars (e.g. 1,2)")
     engine = TrainedDiffusion.load(checkpoint)
-    target = GuidanceTarget.parse(args.target)
+    target = GuidanceTarget.parse(args.target, args.classifier_space or cfg.generation.sampling.classifier_space)
     if args.classifier_guidance > 0:
         path = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
         if not Path(path).is_file():
@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0, help="VAE: prior temperature")
     p.add_argument("--steps", type=int, help="diffusion: sampling steps (default generation.sampling.num_steps)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="diffusion: sampler")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmsolver++"],
+                   help="diffusion: sampler (dpmsolver++: DPM-Solver++ 2M, good in 10-20 steps)")
     p.add_argument("--eta", type=float, default=0.0, help="diffusion: DDIM eta (0 = deterministic)")
     p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale "
                                                   "(default generation.sampling.guidance_scale)")
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: classifier-guidance strength (0 = off)")
     p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "
                                     "rebracketing=low, comma-separated (default: mode)")
+    p.add_argument("--classifier-space", choices=["x0", "x_t"],
+                   help="diffusion: where the classifier's gradient is taken (default generation.sampling."
+                        "classifier_space, x0)")
     p.add_argument("--classifier", help="diffusion: guidance classifier (default <checkpoints>/guidance-classifier.pt)")
     p.add_argument("--init", help="diffusion inpainting: a MIDI file whose first segment is kept in part")
     p.add_argument("--keep-bars", help="diffusion inpainting: the bars of --init to keep, e.g. 1,2 (the others "

@@ -56,22 +56,29 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
     return fig
 
 
-def denoising_image(sounding: np.ndarray, bar_steps: list[int], color: str, scale: tuple[int, int] = (3, 5)) -> np.ndarray:
-    """The live view of a running diffusion: each variation's current estimate as a small piano roll, side by
-    side in rows of two, white (silent) to the mode's colour (sounding), low pitches at the bottom, with bar
-    lines. sounding (n, steps, pitches) in [0, 1] -> an RGB uint8 image."""
+def denoising_image(sounding: np.ndarray, bar_steps: list[int], color: str, pitch_low: int = 21,
+                    shown: tuple[int, int] = (36, 96), bars: int = 4, scale: tuple[int, int] = (4, 6)) -> np.ndarray:
+    """The live view of a running diffusion: each variation's current estimate as a small piano roll, in rows
+    of two, white (silent) to the mode's colour (sounding), pitches `shown` (C2..C7) with the low ones at the
+    bottom, thin bar lines, and the steps past the last bar (padding of shorter metres) greyed.
+    sounding (n, steps, pitches) in [0, 1], the roll's lowest pitch `pitch_low` -> an RGB uint8 image."""
     n, steps, pitches = sounding.shape
+    low, high = max(shown[0] - pitch_low, 0), min(shown[1] - pitch_low, pitches - 1)
     rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
     tiles = []
     for k in range(n):
-        level = sounding[k].T[::-1]                                                  # (pitches, steps), high on top
+        level = sounding[k, :, low:high + 1].T[::-1]                                # (pitches, steps), high on top
         tile = 255 - level[..., None] * (255 - rgb)                                  # (pitches, steps, 3)
-        for x in range(0, steps, max(bar_steps[k], 1)):
-            tile[:, x] = np.minimum(tile[:, x], 200)
         tile = np.repeat(np.repeat(tile, scale[0], axis=0), scale[1], axis=1)
-        tiles.append(np.pad(tile, ((4, 4), (4, 4), (0, 0)), constant_values=235))
+        bar = max(bar_steps[k], 1)
+        tile[:, bars * bar * scale[1]:] = np.minimum(tile[:, bars * bar * scale[1]:], 225)  # padding
+        for x in range(bar, min(bars, steps // bar) * bar, bar):
+            tile[:, x * scale[1]] = np.minimum(tile[:, x * scale[1]], 170)                 # bar line
+        for c in range(0, tile.shape[0], 12 * scale[0]):                                   # a faint line per octave
+            tile[c] = np.minimum(tile[c], 240)
+        tiles.append(np.pad(tile, ((3, 3), (3, 3), (0, 0)), constant_values=215))
     while len(tiles) % 2:
-        tiles.append(np.full_like(tiles[0], 235))
+        tiles.append(np.full_like(tiles[0], 250))
     rows = [np.concatenate(tiles[i:i + 2], axis=1) for i in range(0, len(tiles), 2)]
     return np.concatenate(rows, axis=0).astype(np.uint8)
 

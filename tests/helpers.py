@@ -3,6 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A diffusion denoiser small enough to train in seconds on a few dozen segments (T = 100 steps).
+TINY_DIFFUSION = ["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]",
+                  "model.diffusion.embedding_dim=32", "model.diffusion.attention_heads=2",
+                  "model.diffusion.batch_size=16", "model.diffusion.epochs=2", "model.diffusion.num_steps=100"]
+
+
+def first_rolls(cfg, n: int = 8) -> dict:
+    """A batch of the first `n` training segments as the diffusion networks see them (rolls in C)."""
+    from torch.utils.data import DataLoader
+
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.data.torch_dataset import RollDataset
+
+    cache = ensure_corpus_cache(cfg)
+    data = RollDataset.for_config(cache, cache.split_indices("train")[:n], cfg.data, True)
+    return next(iter(DataLoader(data, batch_size=n)))
+
 
 def write_test_midi(path: Path, bars: int = 8, tempo: float = 110.0) -> Path:
     """A two-voice 4/4 piece: a C-major melody in eighths over a half-note bass, `bars` bars long."""

@@ -49,6 +49,8 @@ def test_override_values_are_parsed_as_yaml():
     assert isinstance(cfg.generation.sampling.temperature, float) and cfg.generation.sampling.temperature == 1.0
     assert cfg.data.collections == ["bach", "palestrina"]
     assert cfg.render.soundfont == ""
+    # YAML 1.1 reads "4e-4" (no dot) as text; a number field takes it as the number it is
+    assert load_config(overrides=["model.diffusion.learning_rate=4e-4"]).model.diffusion.learning_rate == 0.0004
 
 
 def test_to_dict_round_trips_through_yaml(tmp_path):

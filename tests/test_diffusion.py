@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from engines.cli import main
 from engines.config import load_config
@@ -18,18 +17,16 @@ from engines.data.torch_dataset import METRES, WHITE_INDEX, RollDataset
 from engines.errors import StudioError
 from engines.models.denoiser import (RollDenoiser, checkpoint_payload, diffusion_loss, model_from_checkpoint,
                                      roll_to_unit)
-from engines.models.diffusion_config import DiffusionConfig
 from engines.models.roll_decoding import DEFAULT_VELOCITY
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES as MODES_ALL
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, make_betas, sample_loop
 from engines.training.diffusion_trainer import mode_statistics, train_diffusion
+from tests.helpers import TINY_DIFFUSION, first_rolls
 
 torch.set_num_threads(1)
 
-TINY = ["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]", "model.diffusion.embedding_dim=32",
-        "model.diffusion.attention_heads=2", "model.diffusion.batch_size=16", "model.diffusion.epochs=2",
-        "model.diffusion.num_steps=100"]
+TINY = TINY_DIFFUSION
 LIMIT = 48
 
 
@@ -40,9 +37,7 @@ def tiny_cfg():
 
 @pytest.fixture(scope="module")
 def batch(tiny_cfg):
-    cache = ensure_corpus_cache(tiny_cfg)
-    data = RollDataset.for_config(cache, cache.split_indices("train")[:8], tiny_cfg.data, True)
-    return next(iter(DataLoader(data, batch_size=8)))
+    return first_rolls(tiny_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +111,7 @@ def _oracle(scheduler, x0):
 
 
 @pytest.mark.parametrize("sampler,steps,eta", [("ddim", 10, 0.0), ("ddim", 50, 1.0), ("ddpm", 25, 0.0),
-                                               ("ddpm", 1000, 0.0)])
+                                               ("ddpm", 1000, 0.0), ("dpmsolver++", 10, 0.0)])
 def test_samplers_land_on_the_sample_an_oracle_denoiser_knows(sampler, steps, eta):
     scheduler = NoiseScheduler(1000, "cosine", "v")
     x0 = torch.full((2, 2, 8, 6), -1.0)
@@ -124,6 +119,28 @@ def test_samplers_land_on_the_sample_an_oracle_denoiser_knows(sampler, steps, et
     out = sample_loop(scheduler, _oracle(scheduler, x0), x0.shape, steps, sampler, eta,
                       torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, x0)
+
+
+def test_dpm_solver_converges_to_the_ode_solution_ddim_finds():
+    """DPM-Solver++ and DDIM (eta 0) solve the same probability-flow ODE: with more steps the solver's sample
+    approaches the fine (DDIM, 1000 steps) solution from the same noise."""
+    scheduler = NoiseScheduler(1000, "cosine", "x0")
+
+    def smooth(x_t, t):  # a posterior mean that depends on the noise level
+        a = scheduler.alpha_bar[t].float().view(-1, 1)
+        x0 = torch.tanh(a.sqrt() * x_t * 2)
+        return x0, scheduler.eps_from_x0(x0, x_t, t)
+
+    def run(sampler, steps):
+        return sample_loop(scheduler, smooth, (64, 16), steps, sampler, generator=torch.Generator().manual_seed(3))
+
+    fine = run("ddim", 1000)
+    errors = [(run("dpmsolver++", n) - fine).abs().mean().item() for n in (5, 20, 200)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.01
+    assert torch.equal(run("dpmsolver++", 20), run("dpmsolver++", 20))
+    with pytest.raises(StudioError, match="not dpmsolver"):
+        sample_loop(scheduler, smooth, (1, 4), 5, "dpmsolver++",
+                    inpainting=Inpainting(torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool), resample=2))
 
 
 def test_ddim_step_follows_song_et_al():
@@ -337,6 +354,29 @@ def test_generate_command_writes_midi(run_dir, tmp_path):
     assert all((tmp_path / f"diffusion-green-0-{i}.mid").is_file() for i in range(2))
 
 
+def test_generate_command_inpaints_and_names_bad_bars(run_dir, tmp_path, capsys):
+    from engines.data.midi_io import write_segment_midi
+    from engines.music.notes import NOTE_DTYPE, Segment
+
+    init = tmp_path / "init.mid"
+    notes = np.array([(bar * 48 + beat * 12, 12, 60 + 2 * beat, 80, 0) for bar in range(4) for beat in range(4)],
+                     dtype=NOTE_DTYPE)
+    write_segment_midi(Segment(notes=notes), init)
+    common = ["generate", "--engine", "diffusion", "--mode", "RED", "--n", "1", "--steps", "3", "--checkpoint",
+              str(run_dir / "best.pt"), "--init", str(init), "--out", str(tmp_path / "out")]
+    common += [arg for key in TINY for arg in ("--set", key)]
+    assert main(common + ["--keep-bars", "1,4"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    assert entry["analysis"] is not None  # bars 1 and 4 are there at least
+    assert main(common + ["--keep-bars", "one"]) == 2
+    assert "--keep-bars takes bar numbers" in capsys.readouterr().err
+    assert main(common) == 2
+    assert "needs both --init FILE.mid and --keep-bars" in capsys.readouterr().err
+    plain = [arg for arg in common if arg not in ("--init", str(init))]
+    assert main(plain + ["--classifier-guidance", "2", "--classifier", str(tmp_path / "none.pt")]) == 2
+    assert "no guidance classifier at" in capsys.readouterr().err
+
+
 def test_generate_without_a_checkpoint_says_how_to_train_one(tmp_path, capsys):
     assert main(["generate", "--engine", "diffusion", "--out", str(tmp_path),
                  "--set", f"model.checkpoints_dir={tmp_path}"]) == 2
@@ -369,7 +409,8 @@ def test_evaluate_reports_the_issue_keys(run_dir, tiny_cfg):
     distance = report["frechet"]["distance"]  # None where a barely trained model writes < 2 non-empty segments
     assert (distance is None or distance >= 0) and report["frechet"]["real_baseline"] > 0
     rows = report["steps_table"]
-    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100)]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100),
+                                                          ("dpmsolver++", 10), ("dpmsolver++", 20)]
     assert all(r["seconds_per_segment"] > 0 and 0 <= r["consistency"] <= 1 and "frechet" in r for r in rows)
     assert report["latency_ms"] > 0
 
@@ -385,6 +426,7 @@ def test_bench_row_and_model_card(run_dir, tmp_path):
     assert (tmp_path / "diffusion.pt").is_file() and shipped["size_mb"] < 30
     card = (tmp_path / "diffusion.md").read_text()
     assert "# Model card: diffusion" in card and "| 1 |" in card
+    assert "## About" in card and "not the VAE latent" in card and "- **Onset calibration:** threshold" in card
     row = bench_diffusion(cfg, repeats=1)
     assert row["steps"] == 50 and row["seconds_one_segment"] > 0 and row["seconds_batch8"] > 0
 

@@ -4,30 +4,26 @@ Tiny configs over a few dozen cache segments; one classifier run and one denoise
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from engines.cli import main
 from engines.config import load_config
 from engines.data.prepare import ensure_corpus_cache
-from engines.data.torch_dataset import RollDataset
 from engines.errors import StudioError
 from engines.models.denoiser import roll_to_unit
 from engines.models.guidance_classifier import (GuidanceTarget, NoisyRollClassifier, TrainedGuidanceClassifier,
                                                 classifier_loss, guidance_gradient)
-from engines.models.guidance_config import GuidanceClassifierConfig
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.notes import NOTE_DTYPE, TICKS_PER_QUARTER, Segment
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, sample_loop
 from engines.training.diffusion_trainer import train_diffusion
 from engines.training.guidance_trainer import high_rebracketing_threshold, train_guidance_classifier
+from tests.helpers import TINY_DIFFUSION, first_rolls
 
 torch.set_num_threads(1)
 
-TINY = ["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]", "model.diffusion.embedding_dim=32",
-        "model.diffusion.attention_heads=2", "model.diffusion.batch_size=16", "model.diffusion.epochs=1",
-        "model.diffusion.num_steps=100", "model.guidance_classifier.base_channels=16",
-        "model.guidance_classifier.channel_mults=[1,2]", "model.guidance_classifier.embedding_dim=32",
-        "model.guidance_classifier.batch_size=16", "model.guidance_classifier.epochs=2"]
+TINY = TINY_DIFFUSION + ["model.diffusion.epochs=1", "model.guidance_classifier.base_channels=16",
+                         "model.guidance_classifier.channel_mults=[1,2]", "model.guidance_classifier.embedding_dim=32",
+                         "model.guidance_classifier.batch_size=16", "model.guidance_classifier.epochs=2"]
 LIMIT = 48
 
 
@@ -38,9 +34,7 @@ def tiny_cfg():
 
 @pytest.fixture(scope="module")
 def batch(tiny_cfg):
-    cache = ensure_corpus_cache(tiny_cfg)
-    data = RollDataset.for_config(cache, cache.split_indices("train")[:8], tiny_cfg.data, True)
-    return next(iter(DataLoader(data, batch_size=8)))
+    return first_rolls(tiny_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +68,9 @@ def test_targets_parse_and_name_bad_input():
         GuidanceTarget.parse("tempo=fast")
     with pytest.raises(StudioError, match="unknown rebracketing target 'some'"):
         GuidanceTarget.parse("rebracketing=some")
+    assert GuidanceTarget.parse("mode", "x_t").space == "x_t"
+    with pytest.raises(StudioError, match="unknown classifier-guidance space 'latent'"):
+        GuidanceTarget.parse("mode", "latent")
     white = torch.tensor([8, 8])
     assert not GuidanceTarget(mode=True).active(white) and GuidanceTarget(True, "high").active(white)
     assert GuidanceTarget(mode=True).active(torch.tensor([1, 1]))
@@ -108,6 +105,33 @@ def test_gradient_points_uphill_in_log_probability(tiny_cfg, batch):
     assert (torch.nn.functional.cosine_similarity(low.flatten(1), high.flatten(1)) < 0).all()  # opposite ways
 
 
+def test_metric_grids_mark_bars_beats_and_the_segment():
+    from engines.data.torch_dataset import METRES
+    from engines.models.guidance_classifier import metric_grids
+
+    grids = metric_grids(64)
+    assert grids.shape == (len(METRES), 4, 64)
+
+    def steps(metre, channel):
+        return torch.nonzero(grids[METRES.index(metre), channel])[:, 0].tolist()
+
+    assert steps((4, 4), 0) == [0, 16, 32, 48] and steps((4, 4), 1) == list(range(0, 64, 4))
+    assert steps((3, 4), 0) == [0, 12, 24, 36, 48, 60] and steps((3, 4), 3) == list(range(48))  # grid runs on
+    assert steps((6, 8), 1) == list(range(0, 64, 6)) and steps((6, 8), 2) == list(range(0, 64, 3))  # dotted quarters
+    assert steps((4, 2), 0) == [0, 16, 32, 48] and steps((4, 2), 1) == list(range(0, 64, 4))  # eighth-note steps
+    assert steps((2, 4), 3) == list(range(32))
+
+
+def test_low_noise_steps_are_drawn_more_often():
+    from engines.models.guidance_classifier import draw_steps
+
+    g = torch.Generator().manual_seed(0)
+    uniform, skewed = draw_steps(20000, 1000, 1.0, g), draw_steps(20000, 1000, 2.0, g)
+    assert uniform.min() >= 0 and skewed.max() <= 999
+    assert (uniform < 250).float().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert (skewed < 250).float().mean().item() == pytest.approx(0.5, abs=0.02)  # P(u^2 < 1/4) = 1/2
+
+
 def test_high_threshold_is_the_quantile():
     attributes = torch.tensor([[0.0, 0.1], [0.0, 0.2], [0.5, 0.3], [1.0, 0.4]])
     assert high_rebracketing_threshold(attributes, 0.75) == pytest.approx(0.625)
@@ -116,14 +140,25 @@ def test_high_threshold_is_the_quantile():
 def test_training_writes_checkpoints_and_accuracies(classifier_run, tiny_cfg):
     out, best = classifier_run
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and (out / "loss.png").is_file()
-    assert {"val_mode_acc", "val_high_acc", "val_mode_acc_low_noise", "val_high_acc_low_noise"} <= set(best)
-    assert all(0 <= best[k] <= 1 for k in best if k.startswith("val_") and k.endswith("acc"))
+    assert {"val_mode_acc", "val_high_acc", "val_high_recall", "val_mode_acc_low_noise", "val_high_acc_low_noise",
+            "val_high_recall_low_noise"} <= set(best)
+    assert all(0 <= best[k] <= 1 for k in best if k.startswith("val_") and ("acc" in k or "recall" in k))
     loaded = TrainedGuidanceClassifier.load(out / "best.pt")
     assert (loaded.num_steps, loaded.noise_schedule) == (100, "cosine")
     assert 0 <= loaded.threshold <= 1
     loaded.check_compatible(100, "cosine", 64, 88)
     with pytest.raises(StudioError, match="trained for 100 cosine steps"):
         loaded.check_compatible(1000, "cosine", 64, 88)
+
+
+def test_ship_writes_the_classifier_card(classifier_run, tmp_path):
+    from engines.training.model_card import ship
+
+    shipped = ship("guidance-classifier", classifier_run[0], tmp_path)
+    assert (tmp_path / "guidance-classifier.pt").is_file() and shipped["size_mb"] < 15
+    card = (tmp_path / "guidance-classifier.md").read_text()
+    assert "| mode acc. | high-reb. acc. |" in card and "high rebracketing = above" in card
+    assert "100 cosine steps" in card
 
 
 def test_train_command_accepts_the_classifier(tmp_path, capsys):
@@ -139,13 +174,26 @@ def test_a_denoiser_checkpoint_is_not_a_classifier(engine, tmp_path):
 
 
 # ---- guided sampling ------------------------------------------------------------------------------------------
-def test_classifier_guidance_changes_the_sample_and_repeats(engine):
+@pytest.mark.parametrize("space", ["x0", "x_t"])
+def test_classifier_guidance_changes_the_sample_and_repeats(engine, space):
+    target = GuidanceTarget(mode=True, rebracketing="high", space=space)
     plain, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4)
-    guided, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0,
-                                    target=GuidanceTarget(mode=True, rebracketing="high"))
-    again, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0,
-                                   target=GuidanceTarget(mode=True, rebracketing="high"))
+    guided, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0, target=target)
+    again, _ = engine.sample_rolls("RED", n=2, steps=8, seed=4, classifier_scale=5.0, target=target)
     assert not torch.allclose(plain, guided) and torch.equal(guided, again)
+
+
+def test_x0_guidance_moves_the_estimate_by_the_scaled_gradient(engine):
+    """In the x0 space, one denoising step's x0 is the (clipped) unguided x0 plus scale * grad log p(y | x0)."""
+    from engines.models.guidance_classifier import guidance_gradient
+
+    modes, metre = torch.tensor([1, 5]), torch.tensor([2, 2])
+    x_t, t = torch.randn(2, 2, 64, 88, generator=torch.Generator().manual_seed(0)), torch.tensor([30, 30])
+    plain = engine.denoiser(modes, None, metre, 3.0)(x_t, t)[0].clamp(-1, 1)
+    target = GuidanceTarget(mode=True, rebracketing="high", space="x0")
+    guided = engine.denoiser(modes, None, metre, 3.0, 2.0, target)(x_t, t)[0]
+    grad = guidance_gradient(engine.classifier.model, plain, torch.zeros_like(t), metre, modes, "high")
+    torch.testing.assert_close(guided, plain + 2.0 * grad)
     white, _ = engine.sample_rolls("WHITE", n=2, steps=8, seed=4, classifier_scale=5.0, target=GuidanceTarget())
     white_plain, _ = engine.sample_rolls("WHITE", n=2, steps=8, seed=4)
     assert torch.equal(white, white_plain)  # WHITE has no mode to steer toward
@@ -307,7 +355,24 @@ def test_evaluate_reports_the_guidance_lift(tiny_cfg, engine, classifier_run, tm
     report = evaluate_diffusion(str(tmp_path / "diffusion.pt"), tiny_cfg, n_per_mode=1, real_count=30,
                                 with_table=False, classifier=str(classifier_run[0] / "best.pt"))
     guidance = report["guidance"]
-    assert guidance["target"] == "mode,rebracketing=high" and guidance["classifier_scale"] == 2.0
+    assert guidance["target"] == "mode,rebracketing=high" and guidance["classifier_scale"] == 3.0
+    assert guidance["space"] == "x0"
     assert guidance["rebracketing_lift"] == pytest.approx(guidance["rebracketing_guided"]
                                                           - guidance["rebracketing_unguided"], abs=1e-3)
     assert 0 <= guidance["consistency_guided"] <= 1 and len(guidance["consistency_guided_per_mode"]) == 8
+
+
+def test_the_shipped_checkpoints_load_fit_together_and_generate():
+    """assets/checkpoints: the diffusion engine and its classifier load with weights_only, agree on the forward
+    process, and give segments with and without classifier guidance (a few steps: this checks wiring, the
+    bars are measured by `evaluate`)."""
+    from engines.registry import ModelRegistry
+
+    cfg = load_config()
+    engine = ModelRegistry(cfg.model.checkpoints_dir).get("diffusion")
+    assert engine.classifier is not None and engine.num_steps == 1000
+    assert engine.metre_tempo is not None and "onset_calibration" in engine.payload
+    for scale in (0.0, cfg.generation.sampling.classifier_scale):
+        segments = engine.sample("GREEN", n=2, steps=5, seed=1, classifier_scale=scale,
+                                 target=GuidanceTarget(mode=True, rebracketing="high"))
+        assert len(segments) == 2 and all(len(s.notes) > 0 for s in segments)

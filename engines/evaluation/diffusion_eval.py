@@ -5,10 +5,11 @@
     frechet       Fréchet distance between the analyzer-feature embeddings (engines/evaluation/frechet.py) of
                   those samples and of held-out test segments moved to C (the engine writes in C), with
                   a real-vs-real baseline: validation against test segments, as many as there are samples
-    steps_table   the same for DDIM at 10 / 25 / 50 / 100 / 1000 steps and DDPM at 1000, with seconds per
-                  segment (batches of one mode at a time)
+    steps_table   the same for DDIM at 10 / 25 / 50 / 100 / 1000 steps, DDPM at 1000 and DPM-Solver++ at 10
+                  and 20, with seconds per segment (batches of one mode at a time)
     guidance      classifier guidance toward the requested mode and high rebracketing (the guidance
-                  classifier at `generation.sampling.classifier_scale`, on top of classifier-free guidance), with
+                  classifier at `generation.sampling.classifier_scale` in `classifier_space`, on top of
+                  classifier-free guidance), with
                   the same modes and seeds as the unguided samples above: mean measured rebracketing of both,
                   the lift, and the consistency of the guided samples
     latency_ms    one segment, DDIM at the configured number of steps, median of three
@@ -31,7 +32,8 @@ from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import Segment, shift_to_c, transpose_notes
 
-TABLE = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("ddim", 1000), ("ddpm", 1000))
+TABLE = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("ddim", 1000), ("ddpm", 1000),
+         ("dpmsolver++", 10), ("dpmsolver++", 20))
 
 
 def real_segments(cfg: Config, split: str, n: int, seed: int) -> list[Segment]:
@@ -85,15 +87,15 @@ def _generate(engine: TrainedDiffusion, n_per_mode: int, sampler: str, steps: in
 
 
 def _guidance(engine: TrainedDiffusion, unguided: dict, analyzer: ChromaticAnalyzer, n_per_mode: int, steps: int,
-              guidance: float, scale: float, seed: int) -> dict:
+              guidance: float, scale: float, seed: int, space: str = "x0") -> dict:
     """Classifier guidance toward each requested mode and high rebracketing, against the unguided samples of
     the same modes and seeds."""
-    target = GuidanceTarget(mode=True, rebracketing="high")
+    target = GuidanceTarget(mode=True, rebracketing="high", space=space)
     guided, seconds = _generate(engine, n_per_mode, "ddim", steps, guidance, seed, classifier_scale=scale,
                                 target=target)
     before, after = _mean_rebracketing(unguided, analyzer), _mean_rebracketing(guided, analyzer)
     consistency = _consistency(guided, analyzer)
-    return {"classifier_scale": scale, "target": target.describe(), "rebracketing_unguided": before,
+    return {"classifier_scale": scale, "space": space, "target": target.describe(), "rebracketing_unguided": before,
             "rebracketing_guided": after, "rebracketing_lift": round(after - before, 4),
             "consistency_guided": consistency["overall"], "consistency_guided_per_mode": consistency["per_mode"],
             "seconds_per_segment": round(seconds, 4)}
@@ -133,7 +135,7 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     if classifier and Path(classifier).is_file():
         engine.classifier = TrainedGuidanceClassifier.load(classifier)
         result["guidance"] = _guidance(engine, samples, analyzer, n_per_mode, steps, guidance,
-                                       sampling.classifier_scale, seed)
+                                       sampling.classifier_scale, seed, sampling.classifier_space)
     else:
         result["guidance"] = {"error": f"no guidance classifier at '{classifier}'"}
     if with_table:

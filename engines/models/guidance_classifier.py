@@ -2,8 +2,10 @@
 rebracketing is high. Its gradient steers the diffusion sampler (classifier guidance, Dhariwal & Nichol 2021).
 
     x_t       (B, 2, T, P) a roll noised to step t by the diffusion forward process (engines/sampling/diffusion.py)
-              -> pitches x channels as convolution channels (B, 2P, T), plus a learned position per step (so
-              an onset knows where the beat is: rebracketing is about metric position)
+              -> pitches x channels as convolution channels (B, 2P, T), with the metre's grid beside them
+              (B, 4, T): bar lines, beats, half beats and the steps inside the segment (rebracketing is about
+              where onsets and held notes fall against bar and beat, and where those are depends on the
+              metre: a bar is 8 steps in 2/4, 12 in 3/4 and 6/8, 16 in 4/4), plus a learned vector per step
     levels    FiLM residual blocks (the denoiser's) at T, T/2, T/4, T/8, conditioned on the step and the metre
     pool      mean and max over time (max: one syncopated onset is enough to count)
     heads     mode logits (B, 8) and a "high rebracketing" logit (B,): rebracketing above the training split's
@@ -25,28 +27,38 @@ from engines.errors import StudioError
 from engines.models.denoiser import FiLMBlock, roll_to_unit, timestep_embedding
 from engines.models.guidance_config import GuidanceClassifierConfig
 from engines.music.analyzer import MODES
+from engines.music.notes import bar_ticks, beat_ticks, ticks_per_step
 
 REBRACKETING_TARGETS = ("high", "low")
+# Where the classifier's gradient is taken (TrainedDiffusion.denoiser):
+#   "x0"   the classifier reads the denoiser's current clean estimate x0 (as at t = 0, where it is most sure) and
+#          x0 moves by scale * grad_x0 log p(y | x0); epsilon follows from the new x0
+#   "x_t"  Dhariwal & Nichol: it reads x_t at step t, and eps' = eps - scale * sqrt(1 - alpha_bar) grad_x_t log p
+SPACES = ("x0", "x_t")
 
 
 @dataclass(frozen=True)
 class GuidanceTarget:
-    """What classifier guidance steers toward: the requested mode (`mode`) and/or high or low rebracketing.
+    """What classifier guidance steers toward: the requested mode (`mode`) and/or high or low rebracketing,
+    and in which space the gradient is taken (`space`, see SPACES).
 
     Parsed from the CLI's `--target`: "mode", "rebracketing=high", "mode,rebracketing=low"."""
     mode: bool = True
     rebracketing: str | None = None
+    space: str = "x0"
 
     def __post_init__(self):
         if self.rebracketing is not None and self.rebracketing not in REBRACKETING_TARGETS:
             raise StudioError(f"unknown rebracketing target '{self.rebracketing}'; choose one of "
                               f"{', '.join(REBRACKETING_TARGETS)}")
+        if self.space not in SPACES:
+            raise StudioError(f"unknown classifier-guidance space '{self.space}'; choose one of {', '.join(SPACES)}")
 
     @classmethod
-    def parse(cls, text: str | None) -> "GuidanceTarget":
+    def parse(cls, text: str | None, space: str = "x0") -> "GuidanceTarget":
         """None or "" = the mode only."""
         if not text:
-            return cls()
+            return cls(space=space)
         mode, rebracketing = False, None
         for part in (p.strip().lower() for p in str(text).split(",") if p.strip()):
             if part == "mode":
@@ -56,7 +68,7 @@ class GuidanceTarget:
             else:
                 raise StudioError(f"unknown guidance target '{part}'; use mode, rebracketing=high or "
                                   "rebracketing=low (comma-separated)")
-        return cls(mode=mode, rebracketing=rebracketing)
+        return cls(mode=mode, rebracketing=rebracketing, space=space)
 
     def active(self, mode: torch.Tensor) -> bool:
         """Anything to steer toward: a rebracketing target, or the mode when one other than WHITE is asked."""
@@ -67,6 +79,22 @@ class GuidanceTarget:
         return ",".join(parts)
 
 
+def metric_grids(steps: int, bars: int = 4) -> torch.Tensor:
+    """(len(METRES), 4, steps) float: for each metre, 1 where a bar starts, where a beat starts, where a half
+    beat starts, and on the steps inside the `bars` bars (a roll of `steps` steps holds 4 bars of 4 quarters)."""
+    steps_per_beat = steps // (bars * 4)
+    grids = torch.zeros(len(METRES), 4, steps)
+    for k, (num, den) in enumerate(METRES):
+        step = ticks_per_step(bar_ticks(num, den), steps_per_beat)
+        position = torch.arange(steps) * step                        # ticks from the segment start
+        bar, beat = bar_ticks(num, den), beat_ticks(num, den)
+        grids[k, 0] = (position % bar == 0).float()
+        grids[k, 1] = (position % beat == 0).float()
+        grids[k, 2] = (position % max(beat // 2, 1) == 0).float()
+        grids[k, 3] = (position < bars * bar).float()
+    return grids
+
+
 class NoisyRollClassifier(nn.Module):
     def __init__(self, config: GuidanceClassifierConfig, steps: int = 64, pitches: int = 88):
         super().__init__()
@@ -75,7 +103,8 @@ class NoisyRollClassifier(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.metre_embedding = nn.Embedding(len(METRES), e)
         channels = [config.base_channels * m for m in config.channel_mults]
-        self.stem = nn.Conv1d(2 * pitches, channels[0], 3, padding=1)
+        self.register_buffer("grids", metric_grids(steps), persistent=False)   # (M, 4, T)
+        self.stem = nn.Conv1d(2 * pitches + self.grids.shape[1], channels[0], 3, padding=1)
         self.position = nn.Parameter(torch.zeros(1, channels[0], steps))
         self.blocks, self.downsample = nn.ModuleList(), nn.ModuleList()
         c_prev = channels[0]
@@ -91,7 +120,8 @@ class NoisyRollClassifier(nn.Module):
         """x_t (B, 2, T, P), t (B,), metre (B,) -> mode logits (B, 8), high-rebracketing logit (B,)."""
         b = x_t.shape[0]
         cond = self.time_mlp(timestep_embedding(t, self.config.embedding_dim)) + self.metre_embedding(metre)
-        h = self.stem(x_t.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps)) + self.position  # (B, C, T)
+        roll = x_t.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps)     # (B, 2P, T)
+        h = self.stem(torch.cat([roll, self.grids[metre]], dim=1)) + self.position   # (B, C, T)
         for block, downsample in zip(self.blocks, self.downsample):
             h = downsample(block(h, cond))
         h = F.silu(self.norm(h))
@@ -99,21 +129,32 @@ class NoisyRollClassifier(nn.Module):
         return logits[:, :len(MODES)], logits[:, len(MODES)]
 
 
+def draw_steps(b: int, num_steps: int, power: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(b,) steps t = floor(T * u^power), u uniform: power 1 is uniform, power 2 draws half the batch from the
+    least noisy quarter of the process, where the labels can still be read from x_t (at high noise nothing
+    tells a syncopated roll from a square one, and such steps only teach the prior)."""
+    u = torch.rand(b, generator=generator)
+    return (u ** power * num_steps).long().clamp(max=num_steps - 1)
+
+
 def classifier_loss(model: NoisyRollClassifier, scheduler, batch: dict, threshold: float, rebracketing_weight: float,
-                    generator: torch.Generator | None = None, max_step: int | None = None) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of the mode plus weighted BCE of "high rebracketing", on rolls noised to steps drawn
-    uniformly from 0..max_step-1 (default: all). Returns the loss and counts for accuracy:
-    {"mode_hits", "high_hits", "n"}."""
+                    generator: torch.Generator | None = None, max_step: int | None = None,
+                    step_power: float = 1.0, high_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of the mode plus weighted BCE of "high rebracketing" (positives weighted `high_weight`),
+    on rolls noised to steps drawn from 0..max_step-1 (default: all) by draw_steps. Returns the loss and
+    counts for accuracy: {"mode_hits", "high_hits", "n", "true_high" (high, and said so), "high"}."""
     x0 = roll_to_unit(batch["roll"])
     b, device = x0.shape[0], x0.device
-    t = torch.randint(0, max_step or scheduler.num_steps, (b,), generator=generator).to(device)
+    t = draw_steps(b, max_step or scheduler.num_steps, step_power, generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     mode_logits, high_logit = model(scheduler.add_noise(x0, noise, t), t, batch["metre"])
     high = (batch["attributes"][:, 0] > threshold).float()
-    loss = F.cross_entropy(mode_logits, batch["mode"]) + rebracketing_weight * \
-        F.binary_cross_entropy_with_logits(high_logit, high)
+    loss = F.cross_entropy(mode_logits, batch["mode"]) + rebracketing_weight * F.binary_cross_entropy_with_logits(
+        high_logit, high, pos_weight=torch.tensor(high_weight, device=device))
+    said_high = (high_logit > 0).float()
     counts = {"mode_hits": (mode_logits.argmax(1) == batch["mode"]).sum().item(),
-              "high_hits": ((high_logit > 0).float() == high).sum().item(), "n": b}
+              "high_hits": (said_high == high).sum().item(), "n": b,
+              "true_high": (said_high * high).sum().item(), "high": high.sum().item()}
     return loss, counts
 
 

@@ -2,22 +2,26 @@
 them with a guidance classifier, and regenerate chosen bars of a segment (inpainting).
 
     engine = TrainedDiffusion.load("assets/checkpoints/diffusion.pt")
-    segments = engine.sample("BLUE", n=4, steps=50, sampler="ddim", guidance_scale=3.0, seed=1)
+    segments = engine.sample("BLUE", n=4, steps=50, sampler="ddim", guidance_scale=4.0, seed=1)
     engine.classifier = TrainedGuidanceClassifier.load("assets/checkpoints/guidance-classifier.pt")
-    segments = engine.sample("BLUE", classifier_scale=2.0, target=GuidanceTarget(mode=True, rebracketing="high"))
+    segments = engine.sample("BLUE", classifier_scale=3.0, target=GuidanceTarget(mode=True, rebracketing="high"))
     segments = engine.inpaint(init_segment, keep_bars=[1, 2], mode="RED")
 
 Classifier-free guidance: the network is run with and without the mode and attributes (WHITE, "not given")
 in one batch, and the two predictions are extrapolated: out = uncond + scale * (cond - uncond) (Ho & Salimans
 2022); scale 1 is the plain conditional model, 0 the unconditional one.
 
-Classifier guidance (engines/models/guidance_classifier.py): at every step the gradient of log p(y | x_t, t)
-for the target (the requested mode and/or high or low rebracketing) shifts the predicted noise,
-eps' = eps - scale * sqrt(1 - alpha_bar_t) * grad (engines/sampling/diffusion.py: guided_eps), and x0 is
-re-derived from it; it works with either sampler and on top of classifier-free guidance.
+Classifier guidance (engines/models/guidance_classifier.py): at every step the gradient of the classifier's
+log p(y) for the target (the requested mode and/or high or low rebracketing) moves the prediction. In the
+default space "x0" the classifier reads the current clean estimate and x0 moves by scale * grad; in "x_t"
+(Dhariwal & Nichol) it reads x_t and the noise moves, eps' = eps - scale * sqrt(1 - alpha_bar_t) * grad
+(engines/sampling/diffusion.py: guided_eps). Either way the other of (x0, eps) is re-derived, so it works with
+every sampler and on top of classifier-free guidance. "x0" is the default because it is the one that works
+here (README: measured); a noisy roll says little about syncopation, so the gradient at x_t is weak.
 
 Metre and tempo: the denoiser is told the metre; unless one is asked for, it is drawn (by the seed) from how
-often each metre occurs in the training segments of that mode, and the tempo is that mode's median.
+often each metre occurs in the training segments of that mode, and the tempo is the median of that mode's
+training segments in that metre.
 Inpainting keeps the metre and tempo of the segment it starts from.
 
 Decoding (engines/models/roll_decoding.py): the final x0 lies in [-1, 1]; (x0 + 1) / 2 is read as the onset
@@ -56,6 +60,8 @@ class TrainedDiffusion:
         self.scheduler = NoiseScheduler(c.num_steps, c.noise_schedule, c.prediction)
         self.metre_counts = payload["metre_counts"].float().cpu()  # (9, len(METRES)) per mode, WHITE = all
         self.tempo = payload["tempo"].cpu()                        # (9,) median qpm per mode
+        # (9, len(METRES)) median qpm per mode and metre (diffusion_trainer.mode_statistics says why)
+        self.metre_tempo = payload["metre_tempo"].cpu() if "metre_tempo" in payload else None
         self._classifier: TrainedGuidanceClassifier | None = None
 
     @property
@@ -107,7 +113,12 @@ class TrainedDiffusion:
                 cond, uncond = both[:n], both[n:]
                 output = uncond + guidance_scale * (cond - uncond)
             x0, eps = self.scheduler.split(output, x_t, t)
-            if steer:
+            if steer and target.space == "x0":  # move the clean estimate itself (guidance_classifier.SPACES)
+                x0 = x0.clamp(-1, 1)
+                grad = self.classifier.gradient(x0, torch.zeros_like(t), metre, toward_mode, target.rebracketing)
+                x0 = x0 + classifier_scale * grad
+                eps = self.scheduler.eps_from_x0(x0, x_t, t)
+            elif steer:  # Dhariwal & Nichol: shift the noise by the gradient at x_t
                 grad = self.classifier.gradient(x_t, t, metre, toward_mode, target.rebracketing)
                 eps = guided_eps(eps, grad, self.scheduler, t, classifier_scale)
                 x0 = self.scheduler.x0_from_eps(eps, x_t, t)
@@ -133,7 +144,7 @@ class TrainedDiffusion:
 
     @torch.no_grad()
     def sample_rolls(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
-                     guidance_scale: float = 3.0, seed: int = 0, attributes: dict | None = None,
+                     guidance_scale: float = 4.0, seed: int = 0, attributes: dict | None = None,
                      metre: str | None = None, on_step: Callable | None = None,
                      inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
                      target: GuidanceTarget | None = None, metres: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -159,14 +170,19 @@ class TrainedDiffusion:
                          on_step=on_step, device=self.device)
         return x0, metres
 
+    def tempo_for(self, mode: str, metre: int) -> float:
+        """The median tempo of the mode's training segments in that metre (the mode's median if few)."""
+        index = mode_index(mode)
+        return float(self.metre_tempo[index, metre] if self.metre_tempo is not None else self.tempo[index])
+
     def to_segments(self, x0: torch.Tensor, metres: list[int], mode: str = WHITE, tonic: str | None = None,
                     tempo: float | None = None) -> list[Segment]:
         """x0 (B, 2, T, P) in [-1, 1] -> Segments (roll_decoding), moved from C to `tonic`; the tempo is the
-        mode's median unless one is given."""
+        mode's median in each segment's metre unless one is given."""
         c, d = self.model.config, self.data
         probability = (x0.clamp(-1, 1) + 1) / 2
-        tempo = float(self.tempo[mode_index(mode)]) if tempo is None else float(tempo)
-        segments = probabilities_to_segments(probability[:, 0], probability[:, 1], metres, [tempo] * len(metres),
+        tempos = [self.tempo_for(mode, m) if tempo is None else float(tempo) for m in metres]
+        segments = probabilities_to_segments(probability[:, 0], probability[:, 1], metres, tempos,
                                              d["steps_per_beat"], d["pitch_low"], d["segment_bars"],
                                              (c.onset_threshold + 1) / 2, 0.5, c.pitch_window,
                                              c.sustain_onsets, c.min_note_steps)
@@ -176,7 +192,7 @@ class TrainedDiffusion:
         return segments
 
     def sample(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
-               guidance_scale: float = 3.0, seed: int = 0, attributes: dict | None = None, metre: str | None = None,
+               guidance_scale: float = 4.0, seed: int = 0, attributes: dict | None = None, metre: str | None = None,
                tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
                target: GuidanceTarget | None = None) -> list[Segment]:
         """n segments under `mode` (WHITE = unconditioned)."""
@@ -214,7 +230,7 @@ class TrainedDiffusion:
         return Inpainting(known, mask, resample), metre_index(init.ts_num, init.ts_den), semitones
 
     def inpaint(self, init: Segment, keep_bars: list[int], mode: str = WHITE, n: int = 1, steps: int = 50,
-                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 3.0, seed: int = 0,
+                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 4.0, seed: int = 0,
                 tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
                 target: GuidanceTarget | None = None, resample: int = 2) -> list[Segment]:
         """n versions of `init` with `keep_bars` (1-based) kept and the other bars regenerated under `mode`,

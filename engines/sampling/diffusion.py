@@ -21,7 +21,7 @@ from engines.errors import StudioError
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "v", "x0")
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "dpmsolver++")
 
 
 def make_betas(kind: str, num_steps: int) -> torch.Tensor:
@@ -178,12 +178,14 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
         raise StudioError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
     if not 0 <= eta <= 1:
         raise StudioError(f"eta must lie in [0, 1], got {eta}")
-    randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731  (CPU generator: same on any device)
-    x = randn()
-    grid = scheduler.timesteps(steps)
     takes = inpainting.resample if inpainting is not None else 1
     if takes < 1:
         raise StudioError(f"resample must be at least 1, got {takes}")
+    if sampler == "dpmsolver++":
+        return dpm_solver_loop(scheduler, denoise, shape, steps, generator, clip, inpainting, on_step, device)
+    randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731  (CPU generator: same on any device)
+    x = randn()
+    grid = scheduler.timesteps(steps)
     x0 = x
     for i, t in enumerate(grid):
         t_prev = grid[i + 1] if i + 1 < len(grid) else -1
@@ -208,6 +210,45 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
                 x = torch.where(inpainting.mask, known_t, x)
             if t_prev < 0:
                 break  # the last step lands on x0; there is no level to go back to
+        if on_step is not None and on_step(i, len(grid), x0):
+            return x0
+    return x if inpainting is None else torch.where(inpainting.mask, inpainting.known, x)
+
+
+@torch.no_grad()
+def dpm_solver_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps: int = 20,
+                    generator: torch.Generator | None = None, clip: float | None = 1.0,
+                    inpainting: Inpainting | None = None, on_step: Callable | None = None,
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """sample_loop with DPM-Solver++ (2M, Lu et al. 2022) from diffusers' DPMSolverMultistepScheduler, set
+    up on this scheduler's betas and fed the (guided, clipped) x0: a second-order solver of the diffusion ODE
+    that reaches in 10-20 steps what DDIM needs 50-100 for. Inpainting replaces the known part at every
+    step, without resampling (a multistep solver keeps a history that a jump back would invalidate)."""
+    from diffusers import DPMSolverMultistepScheduler  # imported on first use: a second or more to load
+
+    if not 1 <= steps <= scheduler.num_steps:
+        raise StudioError(f"steps must lie in 1..{scheduler.num_steps} (the model's num_steps), got {steps}")
+    if inpainting is not None and inpainting.resample > 1:
+        raise StudioError("resampling (resample > 1) works with the ddim and ddpm samplers, not dpmsolver++")
+    solver = DPMSolverMultistepScheduler(num_train_timesteps=scheduler.num_steps,
+                                         trained_betas=scheduler.betas.numpy(), prediction_type="sample",
+                                         algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace")
+    solver.set_timesteps(steps, device=device)
+    randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731
+    x = randn()
+    grid = [int(t) for t in solver.timesteps]
+    x0 = x
+    for i, t in enumerate(grid):
+        t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
+        x0, _ = denoise(x, t_batch)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        if inpainting is not None:
+            x0 = torch.where(inpainting.mask, inpainting.known, x0)
+        x = solver.step(x0, solver.timesteps[i], x).prev_sample
+        if inpainting is not None and i + 1 < len(grid):
+            t_next = torch.full((shape[0],), grid[i + 1], dtype=torch.long, device=device)
+            x = torch.where(inpainting.mask, scheduler.add_noise(inpainting.known, randn(), t_next), x)
         if on_step is not None and on_step(i, len(grid), x0):
             return x0
     return x if inpainting is None else torch.where(inpainting.mask, inpainting.known, x)

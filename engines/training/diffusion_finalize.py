@@ -1,4 +1,6 @@
-"""What follows the denoiser's training: calibrate the decoding's onset threshold on the model's own samples.
+"""What follows the denoiser's training: the per-mode metre and tempo statistics generation draws from
+(diffusion_trainer.mode_statistics, from the training split), and the decoding's onset threshold, calibrated
+on the model's own samples.
 
 The sampler's final x0 is near -1 or +1 in most cells, but a model that is not fully trained leaves the sparse
 onset channel unsure (between -1 and 0) in places where the sustain channel is sure, so the threshold decides
@@ -25,7 +27,7 @@ from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
 from engines.training.common import load_checkpoint, save_checkpoint
 
-CANDIDATES = tuple(round(float(x), 2) for x in np.arange(-0.9, 0.51, 0.1))  # onset channel value (x0 scale, 0 = p 0.5)
+CANDIDATES = tuple(round(float(x), 2) + 0.0 for x in np.arange(-0.9, 0.91, 0.1))  # + 0.0: no "-0.0"  # onset channel value (x0 scale, 0 = p 0.5)
 
 
 def corpus_notes_per_segment(cfg: Config) -> float:
@@ -34,7 +36,7 @@ def corpus_notes_per_segment(cfg: Config) -> float:
 
 
 def calibrate_onset_threshold(engine: TrainedDiffusion, target_notes: float, n_per_mode: int = 16, steps: int = 50,
-                              guidance_scale: float = 3.0, seed: int = 0) -> dict:
+                              guidance_scale: float = 4.0, seed: int = 0) -> dict:
     """Sets engine.model.config.onset_threshold to the candidate whose samples hold closest to `target_notes`
     notes on average; returns the measurements."""
     rolls = [engine.sample_rolls(mode, n_per_mode, steps, guidance_scale=guidance_scale, seed=seed + i) + (mode,)
@@ -52,9 +54,16 @@ def calibrate_onset_threshold(engine: TrainedDiffusion, target_notes: float, n_p
             "notes_by_threshold": {str(k): round(v, 2) for k, v in counts.items()}}
 
 
-def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16, seed: int = 0) -> dict:
-    """Calibrate the onset threshold of `checkpoint` (a best.pt) in place; returns the summary."""
+def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16, seed: int = 0,
+                       limit: int = 0) -> dict:
+    """Refresh the per-mode metre and tempo statistics of `checkpoint` (a best.pt) from the training split and
+    calibrate its onset threshold, in place; returns the summary. `limit`: the first N training segments only."""
+    from engines.training.diffusion_trainer import _datasets, mode_statistics
+
     started = time.time()
+    payload = load_checkpoint(checkpoint)
+    payload.update(mode_statistics(_datasets(cfg, limit)[0]))
+    save_checkpoint(payload, checkpoint)
     engine = TrainedDiffusion.load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
     sampling = cfg.generation.sampling
     summary = calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,

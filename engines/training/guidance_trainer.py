@@ -33,8 +33,8 @@ def validate(model: NoisyRollClassifier, loader: DataLoader, scheduler: NoiseSch
              rebracketing_weight: float, device) -> dict:
     model.eval()
     generator = torch.Generator().manual_seed(1234)  # the same steps and noise every epoch
-    total, batches, sums = 0.0, 0, {"mode_hits": 0, "high_hits": 0, "n": 0}
-    low_noise = {"mode_hits": 0, "high_hits": 0, "n": 0}
+    keys = ("mode_hits", "high_hits", "n", "true_high", "high")
+    total, batches, sums, low_noise = 0.0, 0, dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         loss, counts = classifier_loss(model, scheduler, batch, threshold, rebracketing_weight, generator)
@@ -45,8 +45,10 @@ def validate(model: NoisyRollClassifier, loader: DataLoader, scheduler: NoiseSch
         low_noise = {k: low_noise[k] + counts[k] for k in low_noise}
     n, n_low = max(sums["n"], 1), max(low_noise["n"], 1)
     return {"val_loss": total / max(batches, 1), "val_mode_acc": sums["mode_hits"] / n,
-            "val_high_acc": sums["high_hits"] / n, "val_mode_acc_low_noise": low_noise["mode_hits"] / n_low,
-            "val_high_acc_low_noise": low_noise["high_hits"] / n_low}
+            "val_high_acc": sums["high_hits"] / n, "val_high_recall": sums["true_high"] / max(sums["high"], 1),
+            "val_mode_acc_low_noise": low_noise["mode_hits"] / n_low,
+            "val_high_acc_low_noise": low_noise["high_hits"] / n_low,
+            "val_high_recall_low_noise": low_noise["true_high"] / max(low_noise["high"], 1)}
 
 
 def train_guidance_classifier(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
@@ -64,7 +66,8 @@ def train_guidance_classifier(cfg: Config, out_dir: str | Path, max_minutes: flo
 
     return train_with_ema(
         lambda: NoisyRollClassifier(gc, cfg.data.roll_steps, cfg.data.num_pitches), train_set, val_set, settings,
-        loss_fn=lambda model, batch: classifier_loss(model, scheduler, batch, threshold, gc.rebracketing_weight)[0],
+        loss_fn=lambda model, batch: classifier_loss(model, scheduler, batch, threshold, gc.rebracketing_weight,
+                                                     step_power=gc.step_power, high_weight=gc.high_weight)[0],
         validate_fn=lambda ema, loader, device: validate(ema, loader, scheduler, threshold, gc.rebracketing_weight,
                                                          device),
         payload_fn=payload, out_dir=out_dir, max_minutes=max_minutes, resume=resume, seed=seed, workers=workers)
