@@ -26,7 +26,7 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODE_COLORS, MODES
 from engines.music.features import key_name
-from engines.music.notes import TICKS_PER_QUARTER, Segment, bar_ticks, ticks_per_step
+from engines.music.notes import TICKS_PER_QUARTER, Segment, bar_ticks, steps_per_bar
 from engines.registry import ModelRegistry
 
 RANGE_FILTERS = ("rebracketing", "temporal_complexity") + AXES
@@ -285,43 +285,41 @@ class StudioEngine:
                                        seed=int(params.seed), attributes=params.attributes, tonic=params.tonic)
             yield self._views(params, segments)
             return
+        bar_steps, run = self._diffusion_job(model, params)  # bad settings or files fail here, before a thread
         stop, updates = threading.Event(), queue.Queue()
         if run_id:
             self._stops[run_id] = stop
+        shown = {"at": 0.0}
 
-        def on_step(i: int, total: int, x0) -> bool:
-            if every:
+        def on_step(i: int, total: int, x0) -> bool:  # in the worker thread; copies x0 only when it is shown
+            now = time.monotonic()
+            if every and (now - shown["at"] >= every or i + 1 == total or stop.is_set()):
+                shown["at"] = now
                 updates.put(("step", i + 1, total, ((x0[:, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy()))
             return stop.is_set()
 
         def work():
             try:
-                updates.put(("done", self._diffusion_segments(model, params, on_step)))
+                updates.put(("done", run(on_step)))
             except Exception as exc:  # handed to the caller's thread
                 updates.put(("error", exc))
 
-        worker = threading.Thread(target=work, daemon=True, name="diffusion-sampling")
-        worker.start()
-        bar_steps, last = None, 0.0
+        threading.Thread(target=work, daemon=True, name="diffusion-sampling").start()
         try:
             while True:
-                item = updates.get()
-                if item[0] == "step":
-                    if not updates.empty() and item[1] < item[2]:
-                        continue  # a newer step is waiting: show that one
-                    if time.monotonic() - last >= every or item[1] == item[2]:
-                        bar_steps = bar_steps or self._bar_steps(model, params)
-                        last = time.monotonic()
-                        yield GenerationProgress(step=item[1], total=item[2], sounding=item[3], bar_steps=bar_steps)
-                elif item[0] == "error":
-                    raise item[1]
+                kind, *payload = updates.get()
+                if kind == "step":
+                    step, total, sounding = payload
+                    yield GenerationProgress(step=step, total=total, sounding=sounding, bar_steps=bar_steps)
+                elif kind == "error":
+                    raise payload[0]
                 else:
-                    yield self._views(params, item[1])
+                    yield self._views(params, payload[0])
                     return
         finally:
             stop.set()
-            if run_id:
-                self._stops.pop(run_id, None)
+            if run_id and self._stops.get(run_id) is stop:  # a newer run of the same id keeps its own flag
+                del self._stops[run_id]
 
     def request_stop(self, run_id: str) -> bool:
         """Ask the generation running under `run_id` to stop after its current step; False if none runs."""
@@ -330,32 +328,31 @@ class StudioEngine:
             stop.set()
         return stop is not None
 
-    def _diffusion_segments(self, model, params: GenerateParams, on_step) -> list[Segment]:
+    def _diffusion_job(self, model, params: GenerateParams):
+        """(roll steps per bar of each variation, for the live view's bar lines; run(on_step) -> segments).
+        Sampling, or inpainting the first segment of `params.init_midi`; the file is read here, once."""
         from engines.models.guidance_classifier import GuidanceTarget
 
-        settings = dict(mode=params.mode, n=int(params.n), steps=int(params.steps), sampler=params.sampler,
+        n = int(params.n)
+        settings = dict(mode=params.mode, n=n, steps=int(params.steps), sampler=params.sampler,
                         eta=float(params.eta), guidance_scale=float(params.guidance_scale), seed=int(params.seed),
-                        tonic=params.tonic, on_step=on_step, classifier_scale=float(params.classifier_scale),
-                        target=GuidanceTarget.parse(params.target, params.classifier_space))
+                        tonic=params.tonic, classifier_scale=float(params.classifier_scale),
+                        target=GuidanceTarget.parse(params.target, params.classifier_space),
+                        attributes=params.attributes)
         if params.init_midi or params.keep_bars:
             if not params.init_midi:
                 raise StudioError("inpainting needs a segment to start from: upload a MIDI file or pick a result")
             if not params.keep_bars:
                 raise StudioError("inpainting needs at least one bar to keep (1-4); with none, just generate")
             _, segments = midi_file_segments(params.init_midi, self.cfg)
-            return model.inpaint(segments[0], list(params.keep_bars), **settings)
-        return model.sample(attributes=params.attributes, **settings)
-
-    def _bar_steps(self, model, params: GenerateParams) -> list[int]:
-        """Roll steps per bar of each variation (in the metre the sampler draws), for the live view's bar lines."""
-        if params.init_midi:
-            _, segments = midi_file_segments(params.init_midi, self.cfg)
-            metres = [(segments[0].ts_num, segments[0].ts_den)] * int(params.n)
+            init, keep = segments[0], list(params.keep_bars)
+            metres = [(init.ts_num, init.ts_den)] * n
+            run = lambda on_step: model.inpaint(init, keep, on_step=on_step, **settings)  # noqa: E731
         else:
-            metres = [tuple(int(x) for x in m.split("/"))
-                      for m in model.metre_names(params.mode, int(params.n), int(params.seed))]
+            metres = [tuple(int(x) for x in m.split("/")) for m in model.metre_names(params.mode, n, int(params.seed))]
+            run = lambda on_step: model.sample(on_step=on_step, **settings)  # noqa: E731
         spb = self.cfg.data.steps_per_beat
-        return [bar_ticks(a, b) // ticks_per_step(bar_ticks(a, b), spb) for a, b in metres]
+        return [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres], run
 
     def _views(self, params: GenerateParams, segments: list[Segment]) -> list[GeneratedView]:
         views = []

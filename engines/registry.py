@@ -58,8 +58,5 @@ class ModelRegistry:
 
         try:
             model.classifier = TrainedGuidanceClassifier.load(path, device=model.device)
-        except StudioError as exc:  # generation still works; classifier guidance will say it has none
-            LOG.warning("guidance classifier not attached: %s", exc)
-
-    def has_classifier(self) -> bool:
-        return (self.checkpoints_dir / f"{GUIDANCE_CLASSIFIER}.pt").is_file()
+        except Exception as exc:  # a bad or foreign file: generation still works; classifier guidance says it has none
+            LOG.warning("guidance classifier %s not attached: %s", path, exc)

@@ -98,7 +98,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                     keep_bars = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2"], label="Bars to keep",
                                                  elem_id="inpaint-keep")
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
-            tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated)")
+            tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated; "
+                                "inpainting keeps the key of the segment it starts from)")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations")
             with gr.Accordion("Rhythm attributes", open=False):
                 use_attributes = gr.Checkbox(False, label="Ask for these values")
@@ -142,11 +143,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
                       if use_attributes else None)
         diffusion = engine_name == "diffusion"
         init = inpainting_source(diffusion and use_inpainting, inpaint_source, result_number, inpaint_upload, results)
+        target = guidance_target(toward_mode, rebracketing_target)
         params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
-                                seed=int(seed or 0), attributes=attributes, tonic=tonic, sampler=sampler,
-                                steps=int(steps), guidance_scale=float(guidance),
-                                classifier_scale=float(classifier_scale),
-                                target=guidance_target(toward_mode, rebracketing_target),
+                                seed=int(seed or 0), attributes=attributes,
+                                tonic=None if init else tonic,  # inpainting keeps the key it starts from
+                                sampler=sampler, steps=int(steps), guidance_scale=float(guidance),
+                                classifier_scale=float(classifier_scale) if target else 0.0,  # nothing to steer to
+                                target=target,
                                 classifier_space=classifier_space, init_midi=init,
                                 keep_bars=[int(b) for b in keep_bars or []] if init else None)
         views, stopped_at = None, None

@@ -262,6 +262,22 @@ def test_inpainting_keeps_the_chosen_bars_exactly(engine):
         assert segment.notes["start"].max(initial=0) < 4 * bar
     again = engine.inpaint(init, keep_bars=[1, 3], mode="BLUE", n=2, steps=6, seed=2)
     assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in out]
+    (solver,) = engine.inpaint(init, keep_bars=[1, 3], mode="BLUE", steps=6, seed=2, sampler="dpmsolver++")
+    kept = solver.notes[solver.notes["start"] < bar]
+    assert kept[["start", "pitch"]].tolist() == init.notes[init.notes["start"] < bar][["start", "pitch"]].tolist()
+
+
+def test_inpainting_a_short_segment_and_notes_never_overlap(engine):
+    init = _init_segment()
+    short = Segment(notes=init.notes[init.notes["start"] < 2 * init.bar_length], ts_num=3, ts_den=4, num_bars=2,
+                    tempo_qpm=88.0)
+    for segment in engine.inpaint(short, keep_bars=[1], mode="RED", n=3, steps=6, seed=4):
+        notes = segment.notes
+        first = notes[notes["start"] < init.bar_length]
+        assert first[["start", "pitch"]].tolist() == init.notes[:3][["start", "pitch"]].tolist()
+        for pitch in set(notes["pitch"].tolist()):  # MIDI cannot hold two overlapping notes of one pitch
+            same = np.sort(notes[notes["pitch"] == pitch], order="start")
+            assert (same["start"][1:] >= same["start"][:-1] + same["duration"][:-1]).all()
 
 
 def test_inpainting_errors_name_the_bars(engine):
@@ -321,6 +337,30 @@ def test_stop_ends_the_run_early_with_that_steps_estimate(studio):
             final = item
     assert seen[-1] < 50 and len(final) == 1
     assert not studio.request_stop("me")  # nothing runs under that id any more
+
+
+def test_a_run_ending_leaves_a_newer_runs_stop_flag_alone(studio):
+    from engines.api import GenerateParams
+
+    params = GenerateParams(engine="diffusion", mode="RED", n=1, steps=40, seed=1)
+    first = studio.generate_stream(params, run_id="tab", every=1e-9)
+    next(first)
+    second = studio.generate_stream(params, run_id="tab", every=1e-9)
+    next(second)
+    first.close()                          # the older run ends (its finally runs) ...
+    assert studio.request_stop("tab")      # ... and Stop still reaches the newer one
+    assert isinstance(list(second)[-1], list)
+
+
+def test_a_broken_classifier_file_leaves_the_engine_usable(engine, classifier_run, tmp_path):
+    from engines.registry import ModelRegistry
+    from engines.training.common import load_checkpoint, save_checkpoint
+
+    save_checkpoint(engine.payload, tmp_path / "diffusion.pt")
+    broken = load_checkpoint(classifier_run[0] / "best.pt")
+    save_checkpoint({**broken, "state_dict": {}}, tmp_path / "guidance-classifier.pt")  # loads, then fails
+    loaded = ModelRegistry(tmp_path).get("diffusion")
+    assert loaded.classifier is None and len(loaded.sample("RED", steps=3)) == 1
 
 
 def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):

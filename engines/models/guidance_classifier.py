@@ -70,9 +70,13 @@ class GuidanceTarget:
                                   "rebracketing=low (comma-separated)")
         return cls(mode=mode, rebracketing=rebracketing, space=space)
 
+    def steers_mode(self, mode: torch.Tensor) -> bool:
+        """Toward the mode, and one other than WHITE is asked (WHITE has none to steer toward)."""
+        return self.mode and bool((mode < len(MODES)).all())
+
     def active(self, mode: torch.Tensor) -> bool:
-        """Anything to steer toward: a rebracketing target, or the mode when one other than WHITE is asked."""
-        return self.rebracketing is not None or (self.mode and bool((mode < len(MODES)).all()))
+        """Anything to steer toward: a rebracketing target, or the mode."""
+        return self.rebracketing is not None or self.steers_mode(mode)
 
     def describe(self) -> str:
         parts = (["mode"] if self.mode else []) + ([f"rebracketing={self.rebracketing}"] if self.rebracketing else [])
@@ -164,8 +168,6 @@ def guidance_gradient(model: NoisyRollClassifier, x_t: torch.Tensor, t: torch.Te
     plus log p(high) or log p(not high) when `rebracketing` is "high" or "low"."""
     if mode is None and rebracketing is None:
         return torch.zeros_like(x_t)
-    if rebracketing is not None and rebracketing not in REBRACKETING_TARGETS:
-        raise StudioError(f"unknown rebracketing target '{rebracketing}'; choose one of {', '.join(REBRACKETING_TARGETS)}")
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         mode_logits, high_logit = model(x, t, metre)
@@ -207,7 +209,11 @@ class TrainedGuidanceClassifier:
 
         return cls(load_checkpoint(path, map_location=device), device)
 
-    def check_compatible(self, num_steps: int, noise_schedule: str, steps: int, pitches: int) -> None:
+    def check_compatible(self, num_steps: int, noise_schedule: str, steps: int, pitches: int,
+                         key_to_c: bool = True) -> None:
+        if self.model.config.key_to_c != key_to_c:
+            raise StudioError("the guidance classifier and the diffusion model disagree on key_to_c (one reads "
+                              "rolls in C, the other in their own keys); retrain the classifier to match")
         mine = (self.num_steps, self.noise_schedule, self.model.steps, self.model.pitches)
         if mine != (num_steps, noise_schedule, steps, pitches):
             raise StudioError(

@@ -43,7 +43,7 @@ from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceCl
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
 from engines.models.trained_vae import mode_index
 from engines.music.analyzer import WHITE
-from engines.music.notes import Segment, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
+from engines.music.notes import Segment, clean_notes, notes_to_roll, shift_to_c, steps_per_bar, transpose_notes
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, sample_loop
 from engines.training.common import load_checkpoint
 
@@ -73,7 +73,8 @@ class TrainedDiffusion:
     def classifier(self, classifier: TrainedGuidanceClassifier | None) -> None:
         if classifier is not None:
             c = self.model.config
-            classifier.check_compatible(c.num_steps, c.noise_schedule, self.model.steps, self.model.pitches)
+            classifier.check_compatible(c.num_steps, c.noise_schedule, self.model.steps, self.model.pitches,
+                                        c.key_to_c)
             classifier.model.to(self.device)
         self._classifier = classifier
 
@@ -94,7 +95,7 @@ class TrainedDiffusion:
         """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale` and, when
         `classifier_scale` > 0, classifier guidance toward `target`."""
         steer = classifier_scale > 0 and target is not None and target.active(mode)
-        toward_mode = mode if steer and target.mode and bool((mode < WHITE_INDEX).all()) else None
+        toward_mode = mode if steer and target.steers_mode(mode) else None
         if steer and self.classifier is None:
             raise StudioError("classifier guidance needs a guidance classifier: train one with `python -m engines "
                               "train --engine guidance-classifier` and ship it as guidance-classifier.pt")
@@ -218,10 +219,10 @@ class TrainedDiffusion:
                               f"({', '.join(f'{a}/{b}' for a, b in METRES)}), not {init.ts_num}/{init.ts_den}")
         semitones = shift_to_c(segment_tonic(init)) if self.model.config.key_to_c and len(init.notes) else 0
         notes = transpose_notes(init.notes, semitones, d["pitch_low"], d["pitch_high"])
-        roll = notes_to_roll(notes, init.bar_length, init.num_bars, d["steps_per_beat"], d["pitch_low"],
-                             d["pitch_high"])
+        # the roll of all segment_bars bars (bars a short segment lacks are silent, and free to regenerate)
+        roll = notes_to_roll(notes, init.bar_length, bars, d["steps_per_beat"], d["pitch_low"], d["pitch_high"])
         known = roll_to_unit(torch.from_numpy(roll)[None]).to(self.device).repeat(n, 1, 1, 1)  # (n, 2, T, P)
-        bar_steps = init.bar_length // ticks_per_step(init.bar_length, d["steps_per_beat"])
+        bar_steps = steps_per_bar(init.bar_length, d["steps_per_beat"])
         mask = torch.zeros(self.model.steps, dtype=torch.bool)
         for b in keep_bars:
             mask[(int(b) - 1) * bar_steps:int(b) * bar_steps] = True
@@ -232,13 +233,17 @@ class TrainedDiffusion:
     def inpaint(self, init: Segment, keep_bars: list[int], mode: str = WHITE, n: int = 1, steps: int = 50,
                 sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 4.0, seed: int = 0,
                 tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
-                target: GuidanceTarget | None = None, resample: int = 2) -> list[Segment]:
+                target: GuidanceTarget | None = None, resample: int | None = None,
+                attributes: dict | None = None) -> list[Segment]:
         """n versions of `init` with `keep_bars` (1-based) kept and the other bars regenerated under `mode`,
-        in init's metre and tempo; written back in init's key unless a tonic is named."""
+        in init's metre and tempo; written back in init's key unless a tonic is named. `resample`: how often
+        each step is taken (RePaint); default 2, and 1 for dpmsolver++ (a multistep solver cannot jump back)."""
+        if resample is None:
+            resample = 1 if sampler == "dpmsolver++" else 2
         inpainting, metre, semitones = self.inpainting_for(init, keep_bars, n, resample)
-        x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, on_step=on_step,
-                                       inpainting=inpainting, classifier_scale=classifier_scale, target=target,
-                                       metres=[metre] * n)
+        x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes,
+                                       on_step=on_step, inpainting=inpainting, classifier_scale=classifier_scale,
+                                       target=target, metres=[metre] * n)
         generated = self.to_segments(x0, metres, mode, tempo=init.tempo_qpm)
         d = self.data
         out_shift = tonic_shift(tonic) if tonic else -semitones     # C -> the key written
@@ -247,6 +252,6 @@ class TrainedDiffusion:
         for segment in generated:  # kept bars hold init's own notes, exactly; the others what was generated
             notes = transpose_notes(segment.notes, out_shift, d["pitch_low"], d["pitch_high"])
             fresh = ~np.isin(notes["start"] // init.bar_length + 1, [int(b) for b in keep_bars])
-            merged = np.concatenate([kept[kept_bar], notes[fresh]])
-            segment.notes = merged[np.lexsort((merged["pitch"], merged["start"]))]
+            # a note held across a kept/regenerated border is cut where one of its pitch starts
+            segment.notes = clean_notes(np.concatenate([kept[kept_bar], notes[fresh]]))
         return generated

@@ -163,6 +163,11 @@ def ticks_per_step(bar_length: int, steps_per_beat: int = 4) -> int:
     return step
 
 
+def steps_per_bar(bar_length: int, steps_per_beat: int = 4) -> int:
+    """Piano-roll steps in one bar of `bar_length` ticks (16 for 4/4, 12 for 3/4 and 6/8, 16 for 4/2 ...)."""
+    return bar_length // ticks_per_step(bar_length, steps_per_beat)
+
+
 def notes_to_roll(notes: np.ndarray, bar_length: int, num_bars: int, steps_per_beat: int = 4,
                   pitch_low: int = 21, pitch_high: int = 108) -> np.ndarray:
     """Notes -> piano roll of shape (2, steps, pitches), float32 in [0, 1].

@@ -186,7 +186,6 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
     randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731  (CPU generator: same on any device)
     x = randn()
     grid = scheduler.timesteps(steps)
-    x0 = x
     for i, t in enumerate(grid):
         t_prev = grid[i + 1] if i + 1 < len(grid) else -1
         t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
@@ -226,8 +225,7 @@ def dpm_solver_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, s
     step, without resampling (a multistep solver keeps a history that a jump back would invalidate)."""
     from diffusers import DPMSolverMultistepScheduler  # imported on first use: a second or more to load
 
-    if not 1 <= steps <= scheduler.num_steps:
-        raise StudioError(f"steps must lie in 1..{scheduler.num_steps} (the model's num_steps), got {steps}")
+    scheduler.timesteps(steps)  # validates the step count
     if inpainting is not None and inpainting.resample > 1:
         raise StudioError("resampling (resample > 1) works with the ddim and ddpm samplers, not dpmsolver++")
     solver = DPMSolverMultistepScheduler(num_train_timesteps=scheduler.num_steps,
@@ -237,7 +235,6 @@ def dpm_solver_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, s
     randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731
     x = randn()
     grid = [int(t) for t in solver.timesteps]
-    x0 = x
     for i, t in enumerate(grid):
         t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
         x0, _ = denoise(x, t_batch)

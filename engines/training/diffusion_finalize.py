@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
+from engines.models.denoiser import model_from_checkpoint
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
-from engines.training.common import load_checkpoint, save_checkpoint
+from engines.training.common import load_checkpoint, pick_device, save_checkpoint
 
 CANDIDATES = tuple(round(float(x), 2) + 0.0 for x in np.arange(-0.9, 0.91, 0.1))  # + 0.0: no "-0.0"  # onset channel value (x0 scale, 0 = p 0.5)
 
@@ -63,12 +63,10 @@ def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16
     started = time.time()
     payload = load_checkpoint(checkpoint)
     payload.update(mode_statistics(_datasets(cfg, limit)[0]))
-    save_checkpoint(payload, checkpoint)
-    engine = TrainedDiffusion.load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())
     sampling = cfg.generation.sampling
     summary = calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,
                                         min(sampling.num_steps, engine.num_steps), sampling.guidance_scale, seed)
-    payload = load_checkpoint(checkpoint)
     payload["config"]["onset_threshold"] = summary["onset_threshold"]
     summary["seconds"] = round(time.time() - started, 1)
     payload["onset_calibration"] = summary

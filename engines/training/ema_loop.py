@@ -46,7 +46,7 @@ def learning_rate_factor(step: int, total_steps: int, warmup: int = WARMUP_STEPS
 def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Dataset, val_set: Dataset,
                    settings: LoopSettings, loss_fn: Callable, validate_fn: Callable, payload_fn: Callable,
                    out_dir: str | Path, max_minutes: float = 0, resume: bool = False, seed: int = 0,
-                   workers: int = 1, label: str = "val") -> dict:
+                   workers: int = 1) -> dict:
     """Train `build_model()`; returns the best epoch's row.
 
     loss_fn(model, batch) -> scalar loss (model may be DDP-wrapped); validate_fn(ema, loader, device) -> dict
@@ -109,7 +109,7 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
                    **validate_fn(ema, val_loader, device)}
             log.write(row)
             extras = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k != "val_loss")
-            print(f"epoch {epoch + 1}: train {row['train_loss']:.4f} {label} (EMA) {row['val_loss']:.4f} {extras} "
+            print(f"epoch {epoch + 1}: train {row['train_loss']:.4f} val (EMA) {row['val_loss']:.4f} {extras} "
                   f"({row['minutes']:.1f} min)", flush=True)
             if row["val_loss"] < best["val_loss"]:
                 best = row
