@@ -103,3 +103,11 @@ def prepared(tmp_path_factory):
     out = base / "cache" / "songs"
     report = prepare(cfg, midi_dir=str(base / "songs"), manifest=str(manifest), out=str(out), workers=1)
     return cfg, files, report, out, manifest
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_cfg):
+    """The first 8 training rolls as the diffusion networks see them; `tiny_cfg` is the test module's own."""
+    from tests.helpers import first_rolls
+
+    return first_rolls(tiny_cfg)

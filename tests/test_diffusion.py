@@ -22,7 +22,7 @@ from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES as MODES_ALL
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, make_betas, sample_loop
 from engines.training.diffusion_trainer import mode_statistics, train_diffusion
-from tests.helpers import TINY_DIFFUSION, first_rolls
+from tests.helpers import TINY_DIFFUSION
 
 torch.set_num_threads(1)
 
@@ -33,11 +33,6 @@ LIMIT = 48
 @pytest.fixture(scope="module")
 def tiny_cfg():
     return load_config(overrides=TINY)
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_cfg):
-    return first_rolls(tiny_cfg)
 
 
 @pytest.fixture(scope="module")

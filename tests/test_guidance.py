@@ -17,7 +17,7 @@ from engines.music.notes import NOTE_DTYPE, TICKS_PER_QUARTER, Segment
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, sample_loop
 from engines.training.diffusion_trainer import train_diffusion
 from engines.training.guidance_trainer import high_rebracketing_threshold, train_guidance_classifier
-from tests.helpers import TINY_DIFFUSION, first_rolls
+from tests.helpers import TINY_DIFFUSION
 
 torch.set_num_threads(1)
 
@@ -30,11 +30,6 @@ LIMIT = 48
 @pytest.fixture(scope="module")
 def tiny_cfg():
     return load_config(overrides=TINY)
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_cfg):
-    return first_rolls(tiny_cfg)
 
 
 @pytest.fixture(scope="module")

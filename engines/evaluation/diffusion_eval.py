@@ -63,16 +63,16 @@ def _analyses(segments_by_mode: dict, analyzer: ChromaticAnalyzer) -> dict:
     return out
 
 
-def _consistency(segments_by_mode: dict, analyzer: ChromaticAnalyzer) -> dict:
+def _consistency(analyses: dict) -> dict:
+    """From _analyses: the share of each mode's samples heard in that mode, and their mean."""
     per_mode = {mode: round(sum(a is not None and a.mode == mode for a in found) / max(len(found), 1), 4)
-                for mode, found in _analyses(segments_by_mode, analyzer).items()}
+                for mode, found in analyses.items()}
     return {"overall": round(float(np.mean(list(per_mode.values()))), 4), "per_mode": per_mode}
 
 
-def _mean_rebracketing(segments_by_mode: dict, analyzer: ChromaticAnalyzer) -> float:
-    """Mean measured rebracketing over all samples (an empty sample counts 0: it regroups nothing)."""
-    values = [a.rebracketing if a is not None else 0.0
-              for found in _analyses(segments_by_mode, analyzer).values() for a in found]
+def _mean_rebracketing(analyses: dict) -> float:
+    """From _analyses: mean measured rebracketing over all samples (an empty one counts 0: it regroups nothing)."""
+    values = [a.rebracketing if a is not None else 0.0 for found in analyses.values() for a in found]
     return round(float(np.mean(values)), 4)
 
 
@@ -89,12 +89,13 @@ def _generate(engine: TrainedDiffusion, n_per_mode: int, sampler: str, steps: in
 def _guidance(engine: TrainedDiffusion, unguided: dict, analyzer: ChromaticAnalyzer, n_per_mode: int, steps: int,
               guidance: float, scale: float, seed: int, space: str = "x0") -> dict:
     """Classifier guidance toward each requested mode and high rebracketing, against the unguided samples of
-    the same modes and seeds."""
+    the same modes and seeds (`unguided`: their _analyses)."""
     target = GuidanceTarget(mode=True, rebracketing="high", space=space)
     guided, seconds = _generate(engine, n_per_mode, "ddim", steps, guidance, seed, classifier_scale=scale,
                                 target=target)
-    before, after = _mean_rebracketing(unguided, analyzer), _mean_rebracketing(guided, analyzer)
-    consistency = _consistency(guided, analyzer)
+    guided = _analyses(guided, analyzer)
+    before, after = _mean_rebracketing(unguided), _mean_rebracketing(guided)
+    consistency = _consistency(guided)
     return {"classifier_scale": scale, "space": space, "target": target.describe(), "rebracketing_unguided": before,
             "rebracketing_guided": after, "rebracketing_lift": round(after - before, 4),
             "consistency_guided": consistency["overall"], "consistency_guided_per_mode": consistency["per_mode"],
@@ -122,11 +123,12 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     steps, guidance = min(sampling.num_steps, engine.num_steps), sampling.guidance_scale
     real = feature_embedding(real_segments(cfg, "test", real_count, seed))
     samples, _ = _generate(engine, n_per_mode, "ddim", steps, guidance, seed)
+    sample_analyses = _analyses(samples, analyzer)
     baseline_set = feature_embedding(real_segments(cfg, "validation", n_per_mode * len(MODES), seed))
     result = {
         "engine": "diffusion", "checkpoint": str(checkpoint), "n": n_per_mode * len(MODES),
         "sampler": {"name": "ddim", "steps": steps, "guidance_scale": guidance},
-        "consistency": _consistency(samples, analyzer),
+        "consistency": _consistency(sample_analyses),
         "frechet": {"distance": _frechet(samples, real),
                     "real_baseline": round(frechet_distance(*standardise(real, baseline_set)[::-1]), 4),
                     "embedding": "analyzer features (engines/evaluation/frechet.py)"},
@@ -134,7 +136,7 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     }
     if classifier and Path(classifier).is_file():
         engine.classifier = TrainedGuidanceClassifier.load(classifier)
-        result["guidance"] = _guidance(engine, samples, analyzer, n_per_mode, steps, guidance,
+        result["guidance"] = _guidance(engine, sample_analyses, analyzer, n_per_mode, steps, guidance,
                                        sampling.classifier_scale, seed, sampling.classifier_space)
     else:
         result["guidance"] = {"error": f"no guidance classifier at '{classifier}'"}
@@ -145,7 +147,7 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
                 continue
             generated, seconds = _generate(engine, table_per_mode, sampler, table_steps, guidance, seed)
             table.append({"sampler": sampler, "steps": table_steps,
-                          "consistency": _consistency(generated, analyzer)["overall"],
+                          "consistency": _consistency(_analyses(generated, analyzer))["overall"],
                           "frechet": _frechet(generated, real), "seconds_per_segment": round(seconds, 4)})
         result["steps_table"] = table
     times = []

@@ -3,8 +3,8 @@
 The loss is the MSE of the prediction (x0, epsilon or v) at uniformly drawn steps, with condition dropout for
 classifier-free guidance; validation is the same loss with a fixed generator, so epochs compare. The loop
 (EMA weights, learning-rate schedule, resume, best.pt / last.pt, metrics.jsonl, loss.png, DDP) is
-engines/training/ema_loop.py. The checkpoint also holds how often each metre occurs per mode and each mode's
-median tempo, which generation draws from.
+engines/training/ema_loop.py. The checkpoint also holds how often each metre occurs per mode and the median
+tempo per mode and metre (mode_statistics), which generation draws from; then diffusion_finalize.py runs.
 """
 from __future__ import annotations
 
