@@ -89,15 +89,24 @@ class GenerateParams:
     classifier_space: str = "x0"     # where the classifier's gradient is taken: "x0" or "x_t"
     init_midi: str | None = None     # inpainting: a MIDI file (its first segment) ...
     keep_bars: list[int] | None = None  # ... and the bars of it to keep (1-based); the others are regenerated
+    # autoregressive only (temperature and seed above apply too)
+    prompt: str | None = None        # None: the mode's default prompt
+    top_k: int = 0                   # 0 = off
+    top_p: float = 1.0               # 1 = off
+    beam_width: int = 1              # > 1: beam search (one result)
+    max_bars: int = 4
+    continue_bars: int = 0           # > 0: continue the first this many bars of `init_midi`
 
 
 @dataclass
 class GenerationProgress:
-    """One step of a running diffusion generation, for the live view."""
+    """One step of a running generation, for the live view: a denoising step (diffusion) or a token
+    written (autoregressive: the roll grows as the MIDI span does)."""
 
-    step: int                        # steps done, 1..total
+    step: int                        # steps (tokens) done, 1..total
     total: int
-    sounding: np.ndarray             # (n, steps, pitches) float32 in [0, 1]: the current x0's sustain channel
+    sounding: np.ndarray             # (n, steps, pitches) float32 in [0, 1]: the current x0's sustain channel,
+                                     # or the notes written so far
     bar_steps: list[int]             # roll steps in one bar of each variation (its metre), for bar lines
 
 
@@ -272,30 +281,32 @@ class StudioEngine:
         return result
 
     def generate_stream(self, params: GenerateParams, run_id: str | None = None, every: float = 0.1):
-        """Like `generate`, but a generator: for the diffusion engine it first yields a GenerationProgress at
-        most every `every` seconds (0 = none) while sampling runs in a worker thread, and finally the list of
-        GeneratedView. `request_stop(run_id)` (or closing the generator) ends sampling early; the results are
-        then decoded from the current estimate."""
+        """Like `generate`, but a generator: for the diffusion and autoregressive engines it first yields a
+        GenerationProgress at most every `every` seconds (0 = none) while sampling runs in a worker thread,
+        and finally the list of GeneratedView. `request_stop(run_id)` (or closing the generator) ends sampling
+        early; the results are then decoded from the current estimate (the tokens written so far)."""
         from engines.models.trained_vae import mode_index
 
         mode_index(params.mode)  # validates the mode before any model is loaded
         model = self.models.get(params.engine)
-        if params.engine != "diffusion":
+        if params.engine == "vae":
             segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
                                        seed=int(params.seed), attributes=params.attributes, tonic=params.tonic)
             yield self._views(params, segments)
             return
-        bar_steps, run = self._diffusion_job(model, params)  # bad settings or files fail here, before a thread
+        # bad settings or files fail here, before a thread starts
+        job = self._diffusion_job if params.engine == "diffusion" else self._autoregressive_job
+        bar_steps, run, snapshot = job(model, params)
         stop, updates = threading.Event(), queue.Queue()
         if run_id:
             self._stops[run_id] = stop
         shown = {"at": 0.0}
 
-        def on_step(i: int, total: int, x0) -> bool:  # in the worker thread; copies x0 only when it is shown
+        def on_step(i: int, total: int, state) -> bool:  # in the worker thread; snapshots only what is shown
             now = time.monotonic()
             if every and (now - shown["at"] >= every or i + 1 == total or stop.is_set()):
                 shown["at"] = now
-                updates.put(("step", i + 1, total, ((x0[:, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy()))
+                updates.put(("step", i + 1, total, *snapshot(state)))
             return stop.is_set()
 
         def work():
@@ -304,13 +315,13 @@ class StudioEngine:
             except Exception as exc:  # handed to the caller's thread
                 updates.put(("error", exc))
 
-        threading.Thread(target=work, daemon=True, name="diffusion-sampling").start()
+        threading.Thread(target=work, daemon=True, name=f"{params.engine}-sampling").start()
         try:
             while True:
                 kind, *payload = updates.get()
                 if kind == "step":
-                    step, total, sounding = payload
-                    yield GenerationProgress(step=step, total=total, sounding=sounding, bar_steps=bar_steps)
+                    step, total, sounding, shown_bar_steps = payload
+                    yield GenerationProgress(step=step, total=total, sounding=sounding, bar_steps=shown_bar_steps)
                 elif kind == "error":
                     raise payload[0]
                 else:
@@ -329,8 +340,9 @@ class StudioEngine:
         return stop is not None
 
     def _diffusion_job(self, model, params: GenerateParams):
-        """(roll steps per bar of each variation, for the live view's bar lines; run(on_step) -> segments).
-        Sampling, or inpainting the first segment of `params.init_midi`; the file is read here, once."""
+        """(roll steps per bar of each variation; run(on_step) -> segments; snapshot(x0) -> the live view's
+        rolls and their bar lengths in steps). Sampling, or inpainting the first segment of
+        `params.init_midi`; the file is read here, once."""
         from engines.models.guidance_classifier import GuidanceTarget
 
         n = int(params.n)
@@ -352,11 +364,51 @@ class StudioEngine:
             metres = [tuple(int(x) for x in m.split("/")) for m in model.metre_names(params.mode, n, int(params.seed))]
             run = lambda on_step: model.sample(on_step=on_step, **settings)  # noqa: E731
         spb = self.cfg.data.steps_per_beat
-        return [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres], run
+        bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
+        snapshot = lambda x0: (((x0[:, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy(), bar_steps)  # noqa: E731
+        return bar_steps, run, snapshot
+
+    def _autoregressive_job(self, model, params: GenerateParams):
+        """As _diffusion_job for the GPT: run(on_step) writes the MIDI spans (on_step once per token) and
+        snapshot(rows) draws the notes written so far. Continuation reads `params.init_midi` here, once."""
+        continue_from = None
+        if params.continue_bars:
+            if not params.init_midi:
+                raise StudioError("continuation needs a MIDI file to continue: upload one or pick a result")
+            _, segments = midi_file_segments(params.init_midi, self.cfg)
+            continue_from = segments[0]
+        settings = dict(prompt=params.prompt, mode=params.mode, n=int(params.n), temperature=float(params.temperature),
+                        top_k=int(params.top_k), top_p=float(params.top_p), beam_width=int(params.beam_width),
+                        max_bars=int(params.max_bars), seed=int(params.seed), continue_from=continue_from,
+                        keep_bars=int(params.continue_bars) if continue_from is not None else 2)
+        budget = model.token_budget(params.prompt, params.mode, continue_from, settings["keep_bars"])
+        d, bars = self.cfg.data, settings["max_bars"]
+        shown = 1 if settings["beam_width"] > 1 else settings["n"]
+        four_four = steps_per_bar(bar_ticks(4, 4), d.steps_per_beat)
+
+        def snapshot(rows) -> tuple[np.ndarray, list[int]]:
+            from engines.music.notes import notes_to_roll
+
+            out = np.zeros((shown, bars * 4 * d.steps_per_beat, d.num_pitches), np.float32)
+            bar_steps = [four_four] * shown
+            for i, row in enumerate(rows[:shown]):
+                segment = model.partial_segment(row, bars)
+                if segment is not None and len(segment.notes):
+                    roll = notes_to_roll(segment.notes, segment.bar_length, bars, d.steps_per_beat,
+                                         d.pitch_low, d.pitch_high)
+                    out[i, :roll.shape[1]] = roll[1] > 0
+                    bar_steps[i] = steps_per_bar(segment.bar_length, d.steps_per_beat)
+            return out, bar_steps
+
+        def run(on_step):
+            results = model.generate(on_token=lambda step, rows: on_step(step, budget, rows), **settings)
+            return [r.segment for r in results]
+
+        return [four_four] * shown, run, snapshot
 
     def _views(self, params: GenerateParams, segments: list[Segment]) -> list[GeneratedView]:
         views = []
-        kind = "inpainted" if params.init_midi else f"seed {params.seed}"
+        kind = ("continued" if params.continue_bars else "inpainted") if params.init_midi else f"seed {params.seed}"
         for i, segment in enumerate(segments):
             title = f"{params.engine.upper()} · {params.mode} · {kind} · #{i + 1}"
             views.append(GeneratedView(title=title, requested_mode=params.mode, **self.segment_result(

@@ -146,6 +146,82 @@ def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
     return row
 
 
+def hf_reference(config):
+    """HF transformers' GPT2LMHeadModel with the same depth, width, heads, context and vocabulary as our GPT
+    (built from a config: nothing is downloaded), for the bench's speed reference."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                      n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+
+
+def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> dict | None:
+    """Tokens per second at batch 1 with the KV cache (plain sampling, and under the REMI grammar as the
+    studio samples); HF's GPT2LMHeadModel.generate with the same config in the same run as the reference
+    (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a prompt (bar 1.5 s)."""
+    import torch
+
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+    from engines.sampling.autoregressive import sample_tokens
+    from engines.tokenizers.vocabulary import EOS
+
+    path = Path(cfg.model.checkpoints_dir) / "autoregressive.pt"
+    if not path.is_file():
+        return None
+    engine = TrainedAutoregressive.load(path, device="cpu")
+    prompt = engine.prompt_ids("a calm, intimate BLUE phrase")
+    new_tokens = min(new_tokens, engine.model.config.block_size - len(prompt))
+    counter = iter(range(10**6))
+    generated = []
+
+    def ours():  # <eos> is masked out so every run writes exactly new_tokens
+        logits_bias = torch.zeros(len(engine.vocabulary))
+        logits_bias[EOS] = float("-inf")
+        rows = sample_tokens(_Masked(engine.model, logits_bias), prompt, 1, new_tokens,
+                             generator=torch.Generator().manual_seed(next(counter)))
+        generated.append(len(rows[0]))
+
+    ours()
+    ours_seconds = _median_seconds(ours, max(repeats, 3))
+    grammar_seconds = _median_seconds(lambda: generated.append(sum(len(g.tokens) for g in engine.generate(
+        "a calm, intimate BLUE phrase", seed=next(counter), max_bars=16))), max(repeats, 3))
+    grammar_tokens = generated[-1]
+    reference = hf_reference(engine.model.config)
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        def theirs():
+            reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                               min_new_tokens=new_tokens, do_sample=True, top_k=0, use_cache=True, pad_token_id=0)
+        theirs()
+        hf_seconds = _median_seconds(theirs, max(repeats, 3))
+    one = _median_seconds(lambda: engine.generate("a fiery RED segment with high temporal complexity",
+                                                  seed=next(counter)), max(repeats, 5))
+    ours_rate, hf_rate = new_tokens / ours_seconds, new_tokens / hf_seconds
+    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "parameters": engine.model.num_parameters(),
+            "new_tokens": new_tokens, "tokens_per_second_kv_cache": round(ours_rate, 1),
+            "tokens_per_second_with_grammar": round(grammar_tokens / grammar_seconds, 1),
+            "hf_gpt2_tokens_per_second": round(hf_rate, 1), "ratio_to_hf": round(ours_rate / hf_rate, 2),
+            "seconds_one_segment_from_prompt": round(one, 3)}
+
+
+class _Masked:
+    """The model with a fixed additive bias on its logits (the bench keeps <eos> out)."""
+
+    def __init__(self, model, bias):
+        self.model, self.bias, self.config = model, bias, model.config
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def __call__(self, idx, cache=None):
+        logits, loss = self.model(idx, cache=cache)
+        return logits + self.bias.to(logits.device), loss
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     started = time.time()
     result = {
@@ -157,6 +233,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "render": bench_render(cfg, repeats),
         "vae": bench_vae(cfg, repeats),
         "diffusion": bench_diffusion(cfg, repeats),
+        "autoregressive": bench_autoregressive(cfg, repeats),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -130,6 +130,16 @@ def cmd_train(args) -> None:
 
         best = train_diffusion(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
                                seed=args.seed, workers=args.workers)
+    elif args.engine == "codec":
+        from engines.training.codec_trainer import train_codec
+
+        best = train_codec(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
+                           seed=args.seed, workers=args.workers)
+    elif args.engine == "autoregressive":
+        from engines.training.autoregressive_trainer import train_autoregressive
+
+        best = train_autoregressive(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
+                                    seed=args.seed, workers=args.workers)
     else:
         from engines.training.guidance_trainer import train_guidance_classifier
 
@@ -163,6 +173,17 @@ def cmd_evaluate(args) -> None:
         _emit(evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed),
               args.json)
         return
+    if args.engine == "codec":
+        from engines.evaluation.codec_eval import evaluate_codec
+
+        _emit(evaluate_codec(checkpoint, cfg, n=args.n), args.json)
+        return
+    if args.engine == "autoregressive":
+        from engines.evaluation.autoregressive_eval import evaluate_autoregressive
+
+        _emit(evaluate_autoregressive(checkpoint, cfg, n_per_mode=args.n, seed=args.seed,
+                                      test_limit=args.test_limit), args.json)
+        return
     from engines.evaluation.diffusion_eval import evaluate_diffusion
 
     if not Path(checkpoint).is_file():
@@ -181,8 +202,11 @@ def cmd_generate(args) -> None:
     if args.engine == "vae":
         from engines.models.trained_vae import TrainedVAE
 
-        segments, _ = TrainedVAE.load(checkpoint).sample(args.mode, n=args.n, temperature=args.temperature,
+        temperature = 1.0 if args.temperature is None else args.temperature
+        segments, _ = TrainedVAE.load(checkpoint).sample(args.mode, n=args.n, temperature=temperature,
                                                          seed=args.seed, tonic=args.tonic)
+    elif args.engine == "autoregressive":
+        segments = _autoregressive_segments(args, cfg, checkpoint)
     else:
         segments = _diffusion_segments(args, cfg, checkpoint)
     out = Path(args.out)
@@ -236,6 +260,32 @@ def _diffusion_segments(args, cfg, checkpoint: str) -> list:
         _, init_segments = midi_file_segments(args.init, cfg)
         return engine.inpaint(init_segments[0], keep, **settings)
     return engine.sample(metre=args.metre, **settings)
+
+
+def _autoregressive_segments(args, cfg, checkpoint: str) -> list:
+    """`generate --engine autoregressive`: from `--prompt` (default: the mode's prompt), or continuing the first
+    `--keep-bars` bars of `--init`."""
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+
+    if not Path(checkpoint).is_file():
+        raise StudioError(f"no autoregressive checkpoint at '{checkpoint}': train one with `python -m engines "
+                          f"train --engine autoregressive --out RUN` and pass --checkpoint RUN/best.pt")
+    engine = TrainedAutoregressive.load(checkpoint)
+    sampling = cfg.generation.sampling
+    continue_from, keep = None, 0
+    if args.init:
+        from engines.analysis import midi_file_segments
+
+        _, init_segments = midi_file_segments(args.init, cfg)
+        continue_from = init_segments[0]
+        keep = int(args.keep_bars or 2)
+    results = engine.generate(args.prompt, mode=args.mode, n=args.n, seed=args.seed,
+                              temperature=args.temperature if args.temperature is not None else sampling.temperature,
+                              top_k=sampling.top_k if args.top_k is None else args.top_k,
+                              top_p=sampling.top_p if args.top_p is None else args.top_p,
+                              beam_width=args.beam, max_bars=args.max_bars, continue_from=continue_from,
+                              keep_bars=keep)
+    return [r.segment for r in results]
 
 
 def _bar_list(text: str) -> list[int]:
@@ -295,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
 
     p = command("train", cmd_train, "train an engine on the segment cache (best.pt, last.pt, metrics.jsonl)")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "guidance-classifier"])
+    p.add_argument("--engine", required=True,
+                   choices=["vae", "diffusion", "guidance-classifier", "autoregressive", "codec"])
     p.add_argument("--out", help="run directory (default data/runs/<engine>)")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this much training time")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -306,10 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "autoregressive", "codec"])
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
-    p.add_argument("--n", type=int, default=50, help="samples per mode")
-    p.add_argument("--test-limit", type=int, default=2000, help="VAE: test segments for reconstruction (0 = all)")
+    p.add_argument("--n", type=int, default=50, help="samples per mode (codec: held-out renders, e.g. 100)")
+    p.add_argument("--test-limit", type=int, default=2000, help="VAE: test segments for reconstruction; "
+                                                               "autoregressive: for perplexity (0 = all)")
     p.add_argument("--table-n", type=int, default=4, help="diffusion: samples per mode in each steps-table row")
     p.add_argument("--no-table", action="store_true", help="diffusion: skip the quality-vs-speed table")
     p.add_argument("--classifier", help="diffusion: guidance classifier (default: <checkpoints>/guidance-classifier.pt)")
@@ -317,11 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
 
     p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion"])
+    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "autoregressive"])
     p.add_argument("--mode", default="WHITE", help="BLACK RED ORANGE YELLOW GREEN BLUE INDIGO VIOLET or WHITE")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="VAE: prior temperature")
+    p.add_argument("--temperature", type=float, help="VAE: prior temperature (default 1); autoregressive: "
+                                                     "sampling temperature (default generation.sampling.temperature)")
+    p.add_argument("--prompt", help='autoregressive: what to write, e.g. "a calm, intimate BLUE phrase" '
+                                    "(default: the mode's prompt)")
+    p.add_argument("--top-k", type=int, help="autoregressive: keep the k most probable tokens (0 = off)")
+    p.add_argument("--top-p", type=float, help="autoregressive: nucleus sampling mass (1 = off)")
+    p.add_argument("--beam", type=int, default=1, help="autoregressive: beam width (1 = sample)")
+    p.add_argument("--max-bars", type=int, default=4, help="autoregressive: bars to write")
     p.add_argument("--steps", type=int, help="diffusion: sampling steps (default generation.sampling.num_steps)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmsolver++"],
                    help="diffusion: sampler (dpmsolver++: DPM-Solver++ 2M, good in 10-20 steps)")
@@ -337,16 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: where the classifier's gradient is taken (default generation.sampling."
                         "classifier_space, x0)")
     p.add_argument("--classifier", help="diffusion: guidance classifier (default <checkpoints>/guidance-classifier.pt)")
-    p.add_argument("--init", help="diffusion inpainting: a MIDI file whose first segment is kept in part")
+    p.add_argument("--init", help="diffusion inpainting / autoregressive continuation: a MIDI file whose first "
+                                  "segment is kept in part")
     p.add_argument("--keep-bars", help="diffusion inpainting: the bars of --init to keep, e.g. 1,2 (the others "
-                                       "are regenerated)")
+                                       "are regenerated); autoregressive: how many first bars to continue (default 2)")
     p.add_argument("--tonic", help="tonic of the key to write in, e.g. G or Bb (default C)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
 
     p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "guidance-classifier"])
+    p.add_argument("--engine", required=True,
+                   choices=["vae", "diffusion", "guidance-classifier", "autoregressive", "codec"])
     p.add_argument("--run", required=True, help="the training run directory (holds best.pt, metrics.jsonl)")
     p.add_argument("--evaluation", help="evaluate JSON to include in the card")
 

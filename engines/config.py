@@ -19,8 +19,10 @@ import yaml
 
 from engines.errors import StudioError
 from engines.music.analyzer import AnalyzerConfig
+from engines.models.codec_config import CodecConfig
 from engines.models.diffusion_config import DiffusionConfig
 from engines.models.guidance_config import GuidanceClassifierConfig
+from engines.models.gpt_config import GPTConfig
 from engines.models.vae_config import VAEConfig
 
 
@@ -105,6 +107,8 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     guidance_classifier: GuidanceClassifierConfig = field(default_factory=GuidanceClassifierConfig)
+    autoregressive: GPTConfig = field(default_factory=GPTConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engines.errors import StudioError
 
-ENGINES = ("vae", "diffusion")  # the autoregressive engine joins when its issue lands
+ENGINES = ("vae", "diffusion", "autoregressive")
 GUIDANCE_CLASSIFIER = "guidance-classifier"
 LOG = logging.getLogger("engines.registry")
 
@@ -42,6 +42,8 @@ class ModelRegistry:
 
                 if engine == "vae":
                     from engines.models.trained_vae import TrainedVAE as Loader
+                elif engine == "autoregressive":
+                    from engines.models.trained_autoregressive import TrainedAutoregressive as Loader
                 else:
                     from engines.models.trained_diffusion import TrainedDiffusion as Loader
                 model = Loader.load(path, device=pick_device())

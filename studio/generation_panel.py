@@ -7,19 +7,26 @@ The diffusion engine adds its sampler, steps, classifier-free guidance, classifi
 target) and inpainting (keep chosen bars of a result or an uploaded MIDI file, regenerate the rest). While it
 samples, a live view shows every variation's current estimate with a progress bar; Stop ends sampling at the
 current step and keeps what is there.
+
+The autoregressive engine takes a text prompt (choosing a mode fills in its default prompt), temperature,
+top-k, top-p, beam width and bars to write, and can continue the first bars of a result or an uploaded
+MIDI file. While it writes, the live view shows each variation's piano roll growing token by token; Stop
+keeps the bars written so far.
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from engines.api import MODE_COLORS, MODES, GenerateParams, GenerationProgress, StudioEngine
+from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
 from studio.widgets import (analysis_markdown, denoising_image, error_markdown, guarded_stream, mode_chip,
                             piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-ENGINE_LABELS = {"vae": "VAE (conditional β-VAE)", "diffusion": "Diffusion (DDIM / DDPM, guided)"}
+ENGINE_LABELS = {"vae": "VAE (conditional β-VAE)", "diffusion": "Diffusion (DDIM / DDPM, guided)",
+                 "autoregressive": "Autoregressive (GPT, text prompts)"}
 REBRACKETING_CHOICES = ["don't steer", "high", "low"]
 INPAINT_SOURCES = ["a result below", "an uploaded MIDI file"]
 
@@ -71,7 +78,25 @@ def build_generation_panel(engine: StudioEngine) -> None:
             engine_name = gr.Radio(choices, value=first, label="Engine", elem_id="generate-engine")
             mode = gr.Radio(list(MODES) + ["WHITE"], value="RED", label="Chromatic mode (WHITE = none)",
                             elem_id="generate-mode")
-            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature", visible=first == "vae")
+            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature", visible=first != "diffusion",
+                                    elem_id="generate-temperature")
+            with gr.Group(visible=first == "autoregressive") as autoregressive_box:
+                prompt = gr.Textbox(prompt_for("RED"), label="Prompt", lines=2, elem_id="generate-prompt",
+                                    info='e.g. "a calm, intimate BLUE phrase" or "a RED segment with high '
+                                         'temporal complexity"; choosing a mode fills in its prompt')
+                with gr.Row():
+                    top_k = gr.Slider(0, 200, sampling.top_k, step=1, label="Top-k (0 = off)")
+                    top_p = gr.Slider(0.05, 1.0, sampling.top_p, step=0.05, label="Top-p (1 = off)")
+                with gr.Row():
+                    beam_width = gr.Slider(1, 8, 1, step=1, label="Beam width (1 = sample; > 1: one result)")
+                    max_bars = gr.Slider(1, 8, engine.cfg.data.segment_bars, step=1, label="Bars to write")
+                with gr.Accordion("Continue a segment", open=False):
+                    use_continuation = gr.Checkbox(False, label="Continue", elem_id="continue-on")
+                    continue_source = gr.Radio(INPAINT_SOURCES, value=INPAINT_SOURCES[0], label="Start from")
+                    continue_result = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS,
+                                                label="Result number")
+                    continue_upload = gr.File(file_types=[".mid", ".midi"], type="filepath", label="MIDI file")
+                    continue_bars = gr.Slider(1, 7, 2, step=1, label="Bars to keep and continue from")
             with gr.Group(visible=first == "diffusion") as diffusion_box:
                 sampler = gr.Radio(["ddim", "ddpm", "dpmsolver++"], value="ddim", label="Sampler",
                                    info="DPM-Solver++ does in 10-20 steps what DDIM does in 50", elem_id="generate-sampler")
@@ -100,7 +125,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
             tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated; "
                                 "inpainting keeps the key of the segment it starts from)")
-            count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations")
+            count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations", elem_id="generate-count")
             with gr.Accordion("Rhythm attributes", open=False):
                 use_attributes = gr.Checkbox(False, label="Ask for these values")
                 rebracketing = gr.Slider(0, 1, 0.5, step=0.05, label="Rebracketing")
@@ -110,8 +135,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
             status = gr.Markdown(elem_id="generate-status")
         with gr.Column(scale=3):
-            live = gr.Image(label="Denoising (live): each variation's current estimate", type="numpy",
-                            format="png", interactive=False, visible=False, elem_id="generate-live", buttons=[])
+            live = gr.Image(label="Live: each variation's current estimate (diffusion) or its notes so far (GPT)",
+                            type="numpy", format="png", interactive=False, visible=False, elem_id="generate-live",
+                            buttons=[])
             slots = []
             for i in range(MAX_RESULTS):
                 with gr.Group(visible=False) as box:
@@ -128,8 +154,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
     def hidden_slots() -> list:
         return [value for _ in slots for value in (gr.update(visible=False), None, "", None, [])]
 
-    engine_name.change(lambda name: (gr.update(visible=name == "vae"), gr.update(visible=name == "diffusion")),
-                       engine_name, [temperature, diffusion_box])
+    engine_name.change(lambda name: (gr.update(visible=name != "diffusion"), gr.update(visible=name == "diffusion"),
+                                     gr.update(visible=name == "autoregressive")),
+                       engine_name, [temperature, diffusion_box, autoregressive_box])
+    # choosing a mode fills in its prompt (WHITE: a prompt naming none)
+    mode.change(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt)
 
     def on_error(message):
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
@@ -137,12 +166,18 @@ def build_generation_panel(engine: StudioEngine) -> None:
     @guarded_stream(on_error)
     def run(engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity,
             sampler, steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space,
-            use_inpainting, inpaint_source, result_number, inpaint_upload, keep_bars, results,
-            request: gr.Request):
+            use_inpainting, inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p,
+            beam_width, max_bars, use_continuation, continue_source, continue_result, continue_upload,
+            continue_bars, results, request: gr.Request):
         attributes = ({"rebracketing": rebracketing, "temporal_complexity": complexity}
                       if use_attributes else None)
-        diffusion = engine_name == "diffusion"
+        diffusion, autoregressive = engine_name == "diffusion", engine_name == "autoregressive"
         init = inpainting_source(diffusion and use_inpainting, inpaint_source, result_number, inpaint_upload, results)
+        continuing = autoregressive and use_continuation
+        if continuing:
+            init = inpainting_source(True, continue_source, continue_result, continue_upload, results)
+        if autoregressive and not (prompt or "").strip():
+            raise StudioError("write a prompt, or choose a mode to fill one in")
         target = guidance_target(toward_mode, rebracketing_target)
         params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
                                 seed=int(seed or 0), attributes=attributes,
@@ -151,25 +186,30 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                 classifier_scale=float(classifier_scale) if target else 0.0,  # nothing to steer to
                                 target=target,
                                 classifier_space=classifier_space, init_midi=init,
-                                keep_bars=[int(b) for b in keep_bars or []] if init else None)
+                                keep_bars=[int(b) for b in keep_bars or []] if init and diffusion else None,
+                                prompt=prompt if autoregressive else None, top_k=int(top_k), top_p=float(top_p),
+                                beam_width=int(beam_width), max_bars=int(max_bars),
+                                continue_bars=int(continue_bars) if continuing else 0)
         views, stopped_at = None, None
         for item in engine.generate_stream(params, run_id=request.session_hash if request else None):
             if isinstance(item, GenerationProgress):
                 stopped_at = (item.step, item.total)
                 image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low)
-                yield [progress_html(item.step, item.total, f"Denoising: step {item.step} of {item.total}"),
+                label = (f"Writing: token {item.step} (at most {item.total})" if autoregressive
+                         else f"Denoising: step {item.step} of {item.total}")
+                yield [progress_html(item.step, item.total, label),
                        gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (5 * len(slots))]
             else:
                 views = item
-        yield _results(views, mode, stopped_at, diffusion)
+        yield _results(views, mode, stopped_at, diffusion or autoregressive, autoregressive)
 
-    def _results(views, mode, stopped_at, diffusion: bool) -> list:
+    def _results(views, mode, stopped_at, live_shown: bool, autoregressive: bool = False) -> list:
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
         summary = (f"{len(views)} segments; the analyzer hears {mode} in {matches}."
                    if mode != "WHITE" else f"{len(views)} unconditioned segments.")
-        if stopped_at and stopped_at[0] < stopped_at[1]:
+        if stopped_at and stopped_at[0] < stopped_at[1] and not autoregressive:
             summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are that step's estimates."
-        outputs = [summary, gr.skip() if diffusion else gr.update(visible=False), [v.midi_path for v in views]]
+        outputs = [summary, gr.skip() if live_shown else gr.update(visible=False), [v.midi_path for v in views]]
         for i in range(MAX_RESULTS):
             if i < len(views):
                 v = views[i]
@@ -187,7 +227,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
 
     inputs = [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity, sampler,
               steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space, use_inpainting,
-              inpaint_source, result_number, inpaint_upload, keep_bars, results_state]
+              inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p, beam_width, max_bars,
+              use_continuation, continue_source, continue_result, continue_upload, continue_bars, results_state]
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
                    show_progress="minimal")
     stop.click(request_stop, None, status, queue=False)

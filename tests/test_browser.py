@@ -30,9 +30,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """A tiny VAE and a tiny diffusion model trained by the project's own trainers (seconds), so generation
+    """A tiny VAE, diffusion model and GPT trained by the project's own trainers (seconds), so generation
     runs in the browser."""
     from engines.config import load_config
+    from engines.training.autoregressive_trainer import train_autoregressive
     from engines.training.diffusion_trainer import train_diffusion
     from engines.training.vae_trainer import train_vae
 
@@ -46,6 +47,11 @@ def checkpoints(tmp_path_factory):
                                   "model.diffusion.batch_size=16", "model.diffusion.epochs=1"])
     train_diffusion(tiny, folder / "diffusion-run", limit=48, workers=0)
     shutil.copyfile(folder / "diffusion-run" / "best.pt", folder / "diffusion.pt")
+    gpt = load_config(overrides=["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2",
+                                 "model.autoregressive.n_embd=32", "model.autoregressive.epochs=1",
+                                 "model.autoregressive.captions_per_segment=2"])
+    train_autoregressive(gpt, folder / "gpt-run", limit=64, workers=0)
+    shutil.copyfile(folder / "gpt-run" / "best.pt", folder / "autoregressive.pt")
     return folder
 
 
@@ -169,6 +175,27 @@ def test_inpaint_a_result_keeping_two_bars(page):
     page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('inpainted')")
     assert "DIFFUSION · RED · inpainted · #1" in page.inner_text("#generated-readout-0")
     assert "segments; the analyzer hears RED in" in page.inner_text("#generate-status")
+
+
+def test_type_a_prompt_generate_with_the_gpt_and_hear_it(page):
+    page.locator("#generate-engine").get_by_label("Autoregressive (GPT, text prompts)").check()
+    page.wait_for_selector("#generate-prompt", state="visible")
+    page.locator("#generate-mode").get_by_label("YELLOW").check()  # fills in the mode's prompt
+    page.wait_for_function("() => document.querySelector('#generate-prompt textarea')?.value.includes('YELLOW')")
+    page.fill("#generate-prompt textarea", "a calm, intimate YELLOW phrase with low temporal complexity")
+    _set_slider(page, "generate-count", 2)
+    page.click("#generate-button")
+    _wait_for_results(page)
+    assert "2 segments; the analyzer hears YELLOW in" in page.inner_text("#generate-status")
+    assert "AUTOREGRESSIVE · YELLOW · seed 0 · #1" in page.inner_text("#generated-readout-0")
+    page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
+    assert page.locator("#generated-readout-2").is_hidden()
+    play = page.locator("#generated-audio-0").get_by_role("button", name="Play", exact=True)
+    play.wait_for()
+    play.click()  # the FluidSynth render plays: the player flips to Pause and its clock moves
+    page.locator("#generated-audio-0").get_by_role("button", name="Pause", exact=True).wait_for(timeout=15_000)
+    page.wait_for_function("() => /0:0[1-9]/.test(document.querySelector('#generated-audio-0').innerText)",
+                           timeout=15_000)
 
 
 def test_browse_to_a_segment_and_play_it(page):

@@ -8,7 +8,6 @@ when the validation loss improves, `best.pt` (the EMA weights, which is what sam
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ class LoopSettings:
     batch_size: int
     epochs: int
     ema_decay: float
+    val_batch_size: int = 256
+    collate: Callable | None = None   # DataLoader collate_fn (variable-length sequences); None = default
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup: int = WARMUP_STEPS, floor: float = LR_FLOOR) -> float:
@@ -59,10 +60,15 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed) if world > 1 else None
     train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=workers, generator=torch.Generator().manual_seed(seed),
-                              drop_last=len(train_set) > settings.batch_size, persistent_workers=workers > 0)
-    val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
+                              drop_last=len(train_set) > settings.batch_size, persistent_workers=workers > 0,
+                              collate_fn=settings.collate)
+    val_loader = DataLoader(val_set, batch_size=settings.val_batch_size, num_workers=workers,
+                            collate_fn=settings.collate)
     model = build_model().to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # a second build (deepcopy cannot copy weight-normed modules)
+        ema = build_model().to(device)        # draws no random numbers the training would see
+    ema.load_state_dict(model.state_dict())
+    ema.eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     log = MetricsLog(out_dir / "metrics.jsonl")
     start_epoch, best, elapsed_before, step = 0, {"val_loss": float("inf")}, 0.0, 0
@@ -96,6 +102,8 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
             with torch.no_grad():  # EMA warms up: early on it follows the weights closely
                 decay = min(settings.ema_decay, (1 + step) / (10 + step))
                 torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+                for kept, live in zip(ema.buffers(), model.buffers()):  # statistics and codebooks follow as they are
+                    kept.copy_(live)
             step += 1
             total += loss.item()
             batches += 1

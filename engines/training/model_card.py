@@ -15,7 +15,7 @@ import torch
 from engines.errors import StudioError
 from engines.training.common import MetricsLog, load_checkpoint
 
-SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15}
+SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15, "autoregressive": 40, "codec": 15}
 CARD_NOTES = {
     "diffusion": "A 1-D U-Net denoiser over the 4-bar piano roll (onset and sustain channels, 64 steps x 88 "
                  "pitches, in C), predicting x0, conditioned on step, mode (WHITE = the classifier-free null), "
@@ -30,10 +30,19 @@ CARD_NOTES = {
                            "grid as input. Sampling takes its gradient on the denoiser's clean estimate (space x0, "
                            "the default: it reads that as at t = 0, where it is most accurate) or on x_t (Dhariwal "
                            "& Nichol). Not the evaluation suite's judge.",
+    "autoregressive": "A GPT-style decoder (pre-norm blocks, rotary positions, tied input and output embeddings, "
+                      "KV cache) over the unified vocabulary saved inside the checkpoint: specials, the words of "
+                      "the training captions, REMI and (once a codec is trained) audio codes. Trained on "
+                      "caption -> MIDI (captions drawn afresh from each segment's analysis every epoch) and on MIDI "
+                      "alone, which is what continuation uses; the loss counts MIDI tokens and <eos> only. "
+                      "Segments keep their own key (captions name it). Sampling: temperature, top-k, top-p or "
+                      "beam search under the REMI grammar mask, so every MIDI span decodes.",
 }
 # Validation columns of each engine's training curve beyond the losses: (metrics key, title, format).
 CURVE_COLUMNS = {
     "vae": [("val_f1", "val note F1", ".3f"), ("val_kl", "val KL", ".1f")],
+    "codec": [("val_si_snr", "val SI-SNR dB", ".2f"), ("val_mel_l1", "val log-mel L1", ".3f")],
+    "autoregressive": [("val_perplexity", "val perplexity per MIDI token", ".3f")],
     "guidance-classifier": [("val_mode_acc", "mode acc.", ".3f"), ("val_high_acc", "high-reb. acc.", ".3f"),
                             ("val_high_recall", "high-reb. recall", ".3f"),
                             ("val_mode_acc_low_noise", "mode acc. t < T/10", ".3f"),
@@ -103,7 +112,7 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     for r in rows:
         lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} |"
                      + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
-    bars = {"vae": vae_bars, "diffusion": diffusion_bars}
+    bars = {"vae": vae_bars, "diffusion": diffusion_bars, "autoregressive": autoregressive_bars}
     if report and engine in bars:
         lines += ["", "## Quality bars (held-out test split)", "", "| bar | target | measured | met |",
                   "|---|---|---|---|"]
@@ -163,4 +172,19 @@ def guidance_bars(guidance: dict) -> list[tuple[str, str, str, bool]]:
          f"{guidance['rebracketing_guided']:.2f})", guidance["rebracketing_lift"] >= 0.2),
         ("consistency with classifier guidance", ">= 80 %", f"{guidance['consistency_guided']:.0%}",
          guidance["consistency_guided"] >= 0.8),
+    ]
+
+
+def autoregressive_bars(report: dict) -> list[tuple[str, str, str, bool]]:
+    """The autoregressive issue's bars that an evaluate report measures: (name, target, measured, met)."""
+    return [
+        ("generated MIDI spans that decode to valid MIDI", "100 %", f"{report['valid_rate']:.1%}",
+         report["valid_rate"] == 1.0),
+        ("mode named in the prompt heard by the analyzer, mean of modes", ">= 80 %",
+         f"{report['consistency']['overall']:.0%}", report["consistency"]["overall"] >= 0.8),
+        ("high vs low temporal complexity prompts, pairs ordered", ">= 80 %", f"{report['complexity_pairs']:.0%}",
+         report["complexity_pairs"] >= 0.8),
+        ("validation perplexity per MIDI token", "< 5", f"{report['perplexity']:.2f}", report["perplexity"] < 5),
+        ("latency, one 4-bar segment from a prompt", "<= 1.5 s", f"{report['latency_ms'] / 1000:.2f} s",
+         report["latency_ms"] <= 1500),
     ]

@@ -1,0 +1,26 @@
+"""Config of the autoregressive engine's GPT (engines/models/gpt.py) and its training; torch-free, see vae_config."""
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 0                    # set from the unified vocabulary when the model is built
+    block_size: int = 384                  # longest sequence (caption + REMI of 4 bars: 95 % of segments fit)
+    n_layer: int = 6
+    n_head: int = 4
+    n_embd: int = 256                      # ~5 M parameters with the vocabulary: a few minutes per epoch on 2 cores
+    dropout: float = 0.1
+    positions: Literal["rotary", "learned"] = "rotary"  # rotary: the KV cache needs no position table
+    bias: bool = False                     # no biases in linears and layer norms (nanoGPT: a little better, faster)
+    # training
+    learning_rate: float = 1e-3            # with warm-up, cosine decay and EMA (ema_loop.py)
+    weight_decay: float = 0.1
+    batch_size: int = 32
+    epochs: int = 10
+    ema_decay: float = 0.999
+    # share of training examples per task (normalised): caption -> MIDI, MIDI alone (continuation of any
+    # prefix; also the unconditioned case), MIDI -> audio tokens (needs a codec checkpoint)
+    task_weights: dict = field(default_factory=lambda: {"caption_to_midi": 0.75, "continuation": 0.25,
+                                                        "midi_to_audio": 0.0})
+    captions_per_segment: int = 8          # captions drawn per training segment to learn the text vocabulary

@@ -1,0 +1,135 @@
+"""The shipped GPT as the studio and CLI use it: prompts in, segments out.
+
+    engine = TrainedAutoregressive.load("assets/checkpoints/autoregressive.pt")
+    results = engine.generate("a calm, intimate BLUE phrase", n=2, temperature=0.9, top_p=0.95, seed=3)
+    results[0].segment, results[0].tokens
+
+The prompt is `<bos> <text> words <midi>` (+ the REMI of the bars to continue, for a continuation), and
+the model writes the MIDI span under engines/sampling/autoregressive.py's REMI grammar until <eos> or
+`max_bars` bars. Sampling (temperature, top-k, top-p) or beam search (beam_width > 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engines.data.captions import prompt_for
+from engines.errors import StudioError
+from engines.models.gpt import GPT, model_from_checkpoint
+from engines.music.notes import NOTE_DTYPE, Segment
+from engines.sampling.autoregressive import RemiGrammar, beam_search, sample_tokens
+from engines.tokenizers.midi import decode_tokens, encode_segment
+from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_token_names
+from engines.training.common import load_checkpoint
+
+MAX_PROMPT_WORDS = 64
+
+
+@dataclass
+class Generated:
+    segment: Segment
+    tokens: list[int]        # the MIDI span written (unified ids, with the continued bars' tokens first)
+    ended: bool              # the model wrote <eos> (else max_bars or max_new_tokens ended it)
+
+
+class TrainedAutoregressive:
+    def __init__(self, model: GPT, payload: dict, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.payload = payload
+        self.vocabulary = UnifiedVocabulary.from_dict(payload["vocabulary"])
+        if self.vocabulary.midi_tokens != remi_token_names():
+            raise StudioError("the autoregressive checkpoint was trained with another REMI vocabulary; retrain it "
+                              "(`python -m engines train --engine autoregressive`)")
+        self.data = payload.get("data", {"segment_bars": 4})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedAutoregressive":
+        payload = load_checkpoint(path, map_location=device)
+        if payload.get("engine") != "autoregressive":
+            raise StudioError(f"'{Path(path).name}' is not an autoregressive checkpoint")
+        return cls(model_from_checkpoint(payload), payload, device)
+
+    def prompt_ids(self, prompt: str, continue_from: Segment | None = None, keep_bars: int = 0) -> list[int]:
+        """The ids the model reads first: the text prompt, <midi>, and the first `keep_bars` bars of
+        `continue_from` (REMI) when continuing."""
+        text = (prompt or "").strip()
+        if len(text.split()) > MAX_PROMPT_WORDS:
+            raise StudioError(f"the prompt has {len(text.split())} words; keep it under {MAX_PROMPT_WORDS}")
+        ids = self.vocabulary.encode(text=text, eos=False) if text else self.vocabulary.encode(eos=False)
+        ids.append(MIDI)
+        if continue_from is not None:
+            ids += self.vocabulary.encode_midi(bars_prefix(continue_from, keep_bars))
+        return ids
+
+    def generate(self, prompt: str | None = None, mode: str | None = None, n: int = 1, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, beam_width: int = 1, length_penalty: float = 1.0,
+                 max_bars: int = 4, max_new_tokens: int = 0, seed: int = 0, continue_from: Segment | None = None,
+                 keep_bars: int = 2, on_token: Callable | None = None) -> list[Generated]:
+        """n segments for `prompt` (None: the default prompt of `mode`). With beam search n must be 1."""
+        if not 1 <= n <= 64:
+            raise StudioError(f"n must lie in 1..64, got {n}")
+        if not 1 <= max_bars <= 16:
+            raise StudioError(f"max_bars must lie in 1..16, got {max_bars}")
+        if beam_width > 1 and n != 1:
+            raise StudioError("beam search writes one segment (its best beam); ask for n = 1")
+        if continue_from is not None and not 1 <= keep_bars < max_bars:
+            raise StudioError(f"bars to keep must lie in 1..{max_bars - 1} (max bars {max_bars})")
+        ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
+                              keep_bars if continue_from is not None else 0)
+        grammar = RemiGrammar(self.vocabulary, max_bars)
+        budget = min(max_new_tokens or self.model.config.block_size, self.model.config.block_size - len(ids))
+        given = ids[ids.index(MIDI) + 1:]
+        # on_token sees every row's whole MIDI span so far, the continued bars included
+        watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
+        if beam_width > 1:
+            rows = [beam_search(self.model, ids, beam_width, budget, length_penalty, grammar, watch)]
+        else:
+            generator = torch.Generator().manual_seed(int(seed))
+            rows = sample_tokens(self.model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
+        return [self.to_generated(given + row, max_bars) for row in rows]
+
+    def token_budget(self, prompt: str | None = None, mode: str | None = None, continue_from: Segment | None = None,
+                     keep_bars: int = 0) -> int:
+        """How many tokens generation may write after this prompt (the model's context minus the prompt)."""
+        ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
+                              keep_bars if continue_from is not None else 0)
+        budget = self.model.config.block_size - len(ids)
+        if budget <= 0:
+            raise StudioError("the prompt and the bars to continue fill the model's whole context; shorten them")
+        return budget
+
+    def partial_segment(self, midi_ids: list[int], max_bars: int = 4) -> Segment | None:
+        """The notes of a MIDI span still being written (the live view); None while it decodes to nothing."""
+        try:
+            return self.to_generated(list(midi_ids), max_bars).segment
+        except Exception:  # noqa: BLE001  (a half-written note or bar may not decode yet)
+            return None
+
+    def to_generated(self, midi_ids: list[int], max_bars: int = 4) -> Generated:
+        """A MIDI span -> Generated; notes held past the end of bar `max_bars` are cut there."""
+        ended = bool(midi_ids) and midi_ids[-1] == EOS
+        tokens = [t for t in midi_ids if t != EOS]
+        remi = self.vocabulary.decode_midi(tokens)
+        segment = decode_tokens(remi, "remi") if remi else Segment(notes=np.zeros(0, dtype=NOTE_DTYPE))
+        if segment.num_bars > max_bars:
+            end = max_bars * segment.bar_length
+            segment.notes = segment.notes[segment.notes["start"] < end]
+            segment.notes["duration"] = np.minimum(segment.notes["duration"], end - segment.notes["start"])
+            segment.num_bars = max_bars
+        return Generated(segment=segment, tokens=tokens, ended=ended)
+
+
+def bars_prefix(segment: Segment, bars: int) -> list[int]:
+    """REMI ids of the first `bars` bars of `segment` and the Bar token that opens the next one, so that the
+    model continues in a new bar instead of adding notes to the kept ones."""
+    remi = encode_segment(segment, "remi").tolist()
+    bar_id = remi_token_names().index("Bar_None")
+    starts = [i for i, t in enumerate(remi) if t == bar_id]
+    if len(starts) < bars:
+        raise StudioError(f"the MIDI to continue has {len(starts)} bar(s); cannot keep {bars}")
+    return (remi[:starts[bars]] if len(starts) > bars else remi) + [bar_id]

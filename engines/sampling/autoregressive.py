@@ -1,0 +1,246 @@
+"""Sampling strategies for the autoregressive engine, written once for the CLI, the studio and `evaluate`.
+
+    filter_logits     temperature, top-k and top-p (nucleus, Holtzman et al.) on a (B, V) logits row
+    RemiGrammar       which ids may come next in a MIDI span, so every generated span decodes (below)
+    sample_tokens     ancestral sampling of n continuations of one prompt with a KV cache
+    beam_search       the most probable continuation under a length penalty (Wu et al. 2016)
+
+Both generators take the model as `model(idx, cache=cache) -> (logits (B, 1, V), _)` with `model.new_cache()`
+(engines/models/gpt.py), stop at <eos>, after `max_new_tokens`, or once `max_bars` bars are written, and call
+`on_token(step, rows)` after every token: returning True stops early (the studio's Stop button).
+
+The grammar follows the order REMI writes (miditok's REMI with time signatures and tempos):
+
+    Bar -> TimeSig -> ( Position -> [Tempo] -> ( Pitch -> Velocity -> Duration )+ )* -> Bar | <eos>
+
+Positions rise within a bar and stay below the bar's length (ts_num * beat resolution); every bar keeps the
+first bar's time signature (a segment has one metre); a tempo is written once, on the first position;
+<eos> may follow a complete note (or an empty bar) once a note exists; a `max_bars` + 1-th Bar is never
+allowed, so the span ends with <eos> there.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from engines.errors import StudioError
+from engines.tokenizers.midi import BEAT_RESOLUTION
+from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary
+
+KINDS = ("Bar", "TimeSig", "Position", "Tempo", "Pitch", "Velocity", "Duration")
+# kind of the last MIDI token -> kinds that may follow ("start": right after <midi>)
+NEXT = {"start": ("Bar",), "Bar": ("TimeSig",), "TimeSig": ("Position", "Bar"), "Position": ("Tempo", "Pitch"),
+        "Tempo": ("Pitch",), "Pitch": ("Velocity",), "Velocity": ("Duration",),
+        "Duration": ("Pitch", "Position", "Bar")}
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """logits (B, V) -> logits with everything outside the top-k and the top-p nucleus at -inf, divided by
+    the temperature. top_k 0 and top_p 1 switch those filters off; the most probable id always survives."""
+    if not temperature > 0:
+        raise StudioError(f"temperature must be > 0, got {temperature}")
+    if top_k < 0 or not 0 < top_p <= 1:
+        raise StudioError(f"top_k must be >= 0 and top_p in (0, 1], got {top_k} and {top_p}")
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        # drop an id when the ids before it already hold top_p of the mass
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@dataclass
+class GrammarState:
+    last: str = "start"        # kind of the last MIDI token
+    bars: int = 0              # Bar tokens written
+    position: int = -1         # last Position in the current bar
+    time_signature: int = -1   # id of the first bar's TimeSig token
+    bar_positions: int = 0     # positions in a bar of that time signature
+    tempo_written: bool = False
+    notes: int = 0
+    done: bool = False
+
+
+class RemiGrammar:
+    """Masks over the unified vocabulary that keep a MIDI span in REMI's order (module docstring)."""
+
+    def __init__(self, vocabulary: UnifiedVocabulary, max_bars: int = 0):
+        self.vocabulary, self.max_bars = vocabulary, max_bars
+        size = len(vocabulary)
+        self.kind_masks = {kind: torch.zeros(size, dtype=torch.bool) for kind in KINDS}
+        self.kind_of: dict[int, str] = {}
+        self.value_of: dict[int, int] = {}   # Position -> index, TimeSig -> positions per bar
+        self.positions = torch.full((size,), -1, dtype=torch.long)
+        for i, name in enumerate(vocabulary.midi_tokens):
+            kind, _, value = name.partition("_")
+            if kind not in self.kind_masks:
+                continue  # PAD/BOS/EOS/MASK of miditok, drum pitches: never generated
+            token = vocabulary.midi_start + i
+            self.kind_masks[kind][token] = True
+            self.kind_of[token] = kind
+            if kind == "Position":
+                self.positions[token] = int(value)
+            elif kind == "TimeSig":
+                self.value_of[token] = int(value.split("/")[0]) * BEAT_RESOLUTION
+
+    def start(self, prefix: list[int] = ()) -> GrammarState:
+        """The state after the MIDI tokens `prefix` (a continuation's given bars); StudioError if they break
+        the grammar."""
+        state = GrammarState()
+        for token in prefix:
+            if not bool(self.allowed(state)[token]):
+                raise StudioError(f"the MIDI to continue does not follow REMI's order at token "
+                                  f"'{self.vocabulary.name(int(token))}'")
+            self.advance(state, int(token))
+        return state
+
+    def allowed(self, state: GrammarState) -> torch.Tensor:
+        """(V,) bool: the ids that may come next."""
+        mask = torch.zeros(len(self.vocabulary), dtype=torch.bool)
+        if state.done:
+            mask[EOS] = True
+            return mask
+        for kind in NEXT[state.last]:
+            if kind == "Bar" and self.max_bars and state.bars >= self.max_bars:
+                continue
+            if kind == "Tempo" and state.tempo_written:
+                continue
+            if kind == "Position":
+                mask |= self.kind_masks["Position"] & (self.positions > state.position) & \
+                        (self.positions < state.bar_positions)
+            elif kind == "TimeSig" and state.time_signature >= 0:
+                mask[state.time_signature] = True
+            else:
+                mask |= self.kind_masks[kind]
+        if state.notes and state.last in ("Duration", "TimeSig"):
+            mask[EOS] = True
+        return mask
+
+    def advance(self, state: GrammarState, token: int) -> None:
+        if token == EOS:
+            state.done = True
+            return
+        kind = self.kind_of.get(token)
+        if kind is None:
+            raise StudioError(f"'{self.vocabulary.name(token)}' is not a MIDI token the grammar knows")
+        if kind == "Bar":
+            state.bars += 1
+            state.position = -1
+        elif kind == "TimeSig":
+            if state.time_signature < 0:
+                state.time_signature, state.bar_positions = token, self.value_of[token]
+        elif kind == "Position":
+            state.position = int(self.positions[token])
+        elif kind == "Tempo":
+            state.tempo_written = True
+        elif kind == "Duration":
+            state.notes += 1
+        state.last = kind
+
+
+def _grammar_states(grammar: RemiGrammar | None, prompt: list[int], n: int) -> list[GrammarState] | None:
+    if grammar is None:
+        return None
+    if MIDI not in prompt:
+        raise StudioError("grammar-aware sampling needs a prompt that opens a MIDI span (<midi>)")
+    prefix = prompt[len(prompt) - prompt[::-1].index(MIDI):]
+    first = grammar.start(prefix)
+    return [copy.copy(first) for _ in range(n)]
+
+
+@torch.no_grad()
+def sample_tokens(model, prompt: list[int], n: int = 1, max_new_tokens: int = 256, temperature: float = 1.0,
+                  top_k: int = 0, top_p: float = 1.0, grammar: RemiGrammar | None = None,
+                  generator: torch.Generator | None = None,
+                  on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[list[int]]:
+    """n sampled continuations of `prompt` (each without the prompt, ending with <eos> when it ended)."""
+    device = next(model.parameters()).device
+    max_new_tokens = min(max_new_tokens, model.config.block_size - len(prompt))
+    if max_new_tokens <= 0:
+        raise StudioError(f"the prompt is {len(prompt)} tokens; the model reads at most {model.config.block_size}")
+    states = _grammar_states(grammar, prompt, n)
+    cache = model.new_cache()
+    logits, _ = model(torch.tensor([prompt] * n, device=device), cache=cache)
+    rows: list[list[int]] = [[] for _ in range(n)]
+    finished = torch.zeros(n, dtype=torch.bool)
+    for step in range(max_new_tokens):
+        scores = logits[:, -1].float().cpu()
+        if states is not None:
+            scores = scores.masked_fill(~torch.stack([grammar.allowed(s) for s in states]), float("-inf"))
+        probs = filter_logits(scores, temperature, top_k, top_p).softmax(-1)
+        chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        chosen = torch.where(finished, torch.full_like(chosen, EOS), chosen)
+        for i, token in enumerate(chosen.tolist()):
+            if not finished[i]:
+                rows[i].append(token)
+                if states is not None:
+                    grammar.advance(states[i], token)
+        finished |= chosen == EOS
+        if finished.all() or (on_token is not None and on_token(step, rows)):
+            break
+        logits, _ = model(chosen[:, None].to(device), cache=cache)
+    return rows
+
+
+@torch.no_grad()
+def beam_search(model, prompt: list[int], width: int = 4, max_new_tokens: int = 256, length_penalty: float = 1.0,
+                grammar: RemiGrammar | None = None,
+                on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[int]:
+    """The continuation of `prompt` with the best sum of log-probabilities / length ** length_penalty among
+    `width` beams (length_penalty 0: raw sums, which favour short outputs; 1: per-token average)."""
+    if width < 1:
+        raise StudioError(f"beam width must be at least 1, got {width}")
+    device = next(model.parameters()).device
+    max_new_tokens = min(max_new_tokens, model.config.block_size - len(prompt))
+    if max_new_tokens <= 0:
+        raise StudioError(f"the prompt is {len(prompt)} tokens; the model reads at most {model.config.block_size}")
+    states = _grammar_states(grammar, prompt, 1)
+    cache = model.new_cache()
+    logits, _ = model(torch.tensor([prompt], device=device), cache=cache)
+    beams: list[list[int]] = [[]]
+    scores = torch.zeros(1)
+    finished: list[tuple[float, list[int]]] = []
+    normalise = lambda total, length: total / max(length, 1) ** length_penalty  # noqa: E731
+    for step in range(max_new_tokens):
+        logp = logits[:, -1].float().cpu().log_softmax(-1)  # (beams, V)
+        if states is not None:
+            logp = logp.masked_fill(~torch.stack([grammar.allowed(s) for s in states]), float("-inf"))
+        total = (scores[:, None] + logp).view(-1)
+        top = torch.topk(total, min(2 * width, int(torch.isfinite(total).sum())))
+        vocab = logp.shape[1]
+        keep_rows, keep_tokens, keep_scores = [], [], []
+        for value, flat in zip(top.values.tolist(), top.indices.tolist()):
+            row, token = divmod(flat, vocab)
+            if token == EOS:
+                finished.append((normalise(value, len(beams[row]) + 1), beams[row] + [token]))
+            else:
+                keep_rows.append(row), keep_tokens.append(token), keep_scores.append(value)
+            if len(keep_rows) == width:
+                break
+        best_open = max((normalise(s, len(beams[r]) + 1) for r, s in zip(keep_rows, keep_scores)), default=None)
+        if not keep_rows or (len(finished) >= width and best_open is not None
+                             and max(f[0] for f in finished) >= best_open):
+            break
+        beams = [beams[r] + [t] for r, t in zip(keep_rows, keep_tokens)]
+        scores = torch.tensor(keep_scores)
+        if states is not None:
+            states = [copy.copy(states[r]) for r in keep_rows]
+            for s, t in zip(states, keep_tokens):
+                grammar.advance(s, t)
+        rows = torch.tensor(keep_rows, device=device)
+        cache.select(rows)
+        if on_token is not None and on_token(step, beams):
+            break
+        logits, _ = model(torch.tensor(keep_tokens, device=device)[:, None], cache=cache)
+    if finished:
+        return max(finished, key=lambda f: f[0])[1]
+    return beams[int(torch.argmax(torch.tensor([normalise(s, len(b)) for s, b in zip(scores.tolist(), beams)])))]

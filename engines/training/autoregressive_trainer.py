@@ -1,0 +1,145 @@
+"""`python -m engines train --engine autoregressive`: the GPT over text + MIDI (+ audio) tokens.
+
+    vocabulary  the text range is learned from `captions_per_segment` captions of every training segment
+                (engines/data/captions.py) plus the studio's default prompts; the MIDI range is REMI's
+    examples    each training segment becomes, at random by `task_weights` (drawn afresh every epoch):
+                  caption_to_midi   <bos> <text> caption <midi> REMI <eos>     (a new caption every time)
+                  continuation      <bos> <midi> REMI <eos>                    (any prefix can be continued)
+                loss on the MIDI tokens and <eos> only: the text is given, never predicted
+    validation  the same examples with fixed captions (seeded by row); `val_perplexity` = exp(val_loss) is
+                the perplexity per MIDI token
+    loop        engines/training/ema_loop.py (progress, resume, JSON lines, loss plot, --max-minutes), as the
+                other engines
+
+Segments whose REMI does not fit `block_size` with a caption are left out (the corpus's longest 2-3 %).
+The MIDI to audio task needs a codec checkpoint; until one is given its weight must be 0.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engines.config import Config
+from engines.data.cache import FEATURE_NAMES, SegmentCache
+from engines.data.captions import describe, facts_from_row, prompt_for
+from engines.data.prepare import ensure_corpus_cache
+from engines.errors import StudioError
+from engines.models.gpt import GPT, IGNORE, checkpoint_payload
+from engines.music.analyzer import MODES
+from engines.tokenizers.vocabulary import MIDI, PAD, UnifiedVocabulary, remi_token_names
+from engines.training.ema_loop import LoopSettings, train_with_ema
+from engines.training.vae_trainer import _data_meta
+
+TASKS = ("caption_to_midi", "continuation", "midi_to_audio")
+CAPTION_ROOM = 48  # tokens kept free for <bos> <text> caption <midi> when choosing segments that fit
+
+
+def build_vocabulary(cache: SegmentCache, indices, captions_per_segment: int, seed: int = 0) -> UnifiedVocabulary:
+    rng = np.random.default_rng(seed)
+    captions = [prompt_for(m, c) for m in (*MODES, None) for c in (None, "low", "medium", "high")]
+    for row in cache.segments[np.asarray(indices)]:
+        facts = facts_from_row(row, FEATURE_NAMES)
+        captions += [describe(facts, rng) for _ in range(captions_per_segment)]
+    return UnifiedVocabulary.build(captions, remi_token_names())
+
+
+def fitting_indices(cache: SegmentCache, indices, block_size: int) -> np.ndarray:
+    indices = np.asarray(indices)
+    return indices[cache.segments["token_count"][indices] <= block_size - CAPTION_ROOM]
+
+
+class SequenceDataset(Dataset):
+    """Training examples (x, y) of the rows `indices` (module docstring). `fixed`: the same caption and
+    task for a row every time (validation)."""
+
+    def __init__(self, cache: SegmentCache, indices, vocabulary: UnifiedVocabulary, block_size: int,
+                 task_weights: dict, fixed: bool = False, seed: int = 0):
+        self.cache, self.indices, self.vocabulary = cache, np.asarray(indices), vocabulary
+        self.block_size, self.fixed, self.seed = block_size, fixed, seed
+        unknown = set(task_weights) - set(TASKS)
+        if unknown:
+            raise StudioError(f"unknown training task '{sorted(unknown)[0]}'; choose from {', '.join(TASKS)}")
+        if task_weights.get("midi_to_audio", 0) > 0:
+            raise StudioError("the midi_to_audio task needs the audio codec, which this checkpoint does not have; "
+                              "set model.autoregressive.task_weights.midi_to_audio=0")
+        weights = np.array([max(float(task_weights.get(t, 0)), 0.0) for t in TASKS[:2]])
+        if weights.sum() <= 0:
+            raise StudioError("model.autoregressive.task_weights must give some task a weight above 0")
+        self.task_p = weights / weights.sum()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def example(self, i: int, rng: np.random.Generator) -> list[int]:
+        row = int(self.indices[i])
+        remi = self.cache.segment_tokens(row).astype(np.int64)
+        if rng.choice(2, p=self.task_p) == 0:
+            caption = describe(facts_from_row(self.cache.segments[row], FEATURE_NAMES), rng)
+            return self.vocabulary.encode(text=caption, midi=remi)
+        return self.vocabulary.encode(midi=remi)
+
+    def __getitem__(self, i: int) -> dict:
+        seed = (self.seed, int(self.indices[i])) if self.fixed else int(torch.randint(0, 2 ** 62, ()).item())
+        ids = self.example(i, np.random.default_rng(seed))[:self.block_size + 1]
+        x, y = torch.tensor(ids[:-1]), torch.tensor(ids[1:])
+        y[:ids.index(MIDI)] = IGNORE  # predict from the first MIDI token on
+        return {"x": x, "y": y}
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad to the longest example of the batch: x with <pad>, y with IGNORE."""
+    length = max(len(it["x"]) for it in items)
+    x = torch.full((len(items), length), PAD, dtype=torch.long)
+    y = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    for i, it in enumerate(items):
+        x[i, :len(it["x"])], y[i, :len(it["y"])] = it["x"], it["y"]
+    return {"x": x, "y": y}
+
+
+@torch.no_grad()
+def validate(model: GPT, loader, device) -> dict:
+    model.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        x, y = batch["x"].to(device), batch["y"].to(device)
+        _, loss = model(x, y)
+        n = int((y != IGNORE).sum())
+        total, count = total + loss.item() * n, count + n
+    loss = total / max(count, 1)
+    return {"val_loss": loss, "val_perplexity": float(np.exp(loss))}
+
+
+def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
+                         limit: int = 0, seed: int = 0, workers: int = 1, val_limit: int = 2000) -> dict:
+    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs),
+    `val_limit` the validation segments measured each epoch."""
+    ac = cfg.model.autoregressive
+    cache = ensure_corpus_cache(cfg)
+    train_rows = fitting_indices(cache, cache.split_indices("train"), ac.block_size)
+    val_rows = fitting_indices(cache, cache.split_indices("validation"), ac.block_size)
+    if limit:
+        train_rows, val_rows = train_rows[:limit], val_rows[:max(limit // 8, 8)]
+    val_rows = val_rows[:val_limit]
+    if not len(train_rows) or not len(val_rows):
+        raise StudioError("no training segments fit model.autoregressive.block_size; raise it")
+    vocabulary = build_vocabulary(cache, train_rows, ac.captions_per_segment, seed)
+    train_set = SequenceDataset(cache, train_rows, vocabulary, ac.block_size, ac.task_weights)
+    val_set = SequenceDataset(cache, val_rows, vocabulary, ac.block_size, ac.task_weights, fixed=True, seed=seed)
+    settings = LoopSettings(ac.learning_rate, ac.weight_decay, ac.batch_size, ac.epochs, ac.ema_decay,
+                            val_batch_size=64, collate=collate)
+    data = _data_meta(cfg)
+    config = replace(ac, vocab_size=len(vocabulary))
+
+    def payload(ema, row):
+        return checkpoint_payload(ema, vocabulary.to_dict(), row,
+                                  {"data": data, "training": {"segments": int(len(train_rows)),
+                                                              "task_weights": dict(ac.task_weights)}})
+
+    return train_with_ema(lambda: GPT(config), train_set, val_set, settings,
+                          loss_fn=lambda model, batch: model(batch["x"], batch["y"])[1],
+                          validate_fn=validate, payload_fn=payload, out_dir=out_dir, max_minutes=max_minutes,
+                          resume=resume, seed=seed, workers=workers)

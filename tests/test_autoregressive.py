@@ -1,0 +1,354 @@
+"""The autoregressive engine: unified vocabulary, captions, GPT with KV cache, sampling strategies, REMI grammar,
+training, generation from prompts and continuation, CLI, API, evaluation and bench rows."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engines.config import load_config
+from engines.data.cache import FEATURE_NAMES
+from engines.data.captions import SegmentFacts, complexity_level, describe, facts_from_row, prompt_for
+from engines.errors import StudioError
+from engines.models.gpt import GPT, IGNORE, KVCache, model_from_checkpoint
+from engines.models.gpt_config import GPTConfig
+from engines.sampling.autoregressive import RemiGrammar, beam_search, filter_logits, sample_tokens
+from engines.tokenizers.midi import decode_tokens
+from engines.tokenizers.vocabulary import (AUDIO, BOS, EOS, MIDI, SPECIALS, TEXT, UNK, UnifiedVocabulary,
+                                           remi_token_names, split_words)
+from tests.conftest import note_tuples
+
+TINY_GPT = ["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2", "model.autoregressive.n_embd=32",
+            "model.autoregressive.batch_size=16", "model.autoregressive.epochs=1",
+            "model.autoregressive.captions_per_segment=2"]
+
+
+@pytest.fixture(scope="module")
+def cache():
+    from engines.data.prepare import ensure_corpus_cache
+
+    return ensure_corpus_cache(load_config())
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return UnifiedVocabulary.build(["a calm, intimate BLUE phrase", "generate a RED segment in 3/4", "a calm one"],
+                                   remi_token_names(), audio_codebooks=2, audio_bins=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A GPT of one layer trained for an epoch on 64 segments by the project's trainer (seconds)."""
+    from engines.training.autoregressive_trainer import train_autoregressive
+
+    folder = tmp_path_factory.mktemp("gpt")
+    best = train_autoregressive(load_config(overrides=TINY_GPT), folder / "run", limit=64, workers=0)
+    shutil.copyfile(folder / "run" / "best.pt", folder / "autoregressive.pt")
+    return folder, best
+
+
+# ---- vocabulary -------------------------------------------------------------------------------------------
+def test_vocabulary_ranges_follow_specials_text_midi_audio(vocabulary):
+    v = vocabulary
+    assert v.text_start == len(SPECIALS) and v.midi_start == v.text_start + len(v.words)
+    assert v.audio_start == v.midi_start + len(remi_token_names()) and len(v) == v.audio_start + 8
+    assert v.words[0] == "a"  # most frequent first
+    assert [v.modality_of(i) for i in (0, v.text_start, v.midi_start, v.audio_start)] == \
+           ["special", "text", "midi", "audio"]
+    with pytest.raises(StudioError, match="outside the vocabulary"):
+        v.modality_of(len(v))
+
+
+def test_text_round_trips_and_unknown_words_become_unk(vocabulary):
+    assert split_words("A calm, intimate BLUE phrase in 3/4") == ["a", "calm", ",", "intimate", "blue", "phrase",
+                                                                  "in", "3/4"]
+    ids = vocabulary.encode_text("a calm, intimate BLUE phrase")
+    assert vocabulary.decode_text(ids) == "a calm, intimate blue phrase"
+    assert vocabulary.encode_text("a purple phrase")[1] == UNK
+
+
+def test_midi_span_round_trips_a_corpus_segment(vocabulary, cache):
+    remi = cache.segment_tokens(3).astype(int)
+    ids = vocabulary.encode(text="a calm phrase", midi=remi)
+    assert ids[0] == BOS and ids[1] == TEXT and ids[-1] == EOS and MIDI in ids
+    spans = vocabulary.spans(ids)
+    assert set(spans) == {"text", "midi"} and vocabulary.decode_midi(spans["midi"]) == remi.tolist()
+    decoded = vocabulary.decode(ids)
+    assert decoded["text"] == "a calm phrase"
+    assert note_tuples(decoded["midi"].notes) == note_tuples(decode_tokens(remi).notes)
+
+
+def test_audio_codes_flatten_frame_by_frame_and_come_back(vocabulary):
+    codes = np.array([[0, 1, 2], [3, 2, 1]])  # [n_q, frames]
+    ids = vocabulary.encode_audio(codes)
+    a = vocabulary.audio_start
+    assert ids == [a + 0, a + 4 + 3, a + 1, a + 4 + 2, a + 2, a + 4 + 1]
+    assert (vocabulary.decode_audio(ids + [a]) == codes).all()  # a trailing partial frame is dropped
+    assert (vocabulary.decode(vocabulary.encode(audio=codes))["audio"] == codes).all()
+    with pytest.raises(StudioError, match="codebook order"):
+        vocabulary.decode_audio([ids[1], ids[0]])
+    with pytest.raises(StudioError, match=r"shaped \[2, frames\]"):
+        vocabulary.encode_audio(np.zeros((3, 2), int))
+    assert AUDIO in vocabulary.encode(audio=codes)
+
+
+def test_vocabulary_saves_as_json_and_refuses_another_format(vocabulary):
+    data = json.loads(json.dumps(vocabulary.to_dict()))
+    assert UnifiedVocabulary.from_dict(data) == vocabulary
+    with pytest.raises(StudioError, match="another version"):
+        UnifiedVocabulary.from_dict({**data, "format": 99})
+
+
+# ---- captions ---------------------------------------------------------------------------------------------
+def _facts(**kw) -> SegmentFacts:
+    values = dict(mode="BLUE", axes={"energy": 0.1, "valence": 0.2, "tension": 0.5, "intimacy": 0.9, "motion": 0.2},
+                  temporal_complexity=0.7, rebracketing=0.9, key="D minor", metre="3/4", notes_per_bar=3,
+                  register=50.0)
+    values.update(kw)
+    return SegmentFacts(**values)
+
+
+def test_captions_vary_but_are_reproducible_and_say_true_things():
+    captions = [describe(_facts(), np.random.default_rng(i)) for i in range(60)]
+    assert captions == [describe(_facts(), np.random.default_rng(i)) for i in range(60)]
+    assert len(set(captions)) > 30
+    joined = " ".join(captions)
+    for word in ("BLUE", "high temporal complexity", "D minor", "3/4", "intimate"):
+        assert word in joined
+    for wrong in ("RED", "low temporal complexity", "energetic", "E major"):
+        assert wrong not in joined
+    assert 0.6 < np.mean(["BLUE" in c for c in captions]) < 1.0  # the mode is sometimes left out
+    assert not any(" a excerpt" in c or " a intimate" in c for c in captions)
+
+
+def test_caption_facts_come_from_the_cache_row(cache):
+    row = cache.segments[10]
+    facts = facts_from_row(row, FEATURE_NAMES)
+    assert facts.metre == f"{row['ts_num']}/{row['ts_den']}" and 0 <= facts.axes["valence"] <= 1
+    assert complexity_level(0.2) == "low" and complexity_level(0.5) == "medium" and complexity_level(0.9) == "high"
+    assert prompt_for("RED", "high") == "generate a RED segment with high temporal complexity"
+    assert prompt_for(None) == "generate a segment"
+
+
+# ---- GPT --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_kv_cache_gives_the_same_logits_as_the_full_forward(positions):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                          positions=positions)).eval()
+    idx = torch.randint(0, 50, (2, 12))
+    full, _ = model(idx, torch.zeros_like(idx))
+    cache = model.new_cache()
+    first, _ = model(idx[:, :5], cache=cache)
+    steps = [first[:, -1]] + [model(idx[:, i:i + 1], cache=cache)[0][:, -1] for i in range(5, 12)]
+    assert torch.allclose(torch.stack(steps[1:], 1), full[:, 5:], atol=1e-5)
+    assert torch.allclose(steps[0], full[:, 4], atol=1e-5)
+    assert cache.length == 12
+    more, _ = model(idx[:, :3], cache=cache)  # several new tokens at once after a cache
+    assert more.shape == (2, 1, 50)
+
+
+def test_gpt_loss_skips_ignored_targets_and_weights_are_tied():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    assert model.lm_head.weight is model.wte.weight
+    idx = torch.randint(0, 20, (1, 6))
+    targets = idx.clone()
+    targets[0, :3] = IGNORE
+    logits, loss = model(idx, targets)
+    expected = torch.nn.functional.cross_entropy(logits[0, 3:], idx[0, 3:])
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+# ---- sampling ---------------------------------------------------------------------------------------------
+def test_top_k_top_p_and_temperature_filter_as_defined():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, top_k=2))[0].tolist() == [True, True, False, False]
+    kept = torch.isfinite(filter_logits(logits, top_p=0.8))[0].tolist()
+    assert kept == [True, True, False, False]  # 0.5 + 0.3 reach 0.8: the rest goes
+    assert torch.isfinite(filter_logits(logits, top_p=0.81))[0].tolist() == [True, True, True, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.01))[0].tolist() == [True, False, False, False]
+    assert torch.allclose(filter_logits(logits, temperature=2.0), logits / 2)
+    with pytest.raises(StudioError, match="temperature"):
+        filter_logits(logits, temperature=0)
+
+
+def test_every_corpus_segment_follows_the_remi_grammar(vocabulary, cache):
+    grammar = RemiGrammar(vocabulary)
+    for row in range(0, 4000, 20):
+        ids = vocabulary.encode_midi(cache.segment_tokens(row).astype(int))
+        state = grammar.start(ids)
+        assert state.bars == cache.segments["num_bars"][row] and bool(grammar.allowed(state)[EOS])
+
+
+def test_grammar_masks_keep_positions_rising_and_the_metre_fixed(vocabulary):
+    names = vocabulary.midi_tokens
+    tok = lambda name: vocabulary.midi_start + names.index(name)  # noqa: E731
+    grammar = RemiGrammar(vocabulary, max_bars=1)
+    state = grammar.start([tok("Bar_None"), tok("TimeSig_3/4"), tok("Position_24")])
+    allowed = grammar.allowed(state)
+    tempo = next(n for n in names if n.startswith("Tempo_"))
+    assert allowed[tok("Pitch_60")] and allowed[tok(tempo)] and not allowed[tok("Velocity_79")]
+    assert not allowed[tok("Position_12")] and not allowed[EOS]
+    grammar.advance(state, tok("Pitch_60")), grammar.advance(state, tok("Velocity_79"))
+    grammar.advance(state, tok("Duration_1.0.24"))
+    allowed = grammar.allowed(state)
+    assert allowed[tok("Position_48")] and not allowed[tok("Position_24")] and not allowed[tok("Position_72")]
+    assert allowed[EOS] and not allowed[tok("Bar_None")]  # max_bars = 1 reached
+    with pytest.raises(StudioError, match="REMI's order"):
+        grammar.start([tok("Bar_None"), tok("Pitch_60")])
+
+
+def test_sampling_an_untrained_model_under_the_grammar_always_decodes(vocabulary):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocabulary), block_size=160, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = vocabulary.encode(text="a calm phrase", eos=False) + [MIDI]
+    rows = sample_tokens(model, prompt, n=6, max_new_tokens=150, grammar=RemiGrammar(vocabulary, max_bars=2),
+                         generator=torch.Generator().manual_seed(1))
+    for row in rows:
+        remi = vocabulary.decode_midi([t for t in row if t != EOS])
+        assert all(vocabulary.modality_of(t) == "midi" for t in row if t != EOS)
+        segment = decode_tokens(remi)
+        assert remi.count(names_index(vocabulary, "Bar_None")) <= 2 and segment.num_bars >= 1
+
+
+def names_index(vocabulary, name: str) -> int:
+    return vocabulary.midi_tokens.index(name)
+
+
+class MarkovModel(torch.nn.Module):
+    """Logits that depend on the last token only: a known chain for beam search."""
+
+    def __init__(self, table: dict, size: int = 10):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = GPTConfig(vocab_size=size, block_size=64)
+        self.logp = torch.full((size, size), -1e9)
+        for last, nexts in table.items():
+            for token, p in nexts.items():
+                self.logp[last, token] = float(np.log(p))
+
+    def new_cache(self):
+        return KVCache(1)
+
+    def forward(self, idx, cache=None):
+        return self.logp[idx[:, -1]][:, None], None
+
+
+def test_beam_search_finds_the_likelier_path_greedy_misses():
+    # from <bos>: 3 (0.6) then 5|6 (0.5 each) -> 0.30; or 4 (0.4) then 7 (0.9) -> 0.36
+    model = MarkovModel({BOS: {3: 0.6, 4: 0.4}, 3: {5: 0.5, 6: 0.5}, 4: {7: 0.9, 8: 0.1}, 5: {EOS: 1.0},
+                         6: {EOS: 1.0}, 7: {EOS: 1.0}, 8: {EOS: 1.0}})
+    assert beam_search(model, [BOS], width=1) in ([3, 5, EOS], [3, 6, EOS])
+    assert beam_search(model, [BOS], width=2) == [4, 7, EOS]
+    with pytest.raises(StudioError, match="beam width"):
+        beam_search(model, [BOS], width=0)
+
+
+# ---- training, generation, CLI, API, evaluation, bench ------------------------------------------------------
+def test_training_writes_a_checkpoint_that_rebuilds_itself(tiny_run):
+    folder, best = tiny_run
+    assert best["val_perplexity"] == pytest.approx(np.exp(best["val_loss"]), rel=1e-6)
+    rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and "val_perplexity" in rows[0] and (folder / "run" / "loss.png").is_file()
+    payload = torch.load(folder / "autoregressive.pt", weights_only=True)
+    assert payload["engine"] == "autoregressive" and "lm_head.weight" not in payload["state_dict"]
+    vocab = UnifiedVocabulary.from_dict(payload["vocabulary"])
+    assert "blue" in vocab.words and "temporal" in vocab.words
+    assert model_from_checkpoint(payload).config.vocab_size == len(vocab)
+
+
+def test_generate_from_a_prompt_and_by_beam_search(tiny_run):
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+
+    engine = TrainedAutoregressive.load(tiny_run[0] / "autoregressive.pt")
+    seen = []
+    results = engine.generate("a calm, intimate BLUE phrase", n=2, seed=3, max_bars=2,
+                              on_token=lambda step, rows: seen.append(len(rows)))
+    assert len(results) == 2 and seen and set(seen) == {2}
+    for r in results:
+        assert r.segment.num_bars <= 2 and all(engine.vocabulary.modality_of(t) == "midi" for t in r.tokens)
+    again = engine.generate("a calm, intimate BLUE phrase", n=2, seed=3, max_bars=2)
+    assert [r.tokens for r in again] == [r.tokens for r in results]
+    (beam,) = engine.generate(mode="RED", beam_width=2, max_bars=1)
+    assert beam.segment.num_bars <= 1
+    with pytest.raises(StudioError, match="one segment"):
+        engine.generate("x", n=2, beam_width=2)
+
+
+def test_continuation_keeps_the_given_bars(tiny_run, cache):
+    from engines.models.trained_autoregressive import TrainedAutoregressive, bars_prefix
+
+    engine = TrainedAutoregressive.load(tiny_run[0] / "autoregressive.pt")
+    source = cache.segment(7)
+    (out,) = engine.generate("continue", continue_from=source, keep_bars=2, max_bars=4, seed=1)
+    kept = engine.vocabulary.encode_midi(bars_prefix(source, 2))
+    assert out.tokens[:len(kept)] == kept
+    end = 2 * source.bar_length
+    original = note_tuples(source.notes[source.notes["start"] < end])
+    continued = note_tuples(out.segment.notes[out.segment.notes["start"] < end])
+    assert [n[0::2] for n in continued] == [n[0::2] for n in original]  # same onsets and pitches
+    with pytest.raises(StudioError, match="bars to keep"):
+        engine.generate("x", continue_from=source, keep_bars=4, max_bars=4)
+
+
+def test_cli_generates_midi_from_a_prompt(tiny_run, tmp_path, capsys):
+    from engines.cli import main
+
+    code = main(["generate", "--engine", "autoregressive", "--checkpoint", str(tiny_run[0] / "autoregressive.pt"),
+                 "--prompt", "a fiery RED segment", "--n", "2", "--max-bars", "2", "--top-p", "0.9",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["engine"] == "autoregressive" and len(list(tmp_path.glob("*.mid"))) == 2
+    assert main(["generate", "--engine", "autoregressive", "--checkpoint", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path)]) == 2
+
+
+def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
+    from engines.api import GenerateParams, GenerationProgress, StudioEngine
+
+    folder = tiny_run[0]
+    engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={folder}"]), out_dir=tmp_path)
+    assert "autoregressive" in engine.engines_available()
+    params = GenerateParams(engine="autoregressive", mode="BLUE", n=2, seed=0, max_bars=2, top_k=50)
+    items = list(engine.generate_stream(params, every=0.0001))
+    progress = [i for i in items if isinstance(i, GenerationProgress)]
+    assert progress and progress[-1].sounding.shape == (2, 32, 88)
+    assert progress[-1].sounding.sum() >= progress[0].sounding.sum()  # the roll only grows
+    views = items[-1]
+    assert len(views) == 2 and views[0].title.startswith("AUTOREGRESSIVE · BLUE")
+    stream = engine.generate_stream(params, run_id="r1", every=0.0001)
+    first = next(stream)
+    assert isinstance(first, GenerationProgress) and engine.request_stop("r1")
+    assert isinstance(list(stream)[-1], list)
+    with pytest.raises(StudioError, match="continuation needs a MIDI file"):
+        list(engine.generate_stream(GenerateParams(engine="autoregressive", continue_bars=2)))
+
+
+def test_evaluate_reports_the_issue_keys(tiny_run):
+    from engines.evaluation.autoregressive_eval import evaluate_autoregressive
+
+    result = evaluate_autoregressive(str(tiny_run[0] / "autoregressive.pt"), load_config(), n_per_mode=1,
+                                     test_limit=16, max_new_tokens=60)
+    assert result["engine"] == "autoregressive" and result["n"] == 1 and result["outputs"] == 24
+    assert 0 <= result["valid_rate"] <= 1 and set(result["consistency"]["per_mode"]) == {
+        "BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"}
+    assert result["perplexity"] > 1 and result["perplexity_unconditioned"] > 1 and result["latency_ms"] > 0
+    assert result["pairs"] == 8 and 0 <= result["complexity_pairs"] <= 1
+
+
+def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
+    from engines.bench import bench_autoregressive
+
+    assert bench_autoregressive(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), 1) is None
+    row = bench_autoregressive(load_config(overrides=[f"model.checkpoints_dir={tiny_run[0]}"]), 1, new_tokens=20)
+    assert row["new_tokens"] == 20 and row["tokens_per_second_kv_cache"] > 0 and row["hf_gpt2_tokens_per_second"] > 0
+    assert row["ratio_to_hf"] == pytest.approx(row["tokens_per_second_kv_cache"] / row["hf_gpt2_tokens_per_second"],
+                                               rel=0.05)
+    assert row["seconds_one_segment_from_prompt"] > 0

@@ -1,0 +1,100 @@
+"""The audio codec: encodec's modules without torchaudio, encode/decode shapes, official weights from disk,
+the round-trip metrics on signals with known answers, training on FluidSynth renders, and its evaluation."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from engines.config import load_config
+from engines.errors import StudioError
+from engines.evaluation.audio_metrics import log_mel, log_mel_l1, mel_filterbank, si_snr
+from engines.models.codec import OFFICIAL_24KHZ, AudioCodec, codec_from_checkpoint, load_official_encodec
+from engines.models.codec_config import CodecConfig
+
+TINY_CODEC = CodecConfig(n_filters=4, dimension=8, lstm=0, n_q=2, bins=16)
+TINY_OVERRIDES = ["model.codec.n_filters=4", "model.codec.dimension=8", "model.codec.lstm=0", "model.codec.n_q=2",
+                  "model.codec.bins=16", "model.codec.epochs=1", "model.codec.batch_size=4",
+                  "model.codec.crop_seconds=0.25", "model.codec.crops_per_segment=2"]
+
+
+def test_encodec_modules_load_without_torchaudio():
+    AudioCodec(TINY_CODEC)
+    assert "torchaudio" not in sys.modules
+
+
+def test_encode_gives_codes_per_frame_and_decode_gives_audio_back():
+    torch.manual_seed(0)
+    codec = AudioCodec(TINY_CODEC).eval()
+    assert codec.hop_length == 320 and codec.frame_rate == 50
+    wave = torch.randn(16000) * 0.1
+    codes = codec.encode(wave)
+    assert codes.shape == (2, 50) and codes.dtype == torch.long and 0 <= int(codes.min()) and int(codes.max()) < 16
+    audio = codec.decode(codes)
+    assert audio.shape == (16000,) and torch.isfinite(audio).all()
+    with pytest.raises(StudioError, match="shorter than one codec frame"):
+        codec.encode(torch.zeros(100))
+    with pytest.raises(StudioError, match="must lie in 0..15"):
+        codec.decode(torch.full((2, 4), 16))
+    with pytest.raises(StudioError, match=r"shaped \[n_q <= 2, frames\]"):
+        codec.decode(torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_official_encodec_weights_load_from_disk_at_the_asked_bandwidth(tmp_path):
+    official = AudioCodec(CodecConfig(**{k: v for k, v in OFFICIAL_24KHZ.items() if k != "causal"}), causal=True)
+    keys = set(official.state_dict())
+    assert "encoder.model.0.conv.conv.weight_g" in keys and "quantizer.vq.layers.31._codebook.embed" in keys
+    path = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(official.state_dict(), path)
+    loaded = load_official_encodec(path, bandwidth=1.5)
+    assert loaded.n_q_used == 2 and loaded.frame_rate == 75 and loaded.causal
+    assert loaded.encode(torch.zeros(24000)).shape == (2, 75)
+    with pytest.raises(StudioError, match="nothing is downloaded"):
+        load_official_encodec(tmp_path / "missing.th")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.th")
+    with pytest.raises(StudioError, match="not the EnCodec 24 kHz state dict"):
+        load_official_encodec(tmp_path / "other.th")
+
+
+def test_si_snr_has_the_known_values():
+    torch.manual_seed(0)
+    x = torch.randn(8000)
+    noise = torch.randn(8000)
+    noise = noise - noise.mean()
+    x0 = x - x.mean()
+    noise = noise - (noise @ x0) / (x0 @ x0) * x0            # orthogonal to the signal
+    noise = noise * (x0.norm() / noise.norm()) / math.sqrt(10)  # 10 dB below it
+    assert float(si_snr(x, x + noise)) == pytest.approx(10.0, abs=0.01)
+    assert float(si_snr(x, 3 * x + 0.5)) > 60                   # scale and offset do not count
+    assert float(si_snr(x, -x)) > 60                        # nor the sign (a projection)
+    assert float(si_snr(x, torch.randn(8000))) < -10         # unrelated noise
+
+
+def test_mel_filterbank_and_log_mel_distance():
+    bank = mel_filterbank(16000, 512, 40)
+    assert bank.shape == (40, 257) and float(bank.max()) <= 1.0 + 1e-6 and (bank.sum(1) > 0).all()
+    t = torch.arange(16000) / 16000
+    low, high = torch.sin(2 * math.pi * 220 * t), torch.sin(2 * math.pi * 3000 * t)
+    spec = log_mel(low, 16000, 1024, 40)
+    assert spec.shape[0] == 40 and int(spec.mean(1).argmax()) < int(log_mel(high, 16000, 1024, 40).mean(1).argmax())
+    assert float(log_mel_l1(low, low, 16000)) == 0.0 and float(log_mel_l1(low, high, 16000)) > 1.0
+
+
+def test_codec_trains_on_renders_and_evaluates(tmp_path):
+    from engines.evaluation.codec_eval import evaluate_codec
+    from engines.training.codec_trainer import train_codec
+
+    cfg = load_config(overrides=TINY_OVERRIDES + [f"data.cache_dir={load_config().data.cache_dir}"])
+    best = train_codec(cfg, tmp_path / "run", limit=4, workers=0)
+    assert set(best) >= {"val_loss", "val_si_snr", "val_mel_l1"}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["epoch"] == 1
+    payload = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert payload["engine"] == "codec" and payload["data"]["render_segments"] == 4
+    assert codec_from_checkpoint(payload).config.n_q == 2
+    report = evaluate_codec(str(tmp_path / "run" / "best.pt"), cfg, n=3)
+    assert report["n"] == 3 and report["token_rate"] == 100 and report["bitrate_kbps"] == 0.4
+    assert math.isfinite(report["si_snr_db"]) and report["log_mel_l1"] > 0 and report["x_realtime"] > 0
