@@ -7,6 +7,7 @@ are written once, to a path derived from what they hold, and atomically, so conc
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import queue
 import shutil
@@ -119,6 +120,8 @@ class GeneratedView:
     notes: NoteView
     midi_path: str
     wav_path: str | None
+    codec_wav_path: str | None = None  # the FluidSynth render through the audio codec (autoregressive results)
+    audio_tokens: int = 0              # codec tokens that render became
 
 
 @dataclass
@@ -288,6 +291,12 @@ class StudioEngine:
         from engines.models.trained_vae import mode_index
 
         mode_index(params.mode)  # validates the mode before any model is loaded
+        if params.engine == "autoregressive" and params.prompt is not None:
+            from dataclasses import replace
+
+            from engines.data.captions import mode_named
+
+            params = replace(params, mode=mode_named(params.prompt) or "WHITE")  # the prompt says what is asked
         model = self.models.get(params.engine)
         if params.engine == "vae":
             segments, _ = model.sample(params.mode, n=int(params.n), temperature=float(params.temperature),
@@ -411,9 +420,48 @@ class StudioEngine:
         kind = ("continued" if params.continue_bars else "inpainted") if params.init_midi else f"seed {params.seed}"
         for i, segment in enumerate(segments):
             title = f"{params.engine.upper()} · {params.mode} · {kind} · #{i + 1}"
-            views.append(GeneratedView(title=title, requested_mode=params.mode, **self.segment_result(
-                segment, f"{params.engine}-{params.mode}-{params.seed}-{i}")))
+            name = f"{params.engine}-{params.mode}-{params.seed}-{i}"
+            view = GeneratedView(title=title, requested_mode=params.mode, **self.segment_result(segment, name))
+            if params.engine == "autoregressive":
+                view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
+            views.append(view)
         return views
+
+    def codec_render(self, segment: Segment, name: str) -> tuple[str | None, int]:
+        """The segment rendered by FluidSynth at the codec's rate, encoded to audio tokens and decoded back:
+        (WAV path, number of tokens), to hear next to the plain render. (None, 0) without a codec or notes."""
+        c = self.cfg.model.codec
+        codec = self.models.codec(c.pretrained_path, c.pretrained_bandwidth)
+        if codec is None or not len(segment.notes):
+            return None, 0
+        from engines.render.fluidsynth_renderer import render_score, write_audio
+
+        rate = codec.config.sample_rate
+        digest = hashlib.sha1(segment.notes.tobytes() + f"{segment.ts_num}/{segment.ts_den}@{segment.tempo_qpm}"
+                              f"{rate}{c.pretrained_path}".encode()).hexdigest()[:16]
+        tokens = {}
+
+        def make(path):
+            mono = render_score(segment_to_score(segment), sample_rate=rate, soundfont=self.cfg.render.soundfont,
+                                gain=self.cfg.render.gain, tail_seconds=self.cfg.render.tail_seconds).mean(axis=1)
+            codes = codec.encode(mono)
+            tokens["n"] = int(codes.numel())
+            decoded = codec.decode(codes).numpy()[:len(mono)].clip(-1, 1)
+            write_audio(np.repeat(decoded[:, None], 2, axis=1), path, rate)
+
+        try:
+            path = self._file(f"{name}-codec-{digest}-{self._render_key}", ".wav", make)
+        except Exception as exc:  # noqa: BLE001  (the codec is optional: the plain render still plays)
+            import logging
+
+            logging.getLogger("engines.api").warning("codec round trip failed: %s", exc)
+            return None, 0
+        if "n" not in tokens:  # made earlier: the token count follows from the file's length
+            import soundfile
+
+            frames = math.ceil(soundfile.info(str(path)).frames / codec.hop_length)
+            tokens["n"] = frames * codec.n_q_used
+        return str(path), tokens["n"]
 
     # ---- uploads --------------------------------------------------------------------------------------
     def analyze_upload(self, path: str | Path) -> UploadView:

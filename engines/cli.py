@@ -278,7 +278,9 @@ def _autoregressive_segments(args, cfg, checkpoint: str) -> list:
 
         _, init_segments = midi_file_segments(args.init, cfg)
         continue_from = init_segments[0]
-        keep = int(args.keep_bars or 2)
+        keep = _bar_count(args.keep_bars or "2")
+    elif args.keep_bars:
+        raise StudioError("--keep-bars continues a MIDI file: give it with --init FILE.mid")
     results = engine.generate(args.prompt, mode=args.mode, n=args.n, seed=args.seed,
                               temperature=args.temperature if args.temperature is not None else sampling.temperature,
                               top_k=sampling.top_k if args.top_k is None else args.top_k,
@@ -286,6 +288,13 @@ def _autoregressive_segments(args, cfg, checkpoint: str) -> list:
                               beam_width=args.beam, max_bars=args.max_bars, continue_from=continue_from,
                               keep_bars=keep)
     return [r.segment for r in results]
+
+
+def _bar_count(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise StudioError(f"--keep-bars for a continuation is a number of bars, e.g. 2; got '{text}'") from None
 
 
 def _bar_list(text: str) -> list[int]:

@@ -2,6 +2,8 @@
 
 Torch is imported only when a model is first asked for, so the studio starts (and browses) without it.
 The diffusion engine comes with its guidance classifier attached when `guidance-classifier.pt` lies beside it.
+The audio codec (`codec.pt`, or official EnCodec weights named in the config) is optional: `codec()` is None
+without one.
 """
 from __future__ import annotations
 
@@ -51,6 +53,28 @@ class ModelRegistry:
                     self._attach_classifier(model)
                 self._models[engine] = model
             return self._models[engine]
+
+    def codec(self, pretrained_path: str = "", bandwidth: float = 1.5):
+        """The audio codec, loaded once: official EnCodec weights at `pretrained_path` when given, else
+        `codec.pt` beside the engines; None when there is neither (or the file is broken: logged)."""
+        with self._lock:
+            if "codec" not in self._models:
+                path = self.checkpoints_dir / "codec.pt"
+                codec = None
+                try:
+                    if pretrained_path:
+                        from engines.models.codec import load_official_encodec
+
+                        codec = load_official_encodec(pretrained_path, bandwidth)
+                    elif path.is_file():
+                        from engines.models.codec import codec_from_checkpoint
+                        from engines.training.common import load_checkpoint
+
+                        codec = codec_from_checkpoint(load_checkpoint(path))
+                except Exception as exc:  # noqa: BLE001  (the studio works without a codec)
+                    LOG.warning("audio codec not loaded: %s", exc)
+                self._models["codec"] = codec
+            return self._models["codec"]
 
     def _attach_classifier(self, model) -> None:
         path = self.checkpoints_dir / f"{GUIDANCE_CLASSIFIER}.pt"

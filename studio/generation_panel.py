@@ -11,14 +11,15 @@ current step and keeps what is there.
 The autoregressive engine takes a text prompt (choosing a mode fills in its default prompt), temperature,
 top-k, top-p, beam width and bars to write, and can continue the first bars of a result or an uploaded
 MIDI file. While it writes, the live view shows each variation's piano roll growing token by token; Stop
-keeps the bars written so far.
+keeps the bars written so far. When an audio codec is installed (codec.pt, or official EnCodec weights),
+each result can also be heard through it: its render turned into audio tokens and decoded back.
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from engines.api import MODE_COLORS, MODES, GenerateParams, GenerationProgress, StudioEngine
-from engines.data.captions import prompt_for
+from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
 from studio.widgets import (analysis_markdown, denoising_image, error_markdown, guarded_stream, mode_chip,
@@ -147,12 +148,15 @@ def build_generation_panel(engine: StudioEngine) -> None:
                             readout = gr.Markdown(elem_id=f"generated-readout-{i}")
                             audio = gr.Audio(type="filepath", interactive=False, show_label=False,
                                              elem_id=f"generated-audio-{i}")
+                            codec_audio = gr.Audio(type="filepath", interactive=False, visible=False,
+                                                   elem_id=f"generated-codec-audio-{i}")
                             files = gr.File(file_count="multiple", interactive=False, show_label=False)
-                slots.append((box, plot, readout, audio, files))
+                slots.append((box, plot, readout, audio, codec_audio, files))
     results_state = gr.State([])  # this user's last results, as MIDI paths (inpainting starts from them)
 
     def hidden_slots() -> list:
-        return [value for _ in slots for value in (gr.update(visible=False), None, "", None, [])]
+        return [value for _ in slots for value in (gr.update(visible=False), None, "", None,
+                                                   gr.update(value=None, visible=False), [])]
 
     engine_name.change(lambda name: (gr.update(visible=name != "diffusion"), gr.update(visible=name == "diffusion"),
                                      gr.update(visible=name == "autoregressive")),
@@ -178,6 +182,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
             init = inpainting_source(True, continue_source, continue_result, continue_upload, results)
         if autoregressive and not (prompt or "").strip():
             raise StudioError("write a prompt, or choose a mode to fill one in")
+        if autoregressive:  # what is asked for is the mode the prompt names; the radio only fills one in
+            mode = mode_named(prompt) or "WHITE"
         target = guidance_target(toward_mode, rebracketing_target)
         params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
                                 seed=int(seed or 0), attributes=attributes,
@@ -198,7 +204,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 label = (f"Writing: token {item.step} (at most {item.total})" if autoregressive
                          else f"Denoising: step {item.step} of {item.total}")
                 yield [progress_html(item.step, item.total, label),
-                       gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (5 * len(slots))]
+                       gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (6 * len(slots))]
             else:
                 views = item
         yield _results(views, mode, stopped_at, diffusion or autoregressive, autoregressive)
@@ -214,10 +220,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
             if i < len(views):
                 v = views[i]
                 files = [v.midi_path] + ([v.wav_path] if v.wav_path else [])
+                codec = (gr.update(value=v.codec_wav_path, visible=True,
+                                   label=f"Through the audio codec: {v.audio_tokens} tokens, decoded")
+                         if v.codec_wav_path else gr.update(value=None, visible=False))
                 outputs += [gr.update(visible=True), piano_roll_figure(v.notes, "", v.color, height=260),
-                            result_markdown(v), v.wav_path, files]
+                            result_markdown(v), v.wav_path, codec, files]
             else:
-                outputs += [gr.update(visible=False), None, "", None, []]
+                outputs += [gr.update(visible=False), None, "", None, gr.update(value=None, visible=False), []]
         return outputs
 
     def request_stop(request: gr.Request):

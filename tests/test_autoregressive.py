@@ -11,7 +11,7 @@ import torch
 
 from engines.config import load_config
 from engines.data.cache import FEATURE_NAMES
-from engines.data.captions import SegmentFacts, complexity_level, describe, facts_from_row, prompt_for
+from engines.data.captions import SegmentFacts, complexity_level, describe, facts_from_row, mode_named, prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, IGNORE, KVCache, model_from_checkpoint
 from engines.models.gpt_config import GPTConfig
@@ -130,7 +130,8 @@ def test_caption_facts_come_from_the_cache_row(cache):
     assert facts.metre == f"{row['ts_num']}/{row['ts_den']}" and 0 <= facts.axes["valence"] <= 1
     assert complexity_level(0.2) == "low" and complexity_level(0.5) == "medium" and complexity_level(0.9) == "high"
     assert prompt_for("RED", "high") == "generate a RED segment with high temporal complexity"
-    assert prompt_for(None) == "generate a segment"
+    assert prompt_for("ORANGE") == "generate an ORANGE segment" and prompt_for(None) == "generate a segment"
+    assert mode_named("a calm, intimate Blue phrase") == "BLUE" and mode_named("a calm phrase") is None
 
 
 # ---- GPT --------------------------------------------------------------------------------------------------
@@ -147,8 +148,10 @@ def test_kv_cache_gives_the_same_logits_as_the_full_forward(positions):
     assert torch.allclose(torch.stack(steps[1:], 1), full[:, 5:], atol=1e-5)
     assert torch.allclose(steps[0], full[:, 4], atol=1e-5)
     assert cache.length == 12
-    more, _ = model(idx[:, :3], cache=cache)  # several new tokens at once after a cache
-    assert more.shape == (2, 1, 50)
+    cache = model.new_cache()
+    model(idx[:, :5], cache=cache)
+    several, _ = model(idx[:, 5:9], cache=cache)  # several new tokens at once after a cache
+    assert torch.allclose(several[:, -1], full[:, 8], atol=1e-5)
 
 
 def test_gpt_loss_skips_ignored_targets_and_weights_are_tied():
@@ -180,7 +183,12 @@ def test_top_k_top_p_and_temperature_filter_as_defined():
 
 def test_every_corpus_segment_follows_the_remi_grammar(vocabulary, cache):
     grammar = RemiGrammar(vocabulary)
-    for row in range(0, 4000, 20):
+    names = vocabulary.midi_tokens
+    # segments that open with a rest write Position_0 Tempo and then their first note's position
+    opens_with_rest = [row for row in range(12000)
+                       if names[int(cache.segment_tokens(row)[4])].startswith("Position")][:30]
+    assert len(opens_with_rest) == 30
+    for row in list(range(0, len(cache), 61)) + opens_with_rest:
         ids = vocabulary.encode_midi(cache.segment_tokens(row).astype(int))
         state = grammar.start(ids)
         assert state.bars == cache.segments["num_bars"][row] and bool(grammar.allowed(state)[EOS])
@@ -190,10 +198,11 @@ def test_grammar_masks_keep_positions_rising_and_the_metre_fixed(vocabulary):
     names = vocabulary.midi_tokens
     tok = lambda name: vocabulary.midi_start + names.index(name)  # noqa: E731
     grammar = RemiGrammar(vocabulary, max_bars=1)
+    tempo = next(n for n in names if n.startswith("Tempo_"))
+    assert grammar.allowed(grammar.start([tok("Bar_None"), tok("TimeSig_3/4"), tok("Position_0")]))[tok(tempo)]
     state = grammar.start([tok("Bar_None"), tok("TimeSig_3/4"), tok("Position_24")])
     allowed = grammar.allowed(state)
-    tempo = next(n for n in names if n.startswith("Tempo_"))
-    assert allowed[tok("Pitch_60")] and allowed[tok(tempo)] and not allowed[tok("Velocity_79")]
+    assert allowed[tok("Pitch_60")] and not allowed[tok(tempo)] and not allowed[tok("Velocity_79")]
     assert not allowed[tok("Position_12")] and not allowed[EOS]
     grammar.advance(state, tok("Pitch_60")), grammar.advance(state, tok("Velocity_79"))
     grammar.advance(state, tok("Duration_1.0.24"))
@@ -308,6 +317,9 @@ def test_cli_generates_midi_from_a_prompt(tiny_run, tmp_path, capsys):
     assert summary["engine"] == "autoregressive" and len(list(tmp_path.glob("*.mid"))) == 2
     assert main(["generate", "--engine", "autoregressive", "--checkpoint", str(tmp_path / "none.pt"),
                  "--out", str(tmp_path)]) == 2
+    assert main(["generate", "--engine", "autoregressive", "--checkpoint", str(tiny_run[0] / "autoregressive.pt"),
+                 "--keep-bars", "1,2", "--out", str(tmp_path)]) == 2
+    assert "give it with --init" in capsys.readouterr().err
 
 
 def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
@@ -323,6 +335,9 @@ def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
     assert progress[-1].sounding.sum() >= progress[0].sounding.sum()  # the roll only grows
     views = items[-1]
     assert len(views) == 2 and views[0].title.startswith("AUTOREGRESSIVE · BLUE")
+    named = engine.generate(GenerateParams(engine="autoregressive", mode="RED", prompt="a GREEN phrase", n=1,
+                                           max_bars=1))
+    assert named[0].requested_mode == "GREEN"  # the prompt, not the mode picker, says what was asked
     stream = engine.generate_stream(params, run_id="r1", every=0.0001)
     first = next(stream)
     assert isinstance(first, GenerationProgress) and engine.request_stop("r1")
@@ -352,3 +367,17 @@ def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
     assert row["ratio_to_hf"] == pytest.approx(row["tokens_per_second_kv_cache"] / row["hf_gpt2_tokens_per_second"],
                                                rel=0.05)
     assert row["seconds_one_segment_from_prompt"] > 0
+
+
+def test_model_card_records_the_bars_from_an_evaluation(tiny_run, tmp_path):
+    from engines.training.model_card import ship
+
+    report = {"engine": "autoregressive", "n": 2, "valid_rate": 1.0, "consistency": {"overall": 0.5, "per_mode": {}},
+              "complexity_pairs": 0.9, "perplexity": 4.2, "latency_ms": 800.0}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    shipped = ship("autoregressive", tiny_run[0] / "run", tmp_path / "out", str(tmp_path / "eval.json"))
+    assert shipped["size_mb"] < 40
+    card = (tmp_path / "out" / "autoregressive.md").read_text()
+    assert "# Model card: autoregressive" in card and "val perplexity per MIDI token" in card
+    assert "| mode named in the prompt heard by the analyzer, mean of modes | >= 80 % | 50% | no |" in card
+    assert "| validation perplexity per MIDI token | < 5 | 4.20 | yes |" in card

@@ -98,3 +98,30 @@ def test_codec_trains_on_renders_and_evaluates(tmp_path):
     report = evaluate_codec(str(tmp_path / "run" / "best.pt"), cfg, n=3)
     assert report["n"] == 3 and report["token_rate"] == 100 and report["bitrate_kbps"] == 0.4
     assert math.isfinite(report["si_snr_db"]) and report["log_mel_l1"] > 0 and report["x_realtime"] > 0
+    from engines.training.model_card import ship
+
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    ship("codec", tmp_path / "run", tmp_path / "out", str(tmp_path / "eval.json"))
+    card = (tmp_path / "out" / "codec.md").read_text()
+    assert "| tokens per second of audio | <= 200 | 100 | yes |" in card and "val SI-SNR dB" in card
+
+
+def test_studio_plays_a_segment_through_the_codec_when_one_is_installed(tmp_path):
+    import soundfile
+
+    from engines.api import StudioEngine
+    from engines.models.codec import codec_payload
+    from engines.training.common import save_checkpoint
+    from tests.conftest import scale_melody, segment
+
+    melody = segment(scale_melody(2), bars=2)
+    without = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), out_dir=tmp_path / "a")
+    assert without.codec_render(melody, "x") == (None, 0)
+    save_checkpoint(codec_payload(AudioCodec(TINY_CODEC), {}), tmp_path / "codec.pt")
+    engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), out_dir=tmp_path / "b")
+    path, tokens = engine.codec_render(melody, "x")
+    audio, rate = soundfile.read(path)
+    assert rate == 16000 and tokens == 2 * math.ceil(len(audio) / 320)
+    (tmp_path / "codec.pt").write_bytes(b"broken")
+    broken = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), out_dir=tmp_path / "c")
+    assert broken.codec_render(melody, "x") == (None, 0)  # logged; the studio goes on

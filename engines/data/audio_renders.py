@@ -2,7 +2,7 @@
 
     rendered_segments(cfg, split, n, sample_rate) -> RenderSet (clips back to back + offsets, float16)
 
-The first `n` segments of a split (evenly spaced over it, so every collection shows up) are rendered once with
+`n` segments of a split, evenly spaced over it (so every collection shows up), are rendered once with
 the project's renderer (engines/render, the configured soundfont and gain; program 0, acoustic grand
 piano) and cached under <data.cache_dir>/audio/ keyed by split, n, sample rate and soundfont; a later call
 reads the file. Each clip is peak-limited to [-1, 1] and keeps the render's release tail.

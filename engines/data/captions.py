@@ -166,12 +166,15 @@ def _fill(template: str, mode: str, adjectives: list[str], details: list[str], n
 
 def prompt_for(mode: str | None = None, complexity: str | None = None) -> str:
     """The plain prompt for a mode (None or WHITE: no mode) and optionally a temporal complexity level
-    (low / medium / high): what the studio's mode picker fills in and what `evaluate` asks."""
-    noun = "segment"
-    parts = ["generate a"]
-    if mode and mode.upper() in MODES:
-        parts.append(mode.upper())
-    parts.append(noun)
-    if complexity:
-        parts.append(f"with {complexity} temporal complexity")
-    return " ".join(parts)
+    (low / medium / high): what the studio's mode picker fills in ("generate an ORANGE segment")."""
+    named = mode.upper() if mode and mode.upper() in MODES else ""
+    return _fill("generate a {MODE} {noun}{with}", named, [], [f"{complexity} temporal complexity"] if complexity else [],
+                 "segment")
+
+
+def mode_named(text: str | None) -> str | None:
+    """The first chromatic mode a prompt names ("a calm BLUE phrase" -> "BLUE"), or None."""
+    for word in (text or "").replace(",", " ").split():
+        if word.strip(".:;!?").upper() in MODES:
+            return word.strip(".:;!?").upper()
+    return None

@@ -3,7 +3,8 @@
     valid_rate        share of generated MIDI spans that decode to a MIDI file holding notes (REMI ->
                       Segment -> a written Standard MIDI File read back by symusic)
     consistency       per mode, the share of outputs the analyzer hears in the mode the prompt names; the
-                      prompts use phrasings no training caption has (EVAL_TEMPLATES), sampled at the
+                      prompts are not among the caption templates, so no training caption is one of them
+                      (EVAL_TEMPLATES: other articles and word orders), sampled at the
                       configured temperature / top-k / top-p, one seed per output
     complexity_pairs  for each mode and seed, "... with high temporal complexity" against "... with low
                       temporal complexity": the share of pairs where the high one measures higher
@@ -27,7 +28,7 @@ from engines.models.trained_autoregressive import Generated, TrainedAutoregressi
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.training.autoregressive_trainer import SequenceDataset, collate, fitting_indices, validate
 
-# Phrasings of a mode prompt that the caption templates (engines/data/captions.py) never produce.
+# Phrasings of a mode prompt that the caption templates (engines/data/captions.py) never produce exactly.
 EVAL_TEMPLATES = ("a {noun} in the {MODE} mode", "write the {MODE} {noun}", "generate the {MODE} {noun}")
 EVAL_NOUNS = ("segment", "phrase", "passage")
 COMPLEXITY_TEMPLATE = "write the {MODE} {noun} with {level} temporal complexity"

@@ -24,4 +24,6 @@ class CodecConfig:
     batch_size: int = 16
     epochs: int = 20
     l1_weight: float = 0.1                   # waveform L1 beside the multi-scale log-mel L1 (EnCodec's l_f)
+    si_snr_weight: float = 0.05              # minus SI-SNR (dB) of each crop: keeps the waveform's phase, which
+                                             # a spectral loss alone leaves free (SI-SNR is the bar)
     commitment_weight: float = 1.0

@@ -11,10 +11,12 @@ Both generators take the model as `model(idx, cache=cache) -> (logits (B, 1, V),
 
 The grammar follows the order REMI writes (miditok's REMI with time signatures and tempos):
 
-    Bar -> TimeSig -> ( Position -> [Tempo] -> ( Pitch -> Velocity -> Duration )+ )* -> Bar | <eos>
+    Bar -> TimeSig -> ( Position -> [Tempo] -> ( Pitch -> Velocity -> Duration )* )* -> Bar | <eos>
 
 Positions rise within a bar and stay below the bar's length (ts_num * beat resolution); every bar keeps the
-first bar's time signature (a segment has one metre); a tempo is written once, on the first position;
+first bar's time signature (a segment has one metre); a tempo comes only right after the first bar's
+Position_0, where a segment keeps its one tempo (it may stand alone there: a segment that opens with a rest
+writes Position_0 Tempo, then the position of its first note);
 <eos> may follow a complete note (or an empty bar) once a note exists; a `max_bars` + 1-th Bar is never
 allowed, so the span ends with <eos> there.
 """
@@ -33,7 +35,7 @@ from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary
 KINDS = ("Bar", "TimeSig", "Position", "Tempo", "Pitch", "Velocity", "Duration")
 # kind of the last MIDI token -> kinds that may follow ("start": right after <midi>)
 NEXT = {"start": ("Bar",), "Bar": ("TimeSig",), "TimeSig": ("Position", "Bar"), "Position": ("Tempo", "Pitch"),
-        "Tempo": ("Pitch",), "Pitch": ("Velocity",), "Velocity": ("Duration",),
+        "Tempo": ("Pitch", "Position", "Bar"), "Pitch": ("Velocity",), "Velocity": ("Duration",),
         "Duration": ("Pitch", "Position", "Bar")}
 
 
@@ -112,7 +114,7 @@ class RemiGrammar:
         for kind in NEXT[state.last]:
             if kind == "Bar" and self.max_bars and state.bars >= self.max_bars:
                 continue
-            if kind == "Tempo" and state.tempo_written:
+            if kind == "Tempo" and (state.tempo_written or state.bars != 1 or state.position != 0):
                 continue
             if kind == "Position":
                 mask |= self.kind_masks["Position"] & (self.positions > state.position) & \

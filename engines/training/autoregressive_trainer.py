@@ -11,7 +11,7 @@
     loop        engines/training/ema_loop.py (progress, resume, JSON lines, loss plot, --max-minutes), as the
                 other engines
 
-Segments whose REMI does not fit `block_size` with a caption are left out (the corpus's longest 2-3 %).
+Segments whose REMI does not fit `block_size` with a caption are left out (the corpus's longest 0.6 %).
 The MIDI to audio task needs a codec checkpoint; until one is given its weight must be 0.
 """
 from __future__ import annotations

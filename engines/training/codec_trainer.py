@@ -3,11 +3,12 @@
     data        `render_segments` training segments and 24 validation segments rendered once at the codec's
                 sample rate (engines/data/audio_renders.py); training reads random `crop_seconds` crops,
                 `crops_per_segment` per segment and epoch
-    loss        multi-scale log-mel L1 (n_fft 512 / 1024 / 2048) + `l1_weight` x waveform L1 + the RVQ's
-                commitment loss; codebooks are EMA k-means as in EnCodec (no adversarial loss: at this size
-                and budget the spectral and waveform terms carry the SI-SNR the issue asks for)
+    loss        multi-scale log-mel L1 (n_fft 512 / 1024 / 2048) + `l1_weight` x waveform L1 - `si_snr_weight` x
+                SI-SNR (dB, capped at 40) + the RVQ's commitment loss; codebooks are EMA k-means as in EnCodec
+                (no adversarial loss: at this size and budget the spectral and waveform terms do the work)
     validation  the first 4 s of every validation render: the loss, SI-SNR (dB) and log-mel L1 of the round trip
-    loop        engines/training/ema_loop.py with ema_decay 0 (the codebooks are buffers the EMA would not follow)
+    loop        engines/training/ema_loop.py with ema_decay 0: the checkpoint holds the weights as trained (the
+                EMA k-means codebooks already average, and they are fitted to those weights' encoder)
 """
 from __future__ import annotations
 
@@ -67,8 +68,12 @@ class FixedClips(Dataset):
 def codec_loss(model, audio: torch.Tensor, config: CodecConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, reconstruction) for audio (B, 1, T)."""
     recon, commitment = model(audio)
+    sounding = audio[:, 0].pow(2).mean(-1) > 1e-6  # SI-SNR means nothing on a silent crop
+    snr = si_snr(audio[:, 0], recon[:, 0]).clamp(max=40)
+    snr_term = (snr * sounding).sum() / sounding.sum().clamp(min=1)
     loss = (log_mel_l1(recon[:, 0], audio[:, 0], config.sample_rate)
-            + config.l1_weight * (recon - audio).abs().mean() + config.commitment_weight * commitment)
+            + config.l1_weight * (recon - audio).abs().mean() + config.commitment_weight * commitment
+            - config.si_snr_weight * snr_term)
     return loss, recon
 
 

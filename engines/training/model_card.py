@@ -37,6 +37,11 @@ CARD_NOTES = {
                       "alone, which is what continuation uses; the loss counts MIDI tokens and <eos> only. "
                       "Segments keep their own key (captions name it). Sampling: temperature, top-k, top-p or "
                       "beam search under the REMI grammar mask, so every MIDI span decodes.",
+    "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
+             "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
+             "of training segments (16 kHz mono) with multi-scale log-mel L1, waveform L1, minus SI-SNR and the "
+             "commitment loss; no adversarial term. Official EnCodec weights, when on disk, replace it "
+             "(model.codec.pretrained_path).",
 }
 # Validation columns of each engine's training curve beyond the losses: (metrics key, title, format).
 CURVE_COLUMNS = {
@@ -112,7 +117,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     for r in rows:
         lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} |"
                      + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
-    bars = {"vae": vae_bars, "diffusion": diffusion_bars, "autoregressive": autoregressive_bars}
+    bars = {"vae": vae_bars, "diffusion": diffusion_bars, "autoregressive": autoregressive_bars,
+            "codec": codec_bars}
     if report and engine in bars:
         lines += ["", "## Quality bars (held-out test split)", "", "| bar | target | measured | met |",
                   "|---|---|---|---|"]
@@ -187,4 +193,15 @@ def autoregressive_bars(report: dict) -> list[tuple[str, str, str, bool]]:
         ("validation perplexity per MIDI token", "< 5", f"{report['perplexity']:.2f}", report["perplexity"] < 5),
         ("latency, one 4-bar segment from a prompt", "<= 1.5 s", f"{report['latency_ms'] / 1000:.2f} s",
          report["latency_ms"] <= 1500),
+    ]
+
+
+def codec_bars(report: dict) -> list[tuple[str, str, str, bool]]:
+    """The codec's bars (autoregressive issue) against its evaluate report."""
+    return [
+        ("tokens per second of audio", "<= 200", f"{report['token_rate']:.0f}", report["token_rate"] <= 200),
+        (f"SI-SNR of the round trip, {report['n']} held-out piano renders", ">= 6 dB", f"{report['si_snr_db']:.2f} dB",
+         report["si_snr_db"] >= 6),
+        ("log-mel L1 of the round trip", "reported", f"{report['log_mel_l1']:.3f}", True),
+        ("bitrate", "reported", f"{report['bitrate_kbps']:.2f} kbps", True),
     ]
