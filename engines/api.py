@@ -95,6 +95,7 @@ class GenerateParams:
     top_k: int = 0                   # 0 = off
     top_p: float = 1.0               # 1 = off
     beam_width: int = 1              # > 1: beam search (one result)
+    prompt_guidance: float = 3.0     # classifier-free guidance toward the prompt (1 = off)
     max_bars: int = 4
     continue_bars: int = 0           # > 0: continue the first this many bars of `init_midi`
 
@@ -389,7 +390,8 @@ class StudioEngine:
         settings = dict(prompt=params.prompt, mode=params.mode, n=int(params.n), temperature=float(params.temperature),
                         top_k=int(params.top_k), top_p=float(params.top_p), beam_width=int(params.beam_width),
                         max_bars=int(params.max_bars), seed=int(params.seed), continue_from=continue_from,
-                        keep_bars=int(params.continue_bars) if continue_from is not None else 2)
+                        keep_bars=int(params.continue_bars) if continue_from is not None else 2,
+                        guidance_scale=float(params.prompt_guidance))
         budget = model.token_budget(params.prompt, params.mode, continue_from, settings["keep_bars"])
         d, bars = self.cfg.data, settings["max_bars"]
         shown = 1 if settings["beam_width"] > 1 else settings["n"]

@@ -286,7 +286,8 @@ def _autoregressive_segments(args, cfg, checkpoint: str) -> list:
                               top_k=sampling.top_k if args.top_k is None else args.top_k,
                               top_p=sampling.top_p if args.top_p is None else args.top_p,
                               beam_width=args.beam, max_bars=args.max_bars, continue_from=continue_from,
-                              keep_bars=keep)
+                              keep_bars=keep,
+                              guidance_scale=sampling.prompt_guidance if args.guidance is None else args.guidance)
     return [r.segment for r in results]
 
 
@@ -394,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmsolver++"],
                    help="diffusion: sampler (dpmsolver++: DPM-Solver++ 2M, good in 10-20 steps)")
     p.add_argument("--eta", type=float, default=0.0, help="diffusion: DDIM eta (0 = deterministic)")
-    p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale "
-                                                  "(default generation.sampling.guidance_scale)")
+    p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale (default generation."
+                                                  "sampling.guidance_scale); autoregressive: guidance toward the "
+                                                  "prompt (default generation.sampling.prompt_guidance, 1 = off)")
     p.add_argument("--metre", help="diffusion: time signature such as 3/4 (default: drawn for the mode)")
     p.add_argument("--classifier-guidance", type=float, default=0.0, metavar="S",
                    help="diffusion: classifier-guidance strength (0 = off)")

@@ -79,8 +79,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
             engine_name = gr.Radio(choices, value=first, label="Engine", elem_id="generate-engine")
             mode = gr.Radio(list(MODES) + ["WHITE"], value="RED", label="Chromatic mode (WHITE = none)",
                             elem_id="generate-mode")
-            temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature", visible=first != "diffusion",
-                                    elem_id="generate-temperature")
+            temperature = gr.Slider(0.1, 2.0, sampling.temperature if first == "autoregressive" else 1.0, step=0.05,
+                                    label="Temperature", visible=first != "diffusion", elem_id="generate-temperature")
             with gr.Group(visible=first == "autoregressive") as autoregressive_box:
                 prompt = gr.Textbox(prompt_for("RED"), label="Prompt", lines=2, elem_id="generate-prompt",
                                     info='e.g. "a calm, intimate BLUE phrase" or "a RED segment with high '
@@ -88,6 +88,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 with gr.Row():
                     top_k = gr.Slider(0, 200, sampling.top_k, step=1, label="Top-k (0 = off)")
                     top_p = gr.Slider(0.05, 1.0, sampling.top_p, step=0.05, label="Top-p (1 = off)")
+                prompt_guidance = gr.Slider(0, 8, sampling.prompt_guidance, step=0.5,
+                                            label="Prompt guidance (classifier-free; 1 = plain conditional)")
                 with gr.Row():
                     beam_width = gr.Slider(1, 8, 1, step=1, label="Beam width (1 = sample; > 1: one result)")
                     max_bars = gr.Slider(1, 8, engine.cfg.data.segment_bars, step=1, label="Bars to write")
@@ -158,9 +160,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [value for _ in slots for value in (gr.update(visible=False), None, "", None,
                                                    gr.update(value=None, visible=False), [])]
 
-    engine_name.change(lambda name: (gr.update(visible=name != "diffusion"), gr.update(visible=name == "diffusion"),
-                                     gr.update(visible=name == "autoregressive")),
-                       engine_name, [temperature, diffusion_box, autoregressive_box])
+    def show_engine(name):  # the temperature slider is the VAE's prior temperature or the GPT's sampling one
+        return (gr.update(visible=name != "diffusion", value=sampling.temperature if name == "autoregressive" else 1.0),
+                gr.update(visible=name == "diffusion"), gr.update(visible=name == "autoregressive"))
+
+    engine_name.change(show_engine, engine_name, [temperature, diffusion_box, autoregressive_box])
     # choosing a mode fills in its prompt (WHITE: a prompt naming none)
     mode.change(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt)
 
@@ -172,7 +176,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
             sampler, steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space,
             use_inpainting, inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p,
             beam_width, max_bars, use_continuation, continue_source, continue_result, continue_upload,
-            continue_bars, results, request: gr.Request):
+            continue_bars, prompt_guidance, results, request: gr.Request):
         attributes = ({"rebracketing": rebracketing, "temporal_complexity": complexity}
                       if use_attributes else None)
         diffusion, autoregressive = engine_name == "diffusion", engine_name == "autoregressive"
@@ -195,6 +199,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                 keep_bars=[int(b) for b in keep_bars or []] if init and diffusion else None,
                                 prompt=prompt if autoregressive else None, top_k=int(top_k), top_p=float(top_p),
                                 beam_width=int(beam_width), max_bars=int(max_bars),
+                                prompt_guidance=float(prompt_guidance),
                                 continue_bars=int(continue_bars) if continuing else 0)
         views, stopped_at = None, None
         for item in engine.generate_stream(params, run_id=request.session_hash if request else None):
@@ -237,7 +242,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
     inputs = [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity, sampler,
               steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space, use_inpainting,
               inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p, beam_width, max_bars,
-              use_continuation, continue_source, continue_result, continue_upload, continue_bars, results_state]
+              use_continuation, continue_source, continue_result, continue_upload, continue_bars, prompt_guidance,
+              results_state]
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
                    show_progress="minimal")
     stop.click(request_stop, None, status, queue=False)

@@ -381,3 +381,23 @@ def test_model_card_records_the_bars_from_an_evaluation(tiny_run, tmp_path):
     assert "# Model card: autoregressive" in card and "val perplexity per MIDI token" in card
     assert "| mode named in the prompt heard by the analyzer, mean of modes | >= 80 % | 50% | no |" in card
     assert "| validation perplexity per MIDI token | < 5 | 4.20 | yes |" in card
+
+
+def test_prompt_guidance_mixes_the_conditional_and_unconditional_streams(vocabulary):
+    from engines.sampling.autoregressive import ClassifierFreeGuidance
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocabulary), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = vocabulary.encode(text="a calm phrase", eos=False) + [MIDI]
+    plain = vocabulary.encode(eos=False) + [MIDI]
+    guided = ClassifierFreeGuidance(model, plain, 2.5)
+    cache = guided.new_cache()
+    first, _ = guided(torch.tensor([prompt]), cache)
+    conditional, _ = model(torch.tensor([prompt]))
+    unconditional, _ = model(torch.tensor([plain]))
+    assert torch.allclose(first, unconditional + 2.5 * (conditional - unconditional), atol=1e-5)
+    token = torch.tensor([[vocabulary.midi_start + 4]])
+    step, _ = guided(token, cache)  # the next token goes to both streams
+    c2, _ = model(torch.tensor([prompt + [int(token)]]))
+    u2, _ = model(torch.tensor([plain + [int(token)]]))
+    assert torch.allclose(step, u2 + 2.5 * (c2 - u2), atol=1e-5) and cache.length == len(prompt) + 1

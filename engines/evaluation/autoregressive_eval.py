@@ -5,7 +5,7 @@
     consistency       per mode, the share of outputs the analyzer hears in the mode the prompt names; the
                       prompts are not among the caption templates, so no training caption is one of them
                       (EVAL_TEMPLATES: other articles and word orders), sampled at the
-                      configured temperature / top-k / top-p, one seed per output
+                      configured temperature / top-k / top-p and prompt guidance, one seed per output
     complexity_pairs  for each mode and seed, "... with high temporal complexity" against "... with low
                       temporal complexity": the share of pairs where the high one measures higher
     perplexity        per MIDI token on test segments with fixed captions (the caption -> MIDI task), and
@@ -76,7 +76,7 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     s = cfg.generation.sampling
     sampling = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars,
-                    max_new_tokens=max_new_tokens)
+                    max_new_tokens=max_new_tokens, guidance_scale=s.prompt_guidance)
     outputs, per_mode, pairs, pair_wins = 0, {}, 0, 0
     valid = 0
     for m, mode in enumerate(MODES):

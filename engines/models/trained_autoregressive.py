@@ -21,7 +21,7 @@ from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, model_from_checkpoint
 from engines.music.notes import NOTE_DTYPE, Segment
-from engines.sampling.autoregressive import RemiGrammar, beam_search, sample_tokens
+from engines.sampling.autoregressive import ClassifierFreeGuidance, RemiGrammar, beam_search, sample_tokens
 from engines.tokenizers.midi import decode_tokens, encode_segment
 from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_token_names
 from engines.training.common import load_checkpoint
@@ -69,14 +69,17 @@ class TrainedAutoregressive:
     def generate(self, prompt: str | None = None, mode: str | None = None, n: int = 1, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, beam_width: int = 1, length_penalty: float = 1.0,
                  max_bars: int = 4, max_new_tokens: int = 0, seed: int = 0, continue_from: Segment | None = None,
-                 keep_bars: int = 2, on_token: Callable | None = None) -> list[Generated]:
-        """n segments for `prompt` (None: the default prompt of `mode`). With beam search n must be 1."""
+                 keep_bars: int = 2, on_token: Callable | None = None, guidance_scale: float = 1.0) -> list[Generated]:
+        """n segments for `prompt` (None: the default prompt of `mode`). With beam search n must be 1.
+        guidance_scale > 1: classifier-free guidance toward the prompt against the same MIDI without text."""
         if not 1 <= n <= 64:
             raise StudioError(f"n must lie in 1..64, got {n}")
         if not 1 <= max_bars <= 16:
             raise StudioError(f"max_bars must lie in 1..16, got {max_bars}")
         if beam_width > 1 and n != 1:
             raise StudioError("beam search writes one segment (its best beam); ask for n = 1")
+        if not 0 <= guidance_scale <= 10:
+            raise StudioError(f"guidance scale must lie in 0..10, got {guidance_scale}")
         if continue_from is not None and not 1 <= keep_bars < max_bars:
             raise StudioError(f"bars to keep must lie in 1..{max_bars - 1} (max bars {max_bars})")
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
@@ -86,11 +89,15 @@ class TrainedAutoregressive:
         given = ids[ids.index(MIDI) + 1:]
         # on_token sees every row's whole MIDI span so far, the continued bars included
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
+        model = self.model
+        if guidance_scale != 1.0 and ids.index(MIDI) > 1:  # a prompt with text to guide toward
+            model = ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given,
+                                           guidance_scale)
         if beam_width > 1:
-            rows = [beam_search(self.model, ids, beam_width, budget, length_penalty, grammar, watch)]
+            rows = [beam_search(model, ids, beam_width, budget, length_penalty, grammar, watch)]
         else:
             generator = torch.Generator().manual_seed(int(seed))
-            rows = sample_tokens(self.model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
+            rows = sample_tokens(model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
         return [self.to_generated(given + row, max_bars) for row in rows]
 
     def token_budget(self, prompt: str | None = None, mode: str | None = None, continue_from: Segment | None = None,

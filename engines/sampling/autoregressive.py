@@ -4,6 +4,7 @@
     RemiGrammar       which ids may come next in a MIDI span, so every generated span decodes (below)
     sample_tokens     ancestral sampling of n continuations of one prompt with a KV cache
     beam_search       the most probable continuation under a length penalty (Wu et al. 2016)
+    ClassifierFreeGuidance  the model pushed toward its prompt: uncond + scale * (cond - uncond)
 
 Both generators take the model as `model(idx, cache=cache) -> (logits (B, 1, V), _)` with `model.new_cache()`
 (engines/models/gpt.py), stop at <eos>, after `max_new_tokens`, or once `max_bars` bars are written, and call
@@ -147,6 +148,47 @@ class RemiGrammar:
         elif kind == "Duration":
             state.notes += 1
         state.last = kind
+
+
+class PairCache:
+    """The KV caches of the conditional and the unconditional stream of ClassifierFreeGuidance."""
+
+    def __init__(self, conditional, unconditional):
+        self.conditional, self.unconditional = conditional, unconditional
+
+    @property
+    def length(self) -> int:
+        return self.conditional.length
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.conditional.select(rows)
+        self.unconditional.select(rows)
+
+
+class ClassifierFreeGuidance:
+    """The model, guided: logits = uncond + scale * (cond - uncond) (Ho & Salimans; for language models Sanchez
+    et al. 2023), where cond reads the prompt and uncond reads `unconditional_prompt` (the same MIDI span with
+    no text: the model was trained on both). Scale 1 is the plain conditional model. It stands in for the model
+    in sample_tokens and beam_search: the first call reads the prompt, later calls feed each new token to both
+    streams."""
+
+    def __init__(self, model, unconditional_prompt: list[int], scale: float):
+        self.model, self.unconditional_prompt, self.scale = model, list(unconditional_prompt), float(scale)
+        self.config = model.config
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def new_cache(self) -> PairCache:
+        return PairCache(self.model.new_cache(), self.model.new_cache())
+
+    def __call__(self, idx: torch.Tensor, cache: PairCache):
+        plain = idx
+        if cache.conditional.length == 0:  # the prompt: the unconditional stream reads its own
+            plain = torch.tensor([self.unconditional_prompt] * idx.shape[0], device=idx.device)
+        conditional, _ = self.model(idx, cache=cache.conditional)
+        unconditional, _ = self.model(plain, cache=cache.unconditional)
+        return unconditional + self.scale * (conditional - unconditional), None
 
 
 def _grammar_states(grammar: RemiGrammar | None, prompt: list[int], n: int) -> list[GrammarState] | None:

@@ -36,7 +36,8 @@ CARD_NOTES = {
                       "caption -> MIDI (captions drawn afresh from each segment's analysis every epoch) and on MIDI "
                       "alone, which is what continuation uses; the loss counts MIDI tokens and <eos> only. "
                       "Segments keep their own key (captions name it). Sampling: temperature, top-k, top-p or "
-                      "beam search under the REMI grammar mask, so every MIDI span decodes.",
+                      "beam search under the REMI grammar mask, so every MIDI span decodes, with classifier-free "
+                      "guidance toward the prompt (against the same MIDI with no text).",
     "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
              "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
              "of training segments (16 kHz mono) with multi-scale log-mel L1, waveform L1, minus SI-SNR and the "
