@@ -151,15 +151,19 @@ def hf_reference(config):
     (built from a config: nothing is downloaded), for the bench's speed reference."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from engines.tokenizers.vocabulary import BOS, EOS, PAD
+
     return GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
                                       n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
-                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=BOS,
+                                      eos_token_id=EOS, pad_token_id=PAD)).eval()
 
 
 def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> dict | None:
     """Tokens per second at batch 1 with the KV cache (plain sampling, and under the REMI grammar as the
     studio samples); HF's GPT2LMHeadModel.generate with the same config in the same run as the reference
-    (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a prompt (bar 1.5 s)."""
+    (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a prompt with the configured sampling and prompt
+    guidance (bar 1.5 s)."""
     import torch
 
     from engines.models.trained_autoregressive import TrainedAutoregressive
@@ -195,8 +199,11 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
                                min_new_tokens=new_tokens, do_sample=True, top_k=0, use_cache=True, pad_token_id=0)
         theirs()
         hf_seconds = _median_seconds(theirs, max(repeats, 3))
+    s = cfg.generation.sampling  # one segment as the studio writes it: prompt guidance doubles the work
     one = _median_seconds(lambda: engine.generate("a fiery RED segment with high temporal complexity",
-                                                  seed=next(counter)), max(repeats, 5))
+                                                  seed=next(counter), temperature=s.temperature, top_p=s.top_p,
+                                                  top_k=s.top_k, guidance_scale=s.prompt_guidance),
+                          max(repeats, 5))
     ours_rate, hf_rate = new_tokens / ours_seconds, new_tokens / hf_seconds
     return {"checkpoint": str(path), "threads": torch.get_num_threads(), "parameters": engine.model.num_parameters(),
             "new_tokens": new_tokens, "tokens_per_second_kv_cache": round(ours_rate, 1),

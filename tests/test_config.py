@@ -22,7 +22,7 @@ def test_defaults():
     cfg = load_config()
     assert cfg == Config()
     assert cfg.model.generative.type == "vae"
-    assert cfg.generation.sampling.temperature == 1.0
+    assert cfg.generation.sampling.temperature == 0.8 and cfg.generation.sampling.prompt_guidance == 3.0
     assert cfg.data.segment_bars == 4 and cfg.data.steps_per_beat == 4
     assert cfg.data.num_pitches == 88  # A0..C8
     assert cfg.data.roll_steps == 64
@@ -38,7 +38,7 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.generation.sampling.top_k == 40          # the file wins over the default
     assert cfg.data.segment_bars == 8
     assert cfg.model.generative.type == "diffusion"
-    assert cfg.generation.sampling.top_p == 1.0         # untouched keys keep their defaults
+    assert cfg.generation.sampling.top_p == 0.95        # untouched keys keep their defaults
     assert cfg.data.roll_steps == 8 * 4 * 4
 
 
