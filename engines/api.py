@@ -306,7 +306,7 @@ class StudioEngine:
             return
         # bad settings or files fail here, before a thread starts
         job = self._diffusion_job if params.engine == "diffusion" else self._autoregressive_job
-        bar_steps, run, snapshot = job(model, params)
+        run, snapshot = job(model, params)
         stop, updates = threading.Event(), queue.Queue()
         if run_id:
             self._stops[run_id] = stop
@@ -350,9 +350,8 @@ class StudioEngine:
         return stop is not None
 
     def _diffusion_job(self, model, params: GenerateParams):
-        """(roll steps per bar of each variation; run(on_step) -> segments; snapshot(x0) -> the live view's
-        rolls and their bar lengths in steps). Sampling, or inpainting the first segment of
-        `params.init_midi`; the file is read here, once."""
+        """(run(on_step) -> segments; snapshot(x0) -> the live view's rolls and their bar lengths in steps).
+        Sampling, or inpainting the first segment of `params.init_midi`; the file is read here, once."""
         from engines.models.guidance_classifier import GuidanceTarget
 
         n = int(params.n)
@@ -376,7 +375,7 @@ class StudioEngine:
         spb = self.cfg.data.steps_per_beat
         bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
         snapshot = lambda x0: (((x0[:, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy(), bar_steps)  # noqa: E731
-        return bar_steps, run, snapshot
+        return run, snapshot
 
     def _autoregressive_job(self, model, params: GenerateParams):
         """As _diffusion_job for the GPT: run(on_step) writes the MIDI spans (on_step once per token) and
@@ -415,7 +414,7 @@ class StudioEngine:
             results = model.generate(on_token=lambda step, rows: on_step(step, budget, rows), **settings)
             return [r.segment for r in results]
 
-        return [four_four] * shown, run, snapshot
+        return run, snapshot
 
     def _views(self, params: GenerateParams, segments: list[Segment]) -> list[GeneratedView]:
         views = []

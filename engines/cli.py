@@ -6,6 +6,7 @@ ends with one line on stderr naming what is wrong, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -103,6 +104,14 @@ def cmd_render(args) -> None:
            "sample_rate": cfg.render.sample_rate})
 
 
+# engine -> (module, function) of its trainer; every trainer takes the same arguments
+TRAINERS = {"vae": ("engines.training.vae_trainer", "train_vae"),
+            "diffusion": ("engines.training.diffusion_trainer", "train_diffusion"),
+            "guidance-classifier": ("engines.training.guidance_trainer", "train_guidance_classifier"),
+            "autoregressive": ("engines.training.autoregressive_trainer", "train_autoregressive"),
+            "codec": ("engines.training.codec_trainer", "train_codec")}
+
+
 def cmd_train(args) -> None:
     import json as _json
 
@@ -120,31 +129,10 @@ def cmd_train(args) -> None:
         record.write_text(_json.dumps(command, indent=1))
         _emit({"out": out, "finalize": summary})
         return
-    if args.engine == "vae":
-        from engines.training.vae_trainer import train_vae
-
-        best = train_vae(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
-                         seed=args.seed, workers=args.workers)
-    elif args.engine == "diffusion":
-        from engines.training.diffusion_trainer import train_diffusion
-
-        best = train_diffusion(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
-                               seed=args.seed, workers=args.workers)
-    elif args.engine == "codec":
-        from engines.training.codec_trainer import train_codec
-
-        best = train_codec(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
-                           seed=args.seed, workers=args.workers)
-    elif args.engine == "autoregressive":
-        from engines.training.autoregressive_trainer import train_autoregressive
-
-        best = train_autoregressive(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit,
-                                    seed=args.seed, workers=args.workers)
-    else:
-        from engines.training.guidance_trainer import train_guidance_classifier
-
-        best = train_guidance_classifier(cfg, out, max_minutes=args.max_minutes, resume=args.resume,
-                                         limit=args.limit, seed=args.seed, workers=args.workers)
+    module, function = TRAINERS[args.engine]
+    train = getattr(importlib.import_module(module), function)  # imported here: torch loads only to train
+    best = train(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit, seed=args.seed,
+                 workers=args.workers)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -355,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", help="an .sf2/.sf3 file (default: soundfonts/, system, TimGM6mb)")
 
     p = command("train", cmd_train, "train an engine on the segment cache (best.pt, last.pt, metrics.jsonl)")
-    p.add_argument("--engine", required=True,
-                   choices=["vae", "diffusion", "guidance-classifier", "autoregressive", "codec"])
+    p.add_argument("--engine", required=True, choices=list(TRAINERS))
     p.add_argument("--out", help="run directory (default data/runs/<engine>)")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after this much training time")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -417,8 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
 
     p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")
-    p.add_argument("--engine", required=True,
-                   choices=["vae", "diffusion", "guidance-classifier", "autoregressive", "codec"])
+    p.add_argument("--engine", required=True, choices=list(TRAINERS))
     p.add_argument("--run", required=True, help="the training run directory (holds best.pt, metrics.jsonl)")
     p.add_argument("--evaluation", help="evaluate JSON to include in the card")
 

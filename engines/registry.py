@@ -62,15 +62,10 @@ class ModelRegistry:
                 path = self.checkpoints_dir / "codec.pt"
                 codec = None
                 try:
-                    if pretrained_path:
-                        from engines.models.codec import load_official_encodec
+                    if pretrained_path or path.is_file():
+                        from engines.models.codec import load_codec
 
-                        codec = load_official_encodec(pretrained_path, bandwidth)
-                    elif path.is_file():
-                        from engines.models.codec import codec_from_checkpoint
-                        from engines.training.common import load_checkpoint
-
-                        codec = codec_from_checkpoint(load_checkpoint(path))
+                        codec = load_codec(path, pretrained_path, bandwidth)
                 except Exception as exc:  # noqa: BLE001  (the studio works without a codec)
                     LOG.warning("audio codec not loaded: %s", exc)
                 self._models["codec"] = codec

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,8 +69,6 @@ def perplexity(engine: TrainedAutoregressive, cfg: Config, test_limit: int, capt
 def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, seed: int = 0,
                             test_limit: int = 2000, max_new_tokens: int = 0) -> dict:
     """The JSON of the module docstring. `max_new_tokens` caps each output (0 = the model's context; tests)."""
-    from pathlib import Path
-
     if not Path(checkpoint).is_file():
         raise StudioError(f"no autoregressive checkpoint at '{checkpoint}'; pass --checkpoint RUN/best.pt")
     engine = TrainedAutoregressive.load(checkpoint)

@@ -11,31 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engines.config import Config
 from engines.data.audio_renders import rendered_segments
-from engines.errors import StudioError
 from engines.evaluation.audio_metrics import log_mel_l1, si_snr
-from engines.models.codec import codec_from_checkpoint, load_official_encodec
-from engines.training.common import load_checkpoint
-
-
-def load_codec(checkpoint: str | Path, cfg: Config):
-    """The official EnCodec when configured, else the project's codec checkpoint."""
-    if cfg.model.codec.pretrained_path:
-        return load_official_encodec(cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth)
-    payload = load_checkpoint(checkpoint)
-    if payload.get("engine") != "codec":
-        raise StudioError(f"'{Path(checkpoint).name}' is not a codec checkpoint")
-    return codec_from_checkpoint(payload)
+from engines.models.codec import load_codec
 
 
 def evaluate_codec(checkpoint: str, cfg: Config, n: int = 100) -> dict:
-    codec = load_codec(checkpoint, cfg)
+    codec = load_codec(checkpoint, cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth)
     sample_rate = codec.config.sample_rate
     renders = rendered_segments(cfg, "test", n, sample_rate)
     snrs, mels, seconds, audio_seconds = [], [], 0.0, 0.0

@@ -111,6 +111,16 @@ def codec_from_checkpoint(payload: dict) -> AudioCodec:
     return model.eval()
 
 
+def load_codec(checkpoint: str | Path, pretrained_path: str = "", bandwidth: float = 1.5) -> AudioCodec:
+    """The official EnCodec when `pretrained_path` names its weights (model.codec.pretrained_path), else the
+    project's codec checkpoint."""
+    if pretrained_path:
+        return load_official_encodec(pretrained_path, bandwidth)
+    from engines.training.common import load_checkpoint
+
+    return codec_from_checkpoint(load_checkpoint(checkpoint, engine="codec"))
+
+
 def load_official_encodec(path: str | Path, bandwidth: float = 1.5) -> AudioCodec:
     """The official EnCodec 24 kHz model from its weights file on disk (e.g. the torch hub cache's
     encodec_24khz-d7cc33bc.th), using the codebooks `bandwidth` kbps allow (1.5 -> 2, 75 frames/s)."""

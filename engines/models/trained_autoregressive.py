@@ -49,9 +49,7 @@ class TrainedAutoregressive:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedAutoregressive":
-        payload = load_checkpoint(path, map_location=device)
-        if payload.get("engine") != "autoregressive":
-            raise StudioError(f"'{Path(path).name}' is not an autoregressive checkpoint")
+        payload = load_checkpoint(path, map_location=device, engine="autoregressive")
         return cls(model_from_checkpoint(payload), payload, device)
 
     def prompt_ids(self, prompt: str, continue_from: Segment | None = None, keep_bars: int = 0) -> list[int]:

@@ -80,9 +80,7 @@ class TrainedDiffusion:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedDiffusion":
-        payload = load_checkpoint(path, map_location=device)
-        if payload.get("engine") != "diffusion":
-            raise StudioError(f"'{Path(path).name}' is not a diffusion checkpoint")
+        payload = load_checkpoint(path, map_location=device, engine="diffusion")
         return cls(model_from_checkpoint(payload), payload, device)
 
     @property

@@ -67,9 +67,7 @@ class TrainedVAE:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
-        payload = load_checkpoint(path, map_location=device)
-        if payload.get("engine") != "vae":
-            raise StudioError(f"'{Path(path).name}' is not a VAE checkpoint")
+        payload = load_checkpoint(path, map_location=device, engine="vae")
         return cls(model_from_checkpoint(payload), payload, device)
 
     def onset_probabilities(self, onset_logits: torch.Tensor) -> torch.Tensor:

@@ -40,16 +40,24 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+ENGINE_NAMES = {"vae": "a VAE", "diffusion": "a diffusion", "autoregressive": "an autoregressive", "codec": "a codec",
+                "guidance-classifier": "a guidance-classifier"}
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", engine: str | None = None) -> dict:
+    """The checkpoint dict at `path`; with `engine`, StudioError unless it is that engine's checkpoint."""
     from engines.errors import StudioError
 
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"checkpoint '{path}' does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files
         raise StudioError(f"checkpoint '{path.name}' could not be read ({type(exc).__name__}: {exc})") from None
+    if engine is not None and (not isinstance(payload, dict) or payload.get("engine") != engine):
+        raise StudioError(f"'{path.name}' is not {ENGINE_NAMES.get(engine, engine)} checkpoint")
+    return payload
 
 
 class MetricsLog:
