@@ -445,9 +445,9 @@ class StudioEngine:
         def make(path):
             mono = render_score(segment_to_score(segment), sample_rate=rate, soundfont=self.cfg.render.soundfont,
                                 gain=self.cfg.render.gain, tail_seconds=self.cfg.render.tail_seconds).mean(axis=1)
-            codes = codec.encode(mono)
+            codes, decoded = codec.round_trip(mono)
             tokens["n"] = int(codes.numel())
-            decoded = codec.decode(codes).numpy()[:len(mono)].clip(-1, 1)
+            decoded = decoded.numpy().clip(-1, 1)
             write_audio(np.repeat(decoded[:, None], 2, axis=1), path, rate)
 
         try:

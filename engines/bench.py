@@ -160,10 +160,10 @@ def hf_reference(config):
 
 
 def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> dict | None:
-    """Tokens per second at batch 1 with the KV cache (plain sampling, and under the REMI grammar as the
-    studio samples); HF's GPT2LMHeadModel.generate with the same config in the same run as the reference
-    (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a prompt with the configured sampling and prompt
-    guidance (bar 1.5 s)."""
+    """Tokens per second at batch 1 with the KV cache, as the studio runs on CPU (int8 blocks) and in float32,
+    plain and under the REMI grammar as the studio samples; HF's GPT2LMHeadModel.generate with the same
+    config (float32) in the same run as the reference (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a
+    prompt with the configured sampling and prompt guidance (bar 1.5 s)."""
     import torch
 
     from engines.models.trained_autoregressive import TrainedAutoregressive
@@ -174,18 +174,20 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
     if not path.is_file():
         return None
     engine = TrainedAutoregressive.load(path, device="cpu")
+    float32 = TrainedAutoregressive.load(path, device="cpu", precision="float32")
     prompt = engine.prompt_ids("a calm, intimate BLUE phrase")
     new_tokens = min(new_tokens, engine.model.config.block_size - len(prompt))
     counter = iter(range(10**6))
     logits_bias = torch.zeros(len(engine.vocabulary))
     logits_bias[EOS] = float("-inf")
 
-    def ours():  # <eos> is masked out so every run writes exactly new_tokens
-        sample_tokens(_Masked(engine.model, logits_bias), prompt, 1, new_tokens,
-                      generator=torch.Generator().manual_seed(next(counter)))
+    def ours(model):  # <eos> is masked out so every run writes exactly new_tokens
+        return lambda: sample_tokens(_Masked(model, logits_bias), prompt, 1, new_tokens,
+                                     generator=torch.Generator().manual_seed(next(counter)))
 
-    ours()
-    ours_seconds = _median_seconds(ours, max(repeats, 3))
+    ours(engine.model)(), ours(float32.model)()
+    ours_seconds = _median_seconds(ours(engine.model), max(repeats, 3))
+    float32_seconds = _median_seconds(ours(float32.model), max(repeats, 3))
     grammar_rates = []
     for _ in range(max(repeats, 3)):
         start = time.perf_counter()
@@ -204,11 +206,14 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
                                                   seed=next(counter), temperature=s.temperature, top_p=s.top_p,
                                                   top_k=s.top_k, guidance_scale=s.prompt_guidance),
                           max(repeats, 5))
-    ours_rate, hf_rate = new_tokens / ours_seconds, new_tokens / hf_seconds
-    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "parameters": engine.model.num_parameters(),
-            "new_tokens": new_tokens, "tokens_per_second_kv_cache": round(ours_rate, 1),
+    ours_rate, float32_rate, hf_rate = new_tokens / ours_seconds, new_tokens / float32_seconds, new_tokens / hf_seconds
+    return {"checkpoint": str(path), "threads": torch.get_num_threads(), "parameters": engine.parameter_count,
+            "precision": engine.precision, "new_tokens": new_tokens,
+            "tokens_per_second_kv_cache": round(ours_rate, 1),
+            "tokens_per_second_float32": round(float32_rate, 1),
             "tokens_per_second_with_grammar": round(statistics.median(grammar_rates), 1),
             "hf_gpt2_tokens_per_second": round(hf_rate, 1), "ratio_to_hf": round(ours_rate / hf_rate, 2),
+            "ratio_float32_to_hf": round(float32_rate / hf_rate, 2),
             "seconds_one_segment_from_prompt": round(one, 3)}
 
 

@@ -154,6 +154,20 @@ def test_kv_cache_gives_the_same_logits_as_the_full_forward(positions):
     assert torch.allclose(several[:, -1], full[:, 8], atol=1e-5)
 
 
+def test_kv_cache_writes_in_place_and_refuses_more_than_its_capacity():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
+    cache = model.new_cache()
+    model(torch.randint(0, 50, (1, 3)), cache=cache)
+    buffer = cache.keys[0]
+    assert buffer.shape == (1, 2, 8, 8) and cache.length == 3
+    model(torch.randint(0, 50, (1, 1)), cache=cache)
+    assert cache.keys[0] is buffer and cache.length == 4  # no reallocation per token
+    k = torch.zeros(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="holds 8 tokens; 9"):
+        cache.extend(0, k, k)
+
+
 def test_gpt_loss_skips_ignored_targets_and_weights_are_tied():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=8))
@@ -243,7 +257,7 @@ class MarkovModel(torch.nn.Module):
                 self.logp[last, token] = float(np.log(p))
 
     def new_cache(self):
-        return KVCache(1)
+        return KVCache(1, self.config.block_size)
 
     def forward(self, idx, cache=None):
         return self.logp[idx[:, -1]][:, None], None
@@ -288,6 +302,25 @@ def test_generate_from_a_prompt_and_by_beam_search(tiny_run):
     assert beam.segment.num_bars <= 1
     with pytest.raises(StudioError, match="one segment"):
         engine.generate("x", n=2, beam_width=2)
+
+
+def test_int8_blocks_on_cpu_follow_the_float_model(tiny_run):
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+
+    path = tiny_run[0] / "autoregressive.pt"
+    quantized, exact = TrainedAutoregressive.load(path), TrainedAutoregressive.load(path, precision="float32")
+    assert quantized.precision == "int8" and exact.precision == "float32"
+    assert quantized.model.blocks[0].attn.qkv.weight().dtype == torch.qint8
+    assert type(quantized.model.lm_head) is torch.nn.Linear  # the output layer stays float
+    assert quantized.parameter_count == exact.parameter_count == exact.model.num_parameters()
+    ids = torch.tensor([quantized.prompt_ids("a calm, intimate BLUE phrase")])
+    with torch.no_grad():
+        q, _ = quantized.model(ids, torch.zeros_like(ids))
+        f, _ = exact.model(ids, torch.zeros_like(ids))
+    assert (q - f).abs().max() < 0.05 * f.abs().max()
+    assert (q.argmax(-1) == f.argmax(-1)).float().mean() > 0.9
+    with pytest.raises(StudioError, match="precision must be"):
+        TrainedAutoregressive.load(path, precision="half")
 
 
 def test_continuation_keeps_the_given_bars(tiny_run, cache):
@@ -366,7 +399,9 @@ def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
     assert row["new_tokens"] == 20 and row["tokens_per_second_kv_cache"] > 0 and row["hf_gpt2_tokens_per_second"] > 0
     assert row["ratio_to_hf"] == pytest.approx(row["tokens_per_second_kv_cache"] / row["hf_gpt2_tokens_per_second"],
                                                rel=0.05)
-    assert row["seconds_one_segment_from_prompt"] > 0
+    assert row["seconds_one_segment_from_prompt"] > 0 and row["precision"] == "int8"
+    assert row["ratio_float32_to_hf"] == pytest.approx(
+        row["tokens_per_second_float32"] / row["hf_gpt2_tokens_per_second"], rel=0.05)
 
 
 def test_model_card_records_the_bars_from_an_evaluation(tiny_run, tmp_path):

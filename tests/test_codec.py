@@ -43,6 +43,23 @@ def test_encode_gives_codes_per_frame_and_decode_gives_audio_back():
         codec.decode(torch.zeros(3, 4, dtype=torch.long))
 
 
+def test_encode_works_at_the_trained_level_and_the_round_trip_keeps_the_loudness():
+    from engines.models.codec import loudness_gain
+
+    quiet = torch.randn(2, 16000) * torch.tensor([[0.01], [0.5]])
+    assert torch.allclose((quiet * loudness_gain(quiet, 0.1)).pow(2).mean(-1).sqrt(), torch.tensor([0.1, 0.1]),
+                          rtol=1e-4)
+    assert float(loudness_gain(torch.zeros(100), 0.1)) == 1.0      # silence is not blown up
+    assert float(loudness_gain(quiet[0], 0.0)) == 1.0              # input_rms 0: as given (the official model)
+    torch.manual_seed(0)
+    codec = AudioCodec(TINY_CODEC).eval()
+    wave = torch.randn(16000) * 0.01
+    assert torch.equal(codec.encode(wave), codec.encode(wave * 30))  # the level does not change the codes
+    codes, back = codec.round_trip(wave)
+    assert torch.equal(codes, codec.encode(wave)) and back.shape == wave.shape
+    assert torch.allclose(back, codec.decode(codes)[:16000] / float(loudness_gain(wave, 0.1)))
+
+
 def test_official_encodec_weights_load_from_disk_at_the_asked_bandwidth(tmp_path):
     official = AudioCodec(CodecConfig(**{k: v for k, v in OFFICIAL_24KHZ.items() if k != "causal"}), causal=True)
     keys = set(official.state_dict())

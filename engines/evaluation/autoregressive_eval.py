@@ -109,6 +109,6 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
         "perplexity_unconditioned": perplexity(engine, cfg, test_limit, False, seed),
         "latency_ms": round(statistics.median(times) * 1000, 1),
         "sampling": sampling, "prompts": {"mode": list(EVAL_TEMPLATES), "complexity": COMPLEXITY_TEMPLATE},
-        "parameters": engine.model.num_parameters(),
+        "parameters": engine.parameter_count, "precision": engine.precision,
         "device": str(engine.device), "threads": torch.get_num_threads(),
     }

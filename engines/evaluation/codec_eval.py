@@ -2,7 +2,8 @@
 
     token_rate         tokens per second of audio (codebooks used x frames per second)
     bitrate_kbps       token_rate x log2(bins) / 1000
-    si_snr_db          SI-SNR of decode(encode(x)) against x, mean (and median) over `n` test-split renders
+    si_snr_db          SI-SNR of the round trip (encode, decode, back to x's loudness) against x, mean (and
+                       median) over `n` test-split renders
     log_mel_l1         multi-scale log-mel L1 of the same (engines/evaluation/audio_metrics.py)
     x_realtime         audio seconds encoded and decoded per second of compute
 The codec is the shipped one, or the official EnCodec when `model.codec.pretrained_path` names its weights.
@@ -29,7 +30,7 @@ def evaluate_codec(checkpoint: str, cfg: Config, n: int = 100) -> dict:
     for i in range(len(renders)):
         clip = torch.from_numpy(renders.clip(i))
         start = time.perf_counter()
-        decoded = codec.decode(codec.encode(clip))[:len(clip)]
+        _, decoded = codec.round_trip(clip)
         seconds += time.perf_counter() - start
         audio_seconds += len(clip) / sample_rate
         snrs.append(float(si_snr(clip, decoded)))

@@ -4,7 +4,8 @@
                        -> codes [n_q, B, frames] -> decode: sum of codewords -> SEANetDecoder -> (B, 1, T)
 
 `encode(waveform) -> codes [n_q, frames]` and `decode(codes) -> waveform` work on one mono clip at
-`sample_rate`. The project's codec (CodecConfig defaults) hops 320 samples at 16 kHz: 50 frames and
+`sample_rate`; encode first scales the clip to `input_rms` (as training saw it), decode returns that level,
+and `round_trip` gives the clip back at its own loudness. The project's codec (CodecConfig defaults) hops 320 samples at 16 kHz: 50 frames and
 4 x 50 = 200 tokens per second, 2 kbps. When `pretrained_path` names the official 24 kHz EnCodec weights
 on disk, that model is built instead (causal SEANet, 32 codebooks, used at `pretrained_bandwidth`); nothing is
 downloaded.
@@ -28,7 +29,16 @@ from engines.errors import StudioError
 from engines.models.codec_config import CodecConfig
 
 OFFICIAL_24KHZ = {"sample_rate": 24000, "n_filters": 32, "dimension": 128, "ratios": [8, 5, 4, 2], "lstm": 2,
-                  "n_q": 32, "bins": 1024, "causal": True}
+                  "n_q": 32, "bins": 1024, "input_rms": 0.0, "causal": True}
+SILENT_RMS = 1e-5  # a clip this quiet is encoded as it is (no gain to blow its noise up)
+
+
+def loudness_gain(x: torch.Tensor, target_rms: float) -> torch.Tensor:
+    """The factor that brings x (..., T) to `target_rms` (1 where target_rms is 0 or x is silent), shaped (..., 1)."""
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    if not target_rms:
+        return torch.ones_like(rms)
+    return torch.where(rms > SILENT_RMS, target_rms / rms.clamp(min=SILENT_RMS), torch.ones_like(rms))
 
 
 def encodec_modules():
@@ -82,6 +92,7 @@ class AudioCodec(nn.Module):
         x = torch.as_tensor(waveform, dtype=torch.float32).reshape(1, 1, -1).to(self._device())
         if x.shape[-1] < self.hop_length:
             raise StudioError(f"audio of {x.shape[-1]} samples is shorter than one codec frame ({self.hop_length})")
+        x = x * loudness_gain(x, self.config.input_rms)
         codes = self.quantizer.vq.encode(self.encoder(x), n_q=self.n_q_used)  # (n_q, 1, frames)
         return codes[:, 0].cpu()
 
@@ -95,6 +106,14 @@ class AudioCodec(nn.Module):
             raise StudioError(f"codec codes must lie in 0..{self.config.bins - 1}")
         quantized = self.quantizer.vq.decode(codes[:, None].to(self._device()))  # (1, D, frames)
         return self.decoder(quantized)[0, 0].cpu()
+
+    @torch.no_grad()
+    def round_trip(self, waveform) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes [n_q, frames], the decoded clip at the input's loudness and length (T,))."""
+        x = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+        codes = self.encode(x)
+        decoded = self.decode(codes)[:len(x)]
+        return codes, decoded / loudness_gain(x, self.config.input_rms)[0]
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

@@ -11,6 +11,8 @@ class CodecConfig:
     lstm: int = 1                            # LSTM layers at the bottleneck (EnCodec: 2)
     n_q: int = 4                             # residual codebooks: 4 x 50 = 200 tokens per second
     bins: int = 1024                         # codes per codebook (10 bits): 2 kbps
+    input_rms: float = 0.1                   # encode() scales a clip to this RMS first (renders sit near 0.014,
+                                             # where waveform and log-mel losses barely move); 0 = as given
     # Official EnCodec weights, when the user has them on disk (encodec_24khz-d7cc33bc.th, e.g. from the
     # torch hub cache): used instead of the project's codec. Nothing is ever downloaded.
     pretrained_path: str = ""
@@ -23,7 +25,9 @@ class CodecConfig:
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: int = 20
-    l1_weight: float = 0.1                   # waveform L1 beside the multi-scale log-mel L1 (EnCodec's l_f)
+    l1_weight: float = 10.0                  # waveform L1 (EnCodec's l_t) of clips at input_rms
+    mel_weight: float = 0.2                  # multi-scale log-mel L1 (EnCodec's l_f); weighted up, it holds
+                                             # the waveform terms back for hundreds of steps (README, codec)
     si_snr_weight: float = 0.05              # minus SI-SNR (dB) of each crop: keeps the waveform's phase, which
                                              # a spectral loss alone leaves free (SI-SNR is the bar)
     commitment_weight: float = 1.0

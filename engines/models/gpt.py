@@ -26,22 +26,34 @@ IGNORE = -100  # target id that does not count in the loss (prompt text, padding
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far: per layer (B, n_head, T, head_dim)."""
+    """Keys and values of every layer for the tokens seen so far, in buffers allocated once for the whole
+    `capacity` (block_size) on the first call: per layer (B, n_head, capacity, head_dim), of which the first
+    `length` positions are filled. Writing in place instead of concatenating keeps each decoding step's cost
+    independent of how many tokens came before (but for attention itself)."""
 
-    def __init__(self, n_layer: int):
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.filled = [0] * n_layer
 
     @property
     def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+        return self.filled[0]
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Append k, v (B, H, t, D) to `layer`; returns that layer's keys and values so far (B, H, length, D)."""
+        if self.keys[layer] is None:
+            b, h, _, d = k.shape
+            self.keys[layer] = k.new_empty(b, h, self.capacity, d)
+            self.values[layer] = v.new_empty(b, h, self.capacity, d)
+        start, end = self.filled[layer], self.filled[layer] + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} tokens; {end} were given")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        self.filled[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and reorder, repeat) the batch rows `rows` (beam search)."""
@@ -57,7 +69,7 @@ def rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[to
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, T, D) rotated pairwise (first half with second half) by cos, sin (T, D/2)."""
+    """x (..., T, D) rotated pairwise (first half with second half) by cos, sin (T, D/2)."""
     a, b = x.chunk(2, dim=-1)
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
@@ -73,15 +85,18 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, rotary, cache: KVCache | None, layer: int, past: int):  # x (B, T, C); past: cached tokens
         b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, D)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        qk, v = qkv[:2], qkv[2]
+        if rotary is not None:  # q and k rotated in one call: decoding is bound by the number of small ops
+            qk = apply_rotary(qk, *rotary)
+        q, k = qk[0], qk[1]
         if cache is not None:
             k, v = cache.extend(layer, k, v)
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1,
                                                dropout_p=self.dropout if self.training else 0.0)
+        elif t == 1:  # one new token (decoding) sees every cached one: no mask to build
+            y = F.scaled_dot_product_attention(q, k, v)
         else:  # new tokens see every cached one and the new ones up to themselves
             allowed = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
@@ -139,7 +154,7 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layer)
+        return KVCache(self.config.n_layer, self.config.block_size)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -9,7 +9,7 @@ class GPTConfig:
     block_size: int = 384                  # longest sequence (caption + REMI of 4 bars: 99.4 % of segments fit)
     n_layer: int = 6
     n_head: int = 4
-    n_embd: int = 256                      # ~5 M parameters with the vocabulary: a few minutes per epoch on 2 cores
+    n_embd: int = 256                      # ~5 M parameters with the vocabulary: ~35 min per epoch on 2 cores
     dropout: float = 0.1
     positions: Literal["rotary", "learned"] = "rotary"  # rotary: the KV cache needs no position table
     bias: bool = False                     # no biases in linears and layer norms (nanoGPT: a little better, faster)

