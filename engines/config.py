@@ -131,6 +131,14 @@ class StudioConfig:
 
 
 @dataclass
+class SessionsConfig:
+    # A/B listening sessions (engines/sessions/): a SQLite file (WAL) or any SQLAlchemy URL, e.g.
+    # postgresql+psycopg://user:pass@host/db for a shared deployment; stimuli are rendered under stimuli_dir
+    database: str = "data/listening/sessions.sqlite"
+    stimuli_dir: str = "data/listening"
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
@@ -138,6 +146,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     studio: StudioConfig = field(default_factory=StudioConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

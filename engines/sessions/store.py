@@ -166,10 +166,19 @@ class SessionStore:
         self.engine.dispose()
 
     # ---- organiser ------------------------------------------------------------------------------------
+    def new_code(self) -> str:
+        """A session code not in use yet (8 hex digits, what raters type)."""
+        with self.engine.connect() as conn:
+            while True:
+                code = secrets.token_hex(4).upper()
+                if conn.execute(select(TABLES["sessions"].c.code).where(TABLES["sessions"].c.code == code)).first() is None:
+                    return code
+
     def create_session(self, title: str, question: str, modes: list[str], pairs_per_rater: int,
-                       systems: dict[str, dict], stimuli: list[dict], pairs: list[tuple[int, int]]) -> str:
+                       systems: dict[str, dict], stimuli: list[dict], pairs: list[tuple[int, int]],
+                       code: str | None = None) -> str:
         """A session with its systems ({name: spec}), stimuli ([{system, mode, midi_path, audio_path}]) and
-        pairs (indices into stimuli, two different systems of one mode); returns its code."""
+        pairs (indices into stimuli, two different systems of one mode); returns its code (`code`, or a new one)."""
         if len(systems) < 2:
             raise StudioError("a listening session compares at least two systems")
         if not pairs:
@@ -179,7 +188,7 @@ class SessionStore:
         for a, b in pairs:
             if stimuli[a]["system"] == stimuli[b]["system"] or stimuli[a]["mode"] != stimuli[b]["mode"]:
                 raise StudioError("each pair holds two different systems' stimuli of the same mode")
-        code = secrets.token_hex(4).upper()
+        code = (code or self.new_code()).upper()
         t = TABLES
         with self.engine.begin() as conn:
             conn.execute(insert(t["sessions"]).values(

@@ -1,0 +1,94 @@
+"""A/B listening sessions end to end on the shipped VAE: stimuli generated and rendered ahead of time into
+the session's folder, a rater's blinded pairs, results and the CSV export (engines/sessions/listening.py)."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from engines.api import StudioEngine
+from engines.config import load_config
+from engines.data.prepare import ensure_corpus_cache
+from engines.errors import StudioError
+from engines.sessions.listening import ListeningService, SessionPlan, SystemSpec
+from engines.sessions.store import SessionStore
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    base = tmp_path_factory.mktemp("listening")
+    cfg = load_config()
+    engine = StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=base / "renders")
+    store = SessionStore(base / "sessions.sqlite")
+    yield ListeningService(engine, store, base / "stimuli")
+    store.close()
+
+
+def plan(**kw) -> SessionPlan:
+    values = dict(title="Temperature", question="Which one sounds more like its mode?",
+                  systems=[SystemSpec("VAE cool", "vae", {"temperature": 0.6}),
+                           SystemSpec("VAE hot", "vae", {"temperature": 1.3})],
+                  modes=["RED", "BLUE"], stimuli_per_mode=2, pairs_per_rater=3)
+    values.update(kw)
+    return SessionPlan(**values)
+
+
+def test_a_whole_session_from_creation_to_results(service):
+    steps = []
+    code = service.create(plan(), progress=lambda done, total, what: steps.append((done, total, what)))
+    assert steps[0] == (0, 4, "VAE cool · RED") and steps[-1] == (4, 4, "ready")
+    info = service.store.session(code)
+    assert info["pairs"] == 4 and set(info["systems"]) == {"VAE cool", "VAE hot"}
+    folder = service.stimuli_dir / code
+    assert len(list(folder.glob("*.wav"))) == 8 and not list(service.stimuli_dir.glob(".staging-*"))
+    token = service.store.join(code, "Ada")
+    heard = []
+    while (shown := service.store.next_pair(token)) is not None:
+        assert Path(shown["a"]["audio_path"]).parent == folder and Path(shown["b"]["audio_path"]).is_file()
+        heard.append(shown["pair"])
+        service.store.vote(token, shown["pair"], "A", "the first")
+    assert len(heard) == 3
+    other = service.store.join(code)
+    while (shown := service.store.next_pair(other)) is not None:
+        service.store.vote(other, shown["pair"], "tie")
+    result = service.results(code, bootstrap=50)
+    assert result["votes"] == 6 and result["raters"] == 2
+    (row,) = result["head_to_head"]
+    assert row["a_wins"] + row["b_wins"] == 3 and row["ties"] == 3
+    assert set(result["per_mode"]) == {"RED", "BLUE"}
+    assert result["bradley_terry"]["systems"] == ["VAE cool", "VAE hot"]
+    assert result["agreement"]["pairs_rated_twice"] >= 2   # 3 of 4 pairs each: at least 2 overlap
+    rows = list(csv.DictReader(io.StringIO(service.votes_csv(code))))
+    assert len(rows) == 6 and {r["choice"] for r in rows} == {"A", "tie"} and rows[0]["comment"] == "the first"
+
+
+def test_plans_that_cannot_run_are_refused_with_the_reason(service, tmp_path):
+    with pytest.raises(StudioError, match="at least two systems"):
+        service.create(plan(systems=[SystemSpec("only", "vae")]))
+    with pytest.raises(StudioError, match="its own, non-empty name"):
+        service.create(plan(systems=[SystemSpec("x", "vae"), SystemSpec("x", "vae")]))
+    with pytest.raises(StudioError, match="no .mid files in folder"):
+        service.create(plan(systems=[SystemSpec("a", "vae"), SystemSpec("b", "folder", folder=str(tmp_path))]))
+    with pytest.raises(StudioError, match="unknown setting 'temprature'"):
+        service.create(plan(systems=[SystemSpec("a", "vae", {"temprature": 1}), SystemSpec("b", "vae")]))
+    with pytest.raises(StudioError, match="modes must be chosen from"):
+        service.create(plan(modes=["PINK"]))
+    with pytest.raises(StudioError, match="give raters a question"):
+        service.create(plan(question="  "))
+
+
+def test_a_folder_of_midi_is_a_system_by_the_modes_the_analyzer_hears(service, tmp_path):
+    from engines.analysis import analyze_segments, midi_file_segments
+
+    for i in (3, 500, 900):
+        midi, _ = service.engine.export_segments([service.engine.cache.segment(i)], f"corpus{i}")
+        Path(midi).replace(tmp_path / f"corpus{i}.mid")
+    (tmp_path / "broken.mid").write_bytes(b"not midi")  # skipped, the others count
+    _, segments = midi_file_segments(tmp_path / "corpus3.mid", service.engine.cfg)
+    heard = analyze_segments(segments[:1], service.engine.cfg)[0]["mode"]
+    code = service.create(plan(systems=[SystemSpec("corpus", "folder", folder=str(tmp_path)),
+                                        SystemSpec("VAE", "vae")], modes=[heard], stimuli_per_mode=1))
+    stimuli = list((service.stimuli_dir / code).glob("corpus-*.mid"))
+    assert service.store.session(code)["pairs"] == 1 and len(stimuli) == 1
