@@ -158,6 +158,20 @@ class StudioEngine:
         from engines.explorer import LatentExplorer
 
         self.explorer = LatentExplorer(self)
+        self._listening = None
+        self._listening_lock = threading.Lock()
+
+    @property
+    def listening(self):
+        """The A/B listening sessions (engines/sessions/listening.py), opened on first use."""
+        with self._listening_lock:
+            if self._listening is None:
+                from engines.sessions.listening import ListeningService
+                from engines.sessions.store import SessionStore
+
+                s = self.cfg.sessions
+                self._listening = ListeningService(self, SessionStore(s.database), s.stimuli_dir)
+            return self._listening
 
     def warm_up(self) -> None:
         """Load the VAE and compile the latent map's inverse transform, so the first click is fast. Meant for a

@@ -1,12 +1,15 @@
 """Assembles the studio: one tab per file, all sharing one StudioEngine."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from engines.api import StudioEngine
 from studio.evaluate_tab import build_evaluate_tab
 from studio.generate_tab import build_generate_tab
 from studio.latent_tab import MAP_CLICK_JS, build_latent_tab
+from studio.listening_tab import build_listening_tab
 
 CSS = """
 .studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
@@ -25,6 +28,9 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
                 build_latent_tab(engine)
             with gr.Tab("Evaluate", id="evaluate"):
                 build_evaluate_tab(engine)
+            with gr.Tab("Listen", id="listen"):
+                open_from_link, linked = build_listening_tab(engine)
+        demo.load(open_from_link, None, linked, api_visibility="private")
     return demo
 
 
@@ -39,5 +45,6 @@ def launch(engine: StudioEngine, host: str, port: int, share: bool = False, bloc
     return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS, head=MAP_CLICK_JS,
                        # a little above the engine's own limit, so oversized files get the engine's clear message
                        max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",
-                       prevent_thread_lock=not block, allowed_paths=[str(engine.out_dir)],
+                       prevent_thread_lock=not block,
+                       allowed_paths=[str(engine.out_dir), str(Path(engine.cfg.sessions.stimuli_dir).resolve())],
                        footer_links=["api"])

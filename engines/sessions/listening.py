@@ -48,6 +48,25 @@ class SystemSpec:
 
 
 @dataclass
+class RaterView:
+    """What a rater sees now: the next pair as A and B, or that they are done."""
+
+    token: str                       # their resume key
+    session: str
+    title: str
+    question: str
+    answered: int
+    total: int
+    pair: int | None = None          # None: every pair answered
+    audio_a: str | None = None
+    audio_b: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pair is None
+
+
+@dataclass
 class SessionPlan:
     title: str
     question: str
@@ -176,6 +195,27 @@ class ListeningService:
                     if len(views) == n:
                         return views
         return views
+
+    # ---- raters ---------------------------------------------------------------------------------------
+    def join(self, code: str, name: str = "") -> RaterView:
+        return self.rater_view(self.store.join(code, name))
+
+    def rater_view(self, token: str) -> RaterView:
+        """Where rater `token` stands (also how a paused rater resumes)."""
+        rater = self.store.rater(token)
+        info = self.store.session(rater["session"])
+        shown = self.store.next_pair(token)
+        answered, total = self.store.progress(token)
+        view = RaterView(token=token, session=info["code"], title=info["title"], question=info["question"],
+                         answered=answered, total=total)
+        if shown is not None:
+            view.pair, view.audio_a, view.audio_b = shown["pair"], shown["a"]["audio_path"], shown["b"]["audio_path"]
+        return view
+
+    def vote(self, token: str, pair: int, choice: str, comment: str = "") -> RaterView:
+        """Store the answer (committed), then the rater's next pair. A repeated answer stores nothing."""
+        self.store.vote(token, pair, choice, comment)
+        return self.rater_view(token)
 
     # ---- results --------------------------------------------------------------------------------------
     def results(self, code: str, bootstrap: int = 500) -> dict:
