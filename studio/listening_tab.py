@@ -152,8 +152,8 @@ def build_listening_tab(engine: StudioEngine):
                                      '{"temperature": 0.9} or {"prompt": "a calm BLUE phrase"})')
         with gr.Row():
             modes = gr.CheckboxGroup(list(MODES), value=["RED", "BLUE"], label="Modes", elem_id="organise-modes")
-            per_mode = gr.Slider(1, 16, 3, step=1, label="Stimuli per system and mode")
-            per_rater = gr.Slider(1, 64, 8, step=1, label="Pairs per rater")
+            per_mode = gr.Slider(1, 16, 3, step=1, label="Stimuli per system and mode", elem_id="organise-per-mode")
+            per_rater = gr.Slider(1, 64, 8, step=1, label="Pairs per rater", elem_id="organise-per-rater")
         create = gr.Button("Generate stimuli and open the session", variant="primary", elem_id="organise-create")
         created = gr.Markdown(elem_id="organise-created")
 

@@ -64,8 +64,10 @@ def studio_url(checkpoints):
     port = _free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     log = open(ROOT / "data" / f"studio-test-{port}.log", "w") if (ROOT / "data").is_dir() else subprocess.DEVNULL
+    sessions = checkpoints / "listening"  # the studio's listening database and stimuli, away from data/
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set",
-                             f"model.checkpoints_dir={checkpoints}"], cwd=ROOT, env=env,
+                             f"model.checkpoints_dir={checkpoints}", "--set", f"sessions.database={sessions}/db.sqlite",
+                             "--set", f"sessions.stimuli_dir={sessions}"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -250,6 +252,47 @@ def test_evaluate_tab_shows_the_corpus_baseline(page):
     page.get_by_role("tab", name="Evaluate").click()
     page.wait_for_function("() => document.querySelector('#corpus-summary')?.innerText.includes('segments')")
     assert "pieces" in page.inner_text("#corpus-summary")
+
+
+def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page):
+    import re
+
+    page.get_by_role("tab", name="Listen", exact=True).click()
+    page.get_by_role("tab", name="Organise", exact=True).click()
+    page.locator("#organise-modes").get_by_label("RED").uncheck()  # BLUE only: VAE against diffusion
+    _set_slider(page, "organise-per-mode", 2)
+    page.click("#organise-create")
+    page.wait_for_function("() => document.querySelector('#organise-created')?.innerText.includes('is open')",
+                           timeout=240_000)
+    created = page.inner_text("#organise-created")
+    code, pairs = re.search(r"Session (\w+) is open: (\d+) pairs", created).groups()
+    assert f"?session={code}" in created and int(pairs) >= 1
+    page.get_by_role("tab", name="Rate", exact=True).click()
+    page.fill("#listen-code textarea", code)
+    page.fill("#listen-name textarea", "Ada")
+    page.click("#listen-join")
+    for i in range(int(pairs)):
+        page.wait_for_function(f"() => document.querySelector('#listen-progress')?.innerText.includes('Pair {i + 1} of')")
+        assert "Which one sounds more like its mode?" in page.inner_text("#listen-question")
+        page.wait_for_selector("#listen-a audio, #listen-a button[aria-label*='Play' i]", state="attached")
+        page.click(["#vote-a", "#vote-b", "#vote-tie"][i % 3])
+    page.wait_for_function("() => document.querySelector('#listen-progress')?.innerText.includes('pairs answered')")
+    page.get_by_role("tab", name="Results", exact=True).click()
+    page.fill("#results-code textarea", code)
+    page.click("#results-show")
+    page.wait_for_function("() => document.querySelector('#results-summary')?.innerText.includes('votes from')")
+    assert f"{pairs} votes from 1 raters" in page.inner_text("#results-summary")
+    page.wait_for_selector("#results-bt .js-plotly-plot")
+    assert "VAE" in page.inner_text("#results-pairs") and "DIFFUSION" in page.inner_text("#results-pairs")
+
+
+def test_a_session_link_fills_the_code_and_a_wrong_code_says_so(page, studio_url):
+    page.goto(f"{studio_url}/?session=abc123", wait_until="load")
+    page.get_by_role("tab", name="Listen", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#listen-code textarea')?.value === 'ABC123'")
+    page.click("#listen-join")
+    page.wait_for_function("() => document.querySelector('#listen-message')?.innerText.includes('no listening')")
+    assert "no listening session with code 'ABC123'" in page.inner_text("#listen-message")
 
 
 def _click_map(page, fx: float, fy: float) -> None:
