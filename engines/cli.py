@@ -109,7 +109,8 @@ TRAINERS = {"vae": ("engines.training.vae_trainer", "train_vae"),
             "diffusion": ("engines.training.diffusion_trainer", "train_diffusion"),
             "guidance-classifier": ("engines.training.guidance_trainer", "train_guidance_classifier"),
             "autoregressive": ("engines.training.autoregressive_trainer", "train_autoregressive"),
-            "codec": ("engines.training.codec_trainer", "train_codec")}
+            "codec": ("engines.training.codec_trainer", "train_codec"),
+            "judge": ("engines.training.judge_trainer", "train_judge")}
 
 
 def cmd_train(args) -> None:

@@ -23,6 +23,7 @@ from engines.models.codec_config import CodecConfig
 from engines.models.diffusion_config import DiffusionConfig
 from engines.models.guidance_config import GuidanceClassifierConfig
 from engines.models.gpt_config import GPTConfig
+from engines.models.judge_config import JudgeConfig
 from engines.models.vae_config import VAEConfig
 
 
@@ -111,6 +112,7 @@ class ModelConfig:
     guidance_classifier: GuidanceClassifierConfig = field(default_factory=GuidanceClassifierConfig)
     autoregressive: GPTConfig = field(default_factory=GPTConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass

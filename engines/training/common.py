@@ -41,7 +41,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
 
 
 ENGINE_NAMES = {"vae": "a VAE", "diffusion": "a diffusion", "autoregressive": "an autoregressive", "codec": "a codec",
-                "guidance-classifier": "a guidance-classifier"}
+                "guidance-classifier": "a guidance-classifier", "judge": "a chromatic judge"}
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", engine: str | None = None) -> dict:

@@ -1,0 +1,17 @@
+"""Config of the learned chromatic judge (engines/models/chromatic_judge.py) and its training; torch-free."""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class JudgeConfig:
+    base_channels: int = 48                                # channels at full time resolution
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # levels at T, T/2, T/4, T/8
+    condition_dim: int = 64                                # metre + tempo conditioning of every block
+    embedding_dim: int = 128                               # the penultimate layer: the Fréchet embedding
+    dropout: float = 0.1
+    attribute_weight: float = 1.0                          # loss = mode CE + weight * attribute MSE
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    epochs: int = 10
+    ema_decay: float = 0.999
