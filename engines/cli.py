@@ -155,31 +155,45 @@ def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
 
 def cmd_evaluate(args) -> None:
     cfg = _config(args)
+    if args.real:
+        from engines.evaluation.suite import evaluate_real
+
+        _emit(evaluate_real(cfg, n_per_mode=args.n, seed=args.seed, use_cache=not args.no_cache), args.json)
+        return
+    if not args.engine:
+        raise StudioError("evaluate needs --engine vae|diffusion|autoregressive|codec, or --real for the baseline")
     checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
+    result = _engine_evaluation(args, cfg, checkpoint)
+    if args.engine != "codec" and not args.no_suite:
+        from engines.evaluation.suite import evaluate_suite
+
+        suite = evaluate_suite(args.engine, checkpoint, cfg, n_per_mode=args.n, seed=args.seed,
+                               use_cache=not args.no_cache)
+        result = {**result, **suite}
+    _emit(result, args.json)
+
+
+def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
+    """The engine's own bars (the keys its issue defined)."""
     if args.engine == "vae":
         from engines.evaluation.vae_eval import evaluate_vae
 
-        _emit(evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed),
-              args.json)
-        return
+        return evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed)
     if args.engine == "codec":
         from engines.evaluation.codec_eval import evaluate_codec
 
-        _emit(evaluate_codec(checkpoint, cfg, n=args.n), args.json)
-        return
+        return evaluate_codec(checkpoint, cfg, n=args.n)
     if args.engine == "autoregressive":
         from engines.evaluation.autoregressive_eval import evaluate_autoregressive
 
-        _emit(evaluate_autoregressive(checkpoint, cfg, n_per_mode=args.n, seed=args.seed,
-                                      test_limit=args.test_limit), args.json)
-        return
+        return evaluate_autoregressive(checkpoint, cfg, n_per_mode=args.n, seed=args.seed, test_limit=args.test_limit)
     from engines.evaluation.diffusion_eval import evaluate_diffusion
 
     if not Path(checkpoint).is_file():
         raise StudioError(f"no diffusion checkpoint at '{checkpoint}'; pass --checkpoint RUN/best.pt")
     classifier = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
-    _emit(evaluate_diffusion(checkpoint, cfg, n_per_mode=args.n, table_per_mode=args.table_n, seed=args.seed,
-                             with_table=not args.no_table, classifier=classifier), args.json)
+    return evaluate_diffusion(checkpoint, cfg, n_per_mode=args.n, table_per_mode=args.table_n, seed=args.seed,
+                              with_table=not args.no_table, classifier=classifier)
 
 
 def cmd_generate(args) -> None:
@@ -355,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "autoregressive", "codec"])
+    p.add_argument("--engine", choices=["vae", "diffusion", "autoregressive", "codec"])
+    p.add_argument("--real", action="store_true", help="the baseline: held-out real segments through the suite")
+    p.add_argument("--no-suite", action="store_true", help="only the engine's own bars (no Fréchet, diversity, "
+                                                           "judge, musical statistics)")
+    p.add_argument("--no-cache", action="store_true", help="measure again even if these settings were measured")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
     p.add_argument("--n", type=int, default=50, help="samples per mode (codec: held-out renders, e.g. 100)")
     p.add_argument("--test-limit", type=int, default=2000, help="VAE: test segments for reconstruction; "

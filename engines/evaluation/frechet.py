@@ -38,7 +38,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
 
 def feature_embedding(segments: list[Segment]) -> np.ndarray:
     """(N, len(EMBEDDING_FEATURES)) raw analyzer features; empty segments are skipped."""
-    rows = [[measure_features(s)[name] for name in EMBEDDING_FEATURES] for s in segments if len(s.notes)]
+    measured = (measure_features(s) for s in segments if len(s.notes))  # once per segment, not per feature
+    rows = [[features[name] for name in EMBEDDING_FEATURES] for features in measured]
     return np.asarray(rows, np.float64).reshape(-1, len(EMBEDDING_FEATURES))
 
 

@@ -1,0 +1,217 @@
+"""The evaluation suite every engine shares (and `--real`, the corpus measured the same way):
+
+    frechet      Fréchet distance between the generated set and held-out real segments (test split) in the
+                 judge's embedding (the analyzer's standardised features without a judge), with the
+                 real-vs-real baseline (training-split segments against the same test set, as many as were
+                 generated) and a bootstrap interval over the generated set
+    diversity    per mode: intra-class variance and mean pairwise distance of the embeddings; and the copy
+                 check against the training split (duplicate and near-copy rates)
+    judge        the learned judge's consistency: per requested mode, the share it hears in that mode
+    analyzer     the same by the analyzer
+    music_stats  musical statistics of the real and generated sets with their overlap areas
+
+`suite_metrics(samples, cfg, ...)` works on {mode: [Segment]}; `engine_samples` draws those from a shipped
+engine with the configured sampling; `evaluate_real` measures validation-split segments by their own modes.
+Results are cached by (what was measured, its checkpoint's hash, the settings) under
+<data.cache_dir>/evaluations, so the Evaluate tab and a repeated command are instant.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engines.config import Config
+from engines.data.prepare import ensure_corpus_cache
+from engines.evaluation.diversity import copy_rates, per_mode_diversity
+from engines.evaluation.frechet import feature_embedding, frechet_distance, standardise
+from engines.evaluation.music_stats import compare_sets
+from engines.music.analyzer import MODES, ChromaticAnalyzer
+from engines.music.notes import Segment, shift_to_c, transpose_notes
+
+SUITE_VERSION = 1         # part of the cache key: raise it when what the suite measures changes
+COPY_POOL = 4000          # training segments the copy check compares against (nearest in the embedding)
+BOOTSTRAP = 200
+IN_C = {"vae": True, "diffusion": True, "autoregressive": False, "real": False}  # the key each engine writes in
+
+
+def real_sample(cfg: Config, split: str, n: int, seed: int, in_c: bool) -> list[Segment]:
+    """n segments of a split (a seeded draw), moved to C when the engine compared writes in C."""
+    cache = ensure_corpus_cache(cfg)
+    indices = cache.split_indices(split)
+    chosen = np.sort(np.random.default_rng(seed).choice(indices, min(n, len(indices)), replace=False))
+    out = []
+    for row in chosen:
+        segment = cache.segment(int(row))
+        segment.meta["mode"] = MODES[int(cache.segments["mode"][row])]
+        if in_c:
+            semitones = shift_to_c(int(cache.segments["key"][row]) % 12)
+            segment.notes = transpose_notes(segment.notes, semitones, cfg.data.pitch_low, cfg.data.pitch_high)
+        out.append(segment)
+    return out
+
+
+class Embedder:
+    """Segments -> embedding rows: the judge's penultimate layer, or the analyzer's features standardised on
+    the real test set."""
+
+    def __init__(self, judge, reference: list[Segment]):
+        self.judge = judge
+        if judge is None:
+            features = feature_embedding(reference)
+            self.mean, self.std = features.mean(0), features.std(0) + 1e-9
+        self.name = "learned judge (penultimate layer)" if judge is not None else \
+            "analyzer features, standardised (no judge checkpoint)"
+
+    def __call__(self, segments: list[Segment]) -> np.ndarray:
+        kept = [s for s in segments if len(s.notes)]
+        if self.judge is not None:
+            return self.judge.embed(kept)
+        return (feature_embedding(kept) - self.mean) / self.std
+
+
+def _bootstrap_frechet(generated: np.ndarray, real: np.ndarray, samples: int, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    draws = [frechet_distance(generated[rng.integers(0, len(generated), len(generated))], real)
+             for _ in range(samples)]
+    return [round(float(np.percentile(draws, 2.5)), 4), round(float(np.percentile(draws, 97.5)), 4)]
+
+
+def _consistency(hits: dict[str, list[bool]]) -> dict:
+    per_mode = {m: round(float(np.mean(h)), 4) for m, h in hits.items() if h}
+    return {"overall": round(float(np.mean(list(per_mode.values()))), 4) if per_mode else None,
+            "per_mode": per_mode}
+
+
+def suite_metrics(samples: dict[str, list[Segment]], cfg: Config, judge=None, seed: int = 0, in_c: bool = True,
+                  bootstrap: int = BOOTSTRAP, copy_pool: int = COPY_POOL, real_count: int = 1000) -> dict:
+    """The suite's keys for generated (or real) `samples` {requested mode: [Segment]} (module docstring)."""
+    generated = [s for mode in samples for s in samples[mode] if len(s.notes)]
+    requested = [mode for mode in samples for s in samples[mode] if len(s.notes)]
+    if len(generated) < 2:
+        raise ValueError("the suite needs at least two generated segments with notes")
+    test = [s for s in real_sample(cfg, "test", real_count, seed, in_c) if len(s.notes)]
+    train = [s for s in real_sample(cfg, "train", max(copy_pool, len(generated)), seed + 1, in_c) if len(s.notes)]
+    embed = Embedder(judge, test)
+    real_embedding, generated_embedding = embed(test), embed(generated)
+    train_embedding = embed(train)
+    baseline = train_embedding[np.random.default_rng(seed).choice(len(train_embedding), len(generated_embedding),
+                                                                  replace=False)]
+    analyzer = ChromaticAnalyzer(cfg.analyzer)
+    heard = [analyzer.analyze(s).mode for s in generated]
+    result = {
+        "frechet": {"distance": round(frechet_distance(generated_embedding, real_embedding), 4),
+                    "real_baseline": round(frechet_distance(baseline, real_embedding), 4),
+                    "interval": _bootstrap_frechet(generated_embedding, real_embedding, bootstrap, seed),
+                    "embedding": embed.name, "real_segments": len(test)},
+        "diversity": {"per_mode": per_mode_diversity(generated_embedding, requested),
+                      "copies": copy_rates(generated, train, generated_embedding, train_embedding)},
+        "analyzer": {"consistency": _consistency(_hits(requested, heard))},
+        "music_stats": compare_sets(test, generated),
+        "empty_rate": round(1 - len(generated) / max(sum(len(v) for v in samples.values()), 1), 4),
+    }
+    if judge is not None:
+        result["judge"] = {"consistency": _consistency(_hits(requested, [r["mode"] for r in judge.judge(generated)]))}
+    else:
+        result["judge"] = {"error": "no judge checkpoint (python -m engines train --engine judge)"}
+    return result
+
+
+def _hits(requested: list[str], heard: list[str]) -> dict[str, list[bool]]:
+    hits: dict[str, list[bool]] = {m: [] for m in MODES}
+    for want, got in zip(requested, heard):
+        if want in hits:
+            hits[want].append(want == got)
+    return hits
+
+
+def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, seed: int) -> dict[str, list[Segment]]:
+    """n_per_mode segments per mode from an engine with the configured sampling (what the studio gives first)."""
+    s = cfg.generation.sampling
+    out = {}
+    if engine == "vae":
+        from engines.models.trained_vae import TrainedVAE
+
+        model = TrainedVAE.load(checkpoint)
+        draw = lambda mode, i: model.sample(mode, n=n_per_mode, seed=seed + i)[0]  # noqa: E731
+    elif engine == "diffusion":
+        from engines.models.trained_diffusion import TrainedDiffusion
+
+        model = TrainedDiffusion.load(checkpoint)
+        draw = lambda mode, i: model.sample(mode, n=n_per_mode, steps=min(s.num_steps, model.num_steps),  # noqa: E731
+                                            guidance_scale=s.guidance_scale, seed=seed + i)
+    elif engine == "autoregressive":
+        from engines.models.trained_autoregressive import TrainedAutoregressive
+
+        model = TrainedAutoregressive.load(checkpoint)
+        draw = lambda mode, i: [g.segment for g in model.generate(  # noqa: E731
+            mode=mode, n=n_per_mode, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+            guidance_scale=s.prompt_guidance, max_bars=cfg.data.segment_bars, seed=seed + i)]
+    else:
+        raise ValueError(f"no sampler for engine '{engine}'")
+    for i, mode in enumerate(tqdm(MODES, desc=f"sampling {engine}", leave=False)):
+        out[mode] = draw(mode, i)
+    return out
+
+
+def judge_or_none(cfg: Config):
+    path = Path(cfg.model.checkpoints_dir) / "judge.pt"
+    if not path.is_file():
+        return None
+    from engines.models.chromatic_judge import TrainedJudge
+
+    return TrainedJudge.load(path)
+
+
+def cache_key(what: str, checkpoint: str | None, settings: dict) -> str:
+    digest = hashlib.sha1(json.dumps({**settings, "suite": SUITE_VERSION}, sort_keys=True, default=str).encode())
+    if checkpoint and Path(checkpoint).is_file():
+        digest.update(hashlib.sha1(Path(checkpoint).read_bytes()).digest())
+    judge = settings.get("judge_checkpoint")
+    if judge and Path(judge).is_file():
+        digest.update(hashlib.sha1(Path(judge).read_bytes()).digest())
+    return f"{what}-{digest.hexdigest()[:16]}"
+
+
+def cached(cfg: Config, key: str, compute, use_cache: bool = True) -> dict:
+    """compute() once per key; the JSON is kept under <data.cache_dir>/evaluations."""
+    path = Path(cfg.data.cache_dir) / "evaluations" / f"{key}.json"
+    if use_cache and path.is_file():
+        return {**json.loads(path.read_text()), "cached": True}
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+    return {**result, "cached": False}
+
+
+def evaluate_real(cfg: Config, n_per_mode: int = 50, seed: int = 0, use_cache: bool = True) -> dict:
+    """The baseline row: validation-split segments, n per mode by their own labels, measured by the suite."""
+    judge_path = Path(cfg.model.checkpoints_dir) / "judge.pt"
+    settings = {"n": n_per_mode, "seed": seed, "judge_checkpoint": str(judge_path)}
+
+    def compute():
+        pool = real_sample(cfg, "validation", 40 * n_per_mode, seed + 2, in_c=False)
+        samples = {m: [s for s in pool if s.meta["mode"] == m][:n_per_mode] for m in MODES}
+        return {"engine": "real", "n": sum(len(v) for v in samples.values()), "split": "validation",
+                **suite_metrics(samples, cfg, judge_or_none(cfg), seed, in_c=False)}
+
+    return cached(cfg, cache_key("real", None, settings), compute, use_cache)
+
+
+def evaluate_suite(engine: str, checkpoint: str, cfg: Config, n_per_mode: int = 50, seed: int = 0,
+                   use_cache: bool = True) -> dict:
+    """The suite's keys for a shipped engine (merged into its own evaluation by `evaluate`)."""
+    judge_path = Path(cfg.model.checkpoints_dir) / "judge.pt"
+    settings = {"n": n_per_mode, "seed": seed, "sampling": cfg.generation.sampling, "data": cfg.data,
+                "judge_checkpoint": str(judge_path)}
+
+    def compute():
+        samples = engine_samples(engine, checkpoint, cfg, n_per_mode, seed)
+        return suite_metrics(samples, cfg, judge_or_none(cfg), seed, in_c=IN_C[engine])
+
+    return cached(cfg, cache_key(engine, checkpoint, settings), compute, use_cache)

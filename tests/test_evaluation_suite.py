@@ -1,0 +1,66 @@
+"""The shared evaluation suite (engines/evaluation/suite.py) on real segments and the shipped VAE, its cache,
+and `evaluate --real` / the merged keys through the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engines.config import load_config
+from engines.evaluation.suite import cache_key, cached, engine_samples, real_sample, suite_metrics
+from engines.music.analyzer import MODES
+
+SMALL = dict(bootstrap=20, copy_pool=300, real_count=200)
+
+
+def test_real_segments_measured_by_the_suite_look_like_real_music():
+    cfg = load_config()
+    pool = real_sample(cfg, "validation", 400, seed=3, in_c=False)
+    samples = {m: [s for s in pool if s.meta["mode"] == m][:4] for m in MODES}
+    result = suite_metrics(samples, cfg, judge=None, seed=0, in_c=False, **SMALL)
+    frechet = result["frechet"]
+    assert frechet["distance"] >= 0 and frechet["real_baseline"] >= 0
+    low, high = frechet["interval"]
+    assert low <= high and frechet["embedding"].startswith("analyzer features")
+    assert result["analyzer"]["consistency"]["overall"] == pytest.approx(1.0)  # the labels are the analyzer's
+    assert set(result["diversity"]["per_mode"]) == set(MODES) | {"overall"}
+    assert 0 <= result["diversity"]["copies"]["near_copy_rate"] <= 1
+    stats = result["music_stats"]
+    assert stats["pitch_range"]["overlap"] > 0.5  # real against real: the distributions overlap widely
+    assert "error" in result["judge"] and result["empty_rate"] == 0
+
+
+def test_vae_samples_through_the_suite():
+    cfg = load_config()
+    samples = engine_samples("vae", "assets/checkpoints/vae.pt", cfg, n_per_mode=3, seed=0)
+    assert set(samples) == set(MODES) and all(len(v) == 3 for v in samples.values())
+    result = suite_metrics(samples, cfg, judge=None, seed=0, in_c=True, **SMALL)
+    assert 0 <= result["analyzer"]["consistency"]["overall"] <= 1
+    assert result["frechet"]["distance"] > 0
+
+
+def test_results_are_cached_by_what_was_measured(tmp_path):
+    cfg = load_config(overrides=[f"data.cache_dir={tmp_path}"])
+    calls = []
+    compute = lambda: calls.append(1) or {"x": len(calls)}  # noqa: E731
+    key = cache_key("vae", None, {"n": 3})
+    assert cached(cfg, key, compute) == {"x": 1, "cached": False}
+    assert cached(cfg, key, compute) == {"x": 1, "cached": True} and len(calls) == 1
+    assert cached(cfg, key, compute, use_cache=False)["x"] == 2
+    assert cache_key("vae", None, {"n": 4}) != key
+    checkpoint = tmp_path / "a.pt"
+    checkpoint.write_bytes(b"one")
+    first = cache_key("vae", str(checkpoint), {"n": 3})
+    checkpoint.write_bytes(b"two")
+    assert cache_key("vae", str(checkpoint), {"n": 3}) != first  # a retrained checkpoint is measured again
+
+
+def test_evaluate_real_through_the_cli(tmp_path, capsys):
+    from engines.cli import main
+
+    assert main(["evaluate", "--real", "--n", "3", "--no-cache", "--json", str(tmp_path / "real.json")]) == 0
+    result = json.loads((tmp_path / "real.json").read_text())
+    assert result["engine"] == "real" and result["n"] == 24
+    assert {"frechet", "diversity", "judge", "analyzer", "music_stats"} <= set(result)
+    assert main(["evaluate"]) == 2
+    assert "or --real for the baseline" in capsys.readouterr().err
