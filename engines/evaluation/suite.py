@@ -27,7 +27,7 @@ from tqdm import tqdm
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.evaluation.diversity import copy_rates, per_mode_diversity
-from engines.evaluation.frechet import feature_embedding, frechet_distance, standardise
+from engines.evaluation.frechet import feature_embedding, frechet_distance
 from engines.evaluation.music_stats import compare_sets
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import Segment, shift_to_c, transpose_notes
