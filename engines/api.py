@@ -478,6 +478,72 @@ class StudioEngine:
             tokens["n"] = frames * codec.n_q_used
         return str(path), tokens["n"]
 
+    # ---- evaluation ---------------------------------------------------------------------------------
+    def evaluate_stream(self, engine: str, n_per_mode: int = 8, seed: int = 0, run_id: str | None = None):
+        """Evaluate an engine (or "real") with the shared suite: yields ("progress", done, total, what) while it
+        samples, then ("done", report) with the examples rendered ({title, wav, midi, info}) and the report
+        written as JSON and CSV. request_stop(run_id) ends sampling after the current mode."""
+        from engines.evaluation.report import evaluation_report
+
+        if engine != "real" and engine not in self.engines_available():
+            raise StudioError(f"the {engine} engine has no checkpoint installed")
+        if not 2 <= n_per_mode <= 64:
+            raise StudioError(f"samples per mode must lie in 2..64, got {n_per_mode}")
+        stop = threading.Event()
+        if run_id:
+            self._stops[run_id] = stop
+        updates: queue.Queue = queue.Queue()
+        result: dict = {}
+
+        def work():
+            try:
+                checkpoint = "" if engine == "real" else str(self.models.checkpoint_path(engine))
+                result["report"] = evaluation_report(
+                    engine, checkpoint, self.cfg, n_per_mode, seed,
+                    on_mode=lambda i, mode: stop.is_set() or updates.put(("progress", i, len(MODES), mode)))
+            except Exception as exc:  # noqa: BLE001  (raised in the caller's thread below)
+                result["error"] = exc
+            finally:
+                updates.put(None)
+
+        worker = threading.Thread(target=work, name=f"evaluate-{engine}", daemon=True)
+        worker.start()
+        try:
+            while (update := updates.get()) is not None:
+                yield update
+        finally:
+            if run_id:
+                self._stops.pop(run_id, None)
+        if "error" in result:
+            error = result["error"]
+            raise error if isinstance(error, StudioError) else StudioError(f"evaluation failed: {error}")
+        yield ("done", self._report_view(result["report"]))
+
+    def _report_view(self, report: dict) -> dict:
+        import csv
+        import io
+        import json
+
+        examples = {}
+        for kind, items in report.pop("examples").items():
+            examples[kind] = []
+            for k, (segment, info) in enumerate(items):
+                midi, wav = self.export_segments([segment], f"eval-{report['engine']}-{kind}-{k}")
+                examples[kind].append({"title": f"{kind} #{k + 1}: asked {info['requested']}, heard {info['heard']} "
+                                                f"(score {info['score']:.2f})", "wav": wav, "midi": midi, **info})
+        report["examples"] = examples
+        stem = self.out_dir / f"evaluation-{report['engine']}-{int(time.time() * 1000)}"
+        json_path = stem.with_suffix(".json")
+        json_path.write_text(json.dumps({k: v for k, v in report.items() if k != "statistics"}, indent=1))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(report["per_mode"][0]) if report["per_mode"] else ["mode"])
+        writer.writeheader()
+        writer.writerows(report["per_mode"])
+        csv_path = stem.with_suffix(".csv")
+        csv_path.write_text(out.getvalue())
+        report["files"] = [str(json_path), str(csv_path)]
+        return report
+
     # ---- uploads --------------------------------------------------------------------------------------
     def analyze_upload(self, path: str | Path) -> UploadView:
         """A user's MIDI: validated, analysed per segment, rendered whole. Raises StudioError on bad files."""

@@ -1,19 +1,118 @@
-"""Evaluate tab. Engine evaluations and A/B listening sessions arrive with the evaluation issue; until then it
-shows the real-data baseline every evaluation is measured against: the corpus by mode, collection and split."""
+"""Evaluate tab: run the shared evaluation suite (engines/evaluation/suite.py, report.py) on an engine or on
+held-out real segments, with progress and Stop; then the per-mode table, the requested-vs-heard confusion
+matrix, real-vs-generated histograms of each musical statistic, the Fréchet distance with its real baseline,
+the best and worst examples to hear, and the report as JSON and CSV. Below: the corpus the numbers are
+measured against, by mode, collection and split."""
 from __future__ import annotations
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from engines.api import MODE_COLORS, MODES, StudioEngine
+from studio.widgets import error_markdown, guarded, guarded_stream, progress_html
+
+MODE_COLUMNS = ["mode", "samples", "analyzer", "judge", "intra_class_variance", "mean_pairwise_distance"]
+EXAMPLE_SLOTS = 4  # best 2, worst 2
+
+
+def confusion_figure(confusion: list[list[int]]) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=confusion, x=list(MODES), y=list(MODES), colorscale="Blues",
+                                  text=confusion, texttemplate="%{text}", hovertemplate="asked %{y}, heard %{x}: %{z}"))
+    figure.update_layout(height=380, margin=dict(l=70, r=10, t=40, b=60), title="Asked (rows) vs heard by the analyzer",
+                         yaxis=dict(autorange="reversed"))
+    return figure
+
+
+def histogram_figure(statistics: dict, name: str) -> go.Figure:
+    figure = go.Figure()
+    values = (statistics or {}).get(name, {})
+    for label, color in (("real", "#7f7f7f"), ("generated", "#d62728")):
+        figure.add_trace(go.Histogram(x=values.get(label, []), name=label, opacity=0.6, histnorm="probability density",
+                                      marker_color=color))
+    figure.update_layout(barmode="overlay", height=300, margin=dict(l=40, r=10, t=40, b=30),
+                         title=f"{name.replace('_', ' ')}: real (test split) vs generated")
+    return figure
+
+
+def summary_markdown(report: dict) -> str:
+    suite = report["suite"]
+    f = suite["frechet"]
+    analyzer = suite["analyzer"]["consistency"]["overall"]
+    judge = suite["judge"].get("consistency", {}).get("overall") if "consistency" in suite["judge"] else None
+    copies = suite["diversity"]["copies"]
+    overall = suite["diversity"]["per_mode"]["overall"]
+    lines = [f"### {report['engine'].upper()}: {report['n']} segments",
+             f"- **Fréchet distance** {f['distance']:.3f} (95 % interval {f['interval'][0]:.3f}–{f['interval'][1]:.3f}); "
+             f"real-vs-real baseline {f['real_baseline']:.3f} · embedding: {f['embedding']}",
+             f"- **Mode consistency**: analyzer {analyzer:.0%}" + (f", learned judge {judge:.0%}" if judge is not None
+                                                                    else " (no judge checkpoint)"),
+             f"- **Diversity**: mean pairwise distance {overall['mean_pairwise_distance']} · near copies of training "
+             f"segments {copies['near_copy_rate']:.0%}, duplicates {copies['duplicate_rate']:.0%}",
+             "- **Musical statistics overlap with real**: " + ", ".join(
+                 f"{k.replace('_', ' ')} {v['overlap']:.2f}" for k, v in suite["music_stats"].items()
+                 if v["overlap"] is not None)]
+    return "\n".join(lines)
 
 
 def build_evaluate_tab(engine: StudioEngine) -> None:
     stats = engine.corpus_summary()
-    gr.Markdown(
-        "**Evaluations arrive with the engines.** This tab will run consistency, Fréchet distance, diversity "
-        "and musical statistics for each engine against held-out real segments, and host blinded A/B "
-        "listening sessions. Below is the real-data baseline those numbers are compared with.")
+    gr.Markdown("Measure an engine the way every engine is measured: samples per mode with the studio's "
+                "default settings against held-out real segments. **Real** runs held-out corpus segments "
+                "through the same suite: the numbers to compare with.")
+    with gr.Row():
+        which = gr.Dropdown(engine.engines_available() + ["real"], value=(engine.engines_available() or ["real"])[0],
+                            label="Engine", elem_id="evaluate-engine")
+        per_mode = gr.Slider(2, 32, 6, step=1, label="Samples per mode", elem_id="evaluate-n")
+        run = gr.Button("Run evaluation", variant="primary", elem_id="evaluate-run")
+        stop = gr.Button("Stop", elem_id="evaluate-stop")
+    status = gr.HTML(elem_id="evaluate-status")
+    summary = gr.Markdown(elem_id="evaluate-summary")
+    table = gr.Dataframe(headers=MODE_COLUMNS, interactive=False, label="Per mode", elem_id="evaluate-modes")
+    with gr.Row():
+        confusion = gr.Plot(label="Confusion", elem_id="evaluate-confusion")
+        with gr.Column():
+            statistic = gr.Dropdown(["pitch_class_entropy", "scale_consistency", "groove_consistency",
+                                     "empty_beat_rate", "polyphony", "pitch_range"], value="pitch_range",
+                                    label="Statistic", elem_id="evaluate-statistic")
+            histogram = gr.Plot(label="Real vs generated", elem_id="evaluate-histogram")
+    with gr.Row():
+        examples = [gr.Audio(label=f"example {i + 1}", type="filepath", interactive=False,
+                             elem_id=f"evaluate-example-{i}") for i in range(EXAMPLE_SLOTS)]
+    files = gr.File(label="Report (JSON, CSV)", file_count="multiple", interactive=False, elem_id="evaluate-files")
+    statistics_state = gr.State({})
+    outputs = [status, summary, table, confusion, histogram, statistics_state, files, *examples]
+
+    def _failed(message):
+        return [message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * EXAMPLE_SLOTS]
+
+    @guarded_stream(_failed)
+    def on_run(name, n, statistic_name, request: gr.Request):
+        run_id = f"evaluate-{request.session_hash}" if request is not None else None
+        for update in engine.evaluate_stream(name, int(n), run_id=run_id):
+            if update[0] == "progress":
+                _, done, total, mode = update
+                yield [progress_html(done, total, f"Sampling {mode} ({done + 1} of {total} modes)"), *[gr.skip()] * 6,
+                       *[gr.skip()] * EXAMPLE_SLOTS]
+                continue
+            report = update[1]
+            shown = report["examples"]["best"] + report["examples"]["worst"]
+            audio = [gr.update(value=x["wav"], label=x["title"]) for x in shown[:EXAMPLE_SLOTS]]
+            audio += [gr.update(value=None, label="—")] * (EXAMPLE_SLOTS - len(audio))
+            rows = [[r[c] for c in MODE_COLUMNS] for r in report["per_mode"]]
+            yield ["", summary_markdown(report), rows, confusion_figure(report["confusion"]),
+                   histogram_figure(report["statistics"], statistic_name), report["statistics"], report["files"],
+                   *audio]
+
+    def on_stop(request: gr.Request):
+        if request is None or not engine.request_stop(f"evaluate-{request.session_hash}"):
+            return error_markdown("No evaluation is running.")
+        return progress_html(1, 1, "Stopping after this mode…")
+
+    run.click(on_run, [which, per_mode, statistic], outputs, api_visibility="private")
+    stop.click(on_stop, None, status, queue=False, api_visibility="private")
+    statistic.change(guarded(lambda message: gr.skip())(histogram_figure), [statistics_state, statistic], histogram,
+                     api_visibility="private")
+    gr.Markdown("### The corpus")
     gr.Markdown(f"**{stats['segments']:,}** segments from **{stats['pieces']:,}** pieces · splits: " +
                 ", ".join(f"{k} {v:,}" for k, v in stats["splits"].items()), elem_id="corpus-summary")
     modes = go.Figure(go.Bar(x=list(MODES), y=[stats["modes"][m] for m in MODES],

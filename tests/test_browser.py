@@ -254,6 +254,23 @@ def test_evaluate_tab_shows_the_corpus_baseline(page):
     assert "pieces" in page.inner_text("#corpus-summary")
 
 
+def test_evaluate_tab_runs_the_suite_and_shows_its_report(page):
+    page.get_by_role("tab", name="Evaluate", exact=True).click()
+    page.locator("#evaluate-engine input").fill("real")
+    page.locator("#evaluate-engine input").press("Enter")
+    _set_slider(page, "evaluate-n", 2)
+    page.click("#evaluate-run")
+    page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('Fréchet distance')"
+                           " || document.querySelector('#evaluate-status .studio-error')", timeout=240_000)
+    assert not page.locator("#evaluate-status .studio-error").count(), page.inner_text("#evaluate-status")
+    summary = page.inner_text("#evaluate-summary")
+    assert "REAL: 16 segments" in summary and "real-vs-real baseline" in summary
+    page.wait_for_selector("#evaluate-confusion .js-plotly-plot")
+    page.wait_for_selector("#evaluate-histogram .js-plotly-plot")
+    assert "BLACK" in page.inner_text("#evaluate-modes")
+    page.wait_for_selector("#evaluate-files a", state="attached")
+
+
 def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page):
     import re
 

@@ -39,6 +39,15 @@ def test_vae_samples_through_the_suite():
     assert result["frechet"]["distance"] > 0
 
 
+def test_sampling_stops_when_the_callback_says_so():
+    from engines.evaluation.report import evaluation_report
+
+    seen = []
+    report = evaluation_report("vae", "assets/checkpoints/vae.pt", load_config(), n_per_mode=2,
+                               on_mode=lambda i, mode: seen.append(mode) or i == 3, bootstrap=10)
+    assert seen == ["BLACK", "RED", "ORANGE", "YELLOW"] and [r["mode"] for r in report["per_mode"]] == list(MODES[:3])
+
+
 def test_results_are_cached_by_what_was_measured(tmp_path):
     cfg = load_config(overrides=[f"data.cache_dir={tmp_path}"])
     calls = []
@@ -64,3 +73,30 @@ def test_evaluate_real_through_the_cli(tmp_path, capsys):
     assert {"frechet", "diversity", "judge", "analyzer", "music_stats"} <= set(result)
     assert main(["evaluate"]) == 2
     assert "or --real for the baseline" in capsys.readouterr().err
+
+
+def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_path):
+    from pathlib import Path
+
+    from engines.api import StudioEngine
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.errors import StudioError
+
+    cfg = load_config()
+    studio = StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=tmp_path)
+    updates = list(studio.evaluate_stream("vae", 2))
+    assert [u[1] for u in updates[:-1]] == list(range(8)) and updates[-1][0] == "done"
+    report = updates[-1][1]
+    assert report["n"] >= 8 and len(report["per_mode"]) == 8 and sum(map(sum, report["confusion"])) == report["n"]
+    assert set(report["statistics"]) >= {"pitch_range", "polyphony"}
+    best, worst = report["examples"]["best"], report["examples"]["worst"]
+    assert best[0]["score"] >= worst[0]["score"] and Path(best[0]["wav"]).is_file()
+    assert all(Path(f).is_file() for f in report["files"])
+    stopped = []
+    for update in studio.evaluate_stream("vae", 2, run_id="r1"):
+        stopped.append(update)
+        if update[0] == "progress" and update[1] == 1:
+            studio.request_stop("r1")
+    assert 2 <= len(stopped[-1][1]["per_mode"]) < 8   # it stops at the next mode after the request
+    with pytest.raises(StudioError, match="samples per mode must lie in 2..64"):
+        list(studio.evaluate_stream("vae", 1))

@@ -128,8 +128,10 @@ def _hits(requested: list[str], heard: list[str]) -> dict[str, list[bool]]:
     return hits
 
 
-def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, seed: int) -> dict[str, list[Segment]]:
-    """n_per_mode segments per mode from an engine with the configured sampling (what the studio gives first)."""
+def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, seed: int,
+                   on_mode=None) -> dict[str, list[Segment]]:
+    """n_per_mode segments per mode from an engine with the configured sampling (what the studio gives first).
+    `on_mode(i, mode)` is called before each mode is drawn; returning True stops (the modes so far are kept)."""
     s = cfg.generation.sampling
     out = {}
     if engine == "vae":
@@ -153,6 +155,8 @@ def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, s
     else:
         raise ValueError(f"no sampler for engine '{engine}'")
     for i, mode in enumerate(tqdm(MODES, desc=f"sampling {engine}", leave=False)):
+        if on_mode is not None and on_mode(i, mode):
+            break
         out[mode] = draw(mode, i)
     return out
 

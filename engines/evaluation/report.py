@@ -1,0 +1,59 @@
+"""What the Evaluate tab shows of one engine's evaluation: the suite's numbers plus what a person needs to
+see them: per-mode rows, the requested-vs-heard confusion matrix, real and generated values of each musical
+statistic (for histograms), and the best and worst examples by the analyzer's score for the requested mode.
+
+    report = evaluation_report("vae", checkpoint, cfg, n_per_mode=8, on_mode=...)  # a dict of plain data
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engines.config import Config
+from engines.evaluation.music_stats import segment_statistics
+from engines.evaluation.suite import IN_C, engine_samples, judge_or_none, real_sample, suite_metrics
+from engines.music.analyzer import MODES, ChromaticAnalyzer
+from engines.music.notes import Segment
+
+EXAMPLES = 2  # best and worst segments shown (each)
+
+
+def evaluation_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: int = 8, seed: int = 0,
+                      on_mode=None, bootstrap: int = 100) -> dict:
+    """{"engine", "n", "suite" (suite_metrics), "per_mode" rows, "confusion" (8 x 8: requested x heard),
+    "statistics" {name: {"real": [...], "generated": [...]}}, "examples" {"best"/"worst": [(Segment, info)]}};
+    `on_mode(i, mode)` -> True stops sampling early (the report covers the modes drawn)."""
+    if engine == "real":
+        pool = real_sample(cfg, "validation", 40 * n_per_mode, seed + 2, in_c=False)
+        samples = {m: [s for s in pool if s.meta["mode"] == m][:n_per_mode] for m in MODES}
+    else:
+        samples = engine_samples(engine, checkpoint, cfg, n_per_mode, seed, on_mode=on_mode)
+    if not samples:
+        raise ValueError("stopped before any mode was sampled")
+    judge = judge_or_none(cfg)
+    suite = suite_metrics(samples, cfg, judge, seed, in_c=IN_C[engine], bootstrap=bootstrap)
+    analyzer = ChromaticAnalyzer(cfg.analyzer)
+    confusion = np.zeros((len(MODES), len(MODES)), int)
+    scored: list[tuple[float, Segment, dict]] = []
+    for mode, segments in samples.items():
+        for segment in segments:
+            if not len(segment.notes):
+                continue
+            analysis = analyzer.analyze(segment)
+            confusion[MODES.index(mode), MODES.index(analysis.mode)] += 1
+            score = float(analysis.scores[mode])  # the analyzer's soft score for the mode asked for
+            scored.append((score, segment, {"requested": mode, "heard": analysis.mode, "score": round(score, 3)}))
+    scored.sort(key=lambda item: -item[0])
+    real = real_sample(cfg, "test", 400, seed, IN_C[engine])
+    real_stats, generated_stats = segment_statistics(real), segment_statistics([s for _, s, _ in scored])
+    consistency, judged = suite["analyzer"]["consistency"]["per_mode"], suite.get("judge", {}).get("consistency", {})
+    diversity = suite["diversity"]["per_mode"]
+    per_mode = [{"mode": m, "samples": len(samples.get(m, [])), "analyzer": consistency.get(m),
+                 "judge": (judged or {}).get("per_mode", {}).get(m),
+                 "intra_class_variance": diversity.get(m, {}).get("intra_class_variance"),
+                 "mean_pairwise_distance": diversity.get(m, {}).get("mean_pairwise_distance")}
+                for m in MODES if m in samples]
+    return {"engine": engine, "n": len(scored), "suite": suite, "per_mode": per_mode, "confusion": confusion.tolist(),
+            "statistics": {k: {"real": real_stats[k].round(4).tolist(), "generated": generated_stats[k].round(4).tolist()}
+                           for k in real_stats},
+            "examples": {"best": [(s, i) for _, s, i in scored[:EXAMPLES]],
+                         "worst": [(s, i) for _, s, i in scored[::-1][:EXAMPLES]]}}
