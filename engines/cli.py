@@ -161,10 +161,10 @@ def cmd_evaluate(args) -> None:
         _emit(evaluate_real(cfg, n_per_mode=args.n, seed=args.seed, use_cache=not args.no_cache), args.json)
         return
     if not args.engine:
-        raise StudioError("evaluate needs --engine vae|diffusion|autoregressive|codec, or --real for the baseline")
+        raise StudioError("evaluate needs --engine vae|diffusion|autoregressive|codec|judge, or --real for the baseline")
     checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
     result = _engine_evaluation(args, cfg, checkpoint)
-    if args.engine != "codec" and not args.no_suite:
+    if args.engine not in ("codec", "judge") and not args.no_suite:
         from engines.evaluation.suite import evaluate_suite
 
         suite = evaluate_suite(args.engine, checkpoint, cfg, n_per_mode=args.n, seed=args.seed,
@@ -183,6 +183,10 @@ def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
         from engines.evaluation.codec_eval import evaluate_codec
 
         return evaluate_codec(checkpoint, cfg, n=args.n)
+    if args.engine == "judge":
+        from engines.evaluation.judge_eval import evaluate_judge
+
+        return evaluate_judge(checkpoint, cfg, test_limit=args.test_limit)
     if args.engine == "autoregressive":
         from engines.evaluation.autoregressive_eval import evaluate_autoregressive
 
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", choices=["vae", "diffusion", "autoregressive", "codec"])
+    p.add_argument("--engine", choices=["vae", "diffusion", "autoregressive", "codec", "judge"])
     p.add_argument("--real", action="store_true", help="the baseline: held-out real segments through the suite")
     p.add_argument("--no-suite", action="store_true", help="only the engine's own bars (no Fréchet, diversity, "
                                                            "judge, musical statistics)")

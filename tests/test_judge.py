@@ -54,6 +54,17 @@ def test_a_tiny_judge_trains_and_reads_segments(tmp_path):
     assert set(reading["attributes"]) == set(JUDGE_ATTRIBUTES)
     assert judge.embed([melody, melody]).shape == (2, 16)
     assert judge.embed([]).shape == (0, 16)
+    from engines.evaluation.judge_eval import evaluate_judge
+    from engines.training.model_card import ship
+
+    report = evaluate_judge(str(tmp_path / "run" / "best.pt"), load_config(), test_limit=40)
+    assert report["n"] == 40 and np.array(report["confusion"]).sum() == 40
+    assert report["accuracy"] == pytest.approx(np.trace(np.array(report["confusion"])) / 40, abs=1e-4)
+    assert set(report["attribute_mae"]) == set(JUDGE_ATTRIBUTES)
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    ship("judge", tmp_path / "run", tmp_path / "out", str(tmp_path / "eval.json"))
+    card = (tmp_path / "out" / "judge.md").read_text()
+    assert "| mode accuracy, 40 test segments | >= 90 % |" in card and "| BLACK | " in card
     with pytest.raises(StudioError, match="4 bars"):
         judge.judge([segment(scale_melody(2), bars=2)])
     with pytest.raises(StudioError, match="not a chromatic judge"):

@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from engines.errors import StudioError
+from engines.music.analyzer import MODES
 from engines.training.common import MetricsLog, load_checkpoint
 
-SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15, "autoregressive": 40, "codec": 15}
+SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15, "autoregressive": 40, "codec": 15,
+                  "judge": 15}
 CARD_NOTES = {
     "diffusion": "A 1-D U-Net denoiser over the 4-bar piano roll (onset and sustain channels, 64 steps x 88 "
                  "pitches, in C), predicting x0, conditioned on step, mode (WHITE = the classifier-free null), "
@@ -38,6 +40,11 @@ CARD_NOTES = {
                       "Segments keep their own key (captions name it). Sampling: temperature, top-k, top-p or "
                       "beam search under the REMI grammar mask, so every MIDI span decodes, with classifier-free "
                       "guidance toward the prompt (against the same MIDI with no text).",
+    "judge": "The evaluation suite's learned chromatic judge: a 1-D convolutional network over the clean 4-bar roll "
+             "in its own key (sustain as 0/1), the metre's bar and beat grid beside it and the tempo as a FiLM "
+             "condition, with a mode head and seven attribute heads (rebracketing, temporal complexity, the five "
+             "axes). Its penultimate layer is the embedding of the suite's Fréchet distance. Trained on clean "
+             "corpus segments only; not the diffusion engine's guidance classifier.",
     "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
              "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
              "of training segments (16 kHz mono) with multi-scale log-mel L1, waveform L1, minus SI-SNR and the "
@@ -49,6 +56,8 @@ CURVE_COLUMNS = {
     "vae": [("val_f1", "val note F1", ".3f"), ("val_kl", "val KL", ".1f")],
     "codec": [("val_si_snr", "val SI-SNR dB", ".2f"), ("val_mel_l1", "val log-mel L1", ".3f")],
     "autoregressive": [("val_perplexity", "val perplexity per MIDI token", ".3f")],
+    "judge": [("val_mode_acc", "val mode acc.", ".3f"), ("val_mae_rebracketing", "val MAE rebracketing", ".3f"),
+              ("val_mae_energy", "val MAE energy", ".3f")],
     "guidance-classifier": [("val_mode_acc", "mode acc.", ".3f"), ("val_high_acc", "high-reb. acc.", ".3f"),
                             ("val_high_recall", "high-reb. recall", ".3f"),
                             ("val_mode_acc_low_noise", "mode acc. t < T/10", ".3f"),
@@ -119,12 +128,16 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} |"
                      + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
     bars = {"vae": vae_bars, "diffusion": diffusion_bars, "autoregressive": autoregressive_bars,
-            "codec": codec_bars}
+            "codec": codec_bars, "judge": judge_bars}
     if report and engine in bars:
         lines += ["", "## Quality bars (held-out test split)", "", "| bar | target | measured | met |",
                   "|---|---|---|---|"]
         for name, target, value, met in bars[engine](report):
             lines.append(f"| {name} | {target} | {value} | {'yes' if met else 'no'} |")
+    if report and "confusion" in report and engine == "judge":
+        lines += ["", "## Confusion on the test split (rows: label, columns: the judge)", "",
+                  "| | " + " | ".join(MODES) + " |", "|---|" + "---:|" * len(MODES)]
+        lines += [f"| {m} | " + " | ".join(str(c) for c in row) + " |" for m, row in zip(MODES, report["confusion"])]
     if report:
         lines += ["", "## Evaluation (`python -m engines evaluate`)", "", "```json",
                   json.dumps(report, indent=1), "```"]
@@ -195,6 +208,14 @@ def autoregressive_bars(report: dict) -> list[tuple[str, str, str, bool]]:
         ("latency, one 4-bar segment from a prompt", "<= 1.5 s", f"{report['latency_ms'] / 1000:.2f} s",
          report["latency_ms"] <= 1500),
     ]
+
+
+def judge_bars(report: dict) -> list[tuple[str, str, str, bool]]:
+    """The evaluation issue's bar for the judge: accuracy on the held-out split."""
+    worst = min(report["per_mode"], key=report["per_mode"].get)
+    return [(f"mode accuracy, {report['n']} test segments", ">= 90 %", f"{report['accuracy']:.1%}",
+             report["accuracy"] >= 0.9),
+            ("worst mode (recall)", "reported", f"{worst} {report['per_mode'][worst]:.0%}", True)]
 
 
 def codec_bars(report: dict) -> list[tuple[str, str, str, bool]]:
