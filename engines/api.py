@@ -479,16 +479,28 @@ class StudioEngine:
         return str(path), tokens["n"]
 
     # ---- evaluation ---------------------------------------------------------------------------------
-    def evaluate_stream(self, engine: str, n_per_mode: int = 8, seed: int = 0, run_id: str | None = None):
+    def evaluate_stream(self, engine: str, n_per_mode: int = 8, seed: int = 0, run_id: str | None = None,
+                        settings: dict | None = None):
         """Evaluate an engine (or "real") with the shared suite: yields ("progress", done, total, what) while it
         samples, then ("done", report) with the examples rendered ({title, wav, midi, info}) and the report
-        written as JSON and CSV. request_stop(run_id) ends sampling after the current mode."""
+        written as JSON and CSV. `settings` override generation.sampling keys (temperature, top_p,
+        prompt_guidance, num_steps, guidance_scale, ...). request_stop(run_id) ends sampling after the
+        current mode."""
+        from dataclasses import fields
+
+        from engines.config import with_overrides
         from engines.evaluation.report import evaluation_report
 
         if engine != "real" and engine not in self.engines_available():
             raise StudioError(f"the {engine} engine has no checkpoint installed")
         if not 2 <= n_per_mode <= 64:
             raise StudioError(f"samples per mode must lie in 2..64, got {n_per_mode}")
+        sampling = self.cfg.generation.sampling
+        known = {f.name for f in fields(sampling)}
+        unknown = set(settings or {}) - known
+        if unknown:
+            raise StudioError(f"unknown setting '{sorted(unknown)[0]}'; choose from {', '.join(sorted(known))}")
+        cfg = with_overrides(self.cfg, [f"generation.sampling.{k}={v}" for k, v in (settings or {}).items()])
         stop = threading.Event()
         if run_id:
             self._stops[run_id] = stop
@@ -499,7 +511,7 @@ class StudioEngine:
             try:
                 checkpoint = "" if engine == "real" else str(self.models.checkpoint_path(engine))
                 result["report"] = evaluation_report(
-                    engine, checkpoint, self.cfg, n_per_mode, seed,
+                    engine, checkpoint, cfg, n_per_mode, seed,
                     on_mode=lambda i, mode: stop.is_set() or updates.put(("progress", i, len(MODES), mode)))
             except Exception as exc:  # noqa: BLE001  (raised in the caller's thread below)
                 result["error"] = exc

@@ -167,6 +167,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise StudioError(f"config file '{path}' is not valid YAML: {exc}") from None
         if not isinstance(values, dict):
             raise StudioError(f"config file '{path}' must hold a mapping of keys, not {type(values).__name__}")
+    _apply_overrides(values, overrides)
+    return _build(Config, values, "")
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new Config: `cfg` with `key.path=value` overrides, checked as load_config checks them."""
+    values = cfg.to_dict()
+    _apply_overrides(values, overrides)
+    return _build(Config, values, "")
+
+
+def _apply_overrides(values: dict, overrides) -> None:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -178,7 +190,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(node, dict):
                 raise StudioError(f"override '{item}': '{part}' is a value, not a section")
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-    return _build(Config, values, "")
 
 
 def _build(cls, values: Any, prefix: str):

@@ -5,10 +5,13 @@ the best and worst examples to hear, and the report as JSON and CSV. Below: the 
 measured against, by mode, collection and split."""
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import plotly.graph_objects as go
 
 from engines.api import MODE_COLORS, MODES, StudioEngine
+from engines.errors import StudioError
 from studio.widgets import error_markdown, guarded, guarded_stream, progress_html
 
 MODE_COLUMNS = ["mode", "samples", "analyzer", "judge", "intra_class_variance", "mean_pairwise_distance"]
@@ -63,6 +66,8 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
         which = gr.Dropdown(engine.engines_available() + ["real"], value=(engine.engines_available() or ["real"])[0],
                             label="Engine", elem_id="evaluate-engine")
         per_mode = gr.Slider(2, 32, 6, step=1, label="Samples per mode", elem_id="evaluate-n")
+        settings = gr.Textbox(value="{}", label="Settings (JSON of generation.sampling keys)",
+                              placeholder='{"temperature": 0.9, "prompt_guidance": 2}', elem_id="evaluate-settings")
         run = gr.Button("Run evaluation", variant="primary", elem_id="evaluate-run")
         stop = gr.Button("Stop", elem_id="evaluate-stop")
     status = gr.HTML(elem_id="evaluate-status")
@@ -86,9 +91,15 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
         return [message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * EXAMPLE_SLOTS]
 
     @guarded_stream(_failed)
-    def on_run(name, n, statistic_name, request: gr.Request):
+    def on_run(name, n, settings_text, statistic_name, request: gr.Request):
         run_id = f"evaluate-{request.session_hash}" if request is not None else None
-        for update in engine.evaluate_stream(name, int(n), run_id=run_id):
+        try:
+            overrides = json.loads((settings_text or "").strip() or "{}")
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"settings must be JSON, e.g. {{\"temperature\": 0.9}} ({exc.msg})") from None
+        if not isinstance(overrides, dict):
+            raise StudioError("settings must be a JSON object of generation.sampling keys")
+        for update in engine.evaluate_stream(name, int(n), run_id=run_id, settings=overrides):
             if update[0] == "progress":
                 _, done, total, mode = update
                 yield [progress_html(done, total, f"Sampling {mode} ({done + 1} of {total} modes)"), *[gr.skip()] * 6,
@@ -108,7 +119,7 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
             return error_markdown("No evaluation is running.")
         return progress_html(1, 1, "Stopping after this mode…")
 
-    run.click(on_run, [which, per_mode, statistic], outputs, api_visibility="private")
+    run.click(on_run, [which, per_mode, settings, statistic], outputs, api_visibility="private")
     stop.click(on_stop, None, status, queue=False, api_visibility="private")
     statistic.change(guarded(lambda message: gr.skip())(histogram_figure), [statistics_state, statistic], histogram,
                      api_visibility="private")

@@ -100,3 +100,7 @@ def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_p
     assert 2 <= len(stopped[-1][1]["per_mode"]) < 8   # it stops at the next mode after the request
     with pytest.raises(StudioError, match="samples per mode must lie in 2..64"):
         list(studio.evaluate_stream("vae", 1))
+    with pytest.raises(StudioError, match="unknown setting 'temprature'"):
+        list(studio.evaluate_stream("vae", 2, settings={"temprature": 1}))
+    with pytest.raises(StudioError, match="expected a number in"):
+        list(studio.evaluate_stream("autoregressive", 2, settings={"temperature": 9}))
