@@ -2,8 +2,10 @@
 as a network hears them; its penultimate layer is the fixed embedding of the Fréchet distance.
 
     roll      (B, 2, T, P) a clean roll in its own key (absolute pitch: register is part of the modes)
-              -> (B, 2P, T) channels, with the metre's grid (B, 4, T) of bar lines, beats, half beats and
-              the steps inside the segment (engines/models/guidance_classifier.metric_grids)
+              -> (B, 2P, T) channels, its chroma (B, 24, T: onsets and sustain folded to pitch classes, which
+              is what key, major/minor leaning and chromaticism are read from), and the metre's grid
+              (B, 4, T) of bar lines, beats, half beats and the steps inside the segment
+              (engines/models/guidance_classifier.metric_grids)
     condition the metre's embedding + an MLP of log tempo (energy and motion are per second)
     levels    FiLM residual blocks (the denoiser's) at T, T/2, T/4, T/8
     pool      mean and max over the steps inside the segment
@@ -34,15 +36,18 @@ JUDGE_ATTRIBUTES = ("rebracketing", "temporal_complexity") + AXES
 
 
 class ChromaticJudge(nn.Module):
-    def __init__(self, config: JudgeConfig, steps: int = 64, pitches: int = 88):
+    def __init__(self, config: JudgeConfig, steps: int = 64, pitches: int = 88, pitch_low: int = 21):
         super().__init__()
-        self.config, self.steps, self.pitches = config, steps, pitches
+        self.config, self.steps, self.pitches, self.pitch_low = config, steps, pitches, pitch_low
         c = config.condition_dim
         self.metre_embedding = nn.Embedding(len(METRES), c)
         self.tempo_mlp = nn.Sequential(nn.Linear(1, c), nn.SiLU(), nn.Linear(c, c))
         channels = [config.base_channels * m for m in config.channel_mults]
         self.register_buffer("grids", metric_grids(steps), persistent=False)   # (M, 4, T)
-        self.stem = nn.Conv1d(2 * pitches + self.grids.shape[1], channels[0], 3, padding=1)
+        fold = torch.zeros(pitches, 12)
+        fold[torch.arange(pitches), (torch.arange(pitches) + pitch_low) % 12] = 1
+        self.register_buffer("fold", fold, persistent=False)                  # (P, 12) pitch -> pitch class
+        self.stem = nn.Conv1d(2 * pitches + 24 + self.grids.shape[1], channels[0], 3, padding=1)
         self.blocks, self.downsample = nn.ModuleList(), nn.ModuleList()
         c_prev = channels[0]
         for i, ch in enumerate(channels):
@@ -63,7 +68,8 @@ class ChromaticJudge(nn.Module):
         grid = self.grids[metre]                                                     # (B, 4, T)
         inside = grid[:, 3:4]                                                        # (B, 1, T) steps in the segment
         flat = roll.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps) * inside  # nothing past the end
-        h = self.stem(torch.cat([flat, grid], 1))
+        chroma = (roll @ self.fold).clamp(max=1).permute(0, 1, 3, 2).reshape(b, 24, self.steps) * inside
+        h = self.stem(torch.cat([flat, chroma, grid], 1))
         for block, downsample in zip(self.blocks, self.downsample):
             h = downsample(block(h, cond))
         h = F.silu(self.norm(h))                                                     # (B, C, T / 8)
@@ -86,6 +92,7 @@ def judge_loss(model: ChromaticJudge, batch: dict, attribute_weight: float) -> t
 
 def judge_payload(model: ChromaticJudge, metrics: dict, extra: dict | None = None) -> dict:
     return {"engine": "judge", "config": asdict(model.config), "steps": model.steps, "pitches": model.pitches,
+            "pitch_low": model.pitch_low,
             "modes": list(MODES), "attributes": list(JUDGE_ATTRIBUTES), "state_dict": model.state_dict(),
             "metrics": metrics, **(extra or {})}
 
@@ -95,7 +102,8 @@ class TrainedJudge:
 
     def __init__(self, payload: dict, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model = ChromaticJudge(JudgeConfig(**payload["config"]), payload["steps"], payload["pitches"])
+        self.model = ChromaticJudge(JudgeConfig(**payload["config"]), payload["steps"], payload["pitches"],
+                                    payload.get("pitch_low", 21))
         self.model.load_state_dict(payload["state_dict"])
         self.model.to(self.device).eval().requires_grad_(False)
         self.data = payload.get("data", {})
@@ -109,7 +117,7 @@ class TrainedJudge:
 
     def _inputs(self, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps_per_beat = self.model.steps // 16
-        low = self.data.get("pitch_low", 21)
+        low = self.model.pitch_low
         rolls = [notes_to_roll(s.notes, s.bar_length, s.num_bars, steps_per_beat, low, low + self.model.pitches - 1)
                  for s in segments]
         if any(r.shape[1:] != (self.model.steps, self.model.pitches) for r in rolls):

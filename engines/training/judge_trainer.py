@@ -77,7 +77,8 @@ def train_judge(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume
     data = {**_data_meta(cfg), "segments": int(len(train))}
 
     return train_with_ema(
-        lambda: ChromaticJudge(jc, cfg.data.roll_steps, cfg.data.num_pitches), train_set, val_set, settings,
+        lambda: ChromaticJudge(jc, cfg.data.roll_steps, cfg.data.num_pitches, cfg.data.pitch_low), train_set, val_set,
+        settings,
         loss_fn=lambda model, batch: judge_loss(model, batch, jc.attribute_weight)[0],
         validate_fn=lambda ema, loader, device: validate(ema, loader, device, jc.attribute_weight),
         payload_fn=lambda ema, row: judge_payload(ema, row, {"data": data}), out_dir=out_dir,

@@ -101,7 +101,9 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         f"- **Reproduce:** `{cmd}`, then `python -m engines ship --engine {engine} --run <out>`",
         "- **Data:** the segment cache of the default music21 corpus (training split; validation each epoch)",
         f"- **Size:** {size_mb:.1f} MB, {params / 1e6:.2f} M parameters; loads with `torch.load(weights_only=True)`",
-        f"- **Trained:** {last.get('epoch', '?')} epochs, {last.get('minutes', '?')} min on "
+        f"- **Trained:** {last.get('epoch', '?')} epochs" + (f" ({last['step']:,} steps; the last epoch may stop at "
+                                                           f"the time budget)" if "step" in last else "") +
+        f", {last.get('minutes', '?')} min on "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})",
         f"- **Config:** `{json.dumps(payload.get('config', {}))}`",
         *([f"- **Latent map:** UMAP ({json.dumps(payload['latent_map']['params'])}, random_state "
