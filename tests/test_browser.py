@@ -112,6 +112,24 @@ def page(browser, studio_url):
     context.close()
 
 
+def _play_and_hear(page, player: str, tries: int = 3) -> None:
+    """Press Play on an audio player until it flips to Pause (a click that lands while the file is still
+    loading is lost on a busy machine), then wait for its clock to move past 0:00."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        play = page.locator(player).get_by_role("button", name="Play", exact=True)
+        play.wait_for()
+        play.click()
+        try:
+            page.locator(player).get_by_role("button", name="Pause", exact=True).wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+    page.wait_for_function(f"() => /0:0[1-9]/.test(document.querySelector('{player}').innerText)", timeout=15_000)
+
+
 def _visible_text(page, container: str, text: str):
     return page.locator(container).get_by_text(text, exact=True).locator("visible=true").first
 
@@ -192,12 +210,7 @@ def test_type_a_prompt_generate_with_the_gpt_and_hear_it(page):
     assert "AUTOREGRESSIVE · YELLOW · seed 0 · #1" in page.inner_text("#generated-readout-0")
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
     assert page.locator("#generated-readout-2").is_hidden()
-    play = page.locator("#generated-audio-0").get_by_role("button", name="Play", exact=True)
-    play.wait_for()
-    play.click()  # the FluidSynth render plays: the player flips to Pause and its clock moves
-    page.locator("#generated-audio-0").get_by_role("button", name="Pause", exact=True).wait_for(timeout=15_000)
-    page.wait_for_function("() => /0:0[1-9]/.test(document.querySelector('#generated-audio-0').innerText)",
-                           timeout=15_000)
+    _play_and_hear(page, "#generated-audio-0")  # the FluidSynth render plays
 
 
 def test_browse_to_a_segment_and_play_it(page):
@@ -213,13 +226,7 @@ def test_browse_to_a_segment_and_play_it(page):
     readout = page.inner_text("#segment-readout")
     assert "Rebracketing" in readout and "Temporal complexity" in readout
     page.wait_for_selector("#segment-roll .js-plotly-plot .main-svg")  # plotly draws after the data arrives
-    play = page.locator("#segment-audio").get_by_role("button", name="Play", exact=True)
-    play.wait_for()
-    play.click()
-    # The player flips to a Pause button and its clock moves past 0:00 while the render plays.
-    page.locator("#segment-audio").get_by_role("button", name="Pause", exact=True).wait_for(timeout=15_000)
-    page.wait_for_function("() => /0:0[1-9]/.test(document.querySelector('#segment-audio').innerText)",
-                           timeout=15_000)
+    _play_and_hear(page, "#segment-audio")
 
 
 def test_upload_midi_shows_its_analysis(page, tmp_path):

@@ -65,8 +65,9 @@ def test_a_tiny_judge_trains_and_reads_segments(tmp_path):
     ship("judge", tmp_path / "run", tmp_path / "out", str(tmp_path / "eval.json"))
     card = (tmp_path / "out" / "judge.md").read_text()
     assert "| mode accuracy, 40 test segments | >= 90 % |" in card and "| BLACK | " in card
-    with pytest.raises(StudioError, match="4 bars"):
-        judge.judge([segment(scale_melody(2), bars=2)])
+    assert judge.embed([segment(scale_melody(2), bars=2)]).shape == (1, 16)  # read with silence after bar 2
+    with pytest.raises(StudioError, match="up to 4 bars"):
+        judge.judge([segment(scale_melody(6), bars=6)])
     with pytest.raises(StudioError, match="not a chromatic judge"):
         torch.save({"engine": "vae"}, tmp_path / "vae.pt")
         TrainedJudge.load(tmp_path / "vae.pt")

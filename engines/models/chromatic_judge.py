@@ -118,10 +118,12 @@ class TrainedJudge:
     def _inputs(self, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps_per_beat = self.model.steps // 16
         low = self.model.pitch_low
-        rolls = [notes_to_roll(s.notes, s.bar_length, s.num_bars, steps_per_beat, low, low + self.model.pitches - 1)
+        bars = self.data.get("segment_bars", 4)
+        if any(s.num_bars > bars for s in segments):
+            raise StudioError(f"the judge reads segments of up to {bars} bars")
+        # a shorter segment (a GPT output that ended early) is read with silence after its end
+        rolls = [notes_to_roll(s.notes, s.bar_length, bars, steps_per_beat, low, low + self.model.pitches - 1)
                  for s in segments]
-        if any(r.shape[1:] != (self.model.steps, self.model.pitches) for r in rolls):
-            raise StudioError(f"the judge reads {self.model.steps}-step segments of 4 bars")
         for r in rolls:
             r[1] = r[1] > 0  # sustain as 0/1, as it was trained (velocity would only tell corpus from engine)
         metres = torch.tensor([metre_index(s.ts_num, s.ts_den) for s in segments])

@@ -4,11 +4,11 @@
                        -> codes [n_q, B, frames] -> decode: sum of codewords -> SEANetDecoder -> (B, 1, T)
 
 `encode(waveform) -> codes [n_q, frames]` and `decode(codes) -> waveform` work on one mono clip at
-`sample_rate`; encode first scales the clip to `input_rms` (as training saw it), decode returns that level,
-and `round_trip` gives the clip back at its own loudness. The project's codec (CodecConfig defaults) hops 320 samples at 16 kHz: 50 frames and
-4 x 50 = 200 tokens per second, 2 kbps. When `pretrained_path` names the official 24 kHz EnCodec weights
-on disk, that model is built instead (causal SEANet, 32 codebooks, used at `pretrained_bandwidth`); nothing is
-downloaded.
+`sample_rate`; encode first scales the clip to `input_rms` (as training saw it), decode returns that
+level, and `round_trip` gives the clip back at its own loudness. The project's codec (CodecConfig defaults)
+hops 320 samples at 16 kHz: 50 frames and 4 x 50 = 200 tokens per second, 2 kbps. When `pretrained_path`
+names the official 24 kHz EnCodec weights on disk, that model is built instead (causal SEANet, 32 codebooks,
+used at `pretrained_bandwidth`); nothing is downloaded.
 
 The `encodec` package's own __init__ imports torchaudio (whose CUDA-only wheel cannot load here) for file
 I/O we do not use, so its modules are imported without running that __init__ (`encodec_modules`).

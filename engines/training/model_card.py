@@ -41,13 +41,14 @@ CARD_NOTES = {
                       "beam search under the REMI grammar mask, so every MIDI span decodes, with classifier-free "
                       "guidance toward the prompt (against the same MIDI with no text).",
     "judge": "The evaluation suite's learned chromatic judge: a 1-D convolutional network over the clean 4-bar roll "
-             "in its own key (sustain as 0/1), the metre's bar and beat grid beside it and the tempo as a FiLM "
-             "condition, with a mode head and seven attribute heads (rebracketing, temporal complexity, the five "
-             "axes). Its penultimate layer is the embedding of the suite's Fréchet distance. Trained on clean "
+             "in its own key (sustain as 0/1) and its chroma, the metre's bar and beat grid beside them and the "
+             "tempo as a FiLM condition, with a mode head and seven attribute heads (rebracketing, temporal "
+             "complexity, the five axes). Its penultimate layer is the embedding of the suite's Fréchet distance. Trained on clean "
              "corpus segments only; not the diffusion engine's guidance classifier.",
     "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
              "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
-             "of training segments (16 kHz mono) with multi-scale log-mel L1, waveform L1, minus SI-SNR and the "
+             "of training segments (16 kHz mono, each scaled to RMS 0.1 as encode scales a clip) with waveform L1, "
+             "multi-scale log-mel L1, minus SI-SNR and the "
              "commitment loss; no adversarial term. Official EnCodec weights, when on disk, replace it "
              "(model.codec.pretrained_path).",
 }
