@@ -11,7 +11,8 @@ the model writes the MIDI span under engines/sampling/autoregressive.py's REMI g
 On CPU the transformer blocks' linear layers run with int8 weights (PyTorch's dynamic quantization: weights
 quantized once, activations per call): decoding one token at a time is bound by reading the weights, and
 int8 reads a quarter as much. The embedding and the output layer stay float32. On the shipped checkpoint
-this moves the loss by 0.1 % and no argmax (README, bench); `precision="float32"` turns it off.
+the perplexity of 300 test segments is the same to three decimals (1.665) and no argmax along a generated
+sequence changes (README, bench); `precision="float32"` turns it off.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The training loop the diffusion engine's two networks share (the denoiser and the guidance classifier).
+"""The training loop of every engine but the VAE: the denoiser, the guidance classifier, the GPT, the codec and
+the judge.
 
 Each epoch: a pass over the training split with AdamW, a linear warm-up then a cosine decay of the learning
 rate over all epochs (or over `max_minutes`, when that ends the run first, so that a time-boxed run still
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
