@@ -39,3 +39,50 @@ def write_test_midi(path: Path, bars: int = 8, tempo: float = 110.0) -> Path:
     score.tracks.extend([melody, bass])
     score.dump_midi(str(path))
     return Path(path)
+
+
+def start_studio(settings: list[str], log_path) -> tuple:
+    """`python app.py --set ...` on a free port of 127.0.0.1, waited for until it serves: (process, url).
+    Fails the test when it exits first or does not answer within 240 s."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import pytest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    args = [a for setting in settings for a in ("--set", setting)]
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the studio exited with status {proc.returncode} before serving (log: {log_path})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    pytest.fail("the studio did not answer within 240 s")
+
+
+def stop_studio(proc) -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_test_midi
+from tests.helpers import start_studio, stop_studio, write_test_midi
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +15,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update",
                  "--autoplay-policy=no-user-gesture-required"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,34 +50,12 @@ def studio_url(checkpoints):
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: `make test` installs it (apt package chromium)")
         pytest.skip("chromium is not installed (make test installs it)")
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    log = open(ROOT / "data" / f"studio-test-{port}.log", "w") if (ROOT / "data").is_dir() else subprocess.DEVNULL
+    log = ROOT / "data" / "studio-test.log" if (ROOT / "data").is_dir() else None
     sessions = checkpoints / "listening"  # the studio's listening database and stimuli, away from data/
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set",
-                             f"model.checkpoints_dir={checkpoints}", "--set", f"sessions.database={sessions}/db.sqlite",
-                             "--set", f"sessions.stimuli_dir={sessions}"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the studio exited with status {proc.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("the studio did not answer within 240 s")
+    proc, url = start_studio([f"model.checkpoints_dir={checkpoints}", f"sessions.database={sessions}/db.sqlite",
+                              f"sessions.stimuli_dir={sessions}"], log)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_studio(proc)
 
 
 @pytest.fixture(scope="module")

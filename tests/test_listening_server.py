@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
 
 from engines.sessions.store import SessionStore
+from tests.helpers import start_studio, stop_studio
 
 ROOT = Path(__file__).resolve().parents[1]
 RATERS = 20
 PAIRS_PER_RATER = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_session(folder: Path) -> tuple[Path, str]:
@@ -47,42 +37,15 @@ def make_session(folder: Path) -> tuple[Path, str]:
     return database, code
 
 
-def start_studio(folder: Path, database: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    log = open(folder / f"studio-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set", f"sessions.database={database}",
-                             "--set", f"sessions.stimuli_dir={folder}"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the studio exited with status {proc.returncode}: {(folder / f'studio-{port}.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(1)
-    proc.kill()
-    pytest.fail("the studio did not answer within 240 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def serve(folder: Path, database: Path) -> tuple[subprocess.Popen, str]:
+    return start_studio([f"sessions.database={database}", f"sessions.stimuli_dir={folder}"], folder / "studio.log")
 
 
 def test_twenty_raters_at_once_through_the_gradio_api(tmp_path):
     from gradio_client import Client
 
     database, code = make_session(tmp_path)
-    proc, url = start_studio(tmp_path, database)
+    proc, url = serve(tmp_path, database)
     acknowledged, errors = [], []
     lock = threading.Lock()
 
@@ -105,7 +68,7 @@ def test_twenty_raters_at_once_through_the_gradio_api(tmp_path):
         [t.start() for t in threads]
         [t.join(timeout=300) for t in threads]
     finally:
-        stop(proc)
+        stop_studio(proc)
     assert not errors, errors[:3]
     store = SessionStore(database)
     votes = store.votes(code)
@@ -120,7 +83,7 @@ def test_votes_survive_a_kill_9_of_the_server_and_the_rater_resumes(tmp_path):
     from gradio_client import Client
 
     database, code = make_session(tmp_path)
-    proc, url = start_studio(tmp_path, database)
+    proc, url = serve(tmp_path, database)
     client = Client(url, verbose=False)
     view = client.predict(code, "Ada", api_name="/listen_join")
     token, answered = view["token"], []
@@ -132,9 +95,9 @@ def test_votes_survive_a_kill_9_of_the_server_and_the_rater_resumes(tmp_path):
     store = SessionStore(database)
     assert [v["pair"] for v in store.votes(code)] == answered                 # every acknowledged vote is there
     store.close()
-    proc, url = start_studio(tmp_path, database)
+    proc, url = serve(tmp_path, database)
     try:
         resumed = Client(url, verbose=False).predict(token, api_name="/listen_resume")
     finally:
-        stop(proc)
+        stop_studio(proc)
     assert resumed["answered"] == 3 and resumed["pair"] == view["pair"]      # back where the rater was

@@ -24,30 +24,15 @@ import numpy as np
 import torch
 
 from engines.config import Config
-from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.evaluation.frechet import feature_embedding, frechet_distance, standardise
+from engines.evaluation.suite import real_sample
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES, ChromaticAnalyzer
-from engines.music.notes import Segment, shift_to_c, transpose_notes
 
 TABLE = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("ddim", 1000), ("ddpm", 1000),
          ("dpmsolver++", 10), ("dpmsolver++", 20))
-
-
-def real_segments(cfg: Config, split: str, n: int, seed: int) -> list[Segment]:
-    """n segments of a split, moved to the tonic C as the engines' training data is."""
-    cache = ensure_corpus_cache(cfg)
-    indices = cache.split_indices(split)
-    chosen = np.sort(np.random.default_rng(seed).choice(indices, min(n, len(indices)), replace=False))
-    out = []
-    for row in chosen:
-        segment = cache.segment(int(row))
-        semitones = shift_to_c(int(cache.segments["key"][row]) % 12)
-        segment.notes = transpose_notes(segment.notes, semitones, cfg.data.pitch_low, cfg.data.pitch_high)
-        out.append(segment)
-    return out
 
 
 def _analyses(segments_by_mode: dict, analyzer: ChromaticAnalyzer) -> dict:
@@ -121,10 +106,10 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     sampling = cfg.generation.sampling
     steps, guidance = min(sampling.num_steps, engine.num_steps), sampling.guidance_scale
-    real = feature_embedding(real_segments(cfg, "test", real_count, seed))
+    real = feature_embedding(real_sample(cfg, "test", real_count, seed, in_c=True))
     samples, _ = _generate(engine, n_per_mode, "ddim", steps, guidance, seed)
     sample_analyses = _analyses(samples, analyzer)
-    baseline_set = feature_embedding(real_segments(cfg, "validation", n_per_mode * len(MODES), seed))
+    baseline_set = feature_embedding(real_sample(cfg, "validation", n_per_mode * len(MODES), seed, in_c=True))
     result = {
         "engine": "diffusion", "checkpoint": str(checkpoint), "n": n_per_mode * len(MODES),
         "sampler": {"name": "ddim", "steps": steps, "guidance_scale": guidance},
