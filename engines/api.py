@@ -485,7 +485,7 @@ class StudioEngine:
         samples, then ("done", report) with the examples rendered ({title, wav, midi, info}) and the report
         written as JSON and CSV. `settings` override generation.sampling keys (temperature, top_p,
         prompt_guidance, num_steps, guidance_scale, ...). request_stop(run_id) ends sampling after the
-        current mode."""
+        current mode (the report then covers the modes drawn and says "stopped": True)."""
         from dataclasses import fields
 
         from engines.config import with_overrides
@@ -529,7 +529,15 @@ class StudioEngine:
         if "error" in result:
             error = result["error"]
             raise error if isinstance(error, StudioError) else StudioError(f"evaluation failed: {error}")
-        yield ("done", self._report_view(result["report"]))
+        yield ("done", {**self._report_view(result["report"]), "stopped": stop.is_set()})
+
+    @staticmethod
+    def evaluation_comparison(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
+        """Finished evaluate_stream reports side by side: headers ("", engine, ...) and a line per headline
+        number (engines/evaluation/report.py COMPARISON_ROWS)."""
+        from engines.evaluation.report import comparison_row, comparison_table
+
+        return comparison_table([comparison_row(r["engine"], r["suite"]) for r in reports])
 
     def _report_view(self, report: dict) -> dict:
         import csv

@@ -1,4 +1,4 @@
-"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | generate | ship | bench.
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | compare | generate | ship | bench.
 
 Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
 ends with one line on stderr naming what is wrong, and exit status 2.
@@ -169,8 +169,28 @@ def cmd_evaluate(args) -> None:
 
         suite = evaluate_suite(args.engine, checkpoint, cfg, n_per_mode=args.n, seed=args.seed,
                                use_cache=not args.no_cache)
+        for key in set(result) & set(suite):
+            if isinstance(result[key], dict) and result[key] != suite[key]:
+                # the engine's own measure under the suite's name (diffusion's Fréchet in analyzer-feature
+                # space) stays, renamed: "frechet_diffusion"
+                result[f"{key}_{args.engine}"] = result.pop(key)
         result = {**result, **suite}
     _emit(result, args.json)
+
+
+def cmd_compare(args) -> None:
+    from engines.evaluation.report import comparison_markdown, comparison_row
+
+    rows = []
+    for path in args.reports:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StudioError(f"cannot read the evaluate JSON '{path}': {exc}") from None
+        if "frechet" not in report or "diversity" not in report:
+            raise StudioError(f"'{path}' holds no suite results; run `python -m engines evaluate` without --no-suite")
+        rows.append(comparison_row(report.get("engine") or Path(path).stem, report))
+    print(comparison_markdown(rows))
 
 
 def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
@@ -387,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", help="diffusion: guidance classifier (default: <checkpoints>/guidance-classifier.pt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
+
+    p = command("compare", cmd_compare, "evaluate JSONs side by side, as a markdown table")
+    p.add_argument("reports", nargs="+", metavar="JSON", help="outputs of `evaluate --json` (engines or --real)")
 
     p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
     p.add_argument("--engine", required=True, choices=["vae", "diffusion", "autoregressive"])

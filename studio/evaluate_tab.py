@@ -1,5 +1,6 @@
-"""Evaluate tab: run the shared evaluation suite (engines/evaluation/suite.py, report.py) on an engine or on
-held-out real segments, with progress and Stop; then the per-mode table, the requested-vs-heard confusion
+"""Evaluate tab: run the shared evaluation suite (engines/evaluation/suite.py, report.py) on one or more engines
+and on held-out real segments, with progress and Stop; then their headline numbers side by side and, for the
+one picked under "Details of", the per-mode table, the requested-vs-heard confusion
 matrix, real-vs-generated histograms of each musical statistic, the Fréchet distance with its real baseline,
 the best and worst examples to hear, and the report as JSON and CSV. Below: the corpus the numbers are
 measured against, by mode, collection and split."""
@@ -27,13 +28,20 @@ def confusion_figure(confusion: list[list[int]]) -> go.Figure:
 
 
 def histogram_figure(statistics: dict, name: str) -> go.Figure:
+    """statistics: {engine: {statistic: {"real": [...], "generated": [...]}}}: real once, each engine over it."""
     figure = go.Figure()
-    values = (statistics or {}).get(name, {})
-    for label, color in (("real", "#7f7f7f"), ("generated", "#d62728")):
-        figure.add_trace(go.Histogram(x=values.get(label, []), name=label, opacity=0.6, histnorm="probability density",
-                                      marker_color=color))
+    runs = statistics or {}
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
+    for k, (which, values) in enumerate(runs.items()):
+        values = values.get(name, {})
+        if k == 0:
+            figure.add_trace(go.Histogram(x=values.get("real", []), name="real (test split)", opacity=0.55,
+                                          histnorm="probability density", marker_color="#7f7f7f"))
+        label = "real (validation, as an engine)" if which == "real" else which
+        figure.add_trace(go.Histogram(x=values.get("generated", []), name=label, opacity=0.55,
+                                      histnorm="probability density", marker_color=colors[k % len(colors)]))
     figure.update_layout(barmode="overlay", height=300, margin=dict(l=40, r=10, t=40, b=30),
-                         title=f"{name.replace('_', ' ')}: real (test split) vs generated")
+                         title=f"{name.replace('_', ' ')}: real vs generated")
     return figure
 
 
@@ -59,18 +67,22 @@ def summary_markdown(report: dict) -> str:
 
 def build_evaluate_tab(engine: StudioEngine) -> None:
     stats = engine.corpus_summary()
-    gr.Markdown("Measure an engine the way every engine is measured: samples per mode with the studio's "
-                "default settings against held-out real segments. **Real** runs held-out corpus segments "
-                "through the same suite: the numbers to compare with.")
+    gr.Markdown("Measure engines the way every engine is measured: samples per mode with the studio's "
+                "default settings (or yours) against held-out real segments. Pick several to see them side by "
+                "side. **Real** runs held-out corpus segments through the same suite: the numbers to compare with.")
+    available = engine.engines_available()
     with gr.Row():
-        which = gr.Dropdown(engine.engines_available() + ["real"], value=(engine.engines_available() or ["real"])[0],
-                            label="Engine", elem_id="evaluate-engine")
+        which = gr.Dropdown(available + ["real"], value=[(available or ["real"])[0]], multiselect=True,
+                            label="Engines", elem_id="evaluate-engine")
         per_mode = gr.Slider(2, 32, 6, step=1, label="Samples per mode", elem_id="evaluate-n")
-        settings = gr.Textbox(value="{}", label="Settings (JSON of generation.sampling keys)",
+        settings = gr.Textbox(value="{}", label="Settings (JSON of generation.sampling keys, for every engine)",
                               placeholder='{"temperature": 0.9, "prompt_guidance": 2}', elem_id="evaluate-settings")
         run = gr.Button("Run evaluation", variant="primary", elem_id="evaluate-run")
         stop = gr.Button("Stop", elem_id="evaluate-stop")
     status = gr.HTML(elem_id="evaluate-status")
+    comparison = gr.Dataframe(headers=["", "engine"], interactive=False, label="Side by side",
+                              elem_id="evaluate-comparison")
+    detail = gr.Dropdown([], label="Details of", elem_id="evaluate-detail")
     summary = gr.Markdown(elem_id="evaluate-summary")
     table = gr.Dataframe(headers=MODE_COLUMNS, interactive=False, label="Per mode", elem_id="evaluate-modes")
     with gr.Row():
@@ -83,15 +95,26 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
     with gr.Row():
         examples = [gr.Audio(label=f"example {i + 1}", type="filepath", interactive=False,
                              elem_id=f"evaluate-example-{i}") for i in range(EXAMPLE_SLOTS)]
-    files = gr.File(label="Report (JSON, CSV)", file_count="multiple", interactive=False, elem_id="evaluate-files")
-    statistics_state = gr.State({})
-    outputs = [status, summary, table, confusion, histogram, statistics_state, files, *examples]
+    files = gr.File(label="Reports (JSON, CSV)", file_count="multiple", interactive=False, elem_id="evaluate-files")
+    reports_state = gr.State({})   # engine -> finished report (as evaluate_stream gave it)
+    details = [summary, table, confusion, *examples]
+    outputs = [status, comparison, detail, histogram, files, reports_state, *details]
+
+    def detail_view(report: dict) -> list:
+        shown = report["examples"]["best"] + report["examples"]["worst"]
+        audio = [gr.update(value=x["wav"], label=x["title"]) for x in shown[:EXAMPLE_SLOTS]]
+        audio += [gr.update(value=None, label="—")] * (EXAMPLE_SLOTS - len(audio))
+        rows = [[r[c] for c in MODE_COLUMNS] for r in report["per_mode"]]
+        return [summary_markdown(report), rows, confusion_figure(report["confusion"]), *audio]
 
     def _failed(message):
-        return [message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * EXAMPLE_SLOTS]
+        return [message, *[gr.skip()] * (len(outputs) - 1)]
 
     @guarded_stream(_failed)
-    def on_run(name, n, settings_text, statistic_name, request: gr.Request):
+    def on_run(names, n, settings_text, statistic_name, request: gr.Request):
+        names = [names] if isinstance(names, str) else list(names or [])
+        if not names:
+            raise StudioError("pick at least one engine (or real) to evaluate")
         run_id = f"evaluate-{request.session_hash}" if request is not None else None
         try:
             overrides = json.loads((settings_text or "").strip() or "{}")
@@ -99,20 +122,30 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
             raise StudioError(f"settings must be JSON, e.g. {{\"temperature\": 0.9}} ({exc.msg})") from None
         if not isinstance(overrides, dict):
             raise StudioError("settings must be a JSON object of generation.sampling keys")
-        for update in engine.evaluate_stream(name, int(n), run_id=run_id, settings=overrides):
-            if update[0] == "progress":
-                _, done, total, mode = update
-                yield [progress_html(done, total, f"Sampling {mode} ({done + 1} of {total} modes)"), *[gr.skip()] * 6,
-                       *[gr.skip()] * EXAMPLE_SLOTS]
-                continue
-            report = update[1]
-            shown = report["examples"]["best"] + report["examples"]["worst"]
-            audio = [gr.update(value=x["wav"], label=x["title"]) for x in shown[:EXAMPLE_SLOTS]]
-            audio += [gr.update(value=None, label="—")] * (EXAMPLE_SLOTS - len(audio))
-            rows = [[r[c] for c in MODE_COLUMNS] for r in report["per_mode"]]
-            yield ["", summary_markdown(report), rows, confusion_figure(report["confusion"]),
-                   histogram_figure(report["statistics"], statistic_name), report["statistics"], report["files"],
-                   *audio]
+        reports: dict = {}
+        for k, name in enumerate(names):
+            for update in engine.evaluate_stream(name, int(n), run_id=run_id, settings=overrides):
+                if update[0] == "progress":
+                    _, done, total, mode = update
+                    yield [progress_html(k * total + done, len(names) * total,
+                                         f"{name}: sampling {mode} (mode {done + 1} of {total}; engine {k + 1} "
+                                         f"of {len(names)})"), *[gr.skip()] * (len(outputs) - 1)]
+                    continue
+                reports[name] = update[1]
+            headers, body = engine.evaluation_comparison(list(reports.values()))
+            last = k == len(names) - 1
+            yield ["" if last else progress_html((k + 1), len(names), f"{name} done"),
+                   gr.update(value=body, headers=headers), gr.update(choices=list(reports), value=name),
+                   histogram_figure({e: r["statistics"] for e, r in reports.items()}, statistic_name),
+                   [f for r in reports.values() for f in r["files"]], dict(reports), *detail_view(reports[name])]
+            if reports[name]["stopped"]:
+                yield [error_markdown(f"Stopped after {name}."), *[gr.skip()] * (len(outputs) - 1)]
+                return
+
+    def on_detail(name, reports):
+        if not name or name not in (reports or {}):
+            return [gr.skip()] * len(details)
+        return detail_view(reports[name])
 
     def on_stop(request: gr.Request):
         if request is None or not engine.request_stop(f"evaluate-{request.session_hash}"):
@@ -121,8 +154,11 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
 
     run.click(on_run, [which, per_mode, settings, statistic], outputs, api_visibility="private")
     stop.click(on_stop, None, status, queue=False, api_visibility="private")
-    statistic.change(guarded(lambda message: gr.skip())(histogram_figure), [statistics_state, statistic], histogram,
-                     api_visibility="private")
+    detail.input(guarded(lambda message: [gr.skip()] * len(details))(on_detail), [detail, reports_state], details,
+                  api_visibility="private")
+    statistic.change(guarded(lambda message: gr.skip())(
+        lambda reports, name: histogram_figure({e: r["statistics"] for e, r in (reports or {}).items()}, name)),
+        [reports_state, statistic], histogram, api_visibility="private")
     gr.Markdown("### The corpus")
     gr.Markdown(f"**{stats['segments']:,}** segments from **{stats['pieces']:,}** pieces · splits: " +
                 ", ".join(f"{k} {v:,}" for k, v in stats["splits"].items()), elem_id="corpus-summary")

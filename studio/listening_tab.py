@@ -2,7 +2,8 @@
 
     Rate       join a session by its code (or a link with ?session=CODE), hear pairs as A and B, answer A / B /
                tie with an optional comment; the resume key brings a rater back to where they paused
-    Organise   two or more systems (an engine with JSON settings, or a folder of MIDI), modes, stimuli per
+    Organise   two or more systems (an engine with JSON settings, or a folder of MIDI: a path on the server,
+               or files uploaded here, copied to a folder of their own), modes, stimuli per
                mode, pairs per rater, the question; every stimulus is generated and rendered before the code
                is given out
     Results    win rates with Wilson intervals and binomial p, Bradley-Terry scores with bootstrap intervals,
@@ -150,6 +151,15 @@ def build_listening_tab(engine: StudioEngine):
                                row_count=(2, "dynamic"), col_count=(4, "fixed"), elem_id="organise-systems",
                                label=f"Systems (kind: {', '.join(ENGINE_KINDS)}; settings e.g. "
                                      '{"temperature": 0.9} or {"prompt": "a calm BLUE phrase"})')
+        with gr.Accordion("Upload MIDI files as a system", open=False):
+            with gr.Row():
+                upload = gr.File(file_count="multiple", file_types=[".mid", ".midi"], label="MIDI files",
+                                 elem_id="organise-upload")
+                with gr.Column():
+                    upload_name = gr.Textbox(label="System name", placeholder="e.g. my pieces",
+                                             elem_id="organise-upload-name")
+                    add_upload = gr.Button("Add as a system", elem_id="organise-upload-add")
+                    upload_message = gr.Markdown(elem_id="organise-upload-message")
         with gr.Row():
             modes = gr.CheckboxGroup(list(MODES), value=["RED", "BLUE"], label="Modes", elem_id="organise-modes")
             per_mode = gr.Slider(1, 16, 3, step=1, label="Stimuli per system and mode", elem_id="organise-per-mode")
@@ -171,6 +181,18 @@ def build_listening_tab(engine: StudioEngine):
             return (f"Session **{code}** is open: {info['pairs']} pairs. Raters enter the code on the Rate tab "
                     f"or open {link}")
 
+        @guarded(lambda message: (gr.skip(), message))
+        def on_add_upload(files, name, rows):
+            paths = [getattr(f, "name", f) for f in (files or [])]
+            folder = engine.listening.import_midi(name, paths)
+            rows = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+            rows = [r for r in rows if any(str(c or "").strip() for c in r)]   # drop empty rows
+            rows.append([name.strip(), "folder", "{}", folder])
+            return rows, f"Added **{name.strip()}**: {len(paths)} file(s); its stimuli are the segments the analyzer " \
+                         "hears in each chosen mode."
+
+        add_upload.click(on_add_upload, [upload, upload_name, systems], [systems, upload_message],
+                         api_visibility="private")
         create.click(on_create, [title, ask, systems, modes, per_mode, per_rater], created, api_visibility="private")
 
     with gr.Tab("Results", id="listen-results"):

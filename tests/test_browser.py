@@ -228,21 +228,27 @@ def test_evaluate_tab_shows_the_corpus_baseline(page):
     assert "pieces" in page.inner_text("#corpus-summary")
 
 
-def test_evaluate_tab_runs_the_suite_and_shows_its_report(page):
+def test_evaluate_tab_runs_two_engines_side_by_side_and_shows_each_report(page):
     page.get_by_role("tab", name="Evaluate", exact=True).click()
-    page.locator("#evaluate-engine input").fill("real")
+    page.locator("#evaluate-engine input").fill("real")   # beside the preselected VAE
     page.locator("#evaluate-engine input").press("Enter")
     _set_slider(page, "evaluate-n", 2)
     page.click("#evaluate-run")
-    page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('Fréchet distance')"
-                           " || document.querySelector('#evaluate-status .studio-error')", timeout=240_000)
+    page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('REAL:')"
+                           " || document.querySelector('#evaluate-status .studio-error')", timeout=300_000)
     assert not page.locator("#evaluate-status .studio-error").count(), page.inner_text("#evaluate-status")
     summary = page.inner_text("#evaluate-summary")
     assert "REAL: 16 segments" in summary and "real-vs-real baseline" in summary
+    comparison = page.inner_text("#evaluate-comparison")
+    assert "vae" in comparison and "real" in comparison and "Fréchet distance" in comparison
     page.wait_for_selector("#evaluate-confusion .js-plotly-plot")
     page.wait_for_selector("#evaluate-histogram .js-plotly-plot")
+    assert page.locator("#evaluate-histogram .legendtext").count() == 3   # real, vae, real as an engine
     assert "BLACK" in page.inner_text("#evaluate-modes")
-    page.wait_for_selector("#evaluate-files a", state="attached")
+    page.wait_for_function("() => document.querySelectorAll('#evaluate-files a').length >= 4")  # JSON + CSV each
+    page.locator("#evaluate-detail input").click()
+    page.get_by_role("option", name="vae", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('VAE:')")
 
 
 def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page):
@@ -275,6 +281,28 @@ def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page)
     assert f"{pairs} votes from 1 raters" in page.inner_text("#results-summary")
     page.wait_for_selector("#results-bt .js-plotly-plot")
     assert "VAE" in page.inner_text("#results-pairs") and "DIFFUSION" in page.inner_text("#results-pairs")
+
+
+def test_uploaded_midi_files_join_the_systems_table_and_a_bad_file_is_named(page, tmp_path):
+    page.get_by_role("tab", name="Listen", exact=True).click()
+    page.get_by_role("tab", name="Organise", exact=True).click()
+    page.get_by_text("Upload MIDI files as a system").click()
+    (tmp_path / "bad.mid").write_bytes(b"not midi")
+    page.set_input_files("#organise-upload input[type=file]",
+                         [str(write_test_midi(tmp_path / "tune.mid", bars=4)), str(tmp_path / "bad.mid")])
+    # listed once on the server (the name's stem and extension are separate spans: read the cell's label)
+    page.wait_for_selector('#organise-upload td[aria-label="bad.mid"]', timeout=180_000)
+    page.fill("#organise-upload-name textarea", "my tunes")
+    page.click("#organise-upload-add")
+    page.wait_for_function("() => document.querySelector('#organise-upload-message')?.innerText.includes('bad.mid')")
+    assert "not a MIDI file" in page.inner_text("#organise-upload-message")
+    page.locator("#organise-upload").get_by_role("button", name="Clear").click()
+    page.set_input_files("#organise-upload input[type=file]", [str(tmp_path / "tune.mid")])
+    page.wait_for_selector('#organise-upload td[aria-label="tune.mid"]', timeout=180_000)
+    page.click("#organise-upload-add")
+    page.wait_for_function("() => document.querySelector('#organise-systems')?.innerText.includes('my tunes')")
+    assert "Added my tunes: 1 file(s)" in page.inner_text("#organise-upload-message")
+    assert "uploads/my-tunes-" in page.inner_text("#organise-systems")
 
 
 def test_a_session_link_fills_the_code_and_a_wrong_code_says_so(page, studio_url):

@@ -73,6 +73,15 @@ def test_evaluate_real_through_the_cli(tmp_path, capsys):
     assert {"frechet", "diversity", "judge", "analyzer", "music_stats"} <= set(result)
     assert main(["evaluate"]) == 2
     assert "or --real for the baseline" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "real.json"), str(tmp_path / "real.json")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "|  | real | real |"
+    frechet = next(line for line in table if line.startswith("| Fréchet distance"))
+    assert frechet.split(" | ")[1] == f"{result['frechet']['distance']:.3f}"
+    assert next(line for line in table if line.startswith("| segments measured")).endswith("| 24 | 24 |")
+    (tmp_path / "bad.json").write_text('{"engine": "vae"}')
+    assert main(["compare", str(tmp_path / "bad.json")]) == 2
+    assert "holds no suite results" in capsys.readouterr().err
 
 
 def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_path):
@@ -92,12 +101,17 @@ def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_p
     best, worst = report["examples"]["best"], report["examples"]["worst"]
     assert best[0]["score"] >= worst[0]["score"] and Path(best[0]["wav"]).is_file()
     assert all(Path(f).is_file() for f in report["files"])
+    assert report["stopped"] is False
+    headers, lines = studio.evaluation_comparison([report, report])
+    assert headers == ["", "vae", "vae"] and lines[0] == ["segments measured", str(report["n"]), str(report["n"])]
+    assert lines[1][1] == f"{report['suite']['frechet']['distance']:.3f}"
     stopped = []
     for update in studio.evaluate_stream("vae", 2, run_id="r1"):
         stopped.append(update)
         if update[0] == "progress" and update[1] == 1:
             studio.request_stop("r1")
     assert 2 <= len(stopped[-1][1]["per_mode"]) < 8   # it stops at the next mode after the request
+    assert stopped[-1][1]["stopped"] is True
     with pytest.raises(StudioError, match="samples per mode must lie in 2..64"):
         list(studio.evaluate_stream("vae", 1))
     with pytest.raises(StudioError, match="unknown setting 'temprature'"):

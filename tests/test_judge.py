@@ -71,3 +71,66 @@ def test_a_tiny_judge_trains_and_reads_segments(tmp_path):
     with pytest.raises(StudioError, match="not a chromatic judge"):
         torch.save({"engine": "vae"}, tmp_path / "vae.pt")
         TrainedJudge.load(tmp_path / "vae.pt")
+
+
+def test_the_harmony_branch_reads_key_intervals_and_register_of_the_whole_segment():
+    model = ChromaticJudge(TINY)
+    roll = torch.zeros(1, 2, 64, 88)
+    for pitch in (60, 64, 67):                      # a C major triad held through the first 32 steps
+        roll[0, 1, :32, pitch - 21] = 1
+        roll[0, 0, 0, pitch - 21] = 1
+    inside = torch.ones(1, 1, 64)
+    f = model.harmony_features(roll, inside)[0]
+    k = TINY.key_profiles
+    z = f[:12]
+    assert torch.argsort(z, descending=True)[:3].sort().values.tolist() == [0, 4, 7]  # C, E, G
+    o = 12 + 13 * k                                 # past the histogram and the key profiles' readings
+    entropy, intervals, chordal, register, span, density = f[o], f[o + 1:o + 8], f[o + 8], f[o + 9], f[o + 10], f[o + 11]
+    assert entropy.item() == pytest.approx(np.log(3) / np.log(12), abs=1e-4)
+    # pairs sounding together: C-E (class 4), E-G (3), C-G (5), a third each
+    assert intervals.tolist() == pytest.approx([0, 0, 0, 1 / 3, 1 / 3, 1 / 3, 0], abs=1e-5)
+    assert chordal.item() == pytest.approx(0.5) and density.item() == pytest.approx(1 / 64)
+    assert register.item() == pytest.approx((np.mean([60, 64, 67]) - 60) / 24, abs=1e-4)
+    assert span.item() == pytest.approx(7 / 48)
+    moved = torch.roll(roll, 2, dims=3)             # up a whole tone: the key profiles' best match is the same
+    again = model.harmony_features(moved, inside)[0]
+    assert torch.allclose(again[12:12 + k], f[12:12 + k], atol=1e-5)
+    assert torch.allclose(again[12 + k:o], f[12 + k:o], atol=1e-4)   # and each reads the same degrees of its key
+    assert f[o + 12:o + 17].tolist() == [0, 0, 0, 0, 0]  # a held chord: its top line never moves
+
+
+def test_the_top_line_moves_as_the_analyzers_skyline_does_under_a_held_bass_and_through_a_rest():
+    from engines.music.features import skyline
+    from engines.music.notes import notes_to_roll
+
+    # 4/4 at 12 ticks a beat: a low C held two bars under a tune that goes up 2, then 5, then after a rest 12
+    tune = segment([(0, 96, 36, 80), (0, 12, 60, 80), (12, 12, 62, 80), (24, 12, 67, 80), (48, 12, 79, 80)])
+    assert np.abs(np.diff(skyline(tune.notes))).tolist() == [2, 5, 12]
+    roll = torch.from_numpy(notes_to_roll(tune.notes, tune.bar_length, 4, 4, 21, 108))[None].float()
+    model = ChromaticJudge(TINY)
+    features = model.top_line_features(roll[:, 1], roll[:, 0], torch.tensor([[64.0]]), torch.tensor([[4.6]]))
+    assert [x.item() for x in features[:5]] == pytest.approx([1 / 3, 0, 1 / 3, 1 / 3, 0])  # by TOP_LINE_BINS
+    assert features[5].item() == pytest.approx(3 / 64) and features[6].item() == pytest.approx(19 / 64)
+
+
+def test_transposed_copies_are_labelled_as_the_analyzer_hears_them(tmp_path):
+    from dataclasses import replace
+
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.music.analyzer import ChromaticAnalyzer
+    from engines.music.notes import transpose_notes
+    from engines.training.judge_trainer import JUDGE_FEATURES, feature_targets, transposed_labels
+
+    cfg = load_config()
+    cache = ensure_corpus_cache(cfg)
+    rows = cache.split_indices("train")[:12]
+    modes, targets, features = transposed_labels(cache, rows, [0, 5], 21, 108, cfg.analyzer, processes=1)
+    assert modes.shape == (12, 2) and targets.shape == (12, 2, 7) and features.shape[:2] == (12, 2)
+    assert (modes[:, 0] == cache.segments["mode"][rows]).all()   # unmoved: the cache's own labels
+    segment = cache.segment(int(rows[3]))
+    moved = ChromaticAnalyzer(cfg.analyzer).analyze(replace(segment, notes=transpose_notes(segment.notes, 5)))
+    assert MODES[modes[3, 1]] == moved.mode and targets[3, 1, 2] == pytest.approx(moved.axes["energy"], abs=1e-5)
+    normalised = feature_targets(features)
+    assert normalised.shape == (12, 2, len(JUDGE_FEATURES)) and normalised.min() >= 0 and normalised.max() <= 1
+    again = transposed_labels(cache, rows, [0, 5], 21, 108, cfg.analyzer, processes=1)   # read back, not redone
+    assert all(np.array_equal(a, b) for a, b in zip(again, (modes, targets, features)))

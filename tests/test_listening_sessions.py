@@ -92,3 +92,31 @@ def test_a_folder_of_midi_is_a_system_by_the_modes_the_analyzer_hears(service, t
                                         SystemSpec("VAE", "vae")], modes=[heard], stimuli_per_mode=1))
     stimuli = list((service.stimuli_dir / code).glob("corpus-*.mid"))
     assert service.store.session(code)["pairs"] == 1 and len(stimuli) == 1
+
+
+def test_uploaded_midi_files_become_a_folder_system(service, tmp_path):
+    from engines.analysis import analyze_segments, midi_file_segments
+
+    uploads = []
+    for i in (3, 900):
+        midi, _ = service.engine.export_segments([service.engine.cache.segment(i)], f"upload{i}")
+        uploads.append(Path(midi).replace(tmp_path / f"piece {i}.mid"))
+    folder = Path(service.import_midi("my pieces", uploads))
+    assert folder.parent == service.stimuli_dir / "uploads" and folder.name.startswith("my-pieces-")
+    assert sorted(p.name for p in folder.iterdir()) == ["000-piece-3.mid", "001-piece-900.mid"]
+    assert Path(service.import_midi("my pieces", uploads)) == folder   # the same upload again: the same folder
+    heard = analyze_segments(midi_file_segments(uploads[0], service.engine.cfg)[1][:1], service.engine.cfg)[0]["mode"]
+    code = service.create(plan(systems=[SystemSpec("mine", "folder", folder=str(folder)), SystemSpec("VAE", "vae")],
+                               modes=[heard], stimuli_per_mode=1))
+    assert service.store.session(code)["pairs"] == 1
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(StudioError, match="'notes.txt' is not a .mid or .midi file"):
+        service.import_midi("mine", [uploads[0], tmp_path / "notes.txt"])
+    (tmp_path / "broken.mid").write_bytes(b"not midi")
+    with pytest.raises(StudioError, match="'broken.mid' is not a MIDI file"):
+        service.import_midi("mine", [uploads[0], tmp_path / "broken.mid"])
+    with pytest.raises(StudioError, match="name the uploaded system"):
+        service.import_midi(" ", uploads)
+    with pytest.raises(StudioError, match="upload one or more"):
+        service.import_midi("mine", [])
+    assert len(list((service.stimuli_dir / "uploads").iterdir())) == 1   # nothing kept of the refused ones

@@ -37,3 +37,15 @@ def test_length_buckets_cover_every_index_once_in_batches_of_similar_length():
     ragged = LengthBucketSampler(lengths[:21], batch_size=8, drop_last=False)
     assert len(ragged) == 3 and sorted(i for b in ragged for i in b) == list(range(21))
     assert len(list(LengthBucketSampler(lengths[:21], batch_size=8))) == 2
+
+
+def test_best_checkpoint_follows_the_chosen_validation_metric():
+    from engines.training.ema_loop import LoopSettings
+
+    by_loss = LoopSettings(1e-3, 0.0, 8, 1, 0.9)
+    assert by_loss.improves({"val_loss": 1.0}, {"val_loss": float("inf")})
+    assert not by_loss.improves({"val_loss": 3.0}, {"val_loss": 2.0})
+    by_accuracy = LoopSettings(1e-3, 0.0, 8, 1, 0.9, select_on="val_mode_acc", select_higher=True)
+    assert by_accuracy.improves({"val_mode_acc": 0.5, "val_loss": 9.0}, {"val_loss": float("inf")})  # the first
+    assert by_accuracy.improves({"val_mode_acc": 0.9, "val_loss": 0.4}, {"val_mode_acc": 0.8, "val_loss": 0.3})
+    assert not by_accuracy.improves({"val_mode_acc": 0.7, "val_loss": 0.1}, {"val_mode_acc": 0.8})

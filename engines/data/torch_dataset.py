@@ -68,8 +68,12 @@ class RollDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
+        return self.item(i, self.shifts[i])
+
+    def item(self, i: int, shift: int) -> dict:
+        """Example i moved by `shift` semitones (notes pushed out of the pitch range fold back by octaves)."""
         segment = self.cache.segment(int(self.indices[i]))
-        notes = transpose_notes(segment.notes, self.shifts[i], self.pitch_low, self.pitch_high)
+        notes = transpose_notes(segment.notes, shift, self.pitch_low, self.pitch_high)
         roll = notes_to_roll(notes, segment.bar_length, segment.num_bars, self.steps_per_beat,
                              self.pitch_low, self.pitch_high)
         steps_used = self._steps_used(segment)

@@ -57,3 +57,57 @@ def evaluation_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: int
                            for k in real_stats},
             "examples": {"best": [(s, i) for _, s, i in scored[:EXAMPLES]],
                          "worst": [(s, i) for _, s, i in scored[::-1][:EXAMPLES]]}}
+
+
+# The headline numbers of one evaluation, in the order the Evaluate tab and `python -m engines compare` show them.
+COMPARISON_ROWS = (
+    ("segments", "segments measured"),
+    ("frechet", "Fréchet distance"),
+    ("embedding", "  in the embedding of"),
+    ("frechet_interval", "  95 % bootstrap interval"),
+    ("real_baseline", "  real-vs-real baseline"),
+    ("judge_consistency", "mode heard by the judge"),
+    ("analyzer_consistency", "mode heard by the analyzer"),
+    ("mean_pairwise_distance", "mean pairwise distance (all modes)"),
+    ("near_copy_rate", "near copies of training segments"),
+    ("duplicate_rate", "duplicates of training segments"),
+    ("empty_rate", "empty outputs"),
+    ("music_stats_overlap", "musical statistics overlap with real (mean)"),
+)
+
+
+def comparison_row(engine: str, suite: dict) -> dict:
+    """The headline numbers (COMPARISON_ROWS keys) of one suite result: an `evaluate` JSON (the suite's keys at
+    its top level) or a report's "suite"."""
+    frechet, copies = suite["frechet"], suite["diversity"]["copies"]
+    overlaps = [v["overlap"] for v in suite["music_stats"].values() if v.get("overlap") is not None]
+    judge = suite.get("judge", {}).get("consistency", {}).get("overall")
+    overall = suite["diversity"]["per_mode"].get("overall", {})
+    return {"engine": engine, "segments": overall.get("n"),
+            "frechet": frechet["distance"], "embedding": frechet.get("embedding"),
+            "frechet_interval": frechet.get("interval"),
+            "real_baseline": frechet["real_baseline"], "judge_consistency": judge,
+            "analyzer_consistency": suite["analyzer"]["consistency"]["overall"],
+            "mean_pairwise_distance": overall.get("mean_pairwise_distance"),
+            "near_copy_rate": copies.get("near_copy_rate"), "duplicate_rate": copies.get("duplicate_rate"),
+            "empty_rate": suite.get("empty_rate"),
+            "music_stats_overlap": round(float(np.mean(overlaps)), 4) if overlaps else None}
+
+
+def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows of comparison_row side by side: headers ("", engine, ...) and one line of text per number."""
+    def cell(value) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, list):
+            return "–".join(f"{v:.2f}" for v in value)
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    return ["", *(r["engine"] for r in rows)], [[label, *(cell(r.get(key)) for r in rows)]
+                                                for key, label in COMPARISON_ROWS]
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    headers, body = comparison_table(rows)
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * len(rows)]
+    return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in body])

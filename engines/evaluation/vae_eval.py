@@ -1,7 +1,8 @@
 """`python -m engines evaluate --engine vae`: the VAE issue's quality bars, measured on the held-out test split.
 
     reconstruction   note F1 (onset + pitch), precision, recall, piano-roll MSE of the posterior mean, decoded
-                     with the onset threshold finalize chose on the validation split
+                     with the onset threshold finalize chose on the validation split; accuracy and perplexity
+                     per onset cell (the roll decoder's analogue of token accuracy and perplexity)
     active_units     share of latent dims whose posterior mean varies across the test set (variance > 0.01)
     kl               mean KL(q(z|x, mode) || p(z | mode)) per segment
     consistency      share of prior samples the analyzer assigns the requested mode, per mode and overall
@@ -41,7 +42,7 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
     if limit and limit < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
     loader = DataLoader(RollDataset.for_config(cache, indices, cfg.data, vae.model.config.key_to_c), batch_size=256)
-    predicted, target, valid, means, kls, squared = [], [], [], [], [], []
+    predicted, target, valid, means, kls, squared, nll = [], [], [], [], [], [], []
     for batch in loader:
         mean, logvar = vae.model.encode(batch["roll"], batch["mode"])
         out = vae.model.decode(mean, batch["mode"], batch["attributes"])
@@ -50,12 +51,20 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
         valid.append(batch["valid"])
         probs = torch.stack([torch.sigmoid(out["onset"]), torch.sigmoid(out["sustain"])], 1)
         squared.append(((probs - (batch["roll"] > 0).float()) ** 2).mean(dim=(1, 2, 3)))
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            out["onset"], (batch["roll"][:, 0] > 0.5).float(), reduction="none")           # (B, T, P)
+        nll.append(bce[batch["valid"]].flatten())                                          # cells inside the segment
         means.append(mean)
         kls.append(gaussian_kl(mean, logvar, vae.model.prior_mean(batch["mode"])).sum(1))
-    scores = note_f1(torch.cat(predicted), torch.cat(target), torch.cat(valid))
+    predicted, target, valid = torch.cat(predicted), torch.cat(target), torch.cat(valid)
+    scores = note_f1(predicted, target, valid)
     means = torch.cat(means)
+    # The decoder's "tokens" are the roll's onset cells (a Bernoulli each), so accuracy and perplexity are per
+    # cell inside the segment; most cells are empty, so the accuracy of the sounding ones is the recall above.
     result = {"f1": round(scores["f1"], 4), "precision": round(scores["precision"], 4),
               "recall": round(scores["recall"], 4), "roll_mse": round(float(torch.cat(squared).mean()), 6),
+              "cell_accuracy": round(float((predicted == target)[valid].float().mean()), 6),
+              "cell_perplexity": round(float(torch.cat(nll).mean().exp()), 6),
               "segments": int(len(indices))}
     return result, means, float(torch.cat(kls).mean())
 

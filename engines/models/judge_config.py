@@ -8,8 +8,13 @@ class JudgeConfig:
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # levels at T, T/2, T/4, T/8
     condition_dim: int = 64                                # metre + tempo conditioning of every block
     embedding_dim: int = 128                               # the penultimate layer: the Fréchet embedding
+    key_profiles: int = 16                                 # learned key profiles of the harmony branch (0: none)
+    harmony_dim: int = 128                                 # its MLP width (0: no harmony branch)
+    top_line: bool = True                                  # the harmony branch also reads the top line's moves
+    transpositions: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # training augmentation, semitones
     dropout: float = 0.1
     attribute_weight: float = 1.0                          # loss = mode CE + weight * attribute MSE
+    feature_weight: float = 2.0                            # + weight * MSE of the analyzer's raw features (0: no head)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128

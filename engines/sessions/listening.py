@@ -18,6 +18,7 @@ systems, the k-th stimulus of one against the k-th of the other.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import shutil
@@ -107,6 +108,34 @@ class ListeningService:
             raise StudioError(f"pairs per rater must be at least 1, got {plan.pairs_per_rater}")
         if not plan.question.strip():
             raise StudioError("give raters a question, e.g. 'Which one sounds more RED?'")
+
+    def import_midi(self, name: str, paths: list[str | Path]) -> str:
+        """Uploaded MIDI files -> a folder of their own under <stimuli_dir>/uploads (named by the system and
+        the files' digest), for a "folder" system; returns the folder. Every file must be a MIDI file with at
+        least one whole bar; the first that is not is named in the error and nothing is kept."""
+        from engines.analysis import midi_file_segments
+
+        name = (name or "").strip()
+        if not name:
+            raise StudioError("name the uploaded system first (e.g. 'my pieces')")
+        paths = [Path(p) for p in paths or []]
+        if not paths:
+            raise StudioError("upload one or more .mid files for the system")
+        digest = hashlib.sha1()
+        for path in paths:
+            if path.suffix.lower() not in (".mid", ".midi"):
+                raise StudioError(f"'{path.name}' is not a .mid or .midi file")
+            midi_file_segments(path, self.engine.cfg)   # raises, naming the file, when it cannot be read
+            digest.update(path.name.encode() + path.read_bytes())
+        folder = self.stimuli_dir / "uploads" / f"{_slug(name)}-{digest.hexdigest()[:10]}"
+        staged = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for k, path in enumerate(paths):   # numbered: two uploads may share a name
+            shutil.copyfile(path, staged / f"{k:03d}-{_slug(path.stem)}{path.suffix.lower()}")
+        shutil.rmtree(folder, ignore_errors=True)
+        staged.rename(folder)
+        return str(folder)
 
     def create(self, plan: SessionPlan, progress=None) -> str:
         """Generate and render every stimulus, then store the session; returns its code. `progress(done,

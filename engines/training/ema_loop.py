@@ -5,7 +5,8 @@ Each epoch: a pass over the training split with AdamW, a linear warm-up then a c
 rate over all epochs (or over `max_minutes`, when that ends the run first, so that a time-boxed run still
 anneals), gradient clipping, and an exponential moving average (EMA) of the weights; then
 validation of the EMA weights, one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and,
-when the validation loss improves, `best.pt` (the EMA weights, which is what sampling uses). Stops after
+when the validation loss (or the settings' `select_on` metric) improves, `best.pt` (the EMA weights, which
+is what sampling uses). Stops after
 `epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
 
 Variable-length examples (the GPT's) can give `lengths`: batches are then drawn from length buckets
@@ -43,6 +44,13 @@ class LoopSettings:
     val_batch_size: int = 256
     collate: Callable | None = None   # DataLoader collate_fn (variable-length sequences); None = default
     lengths: Sequence[int] | None = None  # per training example: batch by length buckets (single process)
+    select_on: str = "val_loss"       # the validation metric that picks best.pt ...
+    select_higher: bool = False       # ... and whether higher is better (a classifier's accuracy)
+
+    def improves(self, row: dict, best: dict) -> bool:
+        worst = -math.inf if self.select_higher else math.inf
+        before = best.get(self.select_on, worst)
+        return row[self.select_on] > before if self.select_higher else row[self.select_on] < before
 
 
 class LengthBucketSampler(Sampler):
@@ -170,7 +178,7 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
             extras = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k != "val_loss")
             print(f"epoch {epoch + 1}: train {row['train_loss']:.4f} val (EMA) {row['val_loss']:.4f} {extras} "
                   f"({row['minutes']:.1f} min)", flush=True)
-            if row["val_loss"] < best["val_loss"]:
+            if settings.improves(row, best):
                 best = row
                 save_checkpoint(payload_fn(ema, row), out_dir / "best.pt")
             save_checkpoint({"state_dict": model.state_dict(), "ema": ema.state_dict(),

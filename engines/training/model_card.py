@@ -42,9 +42,13 @@ CARD_NOTES = {
                       "guidance toward the prompt (against the same MIDI with no text).",
     "judge": "The evaluation suite's learned chromatic judge: a 1-D convolutional network over the clean 4-bar roll "
              "in its own key (sustain as 0/1) and its chroma, the metre's bar and beat grid beside them and the "
-             "tempo as a FiLM condition, with a mode head and seven attribute heads (rebracketing, temporal "
-             "complexity, the five axes). Its penultimate layer is the embedding of the suite's Fréchet distance. Trained on clean "
-             "corpus segments only; not the diffusion engine's guidance classifier.",
+             "tempo as a FiLM condition, and beside it a harmony branch over the whole segment (pitch-class "
+             "histogram, learned key profiles at all 12 rotations, the interval vector of notes sounding together, "
+             "register, range, onset density, the top line's moves), with a mode head and seven attribute heads (rebracketing, temporal "
+             "complexity, the five axes). Its penultimate layer is the embedding of the suite's Fréchet distance. "
+             "Trained on clean corpus segments only, each drawn moved by 0, +-1 or +-2 semitones and labelled as "
+             "the analyzer hears the moved copy, with an auxiliary head for the analyzer's raw features (training only); "
+             "not the diffusion engine's guidance classifier.",
     "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
              "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
              "of training segments (16 kHz mono, each scaled to RMS 0.1 as encode scales a clip) with waveform L1, "
@@ -173,7 +177,7 @@ def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
 def diffusion_bars(report: dict) -> list[tuple[str, str, str, bool]]:
     """The diffusion issue's bars that an evaluate report measures: (name, target, measured, met)."""
     per_mode = report["consistency"]["per_mode"]
-    frechet = report["frechet"]
+    frechet = report.get("frechet_diffusion", report["frechet"])  # its own, when the suite's is beside it
     distance = "n/a" if frechet["distance"] is None else f"{frechet['distance']:.2f}"
     return [
         ("consistency with classifier-free guidance, mean of modes", ">= 85 %",
