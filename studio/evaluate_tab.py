@@ -27,13 +27,12 @@ def confusion_figure(confusion: list[list[int]]) -> go.Figure:
     return figure
 
 
-def histogram_figure(statistics: dict, name: str) -> go.Figure:
-    """statistics: {engine: {statistic: {"real": [...], "generated": [...]}}}: real once, each engine over it."""
+def histogram_figure(reports: dict, name: str) -> go.Figure:
+    """reports: {engine: finished report}: the real values of statistic `name` once, each engine's over them."""
     figure = go.Figure()
-    runs = statistics or {}
     colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
-    for k, (which, values) in enumerate(runs.items()):
-        values = values.get(name, {})
+    for k, (which, report) in enumerate((reports or {}).items()):
+        values = report["statistics"].get(name, {})
         if k == 0:
             figure.add_trace(go.Histogram(x=values.get("real", []), name="real (test split)", opacity=0.55,
                                           histnorm="probability density", marker_color="#7f7f7f"))
@@ -136,7 +135,7 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
             last = k == len(names) - 1
             yield ["" if last else progress_html((k + 1), len(names), f"{name} done"),
                    gr.update(value=body, headers=headers), gr.update(choices=list(reports), value=name),
-                   histogram_figure({e: r["statistics"] for e, r in reports.items()}, statistic_name),
+                   histogram_figure(reports, statistic_name),
                    [f for r in reports.values() for f in r["files"]], dict(reports), *detail_view(reports[name])]
             if reports[name]["stopped"]:
                 yield [error_markdown(f"Stopped after {name}."), *[gr.skip()] * (len(outputs) - 1)]
@@ -156,9 +155,8 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
     stop.click(on_stop, None, status, queue=False, api_visibility="private")
     detail.input(guarded(lambda message: [gr.skip()] * len(details))(on_detail), [detail, reports_state], details,
                   api_visibility="private")
-    statistic.change(guarded(lambda message: gr.skip())(
-        lambda reports, name: histogram_figure({e: r["statistics"] for e, r in (reports or {}).items()}, name)),
-        [reports_state, statistic], histogram, api_visibility="private")
+    statistic.change(guarded(lambda message: gr.skip())(histogram_figure), [reports_state, statistic], histogram,
+                     api_visibility="private")
     gr.Markdown("### The corpus")
     gr.Markdown(f"**{stats['segments']:,}** segments from **{stats['pieces']:,}** pieces · splits: " +
                 ", ".join(f"{k} {v:,}" for k, v in stats["splits"].items()), elem_id="corpus-summary")

@@ -13,6 +13,7 @@ from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.models.chromatic_judge import JUDGE_ATTRIBUTES, TrainedJudge
 from engines.music.analyzer import MODES
+from engines.training.judge_trainer import row_targets
 
 
 def evaluate_judge(checkpoint: str, cfg: Config, test_limit: int = 0) -> dict:
@@ -21,8 +22,7 @@ def evaluate_judge(checkpoint: str, cfg: Config, test_limit: int = 0) -> dict:
     rows = cache.split_indices("test")
     rows = rows[:test_limit] if test_limit else rows
     labels = cache.segments["mode"][rows].astype(int)
-    targets = np.concatenate([cache.segments["rebracketing"][rows][:, None],
-                              cache.segments["temporal_complexity"][rows][:, None], cache.segments["axes"][rows]], 1)
+    targets = row_targets(cache.segments[rows])
     probabilities, attributes = [], []
     for start in range(0, len(rows), 1024):
         p, a, _ = judge.run([cache.segment(int(r)) for r in rows[start:start + 1024]])

@@ -162,7 +162,7 @@ class ChromaticJudge(nn.Module):
         """The top line as the analyzer's skyline reads it (the highest pitch sounding at each onset, held to
         the next): the share of its moves in each TOP_LINE_BINS size, moves and semitones moved per step (and
         their logs, which with log tempo add up to the per-second rates melodic motion is), and log tempo."""
-        b, t, p = sustain.shape
+        _, t, p = sustain.shape
         pitch = torch.arange(p, device=sustain.device, dtype=sustain.dtype)
         starts = onset.amax(2) > 0                                                   # (B, T) steps with an onset
         top = torch.where(sustain + onset > 0, pitch, -1.0).amax(2)                  # (B, T) highest sounding

@@ -101,9 +101,11 @@ class Analysis:
 
 
 def normalise_features(features: dict, ranges: dict) -> dict:
+    """Each feature in `ranges` mapped to [0, 1] between its (lo, hi); values may be numbers or arrays."""
     out = {}
     for name, (lo, hi) in ranges.items():
-        out[name] = float(np.clip((features[name] - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+        value = np.clip((np.asarray(features[name], float) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+        out[name] = float(value) if value.ndim == 0 else value
     return out
 
 

@@ -34,6 +34,7 @@ from engines.music.analyzer import MODES
 from engines.sessions.store import SessionStore
 
 ENGINE_KINDS = ("vae", "diffusion", "autoregressive", "folder")
+MIDI_SUFFIXES = (".mid", ".midi")  # the files a folder system reads
 SETTINGS = {"temperature", "seed", "attributes", "tonic", "sampler", "steps", "guidance_scale", "eta",
             "classifier_scale", "target", "classifier_space", "prompt", "top_k", "top_p", "beam_width",
             "prompt_guidance", "max_bars"}  # GenerateParams fields a system may set (mode, n: the session's)
@@ -123,7 +124,7 @@ class ListeningService:
             raise StudioError("upload one or more .mid files for the system")
         digest = hashlib.sha1()
         for path in paths:
-            if path.suffix.lower() not in (".mid", ".midi"):
+            if path.suffix.lower() not in MIDI_SUFFIXES:
                 raise StudioError(f"'{path.name}' is not a .mid or .midi file")
             midi_file_segments(path, self.engine.cfg)   # raises, naming the file, when it cannot be read
             digest.update(path.name.encode() + path.read_bytes())
@@ -291,7 +292,7 @@ def _midi_files(folder: str) -> list[Path]:
     path = Path(folder or "").expanduser()
     if not folder or not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.suffix.lower() in (".mid", ".midi"))
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in MIDI_SUFFIXES)
 
 
 def _slug(text: str) -> str:

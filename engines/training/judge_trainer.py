@@ -33,7 +33,7 @@ from engines.data.torch_dataset import RollDataset
 from engines.models.chromatic_judge import (JUDGE_ATTRIBUTES, JUDGE_FEATURES, ChromaticJudge, judge_loss,
                                             judge_payload)
 from engines.music import calibration
-from engines.music.analyzer import ANALYZER_VERSION, AXES, MODES, ChromaticAnalyzer
+from engines.music.analyzer import ANALYZER_VERSION, AXES, MODES, ChromaticAnalyzer, normalise_features
 from engines.music.notes import transpose_notes
 from engines.training.ema_loop import LoopSettings, train_with_ema
 from engines.training.vae_trainer import _data_meta
@@ -49,12 +49,10 @@ def feature_targets(raw: np.ndarray) -> np.ndarray:
     """(..., len(FEATURE_NAMES)) raw analyzer features -> (..., len(JUDGE_FEATURES)) in [0, 1]: those the
     analyzer calibrates mapped between their corpus 5th and 95th percentiles, as it does; the rest are
     fractions already."""
-    out = []
-    for name in JUDGE_FEATURES:
-        x = raw[..., FEATURE_NAMES.index(name)]
-        lo, hi = calibration.FEATURE_RANGES.get(name, (0.0, 1.0))
-        out.append(np.clip((x - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
-    return np.stack(out, -1).astype(np.float32)
+    columns = {name: raw[..., FEATURE_NAMES.index(name)] for name in JUDGE_FEATURES}
+    ranges = {name: calibration.FEATURE_RANGES.get(name, (0.0, 1.0)) for name in JUDGE_FEATURES}
+    normalised = normalise_features(columns, ranges)
+    return np.stack([normalised[name] for name in JUDGE_FEATURES], -1).astype(np.float32)
 
 
 _WORKER_CACHE = {}
@@ -63,7 +61,9 @@ _WORKER_CACHE = {}
 def _label_transposed(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(modes (n,), targets (n, 7), raw features (n, F)) the analyzer gives cache rows moved by `shift`."""
     directory, rows, shift, low, high, analyzer_config = job
-    cache = _WORKER_CACHE.get(directory) or _WORKER_CACHE.setdefault(directory, SegmentCache(directory))
+    if directory not in _WORKER_CACHE:   # opened once per worker process
+        _WORKER_CACHE[directory] = SegmentCache(directory)
+    cache = _WORKER_CACHE[directory]
     analyzer = ChromaticAnalyzer(analyzer_config)
     modes, targets = np.zeros(len(rows), np.int64), np.zeros((len(rows), len(JUDGE_ATTRIBUTES)), np.float32)
     features = np.zeros((len(rows), len(FEATURE_NAMES)), np.float32)
