@@ -134,3 +134,29 @@ def test_transposed_copies_are_labelled_as_the_analyzer_hears_them(tmp_path):
     assert normalised.shape == (12, 2, len(JUDGE_FEATURES)) and normalised.min() >= 0 and normalised.max() <= 1
     again = transposed_labels(cache, rows, [0, 5], 21, 108, cfg.analyzer, processes=1)   # read back, not redone
     assert all(np.array_equal(a, b) for a, b in zip(again, (modes, targets, features)))
+    from engines.training.judge_trainer import soft_mode_targets
+
+    analyzer = ChromaticAnalyzer(cfg.analyzer)
+    scores = soft_mode_targets(modes, targets, analyzer)          # the moved copy's soft scores, from its axes
+    assert scores.shape == (12, 2, 8)
+    assert scores[3, 1] == pytest.approx([moved.scores[m] for m in MODES], abs=1e-4)
+    relabelled = modes.copy()
+    relabelled[0, 0] = (modes[0, 0] + 1) % 8                      # a listener's label the axes do not explain
+    assert soft_mode_targets(relabelled, targets, analyzer)[0, 0].tolist() == np.eye(8)[relabelled[0, 0]].tolist()
+
+
+def test_the_soft_target_mixes_the_label_with_the_analyzers_scores():
+    from engines.models.chromatic_judge import judge_loss
+
+    torch.manual_seed(0)
+    model = ChromaticJudge(TINY).eval()
+    batch = {"roll": (torch.rand(4, 2, 64, 88) > 0.97).float(), "metre": torch.zeros(4, dtype=torch.long),
+             "log_tempo": torch.full((4,), 4.6), "mode": torch.tensor([0, 1, 2, 3]), "targets": torch.zeros(4, 7)}
+    logits = model(batch["roll"], batch["metre"], batch["log_tempo"])[0]
+    hard = judge_loss(model, batch, 0.0)[0]
+    assert hard.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, batch["mode"]).item(), abs=1e-5)
+    scores = torch.full((4, 8), 1 / 8)                           # the analyzer unsure between all modes
+    mixed = judge_loss(model, {**batch, "scores": scores}, 0.0, soft_weight=0.5)[0]
+    uniform = -logits.log_softmax(1).mean(1).mean()
+    assert mixed.item() == pytest.approx(0.5 * hard.item() + 0.5 * uniform.item(), abs=1e-5)
+    assert judge_loss(model, {**batch, "scores": scores}, 0.0)[0].item() == pytest.approx(hard.item(), abs=1e-6)

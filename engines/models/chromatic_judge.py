@@ -179,12 +179,20 @@ class ChromaticJudge(nn.Module):
                        (per_step_semitones + 1e-3).log(), log_tempo - 4.6]
 
 
-def judge_loss(model: ChromaticJudge, batch: dict, attribute_weight: float, feature_weight: float = 0.0
-               ) -> tuple[torch.Tensor, dict]:
+def judge_loss(model: ChromaticJudge, batch: dict, attribute_weight: float, feature_weight: float = 0.0,
+               soft_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Mode cross-entropy + attribute_weight * MSE of the attributes (+ feature_weight * MSE of the raw
-    features, where the model has that head and the batch its "features"); and counts for accuracy."""
+    features, where the model has that head and the batch its "features"); and counts for accuracy.
+
+    With soft_weight and the batch's "scores" (B, 8), the mode target is (1 - soft_weight) * the label +
+    soft_weight * those scores: the analyzer's soft scores say how near a segment lies to the next mode's
+    prototype, which a one-hot label hides (distillation, as Hinton et al. 2015)."""
     logits, attributes, embedding = model(batch["roll"], batch["metre"], batch["log_tempo"])
-    loss = F.cross_entropy(logits, batch["mode"]) + attribute_weight * F.mse_loss(attributes, batch["targets"])
+    target = batch["mode"]
+    if soft_weight and "scores" in batch:
+        label = F.one_hot(batch["mode"], logits.shape[1]).float()
+        target = (1 - soft_weight) * label + soft_weight * batch["scores"]
+    loss = F.cross_entropy(logits, target) + attribute_weight * F.mse_loss(attributes, batch["targets"])
     if model.feature_head is not None and "features" in batch and feature_weight:
         loss = loss + feature_weight * F.mse_loss(model.feature_head(embedding), batch["features"])
     predicted = logits.argmax(1)

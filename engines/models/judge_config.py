@@ -11,9 +11,11 @@ class JudgeConfig:
     key_profiles: int = 16                                 # learned key profiles of the harmony branch (0: none)
     harmony_dim: int = 128                                 # its MLP width (0: no harmony branch)
     top_line: bool = True                                  # the harmony branch also reads the top line's moves
-    transpositions: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # training augmentation, semitones
+    # training augmentation: semitones each training segment may be moved by (labelled afresh by the analyzer)
+    transpositions: list[int] = field(default_factory=lambda: [-3, -2, -1, 1, 2, 3])
     dropout: float = 0.1
     attribute_weight: float = 1.0                          # loss = mode CE + weight * attribute MSE
+    soft_weight: float = 0.5                               # mode target: (1 - w) * label + w * analyzer's soft scores
     feature_weight: float = 2.0                            # + weight * MSE of the analyzer's raw features (0: no head)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01

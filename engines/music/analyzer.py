@@ -139,12 +139,15 @@ class ChromaticAnalyzer:
                 for axis in AXES}
 
     def mode_scores(self, unit_axes: dict) -> dict:
-        point = np.array([unit_axes[a] for a in AXES])
-        d2 = ((self._prototypes - point) ** 2).sum(axis=1)
-        logits = -d2 / self.config.softmax_temperature
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        p = self.score_array(np.array([unit_axes[a] for a in AXES]))
         return {m: float(v) for m, v in zip(MODES, p)}
+
+    def score_array(self, unit_axes: np.ndarray) -> np.ndarray:
+        """(..., 5) axes in [0, 1] (valence too) -> (..., 8) soft scores over MODES."""
+        d2 = ((unit_axes[..., None, :] - self._prototypes) ** 2).sum(-1)
+        logits = -d2 / self.config.softmax_temperature
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        return p / p.sum(-1, keepdims=True)
 
     def analyze(self, segment: Segment) -> Analysis:
         if len(segment.notes) == 0:

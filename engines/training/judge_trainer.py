@@ -5,11 +5,13 @@
                 corpus has no dynamics, so velocity would only tell corpus from engine); labels: the cache's
                 mode (the analyzer's, or a manifest's) and seven attributes (rebracketing, temporal
                 complexity, the five axes)
-    augment     each training example moved by one of `transpositions` (+-1, 2 semitones) or not at random,
+    augment     each training example moved by one of `transpositions` (+-1, 2, 3 semitones) or not at random,
                 labelled as the analyzer hears the moved copy (transposed_labels): the stem reads each pitch
                 with its own weights, so without it the judge learns the corpus's pitches by heart
-    validation  loss, mode accuracy, the 8 x 8 confusion matrix (rows: the label, columns: the judge) and the
-                attributes' mean absolute errors, on the validation split
+    target      the mode as (1 - soft_weight) * the label + soft_weight * the analyzer's soft scores of that copy
+                (soft_mode_targets): how near a segment lies to the next mode is what the label alone hides
+    validation  loss (against the label alone), mode accuracy, the 8 x 8 confusion matrix (rows: the label,
+                columns: the judge) and the attributes' mean absolute errors, on the validation split
     loop        engines/training/ema_loop.py, as the other engines
 """
 from __future__ import annotations
@@ -112,16 +114,28 @@ def transposed_labels(cache: SegmentCache, rows: np.ndarray, shifts: list[int], 
     return modes, targets, features
 
 
+def soft_mode_targets(modes: np.ndarray, targets: np.ndarray, analyzer: ChromaticAnalyzer) -> np.ndarray:
+    """(..., 8) the analyzer's soft scores of labelled rows, from their axes (targets[..., 2:]); one-hot where the
+    label is not the scores' nearest mode (a manifest's label, which the axes do not explain)."""
+    axes = targets[..., 2:].astype(np.float64).copy()
+    axes[..., AXES.index("valence")] = (axes[..., AXES.index("valence")] + 1) / 2   # back to [0, 1]
+    scores = analyzer.score_array(axes)
+    other = scores.argmax(-1) != modes
+    scores[other] = np.eye(len(MODES))[modes[other]]
+    return scores.astype(np.float32)
+
+
 class JudgeDataset(Dataset):
-    """RollDataset examples with the sustain channel made 0/1, `targets` (7,) = JUDGE_ATTRIBUTES and
-    `features` (F,) = JUDGE_FEATURES in [0, 1].
+    """RollDataset examples with the sustain channel made 0/1, `targets` (7,) = JUDGE_ATTRIBUTES,
+    `features` (F,) = JUDGE_FEATURES in [0, 1] and `scores` (8,) = soft_mode_targets.
 
     With `shifts` (training), each example is drawn moved by one of them at random, with that copy's labels
     (`labels` = transposed_labels(...)); without, every example is read as it is.
     """
 
     def __init__(self, rolls: RollDataset, shifts: list[int] | None = None,
-                 labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+                 labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 analyzer: ChromaticAnalyzer | None = None):
         self.rolls = rolls
         self.shifts = list(shifts or [0])
         if labels is None:
@@ -130,6 +144,7 @@ class JudgeDataset(Dataset):
                       rows["features"].astype(np.float32)[:, None])
         self.modes, self.targets = torch.as_tensor(labels[0]), torch.as_tensor(labels[1])  # (N, S), (N, S, 7)
         self.features = torch.as_tensor(feature_targets(labels[2]))                        # (N, S, F)
+        self.scores = torch.as_tensor(soft_mode_targets(labels[0], labels[1], analyzer or ChromaticAnalyzer()))
 
     def __len__(self) -> int:
         return len(self.rolls)
@@ -139,6 +154,7 @@ class JudgeDataset(Dataset):
         item = self.rolls.item(i, self.shifts[s])
         item["roll"][1] = (item["roll"][1] > 0).float()
         item["mode"], item["targets"], item["features"] = self.modes[i, s], self.targets[i, s], self.features[i, s]
+        item["scores"] = self.scores[i, s]
         return item
 
 
@@ -171,8 +187,10 @@ def train_judge(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume
     shifts = sorted({0, *jc.transpositions})
     labels = transposed_labels(cache, train, shifts, cfg.data.pitch_low, cfg.data.pitch_high, cfg.analyzer,
                                max(workers, 1) + 1)
-    train_set = JudgeDataset(RollDataset.for_config(cache, train, cfg.data, key_to_c=False), shifts, labels)
-    val_set = JudgeDataset(RollDataset.for_config(cache, val, cfg.data, key_to_c=False))
+    analyzer = ChromaticAnalyzer(cfg.analyzer)
+    train_set = JudgeDataset(RollDataset.for_config(cache, train, cfg.data, key_to_c=False), shifts, labels,
+                             analyzer)
+    val_set = JudgeDataset(RollDataset.for_config(cache, val, cfg.data, key_to_c=False), analyzer=analyzer)
     # best.pt is the most accurate epoch: late in a run the cross-entropy rises (the judge grows sure of
     # itself) while accuracy still climbs, so the lowest loss would keep an earlier, less accurate judge
     settings = LoopSettings(jc.learning_rate, jc.weight_decay, jc.batch_size, jc.epochs, jc.ema_decay,
@@ -182,7 +200,8 @@ def train_judge(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume
     return train_with_ema(
         lambda: ChromaticJudge(jc, cfg.data.roll_steps, cfg.data.num_pitches, cfg.data.pitch_low), train_set, val_set,
         settings,
-        loss_fn=lambda model, batch: judge_loss(model, batch, jc.attribute_weight, jc.feature_weight)[0],
+        loss_fn=lambda model, batch: judge_loss(model, batch, jc.attribute_weight, jc.feature_weight,
+                                                jc.soft_weight)[0],
         validate_fn=lambda ema, loader, device: validate(ema, loader, device, jc.attribute_weight),
         payload_fn=lambda ema, row: judge_payload(ema, row, {"data": data}), out_dir=out_dir,
         max_minutes=max_minutes, resume=resume, seed=seed, workers=workers)

@@ -44,11 +44,13 @@ CARD_NOTES = {
              "in its own key (sustain as 0/1) and its chroma, the metre's bar and beat grid beside them and the "
              "tempo as a FiLM condition, and beside it a harmony branch over the whole segment (pitch-class "
              "histogram, learned key profiles at all 12 rotations, the interval vector of notes sounding together, "
-             "register, range, onset density, the top line's moves), with a mode head and seven attribute heads (rebracketing, temporal "
-             "complexity, the five axes). Its penultimate layer is the embedding of the suite's Fréchet distance. "
-             "Trained on clean corpus segments only, each drawn moved by 0, +-1 or +-2 semitones and labelled as "
-             "the analyzer hears the moved copy, with an auxiliary head for the analyzer's raw features (training only); "
-             "not the diffusion engine's guidance classifier.",
+             "register, range, onset density, the top line's moves), with a mode head and seven attribute heads "
+             "(rebracketing, temporal complexity, the five axes). Its penultimate layer is the embedding of the "
+             "suite's Fréchet distance. "
+             "Trained on clean corpus segments only, each drawn as it is or moved by one of the config's "
+             "`transpositions` (semitones) and labelled as the analyzer hears the moved copy; the mode target mixes "
+             "the label with the analyzer's soft scores (`soft_weight`), and an auxiliary head learns the "
+             "analyzer's raw features (training only). Not the diffusion engine's guidance classifier.",
     "codec": "EnCodec's architecture from the encodec package (SEANet encoder and decoder with an LSTM at the "
              "bottleneck, residual vector quantizer with EMA k-means codebooks), trained on FluidSynth piano renders "
              "of training segments (16 kHz mono, each scaled to RMS 0.1 as encode scales a clip) with waveform L1, "
@@ -110,6 +112,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
                                                            f"the time budget)" if "step" in last else "") +
         f", {last.get('minutes', '?')} min on "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})",
+        *([f"- **Shipped weights:** the run's best.pt, epoch {payload['metrics']['epoch']} of {last['epoch']}"]
+          if "epoch" in payload.get("metrics", {}) and "epoch" in last else []),
         f"- **Config:** `{json.dumps(payload.get('config', {}))}`",
         *([f"- **Latent map:** UMAP ({json.dumps(payload['latent_map']['params'])}, random_state "
            f"{payload['latent_map']['seed']}) of {len(payload['latent_map']['rows'])} training latents; onset "
