@@ -11,9 +11,8 @@ import numpy as np
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
-from engines.models.chromatic_judge import JUDGE_ATTRIBUTES, TrainedJudge
+from engines.models.chromatic_judge import JUDGE_ATTRIBUTES, TrainedJudge, row_targets
 from engines.music.analyzer import MODES
-from engines.training.judge_trainer import row_targets
 
 
 def evaluate_judge(checkpoint: str, cfg: Config, test_limit: int = 0) -> dict:

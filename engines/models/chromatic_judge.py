@@ -47,6 +47,14 @@ JUDGE_ATTRIBUTES = ("rebracketing", "temporal_complexity") + AXES
 # judge does not hear): an auxiliary head learns them, each in [0, 1] (normalised as the analyzer does), in
 # training only, so the embedding holds the parts the axes are summed from and not only their sums.
 JUDGE_FEATURES = tuple(name for name in FEATURE_NAMES if name != "velocity")
+
+
+def row_targets(rows: np.ndarray) -> np.ndarray:
+    """(N, 7) JUDGE_ATTRIBUTES of segment-cache rows."""
+    return np.concatenate([rows["rebracketing"][:, None], rows["temporal_complexity"][:, None], rows["axes"]],
+                          1).astype(np.float32)
+
+
 # Sizes of a top-line move, in semitones: steps, thirds, fourths to fifths, sixths to octaves, wider.
 TOP_LINE_BINS = ((1, 2), (3, 4), (5, 7), (8, 12), (13, 127))
 

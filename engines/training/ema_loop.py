@@ -3,11 +3,10 @@ the judge.
 
 Each epoch: a pass over the training split with AdamW, a linear warm-up then a cosine decay of the learning
 rate over all epochs (or over `max_minutes`, when that ends the run first, so that a time-boxed run still
-anneals), gradient clipping, and an exponential moving average (EMA) of the weights; then
-validation of the EMA weights, one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and,
-when the validation loss (or the settings' `select_on` metric) improves, `best.pt` (the EMA weights, which
-is what sampling uses). Stops after
-`epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
+anneals), gradient clipping, and an exponential moving average (EMA) of the weights; then validation of
+the EMA weights, one JSON line in metrics.jsonl, `last.pt` (everything needed to resume) and, when the
+validation loss (or the settings' `select_on` metric) improves, `best.pt` (the EMA weights, which is what
+sampling uses). Stops after `epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
 
 Variable-length examples (the GPT's) can give `lengths`: batches are then drawn from length buckets
 (LengthBucketSampler), so a batch pads to about its own length rather than to the longest in the corpus.

@@ -33,18 +33,12 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.data.cache import FEATURE_NAMES, SegmentCache
 from engines.data.torch_dataset import RollDataset
 from engines.models.chromatic_judge import (JUDGE_ATTRIBUTES, JUDGE_FEATURES, ChromaticJudge, judge_loss,
-                                            judge_payload)
+                                            judge_payload, row_targets)
 from engines.music import calibration
 from engines.music.analyzer import ANALYZER_VERSION, AXES, MODES, ChromaticAnalyzer, normalise_features
 from engines.music.notes import transpose_notes
 from engines.training.ema_loop import LoopSettings, train_with_ema
 from engines.training.vae_trainer import _data_meta
-
-
-def row_targets(rows: np.ndarray) -> np.ndarray:
-    """(N, 7) JUDGE_ATTRIBUTES of cache rows."""
-    return np.concatenate([rows["rebracketing"][:, None], rows["temporal_complexity"][:, None], rows["axes"]],
-                          1).astype(np.float32)
 
 
 def feature_targets(raw: np.ndarray) -> np.ndarray:
@@ -115,9 +109,9 @@ def transposed_labels(cache: SegmentCache, rows: np.ndarray, shifts: list[int], 
 
 
 def soft_mode_targets(modes: np.ndarray, targets: np.ndarray, analyzer: ChromaticAnalyzer) -> np.ndarray:
-    """(..., 8) the analyzer's soft scores of labelled rows, from their axes (targets[..., 2:]); one-hot where the
-    label is not the scores' nearest mode (a manifest's label, which the axes do not explain)."""
-    axes = targets[..., 2:].astype(np.float64).copy()
+    """(..., 8) the analyzer's soft scores of labelled rows, from the axes among their targets (..., 7); one-hot
+    where the label is not the scores' nearest mode (a manifest's label, which the axes do not explain)."""
+    axes = targets[..., [JUDGE_ATTRIBUTES.index(a) for a in AXES]].astype(np.float64)
     axes[..., AXES.index("valence")] = (axes[..., AXES.index("valence")] + 1) / 2   # back to [0, 1]
     scores = analyzer.score_array(axes)
     other = scores.argmax(-1) != modes
