@@ -98,12 +98,12 @@ def bench_vae(cfg: Config, repeats: int) -> dict | None:
     """One 4-bar segment sampled and decoded to notes, at batch 1 and per segment at batch 8 (CPU)."""
     import torch
 
-    from engines.models.trained_vae import TrainedVAE
+    from engines.generation import GENERATORS
 
     path = Path(cfg.model.checkpoints_dir) / "vae.pt"
     if not path.is_file():
         return None
-    vae = TrainedVAE.load(path, device="cpu")
+    vae = GENERATORS["vae"].load(path, device="cpu").model
     vae.sample("RED", n=1, seed=0)  # warm-up
     counter = iter(range(10**6))
     one = _median_seconds(lambda: vae.sample("RED", n=1, seed=next(counter)), max(repeats, 20))
@@ -118,14 +118,16 @@ def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
     classifier guidance on top."""
     import torch
 
-    from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
-    from engines.models.trained_diffusion import TrainedDiffusion
+    from engines.generation import GENERATORS
+    from engines.generation.diffusion import SUGGESTED_CLASSIFIER_SCALE
+    from engines.models.guidance_classifier import GuidanceTarget
 
     path = Path(cfg.model.checkpoints_dir) / "diffusion.pt"
     if not path.is_file():
         return None
-    engine = TrainedDiffusion.load(path, device="cpu")
-    guidance = cfg.generation.sampling.guidance_scale
+    engine = GENERATORS["diffusion"].load(path, device="cpu").model   # with the classifier beside it, if any
+    settings = cfg.generation.sampling.diffusion
+    guidance = settings.guidance_scale
     engine.sample("RED", n=1, steps=5, guidance_scale=guidance)  # warm-up
     counter = iter(range(10**6))
 
@@ -137,12 +139,10 @@ def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
            "guidance_scale": guidance, "seconds_one_segment": seconds(1, steps=50), "seconds_batch8": seconds(8, steps=50)}
     engine.sample("RED", n=1, steps=2, sampler="dpmsolver++")  # loads diffusers once
     row["seconds_one_segment_dpmsolver_20_steps"] = seconds(1, steps=20, sampler="dpmsolver++")
-    classifier = Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt"
-    if classifier.is_file():
-        engine.classifier = TrainedGuidanceClassifier.load(classifier)
+    if engine.classifier is not None:
         row["seconds_one_segment_classifier_guided"] = seconds(
-            1, steps=50, classifier_scale=cfg.generation.sampling.classifier_scale,
-            target=GuidanceTarget(mode=True, rebracketing="high", space=cfg.generation.sampling.classifier_space))
+            1, steps=50, classifier_scale=SUGGESTED_CLASSIFIER_SCALE,
+            target=GuidanceTarget(mode=True, rebracketing="high", space=settings.classifier_space))
     return row
 
 
@@ -166,6 +166,7 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
     prompt with the configured sampling and prompt guidance (bar 1.5 s)."""
     import torch
 
+    from engines.generation import GENERATORS
     from engines.models.trained_autoregressive import TrainedAutoregressive
     from engines.sampling.autoregressive import sample_tokens
     from engines.tokenizers.vocabulary import EOS
@@ -173,7 +174,7 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
     path = Path(cfg.model.checkpoints_dir) / "autoregressive.pt"
     if not path.is_file():
         return None
-    engine = TrainedAutoregressive.load(path, device="cpu")
+    engine = GENERATORS["autoregressive"].load(path, device="cpu").model
     float32 = TrainedAutoregressive.load(path, device="cpu", precision="float32")
     prompt = engine.prompt_ids("a calm, intimate BLUE phrase")
     new_tokens = min(new_tokens, engine.model.config.block_size - len(prompt))
@@ -201,7 +202,7 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
                                min_new_tokens=new_tokens, do_sample=True, top_k=0, use_cache=True, pad_token_id=0)
         theirs()
         hf_seconds = _median_seconds(theirs, max(repeats, 3))
-    s = cfg.generation.sampling  # one segment as the studio writes it: prompt guidance doubles the work
+    s = cfg.generation.sampling.autoregressive  # one segment as the studio writes it: prompt guidance doubles the work
     one = _median_seconds(lambda: engine.generate("a fiery RED segment with high temporal complexity",
                                                   seed=next(counter), temperature=s.temperature, top_p=s.top_p,
                                                   top_k=s.top_k, guidance_scale=s.prompt_guidance),
@@ -234,6 +235,37 @@ class _Masked:
         return logits + self.bias.to(logits.device), loss
 
 
+def bench_verified(cfg: Config, repeats: int) -> dict:
+    """One requested segment through engines/generation for every engine with a checkpoint, as the studio
+    asks for it: raw (one candidate) and verified (the engine's K candidates ranked by the judge, copies
+    rejected), in ms, medians over repeats after a warm-up; the copy index's build time. Bars (issue 17):
+    verified VAE <= 100 ms, diffusion <= 2 s, GPT <= 3 s."""
+    from engines.generation import GENERATORS, Request
+    from engines.generation.verify import Verifier, candidates_per_result, draw
+
+    verifier = Verifier.for_config(cfg)
+    start = time.perf_counter()
+    verifier.copies  # noqa: B018  (the studio builds it at start-up)
+    out = {"copy_index_build_seconds": round(time.perf_counter() - start, 2), "judge": verifier.judge is not None}
+    for name, kind in GENERATORS.items():
+        path = Path(cfg.model.checkpoints_dir) / f"{name}.pt"
+        if not path.is_file():
+            continue
+        generator = kind.load(path, device="cpu")
+        settings = generator.settings_for(cfg)
+        k = candidates_per_result(generator, Request(engine=name), settings, verifier)
+        counter = iter(range(10**6))
+        row = {"candidates": k}
+        for label, count in (("raw", 1), ("verified", k)):
+            def one():
+                draw(generator, Request(engine=name, mode="RED", n=1, seed=next(counter), candidates=count),
+                     settings, verifier)
+            one()
+            row[f"ms_one_segment_{label}"] = round(_median_seconds(one, max(repeats, 3)) * 1000, 1)
+        out[name] = row
+    return out
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     started = time.time()
     result = {
@@ -246,6 +278,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "vae": bench_vae(cfg, repeats),
         "diffusion": bench_diffusion(cfg, repeats),
         "autoregressive": bench_autoregressive(cfg, repeats),
+        "verified_generation": bench_verified(cfg, repeats),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

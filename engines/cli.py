@@ -175,6 +175,14 @@ def cmd_evaluate(args) -> None:
                 # space) stays, renamed: "frechet_diffusion"
                 result[f"{key}_{args.engine}"] = result.pop(key)
         result = {**result, **suite}
+    from engines.generation import GENERATORS
+
+    if args.engine in GENERATORS and not args.no_suite and args.candidates != 1:
+        from engines.evaluation.verified import merge_verification, verification_report
+
+        result = merge_verification(result, verification_report(
+            args.engine, checkpoint, cfg, n_per_mode=args.n, seed=args.seed, candidates=args.candidates,
+            use_cache=not args.no_cache))
     _emit(result, args.json)
 
 
@@ -220,116 +228,89 @@ def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
                               with_table=not args.no_table, classifier=classifier)
 
 
+# generate's sampling flags -> the engine setting each sets (the first of the names the engine has)
+FLAG_SETTINGS = {"temperature": ("temperature",), "prompt": ("prompt",), "top_k": ("top_k",), "top_p": ("top_p",),
+                 "beam": ("beam_width",), "max_bars": ("max_bars",), "steps": ("steps",), "sampler": ("sampler",),
+                 "eta": ("eta",), "metre": ("metre",), "guidance": ("guidance_scale", "prompt_guidance"),
+                 "classifier_guidance": ("classifier_scale",), "target": ("classifier_target",),
+                 "classifier_space": ("classifier_space",)}
+
+
 def cmd_generate(args) -> None:
     from engines.analysis import analyze_segments
     from engines.data.midi_io import write_segment_midi
+    from engines.generation import GENERATORS, Request
+    from engines.generation.verify import Verifier, draw
 
     cfg = _config(args)
+    kind = GENERATORS[args.engine]
     checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
-    if args.engine == "vae":
-        from engines.models.trained_vae import TrainedVAE
-
-        temperature = 1.0 if args.temperature is None else args.temperature
-        segments, _ = TrainedVAE.load(checkpoint).sample(args.mode, n=args.n, temperature=temperature,
-                                                         seed=args.seed, tonic=args.tonic)
-    elif args.engine == "autoregressive":
-        segments = _autoregressive_segments(args, cfg, checkpoint)
-    else:
-        segments = _diffusion_segments(args, cfg, checkpoint)
+    if not Path(checkpoint).is_file():
+        raise StudioError(f"no {args.engine} checkpoint at '{checkpoint}': train one with `python -m engines train "
+                          f"--engine {args.engine} --out RUN` and pass --checkpoint RUN/best.pt")
+    settings = kind.settings_for(cfg, _flag_settings(args, kind))
+    request = Request(engine=args.engine, mode=args.mode, n=args.n, seed=args.seed, tonic=args.tonic,
+                      attributes=_attributes(args), init_midi=args.init, candidates=args.candidates,
+                      keep_bars=_keep_bars(args.keep_bars, kind.init_verb) if args.keep_bars else None)
+    if args.init and not args.keep_bars and kind.init_verb == "continued":
+        request.keep_bars = [1, 2]
+    if bool(args.init) != bool(request.keep_bars):
+        raise StudioError(f"--keep-bars {kind.init_verb or 'keeps bars of'} a MIDI file: give it with --init FILE.mid"
+                          if args.keep_bars else "--init needs --keep-bars: the bars to keep, e.g. 1,2")
+    extra = {"classifier_path": args.classifier} if args.classifier and args.engine == "diffusion" else {}
+    generator = kind.load(checkpoint, **extra)
+    result = draw(generator, request, settings, Verifier.for_config(cfg), cfg=cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
-    for i, segment in enumerate(segments):
-        stem = f"{args.engine}-{args.mode.lower()}-{args.seed}-{i}"
+    for i, (segment, check) in enumerate(zip(result.segments, result.verifications)):
+        stem = f"{args.engine}-{result.asked_mode.lower()}-{args.seed}-{i}"
         entry = {"midi": str(write_segment_midi(segment, out / f"{stem}.mid"))}
         if args.render:
             from engines.data.midi_io import segment_to_score
             from engines.render.fluidsynth_renderer import render_score, write_audio
 
-            audio = render_score(segment_to_score(segment), sample_rate=cfg.render.sample_rate,
-                                 soundfont=cfg.render.soundfont, gain=cfg.render.gain)
-            entry["audio"] = str(write_audio(audio, out / f"{stem}.wav", cfg.render.sample_rate))
-        if len(segment.notes):
-            (entry["analysis"],) = analyze_segments([segment], cfg)
-        else:
-            entry["analysis"] = None
+            r = cfg.render
+            audio = render_score(segment_to_score(segment), sample_rate=r.sample_rate, soundfont=r.soundfont,
+                                 gain=r.gain, tail_seconds=r.tail_seconds)
+            entry["audio"] = str(write_audio(audio, out / f"{stem}.wav", r.sample_rate))
+        entry["analysis"] = analyze_segments([segment], cfg)[0] if len(segment.notes) else None
+        entry["verification"] = check.to_dict()
         summary.append(entry)
-    _emit({"engine": args.engine, "mode": args.mode, "n": args.n, "seed": args.seed, "files": summary})
+    _emit({"engine": args.engine, "mode": result.asked_mode, "n": args.n, "seed": args.seed,
+           "candidates": result.candidates, "verification": result.summary(), "files": summary})
 
 
-def _diffusion_segments(args, cfg, checkpoint: str) -> list:
-    """`generate --engine diffusion`: sample, or inpaint `--init` keeping `--keep-bars`; classifier guidance
-    when `--classifier-guidance` > 0."""
-    from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
-    from engines.models.trained_diffusion import TrainedDiffusion
-
-    if not Path(checkpoint).is_file():
-        raise StudioError(f"no diffusion checkpoint at '{checkpoint}': train one with `python -m engines "
-                          f"train --engine diffusion --out RUN` and pass --checkpoint RUN/best.pt")
-    if bool(args.init) != bool(args.keep_bars):
-        raise StudioError("inpainting needs both --init FILE.mid and --keep-bars (e.g. 1,2)")
-    engine = TrainedDiffusion.load(checkpoint)
-    target = GuidanceTarget.parse(args.target, args.classifier_space or cfg.generation.sampling.classifier_space)
-    if args.classifier_guidance > 0:
-        path = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
-        if not Path(path).is_file():
-            raise StudioError(f"no guidance classifier at '{path}': train one with `python -m engines train "
-                              "--engine guidance-classifier` and pass --classifier RUN/best.pt")
-        engine.classifier = TrainedGuidanceClassifier.load(path)
-    settings = dict(mode=args.mode, n=args.n, steps=args.steps or cfg.generation.sampling.num_steps,
-                    sampler=args.sampler, eta=args.eta, seed=args.seed, tonic=args.tonic,
-                    guidance_scale=cfg.generation.sampling.guidance_scale if args.guidance is None else args.guidance,
-                    classifier_scale=args.classifier_guidance, target=target)
-    if args.init:
-        from engines.analysis import midi_file_segments
-
-        keep = _bar_list(args.keep_bars)
-        _, init_segments = midi_file_segments(args.init, cfg)
-        return engine.inpaint(init_segments[0], keep, **settings)
-    return engine.sample(metre=args.metre, **settings)
+def _flag_settings(args, kind) -> dict:
+    """The engine settings the sampling flags given on the command line set; a flag the engine lacks is an error."""
+    names = set(kind.Settings.__dataclass_fields__)
+    settings = {}
+    for flag, targets in FLAG_SETTINGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        target = next((t for t in targets if t in names), None)
+        if target is None:
+            raise StudioError(f"--{flag.replace('_', '-')} does not apply to the {kind.name} engine")
+        settings[target] = value
+    return settings
 
 
-def _autoregressive_segments(args, cfg, checkpoint: str) -> list:
-    """`generate --engine autoregressive`: from `--prompt` (default: the mode's prompt), or continuing the first
-    `--keep-bars` bars of `--init`."""
-    from engines.models.trained_autoregressive import TrainedAutoregressive
-
-    if not Path(checkpoint).is_file():
-        raise StudioError(f"no autoregressive checkpoint at '{checkpoint}': train one with `python -m engines "
-                          f"train --engine autoregressive --out RUN` and pass --checkpoint RUN/best.pt")
-    engine = TrainedAutoregressive.load(checkpoint)
-    sampling = cfg.generation.sampling
-    continue_from, keep = None, 0
-    if args.init:
-        from engines.analysis import midi_file_segments
-
-        _, init_segments = midi_file_segments(args.init, cfg)
-        continue_from = init_segments[0]
-        keep = _bar_count(args.keep_bars or "2")
-    elif args.keep_bars:
-        raise StudioError("--keep-bars continues a MIDI file: give it with --init FILE.mid")
-    results = engine.generate(args.prompt, mode=args.mode, n=args.n, seed=args.seed,
-                              temperature=args.temperature if args.temperature is not None else sampling.temperature,
-                              top_k=sampling.top_k if args.top_k is None else args.top_k,
-                              top_p=sampling.top_p if args.top_p is None else args.top_p,
-                              beam_width=args.beam, max_bars=args.max_bars, continue_from=continue_from,
-                              keep_bars=keep,
-                              guidance_scale=sampling.prompt_guidance if args.guidance is None else args.guidance)
-    return [r.segment for r in results]
+def _attributes(args) -> dict | None:
+    attributes = {k: v for k, v in (("rebracketing", args.rebracketing),
+                                    ("temporal_complexity", args.temporal_complexity)) if v is not None}
+    return attributes or None
 
 
-def _bar_count(text: str) -> int:
+def _keep_bars(text: str, verb: str) -> list[int]:
+    """--keep-bars: bar numbers (1,2); a GPT continuation also takes a count (2: bars 1 and 2)."""
     try:
-        return int(str(text).strip())
-    except ValueError:
-        raise StudioError(f"--keep-bars for a continuation is a number of bars, e.g. 2; got '{text}'") from None
-
-
-def _bar_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in str(text).split(",") if x.strip()]
+        bars = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
         raise StudioError(f"--keep-bars takes bar numbers separated by commas, e.g. 1,2; got '{text}'") from None
+    if verb == "continued" and len(bars) == 1:
+        return list(range(1, bars[0] + 1))
+    return bars
 
 
 def cmd_ship(args) -> None:
@@ -346,6 +327,8 @@ def cmd_bench(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engines.generation import GENERATORS  # the engine names (no torch is imported)
+
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -393,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", choices=["vae", "diffusion", "autoregressive", "codec", "judge"])
+    p.add_argument("--engine", choices=list(GENERATORS) + ["codec", "judge"])
     p.add_argument("--real", action="store_true", help="the baseline: held-out real segments through the suite")
     p.add_argument("--no-suite", action="store_true", help="only the engine's own bars (no Fréchet, diversity, "
                                                            "judge, musical statistics)")
@@ -402,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=50, help="samples per mode (codec: held-out renders, e.g. 100)")
     p.add_argument("--test-limit", type=int, default=2000, help="VAE: test segments for reconstruction; "
                                                                "autoregressive: for perplexity (0 = all)")
+    p.add_argument("--candidates", type=int, metavar="K",
+                   help="generative engines: also measure verified generation with K candidates per result "
+                        "(default: the engine's own K) beside the raw model: consistency.raw/.verified, "
+                        "judge.consistency.raw/.verified, copies.raw/.verified, latency_ms.raw/.verified; "
+                        "1 skips it")
     p.add_argument("--table-n", type=int, default=4, help="diffusion: samples per mode in each steps-table row")
     p.add_argument("--no-table", action="store_true", help="diffusion: skip the quality-vs-speed table")
     p.add_argument("--classifier", help="diffusion: guidance classifier (default: <checkpoints>/guidance-classifier.pt)")
@@ -412,34 +400,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", nargs="+", metavar="JSON", help="outputs of `evaluate --json` (engines or --real)")
 
     p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
-    p.add_argument("--engine", required=True, choices=["vae", "diffusion", "autoregressive"])
+    p.add_argument("--engine", required=True, choices=list(GENERATORS))
     p.add_argument("--mode", default="WHITE", help="BLACK RED ORANGE YELLOW GREEN BLUE INDIGO VIOLET or WHITE")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, help="VAE: prior temperature (default 1); autoregressive: "
-                                                     "sampling temperature (default generation.sampling.temperature)")
+    p.add_argument("--candidates", type=int, metavar="K",
+                   help="verified generation: draw K candidates per result, return the best by the judge, never a "
+                        "copy of a training segment (default: the engine's, generation.sampling.<engine>."
+                        "candidates: VAE 32, diffusion and GPT 8; 1 = the raw model, unchecked). K candidates "
+                        "cost about K times one draw")
+    p.add_argument("--rebracketing", type=float, help="target rebracketing 0..1 (VAE and diffusion condition on it; "
+                                                      "verification ranks by it)")
+    p.add_argument("--temporal-complexity", type=float, help="target temporal complexity 0..1 (as --rebracketing)")
+    p.add_argument("--temperature", type=float, help="VAE: prior temperature; autoregressive: sampling temperature "
+                                                     "(default generation.sampling.<engine>.temperature)")
     p.add_argument("--prompt", help='autoregressive: what to write, e.g. "a calm, intimate BLUE phrase" '
                                     "(default: the mode's prompt)")
     p.add_argument("--top-k", type=int, help="autoregressive: keep the k most probable tokens (0 = off)")
     p.add_argument("--top-p", type=float, help="autoregressive: nucleus sampling mass (1 = off)")
-    p.add_argument("--beam", type=int, default=1, help="autoregressive: beam width (1 = sample)")
-    p.add_argument("--max-bars", type=int, default=4, help="autoregressive: bars to write")
-    p.add_argument("--steps", type=int, help="diffusion: sampling steps (default generation.sampling.num_steps)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmsolver++"],
-                   help="diffusion: sampler (dpmsolver++: DPM-Solver++ 2M, good in 10-20 steps)")
-    p.add_argument("--eta", type=float, default=0.0, help="diffusion: DDIM eta (0 = deterministic)")
+    p.add_argument("--beam", type=int, help="autoregressive: beam width (1 = sample; > 1: one unchecked result)")
+    p.add_argument("--max-bars", type=int, help="autoregressive: bars to write (default 4)")
+    p.add_argument("--steps", type=int, help="diffusion: sampling steps (default generation.sampling.diffusion.steps)")
+    p.add_argument("--sampler", choices=["ddim", "ddpm", "dpmsolver++"],
+                   help="diffusion: sampler (dpmsolver++: DPM-Solver++ 2M, good in 10-20 steps; default ddim)")
+    p.add_argument("--eta", type=float, help="diffusion: DDIM eta (0 = deterministic)")
     p.add_argument("--guidance", type=float, help="diffusion: classifier-free guidance scale (default generation."
-                                                  "sampling.guidance_scale); autoregressive: guidance toward the "
-                                                  "prompt (default generation.sampling.prompt_guidance, 1 = off)")
+                                                  "sampling.diffusion.guidance_scale); autoregressive: guidance "
+                                                  "toward the prompt (default generation.sampling.autoregressive."
+                                                  "prompt_guidance, 1 = off)")
     p.add_argument("--metre", help="diffusion: time signature such as 3/4 (default: drawn for the mode)")
-    p.add_argument("--classifier-guidance", type=float, default=0.0, metavar="S",
+    p.add_argument("--classifier-guidance", type=float, metavar="S",
                    help="diffusion: classifier-guidance strength (0 = off)")
     p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "
                                     "rebracketing=low, comma-separated (default: mode)")
     p.add_argument("--classifier-space", choices=["x0", "x_t"],
-                   help="diffusion: where the classifier's gradient is taken (default generation.sampling."
-                        "classifier_space, x0)")
-    p.add_argument("--classifier", help="diffusion: guidance classifier (default <checkpoints>/guidance-classifier.pt)")
+                   help="diffusion: where the classifier's gradient is taken (default x0)")
+    p.add_argument("--classifier", help="diffusion: guidance classifier (default: guidance-classifier.pt beside "
+                                        "the checkpoint)")
     p.add_argument("--init", help="diffusion inpainting / autoregressive continuation: a MIDI file whose first "
                                   "segment is kept in part")
     p.add_argument("--keep-bars", help="diffusion inpainting: the bars of --init to keep, e.g. 1,2 (the others "

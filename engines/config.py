@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from engines.errors import StudioError
+from engines.generation import GENERATORS, AutoregressiveSettings, DiffusionSettings, VAESettings
 from engines.music.analyzer import AnalyzerConfig
 from engines.models.codec_config import CodecConfig
 from engines.models.diffusion_config import DiffusionConfig
@@ -25,11 +26,9 @@ from engines.models.guidance_config import GuidanceClassifierConfig
 from engines.models.gpt_config import GPTConfig
 from engines.models.judge_config import JudgeConfig
 from engines.models.vae_config import VAEConfig
+from engines.settings import check  # noqa: F401  (re-exported: the configs' field checks)
 
 
-def check(predicate, allowed: str) -> dict:
-    """Field metadata: `field(default=4, metadata=check(lambda v: v > 0, "an integer > 0"))`."""
-    return {"check": (predicate, allowed)}
 
 
 # Collections of the music21 corpus used by default: every one that parses into metered, pitched music.
@@ -78,29 +77,50 @@ class DataConfig:
 
 @dataclass
 class SamplingConfig:
-    # autoregressive sampling; 0.8 / 0.95 and prompt guidance 3 followed prompts best on tuning seeds (README)
-    temperature: float = field(default=0.8, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]"))
-    top_k: int = field(default=0, metadata=check(lambda v: v >= 0, "an integer >= 0 (0 = off)"))
-    top_p: float = field(default=0.95, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
-    prompt_guidance: float = field(default=3.0, metadata=check(lambda v: 0 <= v <= 10, "a number in 0..10"))
-    num_steps: int = field(default=50, metadata=check(lambda v: v >= 1, "an integer >= 1"))
-    # diffusion classifier-free guidance; 4 gave the best consistency on tuning seeds (README, diffusion)
-    guidance_scale: float = field(default=4.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
-    # Diffusion classifier guidance: the strength the studio offers first and `evaluate` measures (generation
-    # itself applies it only when asked: `generate --classifier-guidance S`, the studio's slider).
-    classifier_scale: float = field(default=3.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
-    classifier_space: Literal["x0", "x_t"] = "x0"   # where the classifier's gradient is taken (guidance_classifier)
+    """Each engine's sampling settings in its own section (generation.sampling.diffusion.steps, ...), their
+    dataclasses beside each engine in engines/generation/. `temperature` and `top_k` are shared keys: when
+    set they apply to every engine that has them (the VAE's prior temperature, the GPT's sampling)."""
+
+    temperature: float | None = field(default=None, metadata=check(lambda v: v is None or 0 < v <= 5,
+                                                                    "a number in (0, 5], or null"))
+    top_k: int | None = field(default=None, metadata=check(lambda v: v is None or (isinstance(v, int) and v >= 0),
+                                                           "an integer >= 0 (0 = off), or null"))
     seed: int = 0
+    vae: VAESettings = field(default_factory=VAESettings)
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    autoregressive: AutoregressiveSettings = field(default_factory=AutoregressiveSettings)
+
+    # keys of the first flat section, and where each lives now (a YAML file that uses one is told)
+    moved_keys = {"num_steps": "diffusion.steps", "guidance_scale": "diffusion.guidance_scale",
+                  "classifier_scale": "diffusion.classifier_scale", "classifier_space": "diffusion.classifier_space",
+                  "eta": "diffusion.eta", "sampler": "diffusion.sampler", "top_p": "autoregressive.top_p",
+                  "prompt_guidance": "autoregressive.prompt_guidance", "beam_width": "autoregressive.beam_width",
+                  "max_bars": "autoregressive.max_bars"}
+
+
+@dataclass
+class VerifyConfig:
+    """Verified generation (engines/generation/verify.py): candidates drawn per result, ranked by the judge."""
+
+    # candidates per result for every engine; null: each engine's own default (generation.sampling.<engine>)
+    candidates: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= 32,
+                                                                "an integer 1..32, or null"))
+    # a candidate this similar to a training segment (Jaccard of onsets and pitches, best transposition) is a copy
+    copy_threshold: float = field(default=0.8, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    # weight of the judge's L1 distance to asked attributes against its log-probability of the asked mode
+    attribute_weight: float = field(default=5.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
 
 
 @dataclass
 class GenerationConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass
 class GenerativeConfig:
-    type: Literal["vae", "diffusion", "autoregressive"] = "vae"
+    # the engine the studio's Generate tab starts with: a key of engines.generation.GENERATORS
+    type: str = field(default="vae", metadata=check(lambda v: v in GENERATORS, "one of " + ", ".join(GENERATORS)))
 
 
 @dataclass
@@ -178,6 +198,12 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
     return _build(Config, values, "")
 
 
+def build_section(cls, values: dict, prefix: str):
+    """One config section (a dataclass) from plain values, checked as load_config checks them; messages name
+    the key as `prefix` + field, e.g. generation.sampling.diffusion.steps."""
+    return _build(cls, values, prefix)
+
+
 def _apply_overrides(values: dict, overrides) -> None:
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -198,6 +224,10 @@ def _build(cls, values: Any, prefix: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
+    moved = getattr(cls, "moved_keys", {})
+    for name in unknown:
+        if name in moved:
+            raise StudioError(f"config key '{prefix}{name}' has moved: use '{prefix}{moved[name]}'")
     if unknown:
         raise StudioError(f"unknown config key '{prefix}{unknown[0]}'; allowed keys here: {', '.join(fields)}")
     kwargs = {}

@@ -28,7 +28,7 @@ class LatentView:
     latent: list[float]
     analysis: dict | None            # None when the latent decodes to no notes
     color: str
-    notes: object                    # engines.api.NoteView
+    notes: object                    # engines.views.NoteView
     midi_path: str
     wav_path: str | None
 
@@ -47,7 +47,7 @@ class LatentExplorer:
 
     @property
     def vae(self):
-        return self.engine.models.get("vae")
+        return self.engine.models.get("vae").model   # the TrainedVAE behind the generator
 
     def _map(self):
         latent_map = self.vae.latent_map
@@ -130,7 +130,7 @@ class LatentExplorer:
 
 def _strip_notes(segments: list[Segment], views: list[LatentView]):
     """One NoteView of the steps played in a row; each step's span is coloured by the mode the analyzer hears."""
-    from engines.api import note_view
+    from engines.views import note_view
 
     q = float(TICKS_PER_QUARTER)
     offsets = np.cumsum([0] + [s.length for s in segments])

@@ -1,5 +1,6 @@
 """Trained models, loaded once and shared by every user of the studio (and the CLI), behind one lock.
 
+`get(engine)` gives the engine's Generator (engines/generation/), loaded from `<checkpoints_dir>/<engine>.pt`.
 Torch is imported only when a model is first asked for, so the studio starts (and browses) without it.
 The diffusion engine comes with its guidance classifier attached when `guidance-classifier.pt` lies beside it.
 The audio codec (`codec.pt`, or official EnCodec weights named in the config) is optional: `codec()` is None
@@ -12,9 +13,8 @@ import threading
 from pathlib import Path
 
 from engines.errors import StudioError
+from engines.generation import GENERATORS
 
-ENGINES = ("vae", "diffusion", "autoregressive")
-GUIDANCE_CLASSIFIER = "guidance-classifier"
 LOG = logging.getLogger("engines.registry")
 
 
@@ -25,15 +25,15 @@ class ModelRegistry:
         self._lock = threading.Lock()
 
     def checkpoint_path(self, engine: str) -> Path:
-        if engine not in ENGINES:
-            raise StudioError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}")
+        if engine not in GENERATORS:
+            raise StudioError(f"unknown engine '{engine}'; available: {', '.join(GENERATORS)}")
         return self.checkpoints_dir / f"{engine}.pt"
 
     def available(self) -> list[str]:
-        return [e for e in ENGINES if self.checkpoint_path(e).is_file()]
+        return [e for e in GENERATORS if self.checkpoint_path(e).is_file()]
 
     def get(self, engine: str):
-        """The loaded model of `engine` (loaded on first use). Raises StudioError when it has no checkpoint."""
+        """The Generator of `engine` (loaded on first use). Raises StudioError when it has no checkpoint."""
         path = self.checkpoint_path(engine)
         with self._lock:
             if engine not in self._models:
@@ -42,17 +42,25 @@ class ModelRegistry:
                                       f"`python -m engines train --engine {engine}` and copy its best.pt there")
                 from engines.training.common import pick_device
 
-                if engine == "vae":
-                    from engines.models.trained_vae import TrainedVAE as Loader
-                elif engine == "autoregressive":
-                    from engines.models.trained_autoregressive import TrainedAutoregressive as Loader
-                else:
-                    from engines.models.trained_diffusion import TrainedDiffusion as Loader
-                model = Loader.load(path, device=pick_device())
-                if engine == "diffusion":
-                    self._attach_classifier(model)
+                model = GENERATORS[engine].load(path, device=pick_device())
                 self._models[engine] = model
             return self._models[engine]
+
+    def judge(self):
+        """The learned chromatic judge (judge.pt), loaded once; None without one (or when the file is broken)."""
+        with self._lock:
+            if "judge" not in self._models:
+                path, judge = self.checkpoints_dir / "judge.pt", None
+                if path.is_file():
+                    from engines.models.chromatic_judge import TrainedJudge
+                    from engines.training.common import pick_device
+
+                    try:
+                        judge = TrainedJudge.load(path, device=pick_device())
+                    except Exception as exc:  # noqa: BLE001  (generation goes on, unranked)
+                        LOG.warning("chromatic judge not loaded: %s", exc)
+                self._models["judge"] = judge
+            return self._models["judge"]
 
     def codec(self, pretrained_path: str = "", bandwidth: float = 1.5):
         """The audio codec, loaded once: official EnCodec weights at `pretrained_path` when given, else
@@ -70,14 +78,3 @@ class ModelRegistry:
                     LOG.warning("audio codec not loaded: %s", exc)
                 self._models["codec"] = codec
             return self._models["codec"]
-
-    def _attach_classifier(self, model) -> None:
-        path = self.checkpoints_dir / f"{GUIDANCE_CLASSIFIER}.pt"
-        if not path.is_file():
-            return
-        from engines.models.guidance_classifier import TrainedGuidanceClassifier
-
-        try:
-            model.classifier = TrainedGuidanceClassifier.load(path, device=model.device)
-        except Exception as exc:  # a bad or foreign file: generation still works; classifier guidance says it has none
-            LOG.warning("guidance classifier %s not attached: %s", path, exc)

@@ -1,24 +1,25 @@
 """The generation panel of the Generate tab: pick an engine, a chromatic mode and settings; hear the variations.
 
+What every engine shares sits at the top: mode, seed, tonic, variations, rhythm attributes, "check results"
+(candidates per result) and starting from a segment. Below, each engine's own settings are built from its
+Settings dataclass (engines/generation/: the fields with a `control`), so a new setting needs no change here.
+
+Checked results: each engine draws several candidates per result, the learned judge ranks them by the mode
+(and attributes) asked for, copies of training segments are rejected, and the best are shown; the status line
+says how many candidates the judge heard in the asked mode. "Check results" at 1 shows the raw model.
+
 Each result shows its piano roll coloured by the mode the analyzer hears, the analyzer's readout (and
-whether it matches the requested mode), an audio player, and MIDI/WAV downloads.
-
-The diffusion engine adds its sampler, steps, classifier-free guidance, classifier guidance (strength and
-target) and inpainting (keep chosen bars of a result or an uploaded MIDI file, regenerate the rest). While it
-samples, a live view shows every variation's current estimate with a progress bar; Stop ends sampling at the
-current step and keeps what is there.
-
-The autoregressive engine takes a text prompt (choosing a mode fills in its default prompt), temperature,
-top-k, top-p, beam width and bars to write, and can continue the first bars of a result or an uploaded
-MIDI file. While it writes, the live view shows each variation's piano roll growing token by token; Stop
-keeps the bars written so far. When an audio codec is installed (codec.pt, or official EnCodec weights),
-each result can also be heard through it: its render turned into audio tokens and decoded back.
+whether it matches the requested mode), how it was chosen, an audio player, and MIDI/WAV downloads. The
+diffusion engine and the GPT show a live view while they sample (each variation's current estimate, or its
+notes as they are written); Stop ends sampling and keeps what is there. The diffusion engine inpaints (keeps
+chosen bars of a result or an uploaded MIDI file, regenerates the rest) and the GPT continues the first bars.
+When an audio codec is installed, GPT results can also be heard through it.
 """
 from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODE_COLORS, MODES, GenerateParams, GenerationProgress, StudioEngine
+from engines.api import MODE_COLORS, MODES, GenerationProgress, Request, StudioEngine
 from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
@@ -26,10 +27,10 @@ from studio.widgets import (analysis_markdown, denoising_image, error_markdown, 
                             piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-ENGINE_LABELS = {"vae": "VAE (conditional β-VAE)", "diffusion": "Diffusion (DDIM / DDPM, guided)",
-                 "autoregressive": "Autoregressive (GPT, text prompts)"}
-REBRACKETING_CHOICES = ["don't steer", "high", "low"]
-INPAINT_SOURCES = ["a result below", "an uploaded MIDI file"]
+MAX_CANDIDATES = 32
+INIT_SOURCES = ["a result below", "an uploaded MIDI file"]
+INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpaint"),
+               "continued": ("Continue a segment: keep its first bars, write on", "Continue")}
 
 
 def result_markdown(view) -> str:
@@ -38,101 +39,108 @@ def result_markdown(view) -> str:
     heard = view.analysis["mode"]
     verdict = "matches" if heard == view.requested_mode else f"asked for {view.requested_mode}"
     return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n"
+            + verification_markdown(view.verification)
             + analysis_markdown(view.analysis, view.color, heading=False))
 
 
-def guidance_target(toward_mode: bool, rebracketing: str) -> str:
-    """The engine's target text from the two controls ("mode", "rebracketing=high", both, or neither)."""
-    parts = (["mode"] if toward_mode else []) + ([f"rebracketing={rebracketing}"]
-                                                 if rebracketing in ("high", "low") else [])
-    return ",".join(parts)
+def verification_markdown(check: dict | None) -> str:
+    """How a result was chosen, in one line ("" for an unchecked result)."""
+    if not check or check["candidates"] == 1:
+        return ""
+    parts = [f"ranked {check['rank']} of the candidates drawn ({check['candidates']} per result)"]
+    if check.get("judge_mode"):
+        parts.append(f"the judge hears {check['judge_mode']}"
+                     + (f", {check['judge_score']:.0%} sure of the mode asked" if check["judge_score"] is not None
+                        else ""))
+    if check.get("copy_similarity") is not None:
+        parts.append(f"nearest training segment {check['copy_similarity']:.0%} alike")
+    return "*Checked: " + "; ".join(parts) + ".*\n\n"
 
 
-def inpainting_source(use: bool, source: str, result_number, upload, results: list[str]) -> str | None:
-    """(init MIDI path, or None) from the inpainting controls and this user's last results."""
+def init_source(use: bool, source: str, result_number, upload, results: list[str]) -> str | None:
+    """(the MIDI path to start from, or None) from the start-from controls and this user's last results."""
     if not use:
         return None
-    if source == INPAINT_SOURCES[1]:
+    if source == INIT_SOURCES[1]:
         if not upload:
-            raise StudioError("upload a MIDI file to inpaint, or choose a result below as the start")
+            raise StudioError("upload a MIDI file to start from, or choose a result below")
         return upload
     k = int(result_number or 1)
     if not results:
-        raise StudioError("generate first: inpainting starts from one of the results below")
+        raise StudioError("generate first: this starts from one of the results below")
     if not 1 <= k <= len(results):
         raise StudioError(f"there are {len(results)} results; pick a number from 1 to {len(results)}")
     return results[k - 1]
 
 
+def settings_control(spec: dict, elem_id: str):
+    """A Gradio component for one settings field (engines/settings.settings_schema)."""
+    common = dict(label=spec["label"], info=spec["info"] or None, elem_id=elem_id)
+    if spec["kind"] == "radio":
+        return gr.Radio(spec["choices"], value=spec["value"], **common)
+    if spec["kind"] == "checkbox":
+        return gr.Checkbox(spec["value"], **common)
+    if spec["kind"] == "slider":
+        return gr.Slider(spec["minimum"], spec["maximum"], spec["value"], step=spec["step"], **common)
+    return gr.Textbox(spec["value"] or "", lines=2, **common)
+
+
 def build_generation_panel(engine: StudioEngine) -> None:
     available = engine.engines_available()
-    choices = [(ENGINE_LABELS[e], e) for e in available] or [(ENGINE_LABELS["vae"], "vae")]
+    choices = [(engine.engine_label(e), e) for e in available]
     preferred = engine.cfg.model.generative.type  # the engine the tab starts with, when it has a checkpoint
-    first = preferred if preferred in available else choices[0][1]
-    sampling = engine.cfg.generation.sampling
+    first = preferred if preferred in available else (available[0] if available else None)
     if not available:
         gr.Markdown(f"No trained engine checkpoint in `{engine.cfg.model.checkpoints_dir}` yet. Train one with "
                     "`python -m engines train --engine vae` and copy its `best.pt` there as `vae.pt`.",
                     elem_id="generate-missing")
+    schemas = {e: engine.engine_settings(e) for e in available}
+    for spec in (s for specs in schemas.values() for s in specs if s["name"] == "prompt" and s["value"] is None):
+        spec["value"] = prompt_for("RED")   # the prompt box starts with the first mode's prompt
+    names = [spec["name"] for specs in schemas.values() for spec in specs]
+    integers = {(e, spec["name"]) for e, specs in schemas.items() for spec in specs if spec["integer"]}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             engine_name = gr.Radio(choices, value=first, label="Engine", elem_id="generate-engine")
             mode = gr.Radio(list(MODES) + ["WHITE"], value="RED", label="Chromatic mode (WHITE = none)",
                             elem_id="generate-mode")
-            temperature = gr.Slider(0.1, 2.0, sampling.temperature if first == "autoregressive" else 1.0, step=0.05,
-                                    label="Temperature", visible=first != "diffusion", elem_id="generate-temperature")
-            with gr.Group(visible=first == "autoregressive") as autoregressive_box:
-                prompt = gr.Textbox(prompt_for("RED"), label="Prompt", lines=2, elem_id="generate-prompt",
-                                    info='e.g. "a calm, intimate BLUE phrase" or "a RED segment with high '
-                                         'temporal complexity"; choosing a mode fills in its prompt')
-                with gr.Row():
-                    top_k = gr.Slider(0, 200, sampling.top_k, step=1, label="Top-k (0 = off)")
-                    top_p = gr.Slider(0.05, 1.0, sampling.top_p, step=0.05, label="Top-p (1 = off)")
-                prompt_guidance = gr.Slider(0, 8, sampling.prompt_guidance, step=0.5,
-                                            label="Prompt guidance (classifier-free; 1 = plain conditional)")
-                with gr.Row():
-                    beam_width = gr.Slider(1, 8, 1, step=1, label="Beam width (1 = sample; > 1: one result)")
-                    max_bars = gr.Slider(1, 8, engine.cfg.data.segment_bars, step=1, label="Bars to write")
-                with gr.Accordion("Continue a segment", open=False):
-                    use_continuation = gr.Checkbox(False, label="Continue", elem_id="continue-on")
-                    continue_source = gr.Radio(INPAINT_SOURCES, value=INPAINT_SOURCES[0], label="Start from")
-                    continue_result = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS,
-                                                label="Result number")
-                    continue_upload = gr.File(file_types=[".mid", ".midi"], type="filepath", label="MIDI file")
-                    continue_bars = gr.Slider(1, 7, 2, step=1, label="Bars to keep and continue from")
-            with gr.Group(visible=first == "diffusion") as diffusion_box:
-                sampler = gr.Radio(["ddim", "ddpm", "dpmsolver++"], value="ddim", label="Sampler",
-                                   info="DPM-Solver++ does in 10-20 steps what DDIM does in 50", elem_id="generate-sampler")
-                steps = gr.Slider(5, 1000, sampling.num_steps, step=5, label="Steps", elem_id="generate-steps")
-                guidance = gr.Slider(0, 8, sampling.guidance_scale, step=0.5,
-                                     label="Guidance scale (classifier-free; 1 = plain conditional)")
-                with gr.Accordion("Classifier guidance", open=False):
-                    classifier_scale = gr.Slider(0, 10, 0, step=0.5, label="Strength (0 = off)",
-                                                 elem_id="generate-classifier-scale",
-                                                 info=f"{sampling.classifier_scale:g} is a good start")
-                    toward_mode = gr.Checkbox(True, label="Toward the chosen mode")
-                    rebracketing_target = gr.Radio(REBRACKETING_CHOICES, value="don't steer",
-                                                   label="Rebracketing", elem_id="generate-rebracketing-target")
-                    classifier_space = gr.Radio(
-                        [("on the clean estimate (x0)", "x0"), ("on the noisy sample (x_t, Dhariwal & Nichol)", "x_t")],
-                        value=sampling.classifier_space, label="Gradient taken")
-                with gr.Accordion("Inpainting: keep bars, regenerate the rest", open=False):
-                    use_inpainting = gr.Checkbox(False, label="Inpaint", elem_id="inpaint-on")
-                    inpaint_source = gr.Radio(INPAINT_SOURCES, value=INPAINT_SOURCES[0], label="Start from")
-                    result_number = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS,
-                                              label="Result number", elem_id="inpaint-result")
-                    inpaint_upload = gr.File(file_types=[".mid", ".midi"], type="filepath",
-                                             label="MIDI file (its first 4 bars)")
-                    keep_bars = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2"], label="Bars to keep",
-                                                 elem_id="inpaint-keep")
+            groups, controls = {}, []   # controls: (engine, field name, component), in schema order
+            for e, specs in schemas.items():
+                with gr.Group(visible=e == first) as groups[e]:
+                    basic = [s for s in specs if not s["advanced"]]
+                    advanced = [s for s in specs if s["advanced"]]
+                    for spec in basic:
+                        controls.append((e, spec["name"], settings_control(spec, _elem_id(e, spec["name"], names))))
+                    if advanced:
+                        with gr.Accordion("More settings", open=False):
+                            for spec in advanced:
+                                controls.append((e, spec["name"],
+                                                 settings_control(spec, _elem_id(e, spec["name"], names))))
+            prompt = next((c for e, name, c in controls if name == "prompt"), None)
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
             tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated; "
-                                "inpainting keeps the key of the segment it starts from)")
+                                "a kept segment keeps its own key)")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations", elem_id="generate-count")
+            candidates = gr.Slider(1, MAX_CANDIDATES, engine.engine_candidates(first) if first else 8, step=1,
+                                   label="Check results: candidates per result",
+                                   info="The judge ranks this many candidates per result by the mode you ask "
+                                        "for, copies of training segments are rejected, the best are shown. "
+                                        "Costs about this many times one draw; 1 = the raw model, unchecked.",
+                                   elem_id="generate-candidates")
             with gr.Accordion("Rhythm attributes", open=False):
                 use_attributes = gr.Checkbox(False, label="Ask for these values")
                 rebracketing = gr.Slider(0, 1, 0.5, step=0.05, label="Rebracketing")
                 complexity = gr.Slider(0, 1, 0.5, step=0.05, label="Temporal complexity")
+            with gr.Accordion(_init_label(engine, first)[0], open=False, visible=bool(_init_label(engine, first)[0]),
+                              elem_id="generate-init") as init_box:
+                use_init = gr.Checkbox(False, label=_init_label(engine, first)[1] or "Start from", elem_id="inpaint-on")
+                source = gr.Radio(INIT_SOURCES, value=INIT_SOURCES[0], label="Start from")
+                result_number = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS, label="Result number",
+                                          elem_id="inpaint-result")
+                upload = gr.File(file_types=[".mid", ".midi"], type="filepath", label="MIDI file (its first 4 bars)")
+                keep_bars = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2"], label="Bars to keep",
+                                             info="Inpainting keeps any bars; the GPT continues after bars 1..k",
+                                             elem_id="inpaint-keep")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
@@ -160,66 +168,61 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [value for _ in slots for value in (gr.update(visible=False), None, "", None,
                                                    gr.update(value=None, visible=False), [])]
 
-    def show_engine(name):  # the temperature slider is the VAE's prior temperature or the GPT's sampling one
-        return (gr.update(visible=name != "diffusion", value=sampling.temperature if name == "autoregressive" else 1.0),
-                gr.update(visible=name == "diffusion"), gr.update(visible=name == "autoregressive"))
+    def show_engine(name):
+        label, check = _init_label(engine, name)
+        return ([gr.update(visible=e == name) for e in groups]
+                + [gr.update(value=engine.engine_candidates(name)), gr.update(visible=bool(label), label=label),
+                   gr.update(label=check or "Start from")])
 
-    engine_name.change(show_engine, engine_name, [temperature, diffusion_box, autoregressive_box])
-    # choosing a mode fills in its prompt (WHITE: a prompt naming none)
-    mode.change(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt)
+    engine_name.change(show_engine, engine_name, list(groups.values()) + [candidates, init_box, use_init])
+    if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none)
+        mode.change(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt)
 
     def on_error(message):
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
 
     @guarded_stream(on_error)
-    def run(engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity,
-            sampler, steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space,
-            use_inpainting, inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p,
-            beam_width, max_bars, use_continuation, continue_source, continue_result, continue_upload,
-            continue_bars, prompt_guidance, results, request: gr.Request):
-        attributes = ({"rebracketing": rebracketing, "temporal_complexity": complexity}
-                      if use_attributes else None)
-        diffusion, autoregressive = engine_name == "diffusion", engine_name == "autoregressive"
-        init = inpainting_source(diffusion and use_inpainting, inpaint_source, result_number, inpaint_upload, results)
-        continuing = autoregressive and use_continuation
-        if continuing:
-            init = inpainting_source(True, continue_source, continue_result, continue_upload, results)
-        if autoregressive and not (prompt or "").strip():
-            raise StudioError("write a prompt, or choose a mode to fill one in")
-        if autoregressive:  # what is asked for is the mode the prompt names; the radio only fills one in
-            mode = mode_named(prompt) or "WHITE"
-        target = guidance_target(toward_mode, rebracketing_target)
-        params = GenerateParams(engine=engine_name, mode=mode, n=int(count), temperature=temperature,
-                                seed=int(seed or 0), attributes=attributes,
-                                tonic=None if init else tonic,  # inpainting keeps the key it starts from
-                                sampler=sampler, steps=int(steps), guidance_scale=float(guidance),
-                                classifier_scale=float(classifier_scale) if target else 0.0,  # nothing to steer to
-                                target=target,
-                                classifier_space=classifier_space, init_midi=init,
-                                keep_bars=[int(b) for b in keep_bars or []] if init and diffusion else None,
-                                prompt=prompt if autoregressive else None, top_k=int(top_k), top_p=float(top_p),
-                                beam_width=int(beam_width), max_bars=int(max_bars),
-                                prompt_guidance=float(prompt_guidance),
-                                continue_bars=int(continue_bars) if continuing else 0)
-        views, stopped_at = None, None
-        for item in engine.generate_stream(params, run_id=request.session_hash if request else None):
+    def run(engine_name, mode, seed, tonic, count, k, use_attributes, rebracketing, complexity, use_start,
+            start_source, start_result, start_upload, bars, results, *settings_values, request: gr.Request = None):
+        if not engine_name:
+            raise StudioError("no engine is installed: train one first")
+        settings = {name: value for (e, name, _), value in zip(controls, settings_values) if e == engine_name}
+        if "prompt" in settings:   # what is asked for is the mode the prompt names; the radio only fills one in
+            if not (settings["prompt"] or "").strip():
+                raise StudioError("write a prompt, or choose a mode to fill one in")
+            mode = mode_named(settings["prompt"]) or "WHITE"
+        for name, value in settings.items():   # sliders give floats; integer settings want ints
+            if (engine_name, name) in integers and value is not None:
+                settings[name] = int(value)
+        init = init_source(use_start and bool(_init_label(engine, engine_name)[0]), start_source, start_result,
+                           start_upload, results)
+        req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
+                      attributes={"rebracketing": rebracketing, "temporal_complexity": complexity}
+                      if use_attributes else None,
+                      tonic=None if init else tonic,  # a kept segment keeps its key
+                      init_midi=init, keep_bars=[int(b) for b in bars or []] if init else None,
+                      settings=settings, candidates=int(k))
+        result, stopped_at = None, None
+        live_view = engine.engine_is_live(engine_name)
+        for item in engine.generate_stream(req, run_id=request.session_hash if request else None):
             if isinstance(item, GenerationProgress):
                 stopped_at = (item.step, item.total)
                 image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low)
-                label = (f"Writing: token {item.step} (at most {item.total})" if autoregressive
-                         else f"Denoising: step {item.step} of {item.total}")
+                label = engine.engine_live_label(engine_name).format(step=item.step, total=item.total)
                 yield [progress_html(item.step, item.total, label),
                        gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (6 * len(slots))]
             else:
-                views = item
-        yield _results(views, mode, stopped_at, diffusion or autoregressive, autoregressive)
+                result = item
+        yield _results(result, stopped_at, live_view)
 
-    def _results(views, mode, stopped_at, live_shown: bool, autoregressive: bool = False) -> list:
+    def _results(result, stopped_at, live_shown: bool) -> list:
+        views, mode = result.views, result.asked_mode
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
         summary = (f"{len(views)} segments; the analyzer hears {mode} in {matches}."
                    if mode != "WHITE" else f"{len(views)} unconditioned segments.")
-        if stopped_at and stopped_at[0] < stopped_at[1] and not autoregressive:
-            summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are that step's estimates."
+        summary += f" {result.summary}"
+        if result.stopped and stopped_at and stopped_at[0] < stopped_at[1]:
+            summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are what it had then."
         outputs = [summary, gr.skip() if live_shown else gr.update(visible=False), [v.midi_path for v in views]]
         for i in range(MAX_RESULTS):
             if i < len(views):
@@ -239,11 +242,19 @@ def build_generation_panel(engine: StudioEngine) -> None:
             return error_markdown("Nothing is generating right now.")
         return gr.update()
 
-    inputs = [engine_name, mode, temperature, seed, tonic, count, use_attributes, rebracketing, complexity, sampler,
-              steps, guidance, classifier_scale, toward_mode, rebracketing_target, classifier_space, use_inpainting,
-              inpaint_source, result_number, inpaint_upload, keep_bars, prompt, top_k, top_p, beam_width, max_bars,
-              use_continuation, continue_source, continue_result, continue_upload, continue_bars, prompt_guidance,
-              results_state]
+    inputs = [engine_name, mode, seed, tonic, count, candidates, use_attributes, rebracketing, complexity, use_init,
+              source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
                    show_progress="minimal")
     stop.click(request_stop, None, status, queue=False)
+
+
+def _init_label(engine: StudioEngine, name: str | None) -> tuple[str, str]:
+    """(accordion label, checkbox label) of the start-from controls for an engine; ("", "") when it has none."""
+    return INIT_LABELS.get(engine.engine_init_verb(name) if name else "", ("", ""))
+
+
+def _elem_id(engine_name: str, field: str, names: list[str]) -> str:
+    """generate-<field>, or generate-<engine>-<field> when two engines have a field of that name."""
+    stem = field.replace("_", "-")
+    return f"generate-{stem}" if names.count(field) == 1 else f"generate-{engine_name}-{stem}"

@@ -33,7 +33,7 @@ LISTENING_CONCURRENCY = 16  # votes are quick database writes: they do not wait 
 
 def default_systems(engine: StudioEngine) -> list[list[str]]:
     engines = [e for e in engine.engines_available()]
-    rows = [[e.upper() if e != "autoregressive" else "GPT", e, "{}", ""] for e in engines[:2]]
+    rows = [[engine.engine_short_name(e), e, "{}", ""] for e in engines[:2]]
     if len(rows) == 1:
         rows.append([f"{rows[0][0]} hot", rows[0][1], '{"temperature": 1.3}', ""])
     return rows

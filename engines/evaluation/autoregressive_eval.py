@@ -73,7 +73,7 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
         raise StudioError(f"no autoregressive checkpoint at '{checkpoint}'; pass --checkpoint RUN/best.pt")
     engine = TrainedAutoregressive.load(checkpoint)
     analyzer = ChromaticAnalyzer(cfg.analyzer)
-    s = cfg.generation.sampling
+    s = cfg.generation.sampling.autoregressive
     sampling = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars,
                     max_new_tokens=max_new_tokens, guidance_scale=s.prompt_guidance)
     outputs, per_mode, pairs, pair_wins = 0, {}, 0, 0

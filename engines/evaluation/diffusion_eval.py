@@ -8,7 +8,7 @@
     steps_table   the same for DDIM at 10 / 25 / 50 / 100 / 1000 steps, DDPM at 1000 and DPM-Solver++ at 10
                   and 20, with seconds per segment (batches of one mode at a time)
     guidance      classifier guidance toward the requested mode and high rebracketing (the guidance
-                  classifier at `generation.sampling.classifier_scale` in `classifier_space`, on top of
+                  classifier at the suggested strength (3) in `generation.sampling.diffusion.classifier_space`, on top of
                   classifier-free guidance), with
                   the same modes and seeds as the unguided samples above: mean measured rebracketing of both,
                   the lift, and the consistency of the guided samples
@@ -27,6 +27,7 @@ from engines.config import Config
 from engines.errors import StudioError
 from engines.evaluation.frechet import feature_embedding, frechet_distance, standardise
 from engines.evaluation.suite import real_sample
+from engines.generation.diffusion import SUGGESTED_CLASSIFIER_SCALE
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES, ChromaticAnalyzer
@@ -104,8 +105,8 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     torch.manual_seed(seed)
     engine = TrainedDiffusion.load(checkpoint)
     analyzer = ChromaticAnalyzer(cfg.analyzer)
-    sampling = cfg.generation.sampling
-    steps, guidance = min(sampling.num_steps, engine.num_steps), sampling.guidance_scale
+    sampling = cfg.generation.sampling.diffusion
+    steps, guidance = min(sampling.steps, engine.num_steps), sampling.guidance_scale
     real = feature_embedding(real_sample(cfg, "test", real_count, seed, in_c=True))
     samples, _ = _generate(engine, n_per_mode, "ddim", steps, guidance, seed)
     sample_analyses = _analyses(samples, analyzer)
@@ -122,7 +123,7 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     if classifier and Path(classifier).is_file():
         engine.classifier = TrainedGuidanceClassifier.load(classifier)
         result["guidance"] = _guidance(engine, sample_analyses, analyzer, n_per_mode, steps, guidance,
-                                       sampling.classifier_scale, seed, sampling.classifier_space)
+                                       SUGGESTED_CLASSIFIER_SCALE, seed, sampling.classifier_space)
     else:
         result["guidance"] = {"error": f"no guidance classifier at '{classifier}'"}
     if with_table:

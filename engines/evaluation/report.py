@@ -10,7 +10,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.evaluation.music_stats import segment_statistics
-from engines.evaluation.suite import IN_C, engine_samples, judge_or_none, real_sample, suite_metrics
+from engines.evaluation.suite import engine_samples, judge_or_none, real_sample, suite_metrics, writes_in_c
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import Segment
 
@@ -26,11 +26,13 @@ def evaluation_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: int
         pool = real_sample(cfg, "validation", 40 * n_per_mode, seed + 2, in_c=False)
         samples = {m: [s for s in pool if s.meta["mode"] == m][:n_per_mode] for m in MODES}
     else:
-        samples = engine_samples(engine, checkpoint, cfg, n_per_mode, seed, on_mode=on_mode)
+        # the raw model, or verified results when generation.verify.candidates asks for candidates
+        samples = engine_samples(engine, checkpoint, cfg, n_per_mode, seed, on_mode=on_mode,
+                                 candidates=cfg.generation.verify.candidates or 1)
     if not samples:
         raise ValueError("stopped before any mode was sampled")
     judge = judge_or_none(cfg)
-    suite = suite_metrics(samples, cfg, judge, seed, in_c=IN_C[engine], bootstrap=bootstrap)
+    suite = suite_metrics(samples, cfg, judge, seed, in_c=writes_in_c(engine), bootstrap=bootstrap)
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     confusion = np.zeros((len(MODES), len(MODES)), int)
     scored: list[tuple[float, Segment, dict]] = []
@@ -43,7 +45,7 @@ def evaluation_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: int
             score = float(analysis.scores[mode])  # the analyzer's soft score for the mode asked for
             scored.append((score, segment, {"requested": mode, "heard": analysis.mode, "score": round(score, 3)}))
     scored.sort(key=lambda item: -item[0])
-    real = real_sample(cfg, "test", 400, seed, IN_C[engine])
+    real = real_sample(cfg, "test", 400, seed, writes_in_c(engine))
     real_stats, generated_stats = segment_statistics(real), segment_statistics([s for _, s, _ in scored])
     consistency, judged = suite["analyzer"]["consistency"]["per_mode"], suite.get("judge", {}).get("consistency", {})
     diversity = suite["diversity"]["per_mode"]

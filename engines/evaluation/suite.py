@@ -35,7 +35,13 @@ from engines.music.notes import Segment, shift_to_c, transpose_notes
 SUITE_VERSION = 2         # part of the cache key: raise it when what the suite measures changes
 COPY_POOL = 4000          # training segments the copy check compares against (nearest in the embedding)
 BOOTSTRAP = 200
-IN_C = {"vae": True, "diffusion": True, "autoregressive": False, "real": False}  # the key each engine writes in
+
+
+def writes_in_c(engine: str) -> bool:
+    """Whether an engine writes in C (the suite then compares it with real segments moved to C); "real": no."""
+    from engines.generation import GENERATORS
+
+    return engine in GENERATORS and GENERATORS[engine].writes_in_c
 
 
 def real_sample(cfg: Config, split: str, n: int, seed: int, in_c: bool) -> list[Segment]:
@@ -136,35 +142,28 @@ def _hits(requested: list[str], heard: list[str]) -> dict[str, list[bool]]:
 
 
 def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, seed: int,
-                   on_mode=None) -> dict[str, list[Segment]]:
-    """n_per_mode segments per mode from an engine with the configured sampling (what the studio gives first).
-    `on_mode(i, mode)` is called before each mode is drawn; returning True stops (the modes so far are kept)."""
-    s = cfg.generation.sampling
+                   on_mode=None, candidates: int = 1, verifier=None) -> dict[str, list[Segment]]:
+    """n_per_mode segments per mode from an engine with the configured sampling (what the studio gives first),
+    through engines/generation: the raw model (candidates 1) unless `candidates` > 1 (verified generation with
+    `verifier`, engines/generation/verify.py). `on_mode(i, mode)` is called before each mode is drawn;
+    returning True stops (the modes so far are kept)."""
+    from engines.generation import GENERATORS, Request
+    from engines.generation.verify import draw
+
+    if engine not in GENERATORS:
+        raise ValueError(f"no generator for engine '{engine}'")
+    generator = GENERATORS[engine].load(checkpoint)
+    settings = generator.settings_for(cfg)
+    if candidates > 1 and verifier is None:
+        from engines.generation.verify import Verifier
+
+        verifier = Verifier.for_config(cfg)
     out = {}
-    if engine == "vae":
-        from engines.models.trained_vae import TrainedVAE
-
-        model = TrainedVAE.load(checkpoint)
-        draw = lambda mode, i: model.sample(mode, n=n_per_mode, seed=seed + i)[0]  # noqa: E731
-    elif engine == "diffusion":
-        from engines.models.trained_diffusion import TrainedDiffusion
-
-        model = TrainedDiffusion.load(checkpoint)
-        draw = lambda mode, i: model.sample(mode, n=n_per_mode, steps=min(s.num_steps, model.num_steps),  # noqa: E731
-                                            guidance_scale=s.guidance_scale, seed=seed + i)
-    elif engine == "autoregressive":
-        from engines.models.trained_autoregressive import TrainedAutoregressive
-
-        model = TrainedAutoregressive.load(checkpoint)
-        draw = lambda mode, i: [g.segment for g in model.generate(  # noqa: E731
-            mode=mode, n=n_per_mode, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-            guidance_scale=s.prompt_guidance, max_bars=cfg.data.segment_bars, seed=seed + i)]
-    else:
-        raise ValueError(f"no sampler for engine '{engine}'")
     for i, mode in enumerate(tqdm(MODES, desc=f"sampling {engine}", leave=False)):
         if on_mode is not None and on_mode(i, mode):
             break
-        out[mode] = draw(mode, i)
+        request = Request(engine=engine, mode=mode, n=n_per_mode, seed=seed + i, candidates=candidates)
+        out[mode] = draw(generator, request, settings, verifier if candidates > 1 else None).segments
     return out
 
 
@@ -223,6 +222,6 @@ def evaluate_suite(engine: str, checkpoint: str, cfg: Config, n_per_mode: int = 
 
     def compute():
         samples = engine_samples(engine, checkpoint, cfg, n_per_mode, seed)
-        return suite_metrics(samples, cfg, judge_or_none(cfg), seed, in_c=IN_C[engine])
+        return suite_metrics(samples, cfg, judge_or_none(cfg), seed, in_c=writes_in_c(engine))
 
     return cached(cfg, cache_key(engine, checkpoint, settings), compute, use_cache)

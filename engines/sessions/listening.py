@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import StudioError
+from engines.generation import GENERATORS, Request
 from engines.evaluation.preference import bradley_terry_bootstrap, fleiss_kappa, head_to_head
 from engines.music.analyzer import MODES
 from engines.sessions.store import SessionStore
 
-ENGINE_KINDS = ("vae", "diffusion", "autoregressive", "folder")
+ENGINE_KINDS = tuple(GENERATORS) + ("folder",)
 MIDI_SUFFIXES = (".mid", ".midi")  # the files a folder system reads
-SETTINGS = {"temperature", "seed", "attributes", "tonic", "sampler", "steps", "guidance_scale", "eta",
-            "classifier_scale", "target", "classifier_space", "prompt", "top_k", "top_p", "beam_width",
-            "prompt_guidance", "max_bars"}  # GenerateParams fields a system may set (mode, n: the session's)
+# Request fields a system may set besides its engine's settings (mode and n are the session's)
+REQUEST_SETTINGS = ("seed", "attributes", "tonic", "candidates")
 MAX_STIMULI_PER_MODE = 16
 
 
@@ -45,7 +45,7 @@ MAX_STIMULI_PER_MODE = 16
 class SystemSpec:
     name: str                                    # what results call it (raters never see it)
     kind: str                                    # an engine, or "folder"
-    settings: dict = field(default_factory=dict)  # GenerateParams fields (temperature, steps, prompt, ...)
+    settings: dict = field(default_factory=dict)  # its engine's settings (steps, prompt, ...) and REQUEST_SETTINGS
     folder: str = ""                             # kind "folder": a directory of .mid / .midi files
 
 
@@ -97,10 +97,11 @@ class ListeningService:
                 raise StudioError(f"system '{s.name}': no .mid files in folder '{s.folder}'")
             if s.kind != "folder" and s.kind not in self.engine.engines_available():
                 raise StudioError(f"system '{s.name}': the {s.kind} engine has no checkpoint installed")
-            unknown = set(s.settings) - SETTINGS
-            if unknown:
-                raise StudioError(f"system '{s.name}': unknown setting '{sorted(unknown)[0]}'; choose from "
-                                  f"{', '.join(sorted(SETTINGS))}")
+            if s.kind != "folder":
+                try:
+                    _request_for(s, "WHITE", 1, 0, self.engine.cfg)
+                except StudioError as exc:
+                    raise StudioError(f"system '{s.name}': {exc}") from None
         if not plan.modes or any(m not in MODES for m in plan.modes):
             raise StudioError(f"modes must be chosen from {', '.join(MODES)}")
         if not 1 <= plan.stimuli_per_mode <= MAX_STIMULI_PER_MODE:
@@ -192,11 +193,8 @@ class ListeningService:
         if system.kind == "folder":
             views = self._folder_segments(system.folder, mode, n)
         else:
-            from engines.api import GenerateParams
-
-            params = GenerateParams(**{**system.settings, "engine": system.kind, "mode": mode, "n": n,
-                                       "seed": seed + system.settings.get("seed", 0)})
-            views = [{"midi_path": v.midi_path, "wav_path": v.wav_path} for v in self.engine.generate(params)]
+            request = _request_for(system, mode, n, seed, self.engine.cfg)
+            views = [{"midi_path": v.midi_path, "wav_path": v.wav_path} for v in self.engine.generate(request)]
         out = []
         for i, v in enumerate(views):
             if not v["wav_path"]:
@@ -293,6 +291,15 @@ def _midi_files(folder: str) -> list[Path]:
     if not folder or not path.is_dir():
         return []
     return sorted(p for p in path.iterdir() if p.suffix.lower() in MIDI_SUFFIXES)
+
+
+def _request_for(system: SystemSpec, mode: str, n: int, seed: int, cfg) -> Request:
+    """The Request a system's stimuli are generated with; its settings are checked by its engine."""
+    given = dict(system.settings)
+    request = {k: given.pop(k) for k in REQUEST_SETTINGS if k in given}
+    settings = GENERATORS[system.kind].settings_for(cfg, given)
+    return Request(engine=system.kind, mode=mode, n=n, settings=settings,
+                   **{**request, "seed": seed + int(request.get("seed", 0))})
 
 
 def _slug(text: str) -> str:

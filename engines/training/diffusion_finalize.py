@@ -64,9 +64,9 @@ def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16
     payload = load_checkpoint(checkpoint)
     payload.update(mode_statistics(_datasets(cfg, limit)[0]))
     engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())
-    sampling = cfg.generation.sampling
+    sampling = cfg.generation.sampling.diffusion
     summary = calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,
-                                        min(sampling.num_steps, engine.num_steps), sampling.guidance_scale, seed)
+                                        min(sampling.steps, engine.num_steps), sampling.guidance_scale, seed)
     payload["config"]["onset_threshold"] = summary["onset_threshold"]
     summary["seconds"] = round(time.time() - started, 1)
     payload["onset_calibration"] = summary

@@ -174,7 +174,7 @@ def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
             rows.append((f"{name.replace('_', ' ')} direction, Spearman", ">= 0.8", f"{rho:.2f}", rho >= 0.8))
     smooth = report["interpolation"]["paths_with_every_step_smaller"]
     rows.append(("slerp neighbours closer than endpoints", "all paths", f"{smooth:.0%} of paths", smooth == 1.0))
-    rows.append(("latency, one segment", "<= 20 ms", f"{report['latency_ms']:.1f} ms", report["latency_ms"] <= 20))
+    rows.append(("latency, one segment", "<= 20 ms", f"{_latency(report):.1f} ms", _latency(report) <= 20))
     return rows
 
 
@@ -189,7 +189,7 @@ def diffusion_bars(report: dict) -> list[tuple[str, str, str, bool]]:
         ("consistency, worst mode", ">= 70 %", f"{min(per_mode.values()):.0%}", min(per_mode.values()) >= 0.70),
         ("Fréchet distance (baseline: real vs real)", "reported",
          f"{distance} ({frechet['real_baseline']:.2f})", frechet["distance"] is not None),
-        ("latency, one segment", "<= 1.0 s", f"{report['latency_ms'] / 1000:.2f} s", report["latency_ms"] <= 1000),
+        ("latency, one segment", "<= 1.0 s", f"{_latency(report) / 1000:.2f} s", _latency(report) <= 1000),
     ] + guidance_bars(report.get("guidance") or {})
 
 
@@ -216,8 +216,8 @@ def autoregressive_bars(report: dict) -> list[tuple[str, str, str, bool]]:
         ("high vs low temporal complexity prompts, pairs ordered", ">= 80 %", f"{report['complexity_pairs']:.0%}",
          report["complexity_pairs"] >= 0.8),
         ("validation perplexity per MIDI token", "< 5", f"{report['perplexity']:.2f}", report["perplexity"] < 5),
-        ("latency, one 4-bar segment from a prompt", "<= 1.5 s", f"{report['latency_ms'] / 1000:.2f} s",
-         report["latency_ms"] <= 1500),
+        ("latency, one 4-bar segment from a prompt", "<= 1.5 s", f"{_latency(report) / 1000:.2f} s",
+         _latency(report) <= 1500),
     ]
 
 
@@ -238,3 +238,9 @@ def codec_bars(report: dict) -> list[tuple[str, str, str, bool]]:
         ("log-mel L1 of the round trip", "reported", f"{report['log_mel_l1']:.3f}", True),
         ("bitrate", "reported", f"{report['bitrate_kbps']:.2f} kbps", True),
     ]
+
+
+def _latency(report: dict) -> float:
+    """The engine's own one-segment latency in ms (evaluate --candidates keeps it as latency_ms.engine)."""
+    latency = report["latency_ms"]
+    return float(latency.get("engine", latency.get("raw")) if isinstance(latency, dict) else latency)

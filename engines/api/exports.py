@@ -1,0 +1,108 @@
+"""Exports and rendering: a segment's analysis, MIDI and WAV (FluidSynth), and its audio-codec round trip.
+
+Files are written once, under a name derived from what they hold, and atomically, so concurrent users share them.
+A mixin of engines.api.StudioEngine.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engines.analysis import analyze_segments
+from engines.data.midi_io import segment_to_score, segments_to_score
+from engines.music.analyzer import MODE_COLORS
+from engines.music.notes import TICKS_PER_QUARTER, Segment
+from engines.views import note_view
+
+
+class ExportAPI:
+    # ---- helpers --------------------------------------------------------------------------------------
+    def segment_result(self, segment: Segment, name: str) -> dict:
+        """What the studio shows of a decoded segment: analysis (None when it holds no notes), colour of the
+        mode heard, notes for the roll, MIDI and WAV paths."""
+        analysis = analyze_segments([segment], self.cfg)[0] if len(segment.notes) else None
+        mode = analysis["mode"] if analysis else "WHITE"
+        region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode, "color": MODE_COLORS[mode],
+                   "label": mode}]
+        midi, wav = self.export_segments([segment], name)
+        return {"analysis": analysis, "color": MODE_COLORS[mode], "midi_path": midi, "wav_path": wav,
+                "notes": note_view(segment.notes, segment.bar_length, segment.num_bars, region)}
+
+    def export_segments(self, segments: list[Segment], name: str) -> tuple[str, str | None]:
+        """MIDI and WAV of segments played one after another (each keeps its metre and tempo), written once
+        under `name` plus a digest of what they hold; no WAV when they hold no notes."""
+        digest = hashlib.sha1(b"".join(
+            s.notes.tobytes() + f"{s.ts_num}/{s.ts_den}@{s.tempo_qpm}x{s.num_bars}".encode() for s in segments
+        )).hexdigest()[:16]
+        midi = self._file(f"{name}-{digest}", ".mid", lambda p: segments_to_score(segments).dump_midi(str(p)))
+        if not any(len(s.notes) for s in segments):
+            return str(midi), None
+        wav = self._file(f"{name}-{digest}-{self._render_key}", ".wav",
+                         lambda p: self._render_score(segments_to_score(segments), p))
+        return str(midi), str(wav)
+
+    def _render_score(self, score, path: Path) -> None:
+        from engines.render.fluidsynth_renderer import render_score, write_audio
+
+        r = self.cfg.render
+        audio = render_score(score, sample_rate=r.sample_rate, soundfont=r.soundfont, gain=r.gain,
+                             tail_seconds=r.tail_seconds, pool_size=r.pool_size)
+        write_audio(audio, path, r.sample_rate)
+
+    def _file(self, stem: str, suffix: str, make) -> Path:
+        """A file in out_dir made once by `make(tmp_path)`; concurrent callers never see half a file."""
+        path = self.out_dir / f"{stem}-{self.cache.meta.get('fingerprint', 'x')}{suffix}"
+        if path.exists():
+            return path
+        handle, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{path.stem}-", suffix=suffix)
+        os.close(handle)
+        try:
+            make(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+
+    def codec_render(self, segment: Segment, name: str) -> tuple[str | None, int]:
+        """The segment rendered by FluidSynth at the codec's rate, encoded to audio tokens and decoded back:
+        (WAV path, number of tokens), to hear next to the plain render. (None, 0) without a codec or notes."""
+        c = self.cfg.model.codec
+        codec = self.models.codec(c.pretrained_path, c.pretrained_bandwidth)
+        if codec is None or not len(segment.notes):
+            return None, 0
+        from engines.render.fluidsynth_renderer import render_score, write_audio
+
+        rate = codec.config.sample_rate
+        digest = hashlib.sha1(segment.notes.tobytes() + f"{segment.ts_num}/{segment.ts_den}@{segment.tempo_qpm}"
+                              f"{rate}{c.pretrained_path}".encode()).hexdigest()[:16]
+        tokens = {}
+
+        def make(path):
+            mono = render_score(segment_to_score(segment), sample_rate=rate, soundfont=self.cfg.render.soundfont,
+                                gain=self.cfg.render.gain, tail_seconds=self.cfg.render.tail_seconds).mean(axis=1)
+            codes, decoded = codec.round_trip(mono)
+            tokens["n"] = int(codes.numel())
+            decoded = decoded.numpy().clip(-1, 1)
+            write_audio(np.repeat(decoded[:, None], 2, axis=1), path, rate)
+
+        try:
+            path = self._file(f"{name}-codec-{digest}-{self._render_key}", ".wav", make)
+        except Exception as exc:  # noqa: BLE001  (the codec is optional: the plain render still plays)
+            import logging
+
+            logging.getLogger("engines.api").warning("codec round trip failed: %s", exc)
+            return None, 0
+        if "n" not in tokens:  # made earlier: the token count follows from the file's length
+            import soundfile
+
+            frames = math.ceil(soundfile.info(str(path)).frames / codec.hop_length)
+            tokens["n"] = frames * codec.n_q_used
+        return str(path), tokens["n"]
+

@@ -1,0 +1,147 @@
+"""Generation jobs for the studio: one Request through the engine's Generator and verified generation
+(engines/generation/), sampled in a worker thread with a live view, stoppable, and turned into views (roll,
+analysis, MIDI, WAV, codec render, how each result was chosen). A mixin of engines.api.StudioEngine.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from engines.generation import GENERATORS, Request
+from engines.music.notes import Segment
+from engines.settings import settings_schema
+from engines.views import GeneratedView, GenerationProgress, GenerationResult
+
+
+class GenerationAPI:
+    def engines_available(self) -> list[str]:
+        return self.models.available()
+
+    def engine_label(self, engine: str) -> str:
+        return GENERATORS[engine].label
+
+    def engine_short_name(self, engine: str) -> str:
+        """A short name for tables: VAE, DIFFUSION, GPT."""
+        return GENERATORS[engine].short_name
+
+    def engine_settings(self, engine: str) -> list[dict]:
+        """The controls of an engine's settings as plain dicts (engines/settings.settings_schema), with the
+        config's values as defaults, for the studio to build its inputs from."""
+        return settings_schema(GENERATORS[engine].settings_for(self.cfg))
+
+    def engine_candidates(self, engine: str) -> int:
+        """Candidates per result the engine draws unless asked otherwise (generation.verify or its settings)."""
+        verify = self.cfg.generation.verify.candidates
+        return verify if verify is not None else GENERATORS[engine].settings_for(self.cfg).candidates
+
+    def engine_is_live(self, engine: str) -> bool:
+        return GENERATORS[engine].live
+
+    def engine_live_label(self, engine: str) -> str:
+        """The live view's progress line, with {step} and {total} to fill in."""
+        return GENERATORS[engine].live_label
+
+    def engine_init_verb(self, engine: str) -> str:
+        """What the engine does with a segment to start from: "inpainted", "continued", or "" (nothing)."""
+        return GENERATORS[engine].init_verb
+
+    @property
+    def verifier(self):
+        """The judge and copy index results are checked with (loaded once, shared by every user)."""
+        with self._verifier_lock:
+            if self._verifier is None:
+                from engines.generation.verify import Verifier
+
+                v = self.cfg.generation.verify
+                self._verifier = Verifier(self.models.judge(), self._copy_index, self._analyzer, v.copy_threshold,
+                                          v.attribute_weight, v.candidates)
+            return self._verifier
+
+    def _copy_index(self):
+        from engines.generation.copies import CopyIndex
+
+        return CopyIndex.build(self.cache, threshold=self.cfg.generation.verify.copy_threshold)
+
+    def generate(self, request: Request) -> list[GeneratedView]:
+        """`request.n` checked results, analysed, exported and rendered. Raises StudioError on a bad request."""
+        result = None
+        for result in self.generate_stream(request, every=0):
+            pass
+        return result.views
+
+    def generate_stream(self, request: Request, run_id: str | None = None, every: float = 0.1):
+        """Like `generate`, but a generator: for engines with a live view it first yields a GenerationProgress
+        at most every `every` seconds (0 = none) while sampling runs in a worker thread, and finally a
+        GenerationResult. `request_stop(run_id)` (or closing the generator) ends sampling early; the results
+        are then decoded from the current estimate (the tokens written so far)."""
+        from engines.generation.verify import asked_mode, draw
+
+        generator = self.models.get(request.engine)
+        settings = generator.settings_for(self.cfg, request.settings)
+        mode = asked_mode(generator, request, settings)   # bad settings or modes fail here, before a thread
+        if request.init_midi is not None and not isinstance(request.init_midi, Segment):
+            from dataclasses import replace
+
+            request = replace(request, init_midi=request.init_segment(self.cfg))  # the file is read once, here
+        stop, updates = threading.Event(), queue.Queue()
+        if run_id:
+            self._stops[run_id] = stop
+        shown = {"at": 0.0}
+
+        def on_step(i: int, total: int, preview) -> bool:  # in the worker thread
+            now = time.monotonic()
+            if every and (now - shown["at"] >= every or i + 1 == total or stop.is_set()):
+                shown["at"] = now
+                updates.put(("step", i + 1, total, preview))
+            return stop.is_set()
+
+        def work():
+            try:
+                updates.put(("done", draw(generator, request, settings, self.verifier, on_step, self.cfg)))
+            except Exception as exc:  # handed to the caller's thread
+                updates.put(("error", exc))
+
+        threading.Thread(target=work, daemon=True, name=f"{request.engine}-sampling").start()
+        try:
+            while True:
+                kind, *payload = updates.get()
+                if kind == "step":
+                    step, total, preview = payload
+                    yield GenerationProgress(step=step, total=total, sounding=preview.sounding,
+                                             bar_steps=preview.bar_steps)
+                elif kind == "error":
+                    raise payload[0]
+                else:
+                    outcome = payload[0]
+                    yield GenerationResult(
+                        views=self._views(request, mode, outcome), summary=outcome.summary(), asked_mode=mode,
+                        candidates=outcome.candidates, stopped=stop.is_set(),
+                        verification={"drawn": outcome.drawn, "heard": outcome.heard,
+                                      "rejected_copies": outcome.rejected_copies, "judged": outcome.judged})
+                    return
+        finally:
+            stop.set()
+            if run_id and self._stops.get(run_id) is stop:  # a newer run of the same id keeps its own flag
+                del self._stops[run_id]
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask the generation running under `run_id` to stop after its current step; False if none runs."""
+        stop = self._stops.get(run_id)
+        if stop is not None:
+            stop.set()
+        return stop is not None
+
+    def _views(self, request: Request, mode: str, outcome) -> list[GeneratedView]:
+        views = []
+        generator = GENERATORS[request.engine]
+        kind = generator.init_verb if request.init_midi is not None else f"seed {request.seed}"
+        for i, (segment, check) in enumerate(zip(outcome.segments, outcome.verifications)):
+            title = f"{request.engine.upper()} · {mode} · {kind} · #{i + 1}"
+            name = f"{request.engine}-{mode}-{request.seed}-{i}"
+            view = GeneratedView(title=title, requested_mode=mode, verification=check.to_dict(),
+                                 **self.segment_result(segment, name))
+            if generator.codec_preview:
+                view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
+            views.append(view)
+        return views

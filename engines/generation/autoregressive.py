@@ -1,0 +1,107 @@
+"""The GPT behind the Generator interface: a text prompt (the mode's default prompt unless one is written) in,
+REMI written under the grammar mask out; or the first bars of a segment continued
+(engines/models/trained_autoregressive.py). What a request asks for is the mode its prompt names.
+
+The live view shows each row's notes as they are written, token by token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.errors import StudioError
+from engines.generation.base import GeneratorBase, Preview, Request
+from engines.settings import check, control
+
+
+@dataclass
+class AutoregressiveSettings:
+    prompt: str | None = field(default=None, metadata=control(
+        "Prompt", info='e.g. "a calm, intimate BLUE phrase" or "a RED segment with high temporal complexity"; '
+                       'choosing a mode fills in its prompt'))   # None: the requested mode's default prompt
+    # 0.8 / 0.95 and prompt guidance 3 followed prompts best on tuning seeds (README)
+    temperature: float = field(default=0.8, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]")
+                               | control("Temperature", 0.1, 2.0, 0.05))
+    top_k: int = field(default=0, metadata=check(lambda v: v >= 0, "an integer >= 0 (0 = off)")
+                       | control("Top-k (0 = off)", 0, 200, 1))
+    top_p: float = field(default=0.95, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]")
+                         | control("Top-p (1 = off)", 0.05, 1.0, 0.05))
+    prompt_guidance: float = field(default=3.0, metadata=check(lambda v: 0 <= v <= 10, "a number in 0..10")
+                                   | control("Prompt guidance (classifier-free; 1 = plain conditional)", 0, 8, 0.5))
+    beam_width: int = field(default=1, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
+                            | control("Beam width (1 = sample; > 1: one unchecked result)", 1, 8, 1, advanced=True))
+    max_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
+                          | control("Bars to write", 1, 8, 1))
+    candidates: int = field(default=8, metadata=check(lambda v: 1 <= v <= 32, "an integer 1..32"))
+
+
+class AutoregressiveGenerator(GeneratorBase):
+    name = "autoregressive"
+    label = "Autoregressive (GPT, text prompts)"
+    short_name = "GPT"
+    Settings = AutoregressiveSettings
+    live = True
+    writes_in_c = False
+    max_batch = 64
+    live_label = "Writing: token {step} (at most {total})"
+    init_verb = "continued"
+    codec_preview = True   # its results are heard through the audio codec too (the audio-token path)
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "AutoregressiveGenerator":
+        from engines.models.trained_autoregressive import TrainedAutoregressive
+
+        return cls(TrainedAutoregressive.load(path, device=device))
+
+    def asked_mode(self, request: Request, settings: AutoregressiveSettings) -> str:
+        if settings.prompt is not None:
+            from engines.data.captions import mode_named
+
+            if not settings.prompt.strip():
+                raise StudioError("write a prompt, or choose a mode to fill one in")
+            return mode_named(settings.prompt) or "WHITE"   # the prompt says what is asked
+        return super().asked_mode(request, settings)
+
+    def candidates(self, request: Request, settings: AutoregressiveSettings) -> int:
+        # beam search writes one deterministic result: there is nothing to choose between
+        return 1 if settings.beam_width > 1 else super().candidates(request, settings)
+
+    def run(self, request: Request, settings: AutoregressiveSettings, on_step=None) -> list:
+        continue_from, keep = None, 0
+        if request.keep_bars and not request.init_midi:
+            raise StudioError("continuation needs a MIDI file to continue: upload one or pick a result")
+        if request.init_midi:
+            continue_from = request.init_segment()
+            keep = len(request.keep_bars or [1, 2])
+            if sorted(request.keep_bars or [1, 2]) != list(range(1, keep + 1)):
+                raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "
+                                  f"{', '.join(map(str, request.keep_bars))}")
+        mode = self.asked_mode(request, settings)
+        kwargs = dict(prompt=settings.prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
+                      top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
+                      max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
+                      keep_bars=keep if continue_from is not None else 2,
+                      guidance_scale=float(settings.prompt_guidance))
+        watch = None
+        if on_step is not None:
+            budget = self.model.token_budget(settings.prompt, mode, continue_from, kwargs["keep_bars"])
+            watch = lambda step, rows: on_step(step, budget, (rows, kwargs["max_bars"]))  # noqa: E731
+        return [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
+
+    def preview(self, state, rows: int) -> Preview:
+        from engines.music.notes import bar_ticks, notes_to_roll, steps_per_bar
+
+        written, bars = state   # every row's MIDI ids so far, the bars it may write
+        d = self.model.data
+        spb = d.get("steps_per_beat", 4)
+        low, high = d.get("pitch_low", 21), d.get("pitch_high", 108)
+        out = np.zeros((rows, bars * 4 * spb, high - low + 1), np.float32)
+        bar_steps = [steps_per_bar(bar_ticks(4, 4), spb)] * rows
+        for i, row in enumerate(written[:rows]):
+            segment = self.model.partial_segment(row, bars)
+            if segment is not None and len(segment.notes):
+                roll = notes_to_roll(segment.notes, segment.bar_length, bars, spb, low, high)
+                out[i, :roll.shape[1]] = roll[1] > 0
+                bar_steps[i] = steps_per_bar(segment.bar_length, spb)
+        return Preview(sounding=out, bar_steps=bar_steps)

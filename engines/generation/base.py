@@ -1,0 +1,138 @@
+"""What every generative engine offers, in one shape: a Request in, Segments out.
+
+    generator = GENERATORS["diffusion"].load("assets/checkpoints/diffusion.pt", device="cpu")
+    settings = generator.settings_for(cfg, {"steps": 20})          # the config's defaults, then overrides
+    segments = generator.run(Request("diffusion", mode="BLUE", n=4, seed=1), settings)
+
+A `Generator` has a `name`, a `Settings` dataclass (its own sampling fields and its default number of
+candidates for verified generation, engines/generation/verify.py), `load(path, device)`, `run(request,
+settings, on_step)` and `preview(state, rows)` for the live view: `on_step(step, total, state)` is called
+while it samples (a denoising step, a token) and returns True to stop early; `preview` turns that state into
+piano rolls. Nothing here knows about the studio, files or the judge.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Protocol
+
+import numpy as np
+
+from engines.errors import StudioError
+from engines.music.notes import Segment
+
+OnStep = Callable[[int, int, Any], bool]   # (step done, total steps, the engine's state) -> stop?
+
+
+@dataclass
+class Request:
+    """One generation request, the same for every engine."""
+
+    engine: str = "vae"
+    mode: str = "WHITE"                  # a chromatic mode, or WHITE for none
+    n: int = 4                           # results wanted
+    seed: int = 0
+    attributes: dict | None = None       # target attributes {"rebracketing": x, "temporal_complexity": y}
+    tonic: str | None = None             # the key's tonic, e.g. "G" (None: C, where the engines write)
+    init_midi: Any = None                # a MIDI file or Segment (a file's first) to inpaint or continue
+    keep_bars: list[int] | None = None   # its bars to keep, 1-based (the GPT continues after the first k: 1..k)
+    settings: Any = None                 # the engine's Settings, or a dict overriding the config's; None: config
+    candidates: int | None = None        # candidates drawn per result (1 = unchecked); None: the engine's default
+
+    def init_segment(self, cfg=None) -> Segment:
+        """The segment to start from: `init_midi` as given, or the first segment of that file (read with
+        `cfg`'s limits, the defaults without one)."""
+        if isinstance(self.init_midi, Segment):
+            return self.init_midi
+        from engines.analysis import midi_file_segments
+        from engines.config import Config
+
+        _, segments = midi_file_segments(self.init_midi, cfg or Config())
+        return segments[0]
+
+
+@dataclass
+class Preview:
+    """What the live view draws: `rows` piano rolls and each one's bar length in roll steps."""
+
+    sounding: np.ndarray                 # (rows, steps, pitches) float32 in [0, 1]
+    bar_steps: list[int]
+
+
+class Generator(Protocol):
+    name: ClassVar[str]                  # the registry key, e.g. "diffusion"
+    label: ClassVar[str]                 # how the studio names it
+    short_name: ClassVar[str]            # in tables: VAE, DIFFUSION, GPT
+    Settings: ClassVar[type]             # its settings dataclass (engines/config.py: generation.sampling.<name>)
+    writes_in_c: ClassVar[bool]          # it writes in C (the suite compares it with real segments moved to C)
+    live: ClassVar[bool]                 # it calls on_step while sampling (the studio shows a live view)
+    max_batch: ClassVar[int]             # the most segments one run() draws
+    init_verb: ClassVar[str]             # what it does with init_midi: "inpainted", "continued" ("" = nothing)
+    codec_preview: ClassVar[bool]        # the studio also plays its results through the audio codec
+    live_label: ClassVar[str]            # the live view's progress line, with {step} and {total}
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "Generator": ...
+
+    def run(self, request: Request, settings, on_step: OnStep | None = None) -> list[Segment]: ...
+
+    def preview(self, state, rows: int) -> Preview: ...
+
+
+class GeneratorBase:
+    """Shared plumbing: settings from the config and a request, and the checks every engine makes."""
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type] = object
+    live: ClassVar[bool] = False
+    writes_in_c: ClassVar[bool] = True
+    max_batch: ClassVar[int] = 64
+    init_verb: ClassVar[str] = ""
+    codec_preview: ClassVar[bool] = False
+    live_label: ClassVar[str] = "Step {step} of {total}"
+
+    def __init__(self, model):
+        self.model = model               # the engine's Trained* class (engines/models/)
+
+    @classmethod
+    def settings_for(cls, cfg, overrides=None):
+        """The config's generation.sampling.<name>, with the shared keys (generation.sampling.temperature,
+        top_k) where this engine has them, then `overrides` (a dict, or a Settings used as it is)."""
+        if isinstance(overrides, cls.Settings):
+            return overrides
+        if overrides is not None and not isinstance(overrides, dict):
+            raise StudioError(f"{cls.name} settings must be a mapping of names to values, not {overrides!r}")
+        from engines.config import build_section
+
+        sampling = cfg.generation.sampling
+        values = dataclasses.asdict(getattr(sampling, cls.name))
+        for shared in ("temperature", "top_k"):
+            if getattr(sampling, shared) is not None and shared in values:
+                values[shared] = getattr(sampling, shared)
+        names = {f.name for f in dataclasses.fields(cls.Settings)}
+        unknown = sorted(set(overrides or {}) - names)
+        if unknown:
+            raise StudioError(f"the {cls.name} engine has no setting '{unknown[0]}'; its settings are "
+                              f"{', '.join(sorted(names))}")
+        values.update(overrides or {})
+        return build_section(cls.Settings, values, f"generation.sampling.{cls.name}.")
+
+    def asked_mode(self, request: Request, settings) -> str:
+        """The mode a request asks for (the GPT reads it from its prompt)."""
+        return (request.mode or "WHITE").upper()
+
+    def candidates(self, request: Request, settings) -> int:
+        """Candidates per result: the request's, else the settings' default."""
+        k = settings.candidates if request.candidates is None else int(request.candidates)
+        if not 1 <= k <= 32:
+            raise StudioError(f"candidates per result must lie in 1..32, got {k}")
+        return k
+
+    def preview(self, state, rows: int) -> Preview:
+        raise StudioError(f"the {self.name} engine has no live view")
+
+
+def settings_dict(settings) -> dict:
+    """A Settings dataclass as plain data (for JSON, cache keys and model cards)."""
+    return dataclasses.asdict(settings)
+

@@ -1,0 +1,114 @@
+"""The diffusion engine behind the Generator interface: sampling by mode, or inpainting the bars of a segment
+not kept (engines/models/trained_diffusion.py), with classifier-free and optional classifier guidance.
+
+The live view shows each row's current clean estimate (its sustain channel) at every denoising step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engines.errors import StudioError
+from engines.generation.base import GeneratorBase, Preview, Request
+from engines.settings import check, control
+
+# The classifier-guidance strength the studio suggests and `evaluate` measures (README, diffusion).
+SUGGESTED_CLASSIFIER_SCALE = 3.0
+CLASSIFIER_TARGETS = ["mode", "mode,rebracketing=high", "mode,rebracketing=low", "rebracketing=high",
+                      "rebracketing=low"]
+
+
+@dataclass
+class DiffusionSettings:
+    sampler: Literal["ddim", "ddpm", "dpmsolver++"] = field(
+        default="ddim", metadata=control("Sampler", choices=["ddim", "ddpm", "dpmsolver++"],
+                                         info="DPM-Solver++ does in 10-20 steps what DDIM does in 50"))
+    steps: int = field(default=50, metadata=check(lambda v: 1 <= v <= 1000, "an integer 1..1000")
+                       | control("Steps", 5, 1000, 5))
+    # classifier-free guidance; 4 gave the best consistency on tuning seeds (README, diffusion)
+    guidance_scale: float = field(default=4.0, metadata=check(lambda v: 0 <= v <= 20, "a number in 0..20")
+                                  | control("Guidance scale (classifier-free; 1 = plain conditional)", 0, 8, 0.5))
+    eta: float = field(default=0.0, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1"))
+    classifier_scale: float = field(
+        default=0.0, metadata=check(lambda v: 0 <= v <= 20, "a number in 0..20 (0 = off)")
+        | control("Classifier guidance strength (0 = off)", 0, 10, 0.5, advanced=True,
+                  info=f"{SUGGESTED_CLASSIFIER_SCALE:g} is a good start"))
+    classifier_target: str = field(default="mode", metadata=control("Classifier guidance toward",
+                                                                    choices=CLASSIFIER_TARGETS, advanced=True))
+    classifier_space: Literal["x0", "x_t"] = field(
+        default="x0", metadata=control("Classifier gradient taken", advanced=True,
+                                       choices=[("on the clean estimate (x0)", "x0"),
+                                                ("on the noisy sample (x_t, Dhariwal & Nichol)", "x_t")]))
+    metre: str = ""   # e.g. "3/4"; empty: drawn per result from the mode's training metres
+    candidates: int = field(default=8, metadata=check(lambda v: 1 <= v <= 32, "an integer 1..32"))
+
+
+class DiffusionGenerator(GeneratorBase):
+    name = "diffusion"
+    label = "Diffusion (DDIM / DDPM, guided)"
+    short_name = "DIFFUSION"
+    Settings = DiffusionSettings
+    live = True
+    writes_in_c = True
+    max_batch = 64
+    live_label = "Denoising: step {step} of {total}"
+    init_verb = "inpainted"
+
+    @classmethod
+    def load(cls, path, device="cpu", classifier_path=None) -> "DiffusionGenerator":
+        """The denoiser, with the guidance classifier beside it (`guidance-classifier.pt`) when there is one; a
+        broken classifier file is logged and generation goes on without it."""
+        from pathlib import Path
+
+        from engines.models.trained_diffusion import TrainedDiffusion
+
+        model = TrainedDiffusion.load(path, device=device)
+        classifier = Path(classifier_path) if classifier_path else Path(path).with_name("guidance-classifier.pt")
+        if classifier.is_file():
+            from engines.models.guidance_classifier import TrainedGuidanceClassifier
+
+            try:
+                model.classifier = TrainedGuidanceClassifier.load(classifier, device=model.device)
+            except Exception as exc:  # noqa: BLE001  (classifier guidance then says it has no classifier)
+                import logging
+
+                logging.getLogger("engines.generation").warning("guidance classifier %s not attached: %s",
+                                                                classifier, exc)
+        return cls(model)
+
+    def run(self, request: Request, settings: DiffusionSettings, on_step=None) -> list:
+        from engines.models.guidance_classifier import GuidanceTarget
+        from engines.music.notes import bar_ticks, steps_per_bar
+
+        n = int(request.n)
+        steps = int(settings.steps)
+        if steps > self.model.num_steps:
+            raise StudioError(f"steps must lie in 1..{self.model.num_steps} (the model's training steps), "
+                              f"got {steps}")
+        kwargs = dict(mode=request.mode, n=n, steps=steps, sampler=settings.sampler, eta=float(settings.eta),
+                      guidance_scale=float(settings.guidance_scale), seed=int(request.seed), tonic=request.tonic,
+                      classifier_scale=float(settings.classifier_scale) if settings.classifier_target else 0.0,
+                      target=GuidanceTarget.parse(settings.classifier_target, settings.classifier_space),
+                      attributes=request.attributes)
+        if request.init_midi or request.keep_bars:
+            if not request.init_midi:
+                raise StudioError("inpainting needs a segment to start from: upload a MIDI file or pick a result")
+            if not request.keep_bars:
+                raise StudioError("inpainting needs at least one bar to keep (1-4); with none, just generate")
+            init = request.init_segment()
+            metres = [(init.ts_num, init.ts_den)] * n
+            sample = lambda watch: self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)  # noqa: E731
+        else:
+            names = self.model.metre_names(request.mode, n, int(request.seed), settings.metre or None)
+            metres = [tuple(int(x) for x in m.split("/")) for m in names]
+            sample = lambda watch: self.model.sample(on_step=watch, metre=settings.metre or None, **kwargs)  # noqa: E731
+        spb = self.model.data["steps_per_beat"]
+        bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
+        watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))
+        return sample(watch)
+
+    def preview(self, state, rows: int) -> Preview:
+        x0, bar_steps = state   # x0: (n, 2, T, P) in [-1, 1]
+        sounding = ((x0[:rows, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy()
+        return Preview(sounding=sounding, bar_steps=bar_steps[:rows])
+

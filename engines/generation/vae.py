@@ -1,0 +1,44 @@
+"""The conditional VAE behind the Generator interface: latents drawn from the mode's prior, decoded at once.
+
+It has no live view (a batch decodes in milliseconds) and cannot inpaint or continue a segment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engines.errors import StudioError
+from engines.generation.base import GeneratorBase, Request
+from engines.settings import check, control
+
+
+@dataclass
+class VAESettings:
+    temperature: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]")
+                               | control("Temperature (prior spread)", 0.1, 2.0, 0.05))
+    # 32 candidates cost less than one diffusion step (2.6 ms a segment); best of 16 by the judge already
+    # raised analyzer consistency from 0.38 to 0.94 on tuning seeds (issue 17)
+    candidates: int = field(default=32, metadata=check(lambda v: 1 <= v <= 32, "an integer 1..32"))
+
+
+class VAEGenerator(GeneratorBase):
+    name = "vae"
+    label = "VAE (conditional β-VAE)"
+    short_name = "VAE"
+    Settings = VAESettings
+    live = False
+    writes_in_c = True
+    max_batch = 256
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "VAEGenerator":
+        from engines.models.trained_vae import TrainedVAE
+
+        return cls(TrainedVAE.load(path, device=device))
+
+    def run(self, request: Request, settings: VAESettings, on_step=None) -> list:
+        if request.init_midi or request.keep_bars:
+            raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
+                              "continue with the GPT")
+        segments, _ = self.model.sample(request.mode, n=int(request.n), temperature=float(settings.temperature),
+                                        seed=int(request.seed), attributes=request.attributes, tonic=request.tonic)
+        return segments

@@ -1,0 +1,270 @@
+"""Verified generation, written once for every engine: draw K candidates per result in one batch, score them
+with the learned chromatic judge, reject copies of training segments, hand back the best n.
+
+    verifier = Verifier.for_config(cfg)                       # the shipped judge and the corpus' train split
+    result = draw(generator, Request("vae", mode="RED", n=1), settings, verifier)
+    result.segments, result.verifications[0].to_dict(), result.summary()
+
+Scoring: a candidate's score is the judge's log-probability of the asked mode (0 for WHITE, which asks for
+none) minus `attribute_weight` times the mean absolute distance between the judge's reading of the asked
+attributes (rebracketing, temporal complexity) and their targets. The judge selects; the analyzer stays the
+independent measure, so every result also carries the mode the analyzer hears.
+
+Copies: walking down the ranking, a candidate whose nearest training segment is at least `copy_threshold`
+similar (engines/generation/copies.py) is rejected, so a verified result is never a corpus tune. A candidate
+with no notes comes after every other. With one candidate (K = 1) nothing is selected or rejected: that is the
+raw model, reported with its judge score.
+
+What the engines' own draws cost is K times a plain draw: 32 VAE candidates take about as long as one
+diffusion step, 8 diffusion or GPT candidates decode as one batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import StudioError
+from engines.generation.base import Request
+from engines.music.analyzer import MODES, WHITE
+from engines.music.notes import Segment
+
+ATTRIBUTE_TARGETS = ("rebracketing", "temporal_complexity")
+
+
+@dataclass
+class Verification:
+    """How one result was chosen (plain data: it travels to the studio and into JSON)."""
+
+    candidates: int                  # candidates drawn for each result (1: unchecked)
+    judge_score: float | None        # the judge's probability of the asked mode (None: WHITE, or no judge)
+    judge_mode: str | None           # the mode the judge hears (None without a judge)
+    analyzer_mode: str | None        # the mode the analyzer hears (None: no notes)
+    rank: int                        # its place in the judge's ranking of all candidates drawn (1 = best)
+    rejected_copies: int             # candidates of this request rejected as copies of training segments
+    copy_similarity: float | None    # similarity to its nearest training segment (None: not checked)
+    attribute_distance: float | None = None  # judge's mean distance to the asked attributes (None: none asked)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Draw:
+    """The results of one request and how they were chosen."""
+
+    segments: list[Segment]
+    verifications: list[Verification]
+    asked_mode: str
+    candidates: int                  # per result
+    drawn: int                       # candidates drawn in all
+    heard: int | None                # candidates the judge hears in the asked mode (None: WHITE, or no judge)
+    rejected_copies: int
+    judged: bool                     # a judge ranked the candidates
+    raw: list[Segment] = field(default_factory=list)  # every candidate, in the order drawn
+
+    def summary(self) -> str:
+        """One line for the studio, e.g. "5 of 8 candidates heard as RED by the judge; showing the best 1"."""
+        if self.candidates == 1:
+            return "Unchecked: one candidate per result (the raw model)."
+        parts = []
+        if self.heard is not None:
+            parts.append(f"{self.heard} of {self.drawn} candidates heard as {self.asked_mode} by the judge")
+        elif not self.judged:
+            parts.append(f"{self.drawn} candidates drawn; no judge installed, so they are only checked for copies")
+        else:
+            parts.append(f"{self.drawn} candidates ranked by the judge")
+        if self.rejected_copies:
+            parts.append(f"{self.rejected_copies} rejected as copies of training segments")
+        shown = len(self.segments)
+        parts.append(f"showing the best {shown}" if self.judged else f"showing {shown}")
+        return "; ".join(parts) + "."
+
+
+class Verifier:
+    """The judge and the copy index verified generation uses; either may be missing (then it is skipped)."""
+
+    def __init__(self, judge=None, copies=None, analyzer=None, copy_threshold: float = 0.8,
+                 attribute_weight: float = 5.0, candidates: int | None = None):
+        self.judge = judge               # engines.models.chromatic_judge.TrainedJudge, or None
+        self._copies = copies            # CopyIndex, a callable that builds one, or None
+        self.analyzer = analyzer
+        self.copy_threshold = copy_threshold
+        self.attribute_weight = attribute_weight
+        self.candidates = candidates     # generation.verify.candidates: overrides every engine's default
+
+    @classmethod
+    def for_config(cls, cfg, cache=None, judge="auto") -> "Verifier":
+        """The shipped judge (checkpoints_dir/judge.pt, when there is one) and a copy index of the train split
+        of `cache` (the config's corpus by default), built when first needed."""
+        from engines.music.analyzer import ChromaticAnalyzer
+
+        if judge == "auto":
+            path = Path(cfg.model.checkpoints_dir) / "judge.pt"
+            judge = None
+            if path.is_file():
+                from engines.models.chromatic_judge import TrainedJudge
+
+                judge = TrainedJudge.load(path)
+        v = cfg.generation.verify
+
+        def copies():
+            from engines.data.prepare import ensure_corpus_cache
+            from engines.generation.copies import CopyIndex
+
+            return CopyIndex.build(cache if cache is not None else ensure_corpus_cache(cfg),
+                                   threshold=v.copy_threshold)
+
+        return cls(judge, copies, ChromaticAnalyzer(cfg.analyzer), v.copy_threshold, v.attribute_weight,
+                   v.candidates)
+
+    @property
+    def copies(self):
+        if callable(self._copies):
+            self._copies = self._copies()
+        return self._copies
+
+    def judge_readings(self, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(probabilities (N, 8), attributes (N, 7)) of segments with notes, or None without a judge. Segments
+        longer than the judge reads are judged on their first bars."""
+        if self.judge is None or not segments:
+            return None
+        bars = self.judge.data.get("segment_bars", 4)
+        readable = [_first_bars(s, bars) for s in segments]
+        probabilities, attributes, _ = self.judge.run(readable)
+        return probabilities, attributes
+
+    def scores(self, segments: list[Segment], mode: str, attributes: dict | None) -> dict:
+        """Per candidate: "score" (higher is better; -inf without notes), "p" (the asked mode's probability),
+        "heard" (the judge's mode), "distance" (to the asked attributes)."""
+        from engines.models.chromatic_judge import JUDGE_ATTRIBUTES
+
+        n = len(segments)
+        out = {"score": np.zeros(n), "p": [None] * n, "heard": [None] * n, "distance": [None] * n}
+        has_notes = np.array([len(s.notes) > 0 for s in segments], bool)
+        out["score"][~has_notes] = -math.inf
+        kept = [s for s, keep in zip(segments, has_notes) if keep]
+        readings = self.judge_readings(kept)
+        if readings is None:
+            return out
+        probabilities, judged = readings
+        positions = np.nonzero(has_notes)[0]
+        targets = {k: float(v) for k, v in (attributes or {}).items() if k in ATTRIBUTE_TARGETS and v is not None}
+        for row, i in enumerate(positions):
+            score = 0.0
+            if mode != WHITE:
+                p = float(probabilities[row, MODES.index(mode)])
+                out["p"][i] = round(p, 4)
+                score += math.log(max(p, 1e-12))
+            if targets:
+                distance = float(np.mean([abs(judged[row, JUDGE_ATTRIBUTES.index(k)] - t) for k, t in targets.items()]))
+                out["distance"][i] = round(distance, 4)
+                score -= self.attribute_weight * distance
+            out["heard"][i] = MODES[int(probabilities[row].argmax())]
+            out["score"][i] = score
+        return out
+
+
+def asked_mode(generator, request: Request, settings) -> str:
+    mode = generator.asked_mode(request, settings)
+    if mode != WHITE and mode not in MODES:
+        raise StudioError(f"unknown mode '{request.mode}'; choose one of {', '.join(MODES + (WHITE,))}")
+    return mode
+
+
+def candidates_per_result(generator, request: Request, settings, verifier: Verifier | None) -> int:
+    if request.candidates is None and verifier is not None and verifier.candidates is not None:
+        request = Request(**{**request.__dict__, "candidates": verifier.candidates})
+    return generator.candidates(request, settings)
+
+
+def draw(generator, request: Request, settings, verifier: Verifier | None = None, on_step=None,
+         cfg=None) -> Draw:
+    """n results of `request` from `generator`, each the best of K candidates when `verifier` is given and K > 1
+    (module docstring). `on_step(step, total, preview)` gets the live view of the first n rows (engines that
+    have one); returning True stops sampling, and the candidates are taken from where it stopped."""
+    mode = asked_mode(generator, request, settings)
+    n = int(request.n)
+    if not 1 <= n <= 64:
+        raise StudioError(f"the number of results must lie in 1..64, got {n}")
+    k = candidates_per_result(generator, request, settings, verifier) if verifier is not None else 1
+    if request.init_midi is not None and not isinstance(request.init_midi, Segment):
+        request = Request(**{**request.__dict__, "init_midi": request.init_segment(cfg)})  # read once
+    raw = _draw_all(generator, request, settings, n * k, mode, on_step)
+    readings = verifier.scores(raw, mode, request.attributes) if verifier is not None else None
+    if k == 1 or verifier is None:
+        return _unchecked(raw, readings, verifier, mode, n)
+    order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
+    chosen, similarity, rejected = [], {}, 0
+    for i in order:
+        if len(chosen) == n:
+            break
+        if len(raw[i].notes) and verifier.copies is not None:
+            similarity[i], _ = verifier.copies.nearest(raw[i])
+            if similarity[i] >= verifier.copy_threshold:
+                rejected += 1
+                continue
+        chosen.append(int(i))
+    rank = {int(i): r + 1 for r, i in enumerate(order)}
+    heard = None
+    if verifier.judge is not None and mode != WHITE:
+        heard = sum(h == mode for h in readings["heard"])
+    verifications = [Verification(candidates=k, judge_score=readings["p"][i], judge_mode=readings["heard"][i],
+                                  analyzer_mode=_analyzer_mode(verifier, raw[i]), rank=rank[i],
+                                  rejected_copies=rejected,
+                                  copy_similarity=round(similarity[i], 4) if i in similarity else None,
+                                  attribute_distance=readings["distance"][i]) for i in chosen]
+    return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode, candidates=k,
+                drawn=len(raw), heard=heard, rejected_copies=rejected, judged=verifier.judge is not None, raw=raw)
+
+
+def _draw_all(generator, request: Request, settings, total: int, mode: str, on_step) -> list[Segment]:
+    """`total` segments in batches of at most the engine's max_batch (batch b seeded seed + b)."""
+    out: list[Segment] = []
+    shown = int(request.n)
+    stopped = {"now": False}
+
+    def watch(step, steps, state):
+        stop = bool(on_step(step, steps, generator.preview(state, shown)))
+        stopped["now"] = stopped["now"] or stop
+        return stop
+
+    batch = 0
+    while len(out) < total and not stopped["now"]:
+        size = min(generator.max_batch, total - len(out))
+        part = Request(**{**request.__dict__, "mode": mode, "n": size, "seed": int(request.seed) + batch})
+        out += generator.run(part, settings, watch if (on_step is not None and generator.live) else None)
+        batch += 1
+    return out
+
+
+def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str, n: int) -> Draw:
+    results = raw[:n]
+    verifications = [Verification(candidates=1, judge_score=readings["p"][i] if readings else None,
+                                  judge_mode=readings["heard"][i] if readings else None,
+                                  analyzer_mode=_analyzer_mode(verifier, s), rank=1, rejected_copies=0,
+                                  copy_similarity=None,
+                                  attribute_distance=readings["distance"][i] if readings else None)
+                     for i, s in enumerate(results)]
+    return Draw(segments=results, verifications=verifications, asked_mode=mode, candidates=1, drawn=len(raw),
+                heard=None, rejected_copies=0, judged=False, raw=raw)
+
+
+def _analyzer_mode(verifier, segment: Segment) -> str | None:
+    if verifier is None or verifier.analyzer is None or not len(segment.notes):
+        return None
+    return verifier.analyzer.analyze(segment).mode
+
+
+def _first_bars(segment: Segment, bars: int) -> Segment:
+    """The segment cut after `bars` bars (the judge reads up to its training length)."""
+    if segment.num_bars <= bars:
+        return segment
+    from dataclasses import replace
+
+    end = bars * segment.bar_length
+    notes = segment.notes[segment.notes["start"] < end].copy()
+    notes["duration"] = np.minimum(notes["duration"], end - notes["start"])
+    return replace(segment, notes=notes, num_bars=bars)

@@ -1,0 +1,87 @@
+"""What the engine API hands the studio: plain dataclasses of lists, numbers and paths (no torch), shared by
+engines/api/, engines/explorer.py and engines/sessions/ so that none of them imports another."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.music.notes import TICKS_PER_QUARTER
+
+
+@dataclass
+class NoteView:
+    """Notes for drawing, in quarter notes: parallel lists."""
+
+    start: list[float]
+    duration: list[float]
+    pitch: list[int]
+    velocity: list[int]
+    bar_lines: list[float]          # quarter-note positions of bar starts
+    regions: list[dict]             # [{"start", "end", "mode", "color", "label"}] coloured spans
+
+
+@dataclass
+class SegmentView:
+    index: int
+    title: str
+    mode: str
+    color: str
+    analysis: dict
+    notes: NoteView
+    midi_path: str
+    facts: dict                     # piece, collection, bars, time signature, tempo, key, split
+
+
+@dataclass
+class GenerationProgress:
+    """One step of a running generation, for the live view: a denoising step (diffusion) or a token
+    written (autoregressive: the roll grows as the MIDI span does)."""
+
+    step: int                        # steps (tokens) done, 1..total
+    total: int
+    sounding: np.ndarray             # (n, steps, pitches) float32 in [0, 1]: the current x0's sustain channel,
+                                     # or the notes written so far
+    bar_steps: list[int]             # roll steps in one bar of each variation (its metre), for bar lines
+
+
+@dataclass
+class GeneratedView:
+    title: str
+    requested_mode: str
+    analysis: dict | None            # None when the model decoded an empty segment
+    color: str
+    notes: NoteView
+    midi_path: str
+    wav_path: str | None
+    codec_wav_path: str | None = None  # the FluidSynth render through the audio codec (autoregressive results)
+    audio_tokens: int = 0              # codec tokens that render became
+    verification: dict | None = None   # how it was chosen (engines/generation/verify.Verification)
+
+
+@dataclass
+class GenerationResult:
+    """The end of a generation stream: the results and one line on how they were checked."""
+
+    views: list[GeneratedView]
+    summary: str                     # e.g. "5 of 8 candidates heard as RED by the judge; showing the best 1."
+    asked_mode: str
+    candidates: int                  # per result (1: unchecked)
+    stopped: bool = False            # Stop ended sampling early
+    verification: dict = field(default_factory=dict)  # drawn, heard, rejected_copies
+
+
+@dataclass
+class UploadView:
+    name: str
+    segments: list[dict]            # one analysis dict per segment (as `analyze --json`)
+    notes: NoteView
+    wav_path: str
+    midi_path: str
+
+
+def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None) -> NoteView:
+    q = float(TICKS_PER_QUARTER)
+    return NoteView(start=(notes["start"] / q).tolist(), duration=(notes["duration"] / q).tolist(),
+                    pitch=notes["pitch"].astype(int).tolist(), velocity=notes["velocity"].astype(int).tolist(),
+                    bar_lines=[i * bar_length / q for i in range(num_bars + 1)], regions=regions or [])
