@@ -112,6 +112,10 @@ TRAINERS = {"vae": ("engines.training.vae_trainer", "train_vae"),
             "codec": ("engines.training.codec_trainer", "train_codec"),
             "judge": ("engines.training.judge_trainer", "train_judge")}
 
+# engine -> (module, function) of the step after its training (finalize-only); each takes (checkpoint, cfg, limit, seed)
+FINALIZERS = {"vae": ("engines.training.vae_finalize", "finalize_vae"),
+              "diffusion": ("engines.training.diffusion_finalize", "finalize_diffusion")}
+
 
 def cmd_train(args) -> None:
     import json as _json
@@ -119,8 +123,8 @@ def cmd_train(args) -> None:
     cfg = _config(args)
     out = args.out or f"data/runs/{args.engine}"
     if args.finalize_only:
-        if args.engine not in ("vae", "diffusion"):
-            raise StudioError("--finalize-only applies to the VAE and the diffusion engine")
+        if args.engine not in FINALIZERS:
+            raise StudioError(f"--finalize-only applies to {' and '.join(FINALIZERS)}")
         if not (Path(out) / "best.pt").is_file():
             raise StudioError(f"--finalize-only needs a run directory with best.pt; '{out}' has none")
         summary = _finalize(args.engine, str(Path(out) / "best.pt"), cfg, args)
@@ -144,13 +148,9 @@ def cmd_train(args) -> None:
 def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
     """The step after training that fits what the weights do not hold (the VAE's latent vectors and map, the
     diffusion decoding's onset threshold)."""
-    if engine == "vae":
-        from engines.training.vae_finalize import finalize_vae
-
-        return finalize_vae(checkpoint, cfg, limit=args.limit, seed=args.seed)
-    from engines.training.diffusion_finalize import finalize_diffusion
-
-    return finalize_diffusion(checkpoint, cfg, seed=args.seed, limit=args.limit)
+    module, function = FINALIZERS[engine]
+    finalize = getattr(importlib.import_module(module), function)
+    return finalize(checkpoint, cfg, limit=args.limit, seed=args.seed)
 
 
 def cmd_evaluate(args) -> None:
@@ -254,10 +254,20 @@ def cmd_generate(args) -> None:
                       keep_bars=_keep_bars(args.keep_bars, kind.init_verb) if args.keep_bars else None)
     if args.init and not args.keep_bars and kind.init_verb == "continued":
         request.keep_bars = [1, 2]
-    if bool(args.init) != bool(request.keep_bars):
-        raise StudioError(f"--keep-bars {kind.init_verb or 'keeps bars of'} a MIDI file: give it with --init FILE.mid"
-                          if args.keep_bars else "--init needs --keep-bars: the bars to keep, e.g. 1,2")
-    extra = {"classifier_path": args.classifier} if args.classifier and args.engine == "diffusion" else {}
+    if not kind.init_verb and (args.init or args.keep_bars):
+        raise StudioError(f"the {args.engine} engine cannot keep bars of a segment: --init and --keep-bars are for "
+                          "the diffusion engine (inpainting) and the GPT (continuation)")
+    if args.keep_bars and not args.init:
+        raise StudioError("--keep-bars keeps bars of a MIDI file: give it with --init FILE.mid")
+    if args.init and not request.keep_bars:
+        raise StudioError("inpainting needs both --init FILE.mid and --keep-bars (e.g. 1,2)")
+    extra = {}
+    if args.classifier:
+        import inspect
+
+        if "classifier_path" not in inspect.signature(kind.load).parameters:
+            raise StudioError(f"--classifier does not apply to the {args.engine} engine")
+        extra["classifier_path"] = args.classifier
     generator = kind.load(checkpoint, **extra)
     result = draw(generator, request, settings, Verifier.for_config(cfg), cfg=cfg)
     out = Path(args.out)

@@ -271,7 +271,10 @@ def _coerce(key: str, value: Any, hint) -> Any:
         (item_type, *_) = typing.get_args(hint) or (Any,)
         return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
-        return value
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or len(args) != 1:
+            return value
+        return _coerce(key, value, args[0])   # Optional[X]: null, or an X
     if hint is bool:
         if not isinstance(value, bool):
             raise StudioError(f"config key '{key}' must be true or false, got {value!r}")

@@ -356,27 +356,27 @@ def test_cli_generates_midi_from_a_prompt(tiny_run, tmp_path, capsys):
 
 
 def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
-    from engines.api import GenerateParams, GenerationProgress, StudioEngine
+    from engines.api import GenerationProgress, GenerationResult, Request, StudioEngine
 
     folder = tiny_run[0]
     engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={folder}"]), out_dir=tmp_path)
     assert "autoregressive" in engine.engines_available()
-    params = GenerateParams(engine="autoregressive", mode="BLUE", n=2, seed=0, max_bars=2, top_k=50)
+    params = Request(engine="autoregressive", mode="BLUE", n=2, seed=0, settings={"max_bars": 2, "top_k": 50})
     items = list(engine.generate_stream(params, every=0.0001))
     progress = [i for i in items if isinstance(i, GenerationProgress)]
     assert progress and progress[-1].sounding.shape == (2, 32, 88)
     assert progress[-1].sounding.sum() >= progress[0].sounding.sum()  # the roll only grows
-    views = items[-1]
+    views = items[-1].views
     assert len(views) == 2 and views[0].title.startswith("AUTOREGRESSIVE · BLUE")
-    named = engine.generate(GenerateParams(engine="autoregressive", mode="RED", prompt="a GREEN phrase", n=1,
-                                           max_bars=1))
+    named = engine.generate(Request(engine="autoregressive", mode="RED", n=1, settings={"prompt": "a GREEN phrase",
+                                                                                           "max_bars": 1}))
     assert named[0].requested_mode == "GREEN"  # the prompt, not the mode picker, says what was asked
     stream = engine.generate_stream(params, run_id="r1", every=0.0001)
     first = next(stream)
     assert isinstance(first, GenerationProgress) and engine.request_stop("r1")
-    assert isinstance(list(stream)[-1], list)
+    assert isinstance(list(stream)[-1], GenerationResult)
     with pytest.raises(StudioError, match="continuation needs a MIDI file"):
-        list(engine.generate_stream(GenerateParams(engine="autoregressive", continue_bars=2)))
+        list(engine.generate_stream(Request(engine="autoregressive", keep_bars=[1, 2])))
 
 
 def test_evaluate_reports_the_issue_keys(tiny_run):

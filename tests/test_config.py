@@ -22,7 +22,10 @@ def test_defaults():
     cfg = load_config()
     assert cfg == Config()
     assert cfg.model.generative.type == "vae"
-    assert cfg.generation.sampling.temperature == 0.8 and cfg.generation.sampling.prompt_guidance == 3.0
+    sampling = cfg.generation.sampling
+    assert sampling.temperature is None and sampling.top_k is None   # shared keys: unset, each engine's own
+    assert sampling.autoregressive.temperature == 0.8 and sampling.autoregressive.prompt_guidance == 3.0
+    assert sampling.vae.candidates == 32 and sampling.diffusion.candidates == 8 and sampling.diffusion.steps == 50
     assert cfg.data.segment_bars == 4 and cfg.data.steps_per_beat == 4
     assert cfg.data.num_pitches == 88  # A0..C8
     assert cfg.data.roll_steps == 64
@@ -38,7 +41,7 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.generation.sampling.top_k == 40          # the file wins over the default
     assert cfg.data.segment_bars == 8
     assert cfg.model.generative.type == "diffusion"
-    assert cfg.generation.sampling.top_p == 0.95        # untouched keys keep their defaults
+    assert cfg.generation.sampling.autoregressive.top_p == 0.95  # untouched keys keep their defaults
     assert cfg.data.roll_steps == 8 * 4 * 4
 
 
@@ -99,10 +102,31 @@ def test_range_check_message():
     assert message == "config key 'data.segment_bars' = 0 is not allowed; expected an integer from 1 to 16"
 
 
-@pytest.mark.parametrize("override", ["generation.sampling.temperature=0", "generation.sampling.top_p=1.5",
+@pytest.mark.parametrize("override", ["generation.sampling.temperature=0",
+                                      "generation.sampling.autoregressive.top_p=1.5",
                                       "data.steps_per_beat=5", "studio.port=70000", "render.sample_rate=100"])
 def test_range_checks_reject(override):
     assert f"'{override.split('=')[0]}'" in error_of(overrides=[override])
+
+
+def test_a_key_of_the_flat_sampling_section_names_where_it_moved(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("generation:\n  sampling:\n    num_steps: 25\n")
+    assert error_of(path) == ("config key 'generation.sampling.num_steps' has moved: use "
+                              "'generation.sampling.diffusion.steps'")
+    assert "use 'generation.sampling.autoregressive.top_p'" in error_of(overrides=["generation.sampling.top_p=0.9"])
+
+
+def test_shared_sampling_keys_reach_every_engine_that_has_them():
+    from engines.generation import GENERATORS
+
+    cfg = load_config(overrides=["generation.sampling.temperature=0.6", "generation.sampling.top_k=12"])
+    assert GENERATORS["vae"].settings_for(cfg).temperature == 0.6
+    gpt = GENERATORS["autoregressive"].settings_for(cfg)
+    assert gpt.temperature == 0.6 and gpt.top_k == 12
+    assert GENERATORS["autoregressive"].settings_for(cfg, {"top_k": 3}).top_k == 3   # a request's own wins
+    with pytest.raises(StudioError, match="the vae engine has no setting 'steps'"):
+        GENERATORS["vae"].settings_for(cfg, {"steps": 3})
 
 
 def test_section_given_a_value():

@@ -430,7 +430,7 @@ def test_studio_engine_generates_with_diffusion(run_dir, tmp_path):
     import shutil
     from pathlib import Path
 
-    from engines.api import GenerateParams, StudioEngine
+    from engines.api import Request, StudioEngine
 
     models = tmp_path / "models"
     models.mkdir()
@@ -438,11 +438,13 @@ def test_studio_engine_generates_with_diffusion(run_dir, tmp_path):
     cfg = load_config(overrides=TINY + [f"model.checkpoints_dir={models}"])
     engine = StudioEngine(cfg, cache=ensure_corpus_cache(cfg), out_dir=tmp_path / "out")
     assert engine.engines_available() == ["diffusion"]
-    params = GenerateParams(engine="diffusion", mode="BLUE", n=2, seed=3, steps=4, guidance_scale=2.0)
+    params = Request(engine="diffusion", mode="BLUE", n=2, seed=3, settings={"steps": 4, "guidance_scale": 2.0})
     views = engine.generate(params)
     assert len(views) == 2 and all(Path(v.midi_path).read_bytes()[:4] == b"MThd" for v in views)
     assert [v.notes.pitch for v in engine.generate(params)] == [v.notes.pitch for v in views]
-    with pytest.raises(StudioError, match="steps must lie"):
-        engine.generate(GenerateParams(engine="diffusion", mode="BLUE", steps=5000))
+    with pytest.raises(StudioError, match="generation.sampling.diffusion.steps' = 5000 is not allowed"):
+        engine.generate(Request(engine="diffusion", mode="BLUE", settings={"steps": 5000}))
+    with pytest.raises(StudioError, match=r"steps must lie in 1..100 \(the model's training steps\)"):
+        engine.generate(Request(engine="diffusion", mode="BLUE", settings={"steps": 200}))
     with pytest.raises(StudioError, match="no VAE checkpoint"):
-        engine.generate(GenerateParams(engine="vae", mode="BLUE"))
+        engine.generate(Request(engine="vae", mode="BLUE"))

@@ -114,7 +114,9 @@ def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_p
     assert stopped[-1][1]["stopped"] is True
     with pytest.raises(StudioError, match="samples per mode must lie in 2..64"):
         list(studio.evaluate_stream("vae", 1))
-    with pytest.raises(StudioError, match="unknown setting 'temprature'"):
+    with pytest.raises(StudioError, match="unknown config key 'generation.sampling.temprature'"):
         list(studio.evaluate_stream("vae", 2, settings={"temprature": 1}))
+    with pytest.raises(StudioError, match="'generation.sampling.num_steps' has moved"):
+        list(studio.evaluate_stream("vae", 2, settings={"num_steps": 20}))
     with pytest.raises(StudioError, match="expected a number in"):
         list(studio.evaluate_stream("autoregressive", 2, settings={"temperature": 9}))

@@ -9,6 +9,7 @@ from engines.cli import main
 from engines.config import load_config
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
+from engines.generation.diffusion import SUGGESTED_CLASSIFIER_SCALE
 from engines.models.denoiser import roll_to_unit
 from engines.models.guidance_classifier import (GuidanceTarget, NoisyRollClassifier, TrainedGuidanceClassifier,
                                                 classifier_loss, guidance_gradient)
@@ -302,26 +303,28 @@ def studio(tmp_path_factory, tiny_cfg, engine, classifier_run):
 
 
 def test_stream_shows_every_step_then_the_results(studio):
-    from engines.api import GenerateParams, GenerationProgress
+    from engines.api import GenerationProgress, GenerationResult, Request
 
-    items = list(studio.generate_stream(GenerateParams(engine="diffusion", mode="RED", n=3, steps=6, seed=1),
-                                        every=1e-9))
+    request = Request(engine="diffusion", mode="RED", n=3, seed=1, settings={"steps": 6}, candidates=2)
+    items = list(studio.generate_stream(request, every=1e-9))
     progress, final = items[:-1], items[-1]
     assert [p.step for p in progress] == list(range(1, 7)) and all(p.total == 6 for p in progress)
     assert all(isinstance(p, GenerationProgress) and p.sounding.shape == (3, 64, 88) for p in progress)
     assert all(0 <= p.sounding.min() and p.sounding.max() <= 1 for p in progress)
-    metres = studio.models.get("diffusion").metre_names("RED", 3, 1)
+    # the live view shows the first 3 of the 6 candidates drawn in one batch
+    metres = studio.models.get("diffusion").model.metre_names("RED", 6, 1)[:3]
     # sixteenth steps; bars longer than 4 quarters use eighths (4/2, 3/2, 9/8, 6/4, 12/8, 5/4)
     steps_per_bar = {"2/4": 8, "6/8": 12, "4/4": 16, "4/2": 16, "3/4": 12, "2/2": 16, "3/8": 6, "3/2": 12,
                      "9/8": 9, "6/4": 12, "12/8": 12, "5/4": 10}
     assert progress[0].bar_steps == [steps_per_bar[m] for m in metres]
-    assert len(final) == 3 and all(v.title.startswith("DIFFUSION · RED · seed 1") for v in final)
+    assert isinstance(final, GenerationResult) and final.candidates == 2
+    assert len(final.views) == 3 and all(v.title.startswith("DIFFUSION · RED · seed 1") for v in final.views)
 
 
 def test_stop_ends_the_run_early_with_that_steps_estimate(studio):
-    from engines.api import GenerateParams, GenerationProgress
+    from engines.api import GenerationProgress, GenerationResult, Request
 
-    params = GenerateParams(engine="diffusion", mode="RED", n=1, steps=50, seed=1)
+    params = Request(engine="diffusion", mode="RED", n=1, seed=1, settings={"steps": 50})
     seen = []
     for item in studio.generate_stream(params, run_id="me", every=1e-9):
         if isinstance(item, GenerationProgress):
@@ -330,21 +333,21 @@ def test_stop_ends_the_run_early_with_that_steps_estimate(studio):
                 assert studio.request_stop("me")
         else:
             final = item
-    assert seen[-1] < 50 and len(final) == 1
+    assert seen[-1] < 50 and len(final.views) == 1 and final.stopped
     assert not studio.request_stop("me")  # nothing runs under that id any more
 
 
 def test_a_run_ending_leaves_a_newer_runs_stop_flag_alone(studio):
-    from engines.api import GenerateParams
+    from engines.api import GenerationResult, Request
 
-    params = GenerateParams(engine="diffusion", mode="RED", n=1, steps=40, seed=1)
+    params = Request(engine="diffusion", mode="RED", n=1, seed=1, settings={"steps": 40})
     first = studio.generate_stream(params, run_id="tab", every=1e-9)
     next(first)
     second = studio.generate_stream(params, run_id="tab", every=1e-9)
     next(second)
     first.close()                          # the older run ends (its finally runs) ...
     assert studio.request_stop("tab")      # ... and Stop still reaches the newer one
-    assert isinstance(list(second)[-1], list)
+    assert isinstance(list(second)[-1], GenerationResult)
 
 
 def test_a_broken_classifier_file_leaves_the_engine_usable(engine, classifier_run, tmp_path):
@@ -355,31 +358,32 @@ def test_a_broken_classifier_file_leaves_the_engine_usable(engine, classifier_ru
     broken = load_checkpoint(classifier_run[0] / "best.pt")
     save_checkpoint({**broken, "state_dict": {}}, tmp_path / "guidance-classifier.pt")  # loads, then fails
     loaded = ModelRegistry(tmp_path).get("diffusion")
-    assert loaded.classifier is None and len(loaded.sample("RED", steps=3)) == 1
+    assert loaded.model.classifier is None and len(loaded.model.sample("RED", steps=3)) == 1
 
 
 def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):
-    from engines.api import GenerateParams
+    from engines.api import GenerationResult, Request
     from engines.data.midi_io import write_segment_midi
 
-    plain = studio.generate(GenerateParams(engine="diffusion", mode="VIOLET", n=2, steps=6, seed=5))
-    steered = studio.generate(GenerateParams(engine="diffusion", mode="VIOLET", n=2, steps=6, seed=5,
-                                             classifier_scale=8.0, target="rebracketing=high"))
-    assert studio.models.get("diffusion").classifier is not None  # attached by the registry
+    plain = studio.generate(Request(engine="diffusion", mode="VIOLET", n=2, seed=5, settings={"steps": 6}))
+    steered = studio.generate(Request(engine="diffusion", mode="VIOLET", n=2, seed=5, settings={
+        "steps": 6, "classifier_scale": 8.0, "classifier_target": "rebracketing=high"}))
+    assert studio.models.get("diffusion").model.classifier is not None  # attached by the registry
     assert [v.notes.pitch for v in plain] != [v.notes.pitch for v in steered]
     init = tmp_path / "init.mid"
     write_segment_midi(_init_segment(), init)
-    views = studio.generate(GenerateParams(engine="diffusion", mode="RED", n=2, steps=6, seed=5,
-                                           init_midi=str(init), keep_bars=[2]))
+    views = studio.generate(Request(engine="diffusion", mode="RED", n=2, seed=5, settings={"steps": 6},
+                                    init_midi=str(init), keep_bars=[2]))
     assert all("inpainted" in v.title for v in views)
     bar = 3.0  # quarters in a bar of 3/4
     for v in views:
         kept = sorted((s, p) for s, p in zip(v.notes.start, v.notes.pitch) if bar <= s < 2 * bar)
         assert kept == [(3.0, 67), (4.0, 71), (5.0, 74)]
     with pytest.raises(StudioError, match="at least one bar to keep"):
-        studio.generate(GenerateParams(engine="diffusion", mode="RED", steps=6, init_midi=str(init), keep_bars=[]))
+        studio.generate(Request(engine="diffusion", mode="RED", settings={"steps": 6}, init_midi=str(init), keep_bars=[]))
     with pytest.raises(StudioError, match="unknown guidance target"):
-        studio.generate(GenerateParams(engine="diffusion", mode="RED", steps=6, classifier_scale=1, target="loud"))
+        studio.generate(Request(engine="diffusion", mode="RED", settings={"steps": 6, "classifier_scale": 1,
+                                                                         "classifier_target": "loud"}))
 
 
 def test_evaluate_reports_the_guidance_lift(tiny_cfg, engine, classifier_run, tmp_path):
@@ -404,10 +408,10 @@ def test_the_shipped_checkpoints_load_fit_together_and_generate():
     from engines.registry import ModelRegistry
 
     cfg = load_config()
-    engine = ModelRegistry(cfg.model.checkpoints_dir).get("diffusion")
+    engine = ModelRegistry(cfg.model.checkpoints_dir).get("diffusion").model
     assert engine.classifier is not None and engine.num_steps == 1000
     assert engine.metre_tempo is not None and "onset_calibration" in engine.payload
-    for scale in (0.0, cfg.generation.sampling.classifier_scale):
+    for scale in (0.0, SUGGESTED_CLASSIFIER_SCALE):
         segments = engine.sample("GREEN", n=2, steps=5, seed=1, classifier_scale=scale,
                                  target=GuidanceTarget(mode=True, rebracketing="high"))
         assert len(segments) == 2 and all(len(s.notes) > 0 for s in segments)

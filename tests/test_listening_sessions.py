@@ -71,7 +71,7 @@ def test_plans_that_cannot_run_are_refused_with_the_reason(service, tmp_path):
         service.create(plan(systems=[SystemSpec("x", "vae"), SystemSpec("x", "vae")]))
     with pytest.raises(StudioError, match="no .mid files in folder"):
         service.create(plan(systems=[SystemSpec("a", "vae"), SystemSpec("b", "folder", folder=str(tmp_path))]))
-    with pytest.raises(StudioError, match="unknown setting 'temprature'"):
+    with pytest.raises(StudioError, match="system 'a': the vae engine has no setting 'temprature'"):
         service.create(plan(systems=[SystemSpec("a", "vae", {"temprature": 1}), SystemSpec("b", "vae")]))
     with pytest.raises(StudioError, match="modes must be chosen from"):
         service.create(plan(modes=["PINK"]))

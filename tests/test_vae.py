@@ -699,13 +699,13 @@ def test_cli_generate_errors(checkpoint, tmp_path, capsys):
     assert stderr.count("\n") == 1 and stderr.startswith("error: unknown mode 'PINK'; choose one of")
     code = main(["generate", "--engine", "vae", "--n", "0", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(checkpoint[0])])
-    assert code == 2 and capsys.readouterr().err == "error: n must lie in 1..256, got 0\n"
+    assert code == 2 and capsys.readouterr().err == "error: the number of results must lie in 1..64, got 0\n"
     code = main(["generate", "--engine", "vae", "--tonic", "H", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(checkpoint[0])])
     assert code == 2 and capsys.readouterr().err.startswith("error: unknown tonic 'H'; choose one of C, C#, D")
     code = main(["generate", "--engine", "vae", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(tmp_path / "missing.pt")])
-    assert code == 2 and "missing.pt' does not exist" in capsys.readouterr().err
+    assert code == 2 and "no vae checkpoint at '" in capsys.readouterr().err
 
 
 def test_cli_evaluate(checkpoint, tmp_path, capsys):
@@ -736,11 +736,18 @@ def test_cli_evaluate(checkpoint, tmp_path, capsys):
     interpolation = result["interpolation"]
     assert interpolation["pairs"] == 16
     assert 0 <= interpolation["paths_with_every_step_smaller"] <= 1
-    assert result["latency_ms"] > 0
+    # beside the raw model, verified generation measured the same way (evaluate's default: the VAE's K = 32)
+    assert result["verification"]["candidates"] == 32 and result["latency_ms"]["raw"] > 0
+    assert result["latency_ms"]["verified"] > 0 and result["latency_ms"]["engine"] > 0
+    for kind in ("raw", "verified"):
+        assert 0 <= consistency[kind]["overall"] <= 1 and set(consistency[kind]["per_mode"]) == set(MODES)
+        assert result["copies"][kind]["n"] > 0 and 0 <= result["copies"][kind]["near_copy_rate"] <= 1
+        assert set(result["judge"]["consistency"][kind]["per_mode"]) == set(MODES)
+    assert result["copies"]["verified"]["near_copy_rate"] == 0.0   # never a copy
 
 
 def test_studio_engine_generates_playable_analysed_segments(checkpoint, cache, tmp_path):
-    from engines.api import GenerateParams, StudioEngine
+    from engines.api import Request, StudioEngine
     from engines.config import load_config
 
     models = tmp_path / "models"
@@ -749,28 +756,28 @@ def test_studio_engine_generates_playable_analysed_segments(checkpoint, cache, t
     cfg = load_config(overrides=[f"model.checkpoints_dir={models}"])
     engine = StudioEngine(cfg, cache=cache, out_dir=tmp_path / "out")
     assert engine.engines_available() == ["vae"]
-    views = engine.generate(GenerateParams(mode="GREEN", n=3, seed=5))
+    views = engine.generate(Request(mode="GREEN", n=3, seed=5))
     assert len(views) == 3 and all(v.requested_mode == "GREEN" for v in views)
     for view in views:
         assert Path(view.midi_path).read_bytes()[:4] == b"MThd"
         if view.analysis is not None:
             assert view.analysis["mode"] in MODES and Path(view.wav_path).stat().st_size > 44
             assert len(view.notes.pitch) > 0
-    again = engine.generate(GenerateParams(mode="GREEN", n=3, seed=5))
+    again = engine.generate(Request(mode="GREEN", n=3, seed=5))
     assert [v.notes.pitch for v in again] == [v.notes.pitch for v in views]   # seeded: the same music
     with pytest.raises(StudioError, match="unknown mode 'PINK'"):
-        engine.generate(GenerateParams(mode="PINK"))
+        engine.generate(Request(mode="PINK"))
 
 
 def test_missing_checkpoint_is_a_clear_error(cache, tmp_path):
-    from engines.api import GenerateParams, StudioEngine
+    from engines.api import Request, StudioEngine
     from engines.config import load_config
 
     engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), cache=cache,
                           out_dir=tmp_path / "out")
     assert engine.engines_available() == []
     with pytest.raises(StudioError, match="no VAE checkpoint at .*train one with `python -m engines train"):
-        engine.generate(GenerateParams(mode="RED"))
+        engine.generate(Request(mode="RED"))
 
 
 def test_ship_copies_the_best_checkpoint_and_writes_its_card(run_dir, tmp_path):

@@ -67,6 +67,16 @@ class AutoregressiveGenerator(GeneratorBase):
         # beam search writes one deterministic result: there is nothing to choose between
         return 1 if settings.beam_width > 1 else super().candidates(request, settings)
 
+    def diversify(self, settings: AutoregressiveSettings, round_: int) -> AutoregressiveSettings:
+        """Each further round samples hotter and leans less on the prompt: where the GPT has memorised a mode's
+        few training tunes (GREEN, issue 17: 30 of 32 candidates were copies at 0.8 / guidance 3), guidance
+        1.5 gives 8 non-copies in 32 and half of them GREEN."""
+        from dataclasses import replace
+
+        return replace(settings, temperature=min(settings.temperature + 0.2 * round_, 1.4),
+                       prompt_guidance=max(min(settings.prompt_guidance, 1.0),
+                                           settings.prompt_guidance - 0.75 * round_))
+
     def run(self, request: Request, settings: AutoregressiveSettings, on_step=None) -> list:
         continue_from, keep = None, 0
         if request.keep_bars and not request.init_midi:

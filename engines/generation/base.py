@@ -128,6 +128,11 @@ class GeneratorBase:
             raise StudioError(f"candidates per result must lie in 1..32, got {k}")
         return k
 
+    def diversify(self, settings, round_: int):
+        """The settings of a further round of candidates (verified generation draws one when too few of the
+        first are heard as asked and are not copies): sampled more freely. By default the same settings."""
+        return settings
+
     def preview(self, state, rows: int) -> Preview:
         raise StudioError(f"the {self.name} engine has no live view")
 

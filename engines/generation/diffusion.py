@@ -63,6 +63,9 @@ class DiffusionGenerator(GeneratorBase):
         from engines.models.trained_diffusion import TrainedDiffusion
 
         model = TrainedDiffusion.load(path, device=device)
+        if classifier_path and not Path(classifier_path).is_file():
+            raise StudioError(f"no guidance classifier at '{classifier_path}': train one with `python -m engines "
+                              "train --engine guidance-classifier` and pass --classifier RUN/best.pt")
         classifier = Path(classifier_path) if classifier_path else Path(path).with_name("guidance-classifier.pt")
         if classifier.is_file():
             from engines.models.guidance_classifier import TrainedGuidanceClassifier

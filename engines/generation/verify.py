@@ -21,7 +21,7 @@ diffusion step, 8 diffusion or GPT candidates decode as one batch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,8 @@ from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment
 
 ATTRIBUTE_TARGETS = ("rebracketing", "temporal_complexity")
+MAX_ROUNDS = 4        # rounds of K candidates at most, while too few are heard as asked and are not copies
+ROUND_SEED = 100_003  # seed offset of each further round
 
 
 @dataclass
@@ -176,7 +178,7 @@ def asked_mode(generator, request: Request, settings) -> str:
 
 def candidates_per_result(generator, request: Request, settings, verifier: Verifier | None) -> int:
     if request.candidates is None and verifier is not None and verifier.candidates is not None:
-        request = Request(**{**request.__dict__, "candidates": verifier.candidates})
+        request = replace(request, candidates=verifier.candidates)
     return generator.candidates(request, settings)
 
 
@@ -191,22 +193,28 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         raise StudioError(f"the number of results must lie in 1..64, got {n}")
     k = candidates_per_result(generator, request, settings, verifier) if verifier is not None else 1
     if request.init_midi is not None and not isinstance(request.init_midi, Segment):
-        request = Request(**{**request.__dict__, "init_midi": request.init_segment(cfg)})  # read once
+        request = replace(request, init_midi=request.init_segment(cfg))  # the file is read once
     raw = _draw_all(generator, request, settings, n * k, mode, on_step)
     readings = verifier.scores(raw, mode, request.attributes) if verifier is not None else None
     if k == 1 or verifier is None:
         return _unchecked(raw, readings, verifier, mode, n)
-    order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
-    chosen, similarity, rejected = [], {}, 0
-    for i in order:
-        if len(chosen) == n:
+    similarity: dict[int, float] = {}
+    for extra in range(MAX_ROUNDS):
+        order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
+        chosen, rejected = _select(raw, order, n, verifier, similarity)
+        heard_as_asked = sum(readings["heard"][i] == mode for i in chosen) if verifier.judge is not None \
+            and mode != WHITE else len(chosen)
+        if heard_as_asked == n or extra == MAX_ROUNDS - 1:
             break
-        if len(raw[i].notes) and verifier.copies is not None:
-            similarity[i], _ = verifier.copies.nearest(raw[i])
-            if similarity[i] >= verifier.copy_threshold:
-                rejected += 1
-                continue
-        chosen.append(int(i))
+        # too few candidates that are not copies and that the judge hears as asked: another round of K from
+        # further seeds, sampled more freely (a model that memorised a mode's few training tunes writes them
+        # again at its usual settings); the studio's line says how many were drawn and rejected
+        more = _draw_all(generator, replace(request, seed=int(request.seed) + ROUND_SEED * (extra + 1)),
+                         generator.diversify(settings, extra + 1), n * k, mode, on_step)
+        more_readings = verifier.scores(more, mode, request.attributes)
+        raw += more
+        readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
+                          else readings[key] + more_readings[key]) for key in readings}
     rank = {int(i): r + 1 for r, i in enumerate(order)}
     heard = None
     if verifier.judge is not None and mode != WHITE:
@@ -218,6 +226,24 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
                                   attribute_distance=readings["distance"][i]) for i in chosen]
     return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode, candidates=k,
                 drawn=len(raw), heard=heard, rejected_copies=rejected, judged=verifier.judge is not None, raw=raw)
+
+
+def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier,
+            similarity: dict[int, float]) -> tuple[list[int], int]:
+    """Walk down the ranking: the first n candidates that are not copies, and how many copies were passed over.
+    `similarity` caches each candidate's nearest-training-segment similarity."""
+    chosen, rejected = [], 0
+    for i in order:
+        if len(chosen) == n:
+            break
+        if len(raw[i].notes) and verifier.copies is not None:
+            if i not in similarity:
+                similarity[int(i)], _ = verifier.copies.nearest(raw[i])
+            if similarity[int(i)] >= verifier.copy_threshold:
+                rejected += 1
+                continue
+        chosen.append(int(i))
+    return chosen, rejected
 
 
 def _draw_all(generator, request: Request, settings, total: int, mode: str, on_step) -> list[Segment]:
@@ -234,7 +260,7 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
     batch = 0
     while len(out) < total and not stopped["now"]:
         size = min(generator.max_batch, total - len(out))
-        part = Request(**{**request.__dict__, "mode": mode, "n": size, "seed": int(request.seed) + batch})
+        part = replace(request, mode=mode, n=size, seed=int(request.seed) + batch)
         out += generator.run(part, settings, watch if (on_step is not None and generator.live) else None)
         batch += 1
     return out

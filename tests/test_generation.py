@@ -1,0 +1,213 @@
+"""engines/generation: every engine behind one Generator interface, the copy index, and verified generation."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from engines.config import load_config
+from engines.data.prepare import ensure_corpus_cache
+from engines.errors import StudioError
+from engines.evaluation.diversity import note_similarity
+from engines.generation import GENERATORS, Request
+from engines.generation.copies import CopyIndex
+from engines.generation.verify import MAX_ROUNDS, Verifier, draw
+from engines.music.analyzer import MODES
+from engines.music.notes import NOTE_DTYPE, Segment, transpose_notes
+from engines.settings import settings_schema
+from tests.helpers import TINY_DIFFUSION
+
+TINY = {"vae": ["model.vae.latent_dim=16", "model.vae.hidden_dim=32", "model.vae.batch_size=16", "model.vae.epochs=1"],
+        "diffusion": TINY_DIFFUSION,
+        "autoregressive": ["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2",
+                           "model.autoregressive.n_embd=32", "model.autoregressive.batch_size=16",
+                           "model.autoregressive.epochs=1", "model.autoregressive.captions_per_segment=2"]}
+TRAINERS = {"vae": "engines.training.vae_trainer:train_vae",
+            "diffusion": "engines.training.diffusion_trainer:train_diffusion",
+            "autoregressive": "engines.training.autoregressive_trainer:train_autoregressive"}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """{engine: checkpoint path}: each engine trained for an epoch on a few dozen segments by its trainer."""
+    import importlib
+
+    folder = tmp_path_factory.mktemp("tiny-engines")
+    assert set(TRAINERS) == set(GENERATORS)   # a new engine needs a tiny checkpoint here
+    out = {}
+    for name, target in TRAINERS.items():
+        module, function = target.split(":")
+        train = getattr(importlib.import_module(module), function)
+        train(load_config(overrides=TINY[name]), folder / name, limit=48, workers=0)
+        out[name] = folder / f"{name}.pt"
+        shutil.copyfile(folder / name / "best.pt", out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def verifier(cfg):
+    """The shipped judge and the copy index of the corpus' train split."""
+    return Verifier.for_config(cfg)
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_every_generator_loads_runs_and_repeats_itself_for_a_seed(name, tiny_checkpoints, cfg):
+    generator = GENERATORS[name].load(tiny_checkpoints[name])
+    settings = generator.settings_for(cfg, {"steps": 4} if name == "diffusion" else None)
+    request = Request(engine=name, mode="BLUE", n=2, seed=7)
+    first = generator.run(request, settings)
+    assert len(first) == 2 and all(isinstance(s, Segment) and s.notes.dtype == NOTE_DTYPE for s in first)
+    for segment in first:
+        assert 1 <= segment.num_bars <= 4 and segment.tempo_qpm > 0
+        if len(segment.notes):
+            assert segment.notes["pitch"].max() <= 127   # REMI's range reaches a semitone past the piano
+            assert (segment.notes["duration"] > 0).all() and segment.notes["start"].max() < segment.length
+    again = generator.run(request, settings)
+    assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in first]
+    assert generator.Settings is type(settings) and settings.candidates == {"vae": 32}.get(name, 8)
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_every_settings_field_shown_in_the_studio_passes_its_own_check(name, cfg):
+    settings = GENERATORS[name].settings_for(cfg)
+    fields = {f.name: f for f in settings.__dataclass_fields__.values()}
+    for spec in settings_schema(settings):
+        predicate, _ = fields[spec["name"]].metadata.get("check", (lambda v: True, ""))
+        assert predicate(spec["value"]), spec["name"]
+        if spec["kind"] == "slider":
+            assert spec["minimum"] <= spec["value"] <= spec["maximum"], spec["name"]
+
+
+def test_the_live_view_shows_the_first_rows_of_a_batch(tiny_checkpoints, cfg):
+    generator = GENERATORS["diffusion"].load(tiny_checkpoints["diffusion"])
+    settings = generator.settings_for(cfg, {"steps": 3})
+    previews = []
+    result = draw(generator, Request(engine="diffusion", mode="RED", n=2, seed=1, candidates=3), settings,
+                  Verifier(), on_step=lambda step, total, preview: previews.append((step, total, preview)) and False)
+    assert [(s, t) for s, t, _ in previews] == [(0, 3), (1, 3), (2, 3)]
+    assert all(p.sounding.shape == (2, 64, 88) and len(p.bar_steps) == 2 for _, _, p in previews)
+    assert len(result.raw) == 6 and len(result.segments) == 2
+
+
+def test_the_copy_index_finds_a_transposed_training_segment_at_once(cfg):
+    cache = ensure_corpus_cache(cfg)
+    index = CopyIndex.build(cache)
+    row = int(index.rows[1234])
+    copy = cache.segment(row)
+    copy.notes = transpose_notes(copy.notes, 5, 21, 108)
+    similarity, found = index.nearest(copy)
+    assert similarity == 1.0 and note_similarity(copy, cache.segment(found)) == 1.0
+    assert index.is_copy(copy)
+    altered = replace(copy, notes=copy.notes[::2].copy())   # half its notes: no longer a copy
+    assert not index.is_copy(altered)
+    assert index.nearest(Segment(notes=np.zeros(0, NOTE_DTYPE))) == (0.0, None)
+
+
+def test_the_copy_index_agrees_with_an_exhaustive_search(prepared):
+    from engines.data.cache import SegmentCache
+
+    _, _, _, out, _ = prepared
+    cache = SegmentCache(out)
+    index = CopyIndex.build(cache, shortlist=len(cache))   # small corpus: the shortlist holds every match
+    train = [int(r) for r in index.rows]
+    for row in range(len(cache)):
+        query = cache.segment(row)
+        exhaustive = max(note_similarity(query, cache.segment(t)) for t in train)
+        found = index.nearest(query)[0]
+        assert found <= exhaustive + 1e-9
+        if exhaustive >= 0.8:   # every near copy is found (training rows find themselves: 1.0)
+            assert found == pytest.approx(exhaustive)
+
+
+class CorpusEcho:
+    """A stand-in generator for the verification tests: every candidate it draws is a training segment (a
+    copy) but the sixth, which has every other note removed (half as similar)."""
+
+    name, live, max_batch = "echo", False, 4
+    Settings = type(None)
+
+    def __init__(self, cache, rows):
+        self.cache, self.rows = cache, rows
+
+    def asked_mode(self, request, settings):
+        return request.mode
+
+    def candidates(self, request, settings):
+        return request.candidates
+
+    def run(self, request, settings, on_step=None):
+        out = []
+        for i in range(request.n):
+            drawn = request.seed * self.max_batch + i     # batches are seeded seed, seed + 1, ...
+            segment = self.cache.segment(int(self.rows[drawn % len(self.rows)]))
+            if drawn == 5:
+                segment.notes = segment.notes[::2].copy()
+            out.append(segment)
+        return out
+
+
+def test_verification_never_returns_a_copy_and_counts_what_it_rejected(cfg, verifier):
+    cache = ensure_corpus_cache(cfg)
+    echo = CorpusEcho(cache, cache.split_indices("train")[:50])
+    result = draw(echo, Request(engine="echo", mode="RED", n=2, seed=0, candidates=4), None, verifier)
+    # one non-copy in the first 8: three more rounds of 8 are drawn looking for a second, all copies
+    assert len(result.raw) == 8 * MAX_ROUNDS and result.rejected_copies == 8 * MAX_ROUNDS - 1
+    assert len(result.segments) == 1 and result.segments[0] is result.raw[5]   # fewer results, never a copy
+    assert result.verifications[0].copy_similarity < 0.8
+    assert f"{8 * MAX_ROUNDS - 1} rejected as copies of training segments" in result.summary()
+    unchecked = draw(echo, Request(engine="echo", mode="RED", n=2, seed=0, candidates=1), None, verifier)
+    assert unchecked.rejected_copies == 0 and unchecked.summary() == "Unchecked: one candidate per result (the raw model)."
+
+
+def test_verified_results_are_the_judges_best_candidates(tiny_checkpoints, cfg, verifier):
+    generator = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    settings = generator.settings_for(cfg)
+    result = draw(generator, Request(engine="vae", mode="GREEN", n=3, seed=2, candidates=8), settings, verifier)
+    scores = verifier.scores(result.raw, "GREEN", None)["score"]
+    chosen = [next(i for i, s in enumerate(result.raw) if s is segment) for segment in result.segments]
+    assert chosen == list(np.argsort(-scores, kind="stable")[:3])        # the three the judge scores highest
+    probabilities = [v.judge_score for v in result.verifications]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert [v.rank for v in result.verifications] == [1, 2, 3] and len(result.raw) == 24
+    assert all(v.candidates == 8 and v.analyzer_mode in MODES for v in result.verifications)
+    line = result.summary()
+    assert line.startswith(f"{result.heard} of 24 candidates heard as GREEN by the judge") and "best 3" in line
+
+
+def test_attribute_targets_move_the_ranking(tiny_checkpoints, cfg, verifier):
+    generator = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    settings = generator.settings_for(cfg)
+    low = draw(generator, Request(engine="vae", mode="WHITE", n=2, seed=4, candidates=16,
+                                  attributes={"temporal_complexity": 0.0}), settings, verifier)
+    high = draw(generator, Request(engine="vae", mode="WHITE", n=2, seed=4, candidates=16,
+                                   attributes={"temporal_complexity": 1.0}), settings, verifier)
+    assert all(v.judge_score is None for v in low.verifications)   # WHITE asks for no mode
+    readings = verifier.judge_readings
+    from engines.models.chromatic_judge import JUDGE_ATTRIBUTES
+
+    column = JUDGE_ATTRIBUTES.index("temporal_complexity")
+    assert readings(low.segments)[1][:, column].mean() < readings(high.segments)[1][:, column].mean()
+
+
+def test_requests_that_cannot_run_say_why(tiny_checkpoints, cfg, verifier):
+    vae = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    settings = vae.settings_for(cfg)
+    with pytest.raises(StudioError, match="unknown mode 'PINK'"):
+        draw(vae, Request(engine="vae", mode="PINK"), settings, verifier)
+    with pytest.raises(StudioError, match="candidates per result must lie in 1..32"):
+        draw(vae, Request(engine="vae", mode="RED", candidates=40), settings, verifier)
+    with pytest.raises(StudioError, match="the VAE cannot keep bars"):
+        draw(vae, Request(engine="vae", mode="RED", keep_bars=[1]), settings, verifier)
+    gpt = GENERATORS["autoregressive"].load(tiny_checkpoints["autoregressive"])
+    with pytest.raises(StudioError, match="the GPT continues after the first bars"):
+        gpt.run(Request(engine="autoregressive", init_midi=Segment(notes=np.zeros(0, NOTE_DTYPE)), keep_bars=[2]),
+                gpt.settings_for(cfg))
+    beam = gpt.settings_for(cfg, {"beam_width": 2})
+    assert gpt.candidates(Request(engine="autoregressive", candidates=8), beam) == 1   # one deterministic result
