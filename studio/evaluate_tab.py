@@ -74,8 +74,10 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
         which = gr.Dropdown(available + ["real"], value=[(available or ["real"])[0]], multiselect=True,
                             label="Engines", elem_id="evaluate-engine")
         per_mode = gr.Slider(2, 32, 6, step=1, label="Samples per mode", elem_id="evaluate-n")
-        settings = gr.Textbox(value="{}", label="Settings (JSON of generation.sampling keys, for every engine)",
-                              placeholder='{"temperature": 0.9, "prompt_guidance": 2}', elem_id="evaluate-settings")
+        settings = gr.Textbox(value="{}", label="Settings (JSON of generation.sampling keys: shared ones, or an "
+                                                "engine's section; \"candidates\": K evaluates verified results)",
+                              placeholder='{"temperature": 0.9, "autoregressive": {"prompt_guidance": 2}, '
+                                          '"candidates": 8}', elem_id="evaluate-settings")
         run = gr.Button("Run evaluation", variant="primary", elem_id="evaluate-run")
         stop = gr.Button("Stop", elem_id="evaluate-stop")
     status = gr.HTML(elem_id="evaluate-status")

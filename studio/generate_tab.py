@@ -17,8 +17,9 @@ UPLOAD_COLUMNS = ["bars", "mode", "key", "energy", "valence", "tension", "intima
 
 def build_generate_tab(engine: StudioEngine) -> None:
     page = engine.cfg.studio.browser_page_size
-    gr.Markdown("Generate segments by chromatic mode, browse the bundled corpus, or drop in your own MIDI to "
-                "hear and read its analysis. The diffusion and GPT engines join the VAE here as they land.")
+    gr.Markdown("Generate segments by chromatic mode with the VAE, the diffusion engine or the GPT (each result "
+                "checked: the judge picks the best of several candidates, never a copy of a corpus tune), browse "
+                "the bundled corpus, or drop in your own MIDI to hear and read its analysis.")
     with gr.Tab("New segments", id="generate-panel"):
         build_generation_panel(engine)
     with gr.Tab("Corpus browser"):

@@ -183,7 +183,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
 
     @guarded_stream(on_error)
     def run(engine_name, mode, seed, tonic, count, k, use_attributes, rebracketing, complexity, use_start,
-            start_source, start_result, start_upload, bars, results, *settings_values, request: gr.Request = None):
+            start_source, start_result, start_upload, bars, results, request: gr.Request, *settings_values):
         if not engine_name:
             raise StudioError("no engine is installed: train one first")
         settings = {name: value for (e, name, _), value in zip(controls, settings_values) if e == engine_name}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def checkpoints(tmp_path_factory):
                                  "model.autoregressive.captions_per_segment=2"])
     train_autoregressive(gpt, folder / "gpt-run", limit=64, workers=0)
     shutil.copyfile(folder / "gpt-run" / "best.pt", folder / "autoregressive.pt")
+    # the shipped judge ranks the candidates of every result (verified generation)
+    shutil.copyfile(Path(load_config().model.checkpoints_dir) / "judge.pt", folder / "judge.pt")
     return folder
 
 
@@ -105,10 +108,14 @@ def test_generate_with_the_vae_and_hear_it(page):
     page.locator("#generate-mode").get_by_label("BLUE").check()
     page.click("#generate-button")
     page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')")
-    assert "4 segments; the analyzer hears BLUE in" in page.inner_text("#generate-status")
+    status = page.inner_text("#generate-status")
+    assert "4 segments; the analyzer hears BLUE in" in status
+    # the VAE's 32 candidates per result (more rounds when the judge hears too few as BLUE), ranked by the judge
+    assert re.search(r"\d+ of (128|256|384|512) candidates heard as BLUE by the judge; showing the best 4\.", status)
     readout = page.locator("#generated-readout-0")
     readout.wait_for()
     assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
+    assert "Checked: ranked 1 of the candidates drawn (32 per result)" in readout.inner_text()
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
     assert page.locator("#generated-readout-4").is_hidden()  # only the 4 asked-for variations show
 

@@ -211,3 +211,14 @@ def test_requests_that_cannot_run_say_why(tiny_checkpoints, cfg, verifier):
                 gpt.settings_for(cfg))
     beam = gpt.settings_for(cfg, {"beam_width": 2})
     assert gpt.candidates(Request(engine="autoregressive", candidates=8), beam) == 1   # one deterministic result
+
+
+def test_evaluate_settings_name_sections_shared_keys_and_candidates(cfg):
+    from engines.api.evaluation import with_settings
+
+    changed = with_settings(cfg, {"candidates": 4, "temperature": 0.9, "diffusion": {"steps": 20, "metre": "3/4"}})
+    assert changed.generation.verify.candidates == 4 and changed.generation.sampling.temperature == 0.9
+    assert changed.generation.sampling.diffusion.steps == 20 and changed.generation.sampling.diffusion.metre == "3/4"
+    assert changed.generation.sampling.diffusion.sampler == cfg.generation.sampling.diffusion.sampler
+    with pytest.raises(StudioError, match="'generation.sampling.guidance_scale' has moved"):
+        with_settings(cfg, {"guidance_scale": 2})

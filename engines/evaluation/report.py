@@ -75,6 +75,12 @@ COMPARISON_ROWS = (
     ("duplicate_rate", "duplicates of training segments"),
     ("empty_rate", "empty outputs"),
     ("music_stats_overlap", "musical statistics overlap with real (mean)"),
+    ("verified_candidates", "verified: candidates per result"),
+    ("verified_analyzer", "  verified: mode heard by the analyzer"),
+    ("verified_worst_mode", "  verified: its worst mode"),
+    ("verified_near_copy_rate", "  verified: near copies"),
+    ("latency_raw_ms", "one segment, raw (ms)"),
+    ("latency_verified_ms", "one segment, verified (ms)"),
 )
 
 
@@ -93,7 +99,21 @@ def comparison_row(engine: str, suite: dict) -> dict:
             "mean_pairwise_distance": overall.get("mean_pairwise_distance"),
             "near_copy_rate": copies.get("near_copy_rate"), "duplicate_rate": copies.get("duplicate_rate"),
             "empty_rate": suite.get("empty_rate"),
-            "music_stats_overlap": round(float(np.mean(overlaps)), 4) if overlaps else None}
+            "music_stats_overlap": round(float(np.mean(overlaps)), 4) if overlaps else None,
+            **verified_row(suite)}
+
+
+def verified_row(report: dict) -> dict:
+    """The verified-generation numbers of an `evaluate --candidates K` JSON (empty without them)."""
+    if "verification" not in report:
+        return {}
+    verified = report["consistency"]["verified"]
+    worst = min(verified["per_mode"], key=verified["per_mode"].get)
+    latency = report["latency_ms"]
+    return {"verified_candidates": report["verification"]["candidates"], "verified_analyzer": verified["overall"],
+            "verified_worst_mode": f"{worst} {verified['per_mode'][worst]:.2f}",
+            "verified_near_copy_rate": report["copies"]["verified"]["near_copy_rate"],
+            "latency_raw_ms": latency["raw"], "latency_verified_ms": latency["verified"]}
 
 
 def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -6,9 +6,11 @@
     latency_ms    one requested segment at batch 1, median of `repeats` runs after a warm-up
     rejected      candidates rejected as copies
 
-For each mode, the raw row draws n results with one candidate each and the verified row n results with K
-candidates each, from the same seed, so the verified results are picked from draws that include the raw ones'
-seed. `consistency.overall` of the engine's own evaluation stays the raw figure: nothing flatters the model.
+Held out: seeds start at HELD_OUT_SEED (never used while the defaults were chosen), and an engine that reads a
+prompt gets the GPT evaluation's held-out phrasings (engines/evaluation/autoregressive_eval.mode_prompt), one per
+result, each result then drawn on its own. For each mode the raw row draws n results with one candidate each and
+the verified row n results with K candidates each, from the same seeds. `consistency.overall` of the engine's
+own evaluation stays the raw figure: nothing flatters the model.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import numpy as np
 from engines.config import Config
 from engines.evaluation.suite import _consistency, _hits, cache_key, cached
 from engines.music.analyzer import MODES
+
+HELD_OUT_SEED = 10_000
 
 
 def verification_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: int = 20, seed: int = 0,
@@ -38,18 +42,31 @@ def verification_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: i
     k = candidates or candidates_per_result(generator, Request(engine=engine), settings, verifier)
     judge = str(Path(cfg.model.checkpoints_dir) / "judge.pt")
     key = cache_key(f"{engine}-verified", checkpoint, {"n": n_per_mode, "seed": seed, "k": k, "judge_checkpoint": judge,
-                                                       "settings": settings, "verify": cfg.generation.verify})
+                                                       "settings": settings, "verify": cfg.generation.verify,
+                                                       "held_out": HELD_OUT_SEED})
 
     def compute() -> dict:
         rows = {"raw": {}, "verified": {}}
         rejected = 0
-        for i, mode in enumerate(MODES):
+        base = HELD_OUT_SEED + seed
+        for m, mode in enumerate(MODES):
             for kind, count in (("raw", 1), ("verified", k)):
-                request = Request(engine=engine, mode=mode, n=n_per_mode, seed=seed + i, candidates=count)
-                result = draw(generator, request, settings, verifier, cfg=cfg)
-                rows[kind][mode] = result.segments
-                rejected += result.rejected_copies if kind == "verified" else 0
-        return {"candidates": k, "n_per_mode": n_per_mode, "rejected_copies": rejected,
+                if hasattr(settings, "prompt"):   # one held-out phrasing per result
+                    from dataclasses import replace
+
+                    from engines.evaluation.autoregressive_eval import mode_prompt
+
+                    results = [draw(generator, Request(engine=engine, mode=mode, n=1, seed=base + 1000 * m + i,
+                                                       candidates=count),
+                                    replace(settings, prompt=mode_prompt(mode, i)), verifier, cfg=cfg)
+                               for i in range(n_per_mode)]
+                else:
+                    results = [draw(generator, Request(engine=engine, mode=mode, n=n_per_mode, seed=base + 1000 * m,
+                                                       candidates=count), settings, verifier, cfg=cfg)]
+                rows[kind][mode] = [s for r in results for s in r.segments]
+                rejected += sum(r.rejected_copies for r in results) if kind == "verified" else 0
+        return {"candidates": k, "n_per_mode": n_per_mode, "rejected_copies": rejected, "seeds_from": base,
+                "prompts": "held out (autoregressive_eval.mode_prompt)" if hasattr(settings, "prompt") else None,
                 **_measures(rows, verifier), "latency_ms": _latency(generator, settings, verifier, k, repeats)}
 
     return cached(cfg, key, compute, use_cache)

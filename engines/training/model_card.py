@@ -145,6 +145,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
                   "|---|---|---|---|"]
         for name, target, value, met in bars[engine](report):
             lines.append(f"| {name} | {target} | {value} | {'yes' if met else 'no'} |")
+    if report and "verification" in report:
+        lines += verification_section(report)
     if report and "confusion" in report and engine == "judge":
         lines += ["", "## Confusion on the test split (rows: label, columns: the judge)", "",
                   "| | " + " | ".join(MODES) + " |", "|---|" + "---:|" * len(MODES)]
@@ -153,6 +155,29 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         lines += ["", "## Evaluation (`python -m engines evaluate`)", "", "```json",
                   json.dumps(report, indent=1), "```"]
     return "\n".join(lines) + "\n"
+
+
+def verification_section(report: dict) -> list[str]:
+    """The raw model beside verified generation (`evaluate --candidates K`): analyzer and judge consistency
+    per mode, copies, one segment's latency."""
+    k = report["verification"]["candidates"]
+    consistency, copies, latency = report["consistency"], report["copies"], report["latency_ms"]
+    judge = report.get("judge", {}).get("consistency", {})
+    lines = ["", f"## Raw model and verified generation (best of {k} candidates by the judge, copies rejected)", "",
+             "| | raw | verified |", "|---|---:|---:|",
+             f"| mode heard by the analyzer | {consistency['raw']['overall']:.0%} | "
+             f"{consistency['verified']['overall']:.0%} |"]
+    if "raw" in judge and "verified" in judge:
+        lines.append(f"| mode heard by the judge (which selects) | {judge['raw']['overall']:.0%} | "
+                     f"{judge['verified']['overall']:.0%} |")
+    lines += [f"| {mode} (analyzer) | {consistency['raw']['per_mode'].get(mode, 0):.0%} | "
+              f"{consistency['verified']['per_mode'].get(mode, 0):.0%} |" for mode in MODES]
+    lines += [f"| near copies of training segments | {copies['raw']['near_copy_rate']:.1%} | "
+              f"{copies['verified']['near_copy_rate']:.1%} |",
+              f"| one segment, batch 1 | {latency['raw']:.0f} ms | {latency['verified']:.0f} ms |",
+              "", f"{report['verification']['rejected_copies']} candidates were rejected as copies; "
+                  f"{report['verification']['n_per_mode']} results per mode."]
+    return lines
 
 
 def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
