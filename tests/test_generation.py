@@ -142,6 +142,9 @@ class CorpusEcho:
     def candidates(self, request, settings):
         return request.candidates
 
+    def diversify(self, settings, round_):
+        return settings
+
     def run(self, request, settings, on_step=None):
         out = []
         for i in range(request.n):
@@ -175,10 +178,13 @@ def test_verified_results_are_the_judges_best_candidates(tiny_checkpoints, cfg, 
     assert chosen == list(np.argsort(-scores, kind="stable")[:3])        # the three the judge scores highest
     probabilities = [v.judge_score for v in result.verifications]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert [v.rank for v in result.verifications] == [1, 2, 3] and len(result.raw) == 24
+    # 24 candidates, and 24 more a round (at most 4) while the judge hears fewer than 3 of them as GREEN
+    assert [v.rank for v in result.verifications] == [1, 2, 3] and len(result.raw) in (24, 48, 72, 96)
+    assert result.heard >= 3 or len(result.raw) == 96
     assert all(v.candidates == 8 and v.analyzer_mode in MODES for v in result.verifications)
     line = result.summary()
-    assert line.startswith(f"{result.heard} of 24 candidates heard as GREEN by the judge") and "best 3" in line
+    assert line.startswith(f"{result.heard} of {len(result.raw)} candidates heard as GREEN by the judge")
+    assert line.endswith("showing the best 3.")
 
 
 def test_attribute_targets_move_the_ranking(tiny_checkpoints, cfg, verifier):

@@ -322,7 +322,7 @@ def test_stream_shows_every_step_then_the_results(studio):
 
 
 def test_stop_ends_the_run_early_with_that_steps_estimate(studio):
-    from engines.api import GenerationProgress, GenerationResult, Request
+    from engines.api import GenerationProgress, Request
 
     params = Request(engine="diffusion", mode="RED", n=1, seed=1, settings={"steps": 50})
     seen = []
@@ -362,7 +362,7 @@ def test_a_broken_classifier_file_leaves_the_engine_usable(engine, classifier_ru
 
 
 def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):
-    from engines.api import GenerationResult, Request
+    from engines.api import Request
     from engines.data.midi_io import write_segment_midi
 
     plain = studio.generate(Request(engine="diffusion", mode="VIOLET", n=2, seed=5, settings={"steps": 6}))

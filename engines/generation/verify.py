@@ -64,7 +64,7 @@ class Draw:
     drawn: int                       # candidates drawn in all
     heard: int | None                # candidates the judge hears in the asked mode (None: WHITE, or no judge)
     rejected_copies: int
-    judged: bool                     # a judge ranked the candidates
+    judged: bool                     # a judge ranked the candidates (by the asked mode or attributes)
     raw: list[Segment] = field(default_factory=list)  # every candidate, in the order drawn
 
     def summary(self) -> str:
@@ -75,9 +75,10 @@ class Draw:
         if self.heard is not None:
             parts.append(f"{self.heard} of {self.drawn} candidates heard as {self.asked_mode} by the judge")
         elif not self.judged:
-            parts.append(f"{self.drawn} candidates drawn; no judge installed, so they are only checked for copies")
+            parts.append(f"{self.drawn} candidates drawn and checked for copies (nothing to rank them by: "
+                         + ("no mode or attributes asked)" if self.asked_mode == WHITE else "no judge installed)"))
         else:
-            parts.append(f"{self.drawn} candidates ranked by the judge")
+            parts.append(f"{self.drawn} candidates ranked by the judge toward the asked attributes")
         if self.rejected_copies:
             parts.append(f"{self.rejected_copies} rejected as copies of training segments")
         shown = len(self.segments)
@@ -224,8 +225,9 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
                                   rejected_copies=rejected,
                                   copy_similarity=round(similarity[i], 4) if i in similarity else None,
                                   attribute_distance=readings["distance"][i]) for i in chosen]
+    ranked = verifier.judge is not None and (mode != WHITE or bool(request.attributes))  # WHITE asks for no mode
     return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode, candidates=k,
-                drawn=len(raw), heard=heard, rejected_copies=rejected, judged=verifier.judge is not None, raw=raw)
+                drawn=len(raw), heard=heard, rejected_copies=rejected, judged=ranked, raw=raw)
 
 
 def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier,
