@@ -166,7 +166,8 @@ def test_verification_never_returns_a_copy_and_counts_what_it_rejected(cfg, veri
     assert result.verifications[0].copy_similarity < 0.8
     assert f"{8 * MAX_ROUNDS - 1} rejected as copies of training segments" in result.summary()
     unchecked = draw(echo, Request(engine="echo", mode="RED", n=2, seed=0, candidates=1), None, verifier)
-    assert unchecked.rejected_copies == 0 and unchecked.summary() == "Unchecked: one candidate per result (the raw model)."
+    assert unchecked.rejected_copies == 0
+    assert unchecked.summary() == "Unchecked: one candidate per result (the raw model)."
 
 
 def test_verified_results_are_the_judges_best_candidates(tiny_checkpoints, cfg, verifier):

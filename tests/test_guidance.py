@@ -380,7 +380,8 @@ def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):
         kept = sorted((s, p) for s, p in zip(v.notes.start, v.notes.pitch) if bar <= s < 2 * bar)
         assert kept == [(3.0, 67), (4.0, 71), (5.0, 74)]
     with pytest.raises(StudioError, match="at least one bar to keep"):
-        studio.generate(Request(engine="diffusion", mode="RED", settings={"steps": 6}, init_midi=str(init), keep_bars=[]))
+        studio.generate(Request(engine="diffusion", mode="RED", settings={"steps": 6}, init_midi=str(init),
+                                keep_bars=[]))
     with pytest.raises(StudioError, match="unknown guidance target"):
         studio.generate(Request(engine="diffusion", mode="RED", settings={"steps": 6, "classifier_scale": 1,
                                                                          "classifier_target": "loud"}))

@@ -36,7 +36,6 @@ class BrowseQuery:
 
 
 class CorpusAPI:
-    # ---- corpus browser -------------------------------------------------------------------------------
     def collections(self) -> list[str]:
         return list(self.cache.collections)
 

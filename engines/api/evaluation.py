@@ -33,7 +33,6 @@ def with_settings(cfg, settings: dict | None):
 
 
 class EvaluationAPI:
-    # ---- evaluation ---------------------------------------------------------------------------------
     def evaluate_stream(self, engine: str, n_per_mode: int = 8, seed: int = 0, run_id: str | None = None,
                         settings: dict | None = None):
         """Evaluate an engine (or "real") with the shared suite: yields ("progress", done, total, what) while it

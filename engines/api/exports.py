@@ -21,7 +21,6 @@ from engines.views import note_view
 
 
 class ExportAPI:
-    # ---- helpers --------------------------------------------------------------------------------------
     def segment_result(self, segment: Segment, name: str) -> dict:
         """What the studio shows of a decoded segment: analysis (None when it holds no notes), colour of the
         mode heard, notes for the roll, MIDI and WAV paths."""

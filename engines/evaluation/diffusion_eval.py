@@ -8,7 +8,7 @@
     steps_table   the same for DDIM at 10 / 25 / 50 / 100 / 1000 steps, DDPM at 1000 and DPM-Solver++ at 10
                   and 20, with seconds per segment (batches of one mode at a time)
     guidance      classifier guidance toward the requested mode and high rebracketing (the guidance
-                  classifier at the suggested strength (3) in `generation.sampling.diffusion.classifier_space`, on top of
+                  classifier at the suggested strength (3) in generation.sampling.diffusion.classifier_space, on top of
                   classifier-free guidance), with
                   the same modes and seeds as the unguided samples above: mean measured rebracketing of both,
                   the lift, and the consistency of the guided samples

@@ -84,11 +84,12 @@ def _measures(rows: dict, verifier) -> dict:
             judged = [MODES[int(p.argmax())] for p in probabilities]
             out["judge_consistency"][kind] = _consistency(_hits(requested, judged))
         similarity = np.array([verifier.copies.nearest(s)[0] for s in generated]) if generated else np.zeros(0)
+        def rate(hits: np.ndarray):
+            return round(float(hits.mean()), 4) if len(hits) else None
+
         out["copies"][kind] = {"n": int(len(similarity)),
-                               "near_copy_rate": round(float((similarity >= verifier.copy_threshold).mean()), 4)
-                               if len(similarity) else None,
-                               "duplicate_rate": round(float((similarity >= 1.0).mean()), 4) if len(similarity) else None,
-                               "threshold": verifier.copy_threshold}
+                               "near_copy_rate": rate(similarity >= verifier.copy_threshold),
+                               "duplicate_rate": rate(similarity >= 1.0), "threshold": verifier.copy_threshold}
     return out
 
 
@@ -113,6 +114,9 @@ def _latency(generator, settings, verifier, k: int, repeats: int) -> dict:
             one()
             times.append(time.perf_counter() - start)
         out[kind] = round(statistics.median(times) * 1000, 1)
+    import torch
+
+    out["threads"] = torch.get_num_threads()
     return out
 
 
@@ -132,6 +136,6 @@ def merge_verification(result: dict, verification: dict) -> dict:
     engine_latency = result.get("latency_ms")
     result["latency_ms"] = {**verification["latency_ms"],
                             **({"engine": engine_latency} if engine_latency is not None else {})}
-    result["verification"] = {"candidates": verification["candidates"], "n_per_mode": verification["n_per_mode"],
-                              "rejected_copies": verification["rejected_copies"]}
+    result["verification"] = {key: verification[key] for key in ("candidates", "n_per_mode", "rejected_copies",
+                                                                  "seeds_from", "prompts") if key in verification}
     return result

@@ -100,11 +100,13 @@ class DiffusionGenerator(GeneratorBase):
                 raise StudioError("inpainting needs at least one bar to keep (1-4); with none, just generate")
             init = request.init_segment()
             metres = [(init.ts_num, init.ts_den)] * n
-            sample = lambda watch: self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)  # noqa: E731
+            def sample(watch):
+                return self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)
         else:
             names = self.model.metre_names(request.mode, n, int(request.seed), settings.metre or None)
             metres = [tuple(int(x) for x in m.split("/")) for m in names]
-            sample = lambda watch: self.model.sample(on_step=watch, metre=settings.metre or None, **kwargs)  # noqa: E731
+            def sample(watch):
+                return self.model.sample(on_step=watch, metre=settings.metre or None, **kwargs)
         spb = self.model.data["steps_per_beat"]
         bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
         watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))

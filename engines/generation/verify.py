@@ -15,8 +15,12 @@ similar (engines/generation/copies.py) is rejected, so a verified result is neve
 with no notes comes after every other. With one candidate (K = 1) nothing is selected or rejected: that is the
 raw model, reported with its judge score.
 
-What the engines' own draws cost is K times a plain draw: 32 VAE candidates take about as long as one
-diffusion step, 8 diffusion or GPT candidates decode as one batch.
+Rounds: while fewer than n of the non-copies chosen are heard as asked by the judge, another round of K per
+result is drawn from further seeds (at most MAX_ROUNDS), with the engine's `diversify`d settings (the GPT samples
+hotter and leans less on its prompt: where it memorised a mode's tunes, its usual settings write them again).
+
+What it costs is K times a plain draw, more where rounds are needed: 32 VAE candidates take about as long as
+one diffusion step; 8 diffusion or GPT candidates decode as one batch.
 """
 from __future__ import annotations
 
@@ -195,7 +199,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     k = candidates_per_result(generator, request, settings, verifier) if verifier is not None else 1
     if request.init_midi is not None and not isinstance(request.init_midi, Segment):
         request = replace(request, init_midi=request.init_segment(cfg))  # the file is read once
-    raw = _draw_all(generator, request, settings, n * k, mode, on_step)
+    raw, stopped = _draw_all(generator, request, settings, n * k, mode, on_step)
     readings = verifier.scores(raw, mode, request.attributes) if verifier is not None else None
     if k == 1 or verifier is None:
         return _unchecked(raw, readings, verifier, mode, n)
@@ -205,13 +209,13 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         chosen, rejected = _select(raw, order, n, verifier, similarity)
         heard_as_asked = sum(readings["heard"][i] == mode for i in chosen) if verifier.judge is not None \
             and mode != WHITE else len(chosen)
-        if heard_as_asked == n or extra == MAX_ROUNDS - 1:
+        if heard_as_asked == n or extra == MAX_ROUNDS - 1 or stopped:
             break
         # too few candidates that are not copies and that the judge hears as asked: another round of K from
         # further seeds, sampled more freely (a model that memorised a mode's few training tunes writes them
         # again at its usual settings); the studio's line says how many were drawn and rejected
-        more = _draw_all(generator, replace(request, seed=int(request.seed) + ROUND_SEED * (extra + 1)),
-                         generator.diversify(settings, extra + 1), n * k, mode, on_step)
+        more, stopped = _draw_all(generator, replace(request, seed=int(request.seed) + ROUND_SEED * (extra + 1)),
+                                  generator.diversify(settings, extra + 1), n * k, mode, on_step)
         more_readings = verifier.scores(more, mode, request.attributes)
         raw += more
         readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
@@ -248,8 +252,10 @@ def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier,
     return chosen, rejected
 
 
-def _draw_all(generator, request: Request, settings, total: int, mode: str, on_step) -> list[Segment]:
-    """`total` segments in batches of at most the engine's max_batch (batch b seeded seed + b)."""
+def _draw_all(generator, request: Request, settings, total: int, mode: str,
+              on_step) -> tuple[list[Segment], bool]:
+    """`total` segments in batches of at most the engine's max_batch (batch b seeded seed + b), and whether
+    on_step asked to stop (then the batch that was running ends early and no further batch starts)."""
     out: list[Segment] = []
     shown = int(request.n)
     stopped = {"now": False}
@@ -265,7 +271,7 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
         part = replace(request, mode=mode, n=size, seed=int(request.seed) + batch)
         out += generator.run(part, settings, watch if (on_step is not None and generator.live) else None)
         batch += 1
-    return out
+    return out, stopped["now"]
 
 
 def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str, n: int) -> Draw:

@@ -174,9 +174,16 @@ def verification_section(report: dict) -> list[str]:
               f"{consistency['verified']['per_mode'].get(mode, 0):.0%} |" for mode in MODES]
     lines += [f"| near copies of training segments | {copies['raw']['near_copy_rate']:.1%} | "
               f"{copies['verified']['near_copy_rate']:.1%} |",
-              f"| one segment, batch 1 | {latency['raw']:.0f} ms | {latency['verified']:.0f} ms |",
-              "", f"{report['verification']['rejected_copies']} candidates were rejected as copies; "
-                  f"{report['verification']['n_per_mode']} results per mode."]
+              f"| one segment, batch 1 ({latency.get('threads', '?')} CPU threads) | {latency['raw']:.0f} ms | "
+              f"{latency['verified']:.0f} ms |",
+              "", f"`python -m engines evaluate --engine {report.get('engine', 'E')} --candidates {k} "
+                  f"--n {report['verification']['n_per_mode']}`: "
+                  f"{report['verification']['n_per_mode']} results per mode on held-out seeds"
+                  + (f" (from {report['verification']['seeds_from']})"
+                     if "seeds_from" in report["verification"] else "")
+                  + (" and held-out prompt phrasings" if report["verification"].get("prompts") else "")
+                  + f"; {report['verification']['rejected_copies']} candidates were rejected as copies. Near copies "
+                    "are checked against the whole train split."]
     return lines
 
 
