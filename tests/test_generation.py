@@ -61,15 +61,15 @@ def verifier(cfg):
 def test_every_generator_loads_runs_and_repeats_itself_for_a_seed(name, tiny_checkpoints, cfg):
     generator = GENERATORS[name].load(tiny_checkpoints[name])
     settings = generator.settings_for(cfg, {"steps": 4} if name == "diffusion" else None)
-    request = Request(engine=name, mode="BLUE", n=2, seed=7)
-    first = generator.run(request, settings)
+    request = Request(engine=name, mode="BLUE", n=2, seed=7, settings=settings)
+    first = generator.run(request)
     assert len(first) == 2 and all(isinstance(s, Segment) and s.notes.dtype == NOTE_DTYPE for s in first)
     for segment in first:
         assert 1 <= segment.num_bars <= 4 and segment.tempo_qpm > 0
         if len(segment.notes):
             assert segment.notes["pitch"].max() <= 127   # REMI's range reaches a semitone past the piano
             assert (segment.notes["duration"] > 0).all() and segment.notes["start"].max() < segment.length
-    again = generator.run(request, settings)
+    again = generator.run(request)
     assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in first]
     assert generator.Settings is type(settings) and settings.candidates == {"vae": 32}.get(name, 8)
 
@@ -145,7 +145,7 @@ class CorpusEcho:
     def diversify(self, settings, round_):
         return settings
 
-    def run(self, request, settings, on_step=None):
+    def run(self, request, on_step=None):
         out = []
         for i in range(request.n):
             drawn = request.seed * self.max_batch + i     # batches are seeded seed, seed + 1, ...
@@ -214,8 +214,7 @@ def test_requests_that_cannot_run_say_why(tiny_checkpoints, cfg, verifier):
         draw(vae, Request(engine="vae", mode="RED", keep_bars=[1]), settings, verifier)
     gpt = GENERATORS["autoregressive"].load(tiny_checkpoints["autoregressive"])
     with pytest.raises(StudioError, match="the GPT continues after the first bars"):
-        gpt.run(Request(engine="autoregressive", init_midi=Segment(notes=np.zeros(0, NOTE_DTYPE)), keep_bars=[2]),
-                gpt.settings_for(cfg))
+        gpt.run(Request(engine="autoregressive", init_midi=Segment(notes=np.zeros(0, NOTE_DTYPE)), keep_bars=[2]))
     beam = gpt.settings_for(cfg, {"beam_width": 2})
     assert gpt.candidates(Request(engine="autoregressive", candidates=8), beam) == 1   # one deterministic result
 

@@ -77,7 +77,8 @@ class AutoregressiveGenerator(GeneratorBase):
                        prompt_guidance=max(min(settings.prompt_guidance, 1.0),
                                            settings.prompt_guidance - 0.75 * round_))
 
-    def run(self, request: Request, settings: AutoregressiveSettings, on_step=None) -> list:
+    def run(self, request: Request, on_step=None) -> list:
+        settings: AutoregressiveSettings = self.settings_of(request)
         continue_from, keep = None, 0
         if request.keep_bars and not request.init_midi:
             raise StudioError("continuation needs a MIDI file to continue: upload one or pick a result")

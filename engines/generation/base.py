@@ -2,11 +2,11 @@
 
     generator = GENERATORS["diffusion"].load("assets/checkpoints/diffusion.pt", device="cpu")
     settings = generator.settings_for(cfg, {"steps": 20})          # the config's defaults, then overrides
-    segments = generator.run(Request("diffusion", mode="BLUE", n=4, seed=1), settings)
+    segments = generator.run(Request("diffusion", mode="BLUE", n=4, seed=1, settings=settings))
 
 A `Generator` has a `name`, a `Settings` dataclass (its own sampling fields and its default number of
 candidates for verified generation, engines/generation/verify.py), `load(path, device)`, `run(request,
-settings, on_step)` and `preview(state, rows)` for the live view: `on_step(step, total, state)` is called
+on_step)` and `preview(state, rows)` for the live view: `on_step(step, total, state)` is called
 while it samples (a denoising step, a token) and returns True to stop early; `preview` turns that state into
 piano rolls. Nothing here knows about the studio, files or the judge.
 """
@@ -74,7 +74,7 @@ class Generator(Protocol):
     @classmethod
     def load(cls, path, device="cpu") -> "Generator": ...
 
-    def run(self, request: Request, settings, on_step: OnStep | None = None) -> list[Segment]: ...
+    def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]: ...
 
     def preview(self, state, rows: int) -> Preview: ...
 
@@ -116,6 +116,16 @@ class GeneratorBase:
                               f"{', '.join(sorted(names))}")
         values.update(overrides or {})
         return build_section(cls.Settings, values, f"generation.sampling.{cls.name}.")
+
+    @classmethod
+    def settings_of(cls, request: Request):
+        """The request's settings: a Settings as given, or the code's defaults with a dict's overrides (run
+        through settings_for(cfg, ...) first to start from a config's)."""
+        if isinstance(request.settings, cls.Settings):
+            return request.settings
+        from engines.config import build_section
+
+        return build_section(cls.Settings, dict(request.settings or {}), f"generation.sampling.{cls.name}.")
 
     def asked_mode(self, request: Request, settings) -> str:
         """The mode a request asks for (the GPT reads it from its prompt)."""

@@ -79,9 +79,11 @@ class DiffusionGenerator(GeneratorBase):
                                                                 classifier, exc)
         return cls(model)
 
-    def run(self, request: Request, settings: DiffusionSettings, on_step=None) -> list:
+    def run(self, request: Request, on_step=None) -> list:
         from engines.models.guidance_classifier import GuidanceTarget
         from engines.music.notes import bar_ticks, steps_per_bar
+
+        settings: DiffusionSettings = self.settings_of(request)
 
         n = int(request.n)
         steps = int(settings.steps)

@@ -35,7 +35,8 @@ class VAEGenerator(GeneratorBase):
 
         return cls(TrainedVAE.load(path, device=device))
 
-    def run(self, request: Request, settings: VAESettings, on_step=None) -> list:
+    def run(self, request: Request, on_step=None) -> list:
+        settings: VAESettings = self.settings_of(request)
         if request.init_midi or request.keep_bars:
             raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
                               "continue with the GPT")

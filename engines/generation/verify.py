@@ -268,8 +268,8 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str,
     batch = 0
     while len(out) < total and not stopped["now"]:
         size = min(generator.max_batch, total - len(out))
-        part = replace(request, mode=mode, n=size, seed=int(request.seed) + batch)
-        out += generator.run(part, settings, watch if (on_step is not None and generator.live) else None)
+        part = replace(request, mode=mode, n=size, seed=int(request.seed) + batch, settings=settings)
+        out += generator.run(part, watch if (on_step is not None and generator.live) else None)
         batch += 1
     return out, stopped["now"]
 
