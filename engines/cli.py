@@ -161,7 +161,7 @@ def cmd_evaluate(args) -> None:
         _emit(evaluate_real(cfg, n_per_mode=args.n, seed=args.seed, use_cache=not args.no_cache), args.json)
         return
     if not args.engine:
-        raise StudioError("evaluate needs --engine vae|diffusion|autoregressive|codec|judge, or --real for the baseline")
+        raise StudioError(f"evaluate needs --engine {'|'.join(EVALUATIONS)}, or --real for the baseline")
     checkpoint = args.checkpoint or str(Path(cfg.model.checkpoints_dir) / f"{args.engine}.pt")
     result = _engine_evaluation(args, cfg, checkpoint)
     if args.engine not in ("codec", "judge") and not args.no_suite:
@@ -201,24 +201,7 @@ def cmd_compare(args) -> None:
     print(comparison_markdown(rows))
 
 
-def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
-    """The engine's own bars (the keys its issue defined)."""
-    if args.engine == "vae":
-        from engines.evaluation.vae_eval import evaluate_vae
-
-        return evaluate_vae(checkpoint, cfg, n_per_mode=args.n, test_limit=args.test_limit, seed=args.seed)
-    if args.engine == "codec":
-        from engines.evaluation.codec_eval import evaluate_codec
-
-        return evaluate_codec(checkpoint, cfg, n=args.n)
-    if args.engine == "judge":
-        from engines.evaluation.judge_eval import evaluate_judge
-
-        return evaluate_judge(checkpoint, cfg, test_limit=args.test_limit)
-    if args.engine == "autoregressive":
-        from engines.evaluation.autoregressive_eval import evaluate_autoregressive
-
-        return evaluate_autoregressive(checkpoint, cfg, n_per_mode=args.n, seed=args.seed, test_limit=args.test_limit)
+def _evaluate_diffusion(checkpoint: str, cfg, args) -> dict:
     from engines.evaluation.diffusion_eval import evaluate_diffusion
 
     if not Path(checkpoint).is_file():
@@ -226,6 +209,28 @@ def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
     classifier = args.classifier or str(Path(cfg.model.checkpoints_dir) / "guidance-classifier.pt")
     return evaluate_diffusion(checkpoint, cfg, n_per_mode=args.n, table_per_mode=args.table_n, seed=args.seed,
                               with_table=not args.no_table, classifier=classifier)
+
+
+# engine -> its own evaluation (the keys its issue defined): (module, function) called as (checkpoint, cfg,
+# **keyword arguments taken from the command line), or a function of (checkpoint, cfg, args)
+EVALUATIONS = {
+    "vae": ("engines.evaluation.vae_eval", "evaluate_vae", lambda a: dict(n_per_mode=a.n, test_limit=a.test_limit,
+                                                                          seed=a.seed)),
+    "diffusion": _evaluate_diffusion,
+    "autoregressive": ("engines.evaluation.autoregressive_eval", "evaluate_autoregressive",
+                       lambda a: dict(n_per_mode=a.n, seed=a.seed, test_limit=a.test_limit)),
+    "codec": ("engines.evaluation.codec_eval", "evaluate_codec", lambda a: dict(n=a.n)),
+    "judge": ("engines.evaluation.judge_eval", "evaluate_judge", lambda a: dict(test_limit=a.test_limit)),
+}
+
+
+def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
+    """The engine's own bars (EVALUATIONS)."""
+    entry = EVALUATIONS[args.engine]
+    if callable(entry):
+        return entry(checkpoint, cfg, args)
+    module, function, keywords = entry
+    return getattr(importlib.import_module(module), function)(checkpoint, cfg, **keywords(args))
 
 
 # generate's sampling flags -> the engine setting each sets (the first of the names the engine has)
@@ -386,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
-    p.add_argument("--engine", choices=list(GENERATORS) + ["codec", "judge"])
+    p.add_argument("--engine", choices=list(EVALUATIONS))
     p.add_argument("--real", action="store_true", help="the baseline: held-out real segments through the suite")
     p.add_argument("--no-suite", action="store_true", help="only the engine's own bars (no Fréchet, diversity, "
                                                            "judge, musical statistics)")

@@ -96,6 +96,8 @@ class SamplingConfig:
                   "eta": "diffusion.eta", "sampler": "diffusion.sampler", "top_p": "autoregressive.top_p",
                   "prompt_guidance": "autoregressive.prompt_guidance", "beam_width": "autoregressive.beam_width",
                   "max_bars": "autoregressive.max_bars"}
+    moved_notes = {"classifier_scale": " (the old key was only the strength the studio suggested; the new one "
+                                       "applies classifier guidance to every diffusion run, 0 = off)"}
 
 
 @dataclass
@@ -227,7 +229,8 @@ def _build(cls, values: Any, prefix: str):
     moved = getattr(cls, "moved_keys", {})
     for name in unknown:
         if name in moved:
-            raise StudioError(f"config key '{prefix}{name}' has moved: use '{prefix}{moved[name]}'")
+            note = getattr(cls, "moved_notes", {}).get(name, "")
+            raise StudioError(f"config key '{prefix}{name}' has moved: use '{prefix}{moved[name]}'{note}")
     if unknown:
         raise StudioError(f"unknown config key '{prefix}{unknown[0]}'; allowed keys here: {', '.join(fields)}")
     kwargs = {}

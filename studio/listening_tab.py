@@ -34,8 +34,10 @@ LISTENING_CONCURRENCY = 16  # votes are quick database writes: they do not wait 
 def default_systems(engine: StudioEngine) -> list[list[str]]:
     engines = [e for e in engine.engines_available()]
     rows = [[engine.engine_short_name(e), e, "{}", ""] for e in engines[:2]]
-    if len(rows) == 1:
-        rows.append([f"{rows[0][0]} hot", rows[0][1], '{"temperature": 1.3}', ""])
+    if len(rows) == 1:   # one engine: against itself, sampled hotter (or with milder guidance)
+        names = {spec["name"] for spec in engine.engine_settings(rows[0][1])}
+        hot = '{"temperature": 1.3}' if "temperature" in names else '{"guidance_scale": 2.0}'
+        rows.append([f"{rows[0][0]} hot", rows[0][1], hot, ""])
     return rows
 
 

@@ -85,15 +85,39 @@ def test_every_settings_field_shown_in_the_studio_passes_its_own_check(name, cfg
             assert spec["minimum"] <= spec["value"] <= spec["maximum"], spec["name"]
 
 
-def test_the_live_view_shows_the_first_rows_of_a_batch(tiny_checkpoints, cfg):
+def test_the_live_view_shows_the_first_rows_of_a_batch(tiny_checkpoints, cfg, verifier):
     generator = GENERATORS["diffusion"].load(tiny_checkpoints["diffusion"])
     settings = generator.settings_for(cfg, {"steps": 3})
     previews = []
     result = draw(generator, Request(engine="diffusion", mode="RED", n=2, seed=1, candidates=3), settings,
-                  Verifier(), on_step=lambda step, total, preview: previews.append((step, total, preview)) and False)
-    assert [(s, t) for s, t, _ in previews] == [(0, 3), (1, 3), (2, 3)]
+                  verifier, on_step=lambda step, total, preview: previews.append((step, total, preview)) and False)
+    rounds = len(result.raw) // 6     # 6 candidates a round; more rounds while the judge hears too few as RED
+    assert len(result.raw) == 6 * rounds and [(s, t) for s, t, _ in previews] == [(0, 3), (1, 3), (2, 3)] * rounds
     assert all(p.sounding.shape == (2, 64, 88) and len(p.bar_steps) == 2 for _, _, p in previews)
-    assert len(result.raw) == 6 and len(result.segments) == 2
+    assert len(result.segments) == 2 and result.candidates == 3
+
+
+def test_without_a_judge_one_candidate_per_result_is_drawn_and_copies_are_replaced(tiny_checkpoints, cfg,
+                                                                                  verifier):
+    generator = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    settings = generator.settings_for(cfg)
+    plain = Verifier(copies=verifier.copies)   # the copy index, no judge
+    result = draw(generator, Request(engine="vae", mode="RED", n=3, seed=2), settings, plain)
+    assert len(result.raw) == 3 and result.candidates == 1 and not result.judged   # nothing to rank by
+    assert result.summary() == "3 candidates checked for copies, not ranked (no judge installed); showing 3."
+    raw = draw(generator, Request(engine="vae", mode="RED", n=3, seed=2, candidates=1), settings, plain)
+    assert [s.notes.tolist() for s in raw.segments] == [s.notes.tolist() for s in result.segments]
+
+
+def test_neighbouring_seeds_share_no_candidates(tiny_checkpoints, cfg, verifier):
+    generator = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    settings = generator.settings_for(cfg)
+
+    def drawn(seed):
+        result = draw(generator, Request(engine="vae", mode="BLUE", n=2, seed=seed, candidates=4), settings, verifier)
+        return {tuple(map(tuple, s.notes.tolist())) for s in result.raw if len(s.notes)}
+
+    assert not drawn(0) & drawn(1)
 
 
 def test_the_copy_index_finds_a_transposed_training_segment_at_once(cfg):
@@ -134,7 +158,7 @@ class CorpusEcho:
     Settings = type(None)
 
     def __init__(self, cache, rows):
-        self.cache, self.rows = cache, rows
+        self.cache, self.rows, self.drawn = cache, rows, 0
 
     def asked_mode(self, request, settings):
         return request.mode
@@ -147,12 +171,12 @@ class CorpusEcho:
 
     def run(self, request, on_step=None):
         out = []
-        for i in range(request.n):
-            drawn = request.seed * self.max_batch + i     # batches are seeded seed, seed + 1, ...
-            segment = self.cache.segment(int(self.rows[drawn % len(self.rows)]))
-            if drawn == 5:
+        for _ in range(request.n):
+            segment = self.cache.segment(int(self.rows[self.drawn % len(self.rows)]))
+            if self.drawn == 5:
                 segment.notes = segment.notes[::2].copy()
             out.append(segment)
+            self.drawn += 1
         return out
 
 
@@ -164,7 +188,10 @@ def test_verification_never_returns_a_copy_and_counts_what_it_rejected(cfg, veri
     assert len(result.raw) == 8 * MAX_ROUNDS and result.rejected_copies == 8 * MAX_ROUNDS - 1
     assert len(result.segments) == 1 and result.segments[0] is result.raw[5]   # fewer results, never a copy
     assert result.verifications[0].copy_similarity < 0.8
-    assert f"{8 * MAX_ROUNDS - 1} rejected as copies of training segments" in result.summary()
+    line = result.summary()
+    assert f"{8 * MAX_ROUNDS - 1} rejected as copies of training segments" in line
+    assert line.endswith("only 1 of the 2 asked for: every other candidate was a copy.")
+    echo.drawn = 0
     unchecked = draw(echo, Request(engine="echo", mode="RED", n=2, seed=0, candidates=1), None, verifier)
     assert unchecked.rejected_copies == 0
     assert unchecked.summary() == "Unchecked: one candidate per result (the raw model)."

@@ -105,7 +105,7 @@ def comparison_row(engine: str, suite: dict) -> dict:
 
 def verified_row(report: dict) -> dict:
     """The verified-generation numbers of an `evaluate --candidates K` JSON (empty without them)."""
-    if "verification" not in report:
+    if "verification" not in report or not report["consistency"]["verified"]["per_mode"]:
         return {}
     verified = report["consistency"]["verified"]
     worst = min(verified["per_mode"], key=verified["per_mode"].get)

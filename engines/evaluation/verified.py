@@ -79,7 +79,7 @@ def _measures(rows: dict, verifier) -> dict:
         requested = [mode for mode in samples for s in samples[mode] if len(s.notes)]
         heard = [verifier.analyzer.analyze(s).mode for s in generated]
         out["consistency"][kind] = _consistency(_hits(requested, heard))
-        if verifier.judge is not None:
+        if verifier.judge is not None and generated:
             probabilities, _ = verifier.judge_readings(generated)
             judged = [MODES[int(p.argmax())] for p in probabilities]
             out["judge_consistency"][kind] = _consistency(_hits(requested, judged))

@@ -73,7 +73,7 @@ class AutoregressiveGenerator(GeneratorBase):
         1.5 gives 8 non-copies in 32 and half of them GREEN."""
         from dataclasses import replace
 
-        return replace(settings, temperature=min(settings.temperature + 0.2 * round_, 1.4),
+        return replace(settings, temperature=max(settings.temperature, min(settings.temperature + 0.2 * round_, 1.4)),
                        prompt_guidance=max(min(settings.prompt_guidance, 1.0),
                                            settings.prompt_guidance - 0.75 * round_))
 
@@ -84,6 +84,8 @@ class AutoregressiveGenerator(GeneratorBase):
             raise StudioError("continuation needs a MIDI file to continue: upload one or pick a result")
         if request.init_midi:
             continue_from = request.init_segment()
+            if request.keep_bars is not None and not len(request.keep_bars):
+                raise StudioError("continuation keeps at least the first bar: choose bars 1..k to keep")
             keep = len(request.keep_bars or [1, 2])
             if sorted(request.keep_bars or [1, 2]) != list(range(1, keep + 1)):
                 raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "

@@ -123,6 +123,9 @@ class GeneratorBase:
         through settings_for(cfg, ...) first to start from a config's)."""
         if isinstance(request.settings, cls.Settings):
             return request.settings
+        if request.settings is not None and not isinstance(request.settings, dict):
+            raise StudioError(f"{cls.name} settings must be a mapping or {cls.Settings.__name__}, "
+                              f"not {type(request.settings).__name__}")
         from engines.config import build_section
 
         return build_section(cls.Settings, dict(request.settings or {}), f"generation.sampling.{cls.name}.")
@@ -133,7 +136,11 @@ class GeneratorBase:
 
     def candidates(self, request: Request, settings) -> int:
         """Candidates per result: the request's, else the settings' default."""
-        k = settings.candidates if request.candidates is None else int(request.candidates)
+        try:
+            k = settings.candidates if request.candidates is None else int(request.candidates)
+        except (TypeError, ValueError):
+            raise StudioError(f"candidates per result must be a whole number 1..32, got {request.candidates!r}") \
+                from None
         if not 1 <= k <= 32:
             raise StudioError(f"candidates per result must lie in 1..32, got {k}")
         return k

@@ -24,7 +24,9 @@ one diffusion step; 8 diffusion or GPT candidates decode as one batch.
 """
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from engines.music.notes import Segment
 
 ATTRIBUTE_TARGETS = ("rebracketing", "temporal_complexity")
 MAX_ROUNDS = 4        # rounds of K candidates at most, while too few are heard as asked and are not copies
-ROUND_SEED = 100_003  # seed offset of each further round
+MAX_RESULTS = 256     # results one request may ask for
 
 
 @dataclass
@@ -69,24 +71,31 @@ class Draw:
     heard: int | None                # candidates the judge hears in the asked mode (None: WHITE, or no judge)
     rejected_copies: int
     judged: bool                     # a judge ranked the candidates (by the asked mode or attributes)
+    asked: int = 0                   # results asked for (fewer come back when too many candidates were copies)
     raw: list[Segment] = field(default_factory=list)  # every candidate, in the order drawn
+    copies_checked: bool = False     # candidates were checked against the training segments
+    unranked_because: str = ""       # why the judge did not rank them ("" when it did)
+    copies_unchecked_because: str = ""  # why they were not checked for copies ("" when they were)
 
     def summary(self) -> str:
         """One line for the studio, e.g. "5 of 8 candidates heard as RED by the judge; showing the best 1"."""
-        if self.candidates == 1:
+        if not self.copies_checked and not self.judged:
             return "Unchecked: one candidate per result (the raw model)."
         parts = []
         if self.heard is not None:
             parts.append(f"{self.heard} of {self.drawn} candidates heard as {self.asked_mode} by the judge")
-        elif not self.judged:
-            parts.append(f"{self.drawn} candidates drawn and checked for copies (nothing to rank them by: "
-                         + ("no mode or attributes asked)" if self.asked_mode == WHITE else "no judge installed)"))
-        else:
+        elif self.judged:
             parts.append(f"{self.drawn} candidates ranked by the judge toward the asked attributes")
+        else:
+            parts.append(f"{self.drawn} candidates checked for copies, not ranked ({self.unranked_because})")
+        if self.copies_unchecked_because:
+            parts.append(f"not checked for copies ({self.copies_unchecked_because})")
         if self.rejected_copies:
             parts.append(f"{self.rejected_copies} rejected as copies of training segments")
         shown = len(self.segments)
         parts.append(f"showing the best {shown}" if self.judged else f"showing {shown}")
+        if shown < self.asked:
+            parts.append(f"only {shown} of the {self.asked} asked for: every other candidate was a copy")
         return "; ".join(parts) + "."
 
 
@@ -101,6 +110,7 @@ class Verifier:
         self.copy_threshold = copy_threshold
         self.attribute_weight = attribute_weight
         self.candidates = candidates     # generation.verify.candidates: overrides every engine's default
+        self._lock = threading.Lock()    # one copy index, however many users ask for it first
 
     @classmethod
     def for_config(cls, cfg, cache=None, judge="auto") -> "Verifier":
@@ -114,7 +124,10 @@ class Verifier:
             if path.is_file():
                 from engines.models.chromatic_judge import TrainedJudge
 
-                judge = TrainedJudge.load(path)
+                try:
+                    judge = TrainedJudge.load(path)
+                except Exception as exc:  # noqa: BLE001  (generation goes on, checked for copies only)
+                    logging.getLogger("engines.generation").warning("chromatic judge not loaded: %s", exc)
         v = cfg.generation.verify
 
         def copies():
@@ -129,9 +142,15 @@ class Verifier:
 
     @property
     def copies(self):
-        if callable(self._copies):
-            self._copies = self._copies()
-        return self._copies
+        """The CopyIndex (built on first use), or None."""
+        with self._lock:
+            if callable(self._copies):
+                self._copies = self._copies()
+            return self._copies
+
+    def can_rank(self, mode: str, attributes: dict | None) -> bool:
+        """Whether there is anything to rank candidates by: a judge, and a mode or attributes asked for."""
+        return self.judge is not None and (mode != WHITE or bool(attributes))
 
     def judge_readings(self, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray] | None:
         """(probabilities (N, 8), attributes (N, 7)) of segments with notes, or None without a judge. Segments
@@ -194,55 +213,73 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     have one); returning True stops sampling, and the candidates are taken from where it stopped."""
     mode = asked_mode(generator, request, settings)
     n = int(request.n)
-    if not 1 <= n <= 64:
-        raise StudioError(f"the number of results must lie in 1..64, got {n}")
+    if not 1 <= n <= MAX_RESULTS:
+        raise StudioError(f"the number of results must lie in 1..{MAX_RESULTS}, got {n}")
     k = candidates_per_result(generator, request, settings, verifier) if verifier is not None else 1
     if request.init_midi is not None and not isinstance(request.init_midi, Segment):
         request = replace(request, init_midi=request.init_segment(cfg))  # the file is read once
-    raw, stopped = _draw_all(generator, request, settings, n * k, mode, on_step)
-    readings = verifier.scores(raw, mode, request.attributes) if verifier is not None else None
-    if k == 1 or verifier is None:
-        return _unchecked(raw, readings, verifier, mode, n)
+    if verifier is None or k == 1:
+        raw, _ = _draw_all(generator, request, settings, n, mode, on_step)
+        return _unchecked(raw, verifier.scores(raw, mode, request.attributes) if verifier else None, verifier, mode)
+    ranked = verifier.can_rank(mode, request.attributes)
+    per_result = k if ranked else 1   # nothing to rank them by: one per result, and copies replaced
+    if verifier.copies is None:
+        copies_because = "no corpus to check against"
+    elif _starts_from_training(request, verifier):
+        copies_because = "the segment it starts from is itself a training segment"
+    else:
+        copies_because = ""
+    check_copies = not copies_because
+    raw, stopped = _draw_all(generator, request, settings, n * per_result, mode, on_step)
+    readings = verifier.scores(raw, mode, request.attributes)
     similarity: dict[int, float] = {}
     for extra in range(MAX_ROUNDS):
         order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
-        chosen, rejected = _select(raw, order, n, verifier, similarity)
-        heard_as_asked = sum(readings["heard"][i] == mode for i in chosen) if verifier.judge is not None \
-            and mode != WHITE else len(chosen)
+        chosen, rejected = _select(raw, order, n, verifier if check_copies else None, similarity)
+        heard_as_asked = sum(readings["heard"][i] == mode for i in chosen) if ranked and mode != WHITE \
+            else len(chosen)
         if heard_as_asked == n or extra == MAX_ROUNDS - 1 or stopped:
             break
-        # too few candidates that are not copies and that the judge hears as asked: another round of K from
-        # further seeds, sampled more freely (a model that memorised a mode's few training tunes writes them
-        # again at its usual settings); the studio's line says how many were drawn and rejected
-        more, stopped = _draw_all(generator, replace(request, seed=int(request.seed) + ROUND_SEED * (extra + 1)),
-                                  generator.diversify(settings, extra + 1), n * k, mode, on_step)
+        # too few of the chosen are heard as asked (or not copies): another round from other seeds, sampled
+        # more freely (a model that memorised a mode's few training tunes writes them again at its usual
+        # settings); the studio's line says how many were drawn and rejected
+        more, stopped = _draw_all(generator, request, generator.diversify(settings, extra + 1), n * per_result,
+                                  mode, on_step, round_=extra + 1)
         more_readings = verifier.scores(more, mode, request.attributes)
         raw += more
         readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
                           else readings[key] + more_readings[key]) for key in readings}
     rank = {int(i): r + 1 for r, i in enumerate(order)}
-    heard = None
-    if verifier.judge is not None and mode != WHITE:
-        heard = sum(h == mode for h in readings["heard"])
-    verifications = [Verification(candidates=k, judge_score=readings["p"][i], judge_mode=readings["heard"][i],
-                                  analyzer_mode=_analyzer_mode(verifier, raw[i]), rank=rank[i],
-                                  rejected_copies=rejected,
+    heard = sum(h == mode for h in readings["heard"]) if verifier.judge is not None and mode != WHITE else None
+    verifications = [Verification(candidates=per_result, judge_score=readings["p"][i],
+                                  judge_mode=readings["heard"][i], analyzer_mode=_analyzer_mode(verifier, raw[i]),
+                                  rank=rank[i], rejected_copies=rejected,
                                   copy_similarity=round(similarity[i], 4) if i in similarity else None,
                                   attribute_distance=readings["distance"][i]) for i in chosen]
-    ranked = verifier.judge is not None and (mode != WHITE or bool(request.attributes))  # WHITE asks for no mode
-    return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode, candidates=k,
-                drawn=len(raw), heard=heard, rejected_copies=rejected, judged=ranked, raw=raw)
+    because = "" if ranked else ("no judge installed" if verifier.judge is None else "no mode or attributes asked")
+    return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode,
+                candidates=per_result, drawn=len(raw), heard=heard, rejected_copies=rejected, judged=ranked,
+                asked=n, raw=raw, copies_checked=check_copies, unranked_because=because,
+                copies_unchecked_because=copies_because)
 
 
-def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier,
+def _starts_from_training(request: Request, verifier: Verifier) -> bool:
+    """Whether the segment a request keeps bars of is itself (nearly) a training segment: then every result
+    keeps training notes, and the copy check would reject them all for what the user brought."""
+    init = request.init_midi
+    return isinstance(init, Segment) and len(init.notes) > 0 and \
+        verifier.copies.nearest(init)[0] >= verifier.copy_threshold
+
+
+def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier | None,
             similarity: dict[int, float]) -> tuple[list[int], int]:
-    """Walk down the ranking: the first n candidates that are not copies, and how many copies were passed over.
-    `similarity` caches each candidate's nearest-training-segment similarity."""
+    """Walk down the ranking: the first n candidates that are not copies (no check without a verifier), and how
+    many copies were passed over. `similarity` caches each candidate's nearest-training-segment similarity."""
     chosen, rejected = [], 0
     for i in order:
         if len(chosen) == n:
             break
-        if len(raw[i].notes) and verifier.copies is not None:
+        if verifier is not None and len(raw[i].notes) and verifier.copies is not None:
             if i not in similarity:
                 similarity[int(i)], _ = verifier.copies.nearest(raw[i])
             if similarity[int(i)] >= verifier.copy_threshold:
@@ -252,10 +289,12 @@ def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier,
     return chosen, rejected
 
 
-def _draw_all(generator, request: Request, settings, total: int, mode: str,
-              on_step) -> tuple[list[Segment], bool]:
-    """`total` segments in batches of at most the engine's max_batch (batch b seeded seed + b), and whether
-    on_step asked to stop (then the batch that was running ends early and no further batch starts)."""
+def _draw_all(generator, request: Request, settings, total: int, mode: str, on_step,
+              round_: int = 0) -> tuple[list[Segment], bool]:
+    """`total` segments in batches of at most the engine's max_batch, and whether on_step asked to stop (then
+    the batch that was running ends early and no further batch starts). The first batch of the first round
+    uses the request's seed (so one candidate per result is the raw model at that seed); every other batch
+    a seed derived from (seed, round, batch), so neighbouring seeds share no candidates."""
     out: list[Segment] = []
     shown = int(request.n)
     stopped = {"now": False}
@@ -268,14 +307,21 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str,
     batch = 0
     while len(out) < total and not stopped["now"]:
         size = min(generator.max_batch, total - len(out))
-        part = replace(request, mode=mode, n=size, seed=int(request.seed) + batch, settings=settings)
+        part = replace(request, mode=mode, n=size, seed=batch_seed(int(request.seed), round_, batch),
+                       settings=settings)
         out += generator.run(part, watch if (on_step is not None and generator.live) else None)
         batch += 1
     return out, stopped["now"]
 
 
-def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str, n: int) -> Draw:
-    results = raw[:n]
+def batch_seed(seed: int, round_: int, batch: int) -> int:
+    if round_ == 0 and batch == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**32, round_, batch]).generate_state(1)[0] % 2**31)
+
+
+def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str) -> Draw:
+    results = raw
     verifications = [Verification(candidates=1, judge_score=readings["p"][i] if readings else None,
                                   judge_mode=readings["heard"][i] if readings else None,
                                   analyzer_mode=_analyzer_mode(verifier, s), rank=1, rejected_copies=0,
@@ -283,7 +329,7 @@ def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str, n
                                   attribute_distance=readings["distance"][i] if readings else None)
                      for i, s in enumerate(results)]
     return Draw(segments=results, verifications=verifications, asked_mode=mode, candidates=1, drawn=len(raw),
-                heard=None, rejected_copies=0, judged=False, raw=raw)
+                heard=None, rejected_copies=0, judged=False, asked=len(raw), raw=raw)
 
 
 def _analyzer_mode(verifier, segment: Segment) -> str | None:

@@ -45,7 +45,7 @@ MAX_STIMULI_PER_MODE = 16
 class SystemSpec:
     name: str                                    # what results call it (raters never see it)
     kind: str                                    # an engine, or "folder"
-    settings: dict = field(default_factory=dict)  # its engine's settings (steps, prompt, ...) and REQUEST_SETTINGS
+    settings: dict = field(default_factory=dict)  # its engine's settings (steps, ...) and REQUEST_SETTINGS
     folder: str = ""                             # kind "folder": a directory of .mid / .midi files
 
 
@@ -298,8 +298,11 @@ def _request_for(system: SystemSpec, mode: str, n: int, seed: int, cfg) -> Reque
     given = dict(system.settings)
     request = {k: given.pop(k) for k in REQUEST_SETTINGS if k in given}
     settings = GENERATORS[system.kind].settings_for(cfg, given)
-    return Request(engine=system.kind, mode=mode, n=n, settings=settings,
-                   **{**request, "seed": seed + int(request.get("seed", 0))})
+    try:
+        offset = int(request.get("seed", 0))
+    except (TypeError, ValueError):
+        raise StudioError(f"setting 'seed' must be a whole number, got {request['seed']!r}") from None
+    return Request(engine=system.kind, mode=mode, n=n, settings=settings, **{**request, "seed": seed + offset})
 
 
 def _slug(text: str) -> str:
