@@ -306,18 +306,19 @@ def test_stream_shows_every_step_then_the_results(studio):
     from engines.api import GenerationProgress, GenerationResult, Request
 
     request = Request(engine="diffusion", mode="RED", n=3, seed=1, settings={"steps": 6}, candidates=2)
+    # this studio has no judge: nothing ranks candidates, so one is drawn per result (copies still replaced)
     items = list(studio.generate_stream(request, every=1e-9))
     progress, final = items[:-1], items[-1]
     assert [p.step for p in progress] == list(range(1, 7)) and all(p.total == 6 for p in progress)
     assert all(isinstance(p, GenerationProgress) and p.sounding.shape == (3, 64, 88) for p in progress)
     assert all(0 <= p.sounding.min() and p.sounding.max() <= 1 for p in progress)
-    # the live view shows the first 3 of the 6 candidates drawn in one batch
-    metres = studio.models.get("diffusion").model.metre_names("RED", 6, 1)[:3]
+    metres = studio.models.get("diffusion").model.metre_names("RED", 3, 1)
     # sixteenth steps; bars longer than 4 quarters use eighths (4/2, 3/2, 9/8, 6/4, 12/8, 5/4)
     steps_per_bar = {"2/4": 8, "6/8": 12, "4/4": 16, "4/2": 16, "3/4": 12, "2/2": 16, "3/8": 6, "3/2": 12,
                      "9/8": 9, "6/4": 12, "12/8": 12, "5/4": 10}
     assert progress[0].bar_steps == [steps_per_bar[m] for m in metres]
-    assert isinstance(final, GenerationResult) and final.candidates == 2
+    assert isinstance(final, GenerationResult) and final.candidates == 1 and final.verification["drawn"] == 3
+    assert "not ranked (no judge installed)" in final.summary
     assert len(final.views) == 3 and all(v.title.startswith("DIFFUSION · RED · seed 1") for v in final.views)
 
 

@@ -699,7 +699,7 @@ def test_cli_generate_errors(checkpoint, tmp_path, capsys):
     assert stderr.count("\n") == 1 and stderr.startswith("error: unknown mode 'PINK'; choose one of")
     code = main(["generate", "--engine", "vae", "--n", "0", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(checkpoint[0])])
-    assert code == 2 and capsys.readouterr().err == "error: the number of results must lie in 1..64, got 0\n"
+    assert code == 2 and capsys.readouterr().err == "error: the number of results must lie in 1..256, got 0\n"
     code = main(["generate", "--engine", "vae", "--tonic", "H", "--out", str(tmp_path / "gen"),
                  "--checkpoint", str(checkpoint[0])])
     assert code == 2 and capsys.readouterr().err.startswith("error: unknown tonic 'H'; choose one of C, C#, D")
