@@ -35,11 +35,12 @@ import numpy as np
 from engines.errors import StudioError
 from engines.generation.base import Request
 from engines.music.analyzer import MODES, WHITE
-from engines.music.notes import Segment
+from engines.music.notes import Segment, first_bars
 
 ATTRIBUTE_TARGETS = ("rebracketing", "temporal_complexity")
 MAX_ROUNDS = 4        # rounds of K candidates at most, while too few are heard as asked and are not copies
 MAX_RESULTS = 256     # results one request may ask for
+RAW = "one candidate per result: the raw model"   # why an unchecked draw was neither ranked nor checked
 
 
 @dataclass
@@ -70,16 +71,18 @@ class Draw:
     drawn: int                       # candidates drawn in all
     heard: int | None                # candidates the judge hears in the asked mode (None: WHITE, or no judge)
     rejected_copies: int
-    judged: bool                     # a judge ranked the candidates (by the asked mode or attributes)
-    asked: int = 0                   # results asked for (fewer come back when too many candidates were copies)
+    asked: int                       # results asked for (fewer come back when too many candidates were copies)
+    unranked_because: str            # why the judge did not rank the candidates ("" when it did)
+    copies_unchecked_because: str    # why they were not checked for copies ("" when they were)
     raw: list[Segment] = field(default_factory=list)  # every candidate, in the order drawn
-    copies_checked: bool = False     # candidates were checked against the training segments
-    unranked_because: str = ""       # why the judge did not rank them ("" when it did)
-    copies_unchecked_because: str = ""  # why they were not checked for copies ("" when they were)
+
+    @property
+    def judged(self) -> bool:
+        return not self.unranked_because
 
     def summary(self) -> str:
         """One line for the studio, e.g. "5 of 8 candidates heard as RED by the judge; showing the best 1"."""
-        if not self.copies_checked and not self.judged:
+        if self.unranked_because == RAW and self.copies_unchecked_because == RAW:
             return "Unchecked: one candidate per result (the raw model)."
         parts = []
         if self.heard is not None:
@@ -87,7 +90,8 @@ class Draw:
         elif self.judged:
             parts.append(f"{self.drawn} candidates ranked by the judge toward the asked attributes")
         else:
-            parts.append(f"{self.drawn} candidates checked for copies, not ranked ({self.unranked_because})")
+            checked = "" if self.copies_unchecked_because else "checked for copies, "
+            parts.append(f"{self.drawn} candidates {checked}not ranked ({self.unranked_because})")
         if self.copies_unchecked_because:
             parts.append(f"not checked for copies ({self.copies_unchecked_because})")
         if self.rejected_copies:
@@ -158,7 +162,7 @@ class Verifier:
         if self.judge is None or not segments:
             return None
         bars = self.judge.data.get("segment_bars", 4)
-        readable = [_first_bars(s, bars) for s in segments]
+        readable = [first_bars(s, bars) for s in segments]
         probabilities, attributes, _ = self.judge.run(readable)
         return probabilities, attributes
 
@@ -229,13 +233,12 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         copies_because = "the segment it starts from is itself a training segment"
     else:
         copies_because = ""
-    check_copies = not copies_because
     raw, stopped = _draw_all(generator, request, settings, n * per_result, mode, on_step)
     readings = verifier.scores(raw, mode, request.attributes)
     similarity: dict[int, float] = {}
     for extra in range(MAX_ROUNDS):
         order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
-        chosen, rejected = _select(raw, order, n, verifier if check_copies else None, similarity)
+        chosen, rejected = _select(raw, order, n, None if copies_because else verifier, similarity)
         heard_as_asked = sum(readings["heard"][i] == mode for i in chosen) if ranked and mode != WHITE \
             else len(chosen)
         if heard_as_asked == n or extra == MAX_ROUNDS - 1 or stopped:
@@ -258,9 +261,8 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
                                   attribute_distance=readings["distance"][i]) for i in chosen]
     because = "" if ranked else ("no judge installed" if verifier.judge is None else "no mode or attributes asked")
     return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode,
-                candidates=per_result, drawn=len(raw), heard=heard, rejected_copies=rejected, judged=ranked,
-                asked=n, raw=raw, copies_checked=check_copies, unranked_because=because,
-                copies_unchecked_because=copies_because)
+                candidates=per_result, drawn=len(raw), heard=heard, rejected_copies=rejected, asked=n,
+                unranked_because=because, copies_unchecked_because=copies_because, raw=raw)
 
 
 def _starts_from_training(request: Request, verifier: Verifier) -> bool:
@@ -329,7 +331,8 @@ def _unchecked(raw: list[Segment], readings: dict | None, verifier, mode: str) -
                                   attribute_distance=readings["distance"][i] if readings else None)
                      for i, s in enumerate(results)]
     return Draw(segments=results, verifications=verifications, asked_mode=mode, candidates=1, drawn=len(raw),
-                heard=None, rejected_copies=0, judged=False, asked=len(raw), raw=raw)
+                heard=None, rejected_copies=0, asked=len(raw), unranked_because=RAW, copies_unchecked_because=RAW,
+                raw=raw)
 
 
 def _analyzer_mode(verifier, segment: Segment) -> str | None:
@@ -337,14 +340,3 @@ def _analyzer_mode(verifier, segment: Segment) -> str | None:
         return None
     return verifier.analyzer.analyze(segment).mode
 
-
-def _first_bars(segment: Segment, bars: int) -> Segment:
-    """The segment cut after `bars` bars (the judge reads up to its training length)."""
-    if segment.num_bars <= bars:
-        return segment
-    from dataclasses import replace
-
-    end = bars * segment.bar_length
-    notes = segment.notes[segment.notes["start"] < end].copy()
-    notes["duration"] = np.minimum(notes["duration"], end - notes["start"])
-    return replace(segment, notes=notes, num_bars=bars)

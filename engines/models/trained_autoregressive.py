@@ -27,7 +27,7 @@ import torch
 from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, model_from_checkpoint
-from engines.music.notes import NOTE_DTYPE, Segment
+from engines.music.notes import NOTE_DTYPE, Segment, first_bars
 from engines.sampling.autoregressive import ClassifierFreeGuidance, RemiGrammar, beam_search, sample_tokens
 from engines.tokenizers.midi import decode_tokens, encode_segment
 from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_token_names
@@ -152,12 +152,7 @@ class TrainedAutoregressive:
         tokens = [t for t in midi_ids if t != EOS]
         remi = self.vocabulary.decode_midi(tokens)
         segment = decode_tokens(remi, "remi") if remi else Segment(notes=np.zeros(0, dtype=NOTE_DTYPE))
-        if segment.num_bars > max_bars:
-            end = max_bars * segment.bar_length
-            segment.notes = segment.notes[segment.notes["start"] < end]
-            segment.notes["duration"] = np.minimum(segment.notes["duration"], end - segment.notes["start"])
-            segment.num_bars = max_bars
-        return Generated(segment=segment, tokens=tokens, ended=ended)
+        return Generated(segment=first_bars(segment, max_bars), tokens=tokens, ended=ended)
 
 
 def bars_prefix(segment: Segment, bars: int) -> list[int]:

@@ -5,7 +5,7 @@ eighth triplets (4) and sixteenth triplets (2) exactly, which is every subdivisi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -148,6 +148,16 @@ class Segment:
     def piano_roll(self, steps_per_beat: int = 4, pitch_low: int = 21, pitch_high: int = 108) -> np.ndarray:
         """The fixed-size roll (2, num_bars * 4 * steps_per_beat, pitches); see notes_to_roll."""
         return notes_to_roll(self.notes, self.bar_length, self.num_bars, steps_per_beat, pitch_low, pitch_high)
+
+
+def first_bars(segment: Segment, bars: int) -> Segment:
+    """The segment cut after `bars` bars (notes held past the cut end there); itself when it is no longer."""
+    if segment.num_bars <= bars:
+        return segment
+    end = bars * segment.bar_length
+    notes = segment.notes[segment.notes["start"] < end].copy()
+    notes["duration"] = np.minimum(notes["duration"], end - notes["start"])
+    return replace(segment, notes=notes, num_bars=bars)
 
 
 def ticks_per_step(bar_length: int, steps_per_beat: int = 4) -> int:
