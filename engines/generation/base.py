@@ -153,8 +153,3 @@ class GeneratorBase:
     def preview(self, state, rows: int) -> Preview:
         raise StudioError(f"the {self.name} engine has no live view")
 
-
-def settings_dict(settings) -> dict:
-    """A Settings dataclass as plain data (for JSON, cache keys and model cards)."""
-    return dataclasses.asdict(settings)
-
