@@ -157,8 +157,9 @@ class StudioConfig:
 @dataclass
 class SessionsConfig:
     # A/B listening sessions (engines/sessions/): a SQLite file (WAL) or any SQLAlchemy URL, e.g.
-    # postgresql+psycopg://user:pass@host/db for a shared deployment; stimuli are rendered under stimuli_dir
-    database: str = "data/listening/sessions.sqlite"
+    # postgresql+psycopg://user:pass@host/db for a shared deployment; stimuli are rendered under stimuli_dir,
+    # which the studio serves to raters: the database never lies inside it (engines/sessions/listening.py)
+    database: str = "data/private/sessions.sqlite"
     stimuli_dir: str = "data/listening"
 
 

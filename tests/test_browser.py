@@ -54,9 +54,10 @@ def studio_url(checkpoints):
             pytest.fail("chromium is missing: `make test` installs it (apt package chromium)")
         pytest.skip("chromium is not installed (make test installs it)")
     log = ROOT / "data" / "studio-test.log" if (ROOT / "data").is_dir() else None
-    sessions = checkpoints / "listening"  # the studio's listening database and stimuli, away from data/
-    proc, url = start_studio([f"model.checkpoints_dir={checkpoints}", f"sessions.database={sessions}/db.sqlite",
-                              f"sessions.stimuli_dir={sessions}"], log)
+    sessions = checkpoints / "listening"  # the studio's listening stimuli and (outside them) database, away from data/
+    proc, url = start_studio([f"model.checkpoints_dir={checkpoints}",
+                              f"sessions.database={checkpoints}/private/db.sqlite", f"sessions.stimuli_dir={sessions}"],
+                             log)
     yield url
     stop_studio(proc)
 

@@ -22,7 +22,8 @@ PAIRS_PER_RATER = 5
 def make_session(folder: Path) -> tuple[Path, str]:
     """A session over short tones (the workflow, not the engines, is under test here)."""
     folder.mkdir(parents=True, exist_ok=True)
-    database = folder / "sessions.sqlite"
+    database = folder.with_name(f"{folder.name}-private") / "sessions.sqlite"   # never inside the served folder
+    database.parent.mkdir(exist_ok=True)
     store = SessionStore(database)
     stimuli, pairs = [], []
     for i in range(8):

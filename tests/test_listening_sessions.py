@@ -43,6 +43,9 @@ def test_a_whole_session_from_creation_to_results(service):
     assert info["pairs"] == 4 and set(info["systems"]) == {"VAE cool", "VAE hot"}
     folder = service.stimuli_dir / code
     assert len(list(folder.glob("*.wav"))) == 8 and not list(service.stimuli_dir.glob(".staging-*"))
+    # blinded: a stimulus's file name says nothing of its system or settings
+    assert all("vae" not in p.name.lower() and "hot" not in p.name.lower() and "cool" not in p.name.lower()
+               for p in folder.iterdir())
     token = service.store.join(code, "Ada")
     heard = []
     while (shown := service.store.next_pair(token)) is not None:
@@ -50,9 +53,9 @@ def test_a_whole_session_from_creation_to_results(service):
         heard.append(shown["pair"])
         service.store.vote(token, shown["pair"], "A", "the first")
     assert len(heard) == 3
-    other = service.store.join(code)
+    other = service.store.join(code, '=HYPERLINK("http://x")')   # a rater's text a spreadsheet would run
     while (shown := service.store.next_pair(other)) is not None:
-        service.store.vote(other, shown["pair"], "tie")
+        service.store.vote(other, shown["pair"], "tie", "+1 both fine")
     result = service.results(code, bootstrap=50)
     assert result["votes"] == 6 and result["raters"] == 2
     (row,) = result["head_to_head"]
@@ -62,6 +65,24 @@ def test_a_whole_session_from_creation_to_results(service):
     assert result["agreement"]["pairs_rated_twice"] >= 2   # 3 of 4 pairs each: at least 2 overlap
     rows = list(csv.DictReader(io.StringIO(service.votes_csv(code))))
     assert len(rows) == 6 and {r["choice"] for r in rows} == {"A", "tie"} and rows[0]["comment"] == "the first"
+    ties = [r for r in rows if r["choice"] == "tie"]
+    assert all(r["rater_name"] == '\'=HYPERLINK("http://x")' and r["comment"] == "'+1 both fine" for r in ties)
+
+
+def test_the_database_never_lies_in_the_folder_raters_are_served(tmp_path):
+    from engines.sessions.listening import check_private_database
+
+    served = tmp_path / "listening"
+    with pytest.raises(StudioError, match="sessions.database .* lies inside sessions.stimuli_dir"):
+        check_private_database(str(served / "sessions.sqlite"), str(served))
+    with pytest.raises(StudioError, match="lies inside"):
+        check_private_database(f"sqlite:///{served}/deep/db.sqlite", str(served))
+    check_private_database(str(tmp_path / "private" / "sessions.sqlite"), str(served))   # beside it: fine
+    check_private_database("postgresql+psycopg://u@h/db", str(served))                  # a server: fine
+    cfg = load_config(overrides=[f"sessions.database={served}/db.sqlite", f"sessions.stimuli_dir={served}"])
+    with pytest.raises(StudioError, match="lies inside"):
+        StudioEngine(cfg, cache=ensure_corpus_cache(load_config()), out_dir=tmp_path / "out")
+    assert load_config().sessions.database == "data/private/sessions.sqlite"
 
 
 def test_plans_that_cannot_run_are_refused_with_the_reason(service, tmp_path):
@@ -90,8 +111,8 @@ def test_a_folder_of_midi_is_a_system_by_the_modes_the_analyzer_hears(service, t
     heard = analyze_segments(segments[:1], service.engine.cfg)[0]["mode"]
     code = service.create(plan(systems=[SystemSpec("corpus", "folder", folder=str(tmp_path)),
                                         SystemSpec("VAE", "vae")], modes=[heard], stimuli_per_mode=1))
-    stimuli = list((service.stimuli_dir / code).glob("corpus-*.mid"))
-    assert service.store.session(code)["pairs"] == 1 and len(stimuli) == 1
+    stimuli = list((service.stimuli_dir / code).glob("*.mid"))
+    assert service.store.session(code)["pairs"] == 1 and len(stimuli) == 2   # one of the folder's, one VAE
 
 
 def test_uploaded_midi_files_become_a_folder_system(service, tmp_path):
@@ -120,3 +141,19 @@ def test_uploaded_midi_files_become_a_folder_system(service, tmp_path):
     with pytest.raises(StudioError, match="upload one or more"):
         service.import_midi("mine", [])
     assert len(list((service.stimuli_dir / "uploads").iterdir())) == 1   # nothing kept of the refused ones
+
+
+def test_a_database_at_the_first_default_moves_out_of_the_served_folder(tmp_path, monkeypatch):
+    from engines.sessions.listening import move_legacy_database
+
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "data" / "listening" / "sessions.sqlite"
+    old.parent.mkdir(parents=True)
+    store = SessionStore(old)
+    code = store.create_session("t", "q?", ["RED"], 1, {"a": {}, "b": {}},
+                                [{"system": s, "mode": "RED", "midi_path": "x", "audio_path": "x"} for s in "ab"],
+                                [(0, 1)])
+    store.close()
+    assert move_legacy_database("data/private/sessions.sqlite", "data/listening")
+    assert not old.exists() and SessionStore("data/private/sessions.sqlite").session(code)["pairs"] == 1
+    assert not move_legacy_database("data/private/sessions.sqlite", "data/listening")   # once only

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import itertools
+import secrets
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,37 @@ class SessionPlan:
     stimuli_per_mode: int = 4
     pairs_per_rater: int = 8
     seed: int = 0
+
+
+def check_private_database(database: str, stimuli_dir: str) -> None:
+    """Refuse a SQLite database inside the stimuli folder: the studio serves that folder to raters, and the
+    database holds every rater's key and every system's name (issue 18)."""
+    path = database.split(":///", 1)[1] if database.startswith("sqlite:///") else database
+    if "://" in path:
+        return   # a server (PostgreSQL): nothing on disk to serve
+    db, served = Path(path).resolve(), Path(stimuli_dir).resolve()
+    if db == served or served in db.parents:
+        raise StudioError(f"sessions.database '{database}' lies inside sessions.stimuli_dir '{stimuli_dir}', which "
+                          "the studio serves to raters; put the database elsewhere (default "
+                          "data/private/sessions.sqlite)")
+
+
+LEGACY_DATABASE = "data/listening/sessions.sqlite"   # the first default, inside the served stimuli folder
+
+
+def move_legacy_database(database: str, stimuli_dir: str) -> bool:
+    """Move a database left at the first default (inside the served stimuli folder) to `database`, with its
+    WAL files, when `database` does not exist yet, so no session is lost to the new default. True if moved."""
+    old, new = Path(LEGACY_DATABASE), Path(database)
+    if "://" in database or new.exists() or not old.is_file() or old.resolve() == new.resolve():
+        return False
+    if Path(stimuli_dir).resolve() not in old.resolve().parents:
+        return False
+    new.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{old}{suffix}").exists():
+            shutil.move(f"{old}{suffix}", f"{new}{suffix}")
+    return True
 
 
 class ListeningService:
@@ -199,7 +231,7 @@ class ListeningService:
         for i, v in enumerate(views):
             if not v["wav_path"]:
                 continue  # no notes: nothing to listen to
-            stem = f"{_slug(system.name)}-{mode}-{i}-{Path(v['wav_path']).stem[-16:]}"
+            stem = secrets.token_hex(8)   # opaque: a file name tells a rater neither the system nor its settings
             midi, wav = staged / f"{stem}.mid", staged / f"{stem}.wav"
             shutil.copyfile(v["midi_path"], midi)
             shutil.copyfile(v["wav_path"], wav)
@@ -275,9 +307,15 @@ class ListeningService:
         writer.writerow(["rater", "rater_name", "pair", "mode", "shown_a", "shown_b", "choice", "preferred",
                          "comment", "created"])
         for v in self.store.votes(code):
-            writer.writerow([v["rater"][:8], v["rater_name"], v["pair"], v["mode"], v["shown_a"], v["shown_b"],
-                             v["choice"], v["preferred"] or "tie", v["comment"], v["created"]])
+            writer.writerow([v["rater"][:8], _cell(v["rater_name"]), v["pair"], v["mode"], v["shown_a"], v["shown_b"],
+                             v["choice"], v["preferred"] or "tie", _cell(v["comment"]), v["created"]])
         return out.getvalue()
+
+
+def _cell(text) -> str:
+    """A rater's text for a CSV cell: one starting with = + - @ (a formula to a spreadsheet) is quoted with '."""
+    text = "" if text is None else str(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def _outcome(vote: dict) -> tuple[str, str, str]:
