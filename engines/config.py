@@ -19,6 +19,7 @@ import yaml
 
 from engines.errors import StudioError
 from engines.generation import GENERATORS, AutoregressiveSettings, DiffusionSettings, VAESettings
+from engines.generation.base import MAX_CANDIDATES
 from engines.music.analyzer import AnalyzerConfig
 from engines.models.codec_config import CodecConfig
 from engines.models.diffusion_config import DiffusionConfig
@@ -105,8 +106,8 @@ class VerifyConfig:
     """Verified generation (engines/generation/verify.py): candidates drawn per result, ranked by the judge."""
 
     # candidates per result for every engine; null: each engine's own default (generation.sampling.<engine>)
-    candidates: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= 32,
-                                                                "an integer 1..32, or null"))
+    candidates: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
+                                                                f"an integer 1..{MAX_CANDIDATES}, or null"))
     # a candidate this similar to a training segment (Jaccard of onsets and pitches, best transposition) is a copy
     copy_threshold: float = field(default=0.8, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
     # weight of the judge's L1 distance to asked attributes against its log-probability of the asked mode

@@ -50,16 +50,10 @@ class ModelRegistry:
         """The learned chromatic judge (judge.pt), loaded once; None without one (or when the file is broken)."""
         with self._lock:
             if "judge" not in self._models:
-                path, judge = self.checkpoints_dir / "judge.pt", None
-                if path.is_file():
-                    from engines.models.chromatic_judge import TrainedJudge
-                    from engines.training.common import pick_device
+                from engines.models.chromatic_judge import shipped_judge
+                from engines.training.common import pick_device
 
-                    try:
-                        judge = TrainedJudge.load(path, device=pick_device())
-                    except Exception as exc:  # noqa: BLE001  (generation goes on, unranked)
-                        LOG.warning("chromatic judge not loaded: %s", exc)
-                self._models["judge"] = judge
+                self._models["judge"] = shipped_judge(self.checkpoints_dir, pick_device())
             return self._models["judge"]
 
     def codec(self, pretrained_path: str = "", bandwidth: float = 1.5):

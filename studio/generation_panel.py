@@ -22,12 +22,12 @@ import gradio as gr
 from engines.api import MODE_COLORS, MODES, GenerationProgress, Request, StudioEngine
 from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
+from engines.generation.base import MAX_CANDIDATES
 from engines.music.features import PITCH_NAMES
 from studio.widgets import (analysis_markdown, denoising_image, error_markdown, guarded_stream, mode_chip,
                             piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-MAX_CANDIDATES = 32
 INIT_SOURCES = ["a result below", "an uploaded MIDI file"]
 INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpaint"),
                "continued": ("Continue a segment: keep its first bars, write on", "Continue")}

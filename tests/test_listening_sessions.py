@@ -70,7 +70,7 @@ def test_a_whole_session_from_creation_to_results(service):
 
 
 def test_the_database_never_lies_in_the_folder_raters_are_served(tmp_path):
-    from engines.sessions.listening import check_private_database
+    from engines.sessions.locations import check_private_database
 
     served = tmp_path / "listening"
     with pytest.raises(StudioError, match="sessions.database .* lies inside sessions.stimuli_dir"):
@@ -144,7 +144,7 @@ def test_uploaded_midi_files_become_a_folder_system(service, tmp_path):
 
 
 def test_a_database_at_the_first_default_moves_out_of_the_served_folder(tmp_path, monkeypatch):
-    from engines.sessions.listening import move_legacy_database
+    from engines.sessions.locations import move_legacy_database
 
     monkeypatch.chdir(tmp_path)
     old = tmp_path / "data" / "listening" / "sessions.sqlite"

@@ -41,7 +41,7 @@ __all__ = ["StudioEngine", "BrowseQuery", "Request", "GeneratedView", "Generatio
 
 class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
     def __init__(self, cfg: Config, cache: SegmentCache | None = None, out_dir: str | Path | None = None):
-        from engines.sessions.listening import check_private_database, move_legacy_database
+        from engines.sessions.locations import check_private_database, move_legacy_database
 
         check_private_database(cfg.sessions.database, cfg.sessions.stimuli_dir)   # before anything is served
         move_legacy_database(cfg.sessions.database, cfg.sessions.stimuli_dir)

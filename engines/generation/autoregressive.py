@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.errors import StudioError
-from engines.generation.base import GeneratorBase, Preview, Request
+from engines.generation.base import GeneratorBase, candidates_field, Preview, Request
 from engines.settings import check, control
 
 
@@ -33,7 +33,7 @@ class AutoregressiveSettings:
                             | control("Beam width (1 = sample; > 1: one unchecked result)", 1, 8, 1, advanced=True))
     max_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
                           | control("Bars to write", 1, 8, 1))
-    candidates: int = field(default=8, metadata=check(lambda v: 1 <= v <= 32, "an integer 1..32"))
+    candidates: int = candidates_field(8)
 
 
 class AutoregressiveGenerator(GeneratorBase):

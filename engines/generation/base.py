@@ -22,6 +22,17 @@ from engines.errors import StudioError
 from engines.music.notes import Segment
 
 OnStep = Callable[[int, int, Any], bool]   # (step done, total steps, the engine's state) -> stop?
+MAX_CANDIDATES = 32
+
+
+def candidates_field(default: int):
+    """The `candidates` field every engine's Settings has: its default K for verified generation."""
+    from dataclasses import field
+
+    from engines.settings import check
+
+    return field(default=default, metadata=check(lambda v: 1 <= v <= MAX_CANDIDATES,
+                                                 f"an integer 1..{MAX_CANDIDATES}"))
 
 
 @dataclass
@@ -139,10 +150,10 @@ class GeneratorBase:
         try:
             k = settings.candidates if request.candidates is None else int(request.candidates)
         except (TypeError, ValueError):
-            raise StudioError(f"candidates per result must be a whole number 1..32, got {request.candidates!r}") \
-                from None
-        if not 1 <= k <= 32:
-            raise StudioError(f"candidates per result must lie in 1..32, got {k}")
+            raise StudioError(f"candidates per result must be a whole number 1..{MAX_CANDIDATES}, got "
+                              f"{request.candidates!r}") from None
+        if not 1 <= k <= MAX_CANDIDATES:
+            raise StudioError(f"candidates per result must lie in 1..{MAX_CANDIDATES}, got {k}")
         return k
 
     def diversify(self, settings, round_: int):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engines.errors import StudioError
-from engines.generation.base import GeneratorBase, Preview, Request
+from engines.generation.base import GeneratorBase, candidates_field, Preview, Request
 from engines.settings import check, control
 
 # The classifier-guidance strength the studio suggests and `evaluate` measures (README, diffusion).
@@ -40,7 +40,7 @@ class DiffusionSettings:
                                        choices=[("on the clean estimate (x0)", "x0"),
                                                 ("on the noisy sample (x_t, Dhariwal & Nichol)", "x_t")]))
     metre: str = ""   # e.g. "3/4"; empty: drawn per result from the mode's training metres
-    candidates: int = field(default=8, metadata=check(lambda v: 1 <= v <= 32, "an integer 1..32"))
+    candidates: int = candidates_field(8)
 
 
 class DiffusionGenerator(GeneratorBase):

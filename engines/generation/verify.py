@@ -24,11 +24,9 @@ one diffusion step; 8 diffusion or GPT candidates decode as one batch.
 """
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -123,15 +121,9 @@ class Verifier:
         from engines.music.analyzer import ChromaticAnalyzer
 
         if judge == "auto":
-            path = Path(cfg.model.checkpoints_dir) / "judge.pt"
-            judge = None
-            if path.is_file():
-                from engines.models.chromatic_judge import TrainedJudge
+            from engines.models.chromatic_judge import shipped_judge
 
-                try:
-                    judge = TrainedJudge.load(path)
-                except Exception as exc:  # noqa: BLE001  (generation goes on, checked for copies only)
-                    logging.getLogger("engines.generation").warning("chromatic judge not loaded: %s", exc)
+            judge = shipped_judge(cfg.model.checkpoints_dir)
         v = cfg.generation.verify
 
         def copies():

@@ -272,3 +272,20 @@ class TrainedJudge:
 
     def embed(self, segments: list[Segment]) -> np.ndarray:
         return self.run(segments)[2]
+
+
+def shipped_judge(checkpoints_dir, device: str | torch.device = "cpu") -> TrainedJudge | None:
+    """`<checkpoints_dir>/judge.pt` loaded, or None without one. A broken file is logged and also gives None:
+    generation goes on with its candidates unranked (engines/generation/verify.py)."""
+    from pathlib import Path
+
+    path = Path(checkpoints_dir) / "judge.pt"
+    if not path.is_file():
+        return None
+    try:
+        return TrainedJudge.load(path, device=device)
+    except Exception as exc:  # noqa: BLE001
+        import logging
+
+        logging.getLogger("engines.models").warning("chromatic judge %s not loaded: %s", path, exc)
+        return None

@@ -80,37 +80,6 @@ class SessionPlan:
     seed: int = 0
 
 
-def check_private_database(database: str, stimuli_dir: str) -> None:
-    """Refuse a SQLite database inside the stimuli folder: the studio serves that folder to raters, and the
-    database holds every rater's key and every system's name (issue 18)."""
-    path = database.split(":///", 1)[1] if database.startswith("sqlite:///") else database
-    if "://" in path:
-        return   # a server (PostgreSQL): nothing on disk to serve
-    db, served = Path(path).resolve(), Path(stimuli_dir).resolve()
-    if db == served or served in db.parents:
-        raise StudioError(f"sessions.database '{database}' lies inside sessions.stimuli_dir '{stimuli_dir}', which "
-                          "the studio serves to raters; put the database elsewhere (default "
-                          "data/private/sessions.sqlite)")
-
-
-LEGACY_DATABASE = "data/listening/sessions.sqlite"   # the first default, inside the served stimuli folder
-
-
-def move_legacy_database(database: str, stimuli_dir: str) -> bool:
-    """Move a database left at the first default (inside the served stimuli folder) to `database`, with its
-    WAL files, when `database` does not exist yet, so no session is lost to the new default. True if moved."""
-    old, new = Path(LEGACY_DATABASE), Path(database)
-    if "://" in database or new.exists() or not old.is_file() or old.resolve() == new.resolve():
-        return False
-    if Path(stimuli_dir).resolve() not in old.resolve().parents:
-        return False
-    new.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{old}{suffix}").exists():
-            shutil.move(f"{old}{suffix}", f"{new}{suffix}")
-    return True
-
-
 class ListeningService:
     def __init__(self, engine, store: SessionStore, stimuli_dir: str | Path):
         self.engine, self.store, self.stimuli_dir = engine, store, Path(stimuli_dir)
