@@ -111,3 +111,25 @@ def batch(tiny_cfg):
     from tests.helpers import first_rolls
 
     return first_rolls(tiny_cfg)
+
+
+# ---- the listening store's two back ends ------------------------------------------------------------------
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the whole run (tests/postgres.py); each test gets its own database."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """A fresh listening database on each back end: a SQLite file, then a database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "private" / "sessions.sqlite")
+    return request.getfixturevalue("postgres_server").new_database()

@@ -11,6 +11,14 @@ for a shared deployment, through this one repository class.
                   they join: a pair appears once per rater, so it is never shown twice
     votes         a rater's answer on a pair: A, B or tie as shown, and the comment; unique per (rater, pair),
                   so a repeated submission (a retry, a double click, two tabs) stores nothing twice
+    invitations   one-use joining links of a session (stored hashed): which rater used each
+    organiser_keys  keys that may create sessions when the studio's creation is not open (stored hashed)
+
+Roles (schema version 2): a session's organiser key (shown once, stored as its SHA-256) is needed for its
+results, its votes, closing or reopening it and adding raters. Keys and invitations are 128-bit random
+tokens, so a plain SHA-256 is enough: there is no password to brute-force. Joining is either open (with an
+optional cap on raters, counted by one conditional UPDATE so two raters joining at once never pass it) or by
+invitation only (each link joins one rater, once).
 
 Every vote is its own committed transaction before `vote` returns, and the rater's next pair is read after
 it. SQLite runs in WAL mode with synchronous=FULL (a committed vote survives the process being killed) and a
@@ -19,7 +27,11 @@ order on open, each recorded in `schema_migrations`; a later change adds one and
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import json
+import logging
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +39,16 @@ from pathlib import Path
 from sqlalchemy import (Boolean, Column, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint,
                         create_engine, event, func, insert, select, update)
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engines.errors import StudioError
 
 CHOICES = ("A", "B", "tie")
+JOINING = ("open", "invite")   # open: anyone with the code (up to max_raters); invite: one-use links only
 BUSY_TIMEOUT_SECONDS = 30
+LOG = logging.getLogger(__name__)
+# What a rater (or anyone) reads when the database fails: no URL, host, user or path; the log has the detail.
+UNAVAILABLE = "the listening database is not available right now; please try again in a minute"
 
 
 def _now() -> str:
@@ -104,14 +120,94 @@ MIGRATION_TABLE = Table("schema_migrations", MetaData(), Column("version", Integ
                         Column("applied", String(32), nullable=False))
 
 
+# Version 2: organiser keys, joining policies and invitations. Added to the live tables here (queries use
+# TABLES), and by `_migration_2` to a version-1 database.
+V2_SESSION_COLUMNS = (
+    ("organiser_key_hash", "VARCHAR(64)", lambda: Column("organiser_key_hash", String(64))),  # NULL: made before keys
+    ("joining", "VARCHAR(16) NOT NULL DEFAULT 'open'",                                       # open | invite
+     lambda: Column("joining", String(16), nullable=False, server_default="open")),
+    ("max_raters", "INTEGER", lambda: Column("max_raters", Integer)),                         # NULL: no cap
+    ("raters_joined", "INTEGER NOT NULL DEFAULT 0",
+     lambda: Column("raters_joined", Integer, nullable=False, server_default="0")),
+)
+
+
+def _schema_v2_tables(metadata: MetaData) -> dict[str, Table]:
+    return {
+        "invitations": Table(
+            "invitations", metadata,
+            Column("token_hash", String(64), primary_key=True),
+            Column("session", String(32), ForeignKey("sessions.code"), nullable=False, index=True),
+            Column("rater", String(64), ForeignKey("raters.token")),   # NULL until used
+            Column("created", String(32), nullable=False)),
+        "organiser_keys": Table(
+            "organiser_keys", metadata,
+            Column("key_hash", String(64), primary_key=True),
+            Column("created", String(32), nullable=False)),
+    }
+
+
+for _name, _sql, _column in V2_SESSION_COLUMNS:
+    TABLES["sessions"].append_column(_column())
+TABLES.update(_schema_v2_tables(METADATA))
+
+
 def _migration_1(conn: Connection) -> None:
     frozen = MetaData()
     _schema_v1(frozen)
     frozen.create_all(conn)
 
 
-MIGRATIONS = [(1, "sessions, systems, stimuli, pairs, raters, assignments, votes", _migration_1)]
+def _migration_2(conn: Connection) -> None:
+    for name, sql, _column in V2_SESSION_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE sessions ADD COLUMN {name} {sql}")
+    conn.exec_driver_sql("UPDATE sessions SET raters_joined = "
+                         "(SELECT count(*) FROM raters WHERE raters.session = sessions.code)")
+    frozen = MetaData()
+    _schema_v1(frozen)   # the foreign keys' targets, as they are in the database
+    new_tables = _schema_v2_tables(frozen)
+    frozen.create_all(conn, tables=list(new_tables.values()))
+
+
+MIGRATIONS = [(1, "sessions, systems, stimuli, pairs, raters, assignments, votes", _migration_1),
+              (2, "organiser keys, joining policies (open with a cap, or invitations)", _migration_2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def key_hash(key: str) -> str:
+    """What the database keeps of a key or an invitation: its SHA-256 (the key itself is 128-bit random)."""
+    return hashlib.sha256((key or "").strip().encode()).hexdigest()
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def shown_url(url: str) -> str:
+    """A database URL for the organiser's messages and log: the password hidden."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (a malformed URL: say nothing of it)
+        return url.split("://", 1)[0] + "://…"
+
+
+def _database_errors(method):
+    """A failing database (gone, locked past the timeout, disk full) reaches callers as a StudioError that
+    names no host, user or path (raters read it); the log keeps the detail for the organiser."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            LOG.error("listening database %s failed in %s: %s", shown_url(self.url), method.__name__, exc.orig)
+            raise StudioError(UNAVAILABLE) from None
+    return run
 
 
 def database_url(path_or_url: str | Path) -> str:
@@ -135,13 +231,26 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 class SessionStore:
     """The repository: every method is one transaction. Raises StudioError on what a user can get wrong."""
 
-    def __init__(self, path_or_url: str | Path):
-        self.url = database_url(path_or_url)
+    def __init__(self, path_or_url: str | Path, key: str = "sessions.database"):
+        """Open (and migrate) the database; one that cannot be opened raises a StudioError naming `key` and
+        the path or URL (password hidden): that message is for the organiser starting the studio."""
+        try:
+            self.url = database_url(path_or_url)
+        except OSError as exc:
+            raise StudioError(f"{key} '{path_or_url}': its folder cannot be made ({exc.strerror})") from None
         sqlite = self.url.startswith("sqlite")
-        self.engine: Engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS} if sqlite else {})
+        try:
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS} if sqlite else {})
+        except Exception as exc:  # noqa: BLE001  (a malformed URL, a driver not installed)
+            raise StudioError(f"{key} '{shown_url(str(path_or_url))}' is not a usable database: {exc}") from None
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.migrate()
+        try:
+            self.migrate()
+        except DBAPIError as exc:
+            self.engine.dispose()
+            raise StudioError(f"{key} '{shown_url(self.url)}' cannot be opened: {exc.orig}") from None
 
     def migrate(self) -> int:
         """Run the migrations not yet applied; returns the schema version."""
@@ -166,6 +275,7 @@ class SessionStore:
         self.engine.dispose()
 
     # ---- organiser ------------------------------------------------------------------------------------
+    @_database_errors
     def new_code(self) -> str:
         """A session code not in use yet (8 hex digits, what raters type)."""
         with self.engine.connect() as conn:
@@ -174,17 +284,25 @@ class SessionStore:
                 if conn.execute(select(TABLES["sessions"].c.code).where(TABLES["sessions"].c.code == code)).first() is None:
                     return code
 
+    @_database_errors
     def create_session(self, title: str, question: str, modes: list[str], pairs_per_rater: int,
                        systems: dict[str, dict], stimuli: list[dict], pairs: list[tuple[int, int]],
-                       code: str | None = None) -> str:
+                       code: str | None = None, organiser_key: str | None = None, joining: str = "open",
+                       max_raters: int | None = None) -> str:
         """A session with its systems ({name: spec}), stimuli ([{system, mode, midi_path, audio_path}]) and
-        pairs (indices into stimuli, two different systems of one mode); returns its code (`code`, or a new one)."""
+        pairs (indices into stimuli, two different systems of one mode); returns its code (`code`, or a new one).
+        `organiser_key` is stored hashed; `joining` is "open" (at most `max_raters` raters, None: no cap) or
+        "invite" (only through `invite`'s links)."""
         if len(systems) < 2:
             raise StudioError("a listening session compares at least two systems")
         if not pairs:
             raise StudioError("a listening session needs at least one pair of stimuli")
         if pairs_per_rater < 1:
             raise StudioError(f"pairs per rater must be at least 1, got {pairs_per_rater}")
+        if joining not in JOINING:
+            raise StudioError(f"joining must be one of {', '.join(JOINING)}, got '{joining}'")
+        if max_raters is not None and max_raters < 1:
+            raise StudioError(f"the cap on raters must be at least 1, got {max_raters}")
         for a, b in pairs:
             if stimuli[a]["system"] == stimuli[b]["system"] or stimuli[a]["mode"] != stimuli[b]["mode"]:
                 raise StudioError("each pair holds two different systems' stimuli of the same mode")
@@ -193,7 +311,9 @@ class SessionStore:
         with self.engine.begin() as conn:
             conn.execute(insert(t["sessions"]).values(
                 code=code, title=title, question=question, modes=json.dumps(list(modes)),
-                pairs_per_rater=int(pairs_per_rater), status="open", created=_now()))
+                pairs_per_rater=int(pairs_per_rater), status="open", created=_now(),
+                organiser_key_hash=key_hash(organiser_key) if organiser_key else None, joining=joining,
+                max_raters=max_raters, raters_joined=0))
             system_ids = {}
             for name, spec in systems.items():
                 system_ids[name] = conn.execute(insert(t["systems"]).values(
@@ -206,7 +326,9 @@ class SessionStore:
                                                        mode=stimuli[a]["mode"]))
         return code
 
+    @_database_errors
     def session(self, code: str) -> dict:
+        """A session as plain data (its organiser key hash left out)."""
         code = (code or "").strip().upper()
         with self.engine.connect() as conn:
             row = conn.execute(select(TABLES["sessions"]).where(TABLES["sessions"].c.code == code)).mappings().first()
@@ -217,15 +339,98 @@ class SessionStore:
                                    .order_by(TABLES["systems"].c.id)).all()
             pairs = conn.execute(select(func.count()).select_from(TABLES["pairs"])
                                  .where(TABLES["pairs"].c.session == code)).scalar()
-        return {**dict(row), "modes": json.loads(row["modes"]), "pairs": int(pairs),
+        row = {k: v for k, v in dict(row).items() if k != "organiser_key_hash"}
+        return {**row, "modes": json.loads(row["modes"]), "pairs": int(pairs),
                 "systems": {name: json.loads(spec) for name, spec in systems}}
 
+    @_database_errors
     def sessions(self) -> list[dict]:
         with self.engine.connect() as conn:
             codes = conn.execute(select(TABLES["sessions"].c.code).order_by(TABLES["sessions"].c.created.desc())).scalars()
             codes = list(codes)
         return [self.session(c) for c in codes]
 
+    @_database_errors
+    def check_organiser(self, code: str, organiser_key: str) -> str:
+        """The session's code when `organiser_key` is its organiser key; a StudioError otherwise."""
+        code = (code or "").strip().upper()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(TABLES["sessions"].c.organiser_key_hash)
+                               .where(TABLES["sessions"].c.code == code)).first()
+        if row is None:
+            raise StudioError(f"no listening session with code '{code}'")
+        if row[0] is None:
+            raise StudioError(f"session '{code}' was made before organiser keys; on the studio's machine, run "
+                              f"`python -m engines listen rekey {code}` for one")
+        if not (organiser_key or "").strip():
+            raise StudioError(f"session '{code}': give its organiser key (shown once when it was created)")
+        if not hmac.compare_digest(row[0], key_hash(organiser_key)):
+            raise StudioError(f"that is not the organiser key of session '{code}'")
+        return code
+
+    @_database_errors
+    def rekey(self, code: str) -> str:
+        """A new organiser key for session `code` (the old one stops working); for whoever holds the database."""
+        key = new_key()
+        with self.engine.begin() as conn:
+            done = conn.execute(update(TABLES["sessions"]).where(TABLES["sessions"].c.code == code.strip().upper())
+                                .values(organiser_key_hash=key_hash(key))).rowcount
+        if not done:
+            raise StudioError(f"no listening session with code '{code.strip().upper()}'")
+        return key
+
+    @_database_errors
+    def add_raters(self, code: str, count: int) -> list[str]:
+        """Room for `count` more raters: an open session's cap goes up by `count` (none when it has no cap),
+        an invitation session gets `count` new one-use invitations, returned (the only time they are seen)."""
+        if not 1 <= count <= 1000:
+            raise StudioError(f"add 1 to 1000 raters at a time, got {count}")
+        info = self.session(code)
+        if info["joining"] == "invite":
+            tokens = [new_key() for _ in range(count)]
+            with self.engine.begin() as conn:
+                conn.execute(insert(TABLES["invitations"]), [
+                    {"token_hash": key_hash(t), "session": info["code"], "rater": None, "created": _now()}
+                    for t in tokens])
+            return tokens
+        if info["max_raters"] is not None:
+            s = TABLES["sessions"]
+            with self.engine.begin() as conn:
+                conn.execute(update(s).where(s.c.code == info["code"]).values(max_raters=s.c.max_raters + count))
+        return []
+
+    @_database_errors
+    def invitations(self, code: str) -> dict:
+        """{made, used} invitations of a session."""
+        i = TABLES["invitations"]
+        with self.engine.connect() as conn:
+            made = conn.execute(select(func.count()).select_from(i).where(i.c.session == code.upper())).scalar()
+            used = conn.execute(select(func.count()).select_from(i)
+                                .where(i.c.session == code.upper(), i.c.rater.is_not(None))).scalar()
+        return {"made": int(made), "used": int(used)}
+
+    # ---- keys that may create sessions (when the studio's creation is not open) -------------------------------
+    @_database_errors
+    def add_creator_key(self) -> str:
+        key = new_key()
+        with self.engine.begin() as conn:
+            conn.execute(insert(TABLES["organiser_keys"]).values(key_hash=key_hash(key), created=_now()))
+        return key
+
+    @_database_errors
+    def has_creator_keys(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(TABLES["organiser_keys"])).scalar() > 0
+
+    @_database_errors
+    def is_creator_key(self, key: str) -> bool:
+        if not (key or "").strip():
+            return False
+        k = TABLES["organiser_keys"]
+        with self.engine.connect() as conn:
+            return conn.execute(select(k.c.key_hash).where(k.c.key_hash == key_hash(key))).first() is not None
+
+    @_database_errors
     def set_status(self, code: str, status: str) -> None:
         if status not in ("open", "closed"):
             raise StudioError(f"session status must be open or closed, got '{status}'")
@@ -236,24 +441,48 @@ class SessionStore:
             raise StudioError(f"no listening session with code '{code}'")
 
     # ---- raters ---------------------------------------------------------------------------------------
-    def join(self, code: str, name: str = "") -> str:
+    @_database_errors
+    def join(self, code: str, name: str = "", invitation: str = "") -> str:
         """A new rater in session `code` with their own random order and A/B placement of pairs_per_rater
-        pairs (fewer when the session has fewer); returns the rater's token."""
+        pairs (fewer when the session has fewer); returns the rater's token. An open session takes raters up
+        to its cap; an invitation session takes one rater per unused `invitation`."""
         info = self.session(code)
         if info["status"] != "open":
             raise StudioError(f"listening session '{info['code']}' is closed")
+        invitation = (invitation or "").strip()
+        if info["joining"] == "invite" and not invitation:
+            raise StudioError(f"listening session '{info['code']}' is by invitation: open the link the organiser "
+                              "sent you")
         rng = secrets.SystemRandom()
         token = secrets.token_urlsafe(16)
+        s, invitations = TABLES["sessions"], TABLES["invitations"]
         with self.engine.begin() as conn:
+            # The counter first: one conditional UPDATE, so raters joining at once never pass the cap, and the
+            # transaction holds the write lock from its first statement.
+            counted = conn.execute(update(s).where(s.c.code == info["code"], s.c.status == "open",
+                                                   (s.c.max_raters.is_(None)) | (s.c.raters_joined < s.c.max_raters))
+                                   .values(raters_joined=s.c.raters_joined + 1)).rowcount
+            if not counted:
+                if self._session_status(conn, info["code"]) != "open":
+                    raise StudioError(f"listening session '{info['code']}' is closed")
+                raise StudioError(f"listening session '{info['code']}' is full; ask its organiser to add raters")
             pair_ids = list(conn.execute(select(TABLES["pairs"].c.id).where(TABLES["pairs"].c.session == info["code"])
                                          .order_by(TABLES["pairs"].c.id)).scalars())
             chosen = rng.sample(pair_ids, min(info["pairs_per_rater"], len(pair_ids)))  # random order, no repeats
             conn.execute(insert(TABLES["raters"]).values(token=token, session=info["code"],
                                                          name=(name or "").strip()[:80], created=_now()))
+            if info["joining"] == "invite":
+                used = conn.execute(update(invitations).where(
+                    invitations.c.token_hash == key_hash(invitation), invitations.c.session == info["code"],
+                    invitations.c.rater.is_(None)).values(rater=token)).rowcount
+                if not used:   # the whole join rolls back: no rater, no count
+                    raise StudioError("this invitation has been used already or is not for this session; ask the "
+                                      "organiser for a new link")
             conn.execute(insert(TABLES["assignments"]), [
                 {"rater": token, "position": i, "pair": p, "flipped": rng.random() < 0.5} for i, p in enumerate(chosen)])
         return token
 
+    @_database_errors
     def rater(self, token: str) -> dict:
         with self.engine.connect() as conn:
             row = conn.execute(select(TABLES["raters"]).where(TABLES["raters"].c.token == (token or "").strip())
@@ -262,6 +491,7 @@ class SessionStore:
             raise StudioError("unknown rater key; join the session again with its code")
         return dict(row)
 
+    @_database_errors
     def progress(self, token: str) -> tuple[int, int]:
         """(pairs answered, pairs assigned) of a rater."""
         a, v = TABLES["assignments"], TABLES["votes"]
@@ -270,6 +500,7 @@ class SessionStore:
             answered = conn.execute(select(func.count()).select_from(v).where(v.c.rater == token)).scalar()
         return int(answered), int(total)
 
+    @_database_errors
     def next_pair(self, token: str) -> dict | None:
         """The rater's first unanswered pair in their order, as they hear it: {pair, position, total, mode,
         a: {midi_path, audio_path}, b: …}; None when they have answered all."""
@@ -290,6 +521,7 @@ class SessionStore:
         return {"pair": int(row["pair"]), "position": done + 1, "total": total, "mode": row["mode"],
                 "a": stimuli[shown[0]], "b": stimuli[shown[1]]}
 
+    @_database_errors
     def vote(self, token: str, pair: int, choice: str, comment: str = "") -> bool:
         """Store the rater's answer on `pair`, committed before returning. True when stored, False when that
         rater had already answered that pair (nothing is stored twice)."""
@@ -315,6 +547,7 @@ class SessionStore:
         return conn.execute(select(TABLES["sessions"].c.status).where(TABLES["sessions"].c.code == code)).scalar()
 
     # ---- results --------------------------------------------------------------------------------------
+    @_database_errors
     def votes(self, code: str) -> list[dict]:
         """Every vote of a session with what it means: {rater, pair, mode, choice, comment, created, shown_a,
         shown_b (system names as heard), preferred (a system name, or None for a tie)}."""
