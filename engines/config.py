@@ -162,6 +162,11 @@ class SessionsConfig:
     # which the studio serves to raters: the database never lies inside it (engines/sessions/listening.py)
     database: str = "data/private/sessions.sqlite"
     stimuli_dir: str = "data/listening"
+    # Folders a "folder" system may read MIDI from, besides the upload area (<stimuli_dir>/uploads)
+    allowed_folders: list[str] = field(default_factory=list)
+    # May anyone who reaches the studio create sessions? null: yes on 127.0.0.1, no when the studio listens
+    # on other addresses (--listen, studio.host 0.0.0.0), where creating needs an organiser key
+    open_creation: bool | None = None
 
 
 @dataclass

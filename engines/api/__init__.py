@@ -14,7 +14,9 @@ one part per seam, each in its own file:
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -50,6 +52,8 @@ class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
         # Renders and exports of this process only: another studio or user never shares (or clobbers) them.
         self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="chromatic-studio-"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir is None:   # ours alone: removed when the process ends (a kill -9 leaves it to the OS's tmp)
+            atexit.register(shutil.rmtree, self.out_dir, True)
         self._collection_rows = self.cache.collection_of_rows()
         self._search_keys = np.char.lower(np.array([p["id"] for p in self.cache.pieces]))
         render = cfg.render
@@ -65,6 +69,9 @@ class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
         self.explorer = LatentExplorer(self)
         self._listening = None
         self._listening_lock = threading.Lock()
+        # sessions.open_creation, or (null) open unless the studio is served beyond this machine: app.py sets
+        # `served_beyond_localhost` before anything opens the sessions
+        self.served_beyond_localhost = False
 
     @property
     def listening(self):
@@ -75,8 +82,16 @@ class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
                 from engines.sessions.store import SessionStore
 
                 s = self.cfg.sessions
-                self._listening = ListeningService(self, SessionStore(s.database), s.stimuli_dir)
+                self._listening = ListeningService(
+                    self, SessionStore(s.database), s.stimuli_dir, serve_dir=self.out_dir / "listening",
+                    allowed_folders=s.allowed_folders, open_creation=self.open_creation)
             return self._listening
+
+    @property
+    def open_creation(self) -> bool:
+        """May anyone create listening sessions (else an organiser key is needed)?"""
+        configured = self.cfg.sessions.open_creation
+        return (not self.served_beyond_localhost) if configured is None else configured
 
     def warm_up(self) -> None:
         """Load the VAE and compile the latent map's inverse transform, so the first click is fast; then the
