@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="YAML file of config overrides")
@@ -25,19 +28,40 @@ def main(argv=None) -> int:
     from engines.api import StudioEngine
     from engines.config import load_config
     from engines.errors import StudioError
+    from engines.folders import check_writable
+    from engines.sessions.locations import check_session_folders
     from studio.app import launch
 
     try:
         cfg = load_config(args.config, args.set)
+        check_writable(cfg.data.cache_dir, "data.cache_dir")
+        check_session_folders(cfg.sessions.database, cfg.sessions.stimuli_dir)
         engine = StudioEngine(cfg)
+        host = "0.0.0.0" if args.listen else (args.host or cfg.studio.host)
+        share = args.share or cfg.studio.share
+        engine.served_beyond_localhost = share or host not in LOCAL_HOSTS
+        if engine.served_beyond_localhost or not engine.open_creation:
+            announce_listening(engine)   # opens the database now: a bad one stops the start, not a rater
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    host = "0.0.0.0" if args.listen else (args.host or cfg.studio.host)
     # Load the VAE and compile umap's numba code while the page loads, so the first map click is fast.
     warm = threading.Thread(target=engine.warm_up, name="warm-up", daemon=True)
-    launch(engine, host, args.port or cfg.studio.port, share=args.share or cfg.studio.share, after_build=warm.start)
+    launch(engine, host, args.port or cfg.studio.port, share=share, after_build=warm.start)
     return 0
+
+
+def announce_listening(engine) -> None:
+    """For a studio served beyond this machine (or closed to creating): open the listening database, and say
+    how organisers create sessions. When creating needs a key and none exists yet, one is made and printed here, once."""
+    store = engine.listening.store
+    if engine.open_creation:
+        print("listening sessions: anyone reaching this studio may create one (sessions.open_creation: true)")
+    elif store.has_creator_keys():
+        print("listening sessions: creating one needs an organiser key; `python -m engines listen key` makes another")
+    else:
+        print(f"listening sessions: creating one needs this organiser key (shown once; `python -m engines listen "
+              f"key` makes another): {store.add_creator_key()}", flush=True)
 
 
 if __name__ == "__main__":

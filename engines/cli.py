@@ -1,4 +1,4 @@
-"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | compare | generate | ship | bench.
+"""`python -m engines <command>`: prepare | stats | analyze | calibrate | render | train | evaluate | compare | generate | ship | bench | listen.
 
 Every command takes `--config FILE` and any number of `--set key.path=value`. A mistake the user can make
 ends with one line on stderr naming what is wrong, and exit status 2.
@@ -341,6 +341,104 @@ def cmd_bench(args) -> None:
     _emit(run_benchmarks(_config(args), repeats=args.repeats), args.json)
 
 
+# ---- listen: blinded A/B listening studies, for the organiser on the studio's machine -------------------------
+def _listening(args, generate: bool = False):
+    """The listening service on the config's database. Whoever runs this holds the database, so creating
+    needs no creator key here; a session's own organiser key is still asked for its results and closing."""
+    from engines.sessions.listening import ListeningService
+    from engines.sessions.locations import check_private_database, check_session_folders
+    from engines.sessions.store import SessionStore
+
+    cfg = _config(args)
+    s = cfg.sessions
+    check_private_database(s.database, s.stimuli_dir)
+    check_session_folders(s.database, s.stimuli_dir)
+    if generate:   # stimuli are generated through the same StudioEngine as the studio's
+        from engines.api import StudioEngine
+
+        return StudioEngine(cfg).listening
+    return ListeningService(None, SessionStore(s.database), s.stimuli_dir, allowed_folders=s.allowed_folders)
+
+
+def _base_url(args) -> str:
+    if args.base_url:
+        return args.base_url
+    import socket
+
+    cfg = _config(args)
+    host = cfg.studio.host if cfg.studio.host not in ("0.0.0.0", "::") else socket.gethostname()
+    return f"http://{host}:{cfg.studio.port}/"
+
+
+def cmd_listen_create(args) -> None:
+    import yaml
+
+    from engines.sessions.listening import plan_from_spec
+
+    path = Path(args.spec)
+    if not path.is_file():
+        raise StudioError(f"spec file '{path}' does not exist (an example: assets/configs/listening_study.yaml)")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudioError(f"spec file '{path}' is not valid YAML: {exc}") from None
+    plan = plan_from_spec(spec, source=f"spec file '{path}'")
+    service = _listening(args, generate=True)
+    service.open_creation = True   # the database's holder may create (see _listening)
+    progress = None if args.json else (lambda done, total, what: print(f"[{done}/{total}] {what}", flush=True))
+    made = service.create(plan, progress=progress)
+    out = {"code": made.code, "organiser_key": made.organiser_key, "pairs": made.pairs,
+           "rater_links": made.rater_links(_base_url(args))}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"session {made.code}: {made.pairs} pairs\norganiser key (shown once): {made.organiser_key}\n"
+              "rater links:\n" + "\n".join(out["rater_links"]))
+
+
+def cmd_listen_results(args) -> None:
+    result = _listening(args).results(args.code, args.key)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    session = result["session"]
+    print(f"{session['code']} · {session['title']} · {session['status']} · {result['votes']} votes from "
+          f"{result['raters']} raters")
+    for row in result["head_to_head"]:
+        print(f"  {row['system_a']} vs {row['system_b']}: {row['a_wins']}-{row['b_wins']} ({row['ties']} ties), "
+              f"p = {row['p_value']:.3f}")
+
+
+def cmd_listen_close(args) -> None:
+    info = _listening(args).close(args.code, args.key)
+    print(f"session {info['code']} is closed: no more joining or votes")
+
+
+def cmd_listen_reopen(args) -> None:
+    info = _listening(args).reopen(args.code, args.key)
+    print(f"session {info['code']} is open again")
+
+
+def cmd_listen_invite(args) -> None:
+    from engines.sessions.listening import rater_link
+
+    service = _listening(args)
+    tokens = service.add_raters(args.code, args.key, args.n)
+    info = service.store.session(args.code)
+    if tokens:
+        print("\n".join(rater_link(_base_url(args), info["code"], t) for t in tokens))
+    else:
+        print(f"session {info['code']}: room for {info['max_raters'] or 'any number of'} raters")
+
+
+def cmd_listen_rekey(args) -> None:
+    print(_listening(args).store.rekey(args.code))
+
+
+def cmd_listen_key(args) -> None:
+    print(_listening(args).store.add_creator_key())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engines.generation import GENERATORS  # the engine names (no torch is imported)
 
@@ -469,6 +567,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
     p.add_argument("--repeats", type=int, default=5)
+
+    listen = sub.add_parser("listen", help="blinded A/B listening studies: create, results, close, ...",
+                            description="Blinded A/B listening studies on the studio's database (use the studio's "
+                                        "--config / --set). Example spec: assets/configs/listening_study.yaml")
+    actions = listen.add_subparsers(dest="action", required=True)
+
+    def action(name, func, help_text):
+        p = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="YAML file of config overrides (the studio's)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key; repeatable")
+        p.set_defaults(func=func)
+        return p
+
+    p = action("create", cmd_listen_create, "generate the stimuli of a study spec and open its session")
+    p.add_argument("--spec", required=True, help="YAML: title, question, systems, modes, stimuli_per_mode, "
+                                                 "pairs_per_rater, joining")
+    p.add_argument("--json", action="store_true", help='print {"code", "organiser_key", "pairs", "rater_links"}')
+    p.add_argument("--base-url", help="the studio's address for the rater links (default http://<studio.host>:"
+                                      "<studio.port>/)")
+    for name, func, help_text in (("results", cmd_listen_results, "a session's results (as the Results tab)"),
+                                  ("close", cmd_listen_close, "close a session: no more joining or votes"),
+                                  ("reopen", cmd_listen_reopen, "reopen a closed session"),
+                                  ("invite", cmd_listen_invite, "add raters: invitation links, or a higher cap")):
+        p = action(name, func, help_text)
+        p.add_argument("code")
+        p.add_argument("--key", required=True, help="the session's organiser key")
+        if name == "results":
+            p.add_argument("--json", action="store_true")
+        if name == "invite":
+            p.add_argument("--n", type=int, default=1, help="how many raters to add")
+            p.add_argument("--base-url", help="the studio's address for the links")
+    p = action("rekey", cmd_listen_rekey, "a new organiser key for a session (the old one stops working)")
+    p.add_argument("code")
+    action("key", cmd_listen_key, "a new organiser key for creating sessions in the studio (printed once)")
     return parser
 
 

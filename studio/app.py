@@ -1,8 +1,6 @@
 """Assembles the studio: one tab per file, all sharing one StudioEngine."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from engines.api import StudioEngine
@@ -11,6 +9,7 @@ from studio.generate_tab import build_generate_tab
 from studio.latent_tab import MAP_CLICK_JS, build_latent_tab
 from studio.listening_tab import build_listening_tab
 
+CACHE_SWEEP = (3600, 86400)   # (every N seconds, remove cached files older than M seconds)
 CSS = """
 .studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
 .mode-chip {display:inline-block}
@@ -19,9 +18,11 @@ CSS = """
 
 
 def build_app(engine: StudioEngine) -> gr.Blocks:
-    with gr.Blocks(title="Chromatic Segment Studio", analytics_enabled=False) as demo:
+    # Gradio's cache (uploads, and the copies of every file a handler returns) is swept hourly of files older
+    # than a day: a rater who paused keeps their pair that long, and a resume serves it afresh.
+    with gr.Blocks(title="Chromatic Segment Studio", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown("# Chromatic Segment Studio")
-        with gr.Tabs():
+        with gr.Tabs(elem_id="studio-tabs") as studio_tabs:
             with gr.Tab("Generate", id="generate"):
                 build_generate_tab(engine)
             with gr.Tab("Latent Explorer", id="latent"):
@@ -30,7 +31,7 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
                 build_evaluate_tab(engine)
             with gr.Tab("Listen", id="listen"):
                 open_from_link, linked = build_listening_tab(engine)
-        demo.load(open_from_link, None, linked, api_visibility="private")
+        demo.load(open_from_link, None, [studio_tabs, *linked], api_visibility="private")
     return demo
 
 
@@ -46,5 +47,7 @@ def launch(engine: StudioEngine, host: str, port: int, share: bool = False, bloc
                        # a little above the engine's own limit, so oversized files get the engine's clear message
                        max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",
                        prevent_thread_lock=not block,
-                       allowed_paths=[str(engine.out_dir), str(Path(engine.cfg.sessions.stimuli_dir).resolve())],
+                       # the studio's own renders only: never the listening stimuli folder (a rater is handed copies
+                       # of the pair they are answering) nor the private database
+                       allowed_paths=[str(engine.out_dir)],
                        footer_links=["api"])

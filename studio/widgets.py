@@ -161,4 +161,23 @@ def _error_message(handler, exc: Exception) -> str:
     if isinstance(exc, StudioError):
         return error_markdown(str(exc))
     LOG.error("handler %s failed", handler.__name__, exc_info=exc)  # the last resort: log it, keep serving
-    return error_markdown(f"Something went wrong ({type(exc).__name__}: {exc}). The studio logged it and carries on.")
+    # The exception's own text stays in the log: it may name paths, hosts or users, and anyone may be reading
+    return error_markdown(f"Something went wrong ({type(exc).__name__}). The studio logged it and carries on.")
+
+
+def api_errors(fn):
+    """Decorate a public API function (gr.api) so that its clients read the reason: a StudioError becomes a
+    gr.Error with its message; anything else is logged and becomes a short apology naming no path or host."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001
+            LOG.error("API function %s failed", fn.__name__, exc_info=exc)
+            raise gr.Error("something went wrong on the studio's side; it is logged, please try again",
+                           print_exception=False) from None
+    return run

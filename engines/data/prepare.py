@@ -28,6 +28,7 @@ from engines.data import segmenting
 from engines.data.segmenting import segment_piece
 from engines.data.shards import SHARD_FORMAT, Source, failure_reasons, parse_all, read_shard, shard_paths
 from engines.errors import StudioError
+from engines.folders import check_writable
 from engines.music import analyzer as analyzer_module
 from engines.music import calibration
 from engines.music.analyzer import AXES, MODES, ChromaticAnalyzer
@@ -229,6 +230,7 @@ def ensure_corpus_cache(cfg: Config) -> SegmentCache:
 
     if current():
         return SegmentCache(directory)
+    check_writable(directory.parent, "data.cache_dir")
     with build_lock(directory):
         if not current():  # another process may have finished it while we waited
             archive = Path(cfg.data.shipped_cache)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from engines.errors import StudioError
+from engines.folders import check_writable
 
 
 def check_private_database(database: str, stimuli_dir: str) -> None:
@@ -38,3 +39,12 @@ def move_legacy_database(database: str, stimuli_dir: str) -> bool:
         if Path(f"{old}{suffix}").exists():
             shutil.move(f"{old}{suffix}", f"{new}{suffix}")
     return True
+
+
+def check_session_folders(database: str, stimuli_dir: str) -> None:
+    """The folders listening sessions write to, checked at start: the SQLite database's folder and the stimuli
+    folder (a server database is checked by opening it)."""
+    path = database.split(":///", 1)[1] if database.startswith("sqlite:///") else database
+    if "://" not in path:
+        check_writable(Path(path).expanduser().parent, "sessions.database")
+    check_writable(stimuli_dir, "sessions.stimuli_dir")
