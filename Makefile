@@ -1,5 +1,5 @@
 # Set-up and entry points. `make run` and `make test` install whatever is missing on a fresh Debian machine:
-# apt packages (FluidSynth, a GM soundfont, Chromium for browser tests) and a .venv with pinned packages.
+# apt packages (FluidSynth, a GM soundfont, PostgreSQL, Chromium for browser tests) and a .venv with pinned packages.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -27,10 +27,12 @@ $(STAMP): requirements.txt requirements-lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps encodec==0.1.1
 	touch $(STAMP)
 
-# FluidSynth's shared library, a General MIDI soundfont and Python's venv module, from Debian.
+# FluidSynth's shared library, a General MIDI soundfont and Python's venv module, from Debian; and Debian's
+# PostgreSQL server, which the listening-store tests start as a throwaway cluster (the studio itself needs it
+# only when sessions.database is a postgresql:// URL).
 sysdeps:
-	@if ! dpkg -s libfluidsynth3 fluid-soundfont-gm >/dev/null 2>&1 || ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
-		$(APT) update -qq && $(APT) install -y -qq libfluidsynth3 fluid-soundfont-gm python3-venv; \
+	@if ! dpkg -s libfluidsynth3 fluid-soundfont-gm postgresql >/dev/null 2>&1 || ! $(PYTHON) -c "import ensurepip" 2>/dev/null; then \
+		$(APT) update -qq && $(APT) install -y -qq libfluidsynth3 fluid-soundfont-gm python3-venv postgresql; \
 	fi
 
 # Debian's Chromium, driven by Playwright in the browser tests (Playwright's own browser download is not used).

@@ -271,9 +271,13 @@ def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page)
                            timeout=240_000)
     created = page.inner_text("#organise-created")
     code, pairs = re.search(r"Session (\w+) is open: (\d+) pairs", created).groups()
-    assert f"?session={code}" in created and int(pairs) >= 1
-    page.get_by_role("tab", name="Rate", exact=True).click()
-    page.fill("#listen-code textarea", code)
+    key = re.search(r"Organiser key: (\S+)", created).group(1)
+    (link,) = re.findall(r"http\S+", created)
+    assert link.endswith(f"/?session={code}") and int(pairs) >= 1
+    # the link opens the Listen tab's Rate page with the code filled in (it answered 405 before)
+    assert page.goto(link, wait_until="load").status == 200
+    page.wait_for_function(f"() => document.querySelector('#listen-code textarea')?.value === '{code}'")
+    assert page.locator("#listen-join").is_visible()
     page.fill("#listen-name textarea", "Ada")
     page.click("#listen-join")
     for i in range(int(pairs)):
@@ -283,7 +287,10 @@ def test_organise_a_listening_session_rate_every_pair_and_read_the_results(page)
         page.click(["#vote-a", "#vote-b", "#vote-tie"][i % 3])
     page.wait_for_function("() => document.querySelector('#listen-progress')?.innerText.includes('pairs answered')")
     page.get_by_role("tab", name="Results", exact=True).click()
-    page.fill("#results-code textarea", code)
+    assert page.input_value("#results-code textarea") == code
+    page.click("#results-show")                                   # without the key: refused
+    page.wait_for_function("() => document.querySelector('#results-summary')?.innerText.includes('organiser key')")
+    page.fill("#results-key input", key)
     page.click("#results-show")
     page.wait_for_function("() => document.querySelector('#results-summary')?.innerText.includes('votes from')")
     assert f"{pairs} votes from 1 raters" in page.inner_text("#results-summary")
@@ -314,9 +321,9 @@ def test_uploaded_midi_files_join_the_systems_table_and_a_bad_file_is_named(page
 
 
 def test_a_session_link_fills_the_code_and_a_wrong_code_says_so(page, studio_url):
-    page.goto(f"{studio_url}/?session=abc123", wait_until="load")
-    page.get_by_role("tab", name="Listen", exact=True).click()
+    page.goto(f"{studio_url}/?session=abc123&invite=tok3n", wait_until="load")   # the Rate page opens by itself
     page.wait_for_function("() => document.querySelector('#listen-code textarea')?.value === 'ABC123'")
+    assert page.input_value("#listen-invite textarea") == "tok3n" and page.locator("#listen-join").is_visible()
     page.click("#listen-join")
     page.wait_for_function("() => document.querySelector('#listen-message')?.innerText.includes('no listening')")
     assert "no listening session with code 'ABC123'" in page.inner_text("#listen-message")

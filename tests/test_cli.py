@@ -146,3 +146,56 @@ def test_python_m_engines_analyze(song, garbage):
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.startswith("error: 'garbage.mid'") and failed.stderr.count("\n") == 1
+
+
+def test_an_unwritable_cache_or_session_folder_stops_the_studio_and_stats_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"   # a file where a folder should be: no one can write under it, root included
+    blocker.write_text("")
+    cases = ((f"data.cache_dir={blocker}/cache", "data.cache_dir"),
+             (f"sessions.database={blocker}/db/sessions.sqlite", "sessions.database"),
+             (f"sessions.stimuli_dir={blocker}/stimuli", "sessions.stimuli_dir"))
+    for setting, key in cases:
+        started = subprocess.run([sys.executable, "app.py", "--port", "9", "--set", setting], cwd=REPO,
+                                 capture_output=True, text=True, timeout=120)
+        assert started.returncode == 2, started.stderr
+        (line,) = started.stderr.strip().splitlines()
+        assert line.startswith(f"error: {key} '{blocker}") and "is not a writable folder" in line
+    stats = subprocess.run([sys.executable, "-m", "engines", "stats", "--set", cases[0][0]], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert stats.returncode == 2 and stats.stderr.strip().splitlines() == [
+        f"error: data.cache_dir '{blocker}/cache' is not a writable folder (Not a directory); set data.cache_dir "
+        "to one the studio can write, e.g. --set data.cache_dir=/tmp/studio"]
+
+
+def test_listen_create_results_and_close_from_the_command_line(capsys, tmp_path):
+    """The documented study spec, created, read and closed as a script would (python -m engines listen)."""
+    from engines.sessions.listening import ListeningService
+    from engines.sessions.store import SessionStore
+
+    settings = ["--set", f"sessions.database={tmp_path}/private/sessions.sqlite",
+                "--set", f"sessions.stimuli_dir={tmp_path}/stimuli"]
+    assert main(["listen", "create", "--spec", str(REPO / "assets/configs/listening_study.yaml"), "--json",
+                 "--base-url", "http://studio.lan:8080/", *settings]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert set(made) == {"code", "organiser_key", "pairs", "rater_links"} and made["pairs"] == 4   # 2 modes x 2
+    assert made["rater_links"] == [f"http://studio.lan:8080/?session={made['code']}"]
+    store = SessionStore(tmp_path / "private" / "sessions.sqlite")
+    tokens = [store.join(made["code"], name) for name in ("Ada", "Bea", "Cy")]   # the spec's cap: 3 raters
+    for token in tokens[:2]:
+        while (shown := store.next_pair(token)) is not None:
+            store.vote(token, shown["pair"], "A")
+    with pytest.raises(Exception, match="is full"):
+        store.join(made["code"], "Dee")
+    assert main(["listen", "results", made["code"], "--key", made["organiser_key"], "--json", *settings]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    tab = ListeningService(None, store, tmp_path / "stimuli").results(made["code"], made["organiser_key"])
+    assert printed == json.loads(json.dumps(tab)) and printed["votes"] == 8      # what the Results tab shows
+    assert main(["listen", "results", made["code"], "--key", "a guess", *settings]) == 2
+    assert "not the organiser key" in capsys.readouterr().err
+    assert main(["listen", "close", made["code"], "--key", made["organiser_key"], *settings]) == 0
+    with pytest.raises(Exception, match="is closed"):
+        store.vote(tokens[2], store.next_pair(tokens[2])["pair"], "B")
+    store.close()
+    (tmp_path / "bad.yaml").write_text("title: x\nsystems: [{name: a}]\n")
+    assert main(["listen", "create", "--spec", str(tmp_path / "bad.yaml"), *settings]) == 2
+    assert "systems[1] ('a') needs an engine" in capsys.readouterr().err
