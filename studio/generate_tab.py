@@ -3,9 +3,12 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from engines.api import AXES, MODE_COLORS, MODES, BrowseQuery, StudioEngine
+from engines.errors import StudioError
 from studio.generation_panel import build_generation_panel
 from studio.widgets import analysis_markdown, guarded, piano_roll_figure
 
@@ -111,7 +114,11 @@ def build_generate_tab(engine: StudioEngine) -> None:
         def analyze_upload(path):
             if not path:
                 return None, None, [], [], ""
-            view = engine.analyze_upload(path)
+            try:
+                view = engine.analyze_upload(path)
+            except StudioError:
+                Path(path).unlink(missing_ok=True)   # a refused upload is not kept in (nor served from) the cache
+                raise
             rows = [[f"{a['bars'][0]}-{a['bars'][1]}", a["mode"], a["key"],
                      *[round(a["axes"][x], 2) for x in AXES], round(a["rebracketing"], 2),
                      round(a["temporal_complexity"], 2)] for a in view.segments]
