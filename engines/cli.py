@@ -377,7 +377,7 @@ def cmd_listen_create(args) -> None:
 
     path = Path(args.spec)
     if not path.is_file():
-        raise StudioError(f"spec file '{path}' does not exist (an example: assets/configs/listening_study.yaml)")
+        raise StudioError(f"spec file '{path}' does not exist (an example: assets/configs/studies/mode_test.yaml)")
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = sub.add_parser("listen", help="blinded A/B listening studies: create, results, close, ...",
                             description="Blinded A/B listening studies on the studio's database (use the studio's "
-                                        "--config / --set). Example spec: assets/configs/listening_study.yaml")
+                                        "--config / --set). Example spec: assets/configs/studies/mode_test.yaml")
     actions = listen.add_subparsers(dest="action", required=True)
 
     def action(name, func, help_text):

@@ -174,7 +174,7 @@ def test_listen_create_results_and_close_from_the_command_line(capsys, tmp_path)
 
     settings = ["--set", f"sessions.database={tmp_path}/private/sessions.sqlite",
                 "--set", f"sessions.stimuli_dir={tmp_path}/stimuli"]
-    assert main(["listen", "create", "--spec", str(REPO / "assets/configs/listening_study.yaml"), "--json",
+    assert main(["listen", "create", "--spec", str(REPO / "assets/configs/studies/mode_test.yaml"), "--json",
                  "--base-url", "http://studio.lan:8080/", *settings]) == 0
     made = json.loads(capsys.readouterr().out)
     assert set(made) == {"code", "organiser_key", "pairs", "rater_links"} and made["pairs"] == 4   # 2 modes x 2

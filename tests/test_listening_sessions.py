@@ -124,7 +124,7 @@ def test_creation_needs_a_creator_key_when_it_is_not_open_and_invitation_session
 def test_a_study_spec_is_read_as_the_organise_tab_reads_its_form(tmp_path):
     import yaml
 
-    spec = yaml.safe_load(Path("assets/configs/listening_study.yaml").read_text())
+    spec = yaml.safe_load(Path("assets/configs/studies/mode_test.yaml").read_text())
     made = plan_from_spec(spec)
     assert [(s.name, s.kind) for s in made.systems] == [("vae", "vae"), ("diffusion-fast", "diffusion")]
     assert made.systems[1].settings == {"steps": 10} and made.modes == ["RED", "BLUE"]

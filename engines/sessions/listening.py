@@ -446,7 +446,7 @@ def _slug(text: str) -> str:
 
 
 def plan_from_spec(spec: dict, source: str = "spec") -> SessionPlan:
-    """A study's spec (a mapping, e.g. from YAML; assets/configs/listening_study.yaml) -> SessionPlan. Keys
+    """A study's spec (a mapping, e.g. from YAML; assets/configs/studies/mode_test.yaml) -> SessionPlan. Keys
     this version does not know are allowed and ignored; a missing or malformed one is named."""
     if not isinstance(spec, dict):
         raise StudioError(f"{source} must be a mapping of keys (title, question, systems, modes, ...)")
