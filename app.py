@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # SIGTERM (a service manager's stop) ends the process as Ctrl-C does, so exit handlers run: the renders
+    # folder (engine.out_dir) is removed.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     # Load the VAE and compile umap's numba code while the page loads, so the first map click is fast.
     warm = threading.Thread(target=engine.warm_up, name="warm-up", daemon=True)
     launch(engine, host, args.port or cfg.studio.port, share=share, after_build=warm.start)

@@ -41,7 +41,7 @@ def write_test_midi(path: Path, bars: int = 8, tempo: float = 110.0) -> Path:
     return Path(path)
 
 
-def start_studio(settings: list[str], log_path) -> tuple:
+def start_studio(settings: list[str], log_path, env: dict | None = None) -> tuple:
     """`python app.py --set ...` on a free port of 127.0.0.1, waited for until it serves: (process, url).
     Fails the test when it exits first or does not answer within 240 s."""
     import os
@@ -57,7 +57,7 @@ def start_studio(settings: list[str], log_path) -> tuple:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     args = [a for setting in settings for a in ("--set", setting)]
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=root, env=env, stdout=log,

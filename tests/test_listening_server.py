@@ -46,10 +46,10 @@ def make_session(folder: Path, database: str, pairs: int = 8, per_rater: int = P
     return code
 
 
-def serve(tmp_path: Path, database: str, *settings) -> tuple:
+def serve(tmp_path: Path, database: str, *settings, env: dict | None = None) -> tuple:
     stimuli = tmp_path / "stimuli"
     return start_studio([f"sessions.database={database}", f"sessions.stimuli_dir={stimuli}", *settings],
-                        tmp_path / "studio.log")
+                        tmp_path / "studio.log", env=env)
 
 
 def sqlite_database(tmp_path: Path) -> str:
@@ -143,7 +143,9 @@ def test_a_second_client_reaches_nothing_private_and_the_organiser_calls_need_th
     stimuli = tmp_path / "stimuli"
     code = make_session(stimuli / "S1", database, pairs=4, per_rater=2, max_raters=2)
     other = make_session(stimuli / "S2", database, pairs=2, per_rater=1)
-    proc, url = serve(tmp_path, database, "sessions.open_creation=false")
+    temp = tmp_path / "tmp"   # the studio's system temp folder: its renders folder, and Gradio's cache
+    temp.mkdir()
+    proc, url = serve(tmp_path, database, "sessions.open_creation=false", env={"TMPDIR": str(temp)})
     try:
         rater = Client(url, verbose=False, download_files=False)
         view = rater.predict(code, "Ada", api_name="/listen_join")
@@ -182,6 +184,8 @@ def test_a_second_client_reaches_nothing_private_and_the_organiser_calls_need_th
             rater.predict(view["token"], view["pair"], "A", "", api_name="/listen_vote")
         assert rater.predict(other, "Dee", api_name="/listen_join")["total"] == 1   # the other session is open
         log = (tmp_path / "studio.log").read_text()
+        assert len(list(temp.glob("chromatic-studio-*"))) == 1
     finally:
         stop_studio(proc)
     assert "creating one needs this organiser key" in log                   # said once, at start
+    assert proc.returncode == 0 and not list(temp.glob("chromatic-studio-*"))   # its renders went with it
