@@ -30,8 +30,18 @@ def _emit(payload, out: str | None = None) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from engines.data.prepare import prepare
+    from engines.data.prepare import prepare, relabel
 
+    if args.relabel:
+        if args.midi_dir or args.manifest:
+            raise StudioError("--relabel re-analyses a built cache; it takes no --midi-dir or --manifest")
+        report = relabel(_config(args), args.out, workers=args.workers)
+        if args.pack:
+            from engines.data.cache import pack
+
+            pack(Path(report["out"]), Path(args.pack))
+        _emit(report)
+        return
     report = prepare(_config(args), midi_dir=args.midi_dir, manifest=args.manifest, out=args.out,
                      workers=args.workers)
     if args.pack:
@@ -458,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="cache directory (default: <data.cache_dir>/corpus or midi-<folder>)")
     p.add_argument("--workers", type=int, default=0, help="parallel processes (default: all cores)")
     p.add_argument("--pack", metavar="NPZ", help="also pack the cache into one archive (what assets/ ships)")
+    p.add_argument("--relabel", action="store_true",
+                   help="only re-analyse the built cache (--out, default the corpus one) with the analyzer as it is "
+                        "now: after a change of its version or calibration, minutes instead of a full parse")
 
     p = command("stats", cmd_stats, "counts of segments, pieces, splits, modes and collections")
     p.add_argument("--json", nargs="?", const="", metavar="OUT", help="print JSON (and write it to OUT)")

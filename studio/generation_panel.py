@@ -29,6 +29,12 @@ from studio.widgets import (analysis_markdown, denoising_image, error_markdown, 
 
 MAX_RESULTS = 8
 INIT_SOURCES = ["a result below", "an uploaded MIDI file"]
+# What a musician may ask a result to land on besides its mode, in the analyzer's scale: (low, high, default)
+TARGET_RANGES = {"energy": (0, 1, 0.5), "valence": (-1, 1, 0.0), "tension": (0, 1, 0.5), "intimacy": (0, 1, 0.5),
+                 "motion": (0, 1, 0.5), "rebracketing": (0, 1, 0.3), "temporal_complexity": (0, 1, 0.5)}
+TARGET_LABELS = {"energy": "Energy", "valence": "Valence (dark - bright)", "tension": "Tension",
+                 "intimacy": "Intimacy", "motion": "Motion", "rebracketing": "Rebracketing",
+                 "temporal_complexity": "Temporal complexity"}
 INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpaint"),
                "continued": ("Continue a segment: keep its first bars, write on", "Continue")}
 
@@ -127,10 +133,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                         "for, copies of training segments are rejected, the best are shown. "
                                         "Costs about this many times one draw; 1 = the raw model, unchecked.",
                                    elem_id="generate-candidates")
-            with gr.Accordion("Rhythm attributes", open=False):
-                use_attributes = gr.Checkbox(False, label="Ask for these values")
-                rebracketing = gr.Slider(0, 1, 0.5, step=0.05, label="Rebracketing")
-                complexity = gr.Slider(0, 1, 0.5, step=0.05, label="Temporal complexity")
+            with gr.Accordion("Where it should land: feeling and rhythm", open=False, elem_id="generate-targets"):
+                asked = gr.CheckboxGroup(list(TARGET_LABELS.values()), value=[], elem_id="generate-asked",
+                                         label="Ask for (each on its own; a mode alone aims inside its region)")
+                with gr.Row():
+                    target_sliders = {name: gr.Slider(low, high, default, step=0.05, label=TARGET_LABELS[name],
+                                                      elem_id=f"target-{name}")
+                                      for name, (low, high, default) in TARGET_RANGES.items()}
             with gr.Accordion(_init_label(engine, first)[0], open=False, visible=bool(_init_label(engine, first)[0]),
                               elem_id="generate-init") as init_box:
                 use_init = gr.Checkbox(False, label=_init_label(engine, first)[1] or "Start from", elem_id="inpaint-on")
@@ -182,8 +191,12 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
 
     @guarded_stream(on_error)
-    def run(engine_name, mode, seed, tonic, count, k, use_attributes, rebracketing, complexity, use_start,
-            start_source, start_result, start_upload, bars, results, request: gr.Request, *settings_values):
+    def run(engine_name, mode, seed, tonic, count, k, asked_labels, energy, valence, tension, intimacy, motion,
+            rebracketing, complexity, use_start, start_source, start_result, start_upload, bars, results,
+            request: gr.Request, *settings_values):
+        targets = dict(zip(TARGET_RANGES, (energy, valence, tension, intimacy, motion, rebracketing, complexity)))
+        attributes = {name: float(targets[name]) for name, label in TARGET_LABELS.items()
+                      if label in (asked_labels or [])}
         if not engine_name:
             raise StudioError("no engine is installed: train one first")
         settings = {name: value for (e, name, _), value in zip(controls, settings_values) if e == engine_name}
@@ -197,8 +210,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
         init = init_source(use_start and bool(_init_label(engine, engine_name)[0]), start_source, start_result,
                            start_upload, results)
         req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
-                      attributes={"rebracketing": rebracketing, "temporal_complexity": complexity}
-                      if use_attributes else None,
+                      attributes=attributes or None,
                       tonic=None if init else tonic,  # a kept segment keeps its key
                       init_midi=init, keep_bars=[int(b) for b in bars or []] if init else None,
                       settings=settings, candidates=int(k))
@@ -242,7 +254,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
             return error_markdown("Nothing is generating right now.")
         return gr.update()
 
-    inputs = [engine_name, mode, seed, tonic, count, candidates, use_attributes, rebracketing, complexity, use_init,
+    inputs = [engine_name, mode, seed, tonic, count, candidates, asked, *target_sliders.values(), use_init,
               source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
                    show_progress="minimal")

@@ -215,3 +215,34 @@ def test_features_of_a_plain_scale():
     assert f["polyphony"] == 1.0 and f["dissonance"] == 0.0 and f["silence"] == 0.0
     assert f["chromaticism"] == 0.0 and f["pitch_range"] == 12.0
     assert f["short_notes"] == 0.0 and f["leap_fraction"] == 0.0
+
+
+def test_a_suspension_in_one_voice_is_a_syncopation_while_the_others_keep_the_beat(analyzer):
+    from engines.music.features import syncopation
+
+    # upper voice: beat 4 tied over the bar line (a suspension); lower voice: quarters on every beat
+    upper = [(0, 12, 72, 80), (12, 12, 74, 80), (24, 12, 76, 80), (36, 24, 77, 80)] + \
+        [(60 + 12 * i, 12, 76, 80) for i in range(11)]
+    lower = [(12 * i, 12, 48 + i % 5, 80) for i in range(16)]
+    merged = segment(upper + lower, bars=4)                 # one track: the lower voice's onset hides it
+    voiced = segment(upper + lower, bars=4)
+    voiced.notes["track"] = [int(n["pitch"] < 60) for n in voiced.notes]
+    assert syncopation(merged) == 0.0 and syncopation(voiced) > 0.0
+
+
+def test_lengthened_notes_off_the_downbeat_displace_the_accent(analyzer):
+    from engines.music.features import displacement
+
+    # eighths, then a quarter: on the downbeat (0), on beat 2 (a quarter of it), between beats (all of it)
+    def lengthened_at(position):
+        rows, t = [], 0
+        while t < 192:
+            length = 12 if t % 48 == position else 6
+            rows.append((t, length, 60 + (t // 6) % 7, 80))
+            t += length
+        return segment(rows, bars=4)
+
+    on, beat, off = (displacement(lengthened_at(p)) for p in (0, 12, 18))
+    assert on == 0.0 and beat == pytest.approx(0.25) and off == pytest.approx(1.0)
+    assert displacement(on_beat()) == 0.0                    # even notes: no accent to displace
+    assert analyzer.analyze(lengthened_at(18)).rebracketing > analyzer.analyze(lengthened_at(0)).rebracketing

@@ -244,3 +244,28 @@ def test_editing_a_midi_file_in_place_is_noticed(tmp_path):
     from engines.data.cache import SegmentCache
 
     assert int(SegmentCache(tmp_path / "out").segment_notes(0)["pitch"].min()) == 61
+
+
+def test_relabel_gives_what_a_full_prepare_gives_and_refuses_a_manifest_cache(tmp_path, prepared):
+    """`prepare --relabel` re-analyses a built cache when only the analyzer changed: byte for byte what a
+    fresh prepare with the new analyzer writes, without parsing again."""
+    from engines.data.prepare import relabel
+    from tests.conftest import corpus_folder
+
+    corpus_folder(tmp_path / "songs")
+    cfg = load_config(overrides=[f"data.cache_dir={tmp_path / 'cache'}"])
+    prepare(cfg, midi_dir=str(tmp_path / "songs"), out=str(tmp_path / "old"), workers=1)
+    changed = load_config(overrides=[f"data.cache_dir={tmp_path / 'cache'}", "analyzer.softmax_temperature=0.02",
+                                     "analyzer.prototypes.RED=[0.9, 0.5, 0.5, 0.2, 0.9]"])
+    prepare(changed, midi_dir=str(tmp_path / "songs"), out=str(tmp_path / "fresh"), workers=1)
+    before = np.load(tmp_path / "old" / "segments.npy")
+    report = relabel(changed, tmp_path / "old", workers=1)
+    assert report["segments"] == len(before)
+    for name in ARRAYS:
+        relabelled, fresh = np.load(tmp_path / "old" / f"{name}.npy"), np.load(tmp_path / "fresh" / f"{name}.npy")
+        assert relabelled.tobytes() == fresh.tobytes(), name
+    assert not np.array_equal(before["scores"], np.load(tmp_path / "fresh" / "segments.npy")["scores"])
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    assert meta["fingerprint"] == json.loads((tmp_path / "fresh" / "meta.json").read_text())["fingerprint"]
+    with pytest.raises(StudioError, match="labelled by a manifest"):
+        relabel(prepared[0], prepared[3], workers=1)

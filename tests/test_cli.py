@@ -110,6 +110,9 @@ def test_stats_json(capsys, prepared, tmp_path):
     stats = json.loads(out)
     assert code == 0 and json.loads(out_file.read_text()) == stats
     assert stats["segments"] == 10 and stats["pieces"] == 4 and stats["collections"] == {"songs": 10}
+    spread = stats["rebracketing"]
+    assert set(spread) == {"mean", "quartiles", "zero_share"} and 0 <= spread["zero_share"] <= 1
+    assert spread["quartiles"] == sorted(spread["quartiles"]) and spread["mean"] == stats["rebracketing_mean"]
 
 
 def test_stats_text(capsys, prepared):

@@ -204,10 +204,33 @@ def test_sampler_errors_name_the_input():
 def test_denoiser_shapes_and_identity_start(tiny_cfg, batch):
     model = RollDenoiser(tiny_cfg.model.diffusion, 64, 88)
     x = torch.randn(8, 2, 64, 88)
-    out = model(x, torch.arange(8), batch["mode"], batch["attributes"], batch["metre"])
+    values = batch["conditions"][:, model.attribute_columns]
+    out = model(x, torch.arange(8), batch["mode"], values, None, batch["metre"])
     assert out.shape == x.shape
     assert torch.count_nonzero(out) == 0  # zero-initialised output layer: training starts from "predict 0"
-    assert model(x[:2], torch.tensor([1, 2]), torch.tensor([0, WHITE_INDEX]), None, torch.tensor([0, 1])).shape == (2, 2, 64, 88)
+    assert model(x[:2], torch.tensor([1, 2]), torch.tensor([0, WHITE_INDEX]), None, None,
+                 torch.tensor([0, 1])).shape == (2, 2, 64, 88)
+    # every attribute is given or not on its own: the condition differs with each subset
+    t, mode, metre = torch.arange(8), batch["mode"], batch["metre"]
+    given = torch.zeros_like(values)
+    given[:, 2] = 1                                                        # energy alone
+    alone = model.condition(t, mode, values, given, metre)
+    assert not torch.allclose(alone, model.condition(t, mode, None, None, metre))
+    assert not torch.allclose(alone, model.condition(t, mode, values, None, metre))
+
+
+def test_a_first_diffusion_checkpoint_with_one_shared_flag_still_loads(tiny_cfg):
+    from dataclasses import replace
+
+    from engines.models.denoiser import checkpoint_payload, model_from_checkpoint
+
+    old = RollDenoiser(replace(tiny_cfg.model.diffusion, attributes=["rebracketing", "temporal_complexity"],
+                               attribute_mask="shared"), 64, 88)
+    payload = checkpoint_payload(old, {})
+    for key in ("attributes", "attribute_mask", "attribute_dropout"):      # as the first checkpoints were
+        payload["config"].pop(key)
+    loaded = model_from_checkpoint(payload)
+    assert loaded.config.attribute_mask == "shared" and loaded.attribute_mlp.in_features == 3
 
 
 def test_roll_to_unit_marks_onsets_and_sustain(batch):

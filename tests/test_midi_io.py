@@ -210,3 +210,21 @@ def test_a_tempo_change_gives_each_segment_its_own_tempo(tmp_path):
 def test_a_folder_is_not_a_midi_file(tmp_path):
     with pytest.raises(StudioError, match="is a folder"):
         load_midi_score(tmp_path)
+
+
+def test_a_segment_with_silent_last_bars_reads_back_with_all_its_bars(tmp_path):
+    """A 4-bar result whose notes all lie in bar 1 (a sparse generation) is still 4 bars when read back,
+    e.g. to inpaint bars 2-4 of it: the file marks where its last bar ends."""
+    from engines.analysis import midi_file_segments
+    from engines.config import Config
+    from engines.data.midi_io import END_MARKER, read_midi_piece, segment_to_score, write_segment_midi
+    from engines.music.notes import Segment, make_notes
+
+    sparse = Segment(notes=make_notes([(0, 12, 60, 80), (12, 12, 64, 80), (24, 24, 67, 80)]), ts_num=3, ts_den=4,
+                     num_bars=4, tempo_qpm=90.0)
+    path = write_segment_midi(sparse, tmp_path / "sparse.mid")
+    assert [m.text for m in segment_to_score(sparse).markers] == [END_MARKER]
+    piece = read_midi_piece(path)
+    assert len(piece.bars) == 4 and int(piece.bars["length"][0]) == 36
+    (segment,) = midi_file_segments(path, Config())[1]
+    assert segment.num_bars == 4 and len(segment.notes) == 3

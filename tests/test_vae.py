@@ -157,7 +157,7 @@ def test_forward_shapes(batch):
     torch.testing.assert_close(model(batch)["onset"], model(batch)["onset"])
     # Decoding without attributes (the "not given" flag) works and differs from decoding with them.
     z = torch.zeros(b, 16)
-    with_attr = model.decode(z, batch["mode"], batch["attributes"])["onset"]
+    with_attr = model.decode(z, batch["mode"], model.batch_attributes(batch))["onset"]
     without = model.decode(z, batch["mode"])["onset"]
     assert with_attr.shape == without.shape and not torch.equal(with_attr, without)
     white = model.decode(z, torch.full((b,), WHITE_INDEX))["onset"]
@@ -208,7 +208,7 @@ def _toy_batch(b=2, t=64, p=88, valid_steps=32, seed=1) -> dict:
     valid = torch.zeros(b, t, dtype=torch.bool)
     valid[:, :valid_steps] = True
     return {"roll": roll, "valid": valid, "mode": torch.zeros(b, dtype=torch.long),
-            "attributes": torch.zeros(b, 2), "metre": torch.zeros(b, dtype=torch.long),
+            "attributes": torch.zeros(b, 2), "conditions": torch.zeros(b, 7), "metre": torch.zeros(b, dtype=torch.long),
             "log_tempo": torch.full((b,), 4.6)}
 
 
@@ -881,3 +881,72 @@ def test_explorer_shift_is_latent_arithmetic_and_names_bad_input(explorer, vae):
         explorer.decode(z[:3])
     with pytest.raises(StudioError, match="does not exist"):
         explorer.latent_of_segment(10 ** 9)
+
+
+# ---- the condition: every attribute on its own, a mode's interior, an adversary on z ------------------------
+def test_a_first_checkpoint_with_one_shared_attribute_flag_still_loads_and_decodes(batch):
+    old = ChromaticVAE(VAEConfig(latent_dim=16, hidden_dim=32, attributes=["rebracketing", "temporal_complexity"],
+                                 attribute_mask="shared"))
+    payload = checkpoint_payload(old, {})
+    for key in ("attribute_mask", "attribute_dropout", "adversary_weight"):   # as the first checkpoints were
+        payload["config"].pop(key)
+    loaded = model_from_checkpoint(payload)
+    assert loaded.config.attribute_mask == "shared" and loaded.from_latent.in_features == 16 + 16 + 3
+    z = torch.zeros(2, 16)
+    values = torch.tensor([[0.5, 0.2], [0.5, 0.2]])
+    assert torch.equal(loaded.decode(z, torch.zeros(2, dtype=torch.long), values)["onset"],
+                       old.eval().decode(z, torch.zeros(2, dtype=torch.long), values)["onset"])
+
+
+def test_each_attribute_can_be_given_alone_and_a_mode_aims_inside_its_region():
+    from engines.models.conditioning import (attribute_dropout, attribute_inputs, attribute_tensors, mode_targets,
+                                             request_attributes)
+
+    names = ["rebracketing", "energy", "valence"]
+    values, given = attribute_tensors({"energy": 0.8, "valence": -0.5, "pitch": 3}, names, 2)
+    assert values[0].tolist() == pytest.approx([0.0, 0.8, 0.25]) and given[0].tolist() == [0.0, 1.0, 1.0]
+    each = attribute_inputs(values, given, "each", 3)
+    assert each.shape == (2, 6) and each[0].tolist() == pytest.approx([0.0, 0.8, 0.25, 0.0, 1.0, 1.0])
+    assert attribute_inputs(None, None, "each", 3, batch=2).abs().sum() == 0          # nothing given
+    assert attribute_inputs(values, given, "shared", 3).shape == (2, 4)
+    torch.manual_seed(0)
+    kept = attribute_dropout(20000, 7, 0.1, 0.3, "cpu")
+    assert kept.mean().item() == pytest.approx(0.9 * 0.7, abs=0.01)
+    assert (kept.sum(1) == 0).float().mean().item() == pytest.approx(0.1 + 0.9 * 0.3 ** 7, abs=0.01)
+    # a mode fills the axes not asked for with its interior target; rhythm stays free; WHITE adds nothing
+    targets = {"RED": {"rebracketing": 0.1, "temporal_complexity": 0.4, "energy": 0.9, "valence": 0.25,
+                       "tension": 0.7, "intimacy": 0.2, "motion": 0.8}}
+    all_names = ["rebracketing", "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion"]
+    asked = request_attributes("RED", {"energy": 0.3, "rebracketing": 0.6}, targets, all_names)
+    assert asked == {"energy": 0.3, "rebracketing": 0.6, "valence": -0.5, "tension": 0.7, "intimacy": 0.2,
+                     "motion": 0.8}
+    assert request_attributes("WHITE", {"energy": 0.3}, targets, all_names) == {"energy": 0.3}
+    # the targets: medians of each mode's clearest segments
+    rows = np.zeros(4, dtype=[("rebracketing", "f4"), ("temporal_complexity", "f4"), ("axes", "f4", (5,)),
+                              ("scores", "f4", (8,)), ("mode", "u1")])
+    rows["axes"][:, 0] = [0.2, 0.4, 0.6, 0.8]
+    rows["axes"][:, 1] = [-1.0, -1.0, 1.0, 1.0]
+    rows["scores"][:, 0] = [0.3, 0.4, 0.9, 0.8]                                    # all BLACK; the last two clearest
+    found = mode_targets(rows)
+    assert list(found) == ["BLACK"] and found["BLACK"]["energy"] == pytest.approx(0.7)
+    assert found["BLACK"]["valence"] == pytest.approx(1.0)                        # unit scale
+
+
+def test_the_adversary_learns_to_read_z_while_the_encoder_learns_to_hide_the_mode(batch):
+    torch.manual_seed(0)
+    cfg = VAEConfig(latent_dim=16, hidden_dim=32, adversary_weight=1.0)
+    model = ChromaticVAE(cfg).eval()                      # z = the posterior mean: both passes see the same z
+    parts = vae_loss(model(batch), batch, cfg, beta=0.2)
+    assert "adversary" in parts and torch.isfinite(parts["adversary"])
+    parts["adversary"].backward()
+    through_reversal = (model.adversary[0].weight.grad.clone(), model.to_posterior.weight.grad.clone())
+    model.zero_grad()
+    mean, _ = model.encode(batch["roll"], batch["mode"])
+    guess = model.adversary(mean)
+    direct = torch.nn.functional.cross_entropy(guess[:, :8], batch["mode"]) + torch.nn.functional.mse_loss(
+        torch.sigmoid(guess[:, 8:]), batch["conditions"][:, model.attribute_columns])
+    direct.backward()
+    # the adversary learns to read z as it would without the reversal; the encoder gets the opposite push
+    assert torch.allclose(model.adversary[0].weight.grad, through_reversal[0], atol=1e-6)
+    assert torch.allclose(model.to_posterior.weight.grad, -through_reversal[1], atol=1e-6)
+    assert through_reversal[1].abs().sum() > 0

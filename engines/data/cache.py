@@ -22,14 +22,14 @@ from engines.errors import StudioError
 from engines.music.analyzer import AXES, MODES
 from engines.music.notes import NOTE_DTYPE, Segment
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: the analyzer's feature list grew (displacement)
 SPLITS = ("train", "validation", "test")
 LABEL_SOURCES = ("analyzer", "manifest")
 # Raw features kept per segment: for calibration, filtering and the engines' attribute heads.
 FEATURE_NAMES = ("onset_rate", "polyphony", "velocity", "register", "pitch_range", "major_leaning", "key_clarity",
                  "chromaticism", "dissonance", "pc_entropy", "melodic_motion", "leap_fraction", "short_notes",
                  "silence", "syncopation", "cross_bar", "hemiola", "offbeat_phrases", "ioi_entropy",
-                 "subdivisions", "density_variation", "irregular_durations")
+                 "subdivisions", "density_variation", "irregular_durations", "displacement")
 
 SEGMENT_DTYPE = np.dtype([
     ("piece", "<i4"), ("bar_start", "<i4"), ("num_bars", "u1"), ("ts_num", "u1"), ("ts_den", "u1"),

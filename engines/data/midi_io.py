@@ -79,6 +79,9 @@ def score_to_piece(score, piece_id: str, collection: str = "upload") -> Piece:
         raise StudioError(f"'{piece_id}' holds only drum notes; the analyzer needs pitched notes")
     notes = clean_notes(np.array(rows, dtype=NOTE_DTYPE))
     end = int((notes["start"].astype(np.int64) + notes["duration"]).max())
+    for marker in score.markers:   # a segment written by the studio marks where its last bar ends
+        if marker.text == END_MARKER:
+            end = max(end, int(round(marker.time * scale)))
     signatures = [(int(round(ts.time * scale)), ts.numerator, ts.denominator) for ts in score.time_signatures
                   if ts.numerator > 0 and ts.denominator in (1, 2, 4, 8, 16)]
     if not signatures or signatures[0][0] > 0:
@@ -106,6 +109,9 @@ def read_midi_piece(path: str | Path, collection: str = "midi", piece_id: str = 
     return score_to_piece(score, piece_id=piece_id, collection=collection)
 
 
+END_MARKER = "segment end"   # a MIDI marker at the end of the last bar of segments the studio writes
+
+
 def segment_to_score(segment: Segment, program: int = 0):
     """Segment -> symusic Score at 480 ticks per quarter: one track, its tempo and time signature."""
     return segments_to_score([segment], program)
@@ -113,7 +119,7 @@ def segment_to_score(segment: Segment, program: int = 0):
 
 def segments_to_score(segments: list[Segment], program: int = 0):
     """Segments played one after another -> one Score; each keeps its own time signature and tempo."""
-    from symusic import Note, Score, Tempo, TimeSignature, Track
+    from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
     scale = MIDI_TICKS_PER_QUARTER // TICKS_PER_QUARTER
     score = Score(MIDI_TICKS_PER_QUARTER)
@@ -127,6 +133,8 @@ def segments_to_score(segments: list[Segment], program: int = 0):
                                     int(n["velocity"])))
         offset += segment.length
     score.tracks.append(track)
+    # the end of the last bar, so that a segment whose last bars are silent reads back with all its bars
+    score.markers.append(TextMeta(offset * scale, END_MARKER))
     return score
 
 

@@ -32,6 +32,7 @@ from engines.folders import check_writable
 from engines.music import analyzer as analyzer_module
 from engines.music import calibration
 from engines.music.analyzer import AXES, MODES, ChromaticAnalyzer
+from engines.music.notes import Segment
 from engines.tokenizers import midi as midi_tokenizer
 
 MIDI_EXTENSIONS = (".mid", ".midi")
@@ -93,6 +94,9 @@ def _build_shard(job) -> dict:
             continue
         split = split_of(piece.piece_id, cfg_data["validation_fraction"], cfg_data["test_fraction"])
         for seg in segments:
+            # the tempo as the cache stores it (float32), so that re-analysing the cache (relabel) sees exactly
+            # the segment analysed here
+            seg.tempo_qpm = float(np.float32(seg.tempo_qpm))
             analysis = analyzer.analyze(seg)
             ids = midi_tokenizer.encode_segment(seg, "remi")
             row = np.zeros((), SEGMENT_DTYPE)
@@ -101,12 +105,7 @@ def _build_shard(job) -> dict:
             row["note_offset"], row["note_count"] = n_notes, len(seg.notes)
             row["token_offset"], row["token_count"] = n_tokens, len(ids)
             row["split"] = split
-            row["scores"] = [analysis.scores[m] for m in MODES]
-            row["axes"] = [analysis.axes[a] for a in AXES]
-            row["rebracketing"], row["temporal_complexity"] = analysis.rebracketing, analysis.temporal_complexity
-            row["features"] = [analysis.features[f] for f in FEATURE_NAMES]
-            row["key"] = analysis.features["key_tonic"] + (0 if analysis.features["key_major"] else 12)
-            row["mode"] = MODES.index(analysis.mode)
+            _write_analysis(row, analysis)
             if label is not None:
                 row["label_source"] = 1
                 row["mode"] = MODES.index(label["mode"])
@@ -126,6 +125,78 @@ def _build_shard(job) -> dict:
                        "source": source.relative})
     return {"pieces": pieces, "rows": np.array(rows, SEGMENT_DTYPE) if rows else np.zeros(0, SEGMENT_DTYPE),
             "notes": np.concatenate(notes) if notes else None, "tokens": np.concatenate(tokens) if tokens else None}
+
+
+def _write_analysis(row: np.ndarray, analysis) -> None:
+    """The analyzer's reading of a segment into its cache row (what relabel rewrites)."""
+    row["scores"] = [analysis.scores[m] for m in MODES]
+    row["axes"] = [analysis.axes[a] for a in AXES]
+    row["rebracketing"], row["temporal_complexity"] = analysis.rebracketing, analysis.temporal_complexity
+    row["features"] = [analysis.features[f] for f in FEATURE_NAMES]
+    row["key"] = analysis.features["key_tonic"] + (0 if analysis.features["key_major"] else 12)
+    row["mode"] = MODES.index(analysis.mode)
+
+
+def _relabel_rows(job) -> np.ndarray:
+    """Worker: re-analyse rows [start, stop) of a cache directory; returns their new segment rows."""
+    directory, start, stop, analyzer_cfg = job
+    old = np.load(Path(directory) / "segments.npy", mmap_mode="r")[start:stop]
+    notes = np.load(Path(directory) / "notes.npy", mmap_mode="r")
+    analyzer = ChromaticAnalyzer(analyzer_cfg)
+    rows = np.zeros(len(old), SEGMENT_DTYPE)
+    for name in SEGMENT_DTYPE.names:
+        if name not in ("scores", "axes", "rebracketing", "temporal_complexity", "features", "key", "mode"):
+            rows[name] = old[name]
+    for k, row in enumerate(old):
+        segment = Segment(notes=np.array(notes[row["note_offset"]:row["note_offset"] + row["note_count"]]),
+                          ts_num=int(row["ts_num"]), ts_den=int(row["ts_den"]), num_bars=int(row["num_bars"]),
+                          tempo_qpm=float(row["tempo"]), bar_start=int(row["bar_start"]))
+        _write_analysis(rows[k], analyzer.analyze(segment))
+    return rows
+
+
+def relabel(cfg: Config, directory: str | Path | None = None, workers: int = 0) -> dict:
+    """Re-analyse a built cache's segments with the analyzer as it is now (its version or calibration
+    changed; nothing else did): the same segments, notes and tokens as a full `prepare` would cut, without
+    parsing the corpus again (minutes, not tens of minutes). A cache labelled by a manifest is refused:
+    prepare it again with its manifest."""
+    directory = Path(directory) if directory else corpus_cache_dir(cfg)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise StudioError(f"no segment cache in '{directory}' to relabel; run `python -m engines prepare`")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("manifest"):
+        raise StudioError(f"the cache in '{directory}' was labelled by a manifest: run `python -m engines prepare "
+                          "--manifest ...` again instead")
+    started = time.time()
+    count = len(np.load(directory / "segments.npy", mmap_mode="r"))
+    chunk = 2000
+    jobs = [(str(directory), a, min(a + chunk, count), cfg.analyzer) for a in range(0, count, chunk)]
+    workers = workers or min(2, os.cpu_count() or 1)
+    with build_lock(directory):
+        tmp_dir = directory.with_name(directory.name + ".relabel")
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        writer = CacheWriter(tmp_dir)
+        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+        results = pool.imap(_relabel_rows, jobs) if pool else map(_relabel_rows, jobs)
+        for rows in tqdm(results, total=len(jobs), desc="relabelling", unit="chunk", disable=None):
+            writer.append("segments", rows)
+        if pool:
+            pool.close()
+            pool.join()
+        for name in ("notes", "tokens"):
+            array = np.load(directory / f"{name}.npy", mmap_mode="r")
+            for a in range(0, len(array), 1 << 22):
+                writer.append(name, np.asarray(array[a:a + (1 << 22)]))
+        writer.close({**{k: v for k, v in meta.items() if k not in ("cache_format", "counts")},
+                      "fingerprint": fingerprint(cfg)})
+        for extra in directory.iterdir():   # derived files (e.g. the judge's transposed sets) go with the old labels
+            if extra.name not in ("segments.npy", "notes.npy", "tokens.npy", "meta.json"):
+                extra.unlink() if extra.is_file() else shutil.rmtree(extra, ignore_errors=True)
+        for name in ("segments.npy", "notes.npy", "tokens.npy", "meta.json"):
+            os.replace(tmp_dir / name, directory / name)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return {"out": str(directory), "segments": count, "seconds": round(time.time() - started, 1)}
 
 
 def build(cfg: Config, sources, shard_dir: Path, out_dir: Path, manifest: str | None = None,
@@ -264,4 +335,17 @@ def corpus_stats(cache: SegmentCache) -> dict:
         "failed_files": len(cache.meta.get("failures", [])),
         "rebracketing_mean": round(float(np.mean(seg["rebracketing"])), 4),
         "temporal_complexity_mean": round(float(np.mean(seg["temporal_complexity"])), 4),
+        "rebracketing": _spread(seg["rebracketing"]),
+        "temporal_complexity": _spread(seg["temporal_complexity"]),
     }
+
+
+def _spread(values: np.ndarray) -> dict:
+    """How a [0, 1] attribute spreads over the corpus: mean, quartiles, and the share at exactly 0 (an
+    attribute most segments measure as 0 cannot be steered by)."""
+    values = np.asarray(values, float)
+    if len(values) == 0:
+        return {"mean": 0.0, "quartiles": [0.0, 0.0, 0.0], "zero_share": 0.0}
+    return {"mean": round(float(values.mean()), 4),
+            "quartiles": [round(float(q), 4) for q in np.quantile(values, [0.25, 0.5, 0.75])],
+            "zero_share": round(float(np.mean(values == 0)), 4)}

@@ -4,7 +4,10 @@ Each example is a dict of tensors:
     roll        (2, steps, pitches) float   onsets, velocity while sounding (engines.music.notes.notes_to_roll)
     valid       (steps,) bool               steps inside the segment (a 2/4 segment fills 32 of 64)
     mode        ()  long                    0..7 (MODES), or WHITE_INDEX for "no mode"
-    attributes  (len(ATTRIBUTES),) float    rebracketing, temporal complexity in [0, 1]
+    attributes  (len(ATTRIBUTES),) float    rebracketing, temporal complexity in [0, 1] (the first checkpoints'
+                                            condition)
+    conditions  (7,) float                  engines.models.conditioning.CONDITION_ATTRIBUTES in unit scale:
+                                            rebracketing, temporal complexity and the five axes
     metre       ()  long                    index into METRES
     log_tempo   ()  float                   log of quarter notes per minute
 """
@@ -17,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engines.data.cache import SegmentCache
+from engines.models.conditioning import cache_attributes
 from engines.music.analyzer import MODES
 from engines.music.notes import bar_ticks, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
 
@@ -54,6 +58,7 @@ class RollDataset(Dataset):
         # Labels are small: read them once, so workers only touch the notes.
         self.modes = torch.as_tensor(rows["mode"].astype(np.int64))
         self.attributes = torch.as_tensor(np.stack([rows[a] for a in ATTRIBUTES], axis=1).astype(np.float32))
+        self.conditions = torch.as_tensor(cache_attributes(rows))
         self.metres = torch.as_tensor([metre_index(int(n), int(d)) for n, d in zip(rows["ts_num"], rows["ts_den"])])
         self.log_tempo = torch.as_tensor(np.log(rows["tempo"].astype(np.float32)))
         tonics = rows["key"].astype(np.int64) % 12  # key = tonic + 12 for minor keys
@@ -80,7 +85,8 @@ class RollDataset(Dataset):
         valid = torch.zeros(self.steps, dtype=torch.bool)
         valid[:steps_used] = True
         return {"roll": torch.from_numpy(roll), "valid": valid, "mode": self.modes[i],
-                "attributes": self.attributes[i], "metre": self.metres[i], "log_tempo": self.log_tempo[i]}
+                "attributes": self.attributes[i], "conditions": self.conditions[i], "metre": self.metres[i],
+                "log_tempo": self.log_tempo[i]}
 
     def _steps_used(self, segment) -> int:
         step = ticks_per_step(segment.bar_length, self.steps_per_beat)

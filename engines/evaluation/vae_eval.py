@@ -45,7 +45,7 @@ def reconstruction(vae: TrainedVAE, cfg: Config, limit: int, seed: int) -> tuple
     predicted, target, valid, means, kls, squared, nll = [], [], [], [], [], [], []
     for batch in loader:
         mean, logvar = vae.model.encode(batch["roll"], batch["mode"])
-        out = vae.model.decode(mean, batch["mode"], batch["attributes"])
+        out = vae.model.decode(mean, batch["mode"], vae.model.batch_attributes(batch))
         predicted.append(vae.onset_probabilities(out["onset"]) >= vae.onset_threshold)
         target.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])

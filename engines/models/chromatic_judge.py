@@ -223,9 +223,12 @@ class TrainedJudge:
         # a judge saved before the harmony branch existed has none
         config = JudgeConfig(**{"harmony_dim": 0, "key_profiles": 0, "feature_weight": 0.0, "top_line": False,
                                 **payload["config"]})
+        # The feature head is a training aid: judging never uses it, and its width follows the analyzer's
+        # feature list of the day the judge was trained, so it is not rebuilt here.
+        config.feature_weight = 0.0
         self.model = ChromaticJudge(config, payload["steps"], payload["pitches"],
                                     payload.get("pitch_low", 21))
-        self.model.load_state_dict(payload["state_dict"])
+        self.model.load_state_dict({k: v for k, v in payload["state_dict"].items() if not k.startswith("feature_head.")})
         self.model.to(self.device).eval().requires_grad_(False)
         self.data = payload.get("data", {})
         self.metrics = payload.get("metrics", {})

@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engines.data.torch_dataset import ATTRIBUTES, METRES, WHITE_INDEX
+from engines.data.torch_dataset import METRES, WHITE_INDEX
+from engines.models.conditioning import CONDITION_ATTRIBUTES, attribute_dropout, attribute_inputs, attribute_width
 from engines.models.diffusion_config import DiffusionConfig
 
 
@@ -85,7 +86,11 @@ class RollDenoiser(nn.Module):
         e = config.embedding_dim
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.mode_embedding = nn.Embedding(WHITE_INDEX + 1, e)
-        self.attribute_mlp = nn.Linear(len(ATTRIBUTES) + 1, e)   # values plus a "given" flag
+        unknown = [a for a in config.attributes if a not in CONDITION_ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown diffusion attribute {unknown[0]!r}; known: {', '.join(CONDITION_ATTRIBUTES)}")
+        self.attribute_columns = [CONDITION_ATTRIBUTES.index(a) for a in config.attributes]  # of batch["conditions"]
+        self.attribute_mlp = nn.Linear(attribute_width(len(config.attributes), config.attribute_mask), e)
         self.metre_embedding = nn.Embedding(len(METRES), e)
         channels = [config.base_channels * m for m in config.channel_mults]
         self.stem = nn.Conv1d(2 * pitches, channels[0], 3, padding=1)
@@ -117,26 +122,20 @@ class RollDenoiser(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def condition(self, t: torch.Tensor, mode: torch.Tensor, attributes: torch.Tensor | None,
+    def condition(self, t: torch.Tensor, mode: torch.Tensor, values: torch.Tensor | None, given: torch.Tensor | None,
                   metre: torch.Tensor) -> torch.Tensor:
-        """(B,) step, (B,) mode (WHITE_INDEX = none), attributes, (B,) metre -> (B, E).
-
-        attributes: None (not given), (B, 2) values, or (B, 3) values and a given flag (0 rows = not given)."""
+        """(B,) step, (B,) mode (WHITE_INDEX = none), attribute values (B, k) in config.attributes order and unit
+        scale (None: none given) with given flags (B, k) (None: all given), (B,) metre -> (B, E)."""
         b = t.shape[0]
-        if attributes is None:
-            given = torch.zeros(b, len(ATTRIBUTES) + 1, device=t.device)
-        elif attributes.shape[1] == len(ATTRIBUTES):
-            given = torch.cat([attributes, torch.ones(b, 1, device=t.device)], dim=1)
-        else:
-            given = attributes
+        given = attribute_inputs(values, given, self.config.attribute_mask, len(self.config.attributes), b, t.device)
         time = self.time_mlp(timestep_embedding(t, self.config.embedding_dim))
         return time + self.mode_embedding(mode) + self.attribute_mlp(given) + self.metre_embedding(metre)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mode: torch.Tensor, attributes: torch.Tensor | None,
-                metre: torch.Tensor) -> torch.Tensor:
-        """x_t (B, 2, T, P) -> the prediction (B, 2, T, P)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mode: torch.Tensor, values: torch.Tensor | None,
+                given: torch.Tensor | None, metre: torch.Tensor) -> torch.Tensor:
+        """x_t (B, 2, T, P) -> the prediction (B, 2, T, P); the condition as `condition` takes it."""
         b = x_t.shape[0]
-        cond = self.condition(t, mode, attributes, metre)
+        cond = self.condition(t, mode, values, given, metre)
         h = self.stem(x_t.permute(0, 1, 3, 2).reshape(b, 2 * self.pitches, self.steps)) + self.position  # (B, C, T)
         skips = []
         for blocks, downsample in zip(self.down, self.downsample):
@@ -168,14 +167,18 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
     b, device = x0.shape[0], x0.device
     t = torch.randint(0, scheduler.num_steps, (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    mode, attributes = batch["mode"], batch["attributes"]
-    flag = torch.ones(b, 1, device=device)
+    config = model_config(model)
+    columns = (model.module if hasattr(model, "module") else model).attribute_columns
+    mode, values = batch["mode"], batch["conditions"][:, columns]
+    given = torch.ones_like(values)
     if model.training and condition_dropout > 0:
         drop = torch.rand(b, generator=generator).to(device) < condition_dropout
         mode = torch.where(drop, torch.full_like(mode, WHITE_INDEX), mode)
-        flag = (torch.rand(b, 1, generator=generator).to(device) >= condition_dropout).float()
-    prediction = model(scheduler.add_noise(x0, noise, t), t, mode, torch.cat([attributes * flag, flag], 1),
-                       batch["metre"])
+        if config.attribute_mask == "each":   # every subset of attributes is seen, and none (for CFG)
+            given = attribute_dropout(b, values.shape[1], condition_dropout, config.attribute_dropout, device)
+        else:
+            given = (torch.rand(b, 1, generator=generator).to(device) >= condition_dropout).float().expand_as(values)
+    prediction = model(scheduler.add_noise(x0, noise, t), t, mode, values, given, batch["metre"])
     target = scheduler.training_target(x0, noise, t)
     valid = batch["valid"][:, None, :, None].float()                   # (B, 1, T, 1)
     weight = loss_weights(scheduler, t, model_config(model).min_snr_gamma)[:, None, None, None]  # (B, 1, 1, 1)
@@ -209,6 +212,9 @@ def checkpoint_payload(model: RollDenoiser, metrics: dict, extra: dict | None = 
 
 
 def model_from_checkpoint(payload: dict) -> RollDenoiser:
-    model = RollDenoiser(DiffusionConfig(**payload["config"]), payload["steps"], payload["pitches"])
+    # a checkpoint from before per-attribute flags conditions on two attributes that share one flag
+    config = DiffusionConfig(**{"attributes": ["rebracketing", "temporal_complexity"], "attribute_mask": "shared",
+                                "attribute_dropout": 0.0, **payload["config"]})
+    model = RollDenoiser(config, payload["steps"], payload["pitches"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -11,6 +11,12 @@ class DiffusionConfig:
     min_snr_gamma: float = 5.0                             # x0 loss weighted by min(SNR, gamma) (Hang et al. 2023);
                                                            # 0 = the target's plain loss (denoiser.loss_weights)
     condition_dropout: float = 0.1                         # share trained without mode / attributes (for CFG)
+    # the condition besides the mode (engines/models/conditioning.py): which attributes, each given or not on
+    # its own ("each"; "shared": one flag for all, the first checkpoints), and each one's training dropout
+    attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity", "energy",
+                                                           "valence", "tension", "intimacy", "motion"])
+    attribute_mask: Literal["each", "shared"] = "each"
+    attribute_dropout: float = 0.3
     base_channels: int = 96                                # channels at full time resolution
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # per U-Net level (T, T/2, T/4)
     blocks_per_level: int = 1                              # 3.4 M parameters: 50 DDIM steps in ~0.5 s on 2 cores

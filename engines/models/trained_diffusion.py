@@ -38,6 +38,7 @@ import torch
 
 from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
+from engines.models.conditioning import attribute_tensors, request_attributes
 from engines.models.denoiser import RollDenoiser, model_from_checkpoint, roll_to_unit
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
@@ -62,6 +63,8 @@ class TrainedDiffusion:
         self.tempo = payload["tempo"].cpu()                        # (9,) median qpm per mode
         # (9, len(METRES)) median qpm per mode and metre (diffusion_trainer.mode_statistics says why)
         self.metre_tempo = payload["metre_tempo"].cpu() if "metre_tempo" in payload else None
+        # per mode, the attributes deep inside its region (none in checkpoints from before them)
+        self.mode_targets: dict = payload.get("mode_targets", {})
         self._classifier: TrainedGuidanceClassifier | None = None
 
     @property
@@ -87,11 +90,13 @@ class TrainedDiffusion:
     def num_steps(self) -> int:
         return self.scheduler.num_steps
 
-    def denoiser(self, mode: torch.Tensor, attributes: torch.Tensor | None, metre: torch.Tensor,
+    def denoiser(self, mode: torch.Tensor, condition: tuple | None, metre: torch.Tensor,
                  guidance_scale: float, classifier_scale: float = 0.0,
                  target: GuidanceTarget | None = None) -> Callable:
         """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale` and, when
-        `classifier_scale` > 0, classifier guidance toward `target`."""
+        `classifier_scale` > 0, classifier guidance toward `target`. `condition`: (values, given), each (B, k),
+        or None (no attribute given)."""
+        values, given = condition if condition is not None else (None, None)
         steer = classifier_scale > 0 and target is not None and target.active(mode)
         toward_mode = mode if steer and target.steers_mode(mode) else None
         if steer and self.classifier is None:
@@ -101,14 +106,15 @@ class TrainedDiffusion:
         def denoise(x_t: torch.Tensor, t: torch.Tensor):
             n = x_t.shape[0]
             if guidance_scale == 1.0:
-                output = self.model(x_t, t, mode, attributes, metre)
-            else:  # conditional and unconditional halves in one batch
+                output = self.model(x_t, t, mode, values, given, metre)
+            else:  # conditional and unconditional (no mode, no attribute) halves in one batch
                 null_mode = torch.full_like(mode, WHITE_INDEX)
+                both_values = both_given = None
+                if values is not None:
+                    both_values = torch.cat([values, torch.zeros_like(values)])
+                    both_given = torch.cat([given, torch.zeros_like(given)])
                 both = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([mode, null_mode]),
-                                  None if attributes is None else torch.cat(
-                                      [torch.cat([attributes, torch.ones(n, 1, device=x_t.device)], 1),
-                                       torch.zeros(n, attributes.shape[1] + 1, device=x_t.device)]),
-                                  torch.cat([metre, metre]))
+                                  both_values, both_given, torch.cat([metre, metre]))
                 cond, uncond = both[:n], both[n:]
                 output = uncond + guidance_scale * (cond - uncond)
             x0, eps = self.scheduler.split(output, x_t, t)
@@ -158,13 +164,12 @@ class TrainedDiffusion:
         generator = torch.Generator().manual_seed(int(seed))
         metres = metres if metres is not None else self._metres(index, n, metre, generator)
         modes = torch.full((n,), index, dtype=torch.long, device=self.device)
-        attr = None
-        if attributes:
-            attr = torch.tensor([[float(attributes.get("rebracketing", 0.0)),
-                                  float(attributes.get("temporal_complexity", 0.0))]], device=self.device).repeat(n, 1)
+        names = self.model.config.attributes
+        asked = request_attributes(mode, attributes, self.mode_targets, names)   # a mode aims at its interior
+        condition = attribute_tensors(asked, names, n, self.device) if asked else None
         metre_t = torch.tensor(metres, device=self.device)
         shape = (n, 2, self.model.steps, self.model.pitches)
-        denoise = self.denoiser(modes, attr, metre_t, guidance_scale, classifier_scale, target)
+        denoise = self.denoiser(modes, condition, metre_t, guidance_scale, classifier_scale, target)
         x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, generator, inpainting=inpainting,
                          on_step=on_step, device=self.device)
         return x0, metres

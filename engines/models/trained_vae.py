@@ -24,6 +24,7 @@ from engines.data.torch_dataset import WHITE_INDEX
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, notes_to_roll, shift_to_c, transpose_notes
+from engines.models.conditioning import attribute_tensors, request_attributes
 from engines.models.latent_map import LatentMap
 from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_onsets, pitch_peaks,  # noqa: F401
                                          probabilities_to_segments, segment_tonic, tonic_shift)
@@ -64,6 +65,8 @@ class TrainedVAE:
         self.onset_threshold = float(payload.get("onset_threshold", ONSET_THRESHOLD))
         self.pitch_window = int(model.config.pitch_window)
         self.latent_map: LatentMap | None = LatentMap(payload["latent_map"]) if "latent_map" in payload else None
+        # per mode, the attributes deep inside its region (none in checkpoints from before them)
+        self.mode_targets: dict = payload.get("mode_targets", {})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -81,15 +84,15 @@ class TrainedVAE:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None,
                tonic: str | None = None) -> list[Segment]:
-        """Latents (B, D) -> Segments. `attributes` {"rebracketing": x, "temporal_complexity": y} or None;
-        `tonic` moves a key_to_c model's output from C to that tonic."""
+        """Latents (B, D) -> Segments. `attributes`: any of the model's attributes in the analyzer's scale
+        ({"rebracketing": x, "energy": y, ...}) or None; a mode fills the axes not given with its interior
+        target (engines/models/conditioning.py). `tonic` moves a key_to_c model's output from C to that tonic."""
         z = z.reshape(-1, self.latent_dim).to(self.device)
         modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
-        attr = None
-        if attributes:
-            attr = torch.tensor([[attributes.get("rebracketing", 0.0), attributes.get("temporal_complexity", 0.0)]],
-                                device=self.device).repeat(z.shape[0], 1)
-        out = self.model.decode(z, modes, attr)
+        names = self.model.config.attributes
+        asked = request_attributes(mode, attributes, self.mode_targets, names)
+        values, given = attribute_tensors(asked, names, z.shape[0], self.device)
+        out = self.model.decode(z, modes, values, given)
         segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
                                       self.data["segment_bars"], self.onset_threshold, self.pitch_window)
         semitones = tonic_shift(tonic)

@@ -2,9 +2,13 @@
 
     encoder  roll (B, 2, T, P) -> strided 1-D convolutions over time, pitches as channels -> (B, H, T/4)
              + mode embedding -> mean and log-variance of q(z | x, mode)            (B, latent)
-    decoder  z + mode embedding + attributes (rebracketing, temporal complexity, presence flag)
+    decoder  z + mode embedding + attributes (config.attributes: rebracketing, temporal complexity and the
+             five axes, each with a given flag; engines/models/conditioning.py)
              -> (B, H, T/4) -> transposed convolutions -> onset and sustain logits    (B, 2, T, P)
              + heads for the metre (class of METRES) and the log tempo
+    adversary (config.adversary_weight > 0) reads the mode and the attributes from z through a gradient
+             reversal (Fader networks, Lample et al. 2017): the encoder learns to leave them out of z, so the
+             decoder must take them from the condition, and a sample follows what it is asked for
 
     prior    "conditional": a learned Gaussian p(z | mode) = N(mu_mode, I) per mode (and one for WHITE); the
              KL term pulls each mode's posteriors towards its own centre, so a draw from p(z | RED) lands
@@ -26,7 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engines.data.torch_dataset import ATTRIBUTES, METRES, WHITE_INDEX
+from engines.data.torch_dataset import METRES, WHITE_INDEX
+from engines.models.conditioning import (CONDITION_ATTRIBUTES, GradientReversal, attribute_dropout,
+                                         attribute_inputs, attribute_width)
 from engines.models.vae_config import VAEConfig
 
 
@@ -57,7 +63,12 @@ class ChromaticVAE(nn.Module):
             nn.GroupNorm(8, h), nn.GELU(),
         )
         self.to_posterior = nn.Linear(h * self.reduced + config.mode_embedding, 2 * latent)
-        n_attr = len(ATTRIBUTES) + 1  # values plus a "given" flag
+        unknown = [a for a in config.attributes if a not in CONDITION_ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown VAE attribute {unknown[0]!r}; known: {', '.join(CONDITION_ATTRIBUTES)}")
+        # columns of the dataset's `conditions` this model reads, in its own order
+        self.attribute_columns = [CONDITION_ATTRIBUTES.index(a) for a in config.attributes]
+        n_attr = attribute_width(len(config.attributes), config.attribute_mask)
         self.from_latent = nn.Linear(latent + config.mode_embedding + n_attr, h * self.reduced)
         self.decoder = nn.Sequential(
             ResidualBlock(h, config.dropout),
@@ -71,6 +82,8 @@ class ChromaticVAE(nn.Module):
         self.prior.weight.requires_grad_(config.prior == "conditional")
         self.metre_head = nn.Linear(latent + config.mode_embedding, len(METRES))
         self.tempo_head = nn.Linear(latent + config.mode_embedding, 1)
+        self.adversary = nn.Sequential(nn.Linear(latent, 256), nn.GELU(), nn.Linear(256, WHITE_INDEX +
+                                       len(config.attributes))) if config.adversary_weight > 0 else None
 
     # ---- the two halves ------------------------------------------------------------------------------
     def encode(self, roll: torch.Tensor, mode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,34 +99,46 @@ class ChromaticVAE(nn.Module):
         """mode (B,) -> mean of p(z | mode), (B, latent); the prior's variance is 1 in every dimension."""
         return self.prior(mode)
 
-    def decode(self, z: torch.Tensor, mode: torch.Tensor, attributes: torch.Tensor | None = None) -> dict:
-        """z (B, latent), mode (B,), attributes (B, 2) or None -> logits dict.
+    def decode(self, z: torch.Tensor, mode: torch.Tensor, values: torch.Tensor | None = None,
+               given: torch.Tensor | None = None) -> dict:
+        """z (B, latent), mode (B,), attribute values (B, k) in config.attributes order and unit scale (None:
+        none given), given flags (B, k) (None: all given) -> logits dict.
 
         onset/sustain (B, T, P) logits, metre (B, len(METRES)) logits, log_tempo (B,).
         """
         b = z.shape[0]
-        if attributes is None:
-            given = torch.zeros(b, len(ATTRIBUTES) + 1, device=z.device)
-        else:
-            given = torch.cat([attributes, torch.ones(b, 1, device=z.device)], dim=1)
+        condition = attribute_inputs(values, given, self.config.attribute_mask, len(self.config.attributes),
+                                     b, z.device)
         m = self.mode_embedding(mode)
-        h = self.from_latent(torch.cat([z, m, given], dim=1)).view(b, -1, self.reduced)
+        h = self.from_latent(torch.cat([z, m, condition], dim=1)).view(b, -1, self.reduced)
         logits = self.decoder(h).view(b, 2, self.pitches, self.steps).permute(0, 1, 3, 2)  # (B, 2, T, P)
         zm = torch.cat([z, m], dim=1)
         return {"onset": logits[:, 0], "sustain": logits[:, 1], "metre": self.metre_head(zm),
                 "log_tempo": self.tempo_head(zm).squeeze(1) + 4.8}  # 4.8 = log(120): start near a common tempo
 
+    def batch_attributes(self, batch: dict) -> torch.Tensor:
+        """A training or evaluation batch's attribute values (B, k), in this model's order."""
+        return batch["conditions"][:, self.attribute_columns]
+
     def forward(self, batch: dict, condition_dropout: float = 0.0) -> dict:
-        """Training pass: posterior sample (reparameterised) -> reconstruction. Returns decode() + mean, logvar."""
-        mode, attributes = batch["mode"], batch["attributes"]
+        """Training pass: posterior sample (reparameterised) -> reconstruction. Returns decode() + mean, logvar,
+        and the adversary's logits when there is one."""
+        mode, values = batch["mode"], self.batch_attributes(batch)
+        given = torch.ones_like(values)
         if self.training and condition_dropout > 0:
             drop = torch.rand(mode.shape[0], device=mode.device) < condition_dropout
             mode = torch.where(drop, torch.full_like(mode, WHITE_INDEX), mode)
-            attributes = None if torch.rand(()) < condition_dropout else attributes
+            if self.config.attribute_mask == "each":
+                given = attribute_dropout(mode.shape[0], values.shape[1], condition_dropout,
+                                          self.config.attribute_dropout, mode.device)
+            elif torch.rand(()) < condition_dropout:
+                given = torch.zeros_like(values)
         mean, logvar = self.encode(batch["roll"], mode)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if self.training else mean
-        out = self.decode(z, mode, attributes)
+        out = self.decode(z, mode, values, given)
         out.update(mean=mean, logvar=logvar, prior_mean=self.prior_mean(mode))
+        if self.adversary is not None:
+            out["adversary"] = self.adversary(GradientReversal.apply(z, 1.0))
         return out
 
 
@@ -144,8 +169,17 @@ def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
     kl_per_dim = gaussian_kl(out["mean"], out["logvar"], out.get("prior_mean")).mean(0)  # (latent,)
     kl_penalised = torch.clamp(kl_per_dim, min=config.free_bits).sum()
     loss = onset + sustain + metre + tempo + beta * kl_penalised / out["onset"].shape[1]
-    return {"loss": loss, "onset": onset, "sustain": sustain, "metre": metre, "tempo": tempo,
-            "kl": kl_per_dim.sum()}
+    parts = {"onset": onset, "sustain": sustain, "metre": metre, "tempo": tempo, "kl": kl_per_dim.sum()}
+    if "adversary" in out:
+        # the adversary reads the true mode and attributes from z; through the gradient reversal the same
+        # loss teaches the encoder to leave them out (the weight scales both)
+        guess = out["adversary"]
+        columns = [CONDITION_ATTRIBUTES.index(a) for a in config.attributes]
+        adversary = F.cross_entropy(guess[:, :WHITE_INDEX], batch["mode"]) + \
+            F.mse_loss(torch.sigmoid(guess[:, WHITE_INDEX:]), batch["conditions"][:, columns])
+        loss = loss + config.adversary_weight * adversary
+        parts["adversary"] = adversary
+    return {"loss": loss, **parts}
 
 
 def beta_at(config: VAEConfig, epoch: float) -> float:
@@ -167,6 +201,8 @@ def checkpoint_payload(model: ChromaticVAE, metrics: dict, extra: dict | None = 
 
 
 def model_from_checkpoint(payload: dict) -> ChromaticVAE:
-    model = ChromaticVAE(VAEConfig(**payload["config"]), payload["steps"], payload["pitches"])
+    # a checkpoint from before per-attribute flags: its two attributes share one flag
+    config = VAEConfig(**{"attribute_mask": "shared", "attribute_dropout": 0.0, **payload["config"]})
+    model = ChromaticVAE(config, payload["steps"], payload["pitches"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()

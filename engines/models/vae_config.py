@@ -28,4 +28,12 @@ class VAEConfig:
                                      # (ELBO at full beta) or highest validation note F1
     pitch_window: int = 2            # decoding: onsets peak within a whole tone; a held note ends where a
                                      # note starts that close (trained_vae.logits_to_segments); 0 = plain
-    attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity"])
+    # The condition besides the mode (engines/models/conditioning.py): which attributes, each given or not on
+    # its own ("each"; "shared": one flag for all, the first checkpoints), and each one's training dropout
+    attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity", "energy",
+                                                           "valence", "tension", "intimacy", "motion"])
+    attribute_mask: Literal["each", "shared"] = "each"
+    attribute_dropout: float = 0.3
+    # Fader-network adversary: a classifier reads the mode and the attributes from z, and the encoder is
+    # trained (gradient reversal) to leave them out, so the decoder must take them from the condition. 0 = off.
+    adversary_weight: float = 0.0

@@ -107,8 +107,25 @@ def metric_level(position: np.ndarray, bar: int, beat: int) -> np.ndarray:
 
 
 def syncopation(segment: Segment) -> float:
-    """Fraction of onset times that sound through a stronger metric position where nothing new starts."""
-    notes, bar, beat = segment.notes, segment.bar_length, beat_ticks(segment.ts_num, segment.ts_den)
+    """Fraction of onsets, voice by voice (track by track), that sound through a stronger metric position
+    where their own voice starts nothing new; averaged over voices by their onsets.
+
+    Voice by voice (analyzer version 4): a suspension in one part of a motet is a syncopation even while the
+    other parts move on the beat; measured over all parts at once, their onsets hid it."""
+    notes = segment.notes
+    if len(notes) == 0:
+        return 0.0
+    total, weight = 0.0, 0
+    for track in np.unique(notes["track"]):
+        voice = notes[notes["track"] == track]
+        count = len(np.unique(voice["start"]))
+        total += _syncopation_of(voice, segment) * count
+        weight += count
+    return total / weight if weight else 0.0
+
+
+def _syncopation_of(notes: np.ndarray, segment: Segment) -> float:
+    bar, beat = segment.bar_length, beat_ticks(segment.ts_num, segment.ts_den)
     onsets = _onset_times(notes)
     if len(onsets) == 0:
         return 0.0
@@ -171,6 +188,44 @@ def hemiola(segment: Segment) -> float:
             covered += run * unit
         run = 0
     return min(1.0, covered / segment.length)
+
+
+def top_line(notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The melody's own onsets: times where the highest note starting is at least as high as everything still
+    sounding (a held soprano note is not overtaken by an inner voice), and the time each lasts until the next
+    such onset (the last: its own duration). ((k,) starts, (k,) inter-onset intervals), ticks."""
+    if len(notes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    start = notes["start"].astype(np.int64)
+    end = start + notes["duration"].astype(np.int64)
+    pitch = notes["pitch"].astype(int)
+    onsets = np.unique(start)
+    starting = start[None, :] == onsets[:, None]                                       # (onsets, notes)
+    held = (start[None, :] < onsets[:, None]) & (end[None, :] > onsets[:, None])
+    new_top = np.where(starting, pitch[None, :], -1).max(axis=1)
+    old_top = np.where(held, pitch[None, :], -1).max(axis=1)
+    times = onsets[new_top >= old_top]
+    if len(times) == 0:
+        return times, times
+    last = end[start == times[-1]].max() - times[-1]
+    return times, np.append(np.diff(times), last)
+
+
+def displacement(segment: Segment) -> float:
+    """Accent displacement (Krebs' displacement dissonance) in the top line: of the weight of its agogic
+    accents (a note lasting longer than the one before it, weight log2 of the ratio, at most 1), the share
+    that falls off the downbeat: on another beat a quarter of it, between beats all of it. Graded: most real
+    music places some lengthened notes off the downbeat, so it is rarely exactly 0 (analyzer version 4)."""
+    times, ioi = top_line(segment.notes)
+    if len(times) < 2:
+        return 0.0
+    ratio = ioi[1:] / np.maximum(ioi[:-1], 1)
+    weight = np.clip(np.log2(np.maximum(ratio, 1.0)), 0.0, 1.0)
+    if weight.sum() <= 0:
+        return 0.0
+    levels = metric_level(times[1:], segment.bar_length, beat_ticks(segment.ts_num, segment.ts_den))
+    off = np.where(levels == 3, 0.0, np.where(levels == 2, 0.25, 1.0))
+    return float((weight * off).sum() / weight.sum())
 
 
 def offbeat_phrase_starts(segment: Segment) -> float:
@@ -257,6 +312,7 @@ def measure_features(segment: Segment) -> dict:
         "cross_bar": cross_bar(segment),
         "hemiola": hemiola(segment),
         "offbeat_phrases": offbeat_phrase_starts(segment),
+        "displacement": displacement(segment),
         "key_tonic": tonic,
         "key_major": is_major,
     }

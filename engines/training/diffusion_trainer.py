@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import METRES, RollDataset, WHITE_INDEX
+from engines.models.conditioning import mode_targets
 from engines.models.denoiser import RollDenoiser, checkpoint_payload, diffusion_loss
 from engines.sampling.diffusion import NoiseScheduler
 from engines.training.ema_loop import LoopSettings, train_with_ema
@@ -78,7 +79,9 @@ def train_diffusion(cfg: Config, out_dir: str | Path, max_minutes: float = 0, re
     dc = cfg.model.diffusion
     scheduler = NoiseScheduler(dc.num_steps, dc.noise_schedule, dc.prediction)
     train_set, val_set = _datasets(cfg, limit)
-    extra = {"data": _data_meta(cfg), **mode_statistics(train_set)}
+    # what a mode request aims at when no attribute is given: inside the mode's region (conditioning.py)
+    extra = {"data": _data_meta(cfg), **mode_statistics(train_set),
+             "mode_targets": mode_targets(train_set.cache.segments[np.sort(train_set.indices)])}
     settings = LoopSettings(dc.learning_rate, dc.weight_decay, dc.batch_size, dc.epochs, dc.ema_decay)
     best = train_with_ema(
         lambda: RollDenoiser(dc, cfg.data.roll_steps, cfg.data.num_pitches), train_set, val_set, settings,

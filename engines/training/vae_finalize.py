@@ -71,7 +71,7 @@ def calibrate_onset_threshold(vae: TrainedVAE, cfg: Config, limit: int = 0) -> t
     probabilities, targets, valid = [], [], []
     for batch in loader:
         mean, _ = vae.model.encode(batch["roll"], batch["mode"])
-        out = vae.model.decode(mean, batch["mode"], batch["attributes"])
+        out = vae.model.decode(mean, batch["mode"], vae.model.batch_attributes(batch))
         probabilities.append(vae.onset_probabilities(out["onset"]))
         targets.append(batch["roll"][:, 0] > 0.5)
         valid.append(batch["valid"])

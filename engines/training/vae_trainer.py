@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -22,6 +23,7 @@ from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import RollDataset
 from engines.evaluation.reconstruction import note_f1
+from engines.models.conditioning import mode_targets
 from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, vae_loss
 from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
                                      plot_losses, save_checkpoint)
@@ -42,13 +44,14 @@ def _datasets(cfg: Config, limit: int = 0):
 @torch.no_grad()
 def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, device) -> dict:
     model.eval()
-    sums = {k: 0.0 for k in LOSS_PARTS}
+    parts_logged = LOSS_PARTS + (("adversary",) if model.adversary is not None else ())
+    sums = {k: 0.0 for k in parts_logged}
     batches, predicted, target, valid = 0, [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch)
         parts = vae_loss(out, batch, cfg.model.vae, beta)
-        for k in LOSS_PARTS:
+        for k in parts_logged:
             sums[k] += parts[k].item()
         batches += 1
         predicted.append(out["onset"] > 0)
@@ -77,6 +80,10 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
                               persistent_workers=workers > 0)
     val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
     model = ChromaticVAE(vc, cfg.data.roll_steps, cfg.data.num_pitches).to(device)
+    parts_logged = LOSS_PARTS + (("adversary",) if model.adversary is not None else ())
+    # what a mode request aims at when no attribute is given: inside the mode's region (conditioning.py)
+    extra = {"data": _data_meta(cfg),
+             "mode_targets": mode_targets(train_set.cache.segments[np.sort(train_set.indices)])}
     optimizer = torch.optim.AdamW(model.parameters(), lr=vc.learning_rate, weight_decay=vc.weight_decay)
     log = MetricsLog(out_dir / "metrics.jsonl")
     start_epoch, best, elapsed_before = 0, {"val_loss": float("inf")}, 0.0
@@ -101,7 +108,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()
-        sums, batches = {k: 0.0 for k in LOSS_PARTS}, 0
+        sums, batches = {k: 0.0 for k in parts_logged}, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
         for i, batch in enumerate(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -111,7 +118,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            for k in LOSS_PARTS:
+            for k in parts_logged:
                 sums[k] += parts[k].item()
             batches += 1
             bar.set_postfix(loss=f"{parts['loss'].item():.3f}", beta=f"{beta:.3f}")
@@ -128,7 +135,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
                   f"F1 {row['val_f1']:.3f} KL {row['val_kl']:.1f} ({row['minutes']:.1f} min)", flush=True)
             if _better(row, best, vc.select_by):
                 best = row
-                save_checkpoint(checkpoint_payload(model, row, {"data": _data_meta(cfg)}), out_dir / "best.pt")
+                save_checkpoint(checkpoint_payload(model, row, extra), out_dir / "best.pt")
             save_checkpoint({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "epoch": epoch + 1, "best": best, "elapsed": elapsed}, out_dir / "last.pt")
             plot_losses(log.rows(), out_dir / "loss.png")

@@ -1,0 +1,144 @@
+"""The attribute condition the engines share: named attributes in [0, 1], each given or not.
+
+    CONDITION_ATTRIBUTES   rebracketing, temporal complexity and the analyzer's five axes (energy, valence,
+                           tension, intimacy, motion), all in unit scale (valence -1..1 becomes 0..1)
+    AttributeEncoder       (B, k) values and (B, k) given flags -> (B, out): what a network adds to its
+                           conditioning; "each" gives every attribute its own flag (any subset can be asked
+                           for), "shared" is the first checkpoints' one flag for all (both or none)
+    attribute_dropout      the training-time mask: the whole condition dropped with one probability, each
+                           attribute on its own with another, so the model learns every subset
+
+A mode request without attributes is turned into a target deep inside the mode's region (`mode_targets`,
+measured on the training split and stored with a checkpoint), so generation aims at the mode's interior
+rather than anywhere in it, borders included.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engines.music.analyzer import AXES, MODES
+
+FIRST_ATTRIBUTES = ("rebracketing", "temporal_complexity")   # what the first checkpoints condition on
+CONDITION_ATTRIBUTES = FIRST_ATTRIBUTES + AXES
+
+
+def unit_value(name: str, value: float) -> float:
+    """An attribute as the analyzer reports it -> unit scale (valence -1..1 -> 0..1; the others as they are)."""
+    return (float(value) + 1.0) / 2.0 if name == "valence" else float(value)
+
+
+def reported_value(name: str, value: float) -> float:
+    """unit_value's inverse: unit scale -> the analyzer's scale."""
+    return 2.0 * float(value) - 1.0 if name == "valence" else float(value)
+
+
+def cache_attributes(rows: np.ndarray) -> np.ndarray:
+    """Segment-cache rows -> (N, len(CONDITION_ATTRIBUTES)) float32 in unit scale."""
+    columns = [rows["rebracketing"], rows["temporal_complexity"]]
+    columns += [(rows["axes"][:, i] + 1.0) / 2.0 if a == "valence" else rows["axes"][:, i] for i, a in enumerate(AXES)]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def attribute_tensors(attributes: dict | None, names: tuple[str, ...] | list[str], batch: int,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """{name: value in the analyzer's scale} (any subset of `names`, or None) -> values (B, k) in unit scale
+    and given flags (B, k); unknown names are ignored."""
+    values, given = torch.zeros(batch, len(names), device=device), torch.zeros(batch, len(names), device=device)
+    for i, name in enumerate(names):
+        if attributes and attributes.get(name) is not None:
+            values[:, i] = unit_value(name, attributes[name])
+            given[:, i] = 1.0
+    return values, given
+
+
+class AttributeEncoder(nn.Module):
+    """(B, k) values and (B, k) given flags -> (B, out_dim).
+
+    mask "each": the input is values * given and the flags, 2k wide, so each attribute is given or not on
+    its own. mask "shared": values and one flag, k + 1 wide (the first checkpoints; all or none)."""
+
+    def __init__(self, names: tuple[str, ...] | list[str], out_dim: int, mask: str = "each"):
+        super().__init__()
+        if mask not in ("each", "shared"):
+            raise ValueError(f"attribute mask must be 'each' or 'shared', got {mask!r}")
+        self.names, self.mask = tuple(names), mask
+        self.linear = nn.Linear(attribute_width(len(self.names), mask), out_dim)
+
+    def forward(self, values: torch.Tensor | None, given: torch.Tensor | None = None, batch: int | None = None,
+                device: torch.device | None = None) -> torch.Tensor:
+        if values is not None:
+            batch, device = values.shape[0], values.device
+        return self.linear(attribute_inputs(values, given, self.mask, len(self.names), batch, device))
+
+
+def attribute_width(k: int, mask: str) -> int:
+    """How wide attribute_inputs is for k attributes."""
+    return 2 * k if mask == "each" else k + 1
+
+
+def attribute_inputs(values: torch.Tensor | None, given: torch.Tensor | None, mask: str, k: int,
+                     batch: int | None = None, device=None) -> torch.Tensor:
+    """(B, k) values (None: nothing given) and (B, k) given flags (None: all given) -> the network's input:
+    "each" (B, 2k) = values * given and given; "shared" (B, k + 1) = values and one flag."""
+    if values is None:
+        values = torch.zeros(batch, k, device=device)
+        given = torch.zeros(batch, k, device=device)
+    elif given is None:
+        given = torch.ones_like(values)
+    if mask == "each":
+        return torch.cat([values * given, given], dim=1)
+    flag = given.amax(dim=1, keepdim=True)          # shared: given when any is (callers give all or none)
+    return torch.cat([values * flag, flag], dim=1)
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient times -scale backward (Ganin & Lempitsky 2015): what reads z through
+    it learns to predict, while z learns to leave out what it predicts."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def attribute_dropout(batch: int, k: int, drop_all: float, drop_each: float, device) -> torch.Tensor:
+    """(B, k) given flags for a training batch: a row loses every attribute with probability drop_all, and
+    each attribute on its own with probability drop_each."""
+    keep_row = (torch.rand(batch, 1, device=device) >= drop_all).float()
+    keep_each = (torch.rand(batch, k, device=device) >= drop_each).float()
+    return keep_row * keep_each
+
+
+def mode_targets(rows: np.ndarray, clear_quantile: float = 0.5) -> dict[str, dict[str, float]]:
+    """Per mode, the median attributes (unit scale) of its training segments whose top score is clearest (the
+    upper `clear_quantile` of that mode's top scores): a target inside the mode's region, away from borders.
+    {mode: {attribute: value}}."""
+    values = cache_attributes(rows)
+    top = rows["scores"].max(axis=1)
+    targets = {}
+    for index, mode in enumerate(MODES):
+        mine = rows["mode"] == index
+        if not mine.any():
+            continue
+        clear = mine & (top >= np.quantile(top[mine], 1 - clear_quantile))
+        medians = np.median(values[clear], axis=0)
+        targets[mode] = {name: round(float(v), 4) for name, v in zip(CONDITION_ATTRIBUTES, medians)}
+    return targets
+
+
+def request_attributes(mode: str, asked: dict | None, targets: dict | None,
+                       names: tuple[str, ...] | list[str]) -> dict:
+    """What a model is conditioned on for a request, in the analyzer's scale: the attributes asked for, and
+    for a mode, its interior target on every axis not asked for (the axes define the mode; rhythm is left
+    free unless asked). WHITE (no mode) adds nothing."""
+    chosen = {k: v for k, v in (asked or {}).items() if v is not None and k in names}
+    for name, value in ((targets or {}).get(mode) or {}).items():
+        if name in AXES and name in names and name not in chosen:
+            chosen[name] = reported_value(name, value)
+    return chosen
