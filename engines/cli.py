@@ -187,6 +187,12 @@ def cmd_evaluate(args) -> None:
         result = {**result, **suite}
     from engines.generation import GENERATORS
 
+    if args.engine in GENERATORS and not args.no_suite and GENERATORS[args.engine].takes_attributes:
+        from engines.evaluation.targets import axes_report
+
+        # asked against heard on the five axes, raw: held-out targets, one candidate each
+        result["axes"] = axes_report(args.engine, checkpoint, cfg, n=8 * args.n, seed=args.seed,
+                                     use_cache=not args.no_cache)
     if args.engine in GENERATORS and not args.no_suite and args.candidates != 1:
         from engines.evaluation.verified import merge_verification, verification_report
 

@@ -120,3 +120,25 @@ def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_p
         list(studio.evaluate_stream("vae", 2, settings={"num_steps": 20}))
     with pytest.raises(StudioError, match="expected a number in"):
         list(studio.evaluate_stream("autoregressive", 2, settings={"temperature": 9}))
+
+
+def test_asked_against_heard_axes_error_is_measured_in_unit_scale():
+    from engines.evaluation.targets import axes_error
+
+    targets = [{"energy": 0.2, "valence": -1.0, "tension": 0.5, "intimacy": 0.5, "motion": 0.0}] * 2
+    heard = [{"energy": 0.4, "valence": 1.0, "tension": 0.5, "intimacy": 0.5, "motion": 0.0}, None]
+    mae, per_axis = axes_error(targets, heard)                  # the empty result is left out
+    assert per_axis == {"energy": 0.2, "valence": 1.0, "tension": 0.0, "intimacy": 0.0, "motion": 0.0}
+    assert mae == pytest.approx(0.24)
+    assert axes_error(targets, [None, None]) == (None, {})
+
+
+def test_the_axes_report_asks_the_vae_for_held_out_targets_beside_its_unconditioned_floor():
+    from engines.evaluation.targets import axes_report, held_out_targets
+
+    cfg = load_config()
+    targets = held_out_targets(cfg, 6, seed=1)
+    assert len(targets) == 6 and held_out_targets(cfg, 6, seed=1) == targets and -1 <= targets[0]["valence"] <= 1
+    report = axes_report("vae", "assets/checkpoints/vae.pt", cfg, n=6, seed=1, use_cache=False)
+    assert report["n"] == 6 and 0 <= report["mae"] <= 1 and 0 <= report["mae_unconditioned"] <= 1
+    assert set(report["per_axis"]) == {"energy", "valence", "tension", "intimacy", "motion"}

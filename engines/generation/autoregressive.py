@@ -40,6 +40,7 @@ class AutoregressiveGenerator(GeneratorBase):
     name = "autoregressive"
     label = "Autoregressive (GPT, text prompts)"
     short_name = "GPT"
+    takes_attributes = False   # it reads a text prompt; verification still ranks by the attributes asked
     Settings = AutoregressiveSettings
     live = True
     writes_in_c = False

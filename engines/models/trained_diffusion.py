@@ -42,7 +42,7 @@ from engines.models.conditioning import attribute_tensors, request_attributes
 from engines.models.denoiser import RollDenoiser, model_from_checkpoint, roll_to_unit
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
-from engines.models.trained_vae import mode_index
+from engines.models.trained_vae import mode_index, mode_name
 from engines.music.analyzer import WHITE
 from engines.music.notes import Segment, clean_notes, notes_to_roll, shift_to_c, steps_per_bar, transpose_notes
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, sample_loop
@@ -165,7 +165,7 @@ class TrainedDiffusion:
         metres = metres if metres is not None else self._metres(index, n, metre, generator)
         modes = torch.full((n,), index, dtype=torch.long, device=self.device)
         names = self.model.config.attributes
-        asked = request_attributes(mode, attributes, self.mode_targets, names)   # a mode aims at its interior
+        asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)   # a mode aims inside
         condition = attribute_tensors(asked, names, n, self.device) if asked else None
         metre_t = torch.tensor(metres, device=self.device)
         shape = (n, 2, self.model.steps, self.model.pitches)

@@ -45,6 +45,12 @@ def mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
+def mode_name(mode: str) -> str:
+    """A mode as the user may write it ("red", "", "WHITE") -> its canonical name (RED, WHITE)."""
+    index = mode_index(mode)
+    return MODES[index] if index < len(MODES) else WHITE
+
+
 def logits_to_segments(out: dict, steps_per_beat: int = 4, pitch_low: int = 21, segment_bars: int = 4,
                        onset_threshold: float = ONSET_THRESHOLD, pitch_window: int = 0) -> list[Segment]:
     """Decoder output (onset/sustain (B, T, P) logits, metre logits, log_tempo) -> Segments (roll_decoding)."""
@@ -90,7 +96,7 @@ class TrainedVAE:
         z = z.reshape(-1, self.latent_dim).to(self.device)
         modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
         names = self.model.config.attributes
-        asked = request_attributes(mode, attributes, self.mode_targets, names)
+        asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)
         values, given = attribute_tensors(asked, names, z.shape[0], self.device)
         out = self.model.decode(z, modes, values, given)
         segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
