@@ -57,6 +57,7 @@ class GeneratedView:
     codec_wav_path: str | None = None  # the FluidSynth render through the audio codec (autoregressive results)
     audio_tokens: int = 0              # codec tokens that render became
     verification: dict | None = None   # how it was chosen (engines/generation/verify.Verification)
+    asked: dict | None = None          # the attributes the request asked for (analyzer scale), to set beside the heard
 
 
 @dataclass

@@ -46,7 +46,7 @@ def result_markdown(view) -> str:
     verdict = "matches" if heard == view.requested_mode else f"asked for {view.requested_mode}"
     return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n"
             + verification_markdown(view.verification)
-            + analysis_markdown(view.analysis, view.color, heading=False))
+            + analysis_markdown(view.analysis, view.color, heading=False, asked=view.asked))
 
 
 def verification_markdown(check: dict | None) -> str:

@@ -94,22 +94,29 @@ def mode_chip(mode: str, color: str) -> str:
             f"border-radius:10px;font-weight:600'>{mode}</span>")
 
 
-def analysis_markdown(analysis: dict, color: str, facts: dict | None = None, heading: bool = True) -> str:
+def analysis_markdown(analysis: dict, color: str, facts: dict | None = None, heading: bool = True,
+                      asked: dict | None = None) -> str:
     """The analyzer's readout as Markdown: mode and key (the heading), the five axes, rebracketing, temporal
-    complexity."""
+    complexity; with `asked` (what the request asked for), an "asked" column beside what is heard."""
     lines = [f"### {mode_chip(analysis['mode'], color)} &nbsp; {analysis.get('key', '')}"] if heading else []
     if facts:
         lines.append(" · ".join(f"**{k.replace('_', ' ')}** {v}" for k, v in facts.items()))
+    asked = asked or {}
     lines.append("")
-    lines.append("| axis | value | |")
-    lines.append("|---|---:|---|")
-    for axis, value in analysis["axes"].items():
-        unit = (value + 1) / 2 if axis == "valence" else value
-        lines.append(f"| {AXIS_LABELS[axis]} | {value:+.2f} | {_meter(unit)} |" if axis == "valence"
-                     else f"| {AXIS_LABELS[axis]} | {value:.2f} | {_meter(unit)} |")
-    lines.append(f"| Rebracketing | {analysis['rebracketing']:.2f} | {_meter(analysis['rebracketing'])} |")
-    lines.append(f"| Temporal complexity | {analysis['temporal_complexity']:.2f} | "
-                 f"{_meter(analysis['temporal_complexity'])} |")
+    lines.append("| axis | heard | | asked |" if asked else "| axis | value | |")
+    lines.append("|---|---:|---|---:|" if asked else "|---|---:|---|")
+    rows = [(AXIS_LABELS[axis], axis, value) for axis, value in analysis["axes"].items()]
+    rows += [("Rebracketing", "rebracketing", analysis["rebracketing"]),
+             ("Temporal complexity", "temporal_complexity", analysis["temporal_complexity"])]
+    for label, name, value in rows:
+        signed = name == "valence"
+        unit = (value + 1) / 2 if signed else value
+        shown = f"{value:+.2f}" if signed else f"{value:.2f}"
+        cells = f"| {label} | {shown} | {_meter(unit)} |"
+        if asked:
+            target = asked.get(name)
+            cells += (" – |" if target is None else f" {target:+.2f} |" if signed else f" {target:.2f} |")
+        lines.append(cells)
     if analysis.get("label_source") == "manifest":
         lines.append("\n*Label from your CSV manifest, not the analyzer.*")
     return "\n".join(lines)

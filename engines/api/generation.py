@@ -140,6 +140,7 @@ class GenerationAPI:
             title = f"{request.engine.upper()} · {mode} · {kind} · #{i + 1}"
             name = f"{request.engine}-{mode}-{request.seed}-{i}"
             view = GeneratedView(title=title, requested_mode=mode, verification=check.to_dict(),
+                                 asked=dict(request.attributes) if request.attributes else None,
                                  **self.segment_result(segment, name))
             if generator.codec_preview:
                 view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
