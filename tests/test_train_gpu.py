@@ -1,0 +1,25 @@
+"""scripts/train_gpu.sh, the one-GPU retraining of every shipped checkpoint, run end to end on CPU with tiny
+models (TINY=1): every engine trains in order and is shipped, with its model card, into the folder given."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engines.training.common import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINES = ("judge", "vae", "diffusion", "guidance-classifier", "codec", "autoregressive")
+
+
+def test_the_gpu_script_retrains_and_ships_every_checkpoint_into_its_own_folder(tmp_path):
+    env = dict(os.environ, TINY="1", PYTHON=sys.executable)
+    run = subprocess.run(["bash", "scripts/train_gpu.sh", str(tmp_path / "gpu")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [line.split()[1] for line in run.stdout.splitlines() if line.startswith("== ") and "done" not in line] \
+        == list(ENGINES)
+    for engine in ENGINES:
+        payload = load_checkpoint(tmp_path / "gpu" / "checkpoints" / f"{engine}.pt")   # weights_only=True
+        assert payload["engine"] == engine
+        card = (tmp_path / "gpu" / "checkpoints" / f"{engine}.md").read_text()
+        assert f"--engine {engine}" in card
