@@ -75,6 +75,8 @@ COMPARISON_ROWS = (
     ("duplicate_rate", "duplicates of training segments"),
     ("empty_rate", "empty outputs"),
     ("music_stats_overlap", "musical statistics overlap with real (mean)"),
+    ("axes_mae", "asked vs heard axes: mean absolute error (raw)"),
+    ("axes_mae_unconditioned", "  the same, nothing asked (the floor)"),
     ("verified_candidates", "verified: candidates per result"),
     ("verified_analyzer", "  verified: mode heard by the analyzer"),
     ("verified_worst_mode", "  verified: its worst mode"),
@@ -100,6 +102,8 @@ def comparison_row(engine: str, suite: dict) -> dict:
             "near_copy_rate": copies.get("near_copy_rate"), "duplicate_rate": copies.get("duplicate_rate"),
             "empty_rate": suite.get("empty_rate"),
             "music_stats_overlap": round(float(np.mean(overlaps)), 4) if overlaps else None,
+            "axes_mae": suite.get("axes", {}).get("mae"),
+            "axes_mae_unconditioned": suite.get("axes", {}).get("mae_unconditioned"),
             **verified_row(suite)}
 
 
