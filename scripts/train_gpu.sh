@@ -28,7 +28,7 @@ if [ "${TINY:-0}" = "1" ]; then
     [diffusion]="model.diffusion.base_channels=16 model.diffusion.channel_mults=[1,2] model.diffusion.embedding_dim=32 model.diffusion.attention_heads=2 model.diffusion.batch_size=16 model.diffusion.epochs=1 model.diffusion.num_steps=100"
     [guidance-classifier]="model.diffusion.base_channels=16 model.diffusion.channel_mults=[1,2] model.diffusion.embedding_dim=32 model.diffusion.attention_heads=2 model.diffusion.num_steps=100 model.guidance_classifier.base_channels=16 model.guidance_classifier.channel_mults=[1,2] model.guidance_classifier.embedding_dim=32 model.guidance_classifier.batch_size=16 model.guidance_classifier.epochs=1"
     [codec]="model.codec.n_filters=4 model.codec.dimension=8 model.codec.lstm=0 model.codec.n_q=2 model.codec.bins=16 model.codec.epochs=1 model.codec.batch_size=4 model.codec.crop_seconds=0.25 model.codec.crops_per_segment=2"
-    [autoregressive]="model.autoregressive.n_layer=1 model.autoregressive.n_head=2 model.autoregressive.n_embd=32 model.autoregressive.batch_size=16 model.autoregressive.epochs=1 model.autoregressive.captions_per_segment=2"
+    [autoregressive]="model.autoregressive.n_layer=1 model.autoregressive.n_head=2 model.autoregressive.n_embd=32 model.autoregressive.batch_size=16 model.autoregressive.epochs=1 model.autoregressive.captions_per_segment=2 model.autoregressive.copy_check_samples=4"
   )
   declare -A MINUTES=([judge]=0 [vae]=0 [diffusion]=0 [guidance-classifier]=0 [codec]=0 [autoregressive]=0)
 else

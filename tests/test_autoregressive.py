@@ -23,7 +23,7 @@ from tests.conftest import note_tuples
 
 TINY_GPT = ["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2", "model.autoregressive.n_embd=32",
             "model.autoregressive.batch_size=16", "model.autoregressive.epochs=1",
-            "model.autoregressive.captions_per_segment=2"]
+            "model.autoregressive.captions_per_segment=2", "model.autoregressive.copy_check_samples=4"]
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +279,9 @@ def test_training_writes_a_checkpoint_that_rebuilds_itself(tiny_run):
     assert best["val_perplexity"] == pytest.approx(np.exp(best["val_loss"]), rel=1e-6)
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows and "val_perplexity" in rows[0] and (folder / "run" / "loss.png").is_file()
+    # each epoch's copy check: best.pt is chosen among epochs at or under the copy target, by loss
+    assert 0 <= rows[0]["val_copy_rate"] <= 1
+    assert rows[0]["val_select"] == pytest.approx(rows[0]["val_loss"] + (1000 if rows[0]["val_copy_rate"] > 0.01 else 0))
     payload = torch.load(folder / "autoregressive.pt", weights_only=True)
     assert payload["engine"] == "autoregressive" and "lm_head.weight" not in payload["state_dict"]
     vocab = UnifiedVocabulary.from_dict(payload["vocabulary"])
@@ -436,3 +439,39 @@ def test_prompt_guidance_mixes_the_conditional_and_unconditional_streams(vocabul
     c2, _ = model(torch.tensor([prompt + [int(token)]]))
     u2, _ = model(torch.tensor([plain + [int(token)]]))
     assert torch.allclose(step, u2 + 2.5 * (c2 - u2), atol=1e-5) and cache.length == len(prompt) + 1
+
+
+def test_training_examples_are_moved_by_a_few_semitones_with_the_key_their_caption_names():
+    from engines.training.autoregressive_trainer import moved_key, pitch_shift_tables
+
+    names = remi_token_names()
+    tables = pitch_shift_tables(5)
+    assert set(tables) == set(range(-5, 6))
+    c4, d4 = names.index("Pitch_60"), names.index("Pitch_62")
+    assert tables[2][c4] == d4 and tables[-2][d4] == c4 and tables[0][c4] == c4
+    bar = names.index("Bar_None")
+    assert all(tables[s][bar] == bar for s in tables)                     # only pitches move
+    top = max(i for i, n in enumerate(names) if n.startswith("Pitch_"))
+    assert tables[1][top] == -1                                            # off the range: not moved at all
+    assert moved_key("D minor", 2) == "E minor" and moved_key("B major", 1) == "C major"
+    assert moved_key("A minor", -2) == "G minor"
+
+
+def test_a_transposed_example_keeps_its_intervals_and_validation_is_never_moved(cache, vocabulary):
+    from engines.training.autoregressive_trainer import SequenceDataset
+
+    rows = cache.split_indices("train")[:40]
+    moving = SequenceDataset(cache, rows, vocabulary, 384, {"continuation": 1.0}, transpose=5)
+    still = SequenceDataset(cache, rows, vocabulary, 384, {"continuation": 1.0}, fixed=True, transpose=5)
+    def pitches(ids):
+        return [int(vocabulary.name(t).split("_")[1]) for t in ids
+                if vocabulary.modality_of(t) == "midi" and vocabulary.name(t).startswith("Pitch_")]
+
+    moved = 0
+    for i in range(len(rows)):
+        original = pitches(vocabulary.encode(midi=cache.segment_tokens(int(rows[i])).astype(np.int64)))
+        example = pitches(moving.example(i, np.random.default_rng(i)))
+        assert np.all(np.diff(example) == np.diff(original))                # the same intervals, maybe elsewhere
+        moved += example != original
+        assert pitches(still.example(i, np.random.default_rng(i))) == original
+    assert moved > 20

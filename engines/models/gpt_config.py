@@ -24,3 +24,9 @@ class GPTConfig:
     task_weights: dict = field(default_factory=lambda: {"caption_to_midi": 0.75, "continuation": 0.25,
                                                         "midi_to_audio": 0.0})
     captions_per_segment: int = 8          # captions drawn per training segment to learn the text vocabulary
+    # against memorisation (issue 19): each training example moved by up to this many semitones either way
+    # (its caption's key with it; 0 = off), and each epoch's near-copy rate of prompted samples measured, so
+    # best.pt is the lowest validation loss among epochs at or under copy_target
+    transpose: int = 5
+    copy_check_samples: int = 32           # prompted samples per epoch for the copy check (0 = off)
+    copy_target: float = 0.01

@@ -6,8 +6,13 @@
                   caption_to_midi   <bos> <text> caption <midi> REMI <eos>     (a new caption every time)
                   continuation      <bos> <midi> REMI <eos>                    (any prefix can be continued)
                 loss on the MIDI tokens and <eos> only: the text is given, never predicted
-    validation  the same examples with fixed captions (seeded by row); `val_perplexity` = exp(val_loss) is
-                the perplexity per MIDI token
+    augment     each training example moved by a random shift of up to `transpose` semitones (its REMI pitch
+                tokens, and the key its caption names), so no training segment is seen twice the same way
+    validation  the same examples with fixed captions (seeded by row), never moved; `val_perplexity` =
+                exp(val_loss) is the perplexity per MIDI token; then `copy_check_samples` prompted samples
+                (the held-out phrasings, at the studio's sampling defaults) against the train split's copy
+                index: `val_copy_rate`. best.pt is the lowest val_loss among epochs whose copy rate is at
+                most `copy_target` (an epoch above it ranks after every one under it: `val_select`)
     loop        engines/training/ema_loop.py (progress, resume, JSON lines, loss plot, --max-minutes), as the
                 other engines; batches are drawn from length buckets, which halves the padding's cost
 
@@ -57,9 +62,11 @@ class SequenceDataset(Dataset):
     task for a row every time (validation)."""
 
     def __init__(self, cache: SegmentCache, indices, vocabulary: UnifiedVocabulary, block_size: int,
-                 task_weights: dict, fixed: bool = False, seed: int = 0):
+                 task_weights: dict, fixed: bool = False, seed: int = 0, transpose: int = 0):
         self.cache, self.indices, self.vocabulary = cache, np.asarray(indices), vocabulary
         self.block_size, self.fixed, self.seed = block_size, fixed, seed
+        self.transpose = 0 if fixed else int(transpose)
+        self.shifts = pitch_shift_tables(self.transpose) if self.transpose else {}
         unknown = set(task_weights) - set(TASKS)
         if unknown:
             raise StudioError(f"unknown training task '{sorted(unknown)[0]}'; choose from {', '.join(TASKS)}")
@@ -77,8 +84,15 @@ class SequenceDataset(Dataset):
     def example(self, i: int, rng: np.random.Generator) -> list[int]:
         row = int(self.indices[i])
         remi = self.cache.segment_tokens(row).astype(np.int64)
+        shift = int(rng.integers(-self.transpose, self.transpose + 1)) if self.transpose else 0
+        if shift:
+            moved = self.shifts[shift][remi]
+            remi, shift = (remi, 0) if (moved < 0).any() else (moved, shift)   # a pitch off the range: unmoved
         if rng.choice(2, p=self.task_p) == 0:
-            caption = describe(facts_from_row(self.cache.segments[row], FEATURE_NAMES), rng)
+            facts = facts_from_row(self.cache.segments[row], FEATURE_NAMES)
+            if shift:
+                facts = replace(facts, key=moved_key(facts.key, shift))
+            caption = describe(facts, rng)
             return self.vocabulary.encode(text=caption, midi=remi)
         return self.vocabulary.encode(midi=remi)
 
@@ -88,6 +102,29 @@ class SequenceDataset(Dataset):
         x, y = torch.tensor(ids[:-1]), torch.tensor(ids[1:])
         y[:ids.index(MIDI)] = IGNORE  # predict from the first MIDI token on
         return {"x": x, "y": y}
+
+
+def pitch_shift_tables(largest: int) -> dict[int, np.ndarray]:
+    """{shift: (REMI vocabulary,) int64} for shifts -largest..largest: a pitch token's id moved by `shift`
+    semitones (-1 where that leaves the tokenizer's range); every other token maps to itself."""
+    names = remi_token_names()
+    index = {name: i for i, name in enumerate(names)}
+    tables = {}
+    for shift in range(-largest, largest + 1):
+        table = np.arange(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            if name.startswith("Pitch_"):
+                table[i] = index.get(f"Pitch_{int(name.split('_')[1]) + shift}", -1)
+        tables[shift] = table
+    return tables
+
+
+def moved_key(key: str, shift: int) -> str:
+    """A caption's key ("D minor") moved by `shift` semitones ("E minor" for +2)."""
+    from engines.music.features import PITCH_NAMES
+
+    tonic, _, quality = key.partition(" ")
+    return f"{PITCH_NAMES[(PITCH_NAMES.index(tonic) + shift) % 12]} {quality}" if tonic in PITCH_NAMES else key
 
 
 def collate(items: list[dict]) -> dict:
@@ -113,6 +150,28 @@ def validate(model: GPT, loader, device) -> dict:
     return {"val_loss": loss, "val_perplexity": float(np.exp(loss))}
 
 
+def copy_check(model: GPT, vocabulary: UnifiedVocabulary, data: dict, copies, samples: int, seed: int = 0) -> float:
+    """The near-copy rate of `samples` prompted samples (held-out phrasings over the modes, the studio's
+    default sampling) against the train split: what best.pt selection keeps under copy_target."""
+    from engines.evaluation.autoregressive_eval import mode_prompt
+    from engines.generation.autoregressive import AutoregressiveSettings
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+
+    defaults = AutoregressiveSettings()
+    trained = TrainedAutoregressive(model, {"vocabulary": vocabulary.to_dict(), "data": data, "state_dict": {}},
+                                    device=next(model.parameters()).device, precision="float32")
+    was_training = model.training
+    similar = []
+    for i in range(samples):
+        mode = MODES[i % len(MODES)]
+        (generated,) = trained.generate(mode_prompt(mode, i // len(MODES)), n=1, temperature=defaults.temperature,
+                                        top_k=defaults.top_k, top_p=defaults.top_p, seed=seed + i)
+        if len(generated.segment.notes):
+            similar.append(copies.nearest(generated.segment)[0] >= copies.threshold)
+    model.train(was_training)
+    return float(np.mean(similar)) if similar else 0.0
+
+
 def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
                          limit: int = 0, seed: int = 0, workers: int = 1, val_limit: int = 2000) -> dict:
     """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs),
@@ -127,12 +186,28 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
     if not len(train_rows) or not len(val_rows):
         raise StudioError("no training segments fit model.autoregressive.block_size; raise it")
     vocabulary = build_vocabulary(cache, train_rows, ac.captions_per_segment, seed)
-    train_set = SequenceDataset(cache, train_rows, vocabulary, ac.block_size, ac.task_weights)
+    train_set = SequenceDataset(cache, train_rows, vocabulary, ac.block_size, ac.task_weights,
+                                transpose=ac.transpose)
     val_set = SequenceDataset(cache, val_rows, vocabulary, ac.block_size, ac.task_weights, fixed=True, seed=seed)
+    checking = ac.copy_check_samples > 0
     settings = LoopSettings(ac.learning_rate, ac.weight_decay, ac.batch_size, ac.epochs, ac.ema_decay,
                             val_batch_size=64, collate=collate,
-                            lengths=cache.segments["token_count"][train_rows])  # batches of similar length
+                            lengths=cache.segments["token_count"][train_rows],  # batches of similar length
+                            select_on="val_select" if checking else "val_loss")
     data = _data_meta(cfg)
+    copies = None
+    if checking:
+        from engines.generation.copies import CopyIndex
+
+        copies = CopyIndex.build(cache, "train", threshold=cfg.generation.verify.copy_threshold)
+
+    def validate_and_check(ema, loader, device) -> dict:
+        row = validate(ema, loader, device)
+        if checking:
+            row["val_copy_rate"] = copy_check(ema, vocabulary, data, copies, ac.copy_check_samples, seed)
+            # an epoch over the copy target ranks after every epoch under it, then by its loss
+            row["val_select"] = row["val_loss"] + (1000.0 if row["val_copy_rate"] > ac.copy_target else 0.0)
+        return row
     config = replace(ac, vocab_size=len(vocabulary))
 
     def payload(ema, row):
@@ -142,5 +217,6 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
 
     return train_with_ema(lambda: GPT(config), train_set, val_set, settings,
                           loss_fn=lambda model, batch: model(batch["x"], batch["y"])[1],
-                          validate_fn=validate, payload_fn=payload, out_dir=out_dir, max_minutes=max_minutes,
+                          validate_fn=validate_and_check, payload_fn=payload, out_dir=out_dir,
+                          max_minutes=max_minutes,
                           resume=resume, seed=seed, workers=workers)
