@@ -327,9 +327,20 @@ def _flag_settings(args, kind) -> dict:
     return settings
 
 
+TARGET_FLAGS = ("rebracketing", "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion")
+
+
 def _attributes(args) -> dict | None:
-    attributes = {k: v for k, v in (("rebracketing", args.rebracketing),
-                                    ("temporal_complexity", args.temporal_complexity)) if v is not None}
+    """What --energy ... --temporal-complexity ask for (the analyzer's scale), checked; None when nothing is."""
+    attributes = {}
+    for name in TARGET_FLAGS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low = -1.0 if name == "valence" else 0.0
+        if not low <= value <= 1.0:
+            raise StudioError(f"--{name.replace('_', '-')} must lie in {low:g}..1, got {value:g}")
+        attributes[name] = value
     return attributes or None
 
 
@@ -544,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebracketing", type=float, help="target rebracketing 0..1 (VAE and diffusion condition on it; "
                                                       "verification ranks by it)")
     p.add_argument("--temporal-complexity", type=float, help="target temporal complexity 0..1 (as --rebracketing)")
+    for axis, meaning in (("energy", "0..1"), ("valence", "-1 (dark) .. 1 (bright)"), ("tension", "0..1"),
+                          ("intimacy", "0..1"), ("motion", "0..1")):
+        p.add_argument(f"--{axis}", type=float, help=f"target {axis} {meaning}: where the result should land on "
+                                                      "that axis (VAE and diffusion condition on it; verification "
+                                                      "ranks by it; a mode fills the axes not given)")
     p.add_argument("--temperature", type=float, help="VAE: prior temperature; autoregressive: sampling temperature "
                                                      "(default generation.sampling.<engine>.temperature)")
     p.add_argument("--prompt", help='autoregressive: what to write, e.g. "a calm, intimate BLUE phrase" '

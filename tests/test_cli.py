@@ -202,3 +202,10 @@ def test_listen_create_results_and_close_from_the_command_line(capsys, tmp_path)
     (tmp_path / "bad.yaml").write_text("title: x\nsystems: [{name: a}]\n")
     assert main(["listen", "create", "--spec", str(tmp_path / "bad.yaml"), *settings]) == 2
     assert "systems[1] ('a') needs an engine" in capsys.readouterr().err
+
+
+def test_generate_asks_for_axes_within_their_ranges(capsys, tmp_path):
+    assert main(["generate", "--engine", "vae", "--valence", "1.5", "--out", str(tmp_path)]) == 2
+    assert "--valence must lie in -1..1, got 1.5" in capsys.readouterr().err
+    assert main(["generate", "--engine", "vae", "--energy", "-0.1", "--out", str(tmp_path)]) == 2
+    assert "--energy must lie in 0..1, got -0.1" in capsys.readouterr().err
