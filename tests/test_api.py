@@ -156,3 +156,13 @@ def test_guarded_handlers_turn_any_failure_into_a_message():
     assert handler("user") == ("failed", "<div class='studio-error' role='alert'>⚠️ 'x.mid' is not a MIDI file</div>")
     status, message = handler("bug")
     assert status == "failed" and "ZeroDivisionError" in message and "carries on" in message
+
+
+def test_caption_thresholds_follow_the_corpus_the_analyzer_labels(engine):
+    """The GPT's captions say "high rebracketing" above the corpus's 75th percentile and name temporal
+    complexity by its tertiles: constants that must move when the analyzer does (engines/data/captions.py)."""
+    from engines.data.captions import REBRACKETING_HIGH, TEMPORAL_TERTILES
+
+    seg = engine.cache.segments
+    assert np.quantile(seg["rebracketing"], 0.75) == pytest.approx(REBRACKETING_HIGH, abs=0.02)
+    assert np.quantile(seg["temporal_complexity"], [1 / 3, 2 / 3]) == pytest.approx(TEMPORAL_TERTILES, abs=0.02)

@@ -11,7 +11,7 @@ What a caption can say (thresholds in percentile units of the corpus, as the ana
                          intimate / expansive, driving / still (several synonyms each)
     temporal complexity  low / medium / high by the corpus tertiles (TEMPORAL_TERTILES), in words
                          ("high temporal complexity", "rhythmically intricate", "plain rhythm")
-    rebracketing         "high" above the corpus's 75th percentile, "none" at 0 (more than half the corpus)
+    rebracketing         "high" above the corpus's 75th percentile, "none" at 0 (23 % of the corpus)
     key, metre           "in D minor", "in 3/4"
     density, register    notes per bar (sparse / dense), mean pitch (low / middle / high register)
 
@@ -31,7 +31,7 @@ from engines.music.features import PITCH_NAMES
 # Corpus tertiles of temporal complexity and the 75th percentile of rebracketing (measured on the
 # prepared corpus; `python -m engines stats` prints the distributions).
 TEMPORAL_TERTILES = (0.43, 0.54)
-REBRACKETING_HIGH = 0.82
+REBRACKETING_HIGH = 0.63   # analyzer version 4 (graded rebracketing); 0.82 under version 3
 AXIS_HIGH, AXIS_LOW = 0.7, 0.3
 
 MODE_CHARACTER = {
