@@ -187,7 +187,7 @@ def cmd_evaluate(args) -> None:
         result = {**result, **suite}
     from engines.generation import GENERATORS
 
-    if args.engine in GENERATORS and not args.no_suite and GENERATORS[args.engine].takes_attributes:
+    if args.engine in GENERATORS and not args.no_suite:
         from engines.evaluation.targets import axes_report
 
         # asked against heard on the five axes, raw: held-out targets, one candidate each

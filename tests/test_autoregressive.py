@@ -475,3 +475,25 @@ def test_a_transposed_example_keeps_its_intervals_and_validation_is_never_moved(
         moved += example != original
         assert pitches(still.example(i, np.random.default_rng(i))) == original
     assert moved > 20
+
+
+def test_attribute_phrases_teach_the_gpt_the_sliders_and_a_first_checkpoint_is_not_given_them(tiny_run):
+    from engines.data.captions import SegmentFacts, attribute_phrase, with_attributes
+    from engines.generation import GENERATORS
+
+    assert attribute_phrase({"energy": 0.8, "valence": 0.0, "temporal_complexity": 1.0}) == \
+        "energy 7 valence 0 complexity 9"
+    facts = SegmentFacts(mode="RED", axes={"energy": 0.9, "valence": 0.2, "tension": 0.5, "intimacy": 0.1,
+                                           "motion": 0.6}, temporal_complexity=0.3, rebracketing=0.7, key="C major",
+                         metre="4/4", notes_per_bar=6, register=60)
+    captions = [with_attributes("a RED phrase", facts, np.random.default_rng(i)) for i in range(40)]
+    assert all(c.startswith("a RED phrase ; ") for c in captions)
+    assert len(set(captions)) > 10 and any("energy 8" in c for c in captions)       # random subsets
+    assert all(c.split(" ; ")[1] for c in captions)                                # never an empty phrase
+    trained = GENERATORS["autoregressive"].load(tiny_run[0] / "autoregressive.pt")
+    assert trained.takes_attributes                                                  # trained with them
+    assert trained.prompt_with_attributes("a calm phrase", {"energy": 0.2, "valence": -1.0}) == \
+        "a calm phrase ; energy 2 valence 0"
+    shipped = GENERATORS["autoregressive"].load("assets/checkpoints/autoregressive.pt")
+    assert not shipped.takes_attributes
+    assert shipped.prompt_with_attributes("a calm phrase", {"energy": 0.2}) == "a calm phrase"

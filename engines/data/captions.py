@@ -101,6 +101,32 @@ def facts_from_row(row, feature_names: tuple) -> SegmentFacts:
                         register=float(features["register"]))
 
 
+# Attribute phrases (issue 19): "energy 7 valence 2 complexity 4", each value in unit scale as a digit 0..9,
+# appended to a caption after " ; ". A GPT trained with them (model.autoregressive.attribute_captions) reads
+# the studio's sliders this way; one trained before them has no such words and is not given them.
+ATTRIBUTE_WORDS = {"energy": "energy", "valence": "valence", "tension": "tension", "intimacy": "intimacy",
+                   "motion": "motion", "rebracketing": "rebracketing", "temporal_complexity": "complexity"}
+
+
+def attribute_phrase(values: dict) -> str:
+    """{attribute: value in unit scale} -> "energy 7 valence 2" (in ATTRIBUTE_WORDS order; 10 levels)."""
+    return " ".join(f"{word} {min(9, max(0, int(round(float(values[name]) * 9))))}"
+                    for name, word in ATTRIBUTE_WORDS.items() if values.get(name) is not None)
+
+
+def fact_values(facts: SegmentFacts) -> dict:
+    """A segment's attributes in unit scale (its facts' axes are already unit scale)."""
+    return {**facts.axes, "rebracketing": facts.rebracketing, "temporal_complexity": facts.temporal_complexity}
+
+
+def with_attributes(caption: str, facts: SegmentFacts, rng: np.random.Generator, keep: float = 0.5) -> str:
+    """The caption and a random subset of the segment's attributes as a phrase (each kept with probability
+    `keep`, at least one), so the model learns any subset."""
+    values = fact_values(facts)
+    kept = [name for name in ATTRIBUTE_WORDS if rng.random() < keep] or [_pick(rng, list(ATTRIBUTE_WORDS))]
+    return f"{caption} ; {attribute_phrase({name: values[name] for name in kept})}"
+
+
 def complexity_level(value: float) -> str:
     low, high = TEMPORAL_TERTILES
     return "low" if value < low else "high" if value > high else "medium"

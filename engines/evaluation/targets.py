@@ -7,8 +7,9 @@ For each of n segments drawn (seeded) from the held-out test split, its five axe
 is asked for them with no mode (WHITE), one candidate, no checking (the raw model), and the analyzer measures
 the result. `mae` is the mean absolute error over the five axes in unit scale (valence -1..1 counted as
 0..1, like the others); `mae_unconditioned` is the same error for a sample drawn with nothing asked, from the
-same seeds: the floor a condition has to beat. An engine that cannot take the axes (a first checkpoint, the
-GPT's prompts) measures about its floor. Empty outputs are left out and counted.
+same seeds: the floor a condition has to beat. The GPT is asked with a prompt naming no mode, its attribute
+phrase after it. A checkpoint that cannot take the axes (one trained before them) measures about its floor.
+Empty outputs are left out and counted.
 """
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def axes_report(engine: str, checkpoint: str, cfg: Config, n: int = 160, seed: i
 
     generator = GENERATORS[engine].load(checkpoint)
     settings = generator.settings_for(cfg)
+    if hasattr(settings, "prompt"):   # the GPT reads a prompt: one without a mode (its attribute phrase follows)
+        from dataclasses import replace
+
+        from engines.data.captions import prompt_for
+
+        settings = replace(settings, prompt=prompt_for(None))
     key = cache_key(f"{engine}-axes", checkpoint, {"n": n, "seed": seed, "settings": settings,
                                                    "held_out": HELD_OUT_SEED})
 

@@ -40,7 +40,6 @@ class AutoregressiveGenerator(GeneratorBase):
     name = "autoregressive"
     label = "Autoregressive (GPT, text prompts)"
     short_name = "GPT"
-    takes_attributes = False   # it reads a text prompt; verification still ranks by the attributes asked
     Settings = AutoregressiveSettings
     live = True
     writes_in_c = False
@@ -92,16 +91,35 @@ class AutoregressiveGenerator(GeneratorBase):
                 raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "
                                   f"{', '.join(map(str, request.keep_bars))}")
         mode = self.asked_mode(request, settings)
-        kwargs = dict(prompt=settings.prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
+        prompt = self.prompt_with_attributes(settings.prompt, request.attributes)
+        kwargs = dict(prompt=prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
                       guidance_scale=float(settings.prompt_guidance))
         watch = None
         if on_step is not None:
-            budget = self.model.token_budget(settings.prompt, mode, continue_from, kwargs["keep_bars"])
+            budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"])
             watch = lambda step, rows: on_step(step, budget, (rows, kwargs["max_bars"]))  # noqa: E731
         return [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
+
+    @property
+    def takes_attributes(self) -> bool:
+        """Whether this checkpoint learned attribute phrases ("energy 7 ..."): one trained before did not."""
+        from engines.data.captions import ATTRIBUTE_WORDS
+
+        words = set(self.model.vocabulary.words)
+        return set(ATTRIBUTE_WORDS.values()) <= words and {str(d) for d in range(10)} <= words
+
+    def prompt_with_attributes(self, prompt: str, attributes: dict | None) -> str:
+        """The prompt, and the attributes asked for as the phrase the model was trained on (when it was)."""
+        from engines.data.captions import attribute_phrase
+        from engines.models.conditioning import unit_value
+
+        if not attributes or not self.takes_attributes:
+            return prompt
+        phrase = attribute_phrase({k: unit_value(k, v) for k, v in attributes.items() if v is not None})
+        return f"{prompt} ; {phrase}" if phrase else prompt
 
     def preview(self, state, rows: int) -> Preview:
         from engines.music.notes import bar_ticks, notes_to_roll, steps_per_bar

@@ -81,7 +81,6 @@ class Generator(Protocol):
     init_verb: ClassVar[str]             # what it does with init_midi: "inpainted", "continued" ("" = nothing)
     codec_preview: ClassVar[bool]        # the studio also plays its results through the audio codec
     live_label: ClassVar[str]            # the live view's progress line, with {step} and {total}
-    takes_attributes: ClassVar[bool]     # its models take Request.attributes (the axes, rhythm) as a condition
 
     @classmethod
     def load(cls, path, device="cpu") -> "Generator": ...
@@ -102,7 +101,6 @@ class GeneratorBase:
     init_verb: ClassVar[str] = ""
     codec_preview: ClassVar[bool] = False
     live_label: ClassVar[str] = "Step {step} of {total}"
-    takes_attributes: ClassVar[bool] = True
 
     def __init__(self, model):
         self.model = model               # the engine's Trained* class (engines/models/)

@@ -28,5 +28,8 @@ class GPTConfig:
     # (its caption's key with it; 0 = off), and each epoch's near-copy rate of prompted samples measured, so
     # best.pt is the lowest validation loss among epochs at or under copy_target
     transpose: int = 5
+    # share of captions followed by an attribute phrase ("energy 7 valence 2", engines/data/captions.py), so
+    # the GPT takes the studio's axis and rhythm sliders as text (0 = off, as the first checkpoints)
+    attribute_captions: float = 0.5
     copy_check_samples: int = 32           # prompted samples per epoch for the copy check (0 = off)
     copy_target: float = 0.01

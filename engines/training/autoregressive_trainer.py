@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 
 from engines.config import Config
 from engines.data.cache import FEATURE_NAMES, SegmentCache
-from engines.data.captions import describe, facts_from_row, prompt_for
+from engines.data.captions import (ATTRIBUTE_WORDS, attribute_phrase, describe, facts_from_row, prompt_for,
+                                   with_attributes)
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.models.gpt import GPT, IGNORE, checkpoint_payload
@@ -43,9 +44,13 @@ TASKS = ("caption_to_midi", "continuation", "midi_to_audio")
 CAPTION_ROOM = 48  # tokens kept free for <bos> <text> caption <midi> when choosing segments that fit
 
 
-def build_vocabulary(cache: SegmentCache, indices, captions_per_segment: int, seed: int = 0) -> UnifiedVocabulary:
+def build_vocabulary(cache: SegmentCache, indices, captions_per_segment: int, seed: int = 0,
+                     attribute_captions: float = 0.0) -> UnifiedVocabulary:
     rng = np.random.default_rng(seed)
     captions = [prompt_for(m, c) for m in (*MODES, None) for c in (None, "low", "medium", "high")]
+    if attribute_captions > 0:   # every attribute word and level, whatever the rows drawn
+        captions.append(attribute_phrase({name: level / 9 for level, name in enumerate(ATTRIBUTE_WORDS)}))
+        captions.append(" ; ".join(str(level) for level in range(10)))
     for row in cache.segments[np.asarray(indices)]:
         facts = facts_from_row(row, FEATURE_NAMES)
         captions += [describe(facts, rng) for _ in range(captions_per_segment)]
@@ -62,10 +67,12 @@ class SequenceDataset(Dataset):
     task for a row every time (validation)."""
 
     def __init__(self, cache: SegmentCache, indices, vocabulary: UnifiedVocabulary, block_size: int,
-                 task_weights: dict, fixed: bool = False, seed: int = 0, transpose: int = 0):
+                 task_weights: dict, fixed: bool = False, seed: int = 0, transpose: int = 0,
+                 attribute_captions: float = 0.0):
         self.cache, self.indices, self.vocabulary = cache, np.asarray(indices), vocabulary
         self.block_size, self.fixed, self.seed = block_size, fixed, seed
         self.transpose = 0 if fixed else int(transpose)
+        self.attribute_captions = float(attribute_captions)
         self.shifts = pitch_shift_tables(self.transpose) if self.transpose else {}
         unknown = set(task_weights) - set(TASKS)
         if unknown:
@@ -93,6 +100,8 @@ class SequenceDataset(Dataset):
             if shift:
                 facts = replace(facts, key=moved_key(facts.key, shift))
             caption = describe(facts, rng)
+            if self.attribute_captions and rng.random() < self.attribute_captions:
+                caption = with_attributes(caption, facts, rng)
             return self.vocabulary.encode(text=caption, midi=remi)
         return self.vocabulary.encode(midi=remi)
 
@@ -185,10 +194,11 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
     val_rows = val_rows[:val_limit]
     if not len(train_rows) or not len(val_rows):
         raise StudioError("no training segments fit model.autoregressive.block_size; raise it")
-    vocabulary = build_vocabulary(cache, train_rows, ac.captions_per_segment, seed)
+    vocabulary = build_vocabulary(cache, train_rows, ac.captions_per_segment, seed, ac.attribute_captions)
     train_set = SequenceDataset(cache, train_rows, vocabulary, ac.block_size, ac.task_weights,
-                                transpose=ac.transpose)
-    val_set = SequenceDataset(cache, val_rows, vocabulary, ac.block_size, ac.task_weights, fixed=True, seed=seed)
+                                transpose=ac.transpose, attribute_captions=ac.attribute_captions)
+    val_set = SequenceDataset(cache, val_rows, vocabulary, ac.block_size, ac.task_weights, fixed=True, seed=seed,
+                              attribute_captions=ac.attribute_captions)
     checking = ac.copy_check_samples > 0
     settings = LoopSettings(ac.learning_rate, ac.weight_decay, ac.batch_size, ac.epochs, ac.ema_decay,
                             val_batch_size=64, collate=collate,
