@@ -2,9 +2,9 @@
 
     CONDITION_ATTRIBUTES   rebracketing, temporal complexity and the analyzer's five axes (energy, valence,
                            tension, intimacy, motion), all in unit scale (valence -1..1 becomes 0..1)
-    AttributeEncoder       (B, k) values and (B, k) given flags -> (B, out): what a network adds to its
-                           conditioning; "each" gives every attribute its own flag (any subset can be asked
-                           for), "shared" is the first checkpoints' one flag for all (both or none)
+    attribute_inputs       (B, k) values and (B, k) given flags -> what a network reads of the condition;
+                           "each" gives every attribute its own flag (any subset can be asked for), "shared"
+                           is the first checkpoints' one flag for all (both or none)
     attribute_dropout      the training-time mask: the whole condition dropped with one probability, each
                            attribute on its own with another, so the model learns every subset
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from engines.music.analyzer import AXES, MODES
 
@@ -51,26 +50,6 @@ def attribute_tensors(attributes: dict | None, names: tuple[str, ...] | list[str
             values[:, i] = unit_value(name, attributes[name])
             given[:, i] = 1.0
     return values, given
-
-
-class AttributeEncoder(nn.Module):
-    """(B, k) values and (B, k) given flags -> (B, out_dim).
-
-    mask "each": the input is values * given and the flags, 2k wide, so each attribute is given or not on
-    its own. mask "shared": values and one flag, k + 1 wide (the first checkpoints; all or none)."""
-
-    def __init__(self, names: tuple[str, ...] | list[str], out_dim: int, mask: str = "each"):
-        super().__init__()
-        if mask not in ("each", "shared"):
-            raise ValueError(f"attribute mask must be 'each' or 'shared', got {mask!r}")
-        self.names, self.mask = tuple(names), mask
-        self.linear = nn.Linear(attribute_width(len(self.names), mask), out_dim)
-
-    def forward(self, values: torch.Tensor | None, given: torch.Tensor | None = None, batch: int | None = None,
-                device: torch.device | None = None) -> torch.Tensor:
-        if values is not None:
-            batch, device = values.shape[0], values.device
-        return self.linear(attribute_inputs(values, given, self.mask, len(self.names), batch, device))
 
 
 def attribute_width(k: int, mask: str) -> int:
