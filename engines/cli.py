@@ -327,13 +327,12 @@ def _flag_settings(args, kind) -> dict:
     return settings
 
 
-TARGET_FLAGS = ("rebracketing", "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion")
-
-
 def _attributes(args) -> dict | None:
     """What --energy ... --temporal-complexity ask for (the analyzer's scale), checked; None when nothing is."""
+    from engines.music.analyzer import ANALYZER_ATTRIBUTES
+
     attributes = {}
-    for name in TARGET_FLAGS:
+    for name in ANALYZER_ATTRIBUTES:
         value = getattr(args, name)
         if value is None:
             continue
@@ -472,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, func, help_text):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def command(name, func, help_text, under=sub):
+        p = under.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="YAML file of config overrides (see assets/configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key; repeatable")
         p.set_defaults(func=func)
@@ -608,12 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "--config / --set). Example spec: assets/configs/studies/mode_test.yaml")
     actions = listen.add_subparsers(dest="action", required=True)
 
-    def action(name, func, help_text):
-        p = actions.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", help="YAML file of config overrides (the studio's)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key; repeatable")
-        p.set_defaults(func=func)
-        return p
+    def action(name, func, help_text):   # each action takes the studio's --config / --set
+        return command(name, func, help_text, under=actions)
 
     p = action("create", cmd_listen_create, "generate the stimuli of a study spec and open its session")
     p.add_argument("--spec", required=True, help="YAML: title, question, systems, modes, stimuli_per_mode, "

@@ -43,7 +43,7 @@ class Request:
     mode: str = "WHITE"                  # a chromatic mode, or WHITE for none
     n: int = 4                           # results wanted
     seed: int = 0
-    attributes: dict | None = None       # target attributes {"rebracketing": x, "temporal_complexity": y}
+    attributes: dict | None = None       # targets in the analyzer's scale, any of ANALYZER_ATTRIBUTES, e.g. {"energy": 0.8}
     tonic: str | None = None             # the key's tonic, e.g. "G" (None: C, where the engines write)
     init_midi: Any = None                # a MIDI file or Segment (a file's first) to inpaint or continue
     keep_bars: list[int] | None = None   # its bars to keep, 1-based (the GPT continues after the first k: 1..k)

@@ -32,12 +32,9 @@ import numpy as np
 
 from engines.errors import StudioError
 from engines.generation.base import Request
-from engines.music.analyzer import AXES, MODES, WHITE
+from engines.music.analyzer import ANALYZER_ATTRIBUTES, MODES, WHITE
 from engines.music.notes import Segment, first_bars
 
-# what a request may ask for besides the mode, in the analyzer's scale (valence -1..1, the others 0..1); the
-# judge reads all of them, so candidates are ranked by them too
-ATTRIBUTE_TARGETS = ("rebracketing", "temporal_complexity") + AXES
 MAX_ROUNDS = 4        # rounds of K candidates at most, while too few are heard as asked and are not copies
 MAX_RESULTS = 256     # results one request may ask for
 RAW = "one candidate per result: the raw model"   # why an unchecked draw was neither ranked nor checked
@@ -175,7 +172,7 @@ class Verifier:
             return out
         probabilities, judged = readings
         positions = np.nonzero(has_notes)[0]
-        targets = {k: float(v) for k, v in (attributes or {}).items() if k in ATTRIBUTE_TARGETS and v is not None}
+        targets = {k: float(v) for k, v in (attributes or {}).items() if k in ANALYZER_ATTRIBUTES and v is not None}
         for row, i in enumerate(positions):
             score = 0.0
             if mode != WHITE:

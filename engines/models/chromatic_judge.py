@@ -39,10 +39,10 @@ from engines.errors import StudioError
 from engines.models.denoiser import FiLMBlock
 from engines.models.guidance_classifier import metric_grids
 from engines.models.judge_config import JudgeConfig
-from engines.music.analyzer import AXES, MODES
+from engines.music.analyzer import ANALYZER_ATTRIBUTES, MODES
 from engines.music.notes import Segment, notes_to_roll
 
-JUDGE_ATTRIBUTES = ("rebracketing", "temporal_complexity") + AXES
+JUDGE_ATTRIBUTES = ANALYZER_ATTRIBUTES
 # The analyzer's raw features the axes are made of (engines/data/cache.FEATURE_NAMES but velocity, which the
 # judge does not hear): an auxiliary head learns them, each in [0, 1] (normalised as the analyzer does), in
 # training only, so the embedding holds the parts the axes are summed from and not only their sums.

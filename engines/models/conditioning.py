@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.music.analyzer import AXES, MODES
+from engines.music.analyzer import ANALYZER_ATTRIBUTES, AXES, MODES
 
 FIRST_ATTRIBUTES = ("rebracketing", "temporal_complexity")   # what the first checkpoints condition on
-CONDITION_ATTRIBUTES = FIRST_ATTRIBUTES + AXES
+CONDITION_ATTRIBUTES = ANALYZER_ATTRIBUTES   # the first two are FIRST_ATTRIBUTES
 
 
 def unit_value(name: str, value: float) -> float:

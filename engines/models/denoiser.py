@@ -168,8 +168,7 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
     t = torch.randint(0, scheduler.num_steps, (b,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     config = model_config(model)
-    columns = (model.module if hasattr(model, "module") else model).attribute_columns
-    mode, values = batch["mode"], batch["conditions"][:, columns]
+    mode, values = batch["mode"], batch["conditions"][:, unwrapped(model).attribute_columns]
     given = torch.ones_like(values)
     if model.training and condition_dropout > 0:
         drop = torch.rand(b, generator=generator).to(device) < condition_dropout
@@ -185,8 +184,12 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
     return (((prediction - target) ** 2) * valid * weight).sum() / (valid.sum() * x0.shape[1] * x0.shape[3]).clamp_min(1)
 
 
+def unwrapped(model) -> "RollDenoiser":
+    return model.module if hasattr(model, "module") else model   # DDP wraps the denoiser
+
+
 def model_config(model) -> DiffusionConfig:
-    return (model.module if hasattr(model, "module") else model).config  # DDP wraps the denoiser
+    return unwrapped(model).config
 
 
 def loss_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -137,8 +137,8 @@ class ChromaticVAE(nn.Module):
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if self.training else mean
         out = self.decode(z, mode, values, given)
         out.update(mean=mean, logvar=logvar, prior_mean=self.prior_mean(mode))
-        if self.adversary is not None:
-            out["adversary"] = self.adversary(GradientReversal.apply(z, 1.0))
+        if self.adversary is not None:   # what it should read from z: the true mode and attribute values
+            out.update(adversary=self.adversary(GradientReversal.apply(z, 1.0)), attributes=values)
         return out
 
 
@@ -174,9 +174,8 @@ def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
         # the adversary reads the true mode and attributes from z; through the gradient reversal the same
         # loss teaches the encoder to leave them out (the weight scales both)
         guess = out["adversary"]
-        columns = [CONDITION_ATTRIBUTES.index(a) for a in config.attributes]
         adversary = F.cross_entropy(guess[:, :WHITE_INDEX], batch["mode"]) + \
-            F.mse_loss(torch.sigmoid(guess[:, WHITE_INDEX:]), batch["conditions"][:, columns])
+            F.mse_loss(torch.sigmoid(guess[:, WHITE_INDEX:]), out["attributes"])
         loss = loss + config.adversary_weight * adversary
         parts["adversary"] = adversary
     return {"loss": loss, **parts}

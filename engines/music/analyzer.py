@@ -29,6 +29,9 @@ ANALYZER_VERSION = 4   # 4: syncopation voice by voice, accent displacement in r
 MODES = ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET")
 WHITE = "WHITE"  # no mode: unconditioned generation
 AXES = ("energy", "valence", "tension", "intimacy", "motion")
+# Everything the analyzer measures besides the mode on a [0, 1] scale (valence -1..1): what a request may ask for,
+# the judge predicts and the engines condition on
+ANALYZER_ATTRIBUTES = ("rebracketing", "temporal_complexity") + AXES
 MODE_COLORS = {"BLACK": "#1f1f1f", "RED": "#d62728", "ORANGE": "#ff7f0e", "YELLOW": "#e6c200",
                "GREEN": "#2ca02c", "BLUE": "#1f77b4", "INDIGO": "#4b0082", "VIOLET": "#9467bd",
                "WHITE": "#9a9a9a"}
