@@ -124,7 +124,8 @@ TRAINERS = {"vae": ("engines.training.vae_trainer", "train_vae"),
 
 # engine -> (module, function) of the step after its training (finalize-only); each takes (checkpoint, cfg, limit, seed)
 FINALIZERS = {"vae": ("engines.training.vae_finalize", "finalize_vae"),
-              "diffusion": ("engines.training.diffusion_finalize", "finalize_diffusion")}
+              "diffusion": ("engines.training.diffusion_finalize", "finalize_diffusion"),
+              "autoregressive": ("engines.training.autoregressive_trainer", "finalize_autoregressive")}
 
 
 def cmd_train(args) -> None:
@@ -157,7 +158,7 @@ def cmd_train(args) -> None:
 
 def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
     """The step after training that fits what the weights do not hold (the VAE's latent vectors and map, the
-    diffusion decoding's onset threshold)."""
+    diffusion decoding's onset threshold, the GPT's mode targets when its run predates them)."""
     module, function = FINALIZERS[engine]
     finalize = getattr(importlib.import_module(module), function)
     return finalize(checkpoint, cfg, limit=args.limit, seed=args.seed)

@@ -497,3 +497,28 @@ def test_attribute_phrases_teach_the_gpt_the_sliders_and_a_first_checkpoint_is_n
     shipped = GENERATORS["autoregressive"].load("assets/checkpoints/autoregressive.pt")
     assert not shipped.takes_attributes
     assert shipped.prompt_with_attributes("a calm phrase", {"energy": 0.2}) == "a calm phrase"
+
+
+def test_a_mode_prompt_asks_for_the_axes_inside_the_mode_and_finalize_restores_them(tiny_run, tmp_path):
+    from engines.generation import GENERATORS
+    from engines.music.analyzer import AXES, MODES
+    from engines.training.autoregressive_trainer import finalize_autoregressive
+    from engines.training.common import load_checkpoint, save_checkpoint
+
+    trained = GENERATORS["autoregressive"].load(tiny_run[0] / "autoregressive.pt")
+    targets = trained.model.mode_targets
+    assert targets and set(targets) <= set(MODES)                                    # stored by the trainer
+    mode = next(iter(targets))
+    asked = trained.asked_attributes(mode, {"energy": 0.9, "rebracketing": None})
+    assert set(asked) == set(AXES) and asked["energy"] == 0.9                        # the slider wins
+    assert asked["valence"] == pytest.approx(2 * targets[mode]["valence"] - 1)       # the analyzer's scale
+    assert trained.asked_attributes("WHITE", None) == {}                             # no mode, nothing added
+    phrase = trained.prompt_with_attributes(f"a {mode} phrase", trained.asked_attributes(mode, None))
+    assert phrase.startswith(f"a {mode} phrase ; energy ")
+    # a run from before the targets gets them from finalize, the same medians the trainer stores
+    payload = load_checkpoint(tiny_run[0] / "autoregressive.pt")
+    del payload["mode_targets"]
+    save_checkpoint(payload, tmp_path / "best.pt")
+    assert GENERATORS["autoregressive"].load(tmp_path / "best.pt").asked_attributes(mode, None) == {}
+    finalize_autoregressive(tmp_path / "best.pt", load_config(overrides=TINY_GPT), limit=64)
+    assert load_checkpoint(tmp_path / "best.pt")["mode_targets"] == targets

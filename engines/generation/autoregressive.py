@@ -91,7 +91,7 @@ class AutoregressiveGenerator(GeneratorBase):
                 raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "
                                   f"{', '.join(map(str, request.keep_bars))}")
         mode = self.asked_mode(request, settings)
-        prompt = self.prompt_with_attributes(settings.prompt, request.attributes)
+        prompt = self.prompt_with_attributes(settings.prompt, self.asked_attributes(mode, request.attributes))
         kwargs = dict(prompt=prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
@@ -110,6 +110,13 @@ class AutoregressiveGenerator(GeneratorBase):
 
         words = set(self.model.vocabulary.words)
         return set(ATTRIBUTE_WORDS.values()) <= words and {str(d) for d in range(10)} <= words
+
+    def asked_attributes(self, mode: str, attributes: dict | None) -> dict:
+        """The attributes the prompt's phrase asks for: those given, and for a mode the axes inside its region
+        (conditioning.request_attributes), as the VAE and diffusion are conditioned."""
+        from engines.models.conditioning import CONDITION_ATTRIBUTES, request_attributes
+
+        return request_attributes(mode, attributes, self.model.mode_targets, CONDITION_ATTRIBUTES)
 
     def prompt_with_attributes(self, prompt: str, attributes: dict | None) -> str:
         """The prompt, and the attributes asked for as the phrase the model was trained on (when it was)."""

@@ -72,6 +72,8 @@ class TrainedAutoregressive:
             raise StudioError("the autoregressive checkpoint was trained with another REMI vocabulary; retrain it "
                               "(`python -m engines train --engine autoregressive`)")
         self.data = payload.get("data", {"segment_bars": 4})
+        # per mode, the attributes inside its region (conditioning.mode_targets); absent before issue 19
+        self.mode_targets: dict = payload.get("mode_targets", {})
 
     @property
     def parameter_count(self) -> int:  # from the checkpoint: int8 layers hold packed weights, not parameters

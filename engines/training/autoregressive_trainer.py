@@ -34,6 +34,7 @@ from engines.data.captions import (ATTRIBUTE_WORDS, attribute_phrase, describe, 
                                    with_attributes)
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
+from engines.models.conditioning import mode_targets
 from engines.models.gpt import GPT, IGNORE, checkpoint_payload
 from engines.music.analyzer import MODES
 from engines.tokenizers.vocabulary import MIDI, PAD, UnifiedVocabulary, remi_token_names
@@ -220,13 +221,30 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
         return row
     config = replace(ac, vocab_size=len(vocabulary))
 
+    # what a mode prompt's attribute phrase asks for: the axes inside the mode's region (conditioning.py)
+    targets = mode_targets(cache.segments[np.sort(train_rows)])
+
     def payload(ema, row):
         return checkpoint_payload(ema, vocabulary.to_dict(), row,
-                                  {"data": data, "training": {"segments": int(len(train_rows)),
-                                                              "task_weights": dict(ac.task_weights)}})
+                                  {"data": data, "mode_targets": targets,
+                                   "training": {"segments": int(len(train_rows)),
+                                                "task_weights": dict(ac.task_weights)}})
 
     return train_with_ema(lambda: GPT(config), train_set, val_set, settings,
                           loss_fn=lambda model, batch: model(batch["x"], batch["y"])[1],
                           validate_fn=validate_and_check, payload_fn=payload, out_dir=out_dir,
                           max_minutes=max_minutes,
                           resume=resume, seed=seed, workers=workers)
+
+
+def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0, seed: int = 0) -> dict:
+    """The step after training for a run that lacks them (trained before issue 19): the modes' interior targets
+    on the training split, written into the checkpoint. `seed` is unused (the targets are medians)."""
+    from engines.training.common import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(checkpoint, engine="autoregressive")
+    cache = ensure_corpus_cache(cfg)
+    rows = fitting_indices(cache, cache.split_indices("train"), int(payload["config"]["block_size"]))
+    payload["mode_targets"] = mode_targets(cache.segments[np.sort(rows[:limit] if limit else rows)])
+    save_checkpoint(payload, checkpoint)
+    return {"mode_targets": payload["mode_targets"]}
