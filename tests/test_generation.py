@@ -106,7 +106,8 @@ def test_without_a_judge_one_candidate_per_result_is_drawn_and_copies_are_replac
     assert len(result.raw) == 3 and result.candidates == 1 and not result.judged   # nothing to rank by
     assert result.summary() == "3 candidates checked for copies, not ranked (no judge installed); showing 3."
     raw = draw(generator, Request(engine="vae", mode="RED", n=3, seed=2, candidates=1), settings, plain)
-    assert [s.notes.tolist() for s in raw.segments] == [s.notes.tolist() for s in result.segments]
+    # the same draws (an empty one is shown last)
+    assert sorted(s.notes.tolist() for s in raw.segments) == sorted(s.notes.tolist() for s in result.segments)
 
 
 def test_neighbouring_seeds_share_no_candidates(tiny_checkpoints, cfg, verifier):

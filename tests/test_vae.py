@@ -433,6 +433,61 @@ def test_finalize_adds_latent_vectors(checkpoint, run_dir, tiny_cfg, cache):
         assert torch.equal(payload["state_dict"][key], value), key
 
 
+def test_finalize_fits_a_prior_per_mode_and_a_threshold_for_its_samples(checkpoint, run_dir, tiny_cfg, cache):
+    from engines.training.vae_finalize import THRESHOLDS, fitted_prior
+
+    path, summary = checkpoint
+    payload = torch.load(path, weights_only=True)
+    latents, variances, indices = encode_split(TrainedVAE.load(run_dir[0] / "best.pt"), tiny_cfg, "train", LIMIT,
+                                               variances=True)
+    rows = cache.segments[indices]
+    prior = payload["fitted_prior"]
+    assert prior["mean"].shape == (len(MODES) + 1, LATENT) and prior["scale_tril"].shape == (len(MODES) + 1,
+                                                                                             LATENT, LATENT)
+    expected = fitted_prior(latents, variances, rows)
+    torch.testing.assert_close(prior["mean"], expected["mean"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(prior["mean"][-1], latents.mean(0), atol=1e-4, rtol=1e-4)   # WHITE: every latent
+    assert torch.equal(prior["scale_tril"][0], torch.tril(prior["scale_tril"][0]))
+    # a mode's mean is that of its clearest half only
+    mode = int(np.bincount(rows["mode"]).argmax())
+    mine = rows["mode"] == mode
+    top = rows["scores"].max(axis=1)
+    clear = torch.as_tensor(mine & (top >= np.quantile(top[mine], 0.5)))
+    torch.testing.assert_close(prior["mean"][mode], latents[clear].mean(0), atol=1e-4, rtol=1e-4)
+    # its covariance is that of the means (shrunk toward the diagonal) plus the mean posterior variance
+    covariance = prior["scale_tril"][mode] @ prior["scale_tril"][mode].T
+    spread = torch.cov(latents[clear].T).diagonal() + variances[clear].mean(0)
+    torch.testing.assert_close(covariance.diagonal(), spread, atol=1e-3, rtol=1e-3)
+    # the sample threshold is the candidate whose samples come nearest the training notes per segment
+    calibration = payload["sample_calibration"]
+    counts = {float(k): v for k, v in calibration["notes_by_threshold"].items()}
+    assert payload["sample_onset_threshold"] in THRESHOLDS and set(counts) == set(THRESHOLDS)
+    target = float(np.mean(rows["note_count"]))
+    assert calibration["corpus_notes_per_segment"] == pytest.approx(target, abs=0.01)
+    assert abs(counts[payload["sample_onset_threshold"]] - target) == min(abs(c - target) for c in counts.values())
+    assert summary["sample_onset_threshold"] == payload["sample_onset_threshold"]
+
+
+def test_samples_come_from_the_fitted_prior_unless_the_network_prior_is_asked(checkpoint):
+    path, _ = checkpoint
+    vae = TrainedVAE.load(path)
+    mode = MODES.index("RED")
+    z = vae.sample_latents("RED", 256, seed=3)
+    prior = vae.fitted_prior
+    # draws of N(mean, L L^T): their mean is near the mode's, and whitened by L they are unit Gaussians
+    white = torch.linalg.solve_triangular(prior["scale_tril"][mode], (z - prior["mean"][mode]).T, upper=False).T
+    assert white.mean().abs() < 0.05 and abs(white.std().item() - 1) < 0.05
+    network = vae.sample_latents("RED", 256, seed=3, prior="network")
+    noise = torch.randn(256, LATENT, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(network, vae.model.prior_mean(torch.tensor([mode])) + noise)   # as before
+    with pytest.raises(StudioError, match="prior must be one of fitted, network"):
+        vae.sample("RED", prior="learned")
+    vae.onset_threshold, vae.sample_onset_threshold = 0.95, 0.5
+    fitted_notes = sum(len(s.notes) for s in vae.sample("RED", 8, seed=1)[0])
+    vae.sample_onset_threshold = 0.95
+    assert sum(len(s.notes) for s in vae.sample("RED", 8, seed=1)[0]) < fitted_notes   # its own threshold
+
+
 # ---- TrainedVAE ----------------------------------------------------------------------------------------------
 def _key(segments) -> list:
     return [(s.ts_num, s.ts_den, s.tempo_qpm, s.notes.tobytes()) for s in segments]
@@ -448,10 +503,15 @@ def test_sample_is_seeded(vae):
     # Different latents decode to different logits, hence (practically always) different segments.
     assert not torch.equal(vae.model.decode(za, torch.ones(3, dtype=torch.long))["onset"],
                            vae.model.decode(zc, torch.ones(3, dtype=torch.long))["onset"])
-    # The draw is centred on RED's learned prior mean; temperature scales the spread around it.
-    centre = vae.model.prior_mean(torch.tensor([MODES.index("RED")]))
+    # The draw is centred on RED's prior mean (the fitted one when finalize fitted one, else the network's);
+    # temperature scales the spread around it.
+    centre = vae.fitted_prior["mean"][MODES.index("RED")] if vae.fitted_prior else \
+        vae.model.prior_mean(torch.tensor([MODES.index("RED")]))
     _, hot = vae.sample("RED", n=3, seed=7, temperature=2.0)
     torch.testing.assert_close(hot - centre, 2 * (za - centre))
+    network = vae.model.prior_mean(torch.tensor([MODES.index("RED")]))
+    _, cold = vae.sample("RED", n=3, seed=7, temperature=0.5, prior="network")
+    torch.testing.assert_close(cold - network, 0.5 * (vae.sample("RED", n=3, seed=7, prior="network")[1] - network))
 
 
 def test_conditional_prior_is_learned_per_mode(vae, run_dir):

@@ -36,6 +36,9 @@ ONSET_THRESHOLD = 0.5
 SUSTAIN_THRESHOLD = 0.5
 
 
+PRIORS = ("fitted", "network")   # what sample_latents draws from
+
+
 def mode_index(mode: str) -> int:
     mode = (mode or WHITE).upper()
     if mode == WHITE:
@@ -73,6 +76,10 @@ class TrainedVAE:
         self.latent_map: LatentMap | None = LatentMap(payload["latent_map"]) if "latent_map" in payload else None
         # per mode, the attributes deep inside its region (none in checkpoints from before them)
         self.mode_targets: dict = payload.get("mode_targets", {})
+        # p(z | mode) fitted by finalize to the latents of each mode's clearest training segments, and the
+        # onset threshold at which its samples hold as many notes as real segments (absent in older runs)
+        self.fitted_prior = {k: torch.as_tensor(v) for k, v in payload.get("fitted_prior", {}).items()}
+        self.sample_onset_threshold = float(payload.get("sample_onset_threshold", self.onset_threshold))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -89,10 +96,11 @@ class TrainedVAE:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None,
-               tonic: str | None = None) -> list[Segment]:
+               tonic: str | None = None, onset_threshold: float | None = None) -> list[Segment]:
         """Latents (B, D) -> Segments. `attributes`: any of the model's attributes in the analyzer's scale
         ({"rebracketing": x, "energy": y, ...}) or None; a mode fills the axes not given with its interior
-        target (engines/models/conditioning.py). `tonic` moves a key_to_c model's output from C to that tonic."""
+        target (engines/models/conditioning.py). `tonic` moves a key_to_c model's output from C to that tonic.
+        `onset_threshold`: None = the one chosen on reconstructions (encoded segments)."""
         z = z.reshape(-1, self.latent_dim).to(self.device)
         modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
         names = self.model.config.attributes
@@ -100,29 +108,44 @@ class TrainedVAE:
         values, given = attribute_tensors(asked, names, z.shape[0], self.device)
         out = self.model.decode(z, modes, values, given)
         segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
-                                      self.data["segment_bars"], self.onset_threshold, self.pitch_window)
+                                      self.data["segment_bars"],
+                                      self.onset_threshold if onset_threshold is None else onset_threshold,
+                                      self.pitch_window)
         semitones = tonic_shift(tonic)
         for segment in segments:
             segment.notes = transpose_notes(segment.notes, semitones, self.data["pitch_low"], self.data["pitch_high"])
         return segments
 
     @torch.no_grad()
-    def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
-        """n latents (n, D) from the prior p(z | mode) = N(mu_mode, temperature^2 I) (mu = 0 for a standard prior)."""
+    def uses_fitted_prior(self, prior: str) -> bool:
+        if prior not in PRIORS:
+            raise StudioError(f"prior must be one of {', '.join(PRIORS)}, got '{prior}'")
+        return prior == "fitted" and bool(self.fitted_prior)
+
+    @torch.no_grad()
+    def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
+                       prior: str = "fitted") -> torch.Tensor:
+        """n latents (n, D) from p(z | mode): "fitted", the Gaussian finalize fitted to the mode's clearest
+        training latents, N(mean_mode, temperature^2 L L^T) (WHITE: all latents); "network" (and any checkpoint
+        without a fitted one), the network's prior N(mu_mode, temperature^2 I) (mu = 0 for a standard prior)."""
         if not 0 < temperature <= 5:
             raise StudioError(f"temperature must lie in (0, 5], got {temperature}")
         if not 1 <= n <= 256:
             raise StudioError(f"n must lie in 1..256, got {n}")
-        index = torch.tensor([mode_index(mode)], device=self.device)
+        index = mode_index(mode)
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(n, self.latent_dim, generator=generator) * temperature
-        return self.model.prior_mean(index).cpu() + noise
+        if self.uses_fitted_prior(prior):
+            return self.fitted_prior["mean"][index] + noise @ self.fitted_prior["scale_tril"][index].T
+        return self.model.prior_mean(torch.tensor([index], device=self.device)).cpu() + noise
 
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
-               attributes: dict | None = None, tonic: str | None = None) -> tuple[list[Segment], torch.Tensor]:
+               attributes: dict | None = None, tonic: str | None = None,
+               prior: str = "fitted") -> tuple[list[Segment], torch.Tensor]:
         """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D)."""
-        z = self.sample_latents(mode, n, temperature, seed)
-        return self.decode(z, mode, attributes, tonic), z
+        z = self.sample_latents(mode, n, temperature, seed, prior)
+        threshold = self.sample_onset_threshold if self.uses_fitted_prior(prior) else None
+        return self.decode(z, mode, attributes, tonic, threshold), z
 
     @torch.no_grad()
     def encode_rolls(self, rolls: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,15 @@
                      (mean latent of that mode's segments minus the mean of all): "towards mode X" is a
                      shift by vectors["mode:X"]
     latent_map       UMAP of a fixed subset of training latents (engines/models/latent_map.py)
-    onset_threshold  the decoding threshold with the best note F1 on the validation split
+    onset_threshold  the decoding threshold with the best note F1 on the validation split (reconstructions)
+    fitted_prior     p(z | mode): a Gaussian per mode over the latents of its clearest training segments (the
+                     upper half of the mode's top scores, as conditioning.mode_targets), and one over all
+                     latents for WHITE. The network's prior (N(0, I), or N(mu_mode, I)) covers every region the
+                     decoder can read, borders and other modes included; the fitted one is where the mode's
+                     music lies (issue 19: raw analyzer consistency 0.375 -> 0.52 on the first checkpoint).
+    sample_onset_threshold
+                     the threshold at which samples of the fitted prior hold, on average, as many notes as the
+                     training split's segments (as diffusion_finalize calibrates its samples)
 """
 from __future__ import annotations
 
@@ -27,15 +35,21 @@ from engines.training.common import save_checkpoint
 
 
 @torch.no_grad()
-def encode_split(vae: TrainedVAE, cfg: Config, split: str = "train", limit: int = 0, seed: int = 0):
-    """(latents (N, D), cache row indices (N,)) for a split, optionally a fixed random subset of it."""
+def encode_split(vae: TrainedVAE, cfg: Config, split: str = "train", limit: int = 0, seed: int = 0,
+                 variances: bool = False):
+    """(latents (N, D), cache row indices (N,)) for a split, optionally a fixed random subset of it: the
+    posterior means; with `variances`, (means, posterior variances (N, D), indices)."""
     cache = ensure_corpus_cache(cfg)
     indices = cache.split_indices(split)
     if limit and limit < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
     loader = DataLoader(RollDataset.for_config(cache, indices, cfg.data, vae.model.config.key_to_c), batch_size=512)
-    latents = [vae.encode_rolls(batch["roll"], batch["mode"]) for batch in loader]
-    return torch.cat(latents), indices
+    means, spreads = [], []
+    for batch in loader:
+        mean, logvar = vae.model.encode(batch["roll"].to(vae.device), batch["mode"].to(vae.device))
+        means.append(mean.cpu())
+        spreads.append(logvar.exp().cpu())
+    return (torch.cat(means), torch.cat(spreads), indices) if variances else (torch.cat(means), indices)
 
 
 def latent_vectors(latents: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -51,6 +65,38 @@ def latent_vectors(latents: torch.Tensor, rows: np.ndarray) -> dict[str, torch.T
         if members.any():
             vectors[f"mode:{mode}"] = latents[members].mean(0) - overall
     return vectors
+
+
+def fitted_prior(latents: torch.Tensor, variances: torch.Tensor, rows: np.ndarray, clear_quantile: float = 0.5,
+                 shrinkage: float = 0.1) -> dict[str, torch.Tensor]:
+    """{"mean": (M + 1, D), "scale_tril": (M + 1, D, D)}: per mode (MODES order, then WHITE over all latents)
+    the mean and Cholesky factor of the aggregate posterior of its clearest rows (SEGMENT_DTYPE), moment-matched:
+    the covariance of the posterior means (N, D) plus the mean posterior variance (N, D). The second term keeps
+    the spread of dimensions the decoder ignores (mean near 0, variance near 1). The first is shrunk toward its
+    diagonal by `shrinkage`: a mode's few hundred latents would leave a D x D estimate ill-conditioned. A mode
+    without rows gets WHITE's."""
+    def gaussian(z: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = z.double()
+        covariance = torch.cov(z.T) if len(z) > 1 else torch.zeros(z.shape[1], z.shape[1], dtype=z.dtype)
+        covariance = (1 - shrinkage) * covariance + shrinkage * torch.diag(torch.diag(covariance))
+        covariance += torch.diag(var.double().mean(0)) + 1e-6 * torch.eye(z.shape[1], dtype=z.dtype)
+        return z.mean(0).float(), torch.linalg.cholesky(covariance).float()
+
+    top = rows["scores"].max(axis=1)
+    everything = gaussian(latents, variances)
+    means, factors = [], []
+    for index in range(len(MODES)):
+        mine = rows["mode"] == index
+        if not mine.any():
+            mean, factor = everything
+        else:
+            clear = torch.as_tensor(mine & (top >= np.quantile(top[mine], 1 - clear_quantile)))
+            mean, factor = gaussian(latents[clear], variances[clear])
+        means.append(mean)
+        factors.append(factor)
+    means.append(everything[0])
+    factors.append(everything[1])
+    return {"mean": torch.stack(means).contiguous(), "scale_tril": torch.stack(factors).contiguous()}
 
 
 THRESHOLDS = tuple(round(0.5 + 0.025 * i, 3) for i in range(19))  # 0.5 .. 0.95
@@ -81,6 +127,23 @@ def calibrate_onset_threshold(vae: TrainedVAE, cfg: Config, limit: int = 0) -> t
     return best, scores[best]
 
 
+@torch.no_grad()
+def calibrate_sample_threshold(vae: TrainedVAE, target_notes: float, n_per_mode: int = 16,
+                               seed: int = 0) -> dict:
+    """Sets vae.sample_onset_threshold to the candidate whose fitted-prior samples (temperature 1) hold closest
+    to `target_notes` notes on average; returns the measurements."""
+    counts = {}
+    for threshold in THRESHOLDS:
+        vae.sample_onset_threshold = threshold
+        counts[threshold] = float(np.mean([len(s.notes) for i, mode in enumerate(MODES)
+                                           for s in vae.sample(mode, n_per_mode, seed=seed + i)[0]]))
+    best = min(THRESHOLDS, key=lambda th: abs(counts[th] - target_notes))
+    vae.sample_onset_threshold = best
+    return {"sample_onset_threshold": best, "notes_per_segment": round(counts[best], 2),
+            "corpus_notes_per_segment": round(target_notes, 2), "samples": n_per_mode * len(MODES),
+            "notes_by_threshold": {str(k): round(v, 2) for k, v in counts.items()}}
+
+
 def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int = 6000, seed: int = 0,
                  log=print) -> dict:
     """Add vectors, the latent map and the onset threshold to a checkpoint in place.
@@ -90,11 +153,14 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     started = time.time()
     vae = TrainedVAE.load(checkpoint)
     threshold, f1 = calibrate_onset_threshold(vae, cfg, limit // 4 if limit else 0)
-    latents, indices = encode_split(vae, cfg, "train", limit, seed)
+    latents, variances, indices = encode_split(vae, cfg, "train", limit, seed, variances=True)
     rows = ensure_corpus_cache(cfg).segments[indices]
     vectors = latent_vectors(latents, rows)
     subset = np.sort(np.random.default_rng(seed).choice(len(latents), min(map_points, len(latents)), replace=False))
     latent_map, _ = fit_latent_map(latents[subset].numpy(), indices[subset], seed=42)
+    vae.fitted_prior = fitted_prior(latents, variances, rows)
+    train_notes = float(np.mean(rows["note_count"]))
+    sample_calibration = calibrate_sample_threshold(vae, train_notes, seed=seed)
     if log:
         log(f"finalize: {len(latents)} latents, map of {len(subset)} fitted ({time.time() - started:.0f} s)")
     payload = vae.payload  # the file as loaded: weights, config, metrics
@@ -102,8 +168,14 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     payload["onset_threshold"] = threshold
     payload["onset_threshold_validation_f1"] = f1
     payload["latent_map"] = latent_map
+    payload["fitted_prior"] = vae.fitted_prior
+    payload["sample_onset_threshold"] = vae.sample_onset_threshold
+    payload["sample_calibration"] = sample_calibration
     payload["finalize_seconds"] = round(time.time() - started, 1)
     save_checkpoint(payload, checkpoint)
     return {"onset_threshold": threshold, "validation_f1": round(f1, 4), "latents": len(latents),
             "map_points": len(subset), "seconds": payload["finalize_seconds"],
+            "sample_onset_threshold": vae.sample_onset_threshold,
+            "sample_notes_per_segment": sample_calibration["notes_per_segment"],
+            "train_notes_per_segment": sample_calibration["corpus_notes_per_segment"],
             "vector_norms": {k: round(float(v.norm()), 3) for k, v in vectors.items()}}
