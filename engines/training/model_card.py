@@ -119,6 +119,11 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
            f"{payload['latent_map']['seed']}) of {len(payload['latent_map']['rows'])} training latents; onset "
            f"threshold {payload.get('onset_threshold')} (best validation F1 {payload.get('onset_threshold_validation_f1', 0):.3f}); "
            f"fitted after training in {payload.get('finalize_seconds', '?')} s"] if "latent_map" in payload else []),
+        *([f"- **Sampling:** from the prior fitted per mode to its clearest training latents (finalize; "
+           f"`generation.sampling.vae.prior: network` draws from the network's own), decoded at onset threshold "
+           f"{payload['sample_onset_threshold']}: {payload['sample_calibration']['notes_per_segment']} notes per "
+           f"sample against {payload['sample_calibration']['corpus_notes_per_segment']} per training segment "
+           f"({payload['sample_calibration']['samples']} samples)"] if "sample_calibration" in payload else []),
         *([f"- **Onset calibration:** threshold {payload['onset_calibration']['onset_threshold']} on the x0 scale: "
            f"{payload['onset_calibration']['notes_per_segment']} notes per sample against "
            f"{payload['onset_calibration']['corpus_notes_per_segment']} per training segment "
