@@ -124,8 +124,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                                  settings_control(spec, _elem_id(e, spec["name"], names))))
             prompt = next((c for e, name, c in controls if name == "prompt"), None)
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
-            tonic = gr.Dropdown(list(PITCH_NAMES), value="C", label="Tonic (the key is major or minor as generated; "
-                                "a kept segment keeps its own key)")
+            tonic = gr.Dropdown([("as written", "")] + [(p, p) for p in PITCH_NAMES], value="",
+                                label="Tonic (as written: C for the VAE and diffusion, the prompt's key for the GPT; "
+                                "major or minor as generated; a kept segment keeps its own key)")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations", elem_id="generate-count")
             candidates = gr.Slider(1, MAX_CANDIDATES, engine.engine_candidates(first) if first else 8, step=1,
                                    label="Check results: candidates per result",
@@ -211,7 +212,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                            start_upload, results)
         req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
                       attributes=attributes or None,
-                      tonic=None if init else tonic,  # a kept segment keeps its key
+                      tonic=None if init or not tonic else tonic,  # a kept segment keeps its key
                       init_midi=init, keep_bars=[int(b) for b in bars or []] if init else None,
                       settings=settings, candidates=int(k))
         result, stopped_at = None, None

@@ -247,6 +247,25 @@ def test_requests_that_cannot_run_say_why(tiny_checkpoints, cfg, verifier):
     assert gpt.candidates(Request(engine="autoregressive", candidates=8), beam) == 1   # one deterministic result
 
 
+def test_the_gpt_writes_in_the_tonic_asked_for(tiny_checkpoints, cfg):
+    from engines.models.roll_decoding import segment_tonic
+
+    gpt = GENERATORS["autoregressive"].load(tiny_checkpoints["autoregressive"])
+    settings = gpt.settings_for(cfg, {"max_bars": 2})
+    request = Request(engine="autoregressive", mode="RED", n=3, seed=5, settings=settings)
+    written = [s for s in gpt.run(request) if len(s.notes)]
+    assert written
+    for tonic, pitch_class in (("G", 7), ("C", 0), ("Eb", 3)):
+        moved = [s for s in gpt.run(replace(request, tonic=tonic)) if len(s.notes)]
+        assert [segment_tonic(s) for s in moved] == [pitch_class] * len(written)
+        for before, after in zip(written, moved):   # the same notes, moved by one interval
+            shift = (after.notes["pitch"].astype(int) - before.notes["pitch"].astype(int)) % 12
+            assert len(set(shift.tolist())) == 1
+            assert np.array_equal(before.notes[["start", "duration"]], after.notes[["start", "duration"]])
+    with pytest.raises(StudioError, match="unknown tonic 'H'"):
+        gpt.run(replace(request, tonic="H"))
+
+
 def test_evaluate_settings_name_sections_shared_keys_and_candidates(cfg):
     from engines.api.evaluation import with_settings
 

@@ -78,7 +78,10 @@ class AutoregressiveGenerator(GeneratorBase):
                                            settings.prompt_guidance - 0.75 * round_))
 
     def run(self, request: Request, on_step=None) -> list:
+        from engines.models.roll_decoding import tonic_shift
+
         settings: AutoregressiveSettings = self.settings_of(request)
+        tonic_shift(request.tonic)   # an unknown tonic is refused before any sampling
         continue_from, keep = None, 0
         if request.keep_bars and not request.init_midi:
             raise StudioError("continuation needs a MIDI file to continue: upload one or pick a result")
@@ -101,7 +104,22 @@ class AutoregressiveGenerator(GeneratorBase):
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"])
             watch = lambda step, rows: on_step(step, budget, (rows, kwargs["max_bars"]))  # noqa: E731
-        return [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
+        segments = [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
+        return segments if continue_from is not None else [self.in_tonic(s, request.tonic) for s in segments]
+
+    def in_tonic(self, segment, tonic: str | None):
+        """The segment moved (-6..5 semitones) from the tonic of the key the analyzer hears to `tonic` (None:
+        as written). The GPT writes in the key its prompt or its training segments had, not in C; a continued
+        segment keeps the key of the bars it kept."""
+        from engines.models.roll_decoding import segment_tonic, tonic_shift
+        from engines.music.notes import shift_to_c, transpose_notes
+
+        if not tonic or not len(segment.notes):
+            return segment
+        semitones = (tonic_shift(tonic) + shift_to_c(segment_tonic(segment)) + 6) % 12 - 6
+        segment.notes = transpose_notes(segment.notes, semitones, self.model.data.get("pitch_low", 21),
+                                        self.model.data.get("pitch_high", 108))
+        return segment
 
     @property
     def takes_attributes(self) -> bool:
