@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from engines.api import MODE_COLORS, MODES, StudioEngine
 from engines.errors import StudioError
-from studio.widgets import error_markdown, guarded, guarded_stream, progress_html
+from studio.widgets import counted, error_markdown, guarded, guarded_stream, progress_html
 
 MODE_COLUMNS = ["mode", "samples", "analyzer", "judge", "intra_class_variance", "mean_pairwise_distance"]
 EXAMPLE_SLOTS = 4  # best 2, worst 2
@@ -44,6 +44,9 @@ def histogram_figure(reports: dict, name: str) -> go.Figure:
     return figure
 
 
+RELIABLE_FRECHET_N = 160   # segments: 20 per mode, what the shipped evaluations use
+
+
 def summary_markdown(report: dict) -> str:
     suite = report["suite"]
     f = suite["frechet"]
@@ -51,7 +54,7 @@ def summary_markdown(report: dict) -> str:
     judge = suite["judge"].get("consistency", {}).get("overall") if "consistency" in suite["judge"] else None
     copies = suite["diversity"]["copies"]
     overall = suite["diversity"]["per_mode"]["overall"]
-    lines = [f"### {report['engine'].upper()}: {report['n']} segments",
+    lines = [f"### {report['engine'].upper()}: {counted(report['n'], 'segment')}",
              f"- **Fréchet distance** {f['distance']:.3f} (95 % interval {f['interval'][0]:.3f}–{f['interval'][1]:.3f}); "
              f"real-vs-real baseline {f['real_baseline']:.3f} · embedding: {f['embedding']}",
              f"- **Mode consistency**: analyzer {analyzer:.0%}" + (f", learned judge {judge:.0%}" if judge is not None
@@ -61,6 +64,11 @@ def summary_markdown(report: dict) -> str:
              "- **Musical statistics overlap with real**: " + ", ".join(
                  f"{k.replace('_', ' ')} {v['overlap']:.2f}" for k, v in suite["music_stats"].items()
                  if v["overlap"] is not None)]
+    if report["n"] < RELIABLE_FRECHET_N:
+        lines.insert(2, f"  - *With {counted(report['n'], 'segment')} the Fréchet distance and its baseline are "
+                        f"mostly sampling noise (a Fréchet estimate is biased upward when there are fewer samples "
+                        f"than embedding dimensions): compare engines at {RELIABLE_FRECHET_N // 8} per mode "
+                        f"or more.*")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import gradio as gr
 from engines.api import AXES, MODE_COLORS, MODES, BrowseQuery, StudioEngine
 from engines.errors import StudioError
 from studio.generation_panel import build_generation_panel
-from studio.widgets import analysis_markdown, guarded, piano_roll_figure
+from studio.widgets import analysis_markdown, counted, guarded, piano_roll_figure
 
 TABLE_COLUMNS = ["index", "piece", "collection", "bars", "time_signature", "mode", "key", "rebracketing",
                  "temporal_complexity", "energy", "valence", "tension", "intimacy", "motion"]
@@ -123,7 +123,7 @@ def build_generate_tab(engine: StudioEngine) -> None:
                      *[round(a["axes"][x], 2) for x in AXES], round(a["rebracketing"], 2),
                      round(a["temporal_complexity"], 2)] for a in view.segments]
             modes = ", ".join(sorted({a["mode"] for a in view.segments}))
-            fig = piano_roll_figure(view.notes, f"{view.name} · {len(view.segments)} segments · {modes}",
+            fig = piano_roll_figure(view.notes, f"{view.name} · {counted(len(view.segments), 'segment')} · {modes}",
                                     MODE_COLORS["WHITE"])
             return fig, view.wav_path, [view.midi_path, view.wav_path], rows, ""
 

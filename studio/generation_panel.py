@@ -24,7 +24,7 @@ from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.generation.base import MAX_CANDIDATES
 from engines.music.features import PITCH_NAMES
-from studio.widgets import (analysis_markdown, denoising_image, error_markdown, guarded_stream, mode_chip,
+from studio.widgets import (analysis_markdown, counted, denoising_image, error_markdown, guarded_stream, mode_chip,
                             piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
@@ -185,8 +185,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
                    gr.update(label=check or "Start from")])
 
     engine_name.change(show_engine, engine_name, list(groups.values()) + [candidates, init_box, use_init])
-    if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none)
-        mode.change(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt)
+    if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none) ...
+        mode.input(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt, api_visibility="private")
+        # ... and typing a prompt shows the mode it names, which is what the GPT is asked for (none: WHITE)
+        prompt.input(lambda text: mode_named(text or "") or "WHITE", prompt, mode, api_visibility="private",
+                     trigger_mode="always_last")   # the last keystroke decides, not the first
 
     def on_error(message):
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
@@ -231,8 +234,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
     def _results(result, stopped_at, live_shown: bool) -> list:
         views, mode = result.views, result.asked_mode
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
-        summary = (f"{len(views)} segments; the analyzer hears {mode} in {matches}."
-                   if mode != "WHITE" else f"{len(views)} unconditioned segments.")
+        summary = (f"{counted(len(views), 'segment')}; the analyzer hears {mode} in {matches}."
+                   if mode != "WHITE" else f"{counted(len(views), 'unconditioned segment')}.")
         summary += f" {result.summary}"
         if result.stopped and stopped_at and stopped_at[0] < stopped_at[1]:
             summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are what it had then."

@@ -16,6 +16,11 @@ AXIS_LABELS = {"energy": "Energy", "valence": "Valence", "tension": "Tension", "
                "motion": "Motion"}
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 segment', '3 segments' (`plural` for nouns that do not take an s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def pitch_label(pitch: int) -> str:
     return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
 

@@ -173,11 +173,21 @@ def test_inpaint_a_result_keeping_two_bars(page):
 
 
 def test_type_a_prompt_generate_with_the_gpt_and_hear_it(page):
+    from playwright.sync_api import expect
+
     page.locator("#generate-engine").get_by_label("Autoregressive (GPT, text prompts)").check()
     page.wait_for_selector("#generate-prompt", state="visible")
     page.locator("#generate-mode").get_by_label("YELLOW").check()  # fills in the mode's prompt
     page.wait_for_function("() => document.querySelector('#generate-prompt textarea')?.value.includes('YELLOW')")
-    page.fill("#generate-prompt textarea", "a calm, intimate YELLOW phrase with low temporal complexity")
+    page.fill("#generate-prompt textarea", "")
+    # typing a mode moves the picker to it (typed: Playwright's fill sends no input event Gradio listens to)
+    page.locator("#generate-prompt textarea").press_sequentially("a slow BLUE phrase")
+    expect(page.locator("#generate-mode").get_by_label("BLUE")).to_be_checked(timeout=30000)
+    assert page.input_value("#generate-prompt textarea") == "a slow BLUE phrase"   # and the prompt stays as typed
+    page.fill("#generate-prompt textarea", "")
+    page.locator("#generate-prompt textarea").press_sequentially("a calm, intimate YELLOW phrase with low "
+                                                                 "temporal complexity")
+    expect(page.locator("#generate-mode").get_by_label("YELLOW")).to_be_checked(timeout=30000)
     _set_slider(page, "generate-count", 2)
     page.click("#generate-button")
     _wait_for_results(page)

@@ -18,3 +18,30 @@ def test_the_readout_sets_what_was_asked_beside_what_is_heard_on_every_axis():
 def test_without_a_request_the_readout_has_no_asked_column():
     table = analysis_markdown(ANALYSIS, "#c00", heading=True)
     assert "asked" not in table and "| Valence | -0.20 |" in table and table.startswith("### ")
+
+
+def test_counts_read_as_english():
+    from studio.widgets import counted
+
+    assert counted(1, "segment") == "1 segment" and counted(0, "segment") == "0 segments"
+    assert counted(3, "unconditioned segment") == "3 unconditioned segments"
+    assert counted(2, "copy", "copies") == "2 copies"
+
+
+def test_an_evaluation_of_few_segments_says_its_frechet_distance_is_noise():
+    from studio.evaluate_tab import RELIABLE_FRECHET_N, summary_markdown
+
+    def report(n):
+        return {"engine": "vae", "n": n, "suite": {
+            "frechet": {"distance": 40.0, "interval": [20.0, 70.0], "real_baseline": 30.0, "embedding": "judge"},
+            "analyzer": {"consistency": {"overall": 0.5}}, "judge": {"consistency": {"overall": 0.5}},
+            "diversity": {"copies": {"near_copy_rate": 0.0, "duplicate_rate": 0.0},
+                          "per_mode": {"overall": {"mean_pairwise_distance": 10.0}}},
+            "music_stats": {"pitch_range": {"overlap": 0.8}}}}
+
+    few = summary_markdown(report(24))
+    assert few.startswith("### VAE: 24 segments") and "mostly sampling noise" in few
+    assert "20 per mode" in few
+    enough = summary_markdown(report(RELIABLE_FRECHET_N))
+    assert "noise" not in enough and "Fréchet distance** 40.000" in enough
+    assert summary_markdown(report(1)).startswith("### VAE: 1 segment\n")
