@@ -58,6 +58,9 @@ class GeneratedView:
     audio_tokens: int = 0              # codec tokens that render became
     verification: dict | None = None   # how it was chosen (engines/generation/verify.Verification)
     asked: dict | None = None          # the attributes the request asked for (analyzer scale), to set beside the heard
+    stopped: bool = False              # Stop ended the run: this is what the model had then
+    bars_written: int | None = None    # of a stopped result: bars up to its last note (None: not stopped)
+    bars: int = 4                      # the bars it was asked for
 
 
 @dataclass

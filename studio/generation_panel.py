@@ -41,10 +41,14 @@ INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpa
 
 def result_markdown(view) -> str:
     if view.analysis is None:
+        if view.stopped:
+            return f"**{view.title}**\n\nStopped before the model had settled on any note."
         return f"**{view.title}**\n\nThe model decoded an empty segment at this seed; try another seed."
     heard = view.analysis["mode"]
     verdict = "matches" if heard == view.requested_mode else f"asked for {view.requested_mode}"
-    return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n"
+    stopped = (f"*Stopped early: what the model had then, notes in bars 1-{view.bars_written} of {view.bars}; "
+               f"the analysis covers those.*\n\n" if view.stopped else "")
+    return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n" + stopped
             + verification_markdown(view.verification)
             + analysis_markdown(view.analysis, view.color, heading=False, asked=view.asked))
 

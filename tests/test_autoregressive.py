@@ -377,7 +377,15 @@ def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
     stream = engine.generate_stream(params, run_id="r1", every=0.0001)
     first = next(stream)
     assert isinstance(first, GenerationProgress) and engine.request_stop("r1")
-    assert isinstance(list(stream)[-1], GenerationResult)
+    stopped = list(stream)[-1]
+    assert isinstance(stopped, GenerationResult) and stopped.stopped
+    for view in stopped.views:   # said to be stopped, with the bars it had written (issue 20, defect 4)
+        assert view.stopped and view.title.endswith(" · stopped") and view.bars == 2
+        if view.analysis is None:
+            assert view.bars_written == 0
+        else:   # the bar of its last note
+            assert view.bars_written == sum(b <= max(view.notes.start) for b in view.notes.bar_lines[:view.bars])
+    assert not any(v.stopped or v.bars_written is not None for v in views)   # a run that ended by itself
     with pytest.raises(StudioError, match="continuation needs a MIDI file"):
         list(engine.generate_stream(Request(engine="autoregressive", keep_bars=[1, 2])))
 

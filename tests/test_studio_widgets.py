@@ -45,3 +45,15 @@ def test_an_evaluation_of_few_segments_says_its_frechet_distance_is_noise():
     enough = summary_markdown(report(RELIABLE_FRECHET_N))
     assert "noise" not in enough and "Fréchet distance** 40.000" in enough
     assert summary_markdown(report(1)).startswith("### VAE: 1 segment\n")
+
+
+def test_a_stopped_result_says_so_instead_of_blaming_the_seed():
+    from engines.views import GeneratedView, NoteView
+    from studio.generation_panel import result_markdown
+
+    empty = NoteView(start=[], duration=[], pitch=[], velocity=[], bar_lines=[0, 4, 8, 12], regions=[])
+    common = dict(title="DIFFUSION · RED · seed 0 · #1", requested_mode="RED", analysis=None, color="#c00",
+                  notes=empty, midi_path="a.mid", wav_path=None)
+    assert "try another seed" in result_markdown(GeneratedView(**common))
+    stopped = result_markdown(GeneratedView(**common, stopped=True, bars_written=0))
+    assert "Stopped before the model had settled on any note" in stopped and "seed" not in stopped.split("\n")[-1]

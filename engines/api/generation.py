@@ -14,6 +14,13 @@ from engines.settings import settings_schema
 from engines.views import GeneratedView, GenerationProgress, GenerationResult
 
 
+
+def written_bars(segment) -> int:
+    """Bars of a segment up to the bar of its last note (0: no notes): what a stopped run had written."""
+    if not len(segment.notes):
+        return 0
+    return int((segment.notes["start"].max()) // segment.bar_length) + 1
+
 class GenerationAPI:
     def engines_available(self) -> list[str]:
         return self.models.available()
@@ -115,7 +122,8 @@ class GenerationAPI:
                 else:
                     outcome = payload[0]
                     yield GenerationResult(
-                        views=self._views(request, mode, outcome), summary=outcome.summary(), asked_mode=mode,
+                        views=self._views(request, mode, outcome, stop.is_set()), summary=outcome.summary(),
+                        asked_mode=mode,
                         candidates=outcome.candidates, stopped=stop.is_set(),
                         verification={"drawn": outcome.drawn, "heard": outcome.heard,
                                       "rejected_copies": outcome.rejected_copies, "judged": outcome.judged})
@@ -132,15 +140,17 @@ class GenerationAPI:
             stop.set()
         return stop is not None
 
-    def _views(self, request: Request, mode: str, outcome) -> list[GeneratedView]:
+    def _views(self, request: Request, mode: str, outcome, stopped: bool = False) -> list[GeneratedView]:
         views = []
         generator = GENERATORS[request.engine]
         kind = generator.init_verb if request.init_midi is not None else f"seed {request.seed}"
         for i, (segment, check) in enumerate(zip(outcome.segments, outcome.verifications)):
-            title = f"{request.engine.upper()} · {mode} · {kind} · #{i + 1}"
+            title = f"{request.engine.upper()} · {mode} · {kind} · #{i + 1}" + (" · stopped" if stopped else "")
             name = f"{request.engine}-{mode}-{request.seed}-{i}"
             view = GeneratedView(title=title, requested_mode=mode, verification=check.to_dict(),
                                  asked=dict(request.attributes) if request.attributes else None,
+                                 stopped=stopped, bars=int(segment.num_bars),
+                                 bars_written=written_bars(segment) if stopped else None,
                                  **self.segment_result(segment, name))
             if generator.codec_preview:
                 view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
