@@ -530,3 +530,32 @@ def test_a_mode_prompt_asks_for_the_axes_inside_the_mode_and_finalize_restores_t
     assert GENERATORS["autoregressive"].load(tmp_path / "best.pt").asked_attributes(mode, None) == {}
     finalize_autoregressive(tmp_path / "best.pt", load_config(overrides=TINY_GPT), limit=64)
     assert load_checkpoint(tmp_path / "best.pt")["mode_targets"] == targets
+
+
+def test_a_segment_longer_than_the_model_learned_is_written_window_by_window():
+    """Issue 20, defect 3: 'bars to write = 8' gave at most 4 bars. The shipped GPT learned 4-bar segments;
+    8 bars are written as windows that each keep the last 2 bars of the one before."""
+    from engines.models.trained_autoregressive import TrainedAutoregressive, bars_window
+    from engines.music.notes import Segment
+
+    gpt = TrainedAutoregressive.load("assets/checkpoints/autoregressive.pt")
+    four = gpt.generate("a calm BLUE phrase", n=2, temperature=0.8, top_p=0.95, max_bars=4, seed=3)
+    eight = gpt.generate("a calm BLUE phrase", n=2, temperature=0.8, top_p=0.95, max_bars=8, seed=3)
+    for short, long in zip(four, eight):
+        assert short.segment.num_bars <= 4 and long.segment.num_bars == 8
+        bar = long.segment.bar_length
+        assert long.segment.notes["start"].max() >= 6 * bar                      # notes in the last two bars
+        assert (long.segment.notes["start"] + long.segment.notes["duration"]).max() <= 8 * bar
+        first = long.segment.notes[long.segment.notes["start"] < 4 * bar]       # the first window as written
+        assert first.tolist() == short.segment.notes.tolist()
+    # a window: bars 2-3 of a segment as a segment of its own, cut at its end
+    notes = np.array([(0, 12, 60, 80, 0), (96, 60, 62, 80, 0), (120, 100, 64, 80, 0), (200, 12, 65, 80, 0)],
+                     dtype=eight[0].segment.notes.dtype)                 # 4/4: 48 ticks a bar
+    window = bars_window(Segment(notes=notes, num_bars=5), 2, 2)
+    assert window.num_bars == 2 and window.bar_start == 2
+    assert window.notes.tolist() == [(0, 60, 62, 80, 0), (24, 72, 64, 80, 0)]   # held past its end: cut
+    # Stop during the first window ends the windows after it too
+    calls = []
+    (stopped,) = gpt.generate("a calm BLUE phrase", n=1, max_bars=8, seed=3,
+                              on_token=lambda step, rows: calls.append(step) or len(calls) > 20)
+    assert stopped.segment.num_bars < 4 and len(calls) == 21

@@ -102,7 +102,7 @@ class AutoregressiveGenerator(GeneratorBase):
                       guidance_scale=float(settings.prompt_guidance))
         watch = None
         if on_step is not None:
-            budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"])
+            budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])
             watch = lambda step, rows: on_step(step, budget, (rows, kwargs["max_bars"]))  # noqa: E731
         segments = [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
         return segments if continue_from is not None else [self.in_tonic(s, request.tonic) for s in segments]

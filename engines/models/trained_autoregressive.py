@@ -17,7 +17,7 @@ sequence changes (README, bench); `precision="float32"` turns it off.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -113,6 +113,26 @@ class TrainedAutoregressive:
             raise StudioError(f"guidance scale must lie in 0..10, got {guidance_scale}")
         if continue_from is not None and not 1 <= keep_bars < max_bars:
             raise StudioError(f"bars to keep must lie in 1..{max_bars - 1} (max bars {max_bars})")
+        # the model learned segments of `window` bars and ends there: a longer one is written in windows
+        window, first = self.windows(max_bars, keep_bars if continue_from is not None else 0)
+        stopped = {"now": False}
+        if on_token is not None and first < max_bars:   # the first window's Stop also ends the windows after it
+            watch_first = on_token
+
+            def on_token(step, rows):
+                stopped["now"], stopped["step"] = bool(watch_first(step, rows)), max(step, stopped.get("step", 0))
+                return stopped["now"]
+        generated = self._generate_window(prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty,
+                                           first, max_new_tokens, seed, continue_from, keep_bars, on_token,
+                                           guidance_scale)
+        if first < max_bars and not stopped["now"]:
+            generated = self._extend(generated, prompt, mode, max_bars, window, temperature, top_k, top_p,
+                                     seed, guidance_scale, on_token, stopped.get("step", 0))
+        return generated
+
+    def _generate_window(self, prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty, max_bars,
+                         max_new_tokens, seed, continue_from, keep_bars, on_token, guidance_scale) -> list[Generated]:
+        """One pass of at most `max_bars` bars (generate's arguments)."""
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
                               keep_bars if continue_from is not None else 0)
         grammar = RemiGrammar(self.vocabulary, max_bars)
@@ -131,15 +151,73 @@ class TrainedAutoregressive:
             rows = sample_tokens(model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
         return [self.to_generated(given + row, max_bars) for row in rows]
 
+    def _extend(self, generated: list[Generated], prompt, mode, max_bars: int, window: int, temperature: float,
+                top_k: int, top_p: float, seed: int, guidance_scale: float,
+                on_token: Callable | None, step: int = 0) -> list[Generated]:
+        """Each row written on, window by window, to `max_bars` bars: a window keeps the last half of the one
+        before as its start and writes the rest (sampled, also after a beam search), so every join is a
+        continuation the model learned. A row whose window ends without a new bar stops
+        there; on_token (every row's whole span so far, at each token) returning True stops them all."""
+        keep = max(window // 2, 1)
+        segments = [g.segment for g in generated]
+        done = [False] * len(segments)
+
+        def spans() -> list[list[int]]:
+            return [self.vocabulary.encode_midi(encode_segment(s, "remi").tolist()) for s in segments]
+
+        for window_index in range(1, max_bars):
+            for row, segment in enumerate(segments):
+                have = segment.num_bars
+                if done[row] or have >= max_bars:
+                    done[row] = True
+                    continue
+                context = bars_window(segment, have - keep, keep)
+                if not len(context.notes):   # nothing to continue from: the row ends where it is
+                    done[row] = True
+                    continue
+                watch = None
+                if on_token is not None:
+                    shown = spans()
+
+                    def watch(_, rows, shown=shown):   # the live view shows what is stitched so far
+                        nonlocal step
+                        step += 1
+                        return on_token(step, shown)
+                (more,) = self._generate_window(prompt, mode, 1, temperature, top_k, top_p, 1, 1.0, window,
+                                                0, seed + 7919 * window_index + row, context, keep, watch,
+                                                guidance_scale)
+                new_bars = more.segment.num_bars - keep
+                if new_bars <= 0:
+                    done[row] = True
+                    continue
+                written = more.segment.notes[more.segment.notes["start"] >= keep * segment.bar_length].copy()
+                written["start"] += (have - keep) * segment.bar_length
+                segments[row] = first_bars(replace(segment, notes=np.concatenate([segment.notes, written]),
+                                                   num_bars=have + new_bars), max_bars)
+                if on_token is not None and on_token(step, spans()):
+                    return [Generated(s, g.tokens, False) for s, g in zip(segments, generated)]
+            if all(done) or all(s.num_bars >= max_bars for s in segments):
+                break
+        return [Generated(s, self.vocabulary.encode_midi(encode_segment(s, "remi").tolist()), g.ended)
+                for s, g in zip(segments, generated)]
+
     def token_budget(self, prompt: str | None = None, mode: str | None = None, continue_from: Segment | None = None,
-                     keep_bars: int = 0) -> int:
-        """How many tokens generation may write after this prompt (the model's context minus the prompt)."""
+                     keep_bars: int = 0, max_bars: int = 4) -> int:
+        """How many tokens generation may write after this prompt (the model's context minus the prompt), for
+        every window `max_bars` takes (generate)."""
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
                               keep_bars if continue_from is not None else 0)
         budget = self.model.config.block_size - len(ids)
         if budget <= 0:
             raise StudioError("the prompt and the bars to continue fill the model's whole context; shorten them")
-        return budget
+        window, first = self.windows(max_bars, keep_bars if continue_from is not None else 0)
+        keep = max(window // 2, 1)
+        return budget * (1 + -(-(max_bars - first) // (window - keep)))
+
+    def windows(self, max_bars: int, kept: int = 0) -> tuple[int, int]:
+        """(the bars of one window: the segments the model learned, the bars the first window writes to)."""
+        window = int(self.data.get("segment_bars", 4))
+        return window, max_bars if max_bars <= window else max(window, kept + 1)
 
     def partial_segment(self, midi_ids: list[int], max_bars: int = 4) -> Segment | None:
         """The notes of a MIDI span still being written (the live view); None while it decodes to nothing."""
@@ -155,6 +233,16 @@ class TrainedAutoregressive:
         remi = self.vocabulary.decode_midi(tokens)
         segment = decode_tokens(remi, "remi") if remi else Segment(notes=np.zeros(0, dtype=NOTE_DTYPE))
         return Generated(segment=first_bars(segment, max_bars), tokens=tokens, ended=ended)
+
+
+def bars_window(segment: Segment, start: int, bars: int) -> Segment:
+    """Bars start .. start + bars - 1 of `segment` as a segment of their own (notes that start there, moved to
+    0 and cut at its end): the start of the next window."""
+    first, end = start * segment.bar_length, (start + bars) * segment.bar_length
+    notes = segment.notes[(segment.notes["start"] >= first) & (segment.notes["start"] < end)].copy()
+    notes["start"] -= first
+    notes["duration"] = np.minimum(notes["duration"], end - first - notes["start"])
+    return replace(segment, notes=notes, num_bars=bars, bar_start=segment.bar_start + start)
 
 
 def bars_prefix(segment: Segment, bars: int) -> list[int]:
