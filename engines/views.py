@@ -72,6 +72,7 @@ class GenerationResult:
     asked_mode: str
     candidates: int                  # per result (1: unchecked)
     stopped: bool = False            # Stop ended sampling early
+    replaced: bool = False           # a newer request of the same user (run_id) stopped it; it has no views
     verification: dict = field(default_factory=dict)  # drawn, heard, rejected_copies
 
 

@@ -233,7 +233,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                        gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (6 * len(slots))]
             else:
                 result = item
-        yield _results(result, stopped_at, live_view)
+        if not result.replaced:   # a replaced run leaves the page to the newer one
+            yield _results(result, stopped_at, live_view)
 
     def _results(result, stopped_at, live_shown: bool) -> list:
         views, mode = result.views, result.asked_mode
@@ -264,8 +265,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
 
     inputs = [engine_name, mode, seed, tonic, count, candidates, asked, *target_sliders.values(), use_init,
               source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
+    # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
-                   show_progress="minimal")
+                   show_progress="minimal", trigger_mode="multiple")
     stop.click(request_stop, None, status, queue=False)
 
 

@@ -351,6 +351,27 @@ def test_a_run_ending_leaves_a_newer_runs_stop_flag_alone(studio):
     assert isinstance(list(second)[-1], GenerationResult)
 
 
+def test_a_second_request_replaces_the_run_still_going(studio):
+    """Issue 20, defect 1: a second Generate click while a run was going was silently ignored. Now the newer
+    request of the same user stops the older, which ends with no results and says it was replaced."""
+    from engines.api import GenerationProgress, GenerationResult, Request
+
+    slow = Request(engine="diffusion", mode="RED", n=1, seed=1, settings={"steps": 100})
+    first = studio.generate_stream(slow, run_id="tab", every=1e-9)
+    assert isinstance(next(first), GenerationProgress)
+    second = studio.generate_stream(Request(engine="diffusion", mode="BLUE", n=2, seed=2, settings={"steps": 5}),
+                                    run_id="tab", every=1e-9)
+    next(second)                                   # the newer run starts: the older one is told to stop
+    older = list(first)
+    assert isinstance(older[-1], GenerationResult)
+    assert older[-1].replaced and older[-1].stopped and older[-1].views == []
+    assert older[-1].summary == "Replaced by a newer request."
+    assert all(i.step < 100 for i in older if isinstance(i, GenerationProgress))   # it did not run to its end
+    newer = list(second)[-1]
+    assert isinstance(newer, GenerationResult) and not newer.replaced and not newer.stopped
+    assert len(newer.views) == 2 and newer.views[0].requested_mode == "BLUE"
+
+
 def test_a_broken_classifier_file_leaves_the_engine_usable(engine, classifier_run, tmp_path):
     from engines.registry import ModelRegistry
     from engines.training.common import load_checkpoint, save_checkpoint

@@ -92,8 +92,11 @@ class GenerationAPI:
 
             request = replace(request, init_midi=request.init_segment(self.cfg))  # the file is read once, here
         stop, updates = threading.Event(), queue.Queue()
-        if run_id:
+        if run_id:   # a newer request of the same user replaces the one still running: it stops, and says why
+            earlier = self._stops.get(run_id)
             self._stops[run_id] = stop
+            if earlier is not None:
+                earlier.set()
         shown = {"at": 0.0}
 
         def on_step(i: int, total: int, preview) -> bool:  # in the worker thread
@@ -121,6 +124,11 @@ class GenerationAPI:
                     raise payload[0]
                 else:
                     outcome = payload[0]
+                    replaced = bool(run_id) and stop.is_set() and self._stops.get(run_id) is not stop
+                    if replaced:   # the newer run shows its own results; this one's are not analysed or rendered
+                        yield GenerationResult(views=[], summary="Replaced by a newer request.", asked_mode=mode,
+                                               candidates=outcome.candidates, stopped=True, replaced=True)
+                        return
                     yield GenerationResult(
                         views=self._views(request, mode, outcome, stop.is_set()), summary=outcome.summary(),
                         asked_mode=mode,
