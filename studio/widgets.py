@@ -28,33 +28,49 @@ def pitch_label(pitch: int) -> str:
 def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: int = 340) -> go.Figure:
     """Notes (engines.api.NoteView) as horizontal bars: x in quarter notes, y in MIDI pitch.
 
-    Bars are coloured by the region (segment) they start in, so an upload shows each segment's mode;
-    opacity follows velocity. Bar lines are drawn as thin vertical rules.
+    Bars are coloured by the mode of the region (segment) they start in, one legend entry per mode however many
+    segments a whole song has (hovering a note names its segment); opacity follows velocity. Bar lines are
+    drawn as thin vertical rules, segment boundaries a little stronger. A wide pitch range gets a taller
+    figure, so notes stay a few pixels high.
     """
     fig = go.Figure()
     regions = notes.regions or [{"start": 0.0, "end": float("inf"), "color": color, "label": ""}]
+    groups: dict[str, dict] = {}   # mode (or label) -> the notes of every region in it
     for region in regions:
         picked = [i for i, s in enumerate(notes.start) if region["start"] <= s < region["end"]]
-        if not picked:
+        key = region.get("mode") or region.get("label", "")
+        group = groups.setdefault(key, {"color": region["color"], "notes": [], "labels": []})
+        group["notes"] += picked
+        group["labels"] += [region.get("label") or key] * len(picked)
+    for key, group in groups.items():
+        if not group["notes"]:
             continue
+        picked = group["notes"]
         fig.add_trace(go.Bar(
             x=[notes.duration[i] for i in picked], base=[notes.start[i] for i in picked],
             y=[notes.pitch[i] for i in picked], orientation="h", width=0.85,
-            marker=dict(color=region["color"], opacity=0.9, line=dict(width=0.5, color="#222")),
-            name=region.get("label") or region.get("mode", ""),
-            customdata=[[pitch_label(notes.pitch[i]), notes.velocity[i]] for i in picked],
-            hovertemplate="%{customdata[0]} · beat %{base:.2f} · %{x:.2f} q · vel %{customdata[1]}<extra></extra>",
+            marker=dict(color=group["color"], opacity=0.9, line=dict(width=0.5, color="#222")), name=key,
+            customdata=[[pitch_label(notes.pitch[i]), notes.velocity[i], label]
+                        for i, label in zip(picked, group["labels"])],
+            hovertemplate="%{customdata[0]} · beat %{base:.2f} · %{x:.2f} q · vel %{customdata[1]}"
+                          + ("<br>%{customdata[2]}" if len(regions) > 1 else "") + "<extra></extra>",
         ))
-    # One layout update for all bar lines: add_vline per bar is quadratic in the number of bars.
+    # One layout update for all lines: add_vline per bar is quadratic in the number of bars.
+    boundaries = {r["start"] for r in regions[1:]} if len(regions) > 1 else set()
     fig.update_layout(shapes=[dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
-                                   line=dict(width=1, color="rgba(0,0,0,0.25)")) for x in notes.bar_lines])
+                                   line=dict(width=1.5 if x in boundaries else 1,
+                                             color="rgba(0,0,0,0.45)" if x in boundaries else "rgba(0,0,0,0.2)"))
+                              for x in sorted(set(notes.bar_lines) | boundaries)])
     pitches = notes.pitch or [60]
     low, high = min(pitches) - 2, max(pitches) + 2
     ticks = [p for p in range(low, high + 1) if p % 12 in (0, 7)]
+    legend = len(fig.data) > 1
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14)), height=height, barmode="overlay", bargap=0,
-        margin=dict(l=50, r=10, t=40 if title else 10, b=40), showlegend=len(regions) > 1,
-        legend=dict(orientation="h", y=-0.25), plot_bgcolor="#fafafa",
+        title=dict(text=title, font=dict(size=14)), height=max(height, min(6 * (high - low) + 120, 720)),
+        barmode="overlay", bargap=0,
+        margin=dict(l=50, r=10, t=(40 if title else 10) + (30 if legend else 0), b=40), showlegend=legend,
+        # above the plot, under the title: a legend below it covers the axis title
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0), plot_bgcolor="#fafafa",
         xaxis=dict(title="quarter notes", zeroline=False), dragmode="pan",
         yaxis=dict(range=[low, high], tickvals=ticks, ticktext=[pitch_label(p) for p in ticks], title=None),
     )

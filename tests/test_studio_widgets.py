@@ -57,3 +57,26 @@ def test_a_stopped_result_says_so_instead_of_blaming_the_seed():
     assert "try another seed" in result_markdown(GeneratedView(**common))
     stopped = result_markdown(GeneratedView(**common, stopped=True, bars_written=0))
     assert "Stopped before the model had settled on any note" in stopped and "seed" not in stopped.split("\n")[-1]
+
+
+def test_a_whole_song_roll_has_one_legend_entry_per_mode_and_room_for_its_notes():
+    """Issue 20, defect 6: a 41-segment song had 41 legend entries, ~50 px of notes and a legend over the axis."""
+    from engines.views import NoteView
+    from studio.widgets import piano_roll_figure
+
+    modes = ["RED", "BLUE", "GREEN"]
+    regions = [{"start": 16.0 * i, "end": 16.0 * (i + 1), "mode": modes[i % 3], "color": f"#00000{i % 3}",
+                "label": f"bars {4 * i + 1}-{4 * i + 4}: {modes[i % 3]}"} for i in range(41)]
+    starts = [16.0 * i + b for i in range(41) for b in (0.0, 4.0)]
+    pitches = [36 + (k * 7) % 60 for k in range(len(starts))]     # five octaves
+    notes = NoteView(start=starts, duration=[1.0] * len(starts), pitch=pitches, velocity=[80] * len(starts),
+                     bar_lines=[4.0 * b for b in range(165)], regions=regions)
+    figure = piano_roll_figure(notes, "song.mid · 41 segments")
+    assert [trace.name for trace in figure.data] == modes                         # one per mode, not per segment
+    assert sum(len(trace.y) for trace in figure.data) == len(starts)              # every note drawn once
+    assert "bars 5-8: BLUE" in [row[2] for row in figure.data[1].customdata]      # hovering names the segment
+    assert figure.layout.height >= 6 * (max(pitches) - min(pitches))              # a few px per semitone
+    assert figure.layout.legend.y >= 1.0                                          # above the plot, not the axis
+    single = piano_roll_figure(NoteView(start=[0.0], duration=[1.0], pitch=[60], velocity=[80],
+                                        bar_lines=[0.0, 4.0], regions=[]), "one")
+    assert len(single.data) == 1 and not single.layout.showlegend and single.layout.height == 340
