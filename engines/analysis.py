@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engines.config import Config
-from engines.data.midi_io import load_midi_score, score_to_piece
+from engines.data.midi_io import read_midi_score, score_to_piece
 from engines.data.segmenting import segment_piece
 from engines.errors import StudioError
 from engines.music.analyzer import ChromaticAnalyzer
@@ -13,13 +13,28 @@ from engines.music.notes import Segment
 
 def midi_file_segments(path: str | Path, cfg: Config):
     """Validated MIDI file -> (symusic Score, its segments). Every full bar lands in some segment."""
-    score = load_midi_score(path, cfg.data.max_file_mb, cfg.data.max_notes, cfg.data.max_seconds)
+    score, segments, _ = midi_file_excerpt(path, cfg)
+    return score, segments
+
+
+def midi_file_excerpt(path: str | Path, cfg: Config):
+    """Validated MIDI file -> (symusic Score, its segments, None), or for a file longer than data.max_seconds
+    (its first max_seconds, their segments, the whole file's length in seconds)."""
+    score, full_seconds = read_midi_score(path, cfg.data.max_file_mb, cfg.data.max_notes, cfg.data.max_seconds)
     piece = score_to_piece(score, piece_id=Path(path).stem, collection="upload")
     segments = segment_piece(piece, cfg.data.segment_bars, cfg.data.segment_bars, min_notes=1, allow_partial=True)
     if not segments:
         raise StudioError(f"'{Path(path).name}' has no whole bar of notes in a usable time signature "
                           "(x/2, x/4 or x/8, up to 12 beats)")
-    return score, segments
+    return score, segments, full_seconds
+
+
+def excerpt_note(max_seconds: float, full_seconds: float | None) -> str:
+    """What a user is told when only the start of a long file was analysed ("" when all of it was)."""
+    if full_seconds is None:
+        return ""
+    return (f"The file lasts {full_seconds / 60:.1f} minutes: the first {max_seconds / 60:g} were analysed "
+            f"(data.max_seconds).")
 
 
 def analyze_segments(segments: list[Segment], cfg: Config, with_features: bool = False) -> list[dict]:
@@ -31,7 +46,10 @@ def analyze_segments(segments: list[Segment], cfg: Config, with_features: bool =
     return out
 
 
-def analyze_midi_file(path: str | Path, cfg: Config, with_features: bool = False) -> list[dict]:
-    """One entry per segment: {"bars": [start, end], "mode", "scores", "axes", "rebracketing", ...}."""
-    _, segments = midi_file_segments(path, cfg)
+def analyze_midi_file(path: str | Path, cfg: Config, with_features: bool = False, on_excerpt=None) -> list[dict]:
+    """One entry per segment: {"bars": [start, end], "mode", "scores", "axes", "rebracketing", ...}.
+    `on_excerpt(note)` hears when only the start of a long file was analysed."""
+    _, segments, full_seconds = midi_file_excerpt(path, cfg)
+    if full_seconds is not None and on_excerpt is not None:
+        on_excerpt(excerpt_note(cfg.data.max_seconds, full_seconds))
     return analyze_segments(segments, cfg, with_features)

@@ -73,7 +73,8 @@ def cmd_analyze(args) -> None:
     from engines.analysis import analyze_midi_file
 
     cfg = _config(args)
-    results = analyze_midi_file(args.file, cfg, with_features=args.features)
+    results = analyze_midi_file(args.file, cfg, with_features=args.features,
+                                on_excerpt=lambda note: print(note, file=sys.stderr))
     if args.json:
         _emit(results)
         return

@@ -83,6 +83,7 @@ class UploadView:
     notes: NoteView
     wav_path: str
     midi_path: str
+    excerpt: str = ""               # when only the start of a long file was analysed, what to tell the user
 
 
 def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None) -> NoteView:

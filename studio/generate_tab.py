@@ -95,9 +95,9 @@ def build_generate_tab(engine: StudioEngine) -> None:
 
     with gr.Tab("Your MIDI"):
         limits = engine.cfg.data
-        gr.Markdown(f"Upload a `.mid` file (up to {limits.max_file_mb:g} MB, {limits.max_notes:,} notes, "
-                    f"{limits.max_seconds / 60:g} minutes). It is cut into segments of {limits.segment_bars} bars, "
-                    "each analysed and coloured by its mode.")
+        gr.Markdown(f"Upload a `.mid` file (up to {limits.max_file_mb:g} MB and {limits.max_notes:,} notes; "
+                    f"of a longer piece the first {limits.max_seconds / 60:g} minutes are analysed). It is cut into "
+                    f"segments of {limits.segment_bars} bars, each analysed and coloured by its mode.")
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
@@ -125,6 +125,6 @@ def build_generate_tab(engine: StudioEngine) -> None:
             modes = ", ".join(sorted({a["mode"] for a in view.segments}))
             fig = piano_roll_figure(view.notes, f"{view.name} · {counted(len(view.segments), 'segment')} · {modes}",
                                     MODE_COLORS["WHITE"])
-            return fig, view.wav_path, [view.midi_path, view.wav_path], rows, ""
+            return fig, view.wav_path, [view.midi_path, view.wav_path], rows, view.excerpt and f"*{view.excerpt}*"
 
         upload.change(analyze_upload, upload, [upload_roll, upload_audio, upload_files, upload_table, upload_error])

@@ -160,20 +160,45 @@ def test_header_with_zero_ticks_per_quarter_is_a_clear_error(tmp_path):
         load_midi_score(bad)
 
 
-def test_a_file_that_lasts_too_long_is_refused(tmp_path):
+def test_a_file_that_lasts_too_long_is_analysed_in_part(tmp_path):
+    """Issue 20, defect 7: a long piece is read up to max_seconds and says so, not refused."""
     from symusic import Note, Score, Tempo, Track
+
+    from engines.analysis import analyze_midi_file, excerpt_note, midi_file_excerpt
+    from engines.config import load_config
+    from engines.data.midi_io import read_midi_score, tick_at_seconds
 
     score = Score(480)
     score.tempos.append(Tempo(0, 120.0))
+    score.tempos.append(Tempo(480 * 8, 60.0))                   # 4 s at 120, then one quarter a second
     track = Track()
-    track.notes.append(Note(0, 480, 60, 80))
-    track.notes.append(Note(480 * 2 * 60 * 20, 480, 62, 80))  # a second note 20 minutes later
+    for beat in range(0, 2 * 60 * 20, 2):                        # a note every other beat for ~20 minutes
+        track.notes.append(Note(480 * beat, 480, 60 + beat % 12, 80))
     score.tracks.append(track)
-    path = tmp_path / "far.mid"
+    path = tmp_path / "long.mid"
     score.dump_midi(str(path))
-    with pytest.raises(StudioError, match="lasts 20.0 minutes"):
-        load_midi_score(path, max_seconds=900)
-    assert load_midi_score(path, max_seconds=3600).tracks[0].note_num() == 2
+    assert tick_at_seconds(score, 2.0) == 480 * 4                 # 120 qpm: 4 quarters in 2 s
+    assert tick_at_seconds(score, 14.0) == 480 * (8 + 10)         # then 10 s at 60 qpm
+    cut, full = read_midi_score(path, max_seconds=900)
+    assert full == pytest.approx(score.to("second").end(), abs=0.01) and full > 900
+    assert 895 < cut.to("second").end() <= 900.01                 # nothing sounds past the cut
+    assert 0 < cut.note_num() < score.note_num()
+    whole, none = read_midi_score(path, max_seconds=full + 60)
+    assert none is None and whole.note_num() == score.note_num()
+    cfg = load_config(overrides=["data.max_seconds=60"])
+    _, segments, seconds = midi_file_excerpt(path, cfg)
+    assert seconds == pytest.approx(full, abs=0.01) and segments
+    notes = []
+    results = analyze_midi_file(path, cfg, on_excerpt=notes.append)
+    assert len(results) == len(segments)
+    assert notes == [excerpt_note(60, seconds)] and "the first 1 were analysed" in notes[0]
+    silent = Score(480)
+    late = Track()
+    late.notes.append(Note(480 * 2 * 60 * 20, 480, 62, 80))      # its only note 20 minutes in
+    silent.tracks.append(late)
+    silent.dump_midi(str(tmp_path / "late.mid"))
+    with pytest.raises(StudioError, match="holds no notes in its first 15 minutes"):
+        load_midi_score(tmp_path / "late.mid", max_seconds=900)
 
 
 def test_out_of_range_pitches_fold_by_octaves(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.analysis import analyze_segments, midi_file_segments
+from engines.analysis import analyze_segments, excerpt_note, midi_file_excerpt
 from engines.data.cache import SPLITS
 from engines.data.midi_io import segment_to_score, write_segment_midi
 from engines.errors import StudioError
@@ -145,7 +145,7 @@ class CorpusAPI:
     def analyze_upload(self, path: str | Path) -> UploadView:
         """A user's MIDI: validated, analysed per segment, rendered whole. Raises StudioError on bad files."""
         path = Path(path)
-        score, segments = midi_file_segments(path, self.cfg)
+        score, segments, full_seconds = midi_file_excerpt(path, self.cfg)
         analyses = analyze_segments(segments, self.cfg)
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
         midi_path = self._file(f"upload-{digest}", ".mid", lambda p: shutil.copyfile(path, p))
@@ -160,7 +160,7 @@ class CorpusAPI:
         view = note_view(notes, last.bar_length, 0, regions)
         view.bar_lines = bar_lines
         return UploadView(name=path.name, segments=analyses, notes=view, wav_path=str(wav_path),
-                          midi_path=str(midi_path))
+                          midi_path=str(midi_path), excerpt=excerpt_note(self.cfg.data.max_seconds, full_seconds))
 
 
 def _key_of(row) -> str:

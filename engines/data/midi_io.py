@@ -20,7 +20,33 @@ MIDI_TICKS_PER_QUARTER = 480  # what we write: a common resolution every sequenc
 
 def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int = 200_000,
                     max_seconds: float = 900.0):
-    """Read and validate a MIDI file -> symusic Score (ticks). Raises StudioError with the reason."""
+    """Read and validate a MIDI file -> symusic Score (ticks), its first `max_seconds` only (read_midi_score).
+    Raises StudioError with the reason."""
+    return read_midi_score(path, max_file_mb, max_notes, max_seconds)[0]
+
+
+def tick_at_seconds(score, seconds: float) -> int:
+    """The tick of a score (ticks) that sounds `seconds` after its start, through its tempo map (120 quarter
+    notes a minute before the first tempo event, as MIDI has it)."""
+    tpq = score.ticks_per_quarter
+    tempos = sorted((int(t.time), float(t.qpm)) for t in score.tempos)
+    if not tempos or tempos[0][0] > 0:
+        tempos.insert(0, (0, 120.0))
+    elapsed = 0.0
+    for (tick, qpm), (next_tick, _) in zip(tempos, tempos[1:] + [(None, None)]):
+        span = float("inf") if next_tick is None else (next_tick - tick) / tpq * 60.0 / qpm
+        if elapsed + span >= seconds:
+            return int(tick + (seconds - elapsed) * qpm / 60.0 * tpq)
+        elapsed += span
+    return int(tempos[-1][0])
+
+
+def read_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int = 200_000,
+                    max_seconds: float = 900.0):
+    """Read and validate a MIDI file -> (symusic Score in ticks, None), or, for a file longer than
+    `max_seconds` (counting every event), (its first `max_seconds`, the whole file's length in seconds): a long
+    piece is analysed in part, not refused. Raises StudioError with the reason for a file that cannot be used
+    (size, header, notes, tempo)."""
     from symusic import Score
 
     path = Path(path)
@@ -55,12 +81,15 @@ def load_midi_score(path: str | Path, max_file_mb: float = 20.0, max_notes: int 
             raise StudioError(f"'{name}' sets an absurd tempo of {tempo.qpm:g} quarter notes per minute; "
                               f"tempos must lie in {MIN_TEMPO_QPM:g}..{MAX_TEMPO_QPM:g}")
     # Every event counts (a stray controller far after the last note would otherwise mean minutes of
-    # silence to render), so the limit is on the whole file's length in seconds.
+    # silence to render), so the cut is on the whole file's length in seconds.
     seconds = score.to("second").end()
     if seconds > max_seconds:
-        raise StudioError(f"'{name}' lasts {seconds / 60:.1f} minutes (counting every event); "
-                          f"the limit is {max_seconds / 60:g} minutes")
-    return score
+        cut = score.clip(0, tick_at_seconds(score, max_seconds), clip_end=True)
+        if cut.note_num() == 0:
+            raise StudioError(f"'{name}' holds no notes in its first {max_seconds / 60:g} minutes, the part "
+                              f"the studio reads of a file that lasts {seconds / 60:.1f}")
+        return cut, seconds
+    return score, None
 
 
 def score_to_piece(score, piece_id: str, collection: str = "upload") -> Piece:
