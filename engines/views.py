@@ -84,6 +84,8 @@ class UploadView:
     wav_path: str
     midi_path: str
     excerpt: str = ""               # when only the start of a long file was analysed, what to tell the user
+    tracks: list = field(default_factory=list)   # (label, value) of what it can be analysed as (track_choices)
+    track: str = "all"              # the value analysed
 
 
 def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None) -> NoteView:

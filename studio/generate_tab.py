@@ -102,6 +102,8 @@ def build_generate_tab(engine: StudioEngine) -> None:
             with gr.Column(scale=1):
                 upload = gr.File(label="MIDI file", file_types=[".mid", ".midi"], type="filepath",
                                  elem_id="upload-midi")
+                upload_track = gr.Dropdown([], label="Analyse", visible=False, elem_id="upload-track",
+                                           info="a file of several tracks: all merged, its melody, or one track")
                 upload_error = gr.Markdown(elem_id="upload-error")
                 upload_files = gr.File(label="Download", file_count="multiple", interactive=False)
             with gr.Column(scale=3):
@@ -110,21 +112,27 @@ def build_generate_tab(engine: StudioEngine) -> None:
         upload_table = gr.Dataframe(headers=UPLOAD_COLUMNS, interactive=False, elem_id="upload-table",
                                     label="Analysis per segment")
 
-        @guarded(lambda message: (None, None, [], [], message))
-        def analyze_upload(path):
+        @guarded(lambda message: (None, None, [], [], message, gr.skip()))
+        def analyze_upload(path, track="all"):
             if not path:
-                return None, None, [], [], ""
+                return None, None, [], [], "", gr.update(choices=[], value=None, visible=False)
             try:
-                view = engine.analyze_upload(path)
+                view = engine.analyze_upload(path, track or "all")
             except StudioError:
-                Path(path).unlink(missing_ok=True)   # a refused upload is not kept in (nor served from) the cache
+                if not track or track == "all":
+                    Path(path).unlink(missing_ok=True)   # a refused upload is not kept in (nor served from) the cache
                 raise
             rows = [[f"{a['bars'][0]}-{a['bars'][1]}", a["mode"], a["key"],
                      *[round(a["axes"][x], 2) for x in AXES], round(a["rebracketing"], 2),
                      round(a["temporal_complexity"], 2)] for a in view.segments]
             modes = ", ".join(sorted({a["mode"] for a in view.segments}))
-            fig = piano_roll_figure(view.notes, f"{view.name} · {counted(len(view.segments), 'segment')} · {modes}",
-                                    MODE_COLORS["WHITE"])
-            return fig, view.wav_path, [view.midi_path, view.wav_path], rows, view.excerpt and f"*{view.excerpt}*"
+            analysed = dict((value, label) for label, value in view.tracks).get(view.track, view.track)
+            fig = piano_roll_figure(view.notes, f"{view.name} · {analysed} · {counted(len(view.segments), 'segment')}"
+                                                f" · {modes}", MODE_COLORS["WHITE"])
+            choices = gr.update(choices=view.tracks, value=view.track, visible=len(view.tracks) > 1)
+            return (fig, view.wav_path, [view.midi_path, view.wav_path], rows, view.excerpt and f"*{view.excerpt}*",
+                    choices)
 
-        upload.change(analyze_upload, upload, [upload_roll, upload_audio, upload_files, upload_table, upload_error])
+        upload_outputs = [upload_roll, upload_audio, upload_files, upload_table, upload_error, upload_track]
+        upload.change(analyze_upload, upload, upload_outputs)
+        upload_track.input(analyze_upload, [upload, upload_track], upload_outputs)

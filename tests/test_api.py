@@ -106,6 +106,25 @@ def test_upload_is_analysed_per_segment_and_rendered(engine, tmp_path):
     assert len(audio) / rate > 10 * 4 * 60 / 110  # the whole file, not a segment
 
 
+def test_a_file_of_several_tracks_is_analysed_merged_as_its_melody_or_track_by_track(engine, tmp_path):
+    """Issue 20, defect 8: a multi-track song was read as one line on one piano, and nothing said so."""
+    path = write_test_midi(tmp_path / "tune.mid", bars=8)             # a melody in eighths over a half-note bass
+    merged = engine.analyze_upload(path)
+    assert [value for _, value in merged.tracks] == ["all", "melody", "0", "1"] and merged.track == "all"
+    assert merged.tracks[0][0] == "all 2 tracks merged" and merged.tracks[3][0].startswith("track 2: bass (")
+    bass = engine.analyze_upload(path, "1")
+    melody = engine.analyze_upload(path, "0")
+    top = engine.analyze_upload(path, "melody")
+    assert max(bass.notes.pitch) < min(melody.notes.pitch)            # the bass alone, below the tune
+    assert len(bass.notes.pitch) + len(melody.notes.pitch) == len(merged.notes.pitch)
+    assert top.notes.pitch == melody.notes.pitch and top.track == "melody"   # the top line is the tune
+    assert bass.segments[0]["mode"] in {r["mode"] for r in bass.notes.regions}
+    with pytest.raises(StudioError, match="unknown track 'drums'"):
+        engine.analyze_upload(path, "drums")
+    with pytest.raises(StudioError, match="track 8 of 'tune' holds no pitched notes"):
+        engine.analyze_upload(path, "7")
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"),
     (b"RIFF....WAVEfmt ", "not a MIDI file"),

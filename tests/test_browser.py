@@ -224,6 +224,10 @@ def test_upload_midi_shows_its_analysis(page, tmp_path):
     assert any(mode in table for mode in ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"))
     page.wait_for_selector("#upload-roll .js-plotly-plot .main-svg")
     assert page.inner_text("#upload-error").strip() == ""
+    assert "all 2 tracks merged" in page.inner_text("#upload-roll")
+    page.locator("#upload-track input").click()                      # a file of two tracks: analyse the bass
+    page.get_by_role("option", name=re.compile("track 2: bass")).click()
+    page.wait_for_function("() => document.querySelector('#upload-roll')?.innerText.includes('track 2: bass')")
 
 
 def test_upload_garbage_shows_the_reason_and_the_studio_goes_on(page, tmp_path):

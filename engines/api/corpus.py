@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.analysis import analyze_segments, excerpt_note, midi_file_excerpt
+from engines.analysis import ALL_TRACKS, analyze_segments, excerpt_note, midi_file_excerpt, track_choices
 from engines.data.cache import SPLITS
 from engines.data.midi_io import segment_to_score, write_segment_midi
 from engines.errors import StudioError
@@ -142,10 +142,11 @@ class CorpusAPI:
                 "mode": [MODES[m] for m in seg["mode"][pick]], "index": pick.tolist()}
 
     # ---- uploads --------------------------------------------------------------------------------------
-    def analyze_upload(self, path: str | Path) -> UploadView:
-        """A user's MIDI: validated, analysed per segment, rendered whole. Raises StudioError on bad files."""
+    def analyze_upload(self, path: str | Path, track: str = ALL_TRACKS) -> UploadView:
+        """A user's MIDI: validated, analysed per segment (all tracks merged, the melody, or one track:
+        `track`, analysis.track_choices), rendered whole. Raises StudioError on bad files."""
         path = Path(path)
-        score, segments, full_seconds = midi_file_excerpt(path, self.cfg)
+        score, segments, full_seconds = midi_file_excerpt(path, self.cfg, track)
         analyses = analyze_segments(segments, self.cfg)
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
         midi_path = self._file(f"upload-{digest}", ".mid", lambda p: shutil.copyfile(path, p))
@@ -160,7 +161,8 @@ class CorpusAPI:
         view = note_view(notes, last.bar_length, 0, regions)
         view.bar_lines = bar_lines
         return UploadView(name=path.name, segments=analyses, notes=view, wav_path=str(wav_path),
-                          midi_path=str(midi_path), excerpt=excerpt_note(self.cfg.data.max_seconds, full_seconds))
+                          midi_path=str(midi_path), excerpt=excerpt_note(self.cfg.data.max_seconds, full_seconds),
+                          tracks=track_choices(score), track=track or ALL_TRACKS)
 
 
 def _key_of(row) -> str:
