@@ -93,8 +93,21 @@ def test_the_live_view_shows_the_first_rows_of_a_batch(tiny_checkpoints, cfg, ve
                   verifier, on_step=lambda step, total, preview: previews.append((step, total, preview)) and False)
     rounds = len(result.raw) // 6     # 6 candidates a round; more rounds while the judge hears too few as RED
     assert len(result.raw) == 6 * rounds and [(s, t) for s, t, _ in previews] == [(0, 3), (1, 3), (2, 3)] * rounds
-    assert all(p.sounding.shape == (2, 64, 88) and len(p.bar_steps) == 2 for _, _, p in previews)
+    assert all(p().sounding.shape == (2, 64, 88) and len(p().bar_steps) == 2 for _, _, p in previews)
     assert len(result.segments) == 2 and result.candidates == 3
+    # a live view is built only when it is shown (issue 20, defect 5: at every GPT token it cost 4x the time)
+    built = []
+    plain_preview = generator.preview
+    generator.preview = lambda state, rows: built.append(rows) or plain_preview(state, rows)
+    try:
+        draw(generator, Request(engine="diffusion", mode="RED", n=2, seed=1, candidates=1), settings, verifier,
+             on_step=lambda step, total, preview: False)
+        assert built == []
+        draw(generator, Request(engine="diffusion", mode="RED", n=2, seed=1, candidates=1), settings, verifier,
+             on_step=lambda step, total, preview: step == 1 and preview() is None)
+        assert built == [2]                                        # the one step that looked
+    finally:
+        generator.preview = plain_preview
 
 
 def test_without_a_judge_one_candidate_per_result_is_drawn_and_copies_are_replaced(tiny_checkpoints, cfg,

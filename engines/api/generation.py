@@ -77,7 +77,7 @@ class GenerationAPI:
             pass
         return result.views
 
-    def generate_stream(self, request: Request, run_id: str | None = None, every: float = 0.1):
+    def generate_stream(self, request: Request, run_id: str | None = None, every: float = 0.2):
         """Like `generate`, but a generator: for engines with a live view it first yields a GenerationProgress
         at most every `every` seconds (0 = none) while sampling runs in a worker thread, and finally a
         GenerationResult. `request_stop(run_id)` (or closing the generator) ends sampling early; the results
@@ -103,7 +103,7 @@ class GenerationAPI:
             now = time.monotonic()
             if every and (now - shown["at"] >= every or i + 1 == total or stop.is_set()):
                 shown["at"] = now
-                updates.put(("step", i + 1, total, preview))
+                updates.put(("step", i + 1, total, preview()))
             return stop.is_set()
 
         def work():

@@ -204,8 +204,9 @@ def candidates_per_result(generator, request: Request, settings, verifier: Verif
 def draw(generator, request: Request, settings, verifier: Verifier | None = None, on_step=None,
          cfg=None) -> Draw:
     """n results of `request` from `generator`, each the best of K candidates when `verifier` is given and K > 1
-    (module docstring). `on_step(step, total, preview)` gets the live view of the first n rows (engines that
-    have one); returning True stops sampling, and the candidates are taken from where it stopped."""
+    (module docstring). `on_step(step, total, preview)` gets, at every step, `preview()`: the live view of the
+    first n rows (engines that have one), built when called; returning True stops sampling, and the
+    candidates are taken from where it stopped."""
     mode = asked_mode(generator, request, settings)
     n = int(request.n)
     if not 1 <= n <= MAX_RESULTS:
@@ -293,7 +294,14 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
     stopped = {"now": False}
 
     def watch(step, steps, state):
-        stop = bool(on_step(step, steps, generator.preview(state, shown)))
+        cached: dict = {}
+
+        def preview():   # built only when the caller shows it: at every token it cost the GPT 4x its time
+            if "view" not in cached:
+                cached["view"] = generator.preview(state, shown)
+            return cached["view"]
+
+        stop = bool(on_step(step, steps, preview))
         stopped["now"] = stopped["now"] or stop
         return stop
 
