@@ -175,17 +175,15 @@ class TrainedAutoregressive:
                 if not len(context.notes):   # nothing to continue from: the row ends where it is
                     done[row] = True
                     continue
-                watch = None
-                if on_token is not None:
-                    shown = spans()
+                shown = spans() if on_token is not None else None
 
-                    def watch(_, rows, shown=shown):   # the live view shows what is stitched so far
-                        nonlocal step
-                        step += 1
-                        return on_token(step, shown)
+                def watch(_, rows):   # the live view shows what is stitched so far
+                    nonlocal step
+                    step += 1
+                    return on_token(step, shown)
                 (more,) = self._generate_window(prompt, mode, 1, temperature, top_k, top_p, 1, 1.0, window,
-                                                0, seed + 7919 * window_index + row, context, keep, watch,
-                                                guidance_scale)
+                                                0, seed + 7919 * window_index + row, context, keep,
+                                                watch if on_token is not None else None, guidance_scale)
                 new_bars = more.segment.num_bars - keep
                 if new_bars <= 0:
                     done[row] = True
