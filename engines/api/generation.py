@@ -14,12 +14,12 @@ from engines.settings import settings_schema
 from engines.views import GeneratedView, GenerationProgress, GenerationResult
 
 
-
 def written_bars(segment) -> int:
     """Bars of a segment up to the bar of its last note (0: no notes): what a stopped run had written."""
     if not len(segment.notes):
         return 0
-    return int((segment.notes["start"].max()) // segment.bar_length) + 1
+    return int(segment.notes["start"].max() // segment.bar_length) + 1
+
 
 class GenerationAPI:
     def engines_available(self) -> list[str]:

@@ -24,6 +24,8 @@ one diffusion step; 8 diffusion or GPT candidates decode as one batch.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
@@ -294,14 +296,8 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
     stopped = {"now": False}
 
     def watch(step, steps, state):
-        cached: dict = {}
-
-        def preview():   # built only when the caller shows it: at every token it cost the GPT 4x its time
-            if "view" not in cached:
-                cached["view"] = generator.preview(state, shown)
-            return cached["view"]
-
-        stop = bool(on_step(step, steps, preview))
+        # the view is built only when the caller shows it: at every token it cost the GPT 4x its time
+        stop = bool(on_step(step, steps, functools.partial(generator.preview, state, shown)))
         stopped["now"] = stopped["now"] or stop
         return stop
 

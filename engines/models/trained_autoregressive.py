@@ -161,6 +161,7 @@ class TrainedAutoregressive:
         keep = max(window // 2, 1)
         segments = [g.segment for g in generated]
         done = [False] * len(segments)
+        stopped = False
 
         def spans() -> list[list[int]]:
             return [self.vocabulary.encode_midi(encode_segment(s, "remi").tolist()) for s in segments]
@@ -192,12 +193,12 @@ class TrainedAutoregressive:
                 written["start"] += (have - keep) * segment.bar_length
                 segments[row] = first_bars(replace(segment, notes=np.concatenate([segment.notes, written]),
                                                    num_bars=have + new_bars), max_bars)
-                if on_token is not None and on_token(step, spans()):
-                    return [Generated(s, g.tokens, False) for s, g in zip(segments, generated)]
-            if all(done) or all(s.num_bars >= max_bars for s in segments):
+                stopped = on_token is not None and bool(on_token(step, spans()))
+                if stopped:
+                    break
+            if stopped or all(done) or all(s.num_bars >= max_bars for s in segments):
                 break
-        return [Generated(s, self.vocabulary.encode_midi(encode_segment(s, "remi").tolist()), g.ended)
-                for s, g in zip(segments, generated)]
+        return [Generated(s, tokens, g.ended and not stopped) for s, tokens, g in zip(segments, spans(), generated)]
 
     def token_budget(self, prompt: str | None = None, mode: str | None = None, continue_from: Segment | None = None,
                      keep_bars: int = 0, max_bars: int = 4) -> int:

@@ -116,7 +116,6 @@ class TrainedVAE:
             segment.notes = transpose_notes(segment.notes, semitones, self.data["pitch_low"], self.data["pitch_high"])
         return segments
 
-    @torch.no_grad()
     def uses_fitted_prior(self, prior: str) -> bool:
         if prior not in PRIORS:
             raise StudioError(f"prior must be one of {', '.join(PRIORS)}, got '{prior}'")
