@@ -223,7 +223,7 @@ def test_upload_midi_shows_its_analysis(page, tmp_path):
     assert "1-4" in table and "5-8" in table
     assert any(mode in table for mode in ("BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"))
     page.wait_for_selector("#upload-roll .js-plotly-plot .main-svg")
-    assert page.inner_text("#upload-error").strip() == ""
+    page.wait_for_function("() => document.querySelector('#upload-error')?.innerText.trim() === ''")
     assert "all 2 tracks merged" in page.inner_text("#upload-roll")
     page.locator("#upload-track input").click()                      # a file of two tracks: analyse the bass
     page.get_by_role("option", name=re.compile("track 2: bass")).click()
@@ -241,7 +241,8 @@ def test_upload_garbage_shows_the_reason_and_the_studio_goes_on(page, tmp_path):
     page.locator("#upload-midi").get_by_role("button", name="Clear").click()
     page.set_input_files("#upload-midi input[type=file]", str(write_test_midi(tmp_path / "ok.mid", bars=4)))
     page.wait_for_function("() => document.querySelector('#upload-table')?.innerText.includes('1-4')")
-    assert page.inner_text("#upload-error").strip() == ""
+    # the error gives way to nothing (read once the handler's progress overlay has gone)
+    page.wait_for_function("() => document.querySelector('#upload-error')?.innerText.trim() === ''")
 
 
 def test_evaluate_tab_shows_the_corpus_baseline(page):
