@@ -6,6 +6,7 @@ import gradio as gr
 from engines.api import StudioEngine
 from studio.evaluate_tab import build_evaluate_tab
 from studio.generate_tab import build_generate_tab
+from studio.generation_api import build_generation_api
 from studio.latent_tab import MAP_CLICK_JS, build_latent_tab
 from studio.listening_tab import build_listening_tab
 
@@ -32,6 +33,7 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
             with gr.Tab("Listen", id="listen"):
                 open_from_link, linked = build_listening_tab(engine)
         demo.load(open_from_link, None, [studio_tabs, *linked], api_visibility="private")
+        build_generation_api(engine)
     return demo
 
 

@@ -89,9 +89,9 @@ def build_generate_tab(engine: StudioEngine) -> None:
         def random_pick(query):
             return show(engine.random_match(query))
 
-        search.click(run_search, filters, [table, status, query_state])
-        table.select(on_select, None, outputs)
-        lucky.click(random_pick, query_state, outputs)
+        search.click(run_search, filters, [table, status, query_state], api_visibility="private")
+        table.select(on_select, None, outputs, api_visibility="private")
+        lucky.click(random_pick, query_state, outputs, api_visibility="private")
 
     with gr.Tab("Your MIDI"):
         limits = engine.cfg.data
@@ -134,5 +134,5 @@ def build_generate_tab(engine: StudioEngine) -> None:
                     choices)
 
         upload_outputs = [upload_roll, upload_audio, upload_files, upload_table, upload_error, upload_track]
-        upload.change(analyze_upload, upload, upload_outputs)
-        upload_track.input(analyze_upload, [upload, upload_track], upload_outputs)
+        upload.change(analyze_upload, upload, upload_outputs, api_visibility="private")
+        upload_track.input(analyze_upload, [upload, upload_track], upload_outputs, api_visibility="private")

@@ -1,7 +1,8 @@
 """The generation panel of the Generate tab: pick an engine, a chromatic mode and settings; hear the variations.
 
-What every engine shares sits at the top: mode, seed, tonic, variations, rhythm attributes, "check results"
-(candidates per result) and starting from a segment. Below, each engine's own settings are built from its
+What every engine shares sits at the top: mode, seed, tempo, metre, tonic, major or minor, instrument and
+dynamics (engines/generation/musical.py), variations, where the music should land, "check results" (candidates
+per result) and starting from a segment. Below, each engine's own settings are built from its
 Settings dataclass (engines/generation/: the fields with a `control`), so a new setting needs no change here.
 
 Checked results: each engine draws several candidates per result, the learned judge ranks them by the mode
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import MODE_COLORS, MODES, GenerationProgress, Request, StudioEngine
+from engines.api import (DYNAMICS, GM_INSTRUMENTS, METRE_NAMES, MODE_COLORS, MODES, GenerationProgress, Request,
+                         StudioEngine)
 from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.generation.base import MAX_CANDIDATES
@@ -128,9 +130,24 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                                  settings_control(spec, _elem_id(e, spec["name"], names))))
             prompt = next((c for e, name, c in controls if name == "prompt"), None)
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
-            tonic = gr.Dropdown([("as written", "")] + [(p, p) for p in PITCH_NAMES], value="",
-                                label="Tonic (as written: C for the VAE and diffusion, the prompt's key for the GPT; "
-                                "major or minor as generated; a kept segment keeps its own key)")
+            with gr.Accordion("Tempo, metre, key, instrument", open=True, elem_id="generate-musical"):
+                with gr.Row():
+                    tempo = gr.Number(None, precision=0, label="Tempo (BPM)", minimum=30, maximum=300,
+                                      placeholder="the mode's", elem_id="generate-tempo")
+                    metre = gr.Dropdown([("as generated", "")] + [(m, m) for m in METRE_NAMES], value="",
+                                        label="Metre", elem_id="generate-metre")
+                with gr.Row():
+                    tonic = gr.Dropdown([("as written", "")] + [(p, p) for p in PITCH_NAMES], value="",
+                                        label="Tonic", elem_id="generate-tonic",
+                                        info="as written: C for the VAE and diffusion, the prompt's key for the GPT")
+                    scale = gr.Dropdown([("as generated", ""), ("major", "major"), ("minor", "minor")], value="",
+                                        label="Major or minor", elem_id="generate-scale",
+                                        info="the parallel key when heard in the other")
+                with gr.Row():
+                    instrument = gr.Dropdown([(f"{i} · {name}", i) for i, name in enumerate(GM_INSTRUMENTS, 1)],
+                                             value=1, label="Instrument (General MIDI)", elem_id="generate-instrument")
+                    dynamics = gr.Dropdown(list(DYNAMICS), value="mf", label="Dynamics", elem_id="generate-dynamics")
+                gr.Markdown("*A segment you start from keeps its own metre and key.*")
             count = gr.Slider(1, MAX_RESULTS, 4, step=1, label="Variations", elem_id="generate-count")
             candidates = gr.Slider(1, MAX_CANDIDATES, engine.engine_candidates(first) if first else 8, step=1,
                                    label="Check results: candidates per result",
@@ -188,7 +205,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 + [gr.update(value=engine.engine_candidates(name)), gr.update(visible=bool(label), label=label),
                    gr.update(label=check or "Start from")])
 
-    engine_name.change(show_engine, engine_name, list(groups.values()) + [candidates, init_box, use_init])
+    engine_name.change(show_engine, engine_name, list(groups.values()) + [candidates, init_box, use_init],
+                       api_visibility="private")
     if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none) ...
         mode.input(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt, api_visibility="private")
         # ... and typing a prompt shows the mode it names, which is what the GPT is asked for (none: WHITE)
@@ -199,7 +217,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
 
     @guarded_stream(on_error)
-    def run(engine_name, mode, seed, tonic, count, k, asked_labels, energy, valence, tension, intimacy, motion,
+    def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels, energy, valence, tension, intimacy, motion,
             rebracketing, complexity, use_start, start_source, start_result, start_upload, bars, results,
             request: gr.Request, *settings_values):
         targets = dict(zip(TARGET_RANGES, (energy, valence, tension, intimacy, motion, rebracketing, complexity)))
@@ -220,6 +238,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
         req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
                       attributes=attributes or None,
                       tonic=None if init or not tonic else tonic,  # a kept segment keeps its key
+                      metre=None if init or not metre else metre,  # ... and its metre
+                      tempo=float(tempo) if tempo else None, scale=scale or None,
+                      instrument=int(instrument) if instrument else None, dynamics=dynamics or None,
                       init_midi=init, keep_bars=[int(b) for b in bars or []] if init else None,
                       settings=settings, candidates=int(k))
         result, stopped_at = None, None
@@ -263,12 +284,12 @@ def build_generation_panel(engine: StudioEngine) -> None:
             return error_markdown("Nothing is generating right now.")
         return gr.update()
 
-    inputs = [engine_name, mode, seed, tonic, count, candidates, asked, *target_sliders.values(), use_init,
+    inputs = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, candidates, asked, *target_sliders.values(), use_init,
               source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
-                   show_progress="minimal", trigger_mode="multiple")
-    stop.click(request_stop, None, status, queue=False)
+                   show_progress="minimal", trigger_mode="multiple", api_visibility="private")
+    stop.click(request_stop, None, status, queue=False, api_visibility="private")
 
 
 def _init_label(engine: StudioEngine, name: str | None) -> tuple[str, str]:

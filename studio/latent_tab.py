@@ -234,12 +234,14 @@ def build_latent_tab(engine: StudioEngine) -> None:
         return [st, ""] + decoded(view)
 
     common = [state, plot, picked, status] + decoded_outputs
-    click.change(on_click, [click, role, decode_mode, state], common)
-    use_segment.click(on_segment, [segment, role, decode_mode, state], common)
+    click.change(on_click, [click, role, decode_mode, state], common, api_visibility="private")
+    use_segment.click(on_segment, [segment, role, decode_mode, state], common, api_visibility="private")
     interpolate.click(on_interpolate, [state, steps, method, decode_mode],
-                      [status, strip_plot, strip_audio, strip_files, strip_state, step, step_audio, step_readout])
-    step.change(on_step, [strip_state, step], [step_audio, step_readout])
-    apply.click(on_apply, [state, decode_mode, towards, towards_amount, *sliders], [state, status] + decoded_outputs)
+                      [status, strip_plot, strip_audio, strip_files, strip_state, step, step_audio, step_readout],
+                      api_visibility="private")
+    step.change(on_step, [strip_state, step], [step_audio, step_readout], api_visibility="private")
+    apply.click(on_apply, [state, decode_mode, towards, towards_amount, *sliders], [state, status] + decoded_outputs,
+                api_visibility="private")
 
 
 def build_axes_map(engine: StudioEngine, reason: str) -> None:
@@ -264,6 +266,6 @@ def build_axes_map(engine: StudioEngine, reason: str) -> None:
         return (piano_roll_figure(view.notes, view.title, view.color), engine.render_segment(view.index),
                 analysis_markdown(view.analysis, view.color, view.facts))
 
-    x_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot)
-    y_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot)
-    open_button.click(open_segment, index, [roll, audio, readout])
+    x_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot, api_visibility="private")
+    y_axis.change(lambda x, y: axes_map_figure(engine, x, y), [x_axis, y_axis], plot, api_visibility="private")
+    open_button.click(open_segment, index, [roll, audio, readout], api_visibility="private")

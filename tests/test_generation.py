@@ -279,6 +279,32 @@ def test_the_gpt_writes_in_the_tonic_asked_for(tiny_checkpoints, cfg):
         gpt.run(replace(request, tonic="H"))
 
 
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_every_engine_writes_the_metre_tempo_instrument_and_dynamics_asked_for(name, tiny_checkpoints, cfg):
+    generator = GENERATORS[name].load(tiny_checkpoints[name])
+    settings = generator.settings_for(cfg, {"steps": 4} if name == "diffusion" else
+                                      {"max_bars": 2} if name == "autoregressive" else {})
+    for metre, num_den in (("3/4", (3, 4)), ("6/8", (6, 8))):
+        request = Request(engine=name, mode="RED", n=3, seed=2, settings=settings, metre=metre, tempo=90,
+                          instrument=41, dynamics="p")
+        results = draw(generator, request, settings).segments
+        assert [(s.ts_num, s.ts_den) for s in results] == [num_den] * 3
+        assert {s.tempo_qpm for s in results} == {90.0} and {s.meta["program"] for s in results} == {40}
+        for s in (s for s in results if len(s.notes) > 1):
+            assert abs(s.notes["velocity"].mean() - 49) < 1.0
+
+
+def test_a_segment_to_start_from_keeps_its_metre(tiny_checkpoints, cfg):
+    diffusion = GENERATORS["diffusion"].load(tiny_checkpoints["diffusion"])
+    settings = diffusion.settings_for(cfg, {"steps": 4})
+    kept = Segment(notes=np.array([(0, 12, 60, 80, 0)], NOTE_DTYPE), ts_num=4, ts_den=4)
+    with pytest.raises(StudioError, match="the segment to start from is in 4/4 and keeps its metre"):
+        draw(diffusion, Request(engine="diffusion", mode="RED", n=1, init_midi=kept, keep_bars=[1], metre="3/4",
+                                settings=settings), settings)
+    assert draw(diffusion, Request(engine="diffusion", mode="RED", n=1, init_midi=kept, keep_bars=[1], metre="4/4",
+                                   settings=settings), settings).segments[0].ts_num == 4
+
+
 def test_evaluate_settings_name_sections_shared_keys_and_candidates(cfg):
     from engines.api.evaluation import with_settings
 

@@ -32,13 +32,17 @@ from engines.data.cache import SegmentCache
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
 from engines.generation import Request
+from engines.generation.musical import METRE_NAMES
+from engines.music.instruments import GM_INSTRUMENTS
+from engines.music.performance import DYNAMICS
 from engines.music.analyzer import AXES, MODE_COLORS, MODES, ChromaticAnalyzer
 from engines.registry import ModelRegistry
 from engines.views import (GeneratedView, GenerationProgress, GenerationResult, NoteView, SegmentView, UploadView,
                            note_view)
 
 __all__ = ["StudioEngine", "BrowseQuery", "Request", "GeneratedView", "GenerationProgress", "GenerationResult",
-           "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS"]
+           "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS",
+           "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
 
 
 class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):

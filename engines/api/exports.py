@@ -21,28 +21,32 @@ from engines.views import note_view
 
 
 class ExportAPI:
-    def segment_result(self, segment: Segment, name: str) -> dict:
+    def segment_result(self, segment: Segment, name: str, download_name: str | None = None) -> dict:
         """What the studio shows of a decoded segment: analysis (None when it holds no notes), colour of the
-        mode heard, notes for the roll, MIDI and WAV paths."""
+        mode heard, notes for the roll, MIDI and WAV paths (named `download_name`.mid/.wav when given)."""
         analysis = analyze_segments([segment], self.cfg)[0] if len(segment.notes) else None
         mode = analysis["mode"] if analysis else "WHITE"
         region = [{"start": 0.0, "end": segment.length / TICKS_PER_QUARTER, "mode": mode, "color": MODE_COLORS[mode],
                    "label": mode}]
-        midi, wav = self.export_segments([segment], name)
+        midi, wav = self.export_segments([segment], name, download_name)
         return {"analysis": analysis, "color": MODE_COLORS[mode], "midi_path": midi, "wav_path": wav,
                 "notes": note_view(segment.notes, segment.bar_length, segment.num_bars, region)}
 
-    def export_segments(self, segments: list[Segment], name: str) -> tuple[str, str | None]:
+    def export_segments(self, segments: list[Segment], name: str,
+                        download_name: str | None = None) -> tuple[str, str | None]:
         """MIDI and WAV of segments played one after another (each keeps its metre and tempo), written once
-        under `name` plus a digest of what they hold; no WAV when they hold no notes."""
+        under `name` plus a digest of what they hold; no WAV when they hold no notes. With `download_name`
+        (e.g. "RED-diffusion-seed7-1") the files are called that, in a folder of their own."""
         digest = hashlib.sha1(b"".join(
-            s.notes.tobytes() + f"{s.ts_num}/{s.ts_den}@{s.tempo_qpm}x{s.num_bars}".encode() for s in segments
+            s.notes.tobytes() + f"{s.ts_num}/{s.ts_den}@{s.tempo_qpm}x{s.num_bars}p{s.meta.get('program', 0)}".encode()
+            for s in segments
         )).hexdigest()[:16]
-        midi = self._file(f"{name}-{digest}", ".mid", lambda p: segments_to_score(segments).dump_midi(str(p)))
+        midi = self._file(f"{name}-{digest}", ".mid", lambda p: segments_to_score(segments).dump_midi(str(p)),
+                          download_name)
         if not any(len(s.notes) for s in segments):
             return str(midi), None
         wav = self._file(f"{name}-{digest}-{self._render_key}", ".wav",
-                         lambda p: self._render_score(segments_to_score(segments), p))
+                         lambda p: self._render_score(segments_to_score(segments), p), download_name)
         return str(midi), str(wav)
 
     def _render_score(self, score, path: Path) -> None:
@@ -53,12 +57,18 @@ class ExportAPI:
                              tail_seconds=r.tail_seconds, pool_size=r.pool_size)
         write_audio(audio, path, r.sample_rate)
 
-    def _file(self, stem: str, suffix: str, make) -> Path:
-        """A file in out_dir made once by `make(tmp_path)`; concurrent callers never see half a file."""
-        path = self.out_dir / f"{stem}-{self.cache.meta.get('fingerprint', 'x')}{suffix}"
+    def _file(self, stem: str, suffix: str, make, download_name: str | None = None) -> Path:
+        """A file in out_dir made once by `make(tmp_path)`; concurrent callers never see half a file. With a
+        `download_name` it is out_dir/<stem>/<download_name><suffix>: the name a browser saves it under."""
+        unique = f"{stem}-{self.cache.meta.get('fingerprint', 'x')}"
+        if download_name:
+            (self.out_dir / unique).mkdir(exist_ok=True)
+            path = self.out_dir / unique / f"{download_name}{suffix}"
+        else:
+            path = self.out_dir / f"{unique}{suffix}"
         if path.exists():
             return path
-        handle, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{path.stem}-", suffix=suffix)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
         os.close(handle)
         try:
             make(Path(tmp))
@@ -80,7 +90,7 @@ class ExportAPI:
 
         rate = codec.config.sample_rate
         digest = hashlib.sha1(segment.notes.tobytes() + f"{segment.ts_num}/{segment.ts_den}@{segment.tempo_qpm}"
-                              f"{rate}{c.pretrained_path}".encode()).hexdigest()[:16]
+                              f"{rate}{c.pretrained_path}p{segment.meta.get('program', 0)}".encode()).hexdigest()[:16]
         tokens = {}
 
         def make(path):

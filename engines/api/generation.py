@@ -155,11 +155,14 @@ class GenerationAPI:
         for i, (segment, check) in enumerate(zip(outcome.segments, outcome.verifications)):
             title = f"{request.engine.upper()} · {mode} · {kind} · #{i + 1}" + (" · stopped" if stopped else "")
             name = f"{request.engine}-{mode}-{request.seed}-{i}"
+            download = f"{mode}-{generator.short_name.lower()}-" + (
+                f"{generator.init_verb}-seed{request.seed}-{i + 1}" if request.init_midi is not None
+                else f"seed{request.seed}-{i + 1}")
             view = GeneratedView(title=title, requested_mode=mode, verification=check.to_dict(),
                                  asked=dict(request.attributes) if request.attributes else None,
                                  stopped=stopped, bars=int(segment.num_bars),
                                  bars_written=written_bars(segment) if stopped else None,
-                                 **self.segment_result(segment, name))
+                                 **self.segment_result(segment, name, download))
             if generator.codec_preview:
                 view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
             views.append(view)

@@ -141,13 +141,16 @@ def read_midi_piece(path: str | Path, collection: str = "midi", piece_id: str = 
 END_MARKER = "segment end"   # a MIDI marker at the end of the last bar of segments the studio writes
 
 
-def segment_to_score(segment: Segment, program: int = 0):
+def segment_to_score(segment: Segment, program: int | None = None):
     """Segment -> symusic Score at 480 ticks per quarter: one track, its tempo and time signature."""
     return segments_to_score([segment], program)
 
 
-def segments_to_score(segments: list[Segment], program: int = 0):
-    """Segments played one after another -> one Score; each keeps its own time signature and tempo."""
+def segments_to_score(segments: list[Segment], program: int | None = None):
+    """Segments played one after another -> one Score; each keeps its own time signature and tempo. The
+    track's General MIDI program (0-based) is `program`, else the first segment's meta["program"], else 0."""
+    if program is None:
+        program = int(segments[0].meta.get("program", 0)) if segments else 0
     from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
     scale = MIDI_TICKS_PER_QUARTER // TICKS_PER_QUARTER

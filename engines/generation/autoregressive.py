@@ -12,6 +12,7 @@ import numpy as np
 
 from engines.errors import StudioError
 from engines.generation.base import GeneratorBase, candidates_field, Preview, Request
+from engines.generation.musical import metre_of
 from engines.settings import check, control
 
 
@@ -99,7 +100,8 @@ class AutoregressiveGenerator(GeneratorBase):
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
-                      guidance_scale=float(settings.prompt_guidance))
+                      guidance_scale=float(settings.prompt_guidance),
+                      metre=metre_of(request.metre) if continue_from is None else None)
         watch = None
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])

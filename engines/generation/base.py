@@ -49,6 +49,12 @@ class Request:
     keep_bars: list[int] | None = None   # its bars to keep, 1-based (the GPT continues after the first k: 1..k)
     settings: Any = None                 # the engine's Settings, or a dict overriding the config's; None: config
     candidates: int | None = None        # candidates drawn per result (1 = unchecked); None: the engine's default
+    # what a musician sets besides the mode (engines/generation/musical.py); None: as the engine writes
+    tempo: float | None = None           # quarter notes per minute, 30..300
+    metre: str | None = None             # one the corpus has, e.g. "3/4"
+    scale: str | None = None             # "major" or "minor": the parallel key when heard in the other
+    instrument: int | None = None        # General MIDI program 1..128 (1 = piano, 41 = violin)
+    dynamics: str | None = None          # pp .. ff
 
     def init_segment(self, cfg=None) -> Segment:
         """The segment to start from: `init_midi` as given, or the first segment of that file (read with

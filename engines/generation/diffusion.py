@@ -10,6 +10,7 @@ from typing import Literal
 
 from engines.errors import StudioError
 from engines.generation.base import GeneratorBase, candidates_field, Preview, Request
+from engines.generation.musical import metre_of
 from engines.settings import check, control
 
 # The classifier-guidance strength the studio suggests and `evaluate` measures (README, diffusion).
@@ -105,10 +106,12 @@ class DiffusionGenerator(GeneratorBase):
             def sample(watch):
                 return self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)
         else:
-            names = self.model.metre_names(request.mode, n, int(request.seed), settings.metre or None)
+            metre = request.metre or settings.metre or None   # the request's (musical.py), else the settings'
+            metre_of(metre)
+            names = self.model.metre_names(request.mode, n, int(request.seed), metre)
             metres = [tuple(int(x) for x in m.split("/")) for m in names]
             def sample(watch):
-                return self.model.sample(on_step=watch, metre=settings.metre or None, **kwargs)
+                return self.model.sample(on_step=watch, metre=metre, **kwargs)
         spb = self.model.data["steps_per_beat"]
         bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
         watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))

@@ -9,6 +9,7 @@ from typing import Literal
 
 from engines.errors import StudioError
 from engines.generation.base import GeneratorBase, candidates_field, Request
+from engines.generation.musical import metre_of
 from engines.settings import check, control
 
 
@@ -49,5 +50,5 @@ class VAEGenerator(GeneratorBase):
                               "continue with the GPT")
         segments, _ = self.model.sample(request.mode, n=int(request.n), temperature=float(settings.temperature),
                                         seed=int(request.seed), attributes=request.attributes, tonic=request.tonic,
-                                        prior=settings.prior)
+                                        prior=settings.prior, metre=metre_of(request.metre))
         return segments

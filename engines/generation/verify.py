@@ -7,8 +7,12 @@ with the learned chromatic judge, reject copies of training segments, hand back 
 
 Scoring: a candidate's score is the judge's log-probability of the asked mode (0 for WHITE, which asks for
 none) minus `attribute_weight` times the mean absolute distance between the judge's reading of the asked
-attributes (rebracketing, temporal complexity) and their targets. The judge selects; the analyzer stays the
-independent measure, so every result also carries the mode the analyzer hears.
+attributes (rebracketing, temporal complexity) and their targets. When a scale is asked, a candidate heard in
+the other one (engines/music/performance.heard_key) ranks after every candidate heard in it. The judge selects;
+the analyzer stays the independent measure, so every result also carries the mode the analyzer hears.
+
+Candidates are drawn already performed (engines/generation/musical.py: tempo, scale, dynamics, instrument), so
+the judge and the copy check hear what the musician will.
 
 Copies: walking down the ranking, a candidate whose nearest training segment is at least `copy_threshold`
 similar (engines/generation/copies.py) is rejected, so a verified result is never a corpus tune. A candidate
@@ -34,11 +38,14 @@ import numpy as np
 
 from engines.errors import StudioError
 from engines.generation.base import Request
+from engines.generation.musical import check_metre_kept, check_musical, perform
 from engines.music.analyzer import ANALYZER_ATTRIBUTES, MODES, WHITE
 from engines.music.notes import Segment, first_bars
+from engines.music.performance import heard_key
 
 MAX_ROUNDS = 4        # rounds of K candidates at most, while too few are heard as asked and are not copies
 MAX_RESULTS = 256     # results one request may ask for
+OUT_OF_SCALE = 1e3    # score taken from a candidate heard in the other scale than the one asked
 RAW = "one candidate per result: the raw model"   # why an unchecked draw was neither ranked nor checked
 
 
@@ -87,7 +94,7 @@ class Draw:
         if self.heard is not None:
             parts.append(f"{self.heard} of {self.drawn} candidates heard as {self.asked_mode} by the judge")
         elif self.judged:
-            parts.append(f"{self.drawn} candidates ranked by the judge toward the asked attributes")
+            parts.append(f"{self.drawn} candidates ranked by the judge toward what was asked")
         else:
             checked = "" if self.copies_unchecked_because else "checked for copies, "
             parts.append(f"{self.drawn} candidates {checked}not ranked ({self.unranked_because})")
@@ -145,9 +152,9 @@ class Verifier:
                 self._copies = self._copies()
             return self._copies
 
-    def can_rank(self, mode: str, attributes: dict | None) -> bool:
-        """Whether there is anything to rank candidates by: a judge, and a mode or attributes asked for."""
-        return self.judge is not None and (mode != WHITE or bool(attributes))
+    def can_rank(self, mode: str, attributes: dict | None, scale: str | None = None) -> bool:
+        """Whether there is anything to rank candidates by: a judge, and a mode, attributes or a scale asked for."""
+        return self.judge is not None and (mode != WHITE or bool(attributes) or bool(scale))
 
     def judge_readings(self, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray] | None:
         """(probabilities (N, 8), attributes (N, 7)) of segments with notes, or None without a judge. Segments
@@ -159,9 +166,10 @@ class Verifier:
         probabilities, attributes, _ = self.judge.run(readable)
         return probabilities, attributes
 
-    def scores(self, segments: list[Segment], mode: str, attributes: dict | None) -> dict:
+    def scores(self, segments: list[Segment], mode: str, attributes: dict | None, scale: str | None = None) -> dict:
         """Per candidate: "score" (higher is better; -inf without notes), "p" (the asked mode's probability),
-        "heard" (the judge's mode), "distance" (to the asked attributes)."""
+        "heard" (the judge's mode), "distance" (to the asked attributes). With a `scale` ("major", "minor"),
+        candidates heard in the other one rank after every one heard in it."""
         from engines.models.chromatic_judge import JUDGE_ATTRIBUTES
 
         n = len(segments)
@@ -186,11 +194,16 @@ class Verifier:
                 out["distance"][i] = round(distance, 4)
                 score -= self.attribute_weight * distance
             out["heard"][i] = MODES[int(probabilities[row].argmax())]
+            if scale and heard_key(segments[i])[1] != (scale == "major"):
+                score -= OUT_OF_SCALE
             out["score"][i] = score
         return out
 
 
 def asked_mode(generator, request: Request, settings) -> str:
+    """The mode a request asks for; StudioError for an unknown one or a bad tempo, metre, scale, instrument or
+    dynamics (engines/generation/musical.py)."""
+    check_musical(request)
     mode = generator.asked_mode(request, settings)
     if mode != WHITE and mode not in MODES:
         raise StudioError(f"unknown mode '{request.mode}'; choose one of {', '.join(MODES + (WHITE,))}")
@@ -216,10 +229,13 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     k = candidates_per_result(generator, request, settings, verifier) if verifier is not None else 1
     if request.init_midi is not None and not isinstance(request.init_midi, Segment):
         request = replace(request, init_midi=request.init_segment(cfg))  # the file is read once
+    if request.init_midi is not None:
+        check_metre_kept(request, request.init_midi)
     if verifier is None or k == 1:
         raw, _ = _draw_all(generator, request, settings, n, mode, on_step)
-        return _unchecked(raw, verifier.scores(raw, mode, request.attributes) if verifier else None, verifier, mode)
-    ranked = verifier.can_rank(mode, request.attributes)
+        readings = verifier.scores(raw, mode, request.attributes, request.scale) if verifier else None
+        return _unchecked(raw, readings, verifier, mode)
+    ranked = verifier.can_rank(mode, request.attributes, request.scale)
     per_result = k if ranked else 1   # nothing to rank them by: one per result, and copies replaced
     if verifier.copies is None:
         copies_because = "no corpus to check against"
@@ -228,7 +244,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     else:
         copies_because = ""
     raw, stopped = _draw_all(generator, request, settings, n * per_result, mode, on_step)
-    readings = verifier.scores(raw, mode, request.attributes)
+    readings = verifier.scores(raw, mode, request.attributes, request.scale)
     similarity: dict[int, float] = {}
     for extra in range(MAX_ROUNDS):
         order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
@@ -242,7 +258,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         # settings); the studio's line says how many were drawn and rejected
         more, stopped = _draw_all(generator, request, generator.diversify(settings, extra + 1), n * per_result,
                                   mode, on_step, round_=extra + 1)
-        more_readings = verifier.scores(more, mode, request.attributes)
+        more_readings = verifier.scores(more, mode, request.attributes, request.scale)
         raw += more
         readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
                           else readings[key] + more_readings[key]) for key in readings}
@@ -306,7 +322,8 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
         size = min(generator.max_batch, total - len(out))
         part = replace(request, mode=mode, n=size, seed=batch_seed(int(request.seed), round_, batch),
                        settings=settings)
-        out += generator.run(part, watch if (on_step is not None and generator.live) else None)
+        drawn = generator.run(part, watch if (on_step is not None and generator.live) else None)
+        out += [perform(segment, request) for segment in drawn]   # tempo, scale, dynamics, instrument
         batch += 1
     return out, stopped["now"]
 

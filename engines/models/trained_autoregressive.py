@@ -85,9 +85,11 @@ class TrainedAutoregressive:
         payload = load_checkpoint(path, map_location=device, engine="autoregressive")
         return cls(model_from_checkpoint(payload), payload, device, precision)
 
-    def prompt_ids(self, prompt: str, continue_from: Segment | None = None, keep_bars: int = 0) -> list[int]:
+    def prompt_ids(self, prompt: str, continue_from: Segment | None = None, keep_bars: int = 0,
+                   metre: tuple[int, int] | None = None) -> list[int]:
         """The ids the model reads first: the text prompt, <midi>, and the first `keep_bars` bars of
-        `continue_from` (REMI) when continuing."""
+        `continue_from` (REMI) when continuing, else the first bar's `Bar TimeSig_<metre>` when a metre is
+        asked (the grammar keeps every later bar in it)."""
         text = (prompt or "").strip()
         if len(text.split()) > MAX_PROMPT_WORDS:
             raise StudioError(f"the prompt has {len(text.split())} words; keep it under {MAX_PROMPT_WORDS}")
@@ -95,14 +97,19 @@ class TrainedAutoregressive:
         ids.append(MIDI)
         if continue_from is not None:
             ids += self.vocabulary.encode_midi(bars_prefix(continue_from, keep_bars))
+        elif metre is not None:
+            names = remi_token_names()
+            ids += self.vocabulary.encode_midi([names.index("Bar_None"), names.index(f"TimeSig_{metre[0]}/{metre[1]}")])
         return ids
 
     def generate(self, prompt: str | None = None, mode: str | None = None, n: int = 1, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, beam_width: int = 1, length_penalty: float = 1.0,
                  max_bars: int = 4, max_new_tokens: int = 0, seed: int = 0, continue_from: Segment | None = None,
-                 keep_bars: int = 2, on_token: Callable | None = None, guidance_scale: float = 1.0) -> list[Generated]:
+                 keep_bars: int = 2, on_token: Callable | None = None, guidance_scale: float = 1.0,
+                 metre: tuple[int, int] | None = None) -> list[Generated]:
         """n segments for `prompt` (None: the default prompt of `mode`). With beam search n must be 1.
-        guidance_scale > 1: classifier-free guidance toward the prompt against the same MIDI without text."""
+        guidance_scale > 1: classifier-free guidance toward the prompt against the same MIDI without text.
+        `metre` (e.g. (3, 4)): the first bar opens in it (a continuation keeps the metre of what it continues)."""
         if not 1 <= n <= 64:
             raise StudioError(f"n must lie in 1..64, got {n}")
         if not 1 <= max_bars <= 16:
@@ -124,17 +131,18 @@ class TrainedAutoregressive:
                 return stopped["now"]
         generated = self._generate_window(prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty,
                                            first, max_new_tokens, seed, continue_from, keep_bars, on_token,
-                                           guidance_scale)
+                                           guidance_scale, metre)
         if first < max_bars and not stopped["now"]:
             generated = self._extend(generated, prompt, mode, max_bars, window, temperature, top_k, top_p,
                                      seed, guidance_scale, on_token, stopped.get("step", 0))
         return generated
 
     def _generate_window(self, prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty, max_bars,
-                         max_new_tokens, seed, continue_from, keep_bars, on_token, guidance_scale) -> list[Generated]:
+                         max_new_tokens, seed, continue_from, keep_bars, on_token, guidance_scale,
+                         metre=None) -> list[Generated]:
         """One pass of at most `max_bars` bars (generate's arguments)."""
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
-                              keep_bars if continue_from is not None else 0)
+                              keep_bars if continue_from is not None else 0, metre)
         grammar = RemiGrammar(self.vocabulary, max_bars)
         budget = min(max_new_tokens or self.model.config.block_size, self.model.config.block_size - len(ids))
         given = ids[ids.index(MIDI) + 1:]

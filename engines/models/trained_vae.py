@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from engines.data.torch_dataset import WHITE_INDEX
+from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, notes_to_roll, shift_to_c, transpose_notes
@@ -36,6 +36,7 @@ ONSET_THRESHOLD = 0.5
 SUSTAIN_THRESHOLD = 0.5
 
 
+METRE_POOL = 8   # latents drawn per result when a metre is asked (latents_in_metre)
 PRIORS = ("fitted", "network")   # what sample_latents draws from
 
 
@@ -96,17 +97,22 @@ class TrainedVAE:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, mode: str = WHITE, attributes: dict | None = None,
-               tonic: str | None = None, onset_threshold: float | None = None) -> list[Segment]:
+               tonic: str | None = None, onset_threshold: float | None = None,
+               metre: tuple[int, int] | None = None) -> list[Segment]:
         """Latents (B, D) -> Segments. `attributes`: any of the model's attributes in the analyzer's scale
         ({"rebracketing": x, "energy": y, ...}) or None; a mode fills the axes not given with its interior
         target (engines/models/conditioning.py). `tonic` moves a key_to_c model's output from C to that tonic.
-        `onset_threshold`: None = the one chosen on reconstructions (encoded segments)."""
+        `onset_threshold`: None = the one chosen on reconstructions (encoded segments). `metre`: the bars are
+        read in it (e.g. (3, 4)) instead of the metre head's choice."""
         z = z.reshape(-1, self.latent_dim).to(self.device)
         modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
         names = self.model.config.attributes
         asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)
         values, given = attribute_tensors(asked, names, z.shape[0], self.device)
         out = self.model.decode(z, modes, values, given)
+        if metre is not None:   # one-hot logits: the head's argmax is the metre asked
+            out["metre"] = torch.nn.functional.one_hot(torch.full((z.shape[0],), metre_index(*metre)),
+                                                       len(METRES)).float()
         segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
                                       self.data["segment_bars"],
                                       self.onset_threshold if onset_threshold is None else onset_threshold,
@@ -140,11 +146,27 @@ class TrainedVAE:
 
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
                attributes: dict | None = None, tonic: str | None = None,
-               prior: str = "fitted") -> tuple[list[Segment], torch.Tensor]:
-        """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D)."""
-        z = self.sample_latents(mode, n, temperature, seed, prior)
+               prior: str = "fitted", metre: tuple[int, int] | None = None) -> tuple[list[Segment], torch.Tensor]:
+        """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D). `metre` (e.g.
+        (3, 4)): of METRE_POOL latents per result, the n whose metre head most expects it, written in it."""
+        if metre is None:
+            z = self.sample_latents(mode, n, temperature, seed, prior)
+        else:
+            z = self.latents_in_metre(mode, n, temperature, seed, prior, metre_index(*metre))
         threshold = self.sample_onset_threshold if self.uses_fitted_prior(prior) else None
-        return self.decode(z, mode, attributes, tonic, threshold), z
+        return self.decode(z, mode, attributes, tonic, threshold, metre), z
+
+    @torch.no_grad()
+    def latents_in_metre(self, mode: str, n: int, temperature: float, seed: int, prior: str,
+                         metre: int) -> torch.Tensor:
+        """n latents (n, D): of min(256, METRE_POOL * n) drawn, those the metre head gives metre (an index into
+        METRES) the highest probability, the likeliest first. The metre lives in z; forcing it on any latent
+        would lay a 4/4 roll over 3/4 bars."""
+        pool = self.sample_latents(mode, max(n, min(256, METRE_POOL * n)), temperature, seed, prior)
+        modes = torch.full((pool.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
+        zm = torch.cat([pool.to(self.device), self.model.mode_embedding(modes)], dim=1)
+        likelihood = self.model.metre_head(zm).log_softmax(dim=1)[:, metre]              # (pool,)
+        return pool[likelihood.topk(n).indices.cpu()]
 
     @torch.no_grad()
     def encode_rolls(self, rolls: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
