@@ -23,7 +23,8 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
     # than a day: a rater who paused keeps their pair that long, and a resume serves it afresh.
     with gr.Blocks(title="Chromatic Segment Studio", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown("# Chromatic Segment Studio")
-        with gr.Tabs(elem_id="studio-tabs") as studio_tabs:
+        # at phone width the tabs wrap onto a second row: behind a "⋯" menu a musician did not find them
+        with gr.Tabs(elem_id="studio-tabs", overflow_behavior="wrap") as studio_tabs:
             with gr.Tab("Generate", id="generate"):
                 build_generate_tab(engine)
             with gr.Tab("Latent Explorer", id="latent"):

@@ -101,20 +101,24 @@ def build_evaluate_tab(engine: StudioEngine) -> None:
                                      "empty_beat_rate", "polyphony", "pitch_range"], value="pitch_range",
                                     label="Statistic", elem_id="evaluate-statistic")
             histogram = gr.Plot(label="Real vs generated", elem_id="evaluate-histogram")
-    with gr.Row():
-        examples = [gr.Audio(label=f"example {i + 1}", type="filepath", interactive=False,
-                             elem_id=f"evaluate-example-{i}") for i in range(EXAMPLE_SLOTS)]
+    captions, examples = [], []
+    with gr.Row(elem_id="evaluate-examples"):
+        for i in range(EXAMPLE_SLOTS):   # a caption that wraps above each player: a label would be cut off
+            with gr.Column(min_width=220):
+                captions.append(gr.Markdown(f"example {i + 1}", elem_id=f"evaluate-example-label-{i}"))
+                examples.append(gr.Audio(show_label=False, type="filepath", interactive=False,
+                                         elem_id=f"evaluate-example-{i}"))
     files = gr.File(label="Reports (JSON, CSV)", file_count="multiple", interactive=False, elem_id="evaluate-files")
     reports_state = gr.State({})   # engine -> finished report (as evaluate_stream gave it)
-    details = [summary, table, confusion, *examples]
+    details = [summary, table, confusion, *captions, *examples]
     outputs = [status, comparison, detail, histogram, files, reports_state, *details]
 
     def detail_view(report: dict) -> list:
         shown = report["examples"]["best"] + report["examples"]["worst"]
-        audio = [gr.update(value=x["wav"], label=x["title"]) for x in shown[:EXAMPLE_SLOTS]]
-        audio += [gr.update(value=None, label="—")] * (EXAMPLE_SLOTS - len(audio))
+        titles = [f"**{x['title']}**" for x in shown[:EXAMPLE_SLOTS]] + ["—"] * (EXAMPLE_SLOTS - len(shown))
+        audio = [x["wav"] for x in shown[:EXAMPLE_SLOTS]] + [None] * (EXAMPLE_SLOTS - len(shown))
         rows = [[r[c] for c in MODE_COLUMNS] for r in report["per_mode"]]
-        return [summary_markdown(report), rows, confusion_figure(report["confusion"]), *audio]
+        return [summary_markdown(report), rows, confusion_figure(report["confusion"]), *titles, *audio]
 
     def _failed(message):
         return [message, *[gr.skip()] * (len(outputs) - 1)]

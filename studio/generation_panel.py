@@ -132,8 +132,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
             seed = gr.Number(0, precision=0, label="Seed", minimum=0)
             with gr.Accordion("Tempo, metre, key, instrument", open=True, elem_id="generate-musical"):
                 with gr.Row():
-                    tempo = gr.Number(None, precision=0, label="Tempo (BPM)", minimum=30, maximum=300,
-                                      placeholder="the mode's", elem_id="generate-tempo")
+                    # no minimum here: an empty box arrives as 0, which means "the mode's"; the engine checks 30-300
+                    tempo = gr.Number(None, precision=0, label="Tempo (BPM, 30-300)", placeholder="the mode's",
+                                      elem_id="generate-tempo")
                     metre = gr.Dropdown([("as generated", "")] + [(m, m) for m in METRE_NAMES], value="",
                                         label="Metre", elem_id="generate-metre")
                 with gr.Row():
@@ -217,9 +218,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
 
     @guarded_stream(on_error)
-    def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels, energy, valence, tension, intimacy, motion,
-            rebracketing, complexity, use_start, start_source, start_result, start_upload, bars, results,
-            request: gr.Request, *settings_values):
+    def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels,
+            energy, valence, tension, intimacy, motion, rebracketing, complexity, use_start, start_source,
+            start_result, start_upload, bars, results, request: gr.Request, *settings_values):
         targets = dict(zip(TARGET_RANGES, (energy, valence, tension, intimacy, motion, rebracketing, complexity)))
         attributes = {name: float(targets[name]) for name, label in TARGET_LABELS.items()
                       if label in (asked_labels or [])}
@@ -284,8 +285,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
             return error_markdown("Nothing is generating right now.")
         return gr.update()
 
-    inputs = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, candidates, asked, *target_sliders.values(), use_init,
-              source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
+    inputs = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, candidates, asked,
+              *target_sliders.values(), use_init, source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
                    show_progress="minimal", trigger_mode="multiple", api_visibility="private")

@@ -70,7 +70,7 @@ def latent_map_figure(points: dict, marks: dict | None = None) -> go.Figure:
                                                  line=dict(width=1, color="#fff"))))
     fig.update_layout(height=520, margin=dict(l=30, r=10, t=10, b=30), legend=dict(orientation="h", y=-0.08),
                       xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
-                      plot_bgcolor="#fbfbfb", hovermode="closest", dragmode="pan")
+                      hovermode="closest", dragmode="pan")
     return fig
 
 

@@ -127,7 +127,7 @@ def build_listening_tab(engine: StudioEngine):
     gr.Markdown("Blinded A/B listening: every pair is two systems in one mode, in your own random order and "
                 "random A/B placement. Answer by ear; nothing tells you which system is which.")
     listening = dict(concurrency_limit=LISTENING_CONCURRENCY, concurrency_id="listening")
-    with gr.Tabs(elem_id="listen-tabs") as tabs:
+    with gr.Tabs(elem_id="listen-tabs", overflow_behavior="wrap") as tabs:
         with gr.Tab("Rate", id="listen-rate"):
             with gr.Row():
                 code = gr.Textbox(label="Session code", placeholder="e.g. 3FA29C1B", elem_id="listen-code")

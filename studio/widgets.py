@@ -6,11 +6,23 @@ import logging
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
 
 LOG = logging.getLogger("studio")
+
+# Every figure of the studio: transparent paper and a faint grey plot area, grey grid and text, so that rolls,
+# maps and heatmaps read on the light theme and on the dark one (app.CSS lifts plot text there).
+GRID = "rgba(128,128,128,0.3)"
+STUDIO_TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+STUDIO_TEMPLATE.layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(128,128,128,0.06)",
+                              font=dict(color="#6b7280"))
+for _axis in (STUDIO_TEMPLATE.layout.xaxis, STUDIO_TEMPLATE.layout.yaxis):
+    _axis.update(gridcolor=GRID, linecolor=GRID, zerolinecolor=GRID)
+pio.templates["studio"] = STUDIO_TEMPLATE
+pio.templates.default = "studio"
 
 AXIS_LABELS = {"energy": "Energy", "valence": "Valence", "tension": "Tension", "intimacy": "Intimacy",
                "motion": "Motion"}
@@ -59,7 +71,7 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
     boundaries = {r["start"] for r in regions[1:]} if len(regions) > 1 else set()
     fig.update_layout(shapes=[dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
                                    line=dict(width=1.5 if x in boundaries else 1,
-                                             color="rgba(0,0,0,0.45)" if x in boundaries else "rgba(0,0,0,0.2)"))
+                                             color="rgba(128,128,128,0.8)" if x in boundaries else GRID))
                               for x in sorted(set(notes.bar_lines) | boundaries)])
     pitches = notes.pitch or [60]
     low, high = min(pitches) - 2, max(pitches) + 2
@@ -70,7 +82,7 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
         barmode="overlay", bargap=0,
         margin=dict(l=50, r=10, t=(40 if title else 10) + (30 if legend else 0), b=40), showlegend=legend,
         # above the plot, under the title: a legend below it covers the axis title
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0), plot_bgcolor="#fafafa",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
         xaxis=dict(title="quarter notes", zeroline=False), dragmode="pan",
         yaxis=dict(range=[low, high], tickvals=ticks, ticktext=[pitch_label(p) for p in ticks], title=None),
     )
@@ -80,28 +92,34 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
 def denoising_image(sounding: np.ndarray, bar_steps: list[int], color: str, pitch_low: int = 21,
                     shown: tuple[int, int] = (36, 96), bars: int = 4, scale: tuple[int, int] = (4, 6)) -> np.ndarray:
     """The live view of a running diffusion: each variation's current estimate as a small piano roll, in rows
-    of two, white (silent) to the mode's colour (sounding), pitches `shown` (C2..C7) with the low ones at the
-    bottom, thin bar lines, and the steps past the last bar (padding of shorter metres) greyed.
-    sounding (n, steps, pitches) in [0, 1], the roll's lowest pitch `pitch_low` -> an RGB uint8 image."""
+    of two, transparent (silent) to the mode's colour (sounding), so that it reads on the light and the dark
+    theme; pitches `shown` (C2..C7) with the low ones at the bottom, grey bar lines, a faint line per octave,
+    and the steps past the last bar (padding of shorter metres) shaded.
+    sounding (n, steps, pitches) in [0, 1], the roll's lowest pitch `pitch_low` -> an RGBA uint8 image."""
     n, steps, pitches = sounding.shape
     low, high = max(shown[0] - pitch_low, 0), min(shown[1] - pitch_low, pitches - 1)
     rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
+    grey = np.float32(128)
     tiles = []
     for k in range(n):
         level = sounding[k, :, low:high + 1].T[::-1]                                # (pitches, steps), high on top
-        tile = 255 - level[..., None] * (255 - rgb)                                  # (pitches, steps, 3)
-        tile = np.repeat(np.repeat(tile, scale[0], axis=0), scale[1], axis=1)
+        level = np.repeat(np.repeat(level, scale[0], axis=0), scale[1], axis=1)
+        backdrop = np.zeros(level.shape, np.float32)                                # grey's opacity under the notes
         bar = max(bar_steps[k], 1)
-        tile[:, bars * bar * scale[1]:] = np.minimum(tile[:, bars * bar * scale[1]:], 225)  # padding
+        backdrop[:, bars * bar * scale[1]:] = 50                                    # padding
         for x in range(bar, min(bars, steps // bar) * bar, bar):
-            tile[:, x * scale[1]] = np.minimum(tile[:, x * scale[1]], 170)                 # bar line
-        for c in range(0, tile.shape[0], 12 * scale[0]):                                   # a faint line per octave
-            tile[c] = np.minimum(tile[c], 240)
-        tiles.append(np.pad(tile, ((3, 3), (3, 3), (0, 0)), constant_values=215))
+            backdrop[:, x * scale[1]] = 110                                         # bar line
+        backdrop[::12 * scale[0]] = np.maximum(backdrop[::12 * scale[0]], 35)       # octave lines
+        alpha = level * 255 + (1 - level) * backdrop
+        colour = (level * 255)[..., None] * rgb + ((1 - level) * backdrop)[..., None] * grey
+        colour = colour / np.maximum(alpha, 1e-6)[..., None]                        # un-premultiplied
+        tile = np.concatenate([colour, alpha[..., None]], axis=2)                   # (pitches, steps, 4)
+        tiles.append(np.pad(tile, ((3, 3), (3, 3), (0, 0)), constant_values=0))
+        tiles[-1][[0, -1], :] = tiles[-1][:, [0, -1]] = (grey, grey, grey, 90)     # a frame per variation
     while len(tiles) % 2:
-        tiles.append(np.full_like(tiles[0], 250))
+        tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i:i + 2], axis=1) for i in range(0, len(tiles), 2)]
-    return np.concatenate(rows, axis=0).astype(np.uint8)
+    return np.clip(np.concatenate(rows, axis=0), 0, 255).round().astype(np.uint8)
 
 
 def progress_html(step: int, total: int, label: str) -> str:

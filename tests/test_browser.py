@@ -269,6 +269,10 @@ def test_evaluate_tab_runs_two_engines_side_by_side_and_shows_each_report(page):
     assert page.locator("#evaluate-histogram .legendtext").count() == 3   # real, vae, real as an engine
     assert "BLACK" in page.inner_text("#evaluate-modes")
     page.wait_for_function("() => document.querySelectorAll('#evaluate-files a').length >= 4")  # JSON + CSV each
+    # each example's caption is shown whole, wrapped above its player (an audio label cut it off)
+    caption = page.locator("#evaluate-example-label-0")
+    assert re.fullmatch(r"best #1: asked [A-Z]+, heard [A-Z]+ \(score -?\d+\.\d\d\)", caption.inner_text().strip())
+    assert caption.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     page.locator("#evaluate-detail input").click()
     page.get_by_role("option", name="vae", exact=True).click()
     page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('VAE:')")

@@ -80,3 +80,23 @@ def test_a_whole_song_roll_has_one_legend_entry_per_mode_and_room_for_its_notes(
     single = piano_roll_figure(NoteView(start=[0.0], duration=[1.0], pitch=[60], velocity=[80],
                                         bar_lines=[0.0, 4.0], regions=[]), "one")
     assert len(single.data) == 1 and not single.layout.showlegend and single.layout.height == 340
+
+
+def test_the_live_view_is_transparent_where_silent_and_the_modes_colour_where_sounding():
+    import numpy as np
+
+    from studio.widgets import denoising_image
+
+    sounding = np.zeros((3, 64, 88), np.float32)
+    sounding[0, 0:4, 60 - 21] = 1.0                     # variation 1: a C4 for a beat
+    image = denoising_image(sounding, [16, 16, 12], "#3366cc")
+    assert image.shape[2] == 4 and image.dtype == np.uint8
+    assert image.shape[0] == 2 * (61 * 4 + 6) and image.shape[1] == 2 * (64 * 6 + 6)   # two rows of two tiles
+    row = 3 + (96 - 60) * 4 + 1                            # C4, counted from C7 at the top, mid-note
+    assert tuple(image[row, 3 + 6]) == (0x33, 0x66, 0xcc, 255)
+    assert image[row + 20, 3 + 6 * 8, 3] == 0              # silence is see-through, on any theme
+    bar_line = 3 + 16 * 6
+    assert image[row + 20, bar_line, 3] > 0 and tuple(image[row + 20, bar_line, :3]) == (128, 128, 128)
+    # the 3/4 variation's steps after its fourth bar are shaded as padding
+    third = image[61 * 4 + 6 + 10, 3 + 12 * 4 * 6 + 2]
+    assert third[3] == 50
