@@ -15,6 +15,14 @@ CSS = """
 .studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
 .mode-chip {display:inline-block}
 .studio-hidden {display:none !important}
+.result-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px}
+/* the dark theme: plot text lifted (figures are transparent, studio/widgets.STUDIO_TEMPLATE) */
+.dark .js-plotly-plot .main-svg .xtick text, .dark .js-plotly-plot .main-svg .ytick text,
+.dark .js-plotly-plot .main-svg .gtitle, .dark .js-plotly-plot .main-svg .xtitle,
+.dark .js-plotly-plot .main-svg .ytitle, .dark .js-plotly-plot .main-svg .legendtext {fill: #d1d5db !important}
+/* readouts and tables: a word never breaks inside; a table too wide for a phone scrolls sideways */
+.prose table {display: block; max-width: 100%; overflow-x: auto}
+.prose th, .prose td {white-space: nowrap; word-break: keep-all; overflow-wrap: normal}
 """
 
 

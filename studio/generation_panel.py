@@ -26,8 +26,8 @@ from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.generation.base import MAX_CANDIDATES
 from engines.music.features import PITCH_NAMES
-from studio.widgets import (analysis_markdown, counted, denoising_image, error_markdown, guarded_stream, mode_chip,
-                            piano_roll_figure, progress_html)
+from studio.widgets import (analysis_markdown, counted, denoising_image, error_markdown, guarded, guarded_stream,
+                            mode_chip, piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
 INIT_SOURCES = ["a result below", "an uploaded MIDI file"]
@@ -37,11 +37,19 @@ TARGET_RANGES = {"energy": (0, 1, 0.5), "valence": (-1, 1, 0.0), "tension": (0, 
 TARGET_LABELS = {"energy": "Energy", "valence": "Valence (dark - bright)", "tension": "Tension",
                  "intimacy": "Intimacy", "motion": "Motion", "rebracketing": "Rebracketing",
                  "temporal_complexity": "Temporal complexity"}
+# The session history: a browser keeps its last results (MIDI and settings) in its own storage (gr.BrowserState).
+# The secret only signs what the browser holds, which is its own results: a kept MIDI file is checked on its way
+# back like any upload (engine.restore_midi).
+HISTORY_SIZE = 50
+HISTORY_KEY, HISTORY_SECRET = "chromatic-studio-history", "chromatic-studio-history-v1"
+HISTORY_COLUMNS = ["entry", "when", "result", "heard", "settings"]
 INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpaint"),
                "continued": ("Continue a segment: keep its first bars, write on", "Continue")}
 
 
 def result_markdown(view) -> str:
+    """A result card's head: its title, the mode the analyzer hears (a chip) against the one asked, whether
+    it was stopped, and how it was chosen. The analyzer's full readout is result_analysis."""
     if view.analysis is None:
         if view.stopped:
             return f"**{view.title}**\n\nStopped before the model had settled on any note."
@@ -51,8 +59,26 @@ def result_markdown(view) -> str:
     stopped = (f"*Stopped early: what the model had then, notes in bars 1-{view.bars_written} of {view.bars}; "
                f"the analysis covers those.*\n\n" if view.stopped else "")
     return (f"**{view.title}** — analyzer hears {mode_chip(heard, view.color)} ({verdict})\n\n" + stopped
-            + verification_markdown(view.verification)
-            + analysis_markdown(view.analysis, view.color, heading=False, asked=view.asked))
+            + verification_markdown(view.verification))
+
+
+def result_analysis(view) -> str:
+    """The analyzer's readout of a result (axes against those asked, key, rhythm), for its card's drawer."""
+    if view.analysis is None:
+        return ""
+    return analysis_markdown(view.analysis, view.color, heading=False, asked=view.asked)
+
+
+def result_record(view, request: Request) -> dict:
+    """What the studio keeps of a result (results_state, the starred list, the ZIP): its files and what made it."""
+    settings = {"title": view.title, "engine": request.engine, "mode": view.requested_mode, "seed": request.seed,
+                "heard": view.analysis["mode"] if view.analysis else None}
+    for name in ("tempo", "metre", "scale", "tonic", "instrument", "dynamics", "attributes", "candidates"):
+        if getattr(request, name) is not None:
+            settings[name] = getattr(request, name)
+    if isinstance(request.settings, dict):
+        settings["settings"] = dict(request.settings)
+    return {"midi": view.midi_path, "wav": view.wav_path, "settings": settings}
 
 
 def verification_markdown(check: dict | None) -> str:
@@ -82,7 +108,41 @@ def init_source(use: bool, source: str, result_number, upload, results: list[str
         raise StudioError("generate first: this starts from one of the results below")
     if not 1 <= k <= len(results):
         raise StudioError(f"there are {len(results)} results; pick a number from 1 to {len(results)}")
-    return results[k - 1]
+    return results[k - 1]["midi"]
+
+
+def history_entry(record: dict) -> dict:
+    """A result as the browser keeps it: when, what made it, and its MIDI file (base64)."""
+    import base64
+    from datetime import datetime
+    from pathlib import Path
+
+    return {"when": datetime.now().strftime("%d %b %H:%M"), "settings": record["settings"],
+            "midi_name": Path(record["midi"]).stem,
+            "midi": base64.b64encode(Path(record["midi"]).read_bytes()).decode("ascii")}
+
+
+def history_rows(history: list) -> list[list]:
+    rows = []
+    for k, entry in enumerate(history or [], 1):
+        s = entry.get("settings", {})
+        shown = [f"{s['tempo']:g} BPM" if s.get("tempo") else "", s.get("metre") or "",
+                 f"{s['tonic']} " if s.get("tonic") else "", s.get("scale") or "",
+                 GM_INSTRUMENTS[s["instrument"] - 1] if s.get("instrument") else "", s.get("dynamics") or "",
+                 f"K={s['candidates']}" if s.get("candidates") else ""]
+        rows.append([k, entry.get("when", ""), s.get("title", ""), s.get("heard") or "—",
+                     " · ".join(x.strip() for x in shown if x)])
+    return rows
+
+
+def history_pick(history: list, number) -> dict:
+    """The entry numbered `number` (1 = newest) of a browser's history; StudioError when there is none."""
+    if not history:
+        raise StudioError("the history is empty: generate first")
+    k = int(number or 1)
+    if not 1 <= k <= len(history):
+        raise StudioError(f"the history has {len(history)} entries; pick a number from 1 to {len(history)}")
+    return history[k - 1]
 
 
 def settings_control(spec: dict, elem_id: str):
@@ -133,7 +193,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
             with gr.Accordion("Tempo, metre, key, instrument", open=True, elem_id="generate-musical"):
                 with gr.Row():
                     # no minimum here: an empty box arrives as 0, which means "the mode's"; the engine checks 30-300
-                    tempo = gr.Number(None, precision=0, label="Tempo (BPM, 30-300)", placeholder="the mode's",
+                    tempo = gr.Number(0, precision=0, label="Tempo (BPM 30-300; 0: the mode's)",
                                       elem_id="generate-tempo")
                     metre = gr.Dropdown([("as generated", "")] + [(m, m) for m in METRE_NAMES], value="",
                                         label="Metre", elem_id="generate-metre")
@@ -181,24 +241,49 @@ def build_generation_panel(engine: StudioEngine) -> None:
             live = gr.Image(label="Live: each variation's current estimate (diffusion) or its notes so far (GPT)",
                             type="numpy", format="png", interactive=False, visible=False, elem_id="generate-live",
                             buttons=[])
-            slots = []
-            for i in range(MAX_RESULTS):
-                with gr.Group(visible=False) as box:
-                    with gr.Row():
+            slots = []   # per result card: (card, roll, head, audio, codec audio, files, star, analysis)
+            with gr.Row(elem_id="generated-grid", equal_height=False):
+                for i in range(MAX_RESULTS):
+                    with gr.Column(visible=False, min_width=330, elem_classes="result-card",
+                                   elem_id=f"generated-card-{i}") as card:
+                        head = gr.Markdown(elem_id=f"generated-readout-{i}")
                         plot = gr.Plot(show_label=False, elem_id=f"generated-roll-{i}")
-                        with gr.Column():
-                            readout = gr.Markdown(elem_id=f"generated-readout-{i}")
-                            audio = gr.Audio(type="filepath", interactive=False, show_label=False,
-                                             elem_id=f"generated-audio-{i}")
-                            codec_audio = gr.Audio(type="filepath", interactive=False, visible=False,
-                                                   elem_id=f"generated-codec-audio-{i}")
-                            files = gr.File(file_count="multiple", interactive=False, show_label=False)
-                slots.append((box, plot, readout, audio, codec_audio, files))
-    results_state = gr.State([])  # this user's last results, as MIDI paths (inpainting starts from them)
+                        audio = gr.Audio(type="filepath", interactive=False, show_label=False,
+                                         elem_id=f"generated-audio-{i}")
+                        codec_audio = gr.Audio(type="filepath", interactive=False, visible=False,
+                                               elem_id=f"generated-codec-audio-{i}")
+                        star = gr.Checkbox(False, label="★ Star: keep it for the ZIP", elem_id=f"generated-star-{i}")
+                        files = gr.File(file_count="multiple", interactive=False, show_label=False,
+                                        elem_id=f"generated-files-{i}")
+                        with gr.Accordion("What the analyzer hears", open=False,
+                                          elem_id=f"generated-analysis-box-{i}"):
+                            analysis = gr.Markdown(elem_id=f"generated-analysis-{i}")
+                    slots.append((card, plot, head, audio, codec_audio, files, star, analysis))
+            with gr.Row(elem_id="generate-starred"):
+                starred_line = gr.Markdown("No result starred yet.", elem_id="generate-starred-line")
+                zip_button = gr.Button("Download the starred results (ZIP)", elem_id="generate-zip", scale=0,
+                                       min_width=260)
+            zip_file = gr.File(label="Starred results with their settings", interactive=False, visible=False,
+                               elem_id="generate-zip-file")
+            with gr.Accordion(f"History: your last {HISTORY_SIZE} results, kept in this browser", open=False,
+                              elem_id="generate-history-box") as history_box:
+                history_table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, max_height=320,
+                                             elem_id="generate-history")
+                with gr.Row():
+                    history_number = gr.Number(1, precision=0, minimum=1, label="Entry", scale=0, min_width=110,
+                                               elem_id="generate-history-pick")
+                    again = gr.Button("Regenerate with these settings", elem_id="generate-history-again")
+                    start_from = gr.Button("Use as start (inpaint or continue)", elem_id="generate-history-start")
+                history_note = gr.Markdown(elem_id="generate-history-note")
+    results_state = gr.State([])  # this user's last results (result_record: inpainting starts from them)
+    starred_state = gr.State([])  # the results this user starred, over every run of the session
+    history = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
+
+    def hidden_slot() -> list:
+        return [gr.update(visible=False), None, "", None, gr.update(value=None, visible=False), [], False, ""]
 
     def hidden_slots() -> list:
-        return [value for _ in slots for value in (gr.update(visible=False), None, "", None,
-                                                   gr.update(value=None, visible=False), [])]
+        return [value for _ in slots for value in hidden_slot()]
 
     def show_engine(name):
         label, check = _init_label(engine, name)
@@ -215,12 +300,12 @@ def build_generation_panel(engine: StudioEngine) -> None:
                      trigger_mode="always_last")   # the last keystroke decides, not the first
 
     def on_error(message):
-        return [message, gr.update(visible=False), gr.skip(), *hidden_slots()]
+        return [message, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip(), *hidden_slots()]
 
     @guarded_stream(on_error)
     def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels,
             energy, valence, tension, intimacy, motion, rebracketing, complexity, use_start, start_source,
-            start_result, start_upload, bars, results, request: gr.Request, *settings_values):
+            start_result, start_upload, bars, results, starred, kept, request: gr.Request, *settings_values):
         targets = dict(zip(TARGET_RANGES, (energy, valence, tension, intimacy, motion, rebracketing, complexity)))
         attributes = {name: float(targets[name]) for name, label in TARGET_LABELS.items()
                       if label in (asked_labels or [])}
@@ -252,13 +337,17 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low)
                 label = engine.engine_live_label(engine_name).format(step=item.step, total=item.total)
                 yield [progress_html(item.step, item.total, label),
-                       gr.update(value=image, visible=True), gr.skip(), *[gr.skip()] * (6 * len(slots))]
+                       gr.update(value=image, visible=True), gr.skip(), gr.skip(), gr.skip(),
+                       *[gr.skip()] * (len(slots[0]) * len(slots))]
             else:
                 result = item
         if not result.replaced:   # a replaced run leaves the page to the newer one
-            yield _results(result, stopped_at, live_view)
+            outputs = _results(result, req, stopped_at, live_view, starred)
+            records = outputs[2]
+            kept = ([history_entry(r) for r in records] + list(kept or []))[:HISTORY_SIZE]
+            yield outputs[:3] + [kept, history_rows(kept)] + outputs[3:]
 
-    def _results(result, stopped_at, live_shown: bool) -> list:
+    def _results(result, req: Request, stopped_at, live_shown: bool, starred: list) -> list:
         views, mode = result.views, result.asked_mode
         matches = sum(v.analysis is not None and v.analysis["mode"] == mode for v in views)
         summary = (f"{counted(len(views), 'segment')}; the analyzer hears {mode} in {matches}."
@@ -266,7 +355,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
         summary += f" {result.summary}"
         if result.stopped and stopped_at and stopped_at[0] < stopped_at[1]:
             summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are what it had then."
-        outputs = [summary, gr.skip() if live_shown else gr.update(visible=False), [v.midi_path for v in views]]
+        records = [result_record(v, req) for v in views]
+        kept = {r["midi"] for r in starred or []}
+        outputs = [summary, gr.skip() if live_shown else gr.update(visible=False), records]
         for i in range(MAX_RESULTS):
             if i < len(views):
                 v = views[i]
@@ -274,11 +365,30 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 codec = (gr.update(value=v.codec_wav_path, visible=True,
                                    label=f"Through the audio codec: {v.audio_tokens} tokens, decoded")
                          if v.codec_wav_path else gr.update(value=None, visible=False))
-                outputs += [gr.update(visible=True), piano_roll_figure(v.notes, "", v.color, height=260),
-                            result_markdown(v), v.wav_path, codec, files]
+                outputs += [gr.update(visible=True), piano_roll_figure(v.notes, "", v.color, height=240, grow=False),
+                            result_markdown(v), v.wav_path, codec, files, v.midi_path in kept, result_analysis(v)]
             else:
-                outputs += [gr.update(visible=False), None, "", None, gr.update(value=None, visible=False), []]
+                outputs += hidden_slot()
         return outputs
+
+    def starred_markdown(starred: list) -> str:
+        if not starred:
+            return "No result starred yet."
+        return f"★ {counted(len(starred), 'starred result')}: " + ", ".join(
+            r["settings"]["title"] for r in starred[-4:]) + (" …" if len(starred) > 4 else "")
+
+    def on_star(i: int):
+        def toggle(on: bool, results: list, starred: list):
+            if i >= len(results or []):
+                return starred, starred_markdown(starred)
+            record = results[i]
+            starred = [r for r in starred or [] if r["midi"] != record["midi"]] + ([record] if on else [])
+            return starred, starred_markdown(starred)
+        return toggle
+
+    @guarded(lambda message: (message, gr.update(visible=False)))
+    def on_zip(starred: list):
+        return starred_markdown(starred), gr.update(value=engine.export_zip(starred or []), visible=True)
 
     def request_stop(request: gr.Request):
         if request is None or not engine.request_stop(request.session_hash):
@@ -286,11 +396,51 @@ def build_generation_panel(engine: StudioEngine) -> None:
         return gr.update()
 
     inputs = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, candidates, asked,
-              *target_sliders.values(), use_init, source, result_number, upload, keep_bars, results_state] + [c for _, _, c in controls]
+              *target_sliders.values(), use_init, source, result_number, upload, keep_bars, results_state,
+              starred_state, history] + [c for _, _, c in controls]
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
-    generate.click(run, inputs, [status, live, results_state] + [c for slot in slots for c in slot],
+    shown = [status, live, results_state, history, history_table] + [c for slot in slots for c in slot]
+    generate.click(run, inputs, shown,
                    show_progress="minimal", trigger_mode="multiple", api_visibility="private")
     stop.click(request_stop, None, status, queue=False, api_visibility="private")
+    for i, slot in enumerate(slots):
+        slot[6].input(on_star(i), [slot[6], results_state, starred_state], [starred_state, starred_line],
+                      api_visibility="private")
+    zip_button.click(on_zip, starred_state, [starred_line, zip_file], api_visibility="private")
+
+    history_box.expand(history_rows, history, history_table, api_visibility="private")
+    musical = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, candidates]
+
+    @guarded(lambda message: [gr.skip()] * (len(musical) + len(controls)) + [message])
+    def on_again(kept, number):
+        s = history_pick(kept, number)["settings"]
+        if s["engine"] not in engine.engines_available():
+            raise StudioError(f"the {s['engine']} engine that made it is not installed here")
+        own = s.get("settings") or {}
+        values = [s["engine"], s["mode"], s["seed"], s.get("tempo") or 0, s.get("metre") or "", s.get("tonic") or "",
+                  s.get("scale") or "", s.get("instrument") or 1, s.get("dynamics") or "mf",
+                  s.get("candidates") or gr.skip()]
+        filled = [own[name] if e == s["engine"] and name in own else gr.skip() for e, name, _ in controls]
+        return values + filled + [f"Settings of entry {int(number or 1)} filled in: *{s['title']}*. "
+                                  "Generate to make it again."]
+
+    @guarded(lambda message: [gr.skip()] * 5 + [message])
+    def on_start(kept, number, current):
+        import base64
+
+        entry = history_pick(kept, number)
+        path = engine.restore_midi(base64.b64decode(entry["midi"]), entry.get("midi_name", "history"))
+        starts = [e for e in (current, "diffusion", "autoregressive")
+                  if e in engine.engines_available() and engine.engine_init_verb(e)]
+        if not starts:
+            raise StudioError("no installed engine can start from a segment (diffusion inpaints, the GPT continues)")
+        return (starts[0], True, INIT_SOURCES[1], path, gr.update(open=True),
+                f"Entry {int(number or 1)} is the segment to start from: choose the bars to keep and Generate.")
+
+    again.click(on_again, [history, history_number], musical + [c for _, _, c in controls] + [history_note],
+                api_visibility="private")
+    start_from.click(on_start, [history, history_number, engine_name],
+                     [engine_name, use_init, source, upload, init_box, history_note], api_visibility="private")
 
 
 def _init_label(engine: StudioEngine, name: str | None) -> tuple[str, str]:

@@ -37,13 +37,14 @@ def pitch_label(pitch: int) -> str:
     return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
-def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: int = 340) -> go.Figure:
+def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: int = 340,
+                      grow: bool = True) -> go.Figure:
     """Notes (engines.api.NoteView) as horizontal bars: x in quarter notes, y in MIDI pitch.
 
     Bars are coloured by the mode of the region (segment) they start in, one legend entry per mode however many
     segments a whole song has (hovering a note names its segment); opacity follows velocity. Bar lines are
     drawn as thin vertical rules, segment boundaries a little stronger. A wide pitch range gets a taller
-    figure, so notes stay a few pixels high.
+    figure, so notes stay a few pixels high (unless `grow` is False: cards of a grid keep one height).
     """
     fig = go.Figure()
     regions = notes.regions or [{"start": 0.0, "end": float("inf"), "color": color, "label": ""}]
@@ -78,7 +79,8 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
     ticks = [p for p in range(low, high + 1) if p % 12 in (0, 7)]
     legend = len(fig.data) > 1
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14)), height=max(height, min(6 * (high - low) + 120, 720)),
+        title=dict(text=title, font=dict(size=14)),
+        height=max(height, min(6 * (high - low) + 120, 720)) if grow else height,
         barmode="overlay", bargap=0,
         margin=dict(l=50, r=10, t=(40 if title else 10) + (30 if legend else 0), b=40), showlegend=legend,
         # above the plot, under the title: a legend below it covers the axis title

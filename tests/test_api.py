@@ -185,3 +185,27 @@ def test_caption_thresholds_follow_the_corpus_the_analyzer_labels(engine):
     seg = engine.cache.segments
     assert np.quantile(seg["rebracketing"], 0.75) == pytest.approx(REBRACKETING_HIGH, abs=0.02)
     assert np.quantile(seg["temporal_complexity"], [1 / 3, 2 / 3]) == pytest.approx(TEMPORAL_TERTILES, abs=0.02)
+
+
+def test_starred_results_zip_with_their_settings_and_only_the_studios_own_files(engine, tmp_path):
+    segment = engine.cache.segment(int(engine.cache.split_indices("test")[0]))
+    made = [engine.segment_result(segment, f"zip-test-{k}", f"RED-vae-seed{k}-1") for k in range(2)]
+    results = [{"midi": m["midi_path"], "wav": m["wav_path"], "settings": {"engine": "vae", "seed": k, "tempo": 90}}
+               for k, m in enumerate(made)]
+    path = Path(engine.export_zip(results))
+    assert path.name == "starred-results.zip"
+    archive = zipfile.ZipFile(path)
+    assert sorted(archive.namelist()) == ["RED-vae-seed0-1.mid", "RED-vae-seed0-1.wav", "RED-vae-seed1-1.mid",
+                                          "RED-vae-seed1-1.wav", "settings.json"]
+    assert json.loads(archive.read("settings.json")) == [
+        {"midi": f"RED-vae-seed{k}-1.mid", "wav": f"RED-vae-seed{k}-1.wav", "engine": "vae", "seed": k, "tempo": 90}
+        for k in range(2)]
+    assert archive.read("RED-vae-seed0-1.mid") == Path(made[0]["midi_path"]).read_bytes()
+    with pytest.raises(StudioError, match="star a result first"):
+        engine.export_zip([])
+    outside = tmp_path / "secret.mid"
+    outside.write_bytes(b"MThd")
+    with pytest.raises(StudioError, match="'secret.mid' is not a file this studio made"):
+        engine.export_zip([{"midi": str(outside), "wav": None, "settings": {}}])
+    with pytest.raises(StudioError, match="is not a file this studio made"):
+        engine.export_zip([{"midi": str(engine.out_dir / ".." / "x.mid"), "wav": None, "settings": {}}])

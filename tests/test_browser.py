@@ -374,3 +374,126 @@ def test_latent_explorer_decodes_a_place_and_interpolates_two_points(page):
     assert page.inner_text("#latent-status").count("→") == 7
     page.wait_for_selector("#latent-strip .js-plotly-plot .main-svg")
     page.locator("#latent-strip-audio").get_by_role("button", name="Play", exact=True).wait_for()
+
+
+def _generate_vae(page, mode: str = "BLUE") -> None:
+    page.locator("#generate-mode").get_by_label(mode).check()
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')")
+    page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
+
+
+def test_at_phone_width_every_tab_is_in_reach_and_no_word_breaks(browser, studio_url):
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(studio_url, wait_until="load")
+    page.wait_for_selector("#generate-button")
+    for name in ("Generate", "Latent Explorer", "Evaluate", "Listen"):   # none behind a "⋯" menu
+        tab = page.get_by_role("tab", name=name, exact=True)
+        assert tab.is_visible()
+        box = tab.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    _generate_vae(page)
+    page.locator("#generated-analysis-box-0").get_by_text("What the analyzer hears").click()
+    page.locator("#generated-analysis-0 table").wait_for()
+    lines = page.locator("#generated-analysis-0").evaluate("""e => [...e.querySelectorAll('th, td')].map(cell => {
+        const range = document.createRange(); range.selectNodeContents(cell);
+        return [cell.innerText, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size];
+    })""")
+    assert lines and all(count <= 1 for _, count in lines), [cell for cell in lines if cell[1] > 1]
+    assert page.get_by_role("tab", name="Listen", exact=True).is_visible()
+    page.get_by_role("tab", name="Listen", exact=True).click()
+    page.wait_for_selector("#listen-join")
+    context.close()
+
+
+def test_in_the_dark_theme_rolls_are_not_white(browser, studio_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(studio_url + "/?__theme=dark", wait_until="load")
+    page.wait_for_selector("#generate-button")
+    assert "dark" in page.evaluate("() => document.body.className")
+    _generate_vae(page)
+    paper, plot, plot_opacity = page.locator("#generated-roll-0").evaluate(
+        """e => [e.querySelector('.main-svg').style.background, getComputedStyle(e.querySelector('.bglayer .bg')).fill,
+                 getComputedStyle(e.querySelector('.bglayer .bg')).fillOpacity]""")
+    # transparent or nearly so: the page's dark background shows through (it was white)
+    assert paper == "rgba(0, 0, 0, 0)", paper
+    alpha = re.fullmatch(r"rgba?\(\d+, \d+, \d+(?:, ([\d.]+))?\)", plot).group(1)
+    assert float(alpha if alpha is not None else 1) * float(plot_opacity) <= 0.1, (plot, plot_opacity)
+    tick = page.locator("#generated-roll-0 .xtick text").first.evaluate("e => getComputedStyle(e).fill")
+    assert tick == "rgb(209, 213, 219)"   # light text on the dark page
+    context.close()
+
+
+def test_tempo_metre_and_instrument_from_the_studio_reach_the_download_and_starred_results_zip(page):
+    import io
+    import json
+    import zipfile
+
+    import symusic
+
+    page.locator("#generate-tempo input").fill("90")
+    for box, option in (("#generate-metre", "3/4"), ("#generate-instrument", "41 · Violin")):
+        page.locator(f"{box} input").click()
+        page.get_by_role("option", name=option, exact=True).click()
+    _generate_vae(page, "RED")
+    link = page.locator("#generated-files-0 a[download$='.mid']").first
+    link.wait_for()
+    assert link.get_attribute("download") == "RED-vae-seed0-1.mid"
+    with page.expect_download() as download:
+        link.click()
+    score = symusic.Score.from_midi(Path(download.value.path()).read_bytes())
+    assert round(score.tempos[0].qpm) == 90 and score.tracks[0].program == 40
+    assert (score.time_signatures[0].numerator, score.time_signatures[0].denominator) == (3, 4)
+    # four results show side by side in a grid of cards, not stacked one under another
+    first, second = (page.locator(f"#generated-card-{i}").bounding_box() for i in (0, 1))
+    assert abs(first["y"] - second["y"]) < 5 and second["x"] > first["x"] + first["width"] - 5
+    # star the first and third, and download them as one ZIP with the settings that made them
+    for i in (0, 2):
+        page.locator(f"#generated-star-{i} input").check()
+    page.wait_for_function("() => document.querySelector('#generate-starred-line')?.innerText.includes('2 starred')")
+    page.click("#generate-zip")
+    archive_link = page.locator("#generate-zip-file a[download$='.zip']").first
+    archive_link.wait_for()
+    assert archive_link.get_attribute("download") == "starred-results.zip"
+    with page.expect_download() as download:
+        archive_link.click()
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    names = sorted(archive.namelist())
+    assert names == ["RED-vae-seed0-1.mid", "RED-vae-seed0-1.wav", "RED-vae-seed0-3.mid", "RED-vae-seed0-3.wav",
+                     "settings.json"]
+    settings = json.loads(archive.read("settings.json"))
+    assert [s["midi"] for s in settings] == ["RED-vae-seed0-1.mid", "RED-vae-seed0-3.mid"]
+    assert all(s["engine"] == "vae" and s["seed"] == 0 and s["tempo"] == 90 and s["metre"] == "3/4"
+               and s["instrument"] == 41 for s in settings)
+
+
+def test_the_history_survives_a_reload_and_gives_back_settings_and_a_start(page):
+    page.locator("#generate-tempo input").fill("96")
+    _generate_vae(page, "GREEN")
+    page.reload(wait_until="load")   # kept in this browser, not in the page
+    page.wait_for_selector("#generate-button")
+    page.locator("#generate-history-box").get_by_text("History: your last").click()
+    page.wait_for_function("() => document.querySelector('#generate-history')?.innerText.includes('VAE · GREEN')")
+    history = page.inner_text("#generate-history")
+    assert "96 BPM" in history and "VAE · GREEN · seed 0 · #1" in history
+    page.locator("#generate-tempo input").fill("120")
+    page.locator("#generate-mode").get_by_label("RED").check()
+    page.click("#generate-history-again")
+    page.wait_for_function("() => document.querySelector('#generate-history-note')?.innerText.includes('filled in')")
+    assert page.locator("#generate-tempo input").input_value() == "96"
+    assert page.locator("#generate-mode").get_by_label("GREEN").is_checked()
+    page.click("#generate-history-start")
+    page.wait_for_function("() => document.querySelector('#generate-history-note')?.innerText.includes('start from')")
+    assert page.locator("#generate-engine").get_by_label("Diffusion (DDIM / DDPM, guided)").is_checked()
+    assert page.locator("#inpaint-on input").is_checked()
+    page.wait_for_selector("#generate-steps", state="visible")
+    _set_slider(page, "generate-steps", 5)
+    _set_slider(page, "generate-candidates", 1)
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('inpainted')",
+                           timeout=120_000)
+    assert "DIFFUSION · GREEN · inpainted · #1" in page.inner_text("#generated-readout-0")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.analysis import analyze_segments
+from engines.errors import StudioError
 from engines.data.midi_io import segment_to_score, segments_to_score
 from engines.music.analyzer import MODE_COLORS
 from engines.music.notes import TICKS_PER_QUARTER, Segment
@@ -48,6 +49,61 @@ class ExportAPI:
         wav = self._file(f"{name}-{digest}-{self._render_key}", ".wav",
                          lambda p: self._render_score(segments_to_score(segments), p), download_name)
         return str(midi), str(wav)
+
+    def export_zip(self, results: list[dict], name: str = "starred-results") -> str:
+        """A ZIP of results the studio made ({"midi": path, "wav": path or None, "settings": {...}} each): their
+        MIDI and WAV files under their own names and `settings.json`, what made each (engine, mode, seed,
+        tempo ...), so any of them can be made again. StudioError for none, or a file the studio did not write."""
+        import json
+        import zipfile
+
+        if not results:
+            raise StudioError("star a result first: the ZIP holds the starred results")
+        root = self.out_dir.resolve()
+        files = []
+        for result in results:
+            for key in ("midi", "wav"):
+                path = result.get(key)
+                if path is None:
+                    continue
+                path = Path(path).resolve()
+                if root not in path.parents or not path.is_file():
+                    raise StudioError(f"'{Path(path).name}' is not a file this studio made; generate it again")
+                files.append(path)
+        names = [p.name for p in files]
+        manifest = [{"midi": Path(r["midi"]).name, "wav": Path(r["wav"]).name if r.get("wav") else None,
+                     **r.get("settings", {})} for r in results]
+        digest = hashlib.sha1(json.dumps([names, manifest], sort_keys=True).encode()).hexdigest()[:16]
+
+        def make(path):
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+                seen = set()
+                for file in files:
+                    if file.name not in seen:   # the same result starred twice goes in once
+                        archive.write(file, file.name)
+                        seen.add(file.name)
+                archive.writestr("settings.json", json.dumps(manifest, indent=1))
+
+        return str(self._file(f"zip-{digest}", ".zip", make, name))
+
+    def restore_midi(self, data: bytes, name: str) -> str:
+        """A MIDI file a browser kept (the studio's history) written back into out_dir as `name`.mid, after
+        the checks every upload passes (size, notes, readable); StudioError naming what is wrong."""
+        from engines.analysis import midi_file_segments
+
+        limit = self.cfg.data.max_file_mb * 1024 * 1024
+        if not data or len(data) > limit:
+            raise StudioError(f"the kept MIDI file is empty or over {self.cfg.data.max_file_mb:g} MB; "
+                              "generate it again")
+        digest = hashlib.sha1(data).hexdigest()[:16]
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:80] or "history"
+        path = self._file(f"history-{digest}", ".mid", lambda p: p.write_bytes(data), safe)
+        try:
+            midi_file_segments(path, self.cfg)
+        except StudioError:
+            path.unlink(missing_ok=True)
+            raise
+        return str(path)
 
     def _render_score(self, score, path: Path) -> None:
         from engines.render.fluidsynth_renderer import render_score, write_audio

@@ -22,13 +22,12 @@ from torch.utils.data import Dataset
 from engines.data.cache import SegmentCache
 from engines.models.conditioning import cache_attributes
 from engines.music.analyzer import MODES
-from engines.music.notes import bar_ticks, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
+from engines.music.notes import METRES, bar_ticks, notes_to_roll, shift_to_c, ticks_per_step, transpose_notes
 
 WHITE_INDEX = len(MODES)          # the "no mode" class of the conditioning embedding
 ATTRIBUTES = ("rebracketing", "temporal_complexity")
-# Time signatures the engines generate, most common in the corpus first. A segment in another metre is
-# labelled with the first metre of the same bar length (else 4/4); its notes are untouched.
-METRES = ((2, 4), (6, 8), (4, 4), (4, 2), (3, 4), (2, 2), (3, 8), (3, 2), (9, 8), (6, 4), (12, 8), (5, 4))
+# Time signatures the engines generate (engines/music/notes.METRES). A segment in another metre is labelled
+# with the first metre of the same bar length (else 4/4); its notes are untouched.
 
 
 def metre_index(ts_num: int, ts_den: int) -> int:

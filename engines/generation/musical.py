@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engines.data.torch_dataset import METRES
 from engines.errors import StudioError
-from engines.music.notes import Segment
+from engines.music.notes import METRES, Segment
 from engines.music.performance import at_level, check_dynamics, check_scale, in_scale, shape_dynamics
 
 METRE_NAMES = tuple(f"{a}/{b}" for a, b in METRES)

@@ -18,6 +18,9 @@ NOTE_DTYPE = np.dtype([("start", "<i4"), ("duration", "<i4"), ("pitch", "u1"), (
 BAR_DTYPE = np.dtype([("start", "<i4"), ("length", "<i4"), ("ts_num", "u1"), ("ts_den", "u1")])
 
 
+# Time signatures the engines generate, most common in the corpus first (torch-free, for the studio too).
+METRES = ((2, 4), (6, 8), (4, 4), (4, 2), (3, 4), (2, 2), (3, 8), (3, 2), (9, 8), (6, 4), (12, 8), (5, 4))
+
 # A tempo map: the tempo in quarter notes per minute from each tick on.
 TEMPO_DTYPE = np.dtype([("start", "<i4"), ("qpm", "<f4")])
 
