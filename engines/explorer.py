@@ -81,6 +81,11 @@ class LatentExplorer:
             raise StudioError(f"a map place needs two finite numbers, got ({x}, {y})")
         return self._map().inverse(np.array([[x, y]]))[0].tolist()
 
+    def place_of(self, latent: list[float]) -> tuple[float, float]:
+        """Where a latent lies on the map (LatentMap.project): the marker of a shifted latent."""
+        x, y = self._map().project(np.asarray(self._tensor(latent)))[0]
+        return float(x), float(y)
+
     def sample(self, mode: str, seed: int, temperature: float = 1.0) -> list[float]:
         return self.vae.sample_latents(mode, 1, temperature, seed)[0].tolist()
 

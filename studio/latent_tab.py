@@ -3,8 +3,12 @@ between two picked points, and attribute arithmetic on the current latent.
 
 Clicks on the plotly map reach Python through a small script (MAP_CLICK_JS, loaded in the page head): it
 writes "x,y,segment" of the click into a hidden textbox, whose input event runs `on_click`. A transparent
-heat-map layer under the points makes every place on the map clickable, not only the dots. Segment numbers
-can also be typed, which is what keyboard users (and tests that need no canvas) use.
+heat-map layer under the points makes every place on the map clickable, not only the dots. Dragging on the map
+moves a marker with the pointer; on release the same script writes the place let go of ("x,y,-1"), so a drag
+decodes where it ends (the map does not pan: its limits fit the bulk of the points, outliers clipped to the
+edge). Segment numbers can also be typed, which is what keyboard users (and tests that need no canvas) use.
+The attribute sliders beside the map act when released: the latent is shifted, decoded and played, and the
+marker moves to where the shifted latent lies (LatentMap.project).
 
 Per-user state (gr.State): {"base", "current", "a", "b"} latents as lists of floats, with labels.
 """
@@ -26,6 +30,51 @@ GRID = 90  # cells per side of the clickable layer
 MAP_CLICK_JS = """
 <script>
 (() => {
+  function send(text) {
+    const box = document.querySelector('#latent-click textarea, #latent-click input');
+    if (!box) return;
+    box.value = `${text},${Date.now()}`;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  }
+  function dataAt(plot, event) {   // the pointer's place in the map's data coordinates (null: off the plot area)
+    const layout = plot._fullLayout, box = plot.getBoundingClientRect();
+    if (!layout || !layout.xaxis) return null;
+    const px = event.clientX - box.left - layout._size.l, py = event.clientY - box.top - layout._size.t;
+    if (px < 0 || py < 0 || px > layout._size.w || py > layout._size.h) return null;
+    return [layout.xaxis.p2d(px), layout.yaxis.p2d(py), event.clientX - box.left, event.clientY - box.top];
+  }
+  function bindDrag(plot) {
+    let start = null, marker = null;
+    plot.addEventListener('mousedown', (event) => {
+      if (event.button === 0 && dataAt(plot, event)) start = [event.clientX, event.clientY];
+    }, true);
+    window.addEventListener('mousemove', (event) => {
+      if (!start) return;
+      if (!marker && Math.hypot(event.clientX - start[0], event.clientY - start[1]) < 5) return;  // still a click
+      const place = dataAt(plot, event);
+      if (!place) return;
+      if (!marker) {
+        marker = document.createElement('div');
+        marker.id = 'latent-drag-marker';
+        marker.textContent = '✕';
+        marker.style.cssText = 'position:absolute;pointer-events:none;font:bold 20px sans-serif;color:#e11d48;' +
+                               'transform:translate(-50%,-50%);z-index:10';
+        plot.style.position = 'relative';
+        plot.appendChild(marker);
+      }
+      marker.style.left = `${place[2]}px`;
+      marker.style.top = `${place[3]}px`;
+    });
+    window.addEventListener('mouseup', (event) => {
+      if (!start) return;
+      const dragged = marker !== null, place = dataAt(plot, event);
+      start = null;
+      if (!dragged) return;             // a click: plotly_click sends it
+      marker.remove();
+      marker = null;
+      if (place) send(`${place[0]},${place[1]},-1`);
+    });
+  }
   function bind() {
     document.querySelectorAll('#latent-map .js-plotly-plot').forEach((plot) => {
       if (plot.__studioClick || !plot.on) return;
@@ -33,11 +82,9 @@ MAP_CLICK_JS = """
       plot.on('plotly_click', (event) => {
         const p = event.points[0];
         const segment = (p.customdata === undefined || p.customdata === null) ? -1 : p.customdata;
-        const box = document.querySelector('#latent-click textarea, #latent-click input');
-        if (!box) return;
-        box.value = `${p.x},${p.y},${segment},${Date.now()}`;
-        box.dispatchEvent(new Event('input', {bubbles: true}));
+        send(`${p.x},${p.y},${segment}`);
       });
+      bindDrag(plot);
     });
   }
   new MutationObserver(bind).observe(document.documentElement, {childList: true, subtree: true});
@@ -47,12 +94,19 @@ MAP_CLICK_JS = """
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
+def map_limits(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits that fit the bulk of the points: the 1st to 99th percentile, padded by 5 %, so that a few
+    outliers (clipped to the edge) do not squeeze thousands of dots into a corner."""
+    low, high = np.percentile(values, [1, 99])
+    pad = 0.05 * (high - low + 1e-6)
+    return float(low - pad), float(high + pad)
+
+
 def latent_map_figure(points: dict, marks: dict | None = None) -> go.Figure:
     """The UMAP map: a dot per corpus latent coloured by mode; `marks` {"A": (x, y), "B": …, "here": …}."""
-    x, y = np.asarray(points["x"]), np.asarray(points["y"])
-    pad_x, pad_y = 0.03 * (x.max() - x.min() + 1e-6), 0.03 * (y.max() - y.min() + 1e-6)
-    gx = np.linspace(x.min() - pad_x, x.max() + pad_x, GRID)
-    gy = np.linspace(y.min() - pad_y, y.max() + pad_y, GRID)
+    (x_low, x_high), (y_low, y_high) = map_limits(np.asarray(points["x"])), map_limits(np.asarray(points["y"]))
+    x, y = np.clip(points["x"], x_low, x_high), np.clip(points["y"], y_low, y_high)
+    gx, gy = np.linspace(x_low, x_high, GRID), np.linspace(y_low, y_high, GRID)
     fig = go.Figure(go.Heatmap(x=gx, y=gy, z=np.zeros((GRID, GRID)), opacity=0, showscale=False,
                                hoverinfo="none", name="place"))
     for mode in MODES:
@@ -64,13 +118,16 @@ def latent_map_figure(points: dict, marks: dict | None = None) -> go.Figure:
     symbols = {"A": "star", "B": "diamond", "here": "x"}
     for name, place in (marks or {}).items():
         if place is not None:
+            place = (float(np.clip(place[0], x_low, x_high)), float(np.clip(place[1], y_low, y_high)))
             fig.add_trace(go.Scatter(x=[place[0]], y=[place[1]], mode="markers+text", text=[name],
                                      textposition="top center", name=name, hoverinfo="skip",
                                      marker=dict(symbol=symbols[name], size=16, color="#000",
                                                  line=dict(width=1, color="#fff"))))
+    # dragmode False: a drag moves the marker (MAP_CLICK_JS), it does not pan; the limits hold the bulk
     fig.update_layout(height=520, margin=dict(l=30, r=10, t=10, b=30), legend=dict(orientation="h", y=-0.08),
-                      xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
-                      hovermode="closest", dragmode="pan")
+                      xaxis=dict(showticklabels=False, title=None, range=[x_low, x_high], fixedrange=True),
+                      yaxis=dict(showticklabels=False, title=None, range=[y_low, y_high], fixedrange=True),
+                      hovermode="closest", dragmode=False)
     return fig
 
 
@@ -104,9 +161,9 @@ def build_latent_tab(engine: StudioEngine) -> None:
         build_axes_map(engine, str(exc))
         return
     gr.Markdown("Every dot is a 4-bar corpus segment placed by its VAE latent (UMAP), coloured by its mode. "
-                "**Click a dot or any place** on the map: the VAE decodes that latent. Set **A** and **B** the "
-                "same way and play the interpolation between them; then steer the current latent with the "
-                "attribute sliders. The VAE writes in C (major or minor): segments are moved to the tonic C "
+                "**Click a dot or any place, or drag** on the map: the VAE decodes that latent where you let go. "
+                "Set **A** and **B** the same way and play the interpolation between them; steer the current "
+                "latent with the sliders beside the map. The VAE writes in C (major or minor): segments are moved to the tonic C "
                 "before they are encoded.")
     state = gr.State({})
     with gr.Row():
@@ -121,6 +178,15 @@ def build_latent_tab(engine: StudioEngine) -> None:
                 use_segment = gr.Button("Use segment", elem_id="latent-use-segment")
             picked = gr.Markdown("A: —  ·  B: —", elem_id="latent-picked")
             status = gr.Markdown(elem_id="latent-status")
+            with gr.Accordion("Steer the current latent", open=True, elem_id="latent-steer"):
+                gr.Markdown("Each slider moves the decoded latent along a direction learned from the training "
+                            "latents (mean of the top quarter minus the bottom quarter; 1 = that whole "
+                            "difference). On release it decodes, plays, and the ✕ moves on the map.")
+                sliders = [gr.Slider(-2, 2, 0, step=0.25, label=name.replace("_", " "),
+                                     elem_id=f"latent-shift-{name.replace('_', '-')}") for name in SHIFT_VECTORS]
+                with gr.Row():
+                    towards = gr.Dropdown(["WHITE"] + list(MODES), value="WHITE", label="Towards mode (WHITE = off)")
+                    towards_amount = gr.Slider(-2, 2, 0, step=0.25, label="Amount", elem_id="latent-towards-amount")
     with gr.Row():
         roll = gr.Plot(label="Decoded", elem_id="latent-roll")
         with gr.Column():
@@ -142,15 +208,6 @@ def build_latent_tab(engine: StudioEngine) -> None:
                 step_readout = gr.Markdown()
         strip_files = gr.File(file_count="multiple", interactive=False, show_label=False)
         strip_state = gr.State([])
-    with gr.Accordion("Attribute arithmetic on the current latent", open=False):
-        gr.Markdown("Each slider moves the latent along a direction learned from the training latents (mean of "
-                    "the top quarter minus the bottom quarter); 1 = that whole difference.")
-        with gr.Row():
-            sliders = [gr.Slider(-2, 2, 0, step=0.25, label=name.replace("_", " ")) for name in SHIFT_VECTORS]
-        with gr.Row():
-            towards = gr.Dropdown(["WHITE"] + list(MODES), value="WHITE", label="Towards mode (WHITE = off)")
-            towards_amount = gr.Slider(-2, 2, 0, step=0.25, label="Amount")
-            apply = gr.Button("Apply to current latent", elem_id="latent-apply")
 
     decoded_outputs = [roll, readout, audio, files]
 
@@ -162,13 +219,13 @@ def build_latent_tab(engine: StudioEngine) -> None:
         return f"A: {st.get('a_label', '—')}  ·  B: {st.get('b_label', '—')}"
 
     def marks(st: dict) -> dict:
-        return {k: st.get(f"{key}_xy") for k, key in (("A", "a"), ("B", "b"), ("here", "base"))}
+        return {k: st.get(f"{key}_xy") for k, key in (("A", "a"), ("B", "b"), ("here", "current"))}
 
     def place(st: dict, chosen_role: str, latent: list, label: str, xy, mode: str) -> list:
         """Put a latent where the role says; returns [state, map, picked, status] + decoded outputs."""
         st = dict(st or {})
         if chosen_role == "decode it":
-            st.update(base=latent, base_label=label, base_xy=xy, current=latent)
+            st.update(base=latent, base_label=label, base_xy=xy, current=latent, current_xy=xy)
             view = engine.explorer.decode(latent, mode, title=label)
             out = decoded(view)
         else:
@@ -220,18 +277,18 @@ def build_latent_tab(engine: StudioEngine) -> None:
         wav, text = steps_played[min(int(k), len(steps_played)) - 1]
         return wav, text
 
-    @guarded(lambda message: [gr.update(), message] + [gr.update()] * len(decoded_outputs))
+    @guarded(lambda message: [gr.update(), gr.update(), message] + [gr.update()] * len(decoded_outputs))
     def on_apply(st, mode, target, target_amount, *amounts):
         st = dict(st or {})
         if "base" not in st:
-            raise StudioError("decode a latent first: click the map with 'decode it' chosen")
+            raise StudioError("decode a latent first: click or drag on the map with 'decode it' chosen")
         latent = engine.explorer.shift(st["base"], dict(zip(SHIFT_VECTORS, amounts)), target, target_amount)
-        st["current"] = latent
+        st["current"], st["current_xy"] = latent, engine.explorer.place_of(latent)
         changes = [f"{n.replace('_', ' ')} {a:+g}" for n, a in zip(SHIFT_VECTORS, amounts) if a]
         if target != "WHITE" and target_amount:
             changes.append(f"towards {target} {target_amount:+g}")
         view = engine.explorer.decode(latent, mode, title=f"{st['base_label']}, " + (", ".join(changes) or "unchanged"))
-        return [st, ""] + decoded(view)
+        return [st, latent_map_figure(points, marks(st)), ""] + decoded(view)
 
     common = [state, plot, picked, status] + decoded_outputs
     click.change(on_click, [click, role, decode_mode, state], common, api_visibility="private")
@@ -240,8 +297,12 @@ def build_latent_tab(engine: StudioEngine) -> None:
                       [status, strip_plot, strip_audio, strip_files, strip_state, step, step_audio, step_readout],
                       api_visibility="private")
     step.change(on_step, [strip_state, step], [step_audio, step_readout], api_visibility="private")
-    apply.click(on_apply, [state, decode_mode, towards, towards_amount, *sliders], [state, status] + decoded_outputs,
-                api_visibility="private")
+    # live: each slider acts when let go of (a drag sends one request, not one per step)
+    for control in (*sliders, towards_amount):
+        control.release(on_apply, [state, decode_mode, towards, towards_amount, *sliders],
+                        [state, plot, status] + decoded_outputs, api_visibility="private")
+    towards.input(on_apply, [state, decode_mode, towards, towards_amount, *sliders],
+                  [state, plot, status] + decoded_outputs, api_visibility="private")
 
 
 def build_axes_map(engine: StudioEngine, reason: str) -> None:

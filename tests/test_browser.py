@@ -497,3 +497,36 @@ def test_the_history_survives_a_reload_and_gives_back_settings_and_a_start(page)
     page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('inpainted')",
                            timeout=120_000)
     assert "DIFFUSION · GREEN · inpainted · #1" in page.inner_text("#generated-readout-0")
+
+
+def test_drag_on_the_latent_map_decodes_where_it_ends_and_sliders_act_live(page):
+    page.get_by_role("tab", name="Latent Explorer").click()
+    page.wait_for_selector("#latent-map .js-plotly-plot .main-svg")
+    layer = page.locator("#latent-map .js-plotly-plot .nsewdrag").first
+    box = layer.bounding_box()
+    before = page.locator("#latent-map .js-plotly-plot").evaluate("p => [...p._fullLayout.xaxis.range]")
+    start = (box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+    end = (box["x"] + 0.7 * box["width"], box["y"] + 0.6 * box["height"])
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    assert page.locator("#latent-drag-marker").is_visible()        # the marker follows the pointer
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('analyzer hears')")
+    x, y = (float(v) for v in re.search(r"place \((-?[\d.]+), (-?[\d.]+)\)", page.inner_text("#latent-readout")).groups())
+    expected = page.locator("#latent-map .js-plotly-plot").evaluate(
+        f"""p => [p._fullLayout.xaxis.p2d({end[0] - box['x']}), p._fullLayout.yaxis.p2d({end[1] - box['y']})]""")
+    assert abs(x - expected[0]) < 0.05 and abs(y - expected[1]) < 0.05   # decoded where the drag ended
+    after = page.locator("#latent-map .js-plotly-plot").evaluate("p => [...p._fullLayout.xaxis.range]")
+    assert after == before                                            # a drag does not pan the map
+    page.locator("#latent-audio").get_by_role("button", name="Play", exact=True).wait_for()
+    # a slider beside the map acts on release: the latent is shifted, decoded, and the marker moves
+    marker = "() => { const p = document.querySelector('#latent-map .js-plotly-plot'); " \
+             "const t = p.data.find(t => t.name === 'here'); return t ? [t.x[0], t.y[0]] : null; }"
+    page.wait_for_function(f"() => ({marker})() !== null")
+    placed = page.evaluate(f"({marker})()")
+    track = page.locator("#latent-shift-energy input[type=range]").bounding_box()
+    page.mouse.click(track["x"] + 0.95 * track["width"], track["y"] + track["height"] / 2)
+    page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('energy +')")
+    page.wait_for_function(f"() => {{ const m = ({marker})(); "
+                           f"return m && Math.abs(m[0] - {placed[0]!r}) + Math.abs(m[1] - {placed[1]!r}) > 1e-6; }}")

@@ -1010,3 +1010,17 @@ def test_the_adversary_learns_to_read_z_while_the_encoder_learns_to_hide_the_mod
     assert torch.allclose(model.adversary[0].weight.grad, through_reversal[0], atol=1e-6)
     assert torch.allclose(model.to_posterior.weight.grad, -through_reversal[1], atol=1e-6)
     assert through_reversal[1].abs().sum() > 0
+
+
+def test_a_shifted_latent_is_placed_on_the_map_near_its_neighbours(explorer):
+    latent_map = explorer._map()
+    data, places = latent_map.payload["latents"].numpy(), latent_map.embedding
+    # a fitted latent lands on its own place; a point between two lands between their places
+    np.testing.assert_allclose(explorer.place_of(data[3].tolist()), places[3], atol=1e-3)
+    projected = latent_map.project(data[:5])
+    np.testing.assert_allclose(projected, places[:5], atol=1e-3)
+    mid = latent_map.project(((data[0] + data[1]) / 2)[None])[0]
+    low, high = np.minimum(places[:, 0].min(), 0), places[:, 0].max()
+    assert low <= mid[0] <= high and np.isfinite(mid).all()
+    with pytest.raises(StudioError, match="a latent here is"):
+        explorer.place_of([1.0, 2.0])

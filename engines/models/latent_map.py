@@ -91,6 +91,19 @@ class LatentMap:
             self._triangulation = (tri, adjacency)
         return self._triangulation
 
+    def project(self, latents: np.ndarray, k: int = 8) -> np.ndarray:
+        """Latents (B, D) -> their places on the map (B, 2): the mean of the places of their k nearest fitted
+        latents, weighted by inverse distance (how umap's transform starts its optimisation). A fitted latent
+        lands on its own place."""
+        data = self.payload["latents"].numpy()
+        latents = np.asarray(latents, np.float32).reshape(-1, data.shape[1])
+        distances = np.sqrt(((latents[:, None, :] - data[None]) ** 2).sum(-1))            # (B, N)
+        nearest = np.argsort(distances, axis=1)[:, :k]                                    # (B, k)
+        d = np.take_along_axis(distances, nearest, axis=1)
+        weights = 1.0 / np.maximum(d, 1e-6)
+        weights /= weights.sum(axis=1, keepdims=True)
+        return (weights[..., None] * self.embedding[nearest]).sum(axis=1)
+
     def inverse(self, points: np.ndarray) -> torch.Tensor:
         """2-D points (B, 2) -> latents (B, D). A point outside the map is moved to the nearest map point."""
         from sklearn.preprocessing import normalize
