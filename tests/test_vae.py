@@ -1016,9 +1016,11 @@ def test_a_shifted_latent_is_placed_on_the_map_near_its_neighbours(explorer):
     latent_map = explorer._map()
     data, places = latent_map.payload["latents"].numpy(), latent_map.embedding
     # a fitted latent lands on its own place; a point between two lands between their places
-    np.testing.assert_allclose(explorer.place_of(data[3].tolist()), places[3], atol=1e-3)
-    projected = latent_map.project(data[:5])
-    np.testing.assert_allclose(projected, places[:5], atol=1e-3)
+
+    for i, place in enumerate(latent_map.project(data[:5])):   # (a repeated segment has twins: any of theirs)
+        twins = np.nonzero(np.abs(data - data[i]).max(axis=1) < 1e-6)[0]
+        assert np.abs(places[twins] - place).max(axis=1).min() < 1e-3
+    assert explorer.place_of(data[0].tolist()) == pytest.approx(tuple(latent_map.project(data[:1])[0]))
     mid = latent_map.project(((data[0] + data[1]) / 2)[None])[0]
     low, high = np.minimum(places[:, 0].min(), 0), places[:, 0].max()
     assert low <= mid[0] <= high and np.isfinite(mid).all()

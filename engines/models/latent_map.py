@@ -95,14 +95,17 @@ class LatentMap:
         """Latents (B, D) -> their places on the map (B, 2): the mean of the places of their k nearest fitted
         latents, weighted by inverse distance (how umap's transform starts its optimisation). A fitted latent
         lands on its own place."""
-        data = self.payload["latents"].numpy()
-        latents = np.asarray(latents, np.float32).reshape(-1, data.shape[1])
+        data = self.payload["latents"].numpy().astype(np.float64)
+        latents = np.asarray(latents, np.float64).reshape(-1, data.shape[1])
         distances = np.sqrt(((latents[:, None, :] - data[None]) ** 2).sum(-1))            # (B, N)
         nearest = np.argsort(distances, axis=1)[:, :k]                                    # (B, k)
         d = np.take_along_axis(distances, nearest, axis=1)
-        weights = 1.0 / np.maximum(d, 1e-6)
+        weights = 1.0 / np.maximum(d, 1e-9)
         weights /= weights.sum(axis=1, keepdims=True)
-        return (weights[..., None] * self.embedding[nearest]).sum(axis=1)
+        places = (weights[..., None] * self.embedding[nearest]).sum(axis=1)
+        on_a_point = d[:, 0] < 1e-5                                                        # a fitted latent itself
+        places[on_a_point] = self.embedding[nearest[on_a_point, 0]]
+        return places
 
     def inverse(self, points: np.ndarray) -> torch.Tensor:
         """2-D points (B, 2) -> latents (B, D). A point outside the map is moved to the nearest map point."""
