@@ -26,11 +26,12 @@ from engines.data.captions import mode_named, prompt_for
 from engines.errors import StudioError
 from engines.generation.base import MAX_CANDIDATES
 from engines.music.features import PITCH_NAMES
+from studio.phrase_pad import build_phrase_pad, phrase_notes
 from studio.widgets import (analysis_markdown, counted, denoising_image, error_markdown, guarded, guarded_stream,
                             mode_chip, piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-INIT_SOURCES = ["a result below", "an uploaded MIDI file"]
+INIT_SOURCES = ["a result below", "an uploaded MIDI file", "the phrase you play in"]
 # What a musician may ask a result to land on besides its mode, in the analyzer's scale: (low, high, default)
 TARGET_RANGES = {"energy": (0, 1, 0.5), "valence": (-1, 1, 0.0), "tension": (0, 1, 0.5), "intimacy": (0, 1, 0.5),
                  "motion": (0, 1, 0.5), "rebracketing": (0, 1, 0.3), "temporal_complexity": (0, 1, 0.5)}
@@ -230,6 +231,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 result_number = gr.Number(1, precision=0, minimum=1, maximum=MAX_RESULTS, label="Result number",
                                           elem_id="inpaint-result")
                 upload = gr.File(file_types=[".mid", ".midi"], type="filepath", label="MIDI file (its first 4 bars)")
+                with gr.Accordion("Play a phrase in: keyboard and step grid", open=False, elem_id="phrase-box"):
+                    phrase, analyse_phrase, phrase_readout = build_phrase_pad()
                 keep_bars = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2"], label="Bars to keep",
                                              info="Inpainting keeps any bars; the GPT continues after bars 1..k",
                                              elem_id="inpaint-keep")
@@ -305,7 +308,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
     @guarded_stream(on_error)
     def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels,
             energy, valence, tension, intimacy, motion, rebracketing, complexity, use_start, start_source,
-            start_result, start_upload, bars, results, starred, kept, request: gr.Request, *settings_values):
+            start_result, start_upload, bars, results, starred, kept, played, request: gr.Request,
+            *settings_values):
         targets = dict(zip(TARGET_RANGES, (energy, valence, tension, intimacy, motion, rebracketing, complexity)))
         attributes = {name: float(targets[name]) for name, label in TARGET_LABELS.items()
                       if label in (asked_labels or [])}
@@ -319,6 +323,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
         for name, value in settings.items():   # sliders give floats; integer settings want ints
             if (engine_name, name) in integers and value is not None:
                 settings[name] = int(value)
+        if use_start and start_source == INIT_SOURCES[2]:   # the phrase played in, as a MIDI file
+            start_source, start_upload = INIT_SOURCES[1], engine.phrase_midi(phrase_notes(played), tempo or None)
         init = init_source(use_start and bool(_init_label(engine, engine_name)[0]), start_source, start_result,
                            start_upload, results)
         req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
@@ -397,7 +403,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
 
     inputs = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, candidates, asked,
               *target_sliders.values(), use_init, source, result_number, upload, keep_bars, results_state,
-              starred_state, history] + [c for _, _, c in controls]
+              starred_state, history, phrase] + [c for _, _, c in controls]
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     shown = [status, live, results_state, history, history_table] + [c for slot in slots for c in slot]
     generate.click(run, inputs, shown,
@@ -409,6 +415,15 @@ def build_generation_panel(engine: StudioEngine) -> None:
     zip_button.click(on_zip, starred_state, [starred_line, zip_file], api_visibility="private")
 
     history_box.expand(history_rows, history, history_table, api_visibility="private")
+
+    @guarded(lambda message: message)
+    def on_analyse_phrase(played, bpm):
+        view = engine.analyze_upload(engine.phrase_midi(phrase_notes(played), bpm or None))
+        heard = view.segments[0]
+        return (f"The phrase: the analyzer hears {mode_chip(heard['mode'], MODE_COLORS[heard['mode']])}\n\n"
+                + analysis_markdown(heard, MODE_COLORS[heard["mode"]], heading=False))
+
+    analyse_phrase.click(on_analyse_phrase, [phrase, tempo], phrase_readout, api_visibility="private")
     musical = [engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, candidates]
 
     @guarded(lambda message: [gr.skip()] * (len(musical) + len(controls)) + [message])

@@ -209,3 +209,21 @@ def test_starred_results_zip_with_their_settings_and_only_the_studios_own_files(
         engine.export_zip([{"midi": str(outside), "wav": None, "settings": {}}])
     with pytest.raises(StudioError, match="is not a file this studio made"):
         engine.export_zip([{"midi": str(engine.out_dir / ".." / "x.mid"), "wav": None, "settings": {}}])
+
+
+def test_a_phrase_played_in_becomes_a_four_bar_midi_file_and_bad_notes_are_named(engine):
+    from engines.data.midi_io import read_midi_score
+
+    notes = [[60, 0, 2], [64, 2, 2], [67, 4, 4], [72, 16, 8], [48, 0, 16]]
+    path = Path(engine.phrase_midi(notes, tempo=90))
+    assert path.name == "played-phrase.mid"
+    score = read_midi_score(path)[0]
+    assert round(score.tempos[0].qpm) == 90
+    played = sorted((n.time // 120, n.duration // 120, n.pitch) for n in score.tracks[0].notes)   # 120 = a 16th
+    assert played == sorted((start, steps, pitch) for pitch, start, steps in notes)
+    view = engine.analyze_upload(path)
+    assert [s["bars"] for s in view.segments] == [[1, 4]]
+    for bad, message in (([], "the phrase is empty"), ([[60, 70, 2]], "lies outside the phrase"),
+                         ([[200, 0, 2]], "lies outside the phrase"), ([[60, "x", 2]], r"is \[pitch, start step")):
+        with pytest.raises(StudioError, match=message):
+            engine.phrase_midi(bad)

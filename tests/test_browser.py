@@ -530,3 +530,27 @@ def test_drag_on_the_latent_map_decodes_where_it_ends_and_sliders_act_live(page)
     page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('energy +')")
     page.wait_for_function(f"() => {{ const m = ({marker})(); "
                            f"return m && Math.abs(m[0] - {placed[0]!r}) + Math.abs(m[1] - {placed[1]!r}) > 1e-6; }}")
+
+
+def test_play_a_phrase_on_the_keyboard_analyse_it_and_let_the_gpt_continue_it(page):
+    page.locator("#generate-engine").get_by_label("Autoregressive (GPT, text prompts)").check()
+    page.get_by_text("Continue a segment: keep its first bars, write on").click()
+    page.locator("#inpaint-on").get_by_label("Continue").check()
+    page.get_by_label("the phrase you play in").check()
+    page.get_by_text("Play a phrase in: keyboard and step grid").click()
+    melody = ["C4", "E4", "G4", "C5", "B4", "G4", "A4", "F4", "E4", "G4", "D5", "B4", "C5", "G4", "E4", "C4"]
+    for name in melody:   # sixteen eighths: two bars
+        page.locator(f"#phrase-pad [title='{name}']").click()
+    assert page.locator("#phrase-pad .phrase-note").count() == 16
+    assert "Step 33 of 64 (bar 3)" in page.inner_text("#phrase-status")
+    page.locator("#phrase-pad [data-phrase-action='undo']").click()      # take the last note back, play it again
+    assert "Step 31 of 64" in page.inner_text("#phrase-status")
+    page.locator("#phrase-pad [title='C4']").click()
+    page.click("#phrase-analyse")
+    page.wait_for_function("() => document.querySelector('#phrase-readout')?.innerText.includes('analyzer hears')")
+    assert "Energy" in page.inner_text("#phrase-readout")
+    _set_slider(page, "generate-count", 2)
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('continued')")
+    assert "AUTOREGRESSIVE" in page.inner_text("#generated-readout-0")
+    assert "segments; the analyzer hears" in page.inner_text("#generate-status")

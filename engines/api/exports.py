@@ -21,6 +21,10 @@ from engines.music.notes import TICKS_PER_QUARTER, Segment
 from engines.views import note_view
 
 
+PHRASE_BARS = 4           # a phrase played in is one segment: 4 bars of 4/4 in sixteenths
+MAX_PHRASE_NOTES = 256
+
+
 class ExportAPI:
     def segment_result(self, segment: Segment, name: str, download_name: str | None = None) -> dict:
         """What the studio shows of a decoded segment: analysis (None when it holds no notes), colour of the
@@ -85,6 +89,32 @@ class ExportAPI:
                 archive.writestr("settings.json", json.dumps(manifest, indent=1))
 
         return str(self._file(f"zip-{digest}", ".zip", make, name))
+
+    def phrase_midi(self, notes: list, tempo: float | None = None) -> str:
+        """A phrase played in on the studio's keyboard -> a 4-bar 4/4 MIDI file (named played-phrase.mid).
+        `notes`: [pitch, start step, steps] with sixteenth-note steps (0..63). StudioError naming a bad note."""
+        from engines.music.notes import NOTE_DTYPE
+
+        steps, tick = PHRASE_BARS * 16, TICKS_PER_QUARTER // 4
+        if not isinstance(notes, list) or not notes:
+            raise StudioError("play a few notes first: the phrase is empty")
+        if len(notes) > MAX_PHRASE_NOTES:
+            raise StudioError(f"a phrase holds at most {MAX_PHRASE_NOTES} notes, got {len(notes)}")
+        rows = []
+        for note in notes:
+            try:
+                pitch, start, length = (int(v) for v in note)
+            except (TypeError, ValueError):
+                raise StudioError(f"a phrase note is [pitch, start step, steps], got {note!r}") from None
+            if not (21 <= pitch <= 108 and 0 <= start < steps and 1 <= length <= steps - start):
+                raise StudioError(f"note {note!r} lies outside the phrase: pitch 21-108, steps 0-{steps - 1}")
+            rows.append((start * tick, length * tick, pitch, 90, 0))
+        segment = Segment(notes=np.sort(np.array(rows, NOTE_DTYPE), order=["start", "pitch"]), ts_num=4, ts_den=4,
+                          num_bars=PHRASE_BARS, tempo_qpm=float(tempo) if tempo else 100.0, piece_id="played phrase")
+        if not 30 <= segment.tempo_qpm <= 300:
+            raise StudioError(f"tempo must lie in 30..300 BPM, got {segment.tempo_qpm:g}")
+        midi, _ = self.export_segments([segment], "phrase", "played-phrase")
+        return midi
 
     def restore_midi(self, data: bytes, name: str) -> str:
         """A MIDI file a browser kept (the studio's history) written back into out_dir as `name`.mid, after
