@@ -19,6 +19,7 @@ class NoteView:
     velocity: list[int]
     bar_lines: list[float]          # quarter-note positions of bar starts
     regions: list[dict]             # [{"start", "end", "mode", "color", "label"}] coloured spans
+    qpm: float | None = None        # the tempo its audio plays at (a playhead follows it); None: unknown
 
 
 @dataclass
@@ -88,8 +89,9 @@ class UploadView:
     track: str = "all"              # the value analysed
 
 
-def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None) -> NoteView:
+def note_view(notes: np.ndarray, bar_length: int, num_bars: int, regions: list[dict] | None = None,
+              qpm: float | None = None) -> NoteView:
     q = float(TICKS_PER_QUARTER)
     return NoteView(start=(notes["start"] / q).tolist(), duration=(notes["duration"] / q).tolist(),
                     pitch=notes["pitch"].astype(int).tolist(), velocity=notes["velocity"].astype(int).tolist(),
-                    bar_lines=[i * bar_length / q for i in range(num_bars + 1)], regions=regions or [])
+                    bar_lines=[i * bar_length / q for i in range(num_bars + 1)], regions=regions or [], qpm=qpm)

@@ -9,6 +9,7 @@ from studio.generate_tab import build_generate_tab
 from studio.generation_api import build_generation_api
 from studio.latent_tab import MAP_CLICK_JS, build_latent_tab
 from studio.phrase_pad import PHRASE_CSS, PHRASE_JS
+from studio.widgets import PLAYHEAD_JS
 from studio.listening_tab import build_listening_tab
 
 CACHE_SWEEP = (3600, 86400)   # (every N seconds, remove cached files older than M seconds)
@@ -56,7 +57,7 @@ def launch(engine: StudioEngine, host: str, port: int, share: bool = False, bloc
         after_build()
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS + PHRASE_CSS,
-                       head=MAP_CLICK_JS + PHRASE_JS,
+                       head=MAP_CLICK_JS + PHRASE_JS + PLAYHEAD_JS,
                        # a little above the engine's own limit, so oversized files get the engine's clear message
                        max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",
                        prevent_thread_lock=not block,

@@ -86,9 +86,60 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
         # above the plot, under the title: a legend below it covers the axis title
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
         xaxis=dict(title="quarter notes", zeroline=False), dragmode="pan",
+        meta={"qpm": notes.qpm},   # what the playhead (app.PLAYHEAD_JS) turns seconds of audio into quarters with
         yaxis=dict(range=[low, high], tickvals=ticks, ticktext=[pitch_label(p) for p in ticks], title=None),
     )
     return fig
+
+
+# A playhead over a piano roll while its audio plays: the roll of `<x>-roll[-N]` follows the player of
+# `<x>-audio[-N]`. Gradio's player (WaveSurfer) keeps its media element to itself, so the element a Play click
+# starts is caught when it plays, and its time is turned into quarter notes with the tempo the figure carries
+# (layout.meta.qpm). Drawn as a thin line over the plot area; hidden when the music ends (the render's tail).
+PLAYHEAD_JS = """
+<script>
+(() => {
+  let pending = null;
+  document.addEventListener('click', (event) => {
+    const player = event.target.closest('[id$="-audio"], [id*="-audio-"]');
+    if (player && /-audio(-\\d+)?$/.test(player.id)) pending = player.id.replace('-audio', '-roll');
+  }, true);
+  function draw(media) {
+    const plot = document.querySelector(`#${media.__studioRoll} .js-plotly-plot`);
+    if (!plot || !plot._fullLayout || !plot._fullLayout.xaxis) return;
+    const qpm = (plot.layout.meta || {}).qpm;
+    if (!qpm) return;
+    let head = plot.querySelector('.studio-playhead');
+    if (!head) {
+      head = document.createElement('div');
+      head.className = 'studio-playhead';
+      head.style.cssText = 'position:absolute;width:2px;background:#e11d48;pointer-events:none;z-index:5';
+      plot.style.position = 'relative';
+      plot.appendChild(head);
+    }
+    const axis = plot._fullLayout.xaxis, size = plot._fullLayout._size;
+    const quarters = media.currentTime * qpm / 60;
+    head.dataset.quarters = quarters.toFixed(3);
+    head.style.display = (media.ended || quarters > axis.range[1]) ? 'none' : 'block';
+    head.style.left = `${size.l + axis.d2p(quarters)}px`;
+    head.style.top = `${size.t}px`;
+    head.style.height = `${size.h}px`;
+  }
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function (...args) {
+    if (pending !== null) {
+      this.__studioRoll = pending;
+      if (!this.__studioWatched) {
+        this.__studioWatched = true;
+        for (const kind of ['timeupdate', 'seeked', 'ended']) this.addEventListener(kind, () => draw(this));
+      }
+    }
+    pending = null;
+    return play.apply(this, args);
+  };
+})();
+</script>
+"""
 
 
 def denoising_image(sounding: np.ndarray, bar_steps: list[int], color: str, pitch_low: int = 21,

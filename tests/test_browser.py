@@ -119,6 +119,15 @@ def test_generate_with_the_vae_and_hear_it(page):
     assert "Checked: ranked 1 of the candidates drawn (32 per result)" in readout.inner_text()
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
     assert page.locator("#generated-readout-4").is_hidden()  # only the 4 asked-for variations show
+    # playing a result moves a playhead along its roll, in step with the audio
+    _play_and_hear(page, "#generated-audio-0")
+    head = "document.querySelector('#generated-roll-0 .studio-playhead')"
+    page.wait_for_function(f"() => {head} && parseFloat({head}.dataset.quarters) > 0.5")
+    first = float(page.locator("#generated-roll-0 .studio-playhead").get_attribute("data-quarters"))
+    page.wait_for_function(f"() => parseFloat({head}.dataset.quarters) > {first} + 0.5")
+    plot_box = page.locator("#generated-roll-0 .nsewdrag").first.bounding_box()
+    line = page.locator("#generated-roll-0 .studio-playhead").bounding_box()
+    assert plot_box["x"] <= line["x"] <= plot_box["x"] + plot_box["width"]
 
 
 def _choose_diffusion(page, mode: str):

@@ -111,7 +111,8 @@ class CorpusAPI:
             facts["title"] = segment.meta["title"]
         return SegmentView(index=int(index), title=f"{segment.piece_id}, bars {facts['bars']}", mode=mode,
                            color=MODE_COLORS[mode], analysis=analysis,
-                           notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region),
+                           notes=note_view(segment.notes, segment.bar_length, segment.num_bars, region,
+                                           segment.tempo_qpm),
                            midi_path=str(midi_path), facts=facts)
 
     def render_segment(self, index: int) -> str:

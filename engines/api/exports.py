@@ -35,7 +35,7 @@ class ExportAPI:
                    "label": mode}]
         midi, wav = self.export_segments([segment], name, download_name)
         return {"analysis": analysis, "color": MODE_COLORS[mode], "midi_path": midi, "wav_path": wav,
-                "notes": note_view(segment.notes, segment.bar_length, segment.num_bars, region)}
+                "notes": note_view(segment.notes, segment.bar_length, segment.num_bars, region, segment.tempo_qpm)}
 
     def export_segments(self, segments: list[Segment], name: str,
                         download_name: str | None = None) -> tuple[str, str | None]:
