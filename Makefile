@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test sysdeps browser venv bench prepare stats clean
+.PHONY: run test sysdeps browser venv bench prepare stats clean screenshots
 
 run: sysdeps venv
 	$(BIN)/python app.py $(ARGS)
@@ -44,6 +44,11 @@ prepare: venv
 
 stats: venv
 	$(BIN)/python -m engines stats --json
+
+# The README tour's screenshots, taken by the browser tour test with the shipped checkpoints.
+screenshots: sysdeps browser venv
+	STUDIO_SCREENSHOTS=docs/screenshots STUDIO_BROWSER_CHECKPOINTS=assets/checkpoints \
+		$(BIN)/python -m pytest tests/test_browser.py -k tour -q
 
 bench: venv
 	$(BIN)/python -m engines bench --json out/bench.json

@@ -18,10 +18,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--autoplay-policy=no-user-gesture-required"]
 
 
+SCREENSHOTS = os.environ.get("STUDIO_SCREENSHOTS")   # a folder: the tour test saves the README's screenshots there
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A tiny VAE, diffusion model and GPT trained by the project's own trainers (seconds), so generation
-    runs in the browser."""
+    runs in the browser; or, with STUDIO_BROWSER_CHECKPOINTS=folder (`make screenshots`), those checkpoints."""
+    if os.environ.get("STUDIO_BROWSER_CHECKPOINTS"):
+        return Path(os.environ["STUDIO_BROWSER_CHECKPOINTS"]).resolve()
     from engines.config import load_config
     from engines.training.autoregressive_trainer import train_autoregressive
     from engines.training.diffusion_trainer import train_diffusion
@@ -48,16 +53,15 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def studio_url(checkpoints):
+def studio_url(checkpoints, tmp_path_factory):
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: `make test` installs it (apt package chromium)")
         pytest.skip("chromium is not installed (make test installs it)")
     log = ROOT / "data" / "studio-test.log" if (ROOT / "data").is_dir() else None
-    sessions = checkpoints / "listening"  # the studio's listening stimuli and (outside them) database, away from data/
-    proc, url = start_studio([f"model.checkpoints_dir={checkpoints}",
-                              f"sessions.database={checkpoints}/private/db.sqlite", f"sessions.stimuli_dir={sessions}"],
-                             log)
+    folder = tmp_path_factory.mktemp("studio")   # listening stimuli and (outside them) database, away from data/
+    proc, url = start_studio([f"model.checkpoints_dir={checkpoints}", f"sessions.database={folder}/private/db.sqlite",
+                              f"sessions.stimuli_dir={folder}/listening"], log)
     yield url
     stop_studio(proc)
 
@@ -563,3 +567,54 @@ def test_play_a_phrase_on_the_keyboard_analyse_it_and_let_the_gpt_continue_it(pa
     page.wait_for_function("() => document.querySelector('#generated-readout-0')?.innerText.includes('continued')")
     assert "AUTOREGRESSIVE" in page.inner_text("#generated-readout-0")
     assert "segments; the analyzer hears" in page.inner_text("#generate-status")
+
+
+def _shot(target, name: str) -> None:
+    """Save a screenshot for the README's tour when STUDIO_SCREENSHOTS names a folder (`make screenshots`)."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+def test_tour_of_the_new_controls(browser, studio_url):
+    """The README's tour, step by step: each step asserts what it shows (and saves it under `make screenshots`)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(studio_url, wait_until="load")
+    page.wait_for_selector("#generate-button")
+    page.locator("#generate-tempo input").fill("92")
+    for box, option in (("#generate-metre", "3/4"), ("#generate-instrument", "41 · Violin")):
+        page.locator(f"{box} input").click()
+        page.get_by_role("option", name=option, exact=True).click()
+    _generate_vae(page, "BLUE")
+    page.locator("#generated-star-0 input").check()
+    page.wait_for_function("() => document.querySelector('#generate-starred-line')?.innerText.includes('1 starred')")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    _shot(page, "tour-1-generate")
+    assert page.locator("#generate-musical").is_visible() and page.locator("#generated-card-3").is_visible()
+    page.locator("#generate-history-box").get_by_text("History: your last").click()
+    page.wait_for_function("() => document.querySelector('#generate-history')?.innerText.includes('VAE · BLUE')")
+    _shot(page.locator("#generate-history-box"), "tour-2-history")
+    page.locator("#generate-engine").get_by_label("Diffusion (DDIM / DDPM, guided)").check()
+    page.get_by_text("Inpainting: keep bars, regenerate the rest").click()
+    page.get_by_text("Play a phrase in: keyboard and step grid").click()
+    for name in ("C4", "E4", "G4", "C5", "B4", "G4", "D5", "C5"):
+        page.locator(f"#phrase-pad [title='{name}']").click()
+    assert page.locator("#phrase-pad .phrase-note").count() == 8
+    _shot(page.locator("#generate-init"), "tour-3-play-it-in")
+    page.get_by_role("tab", name="Latent Explorer", exact=True).click()
+    page.wait_for_selector("#latent-map .js-plotly-plot .main-svg")
+    _click_map(page, 0.5, 0.5)
+    page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('analyzer hears')")
+    _shot(page, "tour-4-latent-explorer")
+    context.close()
+    dark = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = dark.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(studio_url + "/?__theme=dark", wait_until="load")
+    page.wait_for_selector("#generate-button")
+    _generate_vae(page, "RED")
+    page.locator("#generated-grid").scroll_into_view_if_needed()
+    _shot(page, "tour-5-dark")
+    dark.close()
