@@ -254,7 +254,7 @@ def _engine_evaluation(args, cfg, checkpoint: str) -> dict:
 # generate's sampling flags -> the engine setting each sets (the first of the names the engine has)
 FLAG_SETTINGS = {"temperature": ("temperature",), "prompt": ("prompt",), "top_k": ("top_k",), "top_p": ("top_p",),
                  "beam": ("beam_width",), "max_bars": ("max_bars",), "steps": ("steps",), "sampler": ("sampler",),
-                 "eta": ("eta",), "metre": ("metre",), "guidance": ("guidance_scale", "prompt_guidance"),
+                 "eta": ("eta",), "guidance": ("guidance_scale", "prompt_guidance"),
                  "classifier_guidance": ("classifier_scale",), "target": ("classifier_target",),
                  "classifier_space": ("classifier_space",)}
 
@@ -273,6 +273,8 @@ def cmd_generate(args) -> None:
                           f"--engine {args.engine} --out RUN` and pass --checkpoint RUN/best.pt")
     settings = kind.settings_for(cfg, _flag_settings(args, kind))
     request = Request(engine=args.engine, mode=args.mode, n=args.n, seed=args.seed, tonic=args.tonic,
+                      tempo=args.tempo, metre=args.metre, scale=args.scale, instrument=args.instrument,
+                      dynamics=args.dynamics,
                       attributes=_attributes(args), init_midi=args.init, candidates=args.candidates,
                       keep_bars=_keep_bars(args.keep_bars, kind.init_verb) if args.keep_bars else None)
     if args.init and not args.keep_bars and kind.init_verb == "continued":
@@ -577,7 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "sampling.diffusion.guidance_scale); autoregressive: guidance "
                                                   "toward the prompt (default generation.sampling.autoregressive."
                                                   "prompt_guidance, 1 = off)")
-    p.add_argument("--metre", help="diffusion: time signature such as 3/4 (default: drawn for the mode)")
+    p.add_argument("--metre", help="time signature such as 3/4, one the corpus has (default: the engine's)")
+    p.add_argument("--tempo", type=float, help="quarter notes per minute, 30-300 (default: the mode's)")
+    p.add_argument("--scale", choices=["major", "minor"], help="the parallel key when heard in the other")
+    p.add_argument("--instrument", type=int, metavar="1-128", help="General MIDI program (1 = piano, 41 = violin)")
+    p.add_argument("--dynamics", choices=["pp", "p", "mp", "mf", "f", "ff"], help="loudness (default mf)")
     p.add_argument("--classifier-guidance", type=float, metavar="S",
                    help="diffusion: classifier-guidance strength (0 = off)")
     p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "

@@ -190,7 +190,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                 controls.append((e, spec["name"],
                                                  settings_control(spec, _elem_id(e, spec["name"], names))))
             prompt = next((c for e, name, c in controls if name == "prompt"), None)
-            seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+            seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="generate-seed")
             with gr.Accordion("Tempo, metre, key, instrument", open=True, elem_id="generate-musical"):
                 with gr.Row():
                     # no minimum here: an empty box arrives as 0, which means "the mode's"; the engine checks 30-300

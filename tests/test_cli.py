@@ -209,3 +209,18 @@ def test_generate_asks_for_axes_within_their_ranges(capsys, tmp_path):
     assert "--valence must lie in -1..1, got 1.5" in capsys.readouterr().err
     assert main(["generate", "--engine", "vae", "--energy", "-0.1", "--out", str(tmp_path)]) == 2
     assert "--energy must lie in 0..1, got -0.1" in capsys.readouterr().err
+
+
+def test_generate_writes_the_tempo_metre_and_instrument_asked_for(capsys, tmp_path):
+    from symusic import Score
+
+    assert main(["generate", "--engine", "vae", "--mode", "BLUE", "--n", "2", "--candidates", "1", "--tempo", "90",
+                 "--metre", "3/4", "--instrument", "41", "--scale", "minor", "--out", str(tmp_path)]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert len(files) == 2
+    for entry in files:
+        score = Score(entry["midi"])
+        assert round(score.tempos[0].qpm) == 90 and score.tracks[0].program == 40
+        assert (score.time_signatures[0].numerator, score.time_signatures[0].denominator) == (3, 4)
+    assert main(["generate", "--engine", "vae", "--metre", "7/8", "--out", str(tmp_path)]) == 2
+    assert "unknown metre '7/8'" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""What the studio's live view costs: the same requests timed in the engine (StudioEngine.generate, no live
+view) and in the served studio, clicked in a real browser with the live view on, until the results show.
+
+    .venv/bin/python scripts/bench_live_view.py [--repeats 3] > out/live-view.json
+
+Requests: diffusion DDIM-50 x4 and the GPT x4, one candidate per result (the raw model: the comparison is of
+the live view, not of checking). Each repeat uses its own seed, the same in both places. Prints JSON with the
+median seconds of each and their ratio (issue 20's bar: studio <= 1.2x engine). Needs Chromium (make test
+installs it) and the shipped checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REQUESTS = {"diffusion": {"steps": 50}, "autoregressive": {}}
+
+
+def engine_seconds(name: str, seed: int) -> float:
+    from engines.api import Request, StudioEngine
+    from engines.config import load_config
+
+    global _ENGINE
+    if "_ENGINE" not in globals():
+        _ENGINE = StudioEngine(load_config())
+        _ENGINE.generate(Request(engine="vae", mode="RED", n=1, candidates=1))   # loads, warms the renderer
+    settings = dict(REQUESTS[name])
+    if name == "autoregressive":
+        from engines.data.captions import prompt_for
+        settings["prompt"] = prompt_for("BLUE")
+    started = time.perf_counter()
+    _ENGINE.generate(Request(engine=name, mode="BLUE", n=4, seed=seed, candidates=1, settings=settings))
+    return time.perf_counter() - started
+
+
+def studio_seconds(page, name: str, seed: int) -> float:
+    label = {"diffusion": "Diffusion (DDIM / DDPM, guided)", "autoregressive": "Autoregressive (GPT, text prompts)"}
+    page.locator("#generate-engine").get_by_label(label[name]).check()
+    page.locator("#generate-mode").get_by_label("BLUE").check()
+    if name == "diffusion":
+        page.wait_for_selector("#generate-steps", state="visible")
+        set_number(page, "generate-steps", 50)
+    set_number(page, "generate-count", 4)
+    set_number(page, "generate-candidates", 1)
+    page.locator("#generate-seed input").fill(str(seed))
+    page.evaluate("() => { const s = document.querySelector('#generate-status'); if (s) s.innerText = ''; }")
+    started = time.perf_counter()
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')",
+                           timeout=600_000)
+    page.wait_for_selector("#generated-roll-3 .js-plotly-plot .main-svg")
+    return time.perf_counter() - started
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers import start_studio, stop_studio
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="live-view-"))
+    proc, url = start_studio([f"sessions.database={folder}/private/db.sqlite", f"sessions.stimuli_dir={folder}/s"],
+                             folder / "studio.log")
+    result = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(600_000)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#generate-button")
+            for name in REQUESTS:
+                studio_seconds(page, name, 999)   # the first request loads the engine's checkpoint
+                engine_seconds(name, 999)
+                engine, studio = [], []
+                for seed in range(1, args.repeats + 1):   # alternated, so a busy machine weighs on both alike
+                    engine.append(engine_seconds(name, seed))
+                    studio.append(studio_seconds(page, name, seed))
+                e, s = statistics.median(engine), statistics.median(studio)
+                result[name] = {"engine_seconds": round(e, 2), "studio_seconds": round(s, 2),
+                                "ratio": round(s / e, 3), "runs": {"engine": [round(x, 2) for x in engine],
+                                                                  "studio": [round(x, 2) for x in studio]}}
+            browser.close()
+    finally:
+        stop_studio(proc)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
