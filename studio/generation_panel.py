@@ -18,6 +18,8 @@ When an audio codec is installed, GPT results can also be heard through it.
 """
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from engines.api import (DYNAMICS, GM_INSTRUMENTS, METRE_NAMES, MODE_COLORS, MODES, GenerationProgress, Request,
@@ -31,6 +33,10 @@ from studio.widgets import (analysis_markdown, counted, denoising_image, error_m
                             mode_chip, piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
+# The live view: at most two pictures a second, each pixel a pitch by half a step (the page scales it up):
+# every picture is a PNG Gradio encodes and sends while sampling goes on, and at 5 a second of 4x larger ones
+# the studio took 2.7x the engine's time for DDIM-50 x4 (scripts/bench_live_view.py).
+LIVE_EVERY, LIVE_SCALE = 0.5, (2, 3)
 INIT_SOURCES = ["a result below", "an uploaded MIDI file", "the phrase you play in"]
 # What a musician may ask a result to land on besides its mode, in the analyzer's scale: (low, high, default)
 TARGET_RANGES = {"energy": (0, 1, 0.5), "valence": (-1, 1, 0.0), "tension": (0, 1, 0.5), "intimacy": (0, 1, 0.5),
@@ -336,11 +342,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
                       init_midi=init, keep_bars=[int(b) for b in bars or []] if init else None,
                       settings=settings, candidates=int(k))
         result, stopped_at = None, None
+        started = time.perf_counter()
         live_view = engine.engine_is_live(engine_name)
-        for item in engine.generate_stream(req, run_id=request.session_hash if request else None):
+        for item in engine.generate_stream(req, run_id=request.session_hash if request else None, every=LIVE_EVERY):
             if isinstance(item, GenerationProgress):
                 stopped_at = (item.step, item.total)
-                image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low)
+                image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low,
+                                        scale=LIVE_SCALE)
                 label = engine.engine_live_label(engine_name).format(step=item.step, total=item.total)
                 yield [progress_html(item.step, item.total, label),
                        gr.update(value=image, visible=True), gr.skip(), gr.skip(), gr.skip(),
@@ -349,6 +357,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 result = item
         if not result.replaced:   # a replaced run leaves the page to the newer one
             outputs = _results(result, req, stopped_at, live_view, starred)
+            outputs[0] += f" Took {time.perf_counter() - started:.1f} s."   # request to results, live view included
             records = outputs[2]
             kept = ([history_entry(r) for r in records] + list(kept or []))[:HISTORY_SIZE]
             yield outputs[:3] + [kept, history_rows(kept)] + outputs[3:]

@@ -191,7 +191,8 @@ def build_latent_tab(engine: StudioEngine) -> None:
         roll = gr.Plot(label="Decoded", elem_id="latent-roll")
         with gr.Column():
             readout = gr.Markdown(elem_id="latent-readout")
-            audio = gr.Audio(type="filepath", interactive=False, label="Listen", elem_id="latent-audio")
+            # plays as soon as a click, a drag or a slider has decoded a latent: the map is for listening
+            audio = gr.Audio(type="filepath", interactive=False, label="Listen", elem_id="latent-audio", autoplay=True)
             files = gr.File(file_count="multiple", interactive=False, show_label=False)
     with gr.Accordion("Interpolate A → B", open=True):
         with gr.Row():

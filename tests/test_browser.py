@@ -117,6 +117,7 @@ def test_generate_with_the_vae_and_hear_it(page):
     assert "4 segments; the analyzer hears BLUE in" in status
     # the VAE's 32 candidates per result (more rounds when the judge hears too few as BLUE), ranked by the judge
     assert re.search(r"\d+ of (128|256|384|512) candidates heard as BLUE by the judge; showing the best 4\.", status)
+    assert re.search(r"Took \d+\.\d s\.$", status.strip())   # request to results, as the musician waited
     readout = page.locator("#generated-readout-0")
     readout.wait_for()
     assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
@@ -532,7 +533,7 @@ def test_drag_on_the_latent_map_decodes_where_it_ends_and_sliders_act_live(page)
     assert abs(x - expected[0]) < 0.05 and abs(y - expected[1]) < 0.05   # decoded where the drag ended
     after = page.locator("#latent-map .js-plotly-plot").evaluate("p => [...p._fullLayout.xaxis.range]")
     assert after == before                                            # a drag does not pan the map
-    page.locator("#latent-audio").get_by_role("button", name="Play", exact=True).wait_for()
+    page.locator("#latent-audio").get_by_role("button", name="Pause", exact=True).wait_for()   # it plays at once
     # a slider beside the map acts on release: the latent is shifted, decoded, and the marker moves
     marker = "() => { const p = document.querySelector('#latent-map .js-plotly-plot'); " \
              "const t = p.data.find(t => t.name === 'here'); return t ? [t.x[0], t.y[0]] : null; }"

@@ -97,7 +97,7 @@ class GenerationAPI:
             self._stops[run_id] = stop
             if earlier is not None:
                 earlier.set()
-        shown = {"at": 0.0}
+        shown = {"at": time.monotonic()}   # the first view after `every` seconds: a shorter run shows none
 
         def on_step(i: int, total: int, preview) -> bool:  # in the worker thread
             now = time.monotonic()
