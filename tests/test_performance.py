@@ -120,3 +120,9 @@ def test_metres_are_the_corpus_metres_and_a_kept_segment_keeps_its_own():
     check_metre_kept(SimpleNamespace(metre="4/4"), in_four)
     with pytest.raises(StudioError, match="the segment to start from is in 4/4 and keeps its metre"):
         check_metre_kept(SimpleNamespace(metre="3/4"), in_four)
+
+
+def test_a_result_that_keeps_bars_of_a_segment_keeps_its_key():
+    kept = melody(C_MAJOR)
+    performed = perform(melody(C_MAJOR), Request(scale="minor", tempo=80, init_midi=kept))
+    assert performed.notes["pitch"].tolist() == C_MAJOR and performed.tempo_qpm == 80.0

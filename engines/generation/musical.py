@@ -72,8 +72,9 @@ def check_metre_kept(request, init: Segment) -> None:
 
 def perform(segment: Segment, request, low: int = 21, high: int = 108) -> Segment:
     """The segment at the request's tempo, in its scale, at its dynamics and with its instrument (module
-    docstring)."""
-    segment = in_scale(segment, request.scale, low, high)
+    docstring). A result that keeps bars of a segment to start from keeps that segment's key: no scale then."""
+    if request.init_midi is None:
+        segment = in_scale(segment, request.scale, low, high)
     performed = len(segment.notes) and len(set(segment.notes["velocity"].tolist())) > 1
     segment = at_level(segment, request.dynamics) if performed else shape_dynamics(segment, request.dynamics)
     changes = {}
