@@ -9,12 +9,13 @@ Checked results: each engine draws several candidates per result, the learned ju
 (and attributes) asked for, copies of training segments are rejected, and the best are shown; the status line
 says how many candidates the judge heard in the asked mode. "Check results" at 1 shows the raw model.
 
-Each result shows its piano roll coloured by the mode the analyzer hears, the analyzer's readout (and
-whether it matches the requested mode), how it was chosen, an audio player, and MIDI/WAV downloads. The
-diffusion engine and the GPT show a live view while they sample (each variation's current estimate, or its
-notes as they are written); Stop ends sampling and keeps what is there. The diffusion engine inpaints (keeps
-chosen bars of a result or an uploaded MIDI file, regenerates the rest) and the GPT continues the first bars.
-When an audio codec is installed, GPT results can also be heard through it.
+Results are cards in a grid: the roll coloured by the mode the analyzer hears (a playhead follows the audio),
+whether that matches the request, how it was chosen, the player, MIDI/WAV downloads under readable names, a
+star, and the analyzer's readout in a drawer. Starred results download as one ZIP with their settings; the
+browser keeps the last HISTORY_SIZE results (gr.BrowserState) to regenerate or start from. The diffusion
+engine and the GPT show a live view while they sample; Stop ends sampling and keeps what is there. The
+diffusion engine inpaints and the GPT continues a result, an uploaded MIDI file or a phrase played in
+(studio/phrase_pad.py). When an audio codec is installed, GPT results can also be heard through it.
 """
 from __future__ import annotations
 
