@@ -471,6 +471,7 @@ def cmd_listen_key(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from engines.generation import GENERATORS  # the engine names (no torch is imported)
+    from engines.music.performance import DYNAMICS, SCALES
 
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -581,9 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "prompt_guidance, 1 = off)")
     p.add_argument("--metre", help="time signature such as 3/4, one the corpus has (default: the engine's)")
     p.add_argument("--tempo", type=float, help="quarter notes per minute, 30-300 (default: the mode's)")
-    p.add_argument("--scale", choices=["major", "minor"], help="the parallel key when heard in the other")
+    p.add_argument("--scale", choices=SCALES, help="the parallel key when heard in the other")
     p.add_argument("--instrument", type=int, metavar="1-128", help="General MIDI program (1 = piano, 41 = violin)")
-    p.add_argument("--dynamics", choices=["pp", "p", "mp", "mf", "f", "ff"], help="loudness (default mf)")
+    p.add_argument("--dynamics", choices=list(DYNAMICS), help="loudness (default mf)")
     p.add_argument("--classifier-guidance", type=float, metavar="S",
                    help="diffusion: classifier-guidance strength (0 = off)")
     p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "

@@ -28,20 +28,15 @@ sys.path.insert(0, str(ROOT))
 REQUESTS = {"diffusion": {"steps": 50}, "autoregressive": {}}
 
 
-def engine_seconds(name: str, seed: int) -> float:
-    from engines.api import Request, StudioEngine
-    from engines.config import load_config
+def engine_seconds(engine, name: str, seed: int) -> float:
+    from engines.api import Request
 
-    global _ENGINE
-    if "_ENGINE" not in globals():
-        _ENGINE = StudioEngine(load_config())
-        _ENGINE.generate(Request(engine="vae", mode="RED", n=1, candidates=1))   # loads, warms the renderer
     settings = dict(REQUESTS[name])
     if name == "autoregressive":
         from engines.data.captions import prompt_for
         settings["prompt"] = prompt_for("BLUE")
     started = time.perf_counter()
-    _ENGINE.generate(Request(engine=name, mode="BLUE", n=4, seed=seed, candidates=1, settings=settings))
+    engine.generate(Request(engine=name, mode="BLUE", n=4, seed=seed, candidates=1, settings=settings))
     return time.perf_counter() - started
 
 
@@ -75,6 +70,8 @@ def set_number(page, elem_id: str, value: int) -> None:
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
+    from engines.api import Request, StudioEngine
+    from engines.config import load_config
     from tests.helpers import start_studio, stop_studio
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -85,6 +82,8 @@ def main() -> None:
     proc, url = start_studio([f"sessions.database={folder}/private/db.sqlite", f"sessions.stimuli_dir={folder}/s"],
                              folder / "studio.log")
     result = {}
+    engine = StudioEngine(load_config())
+    engine.generate(Request(engine="vae", mode="RED", n=1, candidates=1))   # loads, warms the renderer
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -94,19 +93,19 @@ def main() -> None:
             page.wait_for_selector("#generate-button")
             for name in REQUESTS:
                 studio_seconds(page, name, 999)   # the first request loads the engine's checkpoint
-                engine_seconds(name, 999)
-                engine, handler, page_seconds = [], [], []
+                engine_seconds(engine, name, 999)
+                engine_times, handler, page_seconds = [], [], []
                 for seed in range(1, args.repeats + 1):   # alternated, so a busy machine weighs on both alike
-                    engine.append(engine_seconds(name, seed))
+                    engine_times.append(engine_seconds(engine, name, seed))
                     served, shown = studio_seconds(page, name, seed)
                     handler.append(served)
                     page_seconds.append(shown)
-                e, h, p = (statistics.median(x) for x in (engine, handler, page_seconds))
+                e, h, p = (statistics.median(x) for x in (engine_times, handler, page_seconds))
                 # each seed's own ratio: seeds differ in length (the GPT writes 1.5-3 s), pairs do not
-                ratio = statistics.median(x / y for x, y in zip(handler, engine))
+                ratio = statistics.median(x / y for x, y in zip(handler, engine_times))
                 result[name] = {"engine_seconds": round(e, 2), "studio_seconds": round(h, 2),
                                 "ratio": round(ratio, 3), "page_seconds": round(p, 2),
-                                "runs": {"engine": [round(x, 2) for x in engine],
+                                "runs": {"engine": [round(x, 2) for x in engine_times],
                                          "studio": [round(x, 1) for x in handler],
                                          "page": [round(x, 2) for x in page_seconds]}}
             browser.close()

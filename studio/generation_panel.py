@@ -103,20 +103,29 @@ def verification_markdown(check: dict | None) -> str:
     return "*Checked: " + "; ".join(parts) + ".*\n\n"
 
 
-def init_source(use: bool, source: str, result_number, upload, results: list[str]) -> str | None:
-    """(the MIDI path to start from, or None) from the start-from controls and this user's last results."""
+def numbered(items: list, number, empty: str, counted_as: str):
+    """Item `number` (1-based) of `items`; StudioError `empty` when there are none, or naming the range."""
+    if not items:
+        raise StudioError(empty)
+    k = int(number or 1)
+    if not 1 <= k <= len(items):
+        raise StudioError(f"{counted_as.format(n=len(items))}; pick a number from 1 to {len(items)}")
+    return items[k - 1]
+
+
+def init_source(use: bool, source: str, result_number, upload, results: list[dict], played=None) -> str | None:
+    """(the MIDI path to start from, or None) from the start-from controls, this user's last results and
+    `played()`, the MIDI file of the phrase played in."""
     if not use:
         return None
+    if source == INIT_SOURCES[2]:
+        return played()
     if source == INIT_SOURCES[1]:
         if not upload:
             raise StudioError("upload a MIDI file to start from, or choose a result below")
         return upload
-    k = int(result_number or 1)
-    if not results:
-        raise StudioError("generate first: this starts from one of the results below")
-    if not 1 <= k <= len(results):
-        raise StudioError(f"there are {len(results)} results; pick a number from 1 to {len(results)}")
-    return results[k - 1]["midi"]
+    return numbered(results, result_number, "generate first: this starts from one of the results below",
+                    "there are {n} results")["midi"]
 
 
 def history_entry(record: dict) -> dict:
@@ -134,23 +143,17 @@ def history_rows(history: list) -> list[list]:
     rows = []
     for k, entry in enumerate(history or [], 1):
         s = entry.get("settings", {})
-        shown = [f"{s['tempo']:g} BPM" if s.get("tempo") else "", s.get("metre") or "",
-                 f"{s['tonic']} " if s.get("tonic") else "", s.get("scale") or "",
-                 GM_INSTRUMENTS[s["instrument"] - 1] if s.get("instrument") else "", s.get("dynamics") or "",
+        shown = [f"{s['tempo']:g} BPM" if s.get("tempo") else "", s.get("metre"), s.get("tonic"), s.get("scale"),
+                 GM_INSTRUMENTS[s["instrument"] - 1] if s.get("instrument") else "", s.get("dynamics"),
                  f"K={s['candidates']}" if s.get("candidates") else ""]
         rows.append([k, entry.get("when", ""), s.get("title", ""), s.get("heard") or "—",
-                     " · ".join(x.strip() for x in shown if x)])
+                     " · ".join(x for x in shown if x)])
     return rows
 
 
 def history_pick(history: list, number) -> dict:
     """The entry numbered `number` (1 = newest) of a browser's history; StudioError when there is none."""
-    if not history:
-        raise StudioError("the history is empty: generate first")
-    k = int(number or 1)
-    if not 1 <= k <= len(history):
-        raise StudioError(f"the history has {len(history)} entries; pick a number from 1 to {len(history)}")
-    return history[k - 1]
+    return numbered(history, number, "the history is empty: generate first", "the history has {n} entries")
 
 
 def settings_control(spec: dict, elem_id: str):
@@ -330,10 +333,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
         for name, value in settings.items():   # sliders give floats; integer settings want ints
             if (engine_name, name) in integers and value is not None:
                 settings[name] = int(value)
-        if use_start and start_source == INIT_SOURCES[2]:   # the phrase played in, as a MIDI file
-            start_source, start_upload = INIT_SOURCES[1], engine.phrase_midi(phrase_notes(played), tempo or None)
         init = init_source(use_start and bool(_init_label(engine, engine_name)[0]), start_source, start_result,
-                           start_upload, results)
+                           start_upload, results, lambda: engine.phrase_midi(phrase_notes(played), tempo or None))
         req = Request(engine=engine_name, mode=mode, n=int(count), seed=int(seed or 0),
                       attributes=attributes or None,
                       tonic=None if init or not tonic else tonic,  # a kept segment keeps its key

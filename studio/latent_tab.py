@@ -163,8 +163,8 @@ def build_latent_tab(engine: StudioEngine) -> None:
     gr.Markdown("Every dot is a 4-bar corpus segment placed by its VAE latent (UMAP), coloured by its mode. "
                 "**Click a dot or any place, or drag** on the map: the VAE decodes that latent where you let go. "
                 "Set **A** and **B** the same way and play the interpolation between them; steer the current "
-                "latent with the sliders beside the map. The VAE writes in C (major or minor): segments are moved to the tonic C "
-                "before they are encoded.")
+                "latent with the sliders beside the map. The VAE writes in C (major or minor): segments are "
+                "moved to the tonic C before they are encoded.")
     state = gr.State({})
     with gr.Row():
         with gr.Column(scale=3):

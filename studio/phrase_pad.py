@@ -76,8 +76,8 @@ PHRASE_JS = f"""
     const grid = document.getElementById('phrase-grid');
     if (!grid) return;
     grid.querySelectorAll('.phrase-note').forEach((n) => n.remove());
-    const span = Math.max(HIGH, ...phrase.notes.map((n) => n[0])) - Math.min(LOW, ...phrase.notes.map((n) => n[0])) + 1;
-    const low = Math.min(LOW, ...phrase.notes.map((n) => n[0]));
+    const pitches = phrase.notes.map((n) => n[0]);   // the keys shown, widened to any MIDI-keyboard note
+    const low = Math.min(LOW, ...pitches), span = Math.max(HIGH, ...pitches) - low + 1;
     for (const [pitch, start, steps] of phrase.notes) {{
       const block = document.createElement('div');
       block.className = 'phrase-note';

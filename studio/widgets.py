@@ -86,7 +86,7 @@ def piano_roll_figure(notes, title: str = "", color: str = "#1f77b4", height: in
         # above the plot, under the title: a legend below it covers the axis title
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
         xaxis=dict(title="quarter notes", zeroline=False), dragmode="pan",
-        meta={"qpm": notes.qpm},   # what the playhead (app.PLAYHEAD_JS) turns seconds of audio into quarters with
+        meta={"qpm": notes.qpm},   # what the playhead (PLAYHEAD_JS below) turns seconds of audio into quarters with
         yaxis=dict(range=[low, high], tickvals=ticks, ticktext=[pitch_label(p) for p in ticks], title=None),
     )
     return fig

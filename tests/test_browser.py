@@ -76,13 +76,20 @@ def browser():
         b.close()
 
 
+def _open_studio(browser, url: str, width: int = 1400, height: int = 1400, timeout: int = 60_000):
+    """A fresh browser context on the studio at this viewport (`url` may carry a query, e.g. the dark theme),
+    once the Generate button is there: (context, page)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(timeout)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#generate-button")
+    return context, page
+
+
 @pytest.fixture
 def page(browser, studio_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1400})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(studio_url, wait_until="load")
-    page.wait_for_selector("#generate-button")
+    context, page = _open_studio(browser, studio_url)
     yield page
     context.close()
 
@@ -390,6 +397,14 @@ def test_latent_explorer_decodes_a_place_and_interpolates_two_points(page):
     page.locator("#latent-strip-audio").get_by_role("button", name="Play", exact=True).wait_for()
 
 
+def _set_musical(page, tempo: int, metre: str, instrument: str) -> None:
+    """Tempo, metre and instrument in the Generate tab, as a musician types and picks them."""
+    page.locator("#generate-tempo input").fill(str(tempo))
+    for box, option in (("#generate-metre", metre), ("#generate-instrument", instrument)):
+        page.locator(f"{box} input").click()
+        page.get_by_role("option", name=option, exact=True).click()
+
+
 def _generate_vae(page, mode: str = "BLUE") -> None:
     page.locator("#generate-mode").get_by_label(mode).check()
     page.click("#generate-button")
@@ -398,11 +413,7 @@ def _generate_vae(page, mode: str = "BLUE") -> None:
 
 
 def test_at_phone_width_every_tab_is_in_reach_and_no_word_breaks(browser, studio_url):
-    context = browser.new_context(viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(studio_url, wait_until="load")
-    page.wait_for_selector("#generate-button")
+    context, page = _open_studio(browser, studio_url, 390, 900)
     for name in ("Generate", "Latent Explorer", "Evaluate", "Listen"):   # none behind a "⋯" menu
         tab = page.get_by_role("tab", name=name, exact=True)
         assert tab.is_visible()
@@ -423,11 +434,7 @@ def test_at_phone_width_every_tab_is_in_reach_and_no_word_breaks(browser, studio
 
 
 def test_in_the_dark_theme_rolls_are_not_white(browser, studio_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(studio_url + "/?__theme=dark", wait_until="load")
-    page.wait_for_selector("#generate-button")
+    context, page = _open_studio(browser, studio_url + "/?__theme=dark", 1400, 1200)
     assert "dark" in page.evaluate("() => document.body.className")
     _generate_vae(page)
     paper, plot, plot_opacity = page.locator("#generated-roll-0").evaluate(
@@ -449,10 +456,7 @@ def test_tempo_metre_and_instrument_from_the_studio_reach_the_download_and_starr
 
     import symusic
 
-    page.locator("#generate-tempo input").fill("90")
-    for box, option in (("#generate-metre", "3/4"), ("#generate-instrument", "41 · Violin")):
-        page.locator(f"{box} input").click()
-        page.get_by_role("option", name=option, exact=True).click()
+    _set_musical(page, 90, "3/4", "41 · Violin")
     _generate_vae(page, "RED")
     link = page.locator("#generated-files-0 a[download$='.mid']").first
     link.wait_for()
@@ -527,7 +531,8 @@ def test_drag_on_the_latent_map_decodes_where_it_ends_and_sliders_act_live(page)
     assert page.locator("#latent-drag-marker").is_visible()        # the marker follows the pointer
     page.mouse.up()
     page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('analyzer hears')")
-    x, y = (float(v) for v in re.search(r"place \((-?[\d.]+), (-?[\d.]+)\)", page.inner_text("#latent-readout")).groups())
+    place = re.search(r"place \((-?[\d.]+), (-?[\d.]+)\)", page.inner_text("#latent-readout"))
+    x, y = (float(v) for v in place.groups())
     expected = page.locator("#latent-map .js-plotly-plot").evaluate(
         f"""p => [p._fullLayout.xaxis.p2d({end[0] - box['x']}), p._fullLayout.yaxis.p2d({end[1] - box['y']})]""")
     assert abs(x - expected[0]) < 0.05 and abs(y - expected[1]) < 0.05   # decoded where the drag ended
@@ -579,15 +584,8 @@ def _shot(target, name: str) -> None:
 
 def test_tour_of_the_new_controls(browser, studio_url):
     """The README's tour, step by step: each step asserts what it shows (and saves it under `make screenshots`)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(studio_url, wait_until="load")
-    page.wait_for_selector("#generate-button")
-    page.locator("#generate-tempo input").fill("92")
-    for box, option in (("#generate-metre", "3/4"), ("#generate-instrument", "41 · Violin")):
-        page.locator(f"{box} input").click()
-        page.get_by_role("option", name=option, exact=True).click()
+    context, page = _open_studio(browser, studio_url, 1440, 1000, timeout=120_000)
+    _set_musical(page, 92, "3/4", "41 · Violin")
     _generate_vae(page, "BLUE")
     page.locator("#generated-star-0 input").check()
     page.wait_for_function("() => document.querySelector('#generate-starred-line')?.innerText.includes('1 starred')")
@@ -610,11 +608,7 @@ def test_tour_of_the_new_controls(browser, studio_url):
     page.wait_for_function("() => document.querySelector('#latent-readout')?.innerText.includes('analyzer hears')")
     _shot(page, "tour-4-latent-explorer")
     context.close()
-    dark = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = dark.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(studio_url + "/?__theme=dark", wait_until="load")
-    page.wait_for_selector("#generate-button")
+    dark, page = _open_studio(browser, studio_url + "/?__theme=dark", 1440, 900, timeout=120_000)
     _generate_vae(page, "RED")
     page.locator("#generated-grid").scroll_into_view_if_needed()
     _shot(page, "tour-5-dark")

@@ -93,6 +93,7 @@ class ExportAPI:
     def phrase_midi(self, notes: list, tempo: float | None = None) -> str:
         """A phrase played in on the studio's keyboard -> a 4-bar 4/4 MIDI file (named played-phrase.mid).
         `notes`: [pitch, start step, steps] with sixteenth-note steps (0..63). StudioError naming a bad note."""
+        from engines.generation.musical import check_tempo
         from engines.music.notes import NOTE_DTYPE
 
         steps, tick = PHRASE_BARS * 16, TICKS_PER_QUARTER // 4
@@ -110,9 +111,8 @@ class ExportAPI:
                 raise StudioError(f"note {note!r} lies outside the phrase: pitch 21-108, steps 0-{steps - 1}")
             rows.append((start * tick, length * tick, pitch, 90, 0))
         segment = Segment(notes=np.sort(np.array(rows, NOTE_DTYPE), order=["start", "pitch"]), ts_num=4, ts_den=4,
-                          num_bars=PHRASE_BARS, tempo_qpm=float(tempo) if tempo else 100.0, piece_id="played phrase")
-        if not 30 <= segment.tempo_qpm <= 300:
-            raise StudioError(f"tempo must lie in 30..300 BPM, got {segment.tempo_qpm:g}")
+                          num_bars=PHRASE_BARS, tempo_qpm=check_tempo(tempo or None) or 100.0,
+                          piece_id="played phrase")
         midi, _ = self.export_segments([segment], "phrase", "played-phrase")
         return midi
 

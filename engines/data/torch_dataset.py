@@ -26,11 +26,11 @@ from engines.music.notes import METRES, bar_ticks, notes_to_roll, shift_to_c, ti
 
 WHITE_INDEX = len(MODES)          # the "no mode" class of the conditioning embedding
 ATTRIBUTES = ("rebracketing", "temporal_complexity")
-# Time signatures the engines generate (engines/music/notes.METRES). A segment in another metre is labelled
-# with the first metre of the same bar length (else 4/4); its notes are untouched.
 
 
 def metre_index(ts_num: int, ts_den: int) -> int:
+    """The index in METRES (the metres the engines generate) of a time signature. Another metre is labelled with
+    the first one of the same bar length (else 4/4); its notes are untouched."""
     if (ts_num, ts_den) in METRES:
         return METRES.index((ts_num, ts_den))
     length = bar_ticks(ts_num, ts_den)

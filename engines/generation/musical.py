@@ -40,15 +40,22 @@ def metre_of(metre: str | None) -> tuple[int, int] | None:
     return int(num), int(den)
 
 
+def check_tempo(tempo) -> float | None:
+    """A tempo in quarter notes per minute as a float (None stays None); StudioError outside TEMPO_RANGE."""
+    if tempo is None:
+        return None
+    try:
+        qpm = float(tempo)
+    except (TypeError, ValueError):
+        raise StudioError(f"tempo must be a number of beats per minute, got {tempo!r}") from None
+    if not TEMPO_RANGE[0] <= qpm <= TEMPO_RANGE[1]:
+        raise StudioError(f"tempo must lie in {TEMPO_RANGE[0]:g}..{TEMPO_RANGE[1]:g} BPM, got {qpm:g}")
+    return qpm
+
+
 def check_musical(request) -> None:
     """StudioError naming the first of tempo, metre, scale, instrument and dynamics a request gets wrong."""
-    if request.tempo is not None:
-        try:
-            tempo = float(request.tempo)
-        except (TypeError, ValueError):
-            raise StudioError(f"tempo must be a number of beats per minute, got {request.tempo!r}") from None
-        if not TEMPO_RANGE[0] <= tempo <= TEMPO_RANGE[1]:
-            raise StudioError(f"tempo must lie in {TEMPO_RANGE[0]:g}..{TEMPO_RANGE[1]:g} BPM, got {tempo:g}")
+    check_tempo(request.tempo)
     metre_of(request.metre)
     check_scale(request.scale)
     check_dynamics(request.dynamics)

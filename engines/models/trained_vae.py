@@ -164,8 +164,7 @@ class TrainedVAE:
         would lay a 4/4 roll over 3/4 bars."""
         pool = self.sample_latents(mode, max(n, min(256, METRE_POOL * n)), temperature, seed, prior)
         modes = torch.full((pool.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
-        zm = torch.cat([pool.to(self.device), self.model.mode_embedding(modes)], dim=1)
-        likelihood = self.model.metre_head(zm).log_softmax(dim=1)[:, metre]              # (pool,)
+        likelihood = self.model.metre_logits(pool.to(self.device), modes).log_softmax(dim=1)[:, metre]  # (pool,)
         return pool[likelihood.topk(n).indices.cpu()]
 
     @torch.no_grad()

@@ -99,6 +99,11 @@ class ChromaticVAE(nn.Module):
         """mode (B,) -> mean of p(z | mode), (B, latent); the prior's variance is 1 in every dimension."""
         return self.prior(mode)
 
+    def metre_logits(self, z: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        """z (B, latent), mode (B,) -> the metre head's logits (B, len(METRES)) alone, without the roll: cheap
+        enough to screen many latents for a metre (TrainedVAE.latents_in_metre)."""
+        return self.metre_head(torch.cat([z, self.mode_embedding(mode)], dim=1))
+
     def decode(self, z: torch.Tensor, mode: torch.Tensor, values: torch.Tensor | None = None,
                given: torch.Tensor | None = None) -> dict:
         """z (B, latent), mode (B,), attribute values (B, k) in config.attributes order and unit scale (None:

@@ -42,22 +42,23 @@ BAR_ACCENT, BEAT_ACCENT, OFFBEAT = 8, 3, -4
 LINE_SPAN = 6
 
 
-def check_scale(scale: str | None) -> str | None:
-    if scale in (None, ""):
+def _named(value: str | None, choices, what: str) -> str | None:
+    """`value` as one of `choices` (any case, spaces around); None for None or ""; StudioError otherwise."""
+    if value in (None, ""):
         return None
-    name = str(scale).strip().lower()
-    if name not in SCALES:
-        raise StudioError(f"unknown scale '{scale}'; choose major or minor")
+    name = str(value).strip().lower()
+    if name not in choices:
+        raise StudioError(f"unknown {what} '{value}'; choose " + (
+            " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"))
     return name
+
+
+def check_scale(scale: str | None) -> str | None:
+    return _named(scale, SCALES, "scale")
 
 
 def check_dynamics(dynamics: str | None) -> str | None:
-    if dynamics in (None, ""):
-        return None
-    name = str(dynamics).strip().lower()
-    if name not in DYNAMICS:
-        raise StudioError(f"unknown dynamics '{dynamics}'; choose one of {', '.join(DYNAMICS)}")
-    return name
+    return _named(dynamics, tuple(DYNAMICS), "dynamics")
 
 
 def heard_key(segment: Segment) -> tuple[int, bool]:
