@@ -4,7 +4,8 @@ view) and in the served studio, clicked in a real browser with the live view on,
     .venv/bin/python scripts/bench_live_view.py [--repeats 3] > out/live-view.json
 
 Requests: diffusion DDIM-50 x4 and the GPT x4, one candidate per result (the raw model: the comparison is of
-the live view, not of checking). Each repeat uses its own seed, the same in both places. Prints JSON with the
+the live view, not of checking), with the Generate tab's defaults (piano, mf) in the engine too. Before each
+timed run the page is left SETTLE_SECONDS to finish drawing the last results. Each repeat uses its own seed, the same in both places. Prints JSON with the
 medians: engine_seconds, studio_seconds (the studio's handler, request to results with the live view on, as
 its status line reports "Took N s"), ratio (the median of each seed's studio / engine; issue 20's bar: <= 1.2),
 and page_seconds (the click to the
@@ -26,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REQUESTS = {"diffusion": {"steps": 50}, "autoregressive": {}}
+STUDIO_DEFAULTS = {"instrument": 1, "dynamics": "mf"}   # what the Generate tab asks when left as it opens
+# Chromium shares this machine's two cores: it draws each request's cards, rolls and audio waveforms for a few
+# seconds after they show. A musician's browser runs on their own machine, so each timed run waits for it.
+SETTLE_SECONDS = 3.0
 
 
 def engine_seconds(engine, name: str, seed: int) -> float:
@@ -36,7 +41,8 @@ def engine_seconds(engine, name: str, seed: int) -> float:
         from engines.data.captions import prompt_for
         settings["prompt"] = prompt_for("BLUE")
     started = time.perf_counter()
-    engine.generate(Request(engine=name, mode="BLUE", n=4, seed=seed, candidates=1, settings=settings))
+    engine.generate(Request(engine=name, mode="BLUE", n=4, seed=seed, candidates=1, settings=settings,
+                            **STUDIO_DEFAULTS))
     return time.perf_counter() - started
 
 
@@ -44,6 +50,8 @@ def studio_seconds(page, name: str, seed: int) -> float:
     label = {"diffusion": "Diffusion (DDIM / DDPM, guided)", "autoregressive": "Autoregressive (GPT, text prompts)"}
     page.locator("#generate-engine").get_by_label(label[name]).check()
     page.locator("#generate-mode").get_by_label("BLUE").check()
+    if name == "autoregressive":   # the mode fills in the prompt, which is what the GPT is asked: wait for it
+        page.wait_for_function("() => document.querySelector('#generate-prompt textarea')?.value.includes('BLUE')")
     if name == "diffusion":
         page.wait_for_selector("#generate-steps", state="visible")
         set_number(page, "generate-steps", 50)
@@ -96,7 +104,9 @@ def main() -> None:
                 engine_seconds(engine, name, 999)
                 engine_times, handler, page_seconds = [], [], []
                 for seed in range(1, args.repeats + 1):   # alternated, so a busy machine weighs on both alike
+                    time.sleep(SETTLE_SECONDS)
                     engine_times.append(engine_seconds(engine, name, seed))
+                    time.sleep(SETTLE_SECONDS)
                     served, shown = studio_seconds(page, name, seed)
                     handler.append(served)
                     page_seconds.append(shown)

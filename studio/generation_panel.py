@@ -359,7 +359,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 result = item
         if not result.replaced:   # a replaced run leaves the page to the newer one
             outputs = _results(result, req, stopped_at, live_view, starred)
-            outputs[0] += f" Took {time.perf_counter() - started:.1f} s."   # request to results, live view included
+            outputs[0] += f" Took {time.perf_counter() - started:.2f} s."   # request to results, live view included
             records = outputs[2]
             kept = ([history_entry(r) for r in records] + list(kept or []))[:HISTORY_SIZE]
             yield outputs[:3] + [kept, history_rows(kept)] + outputs[3:]

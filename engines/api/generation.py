@@ -101,7 +101,8 @@ class GenerationAPI:
 
         def on_step(i: int, total: int, preview) -> bool:  # in the worker thread
             now = time.monotonic()
-            if every and (now - shown["at"] >= every or i + 1 == total or stop.is_set()):
+            # no extra view at the last step: the results follow at once, and a view sent then only delays them
+            if every and (now - shown["at"] >= every or stop.is_set()):
                 shown["at"] = now
                 updates.put(("step", i + 1, total, preview()))
             return stop.is_set()
