@@ -60,7 +60,10 @@ def summary_markdown(report: dict) -> str:
              f"- **Mode consistency**: analyzer {analyzer:.0%}" + (f", learned judge {judge:.0%}" if judge is not None
                                                                     else " (no judge checkpoint)"),
              f"- **Diversity**: mean pairwise distance {overall['mean_pairwise_distance']} · near copies of training "
-             f"segments {copies['near_copy_rate']:.0%}, duplicates {copies['duplicate_rate']:.0%}",
+             f"segments {copies['near_copy_rate']:.0%}"
+             + (f" (of a rare one, not a corpus idiom: {copies['rare_near_copy_rate']:.0%})"
+                if copies.get("rare_near_copy_rate") is not None else "")
+             + f", duplicates {copies['duplicate_rate']:.0%}",
              "- **Musical statistics overlap with real**: " + ", ".join(
                  f"{k.replace('_', ' ')} {v['overlap']:.2f}" for k, v in suite["music_stats"].items()
                  if v["overlap"] is not None)]

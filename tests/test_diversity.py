@@ -1,10 +1,13 @@
-"""Diversity and the memorisation check on toy embeddings and hand-made segments."""
+"""Diversity on toy embeddings and hand-made segments; the memorisation check against the shipped corpus."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from engines.evaluation.diversity import copy_rates, note_similarity, per_mode_diversity
+from engines.evaluation.diversity import IDIOM_TWINS, copy_rates, note_similarity, per_mode_diversity
+from engines.music.notes import transpose_notes
 from tests.conftest import scale_melody, segment
 
 
@@ -26,14 +29,23 @@ def test_note_similarity_sees_copies_through_transposition():
     assert note_similarity(segment([], bars=1), melody) == 0.0
 
 
-def test_copy_rates_find_the_copied_and_the_new():
-    training = [segment(scale_melody(4, low=48 + i)) for i in range(0, 24, 3)]
-    copied = segment(scale_melody(4, low=51))                                # training[1] exactly
-    near = segment(scale_melody(4, low=57)[:15] + [(180, 12, 99, 80)])       # training[3], one note of 16 moved
-    new = segment([(0, 192, 40, 80), (0, 192, 47, 80)])
-    embed = lambda segs: np.array([[s.notes["pitch"].mean(), len(s.notes)] for s in segs], float)  # noqa: E731
-    rates = copy_rates([copied, near, new], training, embed([copied, near, new]), embed(training), k=3)
-    assert rates["n"] == 3 and rates["duplicate_rate"] == pytest.approx(1 / 3, abs=1e-3)
-    assert rates["near_copy_rate"] == pytest.approx(2 / 3, abs=1e-3)         # 15 of 17 notes shared: 0.88
-    with pytest.raises(ValueError, match="one row per segment"):
-        copy_rates([copied], training, embed([copied, new]), embed(training))
+def test_copy_rates_check_every_training_segment_and_tell_idioms_from_rare_passages():
+    from engines.config import load_config
+    from engines.data.prepare import ensure_corpus_cache
+    from engines.generation.copies import CopyIndex
+
+    index = CopyIndex.build(ensure_corpus_cache(load_config()))
+    twins = {int(row): index.near_twins(int(row), limit=60) for row in index.rows[::997]}
+    idiom = next(row for row, n in twins.items() if n >= IDIOM_TWINS)    # a formula the corpus repeats
+    rare = next(row for row, n in twins.items() if n == 0)              # a passage of one piece
+    assert index.near_twins(idiom) >= twins[idiom]    # a longer shortlist finds at least as many
+    copies = []
+    for row in (idiom, rare):                          # copied a fourth up: the check sees through transposition
+        copy = index.cache.segment(row)
+        copies.append(replace(copy, notes=transpose_notes(copy.notes, 5, 21, 108)))
+    new = segment([(0, 192, 40, 80), (0, 192, 47, 80), (96, 96, 53, 80)])
+    rates = copy_rates(copies + [new], index)
+    assert rates["n"] == 3 and rates["duplicate_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert rates["near_copy_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert rates["rare_near_copy_rate"] == pytest.approx(1 / 3, abs=1e-3)   # only the rare passage counts
+    assert copy_rates([segment([], bars=1)], index)["near_copy_rate"] is None

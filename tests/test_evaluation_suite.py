@@ -10,7 +10,7 @@ from engines.config import load_config
 from engines.evaluation.suite import cache_key, cached, engine_samples, real_sample, suite_metrics
 from engines.music.analyzer import MODES
 
-SMALL = dict(bootstrap=20, copy_pool=300, real_count=200)
+SMALL = dict(bootstrap=20, baseline_pool=300, real_count=200)
 
 
 def test_real_segments_measured_by_the_suite_look_like_real_music():

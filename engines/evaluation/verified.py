@@ -17,9 +17,8 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
-
 from engines.config import Config
+from engines.evaluation.diversity import copy_rates
 from engines.evaluation.suite import _consistency, _hits, cache_key, cached
 from engines.music.analyzer import MODES
 
@@ -83,13 +82,7 @@ def _measures(rows: dict, verifier) -> dict:
             probabilities, _ = verifier.judge_readings(generated)
             judged = [MODES[int(p.argmax())] for p in probabilities]
             out["judge_consistency"][kind] = _consistency(_hits(requested, judged))
-        similarity = np.array([verifier.copies.nearest(s)[0] for s in generated]) if generated else np.zeros(0)
-        def rate(hits: np.ndarray):
-            return round(float(hits.mean()), 4) if len(hits) else None
-
-        out["copies"][kind] = {"n": int(len(similarity)),
-                               "near_copy_rate": rate(similarity >= verifier.copy_threshold),
-                               "duplicate_rate": rate(similarity >= 1.0), "threshold": verifier.copy_threshold}
+        out["copies"][kind] = copy_rates(generated, verifier.copies)
     return out
 
 

@@ -3,6 +3,7 @@
     index = CopyIndex.build(cache)                  # once per corpus (a second or two for 57 000 segments)
     similarity, row = index.nearest(segment)        # the closest training segment and how close
     index.is_copy(segment)                          # similarity >= threshold (0.8)
+    index.near_twins(row)                           # how often a training segment's pattern recurs in training
 
 Similarity is the evaluation suite's (engines/evaluation/diversity.note_similarity): the Jaccard similarity
 of two segments' (onset tick, pitch) sets at the best transposition within a tritone either way; >= 0.8 is a
@@ -99,6 +100,19 @@ class CopyIndex:
             if similarity > best:
                 best, row = similarity, candidate
         return best, row
+
+    def near_twins(self, row: int, limit: int = 2000) -> int:
+        """How many other training segments nearly copy the training segment at cache row `row` (similarity
+        >= threshold), among the `limit` that share the most shingles with it: how common its pattern is in
+        the corpus (a folk formula recurs hundreds of times; a passage of one piece has no twin)."""
+        segment = self.cache.segment(int(row))
+        shortlist, self.shortlist = self.shortlist, limit
+        try:
+            positions = self.candidates(segment)
+        finally:
+            self.shortlist = shortlist
+        others = (int(self.rows[p]) for p in positions if int(self.rows[p]) != int(row))
+        return sum(note_similarity(segment, self.cache.segment(r)) >= self.threshold for r in others)
 
     def is_copy(self, segment: Segment) -> bool:
         return len(segment.notes) > 0 and self.nearest(segment)[0] >= self.threshold
