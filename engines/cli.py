@@ -371,6 +371,14 @@ def cmd_bench(args) -> None:
     _emit(run_benchmarks(_config(args), repeats=args.repeats), args.json)
 
 
+def cmd_loadtest(args) -> None:
+    from engines.loadtest import LoadTest, parse_mix
+
+    test = LoadTest(args.url, clients=args.clients, seconds=args.seconds, mix=parse_mix(args.mix),
+                    grace=args.grace, settle=args.settle, pid=args.pid)
+    _emit(test.run(), args.json)
+
+
 # ---- listen: blinded A/B listening studies, for the organiser on the studio's machine -------------------------
 def _listening(args, generate: bool = False):
     """The listening service on the config's database. Whoever runs this holds the database, so creating
@@ -610,6 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")
     p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
     p.add_argument("--repeats", type=int, default=5)
+
+    p = command("loadtest", cmd_loadtest, "many musicians at once: clients calling a running studio's generation "
+                                           "API on this machine, as JSON")
+    p.add_argument("--url", default="http://127.0.0.1:7860", help="the studio (loopback addresses only)")
+    p.add_argument("--clients", type=int, default=30, help="clients, each sending one request at a time")
+    p.add_argument("--seconds", type=float, default=120, help="how long requests are sent")
+    p.add_argument("--mix", default="vae=1,diffusion=1,autoregressive=1", help="engines and their weights")
+    p.add_argument("--grace", type=float, default=120, help="seconds to wait for requests still running at the end")
+    p.add_argument("--settle", type=float, default=5, help="idle seconds before the memory after the run is read")
+    p.add_argument("--pid", type=int, help="the studio's process (default: the one listening on the URL's port)")
+    p.add_argument("--json", metavar="OUT", help="also write the JSON to OUT")
 
     listen = sub.add_parser("listen", help="blinded A/B listening studies: create, results, close, ...",
                             description="Blinded A/B listening studies on the studio's database (use the studio's "

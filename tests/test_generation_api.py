@@ -85,3 +85,46 @@ def test_a_wrong_value_reaches_the_client_with_its_reason(client, endpoint, argu
 
     with pytest.raises(AppError, match=message):
         client.predict(api_name=endpoint, **arguments)
+
+
+def test_the_load_test_drives_the_api_and_reads_the_servers_memory(client):
+    """`python -m engines loadtest`'s smoke run: a few clients for a few seconds, every answer received."""
+    from engines.loadtest import LoadTest
+
+    report = LoadTest(client.src, clients=3, seconds=4, grace=180, settle=0.5).run()
+    assert report["errors"] == 0, report["error_messages"]
+    assert report["requests"] >= 3 and report["answered"] == report["requests"]   # every response received
+    assert set(report["per_engine"]) == {"vae", "diffusion", "autoregressive"}     # one client per engine
+    assert all(row["requests"] >= 1 for row in report["per_engine"].values())
+    assert report["latency_s"]["p50"] <= report["latency_s"]["p95"] <= report["latency_s"]["max"]
+    memory = report["rss_mb"]
+    assert 100 < memory["before"] <= memory["peak"] and memory["after"] > 100   # the studio's own process
+
+
+def test_the_load_test_sends_nothing_beyond_this_machine():
+    from engines.errors import StudioError
+    from engines.loadtest import check_loopback, parse_mix, percentiles
+
+    assert check_loopback("http://127.0.0.1:7860") == 7860 and check_loopback("http://localhost:81/") == 81
+    for url in ("http://10.1.2.3:7860", "http://192.168.0.7/", "ftp://127.0.0.1/"):
+        with pytest.raises(StudioError, match="loopback|http address"):
+            check_loopback(url)
+    assert parse_mix("vae=2, diffusion") == {"vae": 2, "diffusion": 1}
+    for bad, reason in (("vea=1", "unknown engine 'vea'"), ("vae=x", "whole number"), ("vae=0", "positive")):
+        with pytest.raises(StudioError, match=reason):
+            parse_mix(bad)
+    assert percentiles([4.0, 1.0, 3.0, 2.0]) == {"p50": 2.5, "p95": 4.0, "max": 4.0}
+    assert percentiles([]) == {"p50": None, "p95": None, "max": None}
+
+
+def test_the_load_test_finds_the_process_that_serves_a_port():
+    import os
+    import socket
+
+    from engines.loadtest import listening_pid, rss_mb
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert listening_pid(server.getsockname()[1]) == os.getpid()
+    assert rss_mb(os.getpid()) > 10 and rss_mb(None) is None
