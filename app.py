@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     args = parser.parse_args(argv)
 
+    from engines.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()   # before the server's threads: memory stays bounded under many users (memory.py)
     from engines.api import StudioEngine
     from engines.config import load_config
     from engines.errors import StudioError

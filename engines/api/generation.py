@@ -8,6 +8,8 @@ import queue
 import threading
 import time
 
+from engines.memory import release_freed_memory
+
 from engines.generation import GENERATORS, Request
 from engines.music.notes import Segment
 from engines.settings import settings_schema
@@ -141,6 +143,7 @@ class GenerationAPI:
             stop.set()
             if run_id and self._stops.get(run_id) is stop:  # a newer run of the same id keeps its own flag
                 del self._stops[run_id]
+            release_freed_memory()   # the request's buffers, freed, go back to the system (engines/memory.py)
 
     def request_stop(self, run_id: str) -> bool:
         """Ask the generation running under `run_id` to stop after its current step; False if none runs."""

@@ -43,7 +43,9 @@ PASSED_CONTROLLERS = frozenset({1, 7, 10, 11, 91, 93})  # modulation, volume, pa
 SUSTAIN_CC = 64
 # FluidSynth computes audio in blocks of this many frames; see SynthPool for why it matters.
 FLUID_BLOCK = 64
-SYNTH_SETTINGS = {"synth.reverb.active": 0, "synth.chorus.active": 0}  # dry; see the module docstring
+# dry (see the module docstring); samples loaded as presets are used, so a General MIDI soundfont costs the
+# studio the few MB of the instruments it plays, not its whole 140 MB (the audio is the same, sample for sample)
+SYNTH_SETTINGS = {"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.dynamic-sample-loading": 1}
 # Order of simultaneous events: set the instrument first, then controllers, release old notes, start new ones
 # (so a repeated pitch is re-struck rather than cut off by its predecessor's note-off).
 _PROGRAM, _CONTROL, _BEND, _NOTE_OFF, _NOTE_ON = range(5)
