@@ -147,8 +147,11 @@ class LoadTest:
         if self.clients < 1 or self.seconds <= 0:
             raise StudioError("--clients must be at least 1 and --seconds more than 0")
         pid = self.pid or listening_pid(port)
-        connections = [Client(self.url, verbose=False, download_files=False, analytics_enabled=False)
-                       for _ in range(self.clients)]
+        try:
+            connections = [Client(self.url, verbose=False, download_files=False, analytics_enabled=False)
+                           for _ in range(self.clients)]
+        except Exception as exc:  # noqa: BLE001  (connection refused, not a Gradio app, ...)
+            raise StudioError(f"cannot reach a studio at {self.url}: {exc}") from None
         cycle = [name for name, weight in self.mix.items() for _ in range(weight)]
         outcomes: list[Outcome] = []
         lock, stop_sampling = threading.Lock(), threading.Event()

@@ -102,8 +102,10 @@ def test_the_load_test_drives_the_api_and_reads_the_servers_memory(client):
 
 
 def test_the_load_test_sends_nothing_beyond_this_machine():
+    import socket
+
     from engines.errors import StudioError
-    from engines.loadtest import check_loopback, parse_mix, percentiles
+    from engines.loadtest import LoadTest, check_loopback, parse_mix, percentiles
 
     assert check_loopback("http://127.0.0.1:7860") == 7860 and check_loopback("http://localhost:81/") == 81
     for url in ("http://10.1.2.3:7860", "http://192.168.0.7/", "ftp://127.0.0.1/"):
@@ -115,6 +117,11 @@ def test_the_load_test_sends_nothing_beyond_this_machine():
             parse_mix(bad)
     assert percentiles([4.0, 1.0, 3.0, 2.0]) == {"p50": 2.5, "p95": 4.0, "max": 4.0}
     assert percentiles([]) == {"p50": None, "p95": None, "max": None}
+    with socket.socket() as closed:   # a free port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(StudioError, match=f"cannot reach a studio at http://127.0.0.1:{port}"):
+        LoadTest(f"http://127.0.0.1:{port}", clients=1, seconds=1).run()
 
 
 def test_the_load_test_finds_the_process_that_serves_a_port():
