@@ -5,9 +5,10 @@
 
 Each client is a `gradio_client.Client` in its own thread. It sends one request at a time and the next as soon
 as the answer comes, for `seconds`; its engine follows the mix's weights, in a fixed order per client (client
-k starts k places into the cycle), so a rerun sends the same traffic. The requests are those a class would
-send (REQUESTS: a VAE pair, one diffusion segment in 20 DDIM steps, one GPT segment), each checked at the
-engine's default number of candidates, as the Generate tab sends them. After `seconds` no request is sent;
+k starts k places into the cycle), and request i of client k has seed 10,000 k + i: a rerun sends the same
+traffic, and no request repeats another (whose renders the studio would already have). The requests are those
+a class would send (REQUESTS: a VAE pair, one diffusion segment in 20 DDIM steps, one GPT segment), each
+checked at the engine's default number of candidates, as the Generate tab sends them. After `seconds` no request is sent;
 those still running are waited for up to `grace` seconds more and counted as sent but not completed.
 
 Only loopback addresses are accepted: this tool must never load someone else's server. The server's resident
@@ -168,13 +169,14 @@ class LoadTest:
 
         def client(k: int):
             engines = itertools.islice(itertools.cycle(cycle), k % len(cycle), None)
-            for engine in engines:
+            for i, engine in enumerate(engines):
                 now = time.monotonic()
                 if now >= deadline:
                     return
                 api_name, params = REQUESTS[engine]
                 outcome = Outcome(engine, sent=now - started)
-                job = connections[k].submit(api_name=api_name, **params)
+                # a seed of its own: a repeated request would find its renders already made
+                job = connections[k].submit(api_name=api_name, seed=k * 10_000 + i, **params)
                 try:
                     job.result(timeout=max(last_answer - time.monotonic(), 0.1))
                     outcome.latency = time.monotonic() - now
