@@ -5,12 +5,12 @@ view) and in the served studio, clicked in a real browser with the live view on,
 
 Requests: diffusion DDIM-50 x4 and the GPT x4, one candidate per result (the raw model: the comparison is of
 the live view, not of checking), with the Generate tab's defaults (piano, mf) in the engine too. Before each
-timed run the page is left SETTLE_SECONDS to finish drawing the last results. Each repeat uses its own seed, the same in both places. Prints JSON with the
-medians: engine_seconds, studio_seconds (the studio's handler, request to results with the live view on, as
-its status line reports "Took N s"), ratio (the median of each seed's studio / engine; issue 20's bar: <= 1.2),
-and page_seconds (the click to the
-last card drawn in the browser, which shares this machine's cores). Needs Chromium (make test installs it)
-and the shipped checkpoints.
+timed run the page is left SETTLE_SECONDS to finish drawing the last results. Each repeat uses its own seed,
+the same in both places. Prints JSON with the medians: engine_seconds, studio_seconds (the studio's handler,
+request to results with the live view on, as its status line reports "Took N s"), ratio (the median of each
+seed's studio / engine; issue 20's bar: <= 1.2), and page_seconds (the click to the last card drawn in the
+browser, which shares this machine's cores). Needs Chromium (make test installs it) and the shipped
+checkpoints.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def main() -> None:
                 result[name] = {"engine_seconds": round(e, 2), "studio_seconds": round(h, 2),
                                 "ratio": round(ratio, 3), "page_seconds": round(p, 2),
                                 "runs": {"engine": [round(x, 2) for x in engine_times],
-                                         "studio": [round(x, 1) for x in handler],
+                                         "studio": [round(x, 2) for x in handler],
                                          "page": [round(x, 2) for x in page_seconds]}}
             browser.close()
     finally:

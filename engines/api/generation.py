@@ -8,9 +8,8 @@ import queue
 import threading
 import time
 
-from engines.memory import release_freed_memory
-
 from engines.generation import GENERATORS, Request
+from engines.memory import release_freed_memory
 from engines.music.notes import Segment
 from engines.settings import settings_schema
 from engines.views import GeneratedView, GenerationProgress, GenerationResult

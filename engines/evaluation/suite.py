@@ -40,17 +40,18 @@ BOOTSTRAP = 200
 
 
 def copy_index(cfg: Config):
-    """The copy index of the training split, built once per corpus cache (a second or two)."""
+    """The copy index of the training split (a second or two to build), kept for the last corpus measured
+    (ensure_corpus_cache opens a new SegmentCache each call, so the corpus is known by its fingerprint)."""
     from engines.generation.copies import CopyIndex
 
     cache = ensure_corpus_cache(cfg)
-    key = cache.meta.get("fingerprint", id(cache))
-    if key not in _COPY_INDEXES:
-        _COPY_INDEXES[key] = CopyIndex.build(cache)
-    return _COPY_INDEXES[key]
+    fingerprint = cache.meta.get("fingerprint")
+    if fingerprint is None or _LAST_COPY_INDEX.get("fingerprint") != fingerprint:
+        _LAST_COPY_INDEX.update(fingerprint=fingerprint, index=CopyIndex.build(cache))
+    return _LAST_COPY_INDEX["index"]
 
 
-_COPY_INDEXES: dict = {}
+_LAST_COPY_INDEX: dict = {}   # one index at a time: the studio's memory holds no index per corpus ever measured
 
 
 def writes_in_c(engine: str) -> bool:

@@ -72,8 +72,9 @@ class CopyIndex:
         _, keys = shingles(notes["start"], notes["pitch"], np.zeros(len(notes), np.int32))
         return np.unique(keys)
 
-    def candidates(self, segment: Segment) -> np.ndarray:
-        """Positions (in `rows`) of the training segments that share the most shingles with `segment`."""
+    def candidates(self, segment: Segment, shortlist: int | None = None) -> np.ndarray:
+        """Positions (in `rows`) of the `shortlist` (default the index's) training segments that share the most
+        shingles with `segment`."""
         keys = self.segment_keys(segment)
         if not len(keys) or not len(self.keys):
             return np.zeros(0, np.int64)
@@ -87,7 +88,7 @@ class CopyIndex:
         postings = np.repeat(self.starts[at] - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         shared = np.bincount(self.owners[postings], minlength=len(self.rows))
         jaccard = shared / np.maximum(self.sizes + len(keys) - shared, 1)
-        k = min(self.shortlist, len(jaccard))
+        k = min(shortlist or self.shortlist, len(jaccard))
         best = np.argpartition(-jaccard, k - 1)[:k]
         return best[jaccard[best] > 0]
 
@@ -106,12 +107,7 @@ class CopyIndex:
         >= threshold), among the `limit` that share the most shingles with it: how common its pattern is in
         the corpus (a folk formula recurs hundreds of times; a passage of one piece has no twin)."""
         segment = self.cache.segment(int(row))
-        shortlist, self.shortlist = self.shortlist, limit
-        try:
-            positions = self.candidates(segment)
-        finally:
-            self.shortlist = shortlist
-        others = (int(self.rows[p]) for p in positions if int(self.rows[p]) != int(row))
+        others = (int(self.rows[p]) for p in self.candidates(segment, limit) if int(self.rows[p]) != int(row))
         return sum(note_similarity(segment, self.cache.segment(r)) >= self.threshold for r in others)
 
     def is_copy(self, segment: Segment) -> bool:
