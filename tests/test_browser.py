@@ -94,22 +94,28 @@ def page(browser, studio_url):
     context.close()
 
 
-def _play_and_hear(page, player: str, tries: int = 3) -> None:
-    """Press Play on an audio player until it flips to Pause (a click that lands while the file is still
-    loading is lost on a busy machine), then wait for its clock to move past 0:00."""
+def _play_and_hear(page, player: str, tries: int = 4) -> None:
+    """Press Play on an audio player and wait for its clock (the first time it shows, after any label; the
+    second is the duration) to move past 0:00. Pressed again when it does not: a click that lands while the
+    file is still loading is lost on a busy machine, and the run's completion may reload the player under it.
+    (The check once matched the duration too, so a player shorter than 10 s passed without playing.)"""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    clock_moved = (f"() => {{ const clock = document.querySelector('{player}').innerText.match(/\\d+:\\d\\d/); "
+                   f"return clock !== null && clock[0] !== '0:00'; }}")
     for attempt in range(tries):
+        pause = page.locator(player).get_by_role("button", name="Pause", exact=True)
+        if pause.is_visible():   # it took the last press but its clock stands still: stop it, press again
+            pause.click()
         play = page.locator(player).get_by_role("button", name="Play", exact=True)
         play.wait_for()
         play.click()
         try:
-            page.locator(player).get_by_role("button", name="Pause", exact=True).wait_for(timeout=10_000)
-            break
+            page.wait_for_function(clock_moved, timeout=8_000)
+            return
         except PlaywrightTimeout:
             if attempt == tries - 1:
                 raise
-    page.wait_for_function(f"() => /0:0[1-9]/.test(document.querySelector('{player}').innerText)", timeout=15_000)
 
 
 def _visible_text(page, container: str, text: str):
