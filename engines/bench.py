@@ -266,6 +266,39 @@ def bench_verified(cfg: Config, repeats: int) -> dict:
     return out
 
 
+def bench_single_user(cfg: Config, repeats: int) -> dict:
+    """A lone user's verified request through the engine's Batcher, as the studio samples it, with batching off
+    (generation.batching.max_batch 1) and at the config's cap, in ms (medians after a warm-up): batching must
+    not make a user alone on the server wait (issue 21). The VAE pair and one 20-step diffusion segment of the
+    load test (engines/loadtest.py)."""
+    from engines.generation import GENERATORS, Request
+    from engines.generation.batching import Batcher
+    from engines.generation.verify import Verifier, draw
+
+    verifier = Verifier.for_config(cfg)
+    verifier.copies  # noqa: B018  (the studio builds it at start-up)
+    batching = cfg.generation.batching
+    out = {"max_batch": batching.max_batch, "window_ms": batching.window_ms}
+    for name, n, overrides in (("vae", 2, None), ("diffusion", 1, {"steps": 20})):
+        path = Path(cfg.model.checkpoints_dir) / f"{name}.pt"
+        if not path.is_file():
+            continue
+        generator = GENERATORS[name].load(path, device="cpu")
+        settings = generator.settings_for(cfg, overrides)
+        counter = iter(range(10**6))
+        row = {}
+        for label, cap in (("batching_off", 1), ("default_cap", batching.max_batch)):
+            batcher = Batcher(generator, cap, batching.window_ms / 1000, name)
+
+            def one():
+                draw(generator, Request(engine=name, mode="RED", n=n, seed=next(counter)), settings, verifier,
+                     run=batcher.run)
+            one()
+            row[f"ms_{label}"] = round(_median_seconds(one, max(repeats, 5)) * 1000, 1)
+        out[name] = row
+    return out
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     started = time.time()
     result = {
@@ -279,6 +312,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "diffusion": bench_diffusion(cfg, repeats),
         "autoregressive": bench_autoregressive(cfg, repeats),
         "verified_generation": bench_verified(cfg, repeats),
+        "single_user": bench_single_user(cfg, repeats),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -115,9 +115,30 @@ class VerifyConfig:
 
 
 @dataclass
+class BatchingConfig:
+    """Requests of many users sharing one batch (engines/generation/batching.py): the one place that decides
+    how much the studio works on at once. Bigger batches raise throughput under load; a lone user is never
+    made to wait (README, "Many musicians at once")."""
+
+    # requests one batch of an engine may hold (1 = no batching: every request samples alone)
+    max_batch: int = field(default=8, metadata=check(lambda v: 1 <= v <= 64, "an integer 1..64"))
+    # how long a batch waits for more requests while others are arriving (a lone request never waits)
+    window_ms: float = field(default=20.0, metadata=check(lambda v: 0 <= v <= 1000, "0..1000 milliseconds"))
+    # generation requests the studio works on at once; the rest wait in Gradio's queue. null: 4 per request a
+    # batch may hold (4 x max_batch), so batches can fill; with max_batch 1, 4, as before batching
+    concurrency: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= 256,
+                                                                 "an integer 1..256, or null"))
+
+    @property
+    def requests_at_once(self) -> int:
+        return self.concurrency if self.concurrency is not None else 4 * self.max_batch
+
+
+@dataclass
 class GenerationConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
 @dataclass

@@ -4,7 +4,8 @@
 Torch is imported only when a model is first asked for, so the studio starts (and browses) without it.
 The diffusion engine comes with its guidance classifier attached when `guidance-classifier.pt` lies beside it.
 The audio codec (`codec.pt`, or official EnCodec weights named in the config) is optional: `codec()` is None
-without one.
+without one. `batcher(engine)` is the engine's one Batcher (engines/generation/batching.py): every user's
+requests to that engine go through it, so those that arrive together share a batch.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ LOG = logging.getLogger("engines.registry")
 
 
 class ModelRegistry:
-    def __init__(self, checkpoints_dir: str | Path):
+    def __init__(self, checkpoints_dir: str | Path, batching=None):
         self.checkpoints_dir = Path(checkpoints_dir)
+        self.batching = batching         # engines.config.BatchingConfig; None: no batching
         self._models: dict[str, object] = {}
+        self._batchers: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def checkpoint_path(self, engine: str) -> Path:
@@ -45,6 +48,18 @@ class ModelRegistry:
                 model = GENERATORS[engine].load(path, device=pick_device())
                 self._models[engine] = model
             return self._models[engine]
+
+    def batcher(self, engine: str):
+        """The engine's Batcher, made on first use (its model loaded by `get`)."""
+        generator = self.get(engine)
+        with self._lock:
+            if engine not in self._batchers:
+                from engines.generation.batching import Batcher
+
+                b = self.batching
+                self._batchers[engine] = Batcher(generator, b.max_batch if b else 1,
+                                                 (b.window_ms if b else 0.0) / 1000, engine)
+            return self._batchers[engine]
 
     def judge(self):
         """The learned chromatic judge (judge.pt), loaded once; None without one (or when the file is broken)."""

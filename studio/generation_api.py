@@ -49,7 +49,8 @@ def run_request(engine: StudioEngine, name: str, mode: str, n: int, seed: int, t
     request = Request(engine=name, mode=mode or "WHITE", n=n, seed=seed, tempo=tempo, metre=metre or None,
                       scale=scale or None, tonic=tonic or None, instrument=instrument, dynamics=dynamics or None,
                       candidates=None if candidates is None else int(candidates), settings=settings or None)
-    return [result_json(view) for view in engine.generate(request)]
+    # no render through the audio codec: a result here has none (it cost a GPT request a third of its time)
+    return [result_json(view) for view in engine.generate(request, codec=False)]
 
 
 def build_generation_api(engine: StudioEngine) -> None:
@@ -139,5 +140,8 @@ def build_generation_api(engine: StudioEngine) -> None:
         return run_request(engine, "autoregressive", mode, n, seed, tempo, metre, scale, tonic, instrument,
                            dynamics, candidates, settings)
 
+    # every generation request, here and in the Generate tab, shares one limit, wide enough for batches to fill
+    # (generation.batching.concurrency; engines/generation/batching.py)
     for fn in (generate_vae, generate_diffusion, generate_autoregressive):
-        gr.api(fn, api_name=fn.__name__)
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=engine.cfg.generation.batching.requests_at_once,
+               concurrency_id="generation")

@@ -418,7 +418,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     shown = [status, live, results_state, history, history_table] + [c for slot in slots for c in slot]
     generate.click(run, inputs, shown,
-                   show_progress="minimal", trigger_mode="multiple", api_visibility="private")
+                   show_progress="minimal", trigger_mode="multiple", api_visibility="private",
+                   concurrency_limit=engine.cfg.generation.batching.requests_at_once, concurrency_id="generation")
     stop.click(request_stop, None, status, queue=False, api_visibility="private")
     for i, slot in enumerate(slots):
         slot[6].input(on_star(i), [slot[6], results_state, starred_state], [starred_state, starred_line],

@@ -61,7 +61,7 @@ class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
         self._collection_rows = self.cache.collection_of_rows()
         self._search_keys = np.char.lower(np.array([p["id"] for p in self.cache.pieces]))
         render = cfg.render
-        self.models = ModelRegistry(cfg.model.checkpoints_dir)
+        self.models = ModelRegistry(cfg.model.checkpoints_dir, cfg.generation.batching)
         self._analyzer = ChromaticAnalyzer(cfg.analyzer)
         self._verifier = None
         self._verifier_lock = threading.Lock()

@@ -71,21 +71,24 @@ class GenerationAPI:
 
         return CopyIndex.build(self.cache, threshold=self.cfg.generation.verify.copy_threshold)
 
-    def generate(self, request: Request) -> list[GeneratedView]:
-        """`request.n` checked results, analysed, exported and rendered. Raises StudioError on a bad request."""
+    def generate(self, request: Request, codec: bool = True) -> list[GeneratedView]:
+        """`request.n` checked results, analysed, exported and rendered. Raises StudioError on a bad request.
+        `codec` False: no render through the audio codec (the API, which does not return it, asks for none)."""
         result = None
-        for result in self.generate_stream(request, every=0):
+        for result in self.generate_stream(request, every=0, codec=codec):
             pass
         return result.views
 
-    def generate_stream(self, request: Request, run_id: str | None = None, every: float = 0.2):
+    def generate_stream(self, request: Request, run_id: str | None = None, every: float = 0.2, codec: bool = True):
         """Like `generate`, but a generator: for engines with a live view it first yields a GenerationProgress
         at most every `every` seconds (0 = none) while sampling runs in a worker thread, and finally a
         GenerationResult. `request_stop(run_id)` (or closing the generator) ends sampling early; the results
-        are then decoded from the current estimate (the tokens written so far)."""
+        are then decoded from the current estimate (the tokens written so far). Sampling goes through the
+        engine's Batcher: requests of other users that arrive together share its batches."""
         from engines.generation.verify import asked_mode, draw
 
         generator = self.models.get(request.engine)
+        batcher = self.models.batcher(request.engine)
         settings = generator.settings_for(self.cfg, request.settings)
         mode = asked_mode(generator, request, settings)   # bad settings or modes fail here, before a thread
         if request.init_midi is not None and not isinstance(request.init_midi, Segment):
@@ -110,7 +113,8 @@ class GenerationAPI:
 
         def work():
             try:
-                updates.put(("done", draw(generator, request, settings, self.verifier, on_step, self.cfg)))
+                updates.put(("done", draw(generator, request, settings, self.verifier, on_step, self.cfg,
+                                          run=batcher.run)))
             except Exception as exc:  # handed to the caller's thread
                 updates.put(("error", exc))
 
@@ -132,7 +136,7 @@ class GenerationAPI:
                                                candidates=outcome.candidates, stopped=True, replaced=True)
                         return
                     yield GenerationResult(
-                        views=self._views(request, mode, outcome, stop.is_set()), summary=outcome.summary(),
+                        views=self._views(request, mode, outcome, stop.is_set(), codec), summary=outcome.summary(),
                         asked_mode=mode,
                         candidates=outcome.candidates, stopped=stop.is_set(),
                         verification={"drawn": outcome.drawn, "heard": outcome.heard,
@@ -151,7 +155,8 @@ class GenerationAPI:
             stop.set()
         return stop is not None
 
-    def _views(self, request: Request, mode: str, outcome, stopped: bool = False) -> list[GeneratedView]:
+    def _views(self, request: Request, mode: str, outcome, stopped: bool = False,
+               codec: bool = True) -> list[GeneratedView]:
         views = []
         generator = GENERATORS[request.engine]
         kind = generator.init_verb if request.init_midi is not None else f"seed {request.seed}"
@@ -166,7 +171,7 @@ class GenerationAPI:
                                  stopped=stopped, bars=int(segment.num_bars),
                                  bars_written=written_bars(segment) if stopped else None,
                                  **self.segment_result(segment, name, download))
-            if generator.codec_preview:
+            if codec and generator.codec_preview:
                 view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
             views.append(view)
         return views

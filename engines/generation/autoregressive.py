@@ -94,8 +94,7 @@ class AutoregressiveGenerator(GeneratorBase):
             if sorted(request.keep_bars or [1, 2]) != list(range(1, keep + 1)):
                 raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "
                                   f"{', '.join(map(str, request.keep_bars))}")
-        mode = self.asked_mode(request, settings)
-        prompt = self.prompt_with_attributes(settings.prompt, self.asked_attributes(mode, request.attributes))
+        prompt, mode = self._prompt(request, settings)
         kwargs = dict(prompt=prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
@@ -108,6 +107,71 @@ class AutoregressiveGenerator(GeneratorBase):
             watch = lambda step, rows: on_step(step, budget, (rows, kwargs["max_bars"]))  # noqa: E731
         segments = [r.segment for r in self.model.generate(on_token=watch, **kwargs)]
         return segments if continue_from is not None else [self.in_tonic(s, request.tonic) for s in segments]
+
+    def batch_key(self, request: Request):
+        """Requests share a batch when the GPT reads the same ids first (prompt, attribute phrase, metre) and
+        write one window; each row keeps its own seed, temperature, top-k, top-p and prompt guidance (so the
+        further rounds of verified generation, sampled more freely, share batches too). Continuations, beam
+        search and segments longer than a window run alone."""
+        from engines.models.roll_decoding import tonic_shift
+
+        if request.init_midi is not None or request.keep_bars:
+            return None
+        try:
+            settings: AutoregressiveSettings = self.settings_of(request)
+            tonic_shift(request.tonic)
+            window, first = self.model.windows(int(settings.max_bars))
+            if settings.beam_width > 1 or first < settings.max_bars:
+                return None
+            prompt, mode = self._prompt(request, settings)
+            ids = self.model.prompt_ids(prompt, None, 0, metre_of(request.metre))
+        except StudioError:
+            return None
+        return tuple(ids), int(settings.max_bars)
+
+    def _prompt(self, request: Request, settings: AutoregressiveSettings) -> tuple[str, str]:
+        """(the prompt the model reads: the written one or else the mode's, with its attribute phrase (an
+        unwritten prompt once became "None ; ..." here); the mode it asks for)."""
+        from engines.data.captions import prompt_for
+
+        mode = self.asked_mode(request, settings)
+        written = settings.prompt if settings.prompt is not None else prompt_for(mode)
+        return self.prompt_with_attributes(written, self.asked_attributes(mode, request.attributes)), mode
+
+    def run_batch(self, jobs: list) -> None:
+        """The jobs' rows written as one batch (TrainedAutoregressive.sample_groups); a job whose on_step says
+        stop gets its rows as written so far, at once."""
+        from functools import partial
+
+        import torch
+
+        from engines.sampling.autoregressive import RowGroup
+
+        groups, spans = [], []
+        for job in jobs:
+            s: AutoregressiveSettings = self.settings_of(job.request)
+            groups.append(RowGroup(job.rows, float(s.temperature), int(s.top_k), float(s.top_p),
+                                   torch.Generator().manual_seed(int(job.request.seed)), float(s.prompt_guidance)))
+            spans.append((sum(g.rows for g in groups[:-1]), sum(g.rows for g in groups)))
+        first: AutoregressiveSettings = self.settings_of(jobs[0].request)   # the key: all read the same
+        prompt, mode = self._prompt(jobs[0].request, first)
+        bars = int(first.max_bars)
+        budget = self.model.token_budget(prompt, mode, None, 2, bars)
+
+        def watch(step, rows):   # every job's own live view and Stop
+            for job, (a, b) in zip(jobs, spans):
+                if not job.done and job.on_step is not None and job.on_step(step, budget, (rows[a:b], bars)):
+                    job.finish(partial(self._segments, [list(r) for r in rows[a:b]], bars, job.request.tonic))
+            return all(job.done for job in jobs)
+
+        live = any(job.on_step is not None for job in jobs)
+        spans_written = self.model.sample_groups(prompt, mode, groups, bars, metre_of(jobs[0].request.metre),
+                                                 watch if live else None)
+        for job, (a, b) in zip(jobs, spans):
+            job.finish(partial(self._segments, spans_written[a:b], bars, job.request.tonic))
+
+    def _segments(self, spans: list[list[int]], bars: int, tonic: str | None) -> list:
+        return [self.in_tonic(self.model.to_generated(span, bars).segment, tonic) for span in spans]
 
     def in_tonic(self, segment, tonic: str | None):
         """The segment moved (-6..5 semitones) from the tonic of the key the analyzer hears to `tonic` (None:

@@ -9,12 +9,16 @@ candidates for verified generation, engines/generation/verify.py), `load(path, d
 on_step)` and `preview(state, rows)` for the live view: `on_step(step, total, state)` is called
 while it samples (a denoising step, a token) and returns True to stop early; `preview` turns that state into
 piano rolls. Nothing here knows about the studio, files or the judge.
+
+Requests of several users may share one batch (engines/generation/batching.py): `batch_key(request)` says
+which may (the same key; None: it runs alone), and `run_batch(jobs)` samples them together, each request's
+rows as `run` would give them alone, handing each back with `job.finish` as soon as its rows are done.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Hashable, Protocol
 
 import numpy as np
 
@@ -95,6 +99,10 @@ class Generator(Protocol):
 
     def preview(self, state, rows: int) -> Preview: ...
 
+    def batch_key(self, request: Request) -> Hashable | None: ...
+
+    def run_batch(self, jobs: list) -> None: ...
+
 
 class GeneratorBase:
     """Shared plumbing: settings from the config and a request, and the checks every engine makes."""
@@ -169,4 +177,13 @@ class GeneratorBase:
 
     def preview(self, state, rows: int) -> Preview:
         raise StudioError(f"the {self.name} engine has no live view")
+
+    def batch_key(self, request: Request) -> Hashable | None:
+        """What a request must share with others to be sampled in one batch with them; None: it runs alone.
+        A request whose checks fail gets None, so it fails alone, in `run`, with its own message."""
+        return None
+
+    def run_batch(self, jobs: list) -> None:
+        """Sample the jobs' requests (engines/generation/batching.Job) as one batch."""
+        raise NotImplementedError(f"the {self.name} engine samples each request alone")
 

@@ -80,42 +80,120 @@ class DiffusionGenerator(GeneratorBase):
                                                                 classifier, exc)
         return cls(model)
 
-    def run(self, request: Request, on_step=None) -> list:
+    def _checked(self, request: Request) -> tuple[DiffusionSettings, str | None]:
+        """The request's settings and metre (None: drawn from the mode's), after the checks every run makes."""
+        settings: DiffusionSettings = self.settings_of(request)
+        if int(settings.steps) > self.model.num_steps:
+            raise StudioError(f"steps must lie in 1..{self.model.num_steps} (the model's training steps), "
+                              f"got {int(settings.steps)}")
+        metre = request.metre or settings.metre or None   # the request's (musical.py), else the settings'
+        metre_of(metre)
+        return settings, metre
+
+    def _guidance(self, settings: DiffusionSettings) -> dict:
         from engines.models.guidance_classifier import GuidanceTarget
+
+        return dict(steps=int(settings.steps), sampler=settings.sampler, eta=float(settings.eta),
+                    guidance_scale=float(settings.guidance_scale),
+                    classifier_scale=float(settings.classifier_scale) if settings.classifier_target else 0.0,
+                    target=GuidanceTarget.parse(settings.classifier_target, settings.classifier_space))
+
+    def _bar_steps(self, metres: list[tuple[int, int]]) -> list[int]:
         from engines.music.notes import bar_ticks, steps_per_bar
 
-        settings: DiffusionSettings = self.settings_of(request)
+        return [steps_per_bar(bar_ticks(a, b), self.model.data["steps_per_beat"]) for a, b in metres]
 
-        n = int(request.n)
-        steps = int(settings.steps)
-        if steps > self.model.num_steps:
-            raise StudioError(f"steps must lie in 1..{self.model.num_steps} (the model's training steps), "
-                              f"got {steps}")
-        kwargs = dict(mode=request.mode, n=n, steps=steps, sampler=settings.sampler, eta=float(settings.eta),
-                      guidance_scale=float(settings.guidance_scale), seed=int(request.seed), tonic=request.tonic,
-                      classifier_scale=float(settings.classifier_scale) if settings.classifier_target else 0.0,
-                      target=GuidanceTarget.parse(settings.classifier_target, settings.classifier_space),
-                      attributes=request.attributes)
+    def _metres(self, request: Request, metre: str | None) -> list[tuple[int, int]]:
+        names = self.model.metre_names(request.mode, int(request.n), int(request.seed), metre)
+        return [tuple(int(x) for x in m.split("/")) for m in names]
+
+    def run(self, request: Request, on_step=None) -> list:
+        settings, metre = self._checked(request)
+        kwargs = dict(mode=request.mode, n=int(request.n), seed=int(request.seed), tonic=request.tonic,
+                      attributes=request.attributes, **self._guidance(settings))
         if request.init_midi or request.keep_bars:
             if not request.init_midi:
                 raise StudioError("inpainting needs a segment to start from: upload a MIDI file or pick a result")
             if not request.keep_bars:
                 raise StudioError("inpainting needs at least one bar to keep (1-4); with none, just generate")
             init = request.init_segment()
-            metres = [(init.ts_num, init.ts_den)] * n
+            metres = [(init.ts_num, init.ts_den)] * int(request.n)
             def sample(watch):
                 return self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)
         else:
-            metre = request.metre or settings.metre or None   # the request's (musical.py), else the settings'
-            metre_of(metre)
-            names = self.model.metre_names(request.mode, n, int(request.seed), metre)
-            metres = [tuple(int(x) for x in m.split("/")) for m in names]
+            metres = self._metres(request, metre)
             def sample(watch):
                 return self.model.sample(on_step=watch, metre=metre, **kwargs)
-        spb = self.model.data["steps_per_beat"]
-        bar_steps = [steps_per_bar(bar_ticks(a, b), spb) for a, b in metres]
+        bar_steps = self._bar_steps(metres)
         watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))
         return sample(watch)
+
+    def batch_key(self, request: Request):
+        """Requests share a batch when they sample the same way: sampler, steps, eta and guidance (and, under
+        classifier guidance, the mode it steers toward). Inpainting runs alone."""
+        if request.init_midi is not None or request.keep_bars:
+            return None
+        try:
+            settings, _ = self._checked(request)
+            guidance = self._guidance(settings)
+            if guidance["classifier_scale"] > 0 and self.model.classifier is None:
+                return None   # it fails alone, saying there is no classifier
+            from engines.models.trained_vae import mode_index
+
+            mode_index(request.mode)
+        except StudioError:
+            return None
+        steered = (request.mode or "WHITE").upper() if guidance["classifier_scale"] > 0 else ""
+        return (guidance["sampler"], guidance["steps"], guidance["eta"], guidance["guidance_scale"],
+                guidance["classifier_scale"], settings.classifier_target if steered else "",
+                settings.classifier_space if steered else "", steered)
+
+    def run_batch(self, jobs: list) -> None:
+        """The jobs' rows in one sampling loop (TrainedDiffusion.sample_rolls_batch): each its own seed, mode,
+        attributes and metres; a job whose on_step says stop gets its current estimate at once."""
+        from functools import partial
+
+        from engines.models.trained_diffusion import RollRequest
+
+        failed = []
+        for job in jobs:
+            try:
+                self._checked(job.request)
+            except StudioError as exc:   # it fails alone
+                job.fail(exc)
+                failed.append(job)
+        jobs = [job for job in jobs if job not in failed]
+        if not jobs:
+            return
+        parts, metres, spans, start = [], [], [], 0
+        for job in jobs:
+            _, metre = self._checked(job.request)
+            parts.append(RollRequest(job.request.mode, job.rows, int(job.request.seed), job.request.attributes, metre))
+            metres.append(self._metres(job.request, metre))
+            spans.append((start, start + job.rows))
+            start += job.rows
+        bar_steps = [self._bar_steps(m) for m in metres]
+
+        def finish(j: int, x0):
+            job = jobs[j]
+            job.finish(partial(self._segments, x0, metres[j], job.request))
+
+        def watch(i, total, x0):   # every job's own live view and Stop
+            for j, (job, (a, b)) in enumerate(zip(jobs, spans)):
+                if not job.done and job.on_step is not None and job.on_step(i, total, (x0[a:b], bar_steps[j])):
+                    finish(j, x0[a:b].clone())
+            return all(job.done for job in jobs)
+
+        live = any(job.on_step is not None for job in jobs)
+        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None,
+                                              **self._guidance(self._checked(jobs[0].request)[0]))
+        for j, (a, b) in enumerate(spans):
+            finish(j, x0[a:b])
+
+    def _segments(self, x0, metres: list[tuple[int, int]], request: Request) -> list:
+        from engines.data.torch_dataset import metre_index
+
+        return self.model.to_segments(x0, [metre_index(a, b) for a, b in metres], request.mode, request.tonic)
 
     def preview(self, state, rows: int) -> Preview:
         x0, bar_steps = state   # x0: (n, 2, T, P) in [-1, 1]

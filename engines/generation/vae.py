@@ -44,11 +44,47 @@ class VAEGenerator(GeneratorBase):
         return cls(TrainedVAE.load(path, device=device))
 
     def run(self, request: Request, on_step=None) -> list:
-        settings: VAESettings = self.settings_of(request)
-        if request.init_midi or request.keep_bars:
-            raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
-                              "continue with the GPT")
+        settings = self._checked(request)
         segments, _ = self.model.sample(request.mode, n=int(request.n), temperature=float(settings.temperature),
                                         seed=int(request.seed), attributes=request.attributes, tonic=request.tonic,
                                         prior=settings.prior, metre=metre_of(request.metre))
         return segments
+
+    def _checked(self, request: Request) -> VAESettings:
+        settings: VAESettings = self.settings_of(request)
+        if request.init_midi or request.keep_bars:
+            raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
+                              "continue with the GPT")
+        return settings
+
+    def batch_key(self, request: Request):
+        """Every request the VAE can sample shares a batch: its latents come from its own seed and prior."""
+        try:
+            self._checked(request)
+            metre_of(request.metre)
+        except StudioError:
+            return None
+        return "vae"
+
+    def run_batch(self, jobs: list) -> None:
+        """Each job's latents drawn from its own seed, decoded in one batch; each job's rows are read into
+        segments in its own thread."""
+        from functools import partial
+
+        parts, reading, sampled = [], [], []
+        for job in jobs:
+            try:
+                settings, request = self._checked(job.request), job.request
+                metre = metre_of(request.metre)
+                z = self.model.prior_latents(request.mode, job.rows, float(settings.temperature), int(request.seed),
+                                             settings.prior, metre)
+            except StudioError as exc:   # it fails alone
+                job.fail(exc)
+                continue
+            parts.append((z, request.mode, request.attributes))
+            reading.append((request.tonic, self.model.sampling_threshold(settings.prior), metre))
+            sampled.append(job)
+        if not sampled:
+            return
+        for job, out, (tonic, threshold, metre) in zip(sampled, self.model.decoder_outputs(parts), reading):
+            job.finish(partial(self.model.outputs_to_segments, out, tonic, threshold, metre))

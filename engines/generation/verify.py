@@ -217,11 +217,13 @@ def candidates_per_result(generator, request: Request, settings, verifier: Verif
 
 
 def draw(generator, request: Request, settings, verifier: Verifier | None = None, on_step=None,
-         cfg=None) -> Draw:
+         cfg=None, run=None) -> Draw:
     """n results of `request` from `generator`, each the best of K candidates when `verifier` is given and K > 1
     (module docstring). `on_step(step, total, preview)` gets, at every step, `preview()`: the live view of the
     first n rows (engines that have one), built when called; returning True stops sampling, and the
-    candidates are taken from where it stopped."""
+    candidates are taken from where it stopped. `run(request, on_step)` samples (default generator.run; the
+    studio passes its engine's Batcher.run, so requests of many users share batches)."""
+    run = run or generator.run
     mode = asked_mode(generator, request, settings)
     n = int(request.n)
     if not 1 <= n <= MAX_RESULTS:
@@ -232,7 +234,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     if request.init_midi is not None:
         check_metre_kept(request, request.init_midi)
     if verifier is None or k == 1:
-        raw, _ = _draw_all(generator, request, settings, n, mode, on_step)
+        raw, _ = _draw_all(generator, run, request, settings, n, mode, on_step)
         readings = verifier.scores(raw, mode, request.attributes, request.scale) if verifier else None
         return _unchecked(raw, readings, verifier, mode)
     ranked = verifier.can_rank(mode, request.attributes, request.scale)
@@ -243,7 +245,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         copies_because = "the segment it starts from is itself a training segment"
     else:
         copies_because = ""
-    raw, stopped = _draw_all(generator, request, settings, n * per_result, mode, on_step)
+    raw, stopped = _draw_all(generator, run, request, settings, n * per_result, mode, on_step)
     readings = verifier.scores(raw, mode, request.attributes, request.scale)
     similarity: dict[int, float] = {}
     for extra in range(MAX_ROUNDS):
@@ -256,8 +258,8 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         # too few of the chosen are heard as asked (or not copies): another round from other seeds, sampled
         # more freely (a model that memorised a mode's few training tunes writes them again at its usual
         # settings); the studio's line says how many were drawn and rejected
-        more, stopped = _draw_all(generator, request, generator.diversify(settings, extra + 1), n * per_result,
-                                  mode, on_step, round_=extra + 1)
+        more, stopped = _draw_all(generator, run, request, generator.diversify(settings, extra + 1),
+                                  n * per_result, mode, on_step, round_=extra + 1)
         more_readings = verifier.scores(more, mode, request.attributes, request.scale)
         raw += more
         readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
@@ -301,7 +303,7 @@ def _select(raw: list[Segment], order: np.ndarray, n: int, verifier: Verifier | 
     return chosen, rejected
 
 
-def _draw_all(generator, request: Request, settings, total: int, mode: str, on_step,
+def _draw_all(generator, run, request: Request, settings, total: int, mode: str, on_step,
               round_: int = 0) -> tuple[list[Segment], bool]:
     """`total` segments in batches of at most the engine's max_batch, and whether on_step asked to stop (then
     the batch that was running ends early and no further batch starts). The first batch of the first round
@@ -322,7 +324,7 @@ def _draw_all(generator, request: Request, settings, total: int, mode: str, on_s
         size = min(generator.max_batch, total - len(out))
         part = replace(request, mode=mode, n=size, seed=batch_seed(int(request.seed), round_, batch),
                        settings=settings)
-        drawn = generator.run(part, watch if (on_step is not None and generator.live) else None)
+        drawn = run(part, watch if (on_step is not None and generator.live) else None)
         out += [perform(segment, request) for segment in drawn]   # tempo, scale, dynamics, instrument
         batch += 1
     return out, stopped["now"]

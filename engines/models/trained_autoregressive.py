@@ -28,7 +28,8 @@ from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, model_from_checkpoint
 from engines.music.notes import NOTE_DTYPE, Segment, first_bars
-from engines.sampling.autoregressive import ClassifierFreeGuidance, RemiGrammar, beam_search, sample_tokens
+from engines.sampling.autoregressive import (ClassifierFreeGuidance, RemiGrammar, RowGroup, beam_search,
+                                             sample_token_groups, sample_tokens)
 from engines.tokenizers.midi import decode_tokens, encode_segment
 from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_token_names
 from engines.training.common import load_checkpoint
@@ -158,6 +159,25 @@ class TrainedAutoregressive:
             generator = torch.Generator().manual_seed(int(seed))
             rows = sample_tokens(model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
         return [self.to_generated(given + row, max_bars) for row in rows]
+
+    def sample_groups(self, prompt: str | None, mode: str | None, groups: list[RowGroup], max_bars: int = 4,
+                      metre: tuple[int, int] | None = None, on_token: Callable | None = None) -> list[list[int]]:
+        """Several requests of one prompt in one batch (engines/generation/batching.py), each group of rows
+        sampled with its own settings, prompt guidance and generator: every row's whole MIDI span (ids;
+        to_generated reads it), in group order, as _generate_window writes them for one window of at most
+        `max_bars` bars."""
+        if not 1 <= max_bars <= int(self.data.get("segment_bars", 4)):
+            raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{self.data.get('segment_bars', 4)}")
+        ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), None, 0, metre)
+        given = ids[ids.index(MIDI) + 1:]
+        model = self.model
+        if any(g.guidance_scale != 1.0 for g in groups) and ids.index(MIDI) > 1:  # a prompt with text to guide toward
+            scales = torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)])
+            model = ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given, scales)
+        watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
+        rows = sample_token_groups(model, ids, groups, self.model.config.block_size - len(ids),
+                                   RemiGrammar(self.vocabulary, max_bars), watch)
+        return [given + row for row in rows]
 
     def _extend(self, generated: list[Generated], prompt, mode, max_bars: int, window: int, temperature: float,
                 top_k: int, top_p: float, seed: int, guidance_scale: float,

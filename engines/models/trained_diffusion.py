@@ -30,6 +30,7 @@ and sustain probability, a note starts where the onset channel exceeds the confi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +50,19 @@ from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, s
 from engines.training.common import load_checkpoint
 
 MAX_BATCH = 64
+
+
+@dataclass
+class RollRequest:
+    """One request's rows of a batch sampled together (engines/generation/batching.py). Its metres, then its
+    noise, are drawn from its own seed, in that order, as if it were sampled alone."""
+
+    mode: str = WHITE
+    n: int = 1
+    seed: int = 0
+    attributes: dict | None = None
+    metre: str | None = None           # e.g. "3/4"; None: drawn from the mode's training metres
+    metres: list[int] | None = None    # the metre index of each row, fixed (inpainting)
 
 
 class TrainedDiffusion:
@@ -154,24 +168,43 @@ class TrainedDiffusion:
                      inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
                      target: GuidanceTarget | None = None, metres: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
         """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does)."""
-        if not 1 <= n <= MAX_BATCH:
-            raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {n}")
+        x0, [metres] = self.sample_rolls_batch([RollRequest(mode, n, seed, attributes, metre, metres)], steps, sampler,
+                                               eta, guidance_scale, on_step, inpainting, classifier_scale, target)
+        return x0, metres
+
+    @torch.no_grad()
+    def sample_rolls_batch(self, parts: list[RollRequest], steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
+                           guidance_scale: float = 4.0, on_step: Callable | None = None,
+                           inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
+                           target: GuidanceTarget | None = None) -> tuple[torch.Tensor, list[list[int]]]:
+        """The rows of several requests sampled as one batch: x0 (sum of n, 2, T, P) in part order, and each
+        part's metre indices. Each part gets the rows it would get sampled alone (its own seed, mode, attributes
+        and metres); the steps, sampler and guidance are shared."""
+        total = sum(int(part.n) for part in parts)
+        if not parts or not 1 <= total <= MAX_BATCH or any(int(part.n) < 1 for part in parts):
+            raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {total}")
         if guidance_scale < 0:
             raise StudioError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if classifier_scale < 0:
             raise StudioError(f"classifier guidance strength must be >= 0, got {classifier_scale}")
-        index = mode_index(mode)
-        generator = torch.Generator().manual_seed(int(seed))
-        metres = metres if metres is not None else self._metres(index, n, metre, generator)
-        modes = torch.full((n,), index, dtype=torch.long, device=self.device)
         names = self.model.config.attributes
-        asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)   # a mode aims inside
-        condition = attribute_tensors(asked, names, n, self.device) if asked else None
-        metre_t = torch.tensor(metres, device=self.device)
-        shape = (n, 2, self.model.steps, self.model.pitches)
-        denoise = self.denoiser(modes, condition, metre_t, guidance_scale, classifier_scale, target)
-        x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, generator, inpainting=inpainting,
-                         on_step=on_step, device=self.device)
+        modes, metres, values, given, noise, any_asked = [], [], [], [], [], False
+        for part in parts:
+            index = mode_index(part.mode)
+            generator = torch.Generator().manual_seed(int(part.seed))
+            drawn = part.metres if part.metres is not None else self._metres(index, part.n, part.metre, generator)
+            asked = request_attributes(mode_name(part.mode), part.attributes, self.mode_targets, names)  # a mode aims inside
+            any_asked = any_asked or bool(asked)
+            part_values, part_given = attribute_tensors(asked or None, names, part.n, self.device)  # none: zeros
+            modes.append(torch.full((part.n,), index, dtype=torch.long, device=self.device))
+            metres.append(list(drawn)), values.append(part_values), given.append(part_given)
+            noise.append((generator, int(part.n)))
+        condition = (torch.cat(values), torch.cat(given)) if any_asked else None
+        metre_t = torch.tensor([m for part in metres for m in part], device=self.device)
+        shape = (total, 2, self.model.steps, self.model.pitches)
+        denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target)
+        x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, noise if len(noise) > 1 else noise[0][0],
+                         inpainting=inpainting, on_step=on_step, device=self.device)
         return x0, metres
 
     def tempo_for(self, mode: str, metre: int) -> float:

@@ -104,15 +104,32 @@ class TrainedVAE:
         target (engines/models/conditioning.py). `tonic` moves a key_to_c model's output from C to that tonic.
         `onset_threshold`: None = the one chosen on reconstructions (encoded segments). `metre`: the bars are
         read in it (e.g. (3, 4)) instead of the metre head's choice."""
-        z = z.reshape(-1, self.latent_dim).to(self.device)
-        modes = torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
+        [out] = self.decoder_outputs([(z, mode, attributes)])
+        return self.outputs_to_segments(out, tonic, onset_threshold, metre)
+
+    @torch.no_grad()
+    def decoder_outputs(self, parts: list[tuple[torch.Tensor, str, dict | None]]) -> list[dict]:
+        """Several requests' latents decoded in one batch: per (z (B, D), mode, attributes), the decoder's
+        outputs for its rows (onset and sustain logits (B, T, P), metre logits, log tempo)."""
         names = self.model.config.attributes
-        asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)
-        values, given = attribute_tensors(asked, names, z.shape[0], self.device)
-        out = self.model.decode(z, modes, values, given)
+        latents, modes, values, given, sizes = [], [], [], [], []
+        for z, mode, attributes in parts:
+            z = z.reshape(-1, self.latent_dim).to(self.device)
+            asked = request_attributes(mode_name(mode), attributes, self.mode_targets, names)
+            part_values, part_given = attribute_tensors(asked, names, z.shape[0], self.device)
+            latents.append(z), values.append(part_values), given.append(part_given), sizes.append(z.shape[0])
+            modes.append(torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device))
+        out = self.model.decode(torch.cat(latents), torch.cat(modes), torch.cat(values), torch.cat(given))
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [{key: value[a:a + size] for key, value in out.items()} for a, size in zip(starts, sizes)]
+
+    def outputs_to_segments(self, out: dict, tonic: str | None = None, onset_threshold: float | None = None,
+                            metre: tuple[int, int] | None = None) -> list[Segment]:
+        """One request's decoder outputs -> Segments (decode's arguments)."""
+        rows = out["onset"].shape[0]
         if metre is not None:   # one-hot logits: the head's argmax is the metre asked
-            out["metre"] = torch.nn.functional.one_hot(torch.full((z.shape[0],), metre_index(*metre)),
-                                                       len(METRES)).float()
+            out = dict(out, metre=torch.nn.functional.one_hot(torch.full((rows,), metre_index(*metre)),
+                                                              len(METRES)).float())
         segments = logits_to_segments(out, self.data["steps_per_beat"], self.data["pitch_low"],
                                       self.data["segment_bars"],
                                       self.onset_threshold if onset_threshold is None else onset_threshold,
@@ -149,12 +166,19 @@ class TrainedVAE:
                prior: str = "fitted", metre: tuple[int, int] | None = None) -> tuple[list[Segment], torch.Tensor]:
         """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D). `metre` (e.g.
         (3, 4)): of METRE_POOL latents per result, the n whose metre head most expects it, written in it."""
+        z = self.prior_latents(mode, n, temperature, seed, prior, metre)
+        return self.decode(z, mode, attributes, tonic, self.sampling_threshold(prior), metre), z
+
+    def prior_latents(self, mode: str, n: int, temperature: float, seed: int, prior: str,
+                      metre: tuple[int, int] | None = None) -> torch.Tensor:
+        """The n latents (n, D) `sample` decodes."""
         if metre is None:
-            z = self.sample_latents(mode, n, temperature, seed, prior)
-        else:
-            z = self.latents_in_metre(mode, n, temperature, seed, prior, metre_index(*metre))
-        threshold = self.sample_onset_threshold if self.uses_fitted_prior(prior) else None
-        return self.decode(z, mode, attributes, tonic, threshold, metre), z
+            return self.sample_latents(mode, n, temperature, seed, prior)
+        return self.latents_in_metre(mode, n, temperature, seed, prior, metre_index(*metre))
+
+    def sampling_threshold(self, prior: str) -> float | None:
+        """The onset threshold samples of `prior` are read with (None: the reconstructions' one)."""
+        return self.sample_onset_threshold if self.uses_fitted_prior(prior) else None
 
     @torch.no_grad()
     def latents_in_metre(self, mode: str, n: int, temperature: float, seed: int, prior: str,

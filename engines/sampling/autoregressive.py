@@ -3,6 +3,7 @@
     filter_logits     temperature, top-k and top-p (nucleus, Holtzman et al.) on a (B, V) logits row
     RemiGrammar       which ids may come next in a MIDI span, so every generated span decodes (below)
     sample_tokens     ancestral sampling of n continuations of one prompt with a KV cache
+    sample_token_groups  the same for several requests' rows of one prompt, each with its own settings and seed
     beam_search       the most probable continuation under a length penalty (Wu et al. 2016)
     ClassifierFreeGuidance  the model pushed toward its prompt: uncond + scale * (cond - uncond)
 
@@ -172,8 +173,10 @@ class ClassifierFreeGuidance:
     in sample_tokens and beam_search: the first call reads the prompt, later calls feed each new token to both
     streams."""
 
-    def __init__(self, model, unconditional_prompt: list[int], scale: float):
-        self.model, self.unconditional_prompt, self.scale = model, list(unconditional_prompt), float(scale)
+    def __init__(self, model, unconditional_prompt: list[int], scale: float | torch.Tensor):
+        # scale: one for every row, or (B,) one per row (requests sharing a batch each keep their own)
+        self.model, self.unconditional_prompt = model, list(unconditional_prompt)
+        self.scale = scale[:, None, None] if isinstance(scale, torch.Tensor) else float(scale)
         self.config = model.config
 
     def parameters(self):
@@ -201,16 +204,41 @@ def _grammar_states(grammar: RemiGrammar | None, prompt: list[int], n: int) -> l
     return [copy.copy(first) for _ in range(n)]
 
 
+@dataclass
+class RowGroup:
+    """Rows of one request in a batch several requests share (engines/generation/batching.py): sampled with its
+    own settings from its own generator, so they are the rows it would get alone."""
+
+    rows: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+    guidance_scale: float = 1.0     # its prompt guidance (the caller builds ClassifierFreeGuidance from these)
+
+
 @torch.no_grad()
 def sample_tokens(model, prompt: list[int], n: int = 1, max_new_tokens: int = 256, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, grammar: RemiGrammar | None = None,
                   generator: torch.Generator | None = None,
                   on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[list[int]]:
     """n sampled continuations of `prompt` (each without the prompt, ending with <eos> when it ended)."""
+    return sample_token_groups(model, prompt, [RowGroup(n, temperature, top_k, top_p, generator)], max_new_tokens,
+                               grammar, on_token)
+
+
+@torch.no_grad()
+def sample_token_groups(model, prompt: list[int], groups: list[RowGroup], max_new_tokens: int = 256,
+                        grammar: RemiGrammar | None = None,
+                        on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[list[int]]:
+    """sample_tokens for several groups of rows of one prompt in one batch: each group's rows (in group order)
+    filtered by its own settings and drawn from its own generator."""
     device = next(model.parameters()).device
     max_new_tokens = min(max_new_tokens, model.config.block_size - len(prompt))
     if max_new_tokens <= 0:
         raise StudioError(f"the prompt is {len(prompt)} tokens; the model reads at most {model.config.block_size}")
+    n = sum(group.rows for group in groups)
+    spans = [(sum(g.rows for g in groups[:i]), sum(g.rows for g in groups[:i + 1])) for i in range(len(groups))]
     states = _grammar_states(grammar, prompt, n)
     cache = model.new_cache()
     logits, _ = model(torch.tensor([prompt] * n, device=device), cache=cache)
@@ -220,8 +248,9 @@ def sample_tokens(model, prompt: list[int], n: int = 1, max_new_tokens: int = 25
         scores = logits[:, -1].float().cpu()
         if states is not None:
             scores = scores.masked_fill(~torch.stack([grammar.allowed(s) for s in states]), float("-inf"))
-        probs = filter_logits(scores, temperature, top_k, top_p).softmax(-1)
-        chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        chosen = torch.cat([torch.multinomial(filter_logits(scores[a:b], g.temperature, g.top_k, g.top_p).softmax(-1),
+                                              1, generator=g.generator).squeeze(1)
+                            for g, (a, b) in zip(groups, spans)])
         chosen = torch.where(finished, torch.full_like(chosen, EOS), chosen)
         for i, token in enumerate(chosen.tolist()):
             if not finished[i]:

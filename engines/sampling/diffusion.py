@@ -160,11 +160,24 @@ class Inpainting:
 
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# Where a batch's noise comes from: one generator for every row, or (generator, rows) per request in the
+# batch, in row order (engines/generation/batching.py): each request draws its own rows from its own seed,
+# exactly as it would alone, whoever shares its batch.
+NoiseSource = torch.Generator | None | list[tuple[torch.Generator, int]]
+
+
+def gaussian_noise(shape: tuple, source: NoiseSource) -> torch.Tensor:
+    """Standard normal noise of `shape` (B, ...) on the CPU (the same on any device) from `source`."""
+    if not isinstance(source, list):
+        return torch.randn(shape, generator=source)
+    if sum(rows for _, rows in source) != shape[0]:
+        raise ValueError(f"the noise sources give {sum(r for _, r in source)} rows, the batch has {shape[0]}")
+    return torch.cat([torch.randn((rows, *shape[1:]), generator=g) for g, rows in source])
 
 
 @torch.no_grad()
 def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps: int = 50, sampler: str = "ddim",
-                eta: float = 0.0, generator: torch.Generator | None = None, clip: float | None = 1.0,
+                eta: float = 0.0, generator: NoiseSource = None, clip: float | None = 1.0,
                 inpainting: Inpainting | None = None, on_step: Callable[[int, int, torch.Tensor], bool | None] | None = None,
                 device: str | torch.device = "cpu") -> torch.Tensor:
     """Run the reverse process from pure noise; returns the final x0 estimate, shape `shape`.
@@ -172,7 +185,7 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
     denoise(x_t, t) -> (x0, eps): the model's prediction at this step with any guidance already applied
     (engines/models/denoiser.py builds it). `clip` bounds x0 to [-clip, clip] (the data range) and re-derives
     eps from it, which keeps few-step sampling stable. on_step(i, n, x0) sees every intermediate estimate
-    (the live view); returning True stops early and returns that estimate.
+    (the live view); returning True stops early and returns that estimate. `generator`: a NoiseSource.
     """
     if sampler not in SAMPLERS:
         raise StudioError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
@@ -183,7 +196,7 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
         raise StudioError(f"resample must be at least 1, got {takes}")
     if sampler == "dpmsolver++":
         return dpm_solver_loop(scheduler, denoise, shape, steps, generator, clip, inpainting, on_step, device)
-    randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731  (CPU generator: same on any device)
+    randn = lambda: gaussian_noise(shape, generator).to(device)  # noqa: E731  (CPU generator: same on any device)
     x = randn()
     grid = scheduler.timesteps(steps)
     for i, t in enumerate(grid):
@@ -216,7 +229,7 @@ def sample_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps
 
 @torch.no_grad()
 def dpm_solver_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, steps: int = 20,
-                    generator: torch.Generator | None = None, clip: float | None = 1.0,
+                    generator: NoiseSource = None, clip: float | None = 1.0,
                     inpainting: Inpainting | None = None, on_step: Callable | None = None,
                     device: str | torch.device = "cpu") -> torch.Tensor:
     """sample_loop with DPM-Solver++ (2M, Lu et al. 2022) from diffusers' DPMSolverMultistepScheduler, set
@@ -232,7 +245,7 @@ def dpm_solver_loop(scheduler: NoiseScheduler, denoise: Denoise, shape: tuple, s
                                          trained_betas=scheduler.betas.numpy(), prediction_type="sample",
                                          algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace")
     solver.set_timesteps(steps, device=device)
-    randn = lambda: torch.randn(shape, generator=generator).to(device)  # noqa: E731
+    randn = lambda: gaussian_noise(shape, generator).to(device)  # noqa: E731
     x = randn()
     grid = [int(t) for t in solver.timesteps]
     for i, t in enumerate(grid):

@@ -1,0 +1,140 @@
+"""Requests from many users that arrive together share one batch: a queue per engine, a cap on requests and
+rows per batch, and a short gathering window while others are arriving.
+
+    batcher = Batcher(generator, max_batch=8, window_s=0.02)
+    segments = batcher.run(request, on_step)   # from any thread, like generator.run: blocks until its rows are done
+
+Why: a batch of 8 costs each engine much less than 8 batches of 1 (the GPT at a small batch is bound by
+reading its weights, a diffusion step of 64 rows by far less than 8 steps of 8), so 30 musicians clicking at
+once wait seconds, not a minute (README, "Many musicians at once").
+
+How: `run` puts the request in its engine's queue and waits. One dispatcher thread per engine takes the oldest
+request and every queued one that may share its batch (`generator.batch_key`: the same key; None = it runs
+alone, in the caller's thread, as without batching), up to `max_batch` requests and the engine's `max_batch`
+rows, and hands them to `generator.run_batch`. A lone user never waits for the window: it is only spent
+when another request of this engine came in within the last second, and a batch starts at once when full.
+Requests that come while a batch runs queue for the next one, so under load batches fill by themselves.
+
+Each request keeps what it would get alone: its own seed (its rows draw their noise from it), mode, attributes
+and live view. `run_batch` hands each request's rows back as soon as they are done, and turning rows into
+segments happens in the request's own thread. Stop (on_step returning True) ends one request's rows at that
+step; the others go on. A request that fails its own checks fails alone; a failure of the shared batch fails
+every request still in it, with the same message.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Hashable
+
+from engines.generation.base import OnStep, Request
+from engines.music.notes import Segment
+
+RECENT_S = 1.0   # a request of the same engine within this many seconds: others are arriving, so gather
+
+
+class Job:
+    """One request waiting in a batch: what run_batch reads (`request`, `on_step`, `rows`) and calls
+    (`finish` with a function that makes its segments, or `fail`)."""
+
+    def __init__(self, request: Request, on_step: OnStep | None, key: Hashable):
+        self.request, self.on_step, self.key = request, on_step, key
+        self.rows = int(request.n)
+        self.gather = False   # whether its batch waits the window for others (set when it is queued)
+        self._make: Callable[[], list[Segment]] | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def finish(self, make: Callable[[], list[Segment]]) -> None:
+        """Its rows are done: `make()` (called in the request's own thread) turns them into segments."""
+        if not self.done:
+            self._make = make
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
+            self._done.set()
+
+    def wait(self) -> list[Segment]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._make()
+
+
+class Batcher:
+    """Batches one engine's requests across users (module docstring). `max_batch` 1 runs every request alone."""
+
+    def __init__(self, generator, max_batch: int = 8, window_s: float = 0.02, name: str = ""):
+        self.generator = generator
+        self.max_batch = int(max_batch)
+        self.window_s = float(window_s)
+        self.name = name or getattr(generator, "name", "engine")
+        self._queue: deque[Job] = deque()
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._last_arrival = -float("inf")
+        self.batches: deque[int] = deque(maxlen=1000)   # requests per batch run, the latest last (for the bench)
+
+    def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]:
+        """The request's segments, as generator.run(request, on_step) gives them."""
+        key = self.generator.batch_key(request) if self.max_batch > 1 else None
+        if key is None:
+            return self.generator.run(request, on_step)
+        job = Job(request, on_step, key)
+        with self._lock:
+            now = time.monotonic()
+            job.gather = now - self._last_arrival < RECENT_S   # others are arriving: wait for them a moment
+            self._last_arrival = now
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._dispatch, daemon=True, name=f"{self.name}-batches")
+                self._thread.start()
+            self._lock.notify_all()
+        return job.wait()
+
+    def _take(self) -> list[Job]:
+        """The next batch: the oldest job and the queued jobs that may share its batch, once the batch is full
+        or the window is over (at once when the oldest came alone). Called with the lock held."""
+        while not self._queue:
+            self._lock.wait()
+        first = self._queue[0]
+        deadline = time.monotonic() + (self.window_s if first.gather else 0.0)
+        max_rows = int(getattr(self.generator, "max_batch", 64))
+        while True:
+            batch, rows = [first], first.rows
+            for job in list(self._queue)[1:]:
+                if job.key == first.key and len(batch) < self.max_batch and rows + job.rows <= max_rows:
+                    batch.append(job)
+                    rows += job.rows
+            left = deadline - time.monotonic()
+            if len(batch) >= self.max_batch or left <= 0:
+                break
+            self._lock.wait(left)
+        for job in batch:
+            self._queue.remove(job)
+        return batch
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._take()
+            self.batches.append(len(batch))
+            try:
+                if len(batch) == 1:   # nothing to share: the engine's own path
+                    job = batch[0]
+                    segments = self.generator.run(job.request, job.on_step)
+                    job.finish(lambda: segments)
+                else:
+                    self.generator.run_batch(batch)
+            except BaseException as exc:  # noqa: BLE001  (every request still waiting hears why)
+                for job in batch:
+                    job.fail(exc)
+            for job in batch:
+                job.fail(RuntimeError(f"the {self.name} batch ended without this request's results"))
