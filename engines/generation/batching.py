@@ -8,12 +8,13 @@ Why: a batch of 8 costs each engine much less than 8 batches of 1 (the GPT at a 
 reading its weights, a diffusion step of 64 rows by far less than 8 steps of 8), so 30 musicians clicking at
 once wait seconds, not a minute (README, "Many musicians at once").
 
-How: `run` puts the request in its engine's queue and waits. One dispatcher thread per engine takes the oldest
-request and every queued one that may share its batch (`generator.batch_key`: the same key; None = it runs
-alone, in the caller's thread, as without batching), up to `max_batch` requests and the engine's `max_batch`
-rows, and hands them to `generator.run_batch`. A lone user never waits for the window: it is only spent
-when another request of this engine came in within the last second, and a batch starts at once when full.
-Requests that come while a batch runs queue for the next one, so under load batches fill by themselves.
+How: a request that finds its engine idle samples at once, in its own thread, exactly as without batching
+(a lone user never waits, nor pays a hand-over to another thread). One that finds it busy joins the engine's
+queue and waits: one dispatcher thread per engine takes the oldest queued request and every queued one that
+may share its batch (`generator.batch_key`: the same key; None = it always runs alone, in its own thread),
+up to `max_batch` requests and the engine's `max_batch` rows, waits up to the window for more while the
+batch is not full, and hands them to `generator.run_batch`. Requests that come while a batch runs queue for
+the next one, so under load batches fill by themselves.
 
 Each request keeps what it would get alone: its own seed (its rows draw their noise from it), mode, attributes
 and live view. `run_batch` hands each request's rows back as soon as they are done, and turning rows into
@@ -31,8 +32,6 @@ from typing import Callable, Hashable
 from engines.generation.base import OnStep, Request
 from engines.music.notes import Segment
 
-RECENT_S = 1.0   # a request of the same engine within this many seconds: others are arriving, so gather
-
 
 class Job:
     """One request waiting in a batch: what run_batch reads (`request`, `on_step`, `rows`) and calls
@@ -41,7 +40,6 @@ class Job:
     def __init__(self, request: Request, on_step: OnStep | None, key: Hashable):
         self.request, self.on_step, self.key = request, on_step, key
         self.rows = int(request.n)
-        self.gather = False   # whether its batch waits the window for others (set when it is queued)
         self._make: Callable[[], list[Segment]] | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
@@ -79,7 +77,7 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._last_arrival = -float("inf")
+        self._busy = False   # the engine is sampling (a batch, or a request in its own thread)
         self.batches: deque[int] = deque(maxlen=1000)   # requests per batch run, the latest last (for the bench)
 
     def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]:
@@ -89,23 +87,32 @@ class Batcher:
             return self.generator.run(request, on_step)
         job = Job(request, on_step, key)
         with self._lock:
-            now = time.monotonic()
-            job.gather = now - self._last_arrival < RECENT_S   # others are arriving: wait for them a moment
-            self._last_arrival = now
-            self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._dispatch, daemon=True, name=f"{self.name}-batches")
-                self._thread.start()
-            self._lock.notify_all()
-        return job.wait()
+            alone = not self._queue and not self._busy
+            if alone:   # the engine is idle: sample here and now
+                self._busy = True
+                self.batches.append(1)
+            else:
+                self._queue.append(job)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._dispatch, daemon=True, name=f"{self.name}-batches")
+                    self._thread.start()
+                self._lock.notify_all()
+        if not alone:
+            return job.wait()
+        try:
+            return self.generator.run(request, on_step)
+        finally:
+            with self._lock:
+                self._busy = False
+                self._lock.notify_all()
 
     def _take(self) -> list[Job]:
-        """The next batch: the oldest job and the queued jobs that may share its batch, once the batch is full
-        or the window is over (at once when the oldest came alone). Called with the lock held."""
-        while not self._queue:
+        """The next batch, once the engine is free: the oldest job and the queued jobs that may share its batch,
+        when the batch is full or the window is over. Called with the lock held."""
+        while not self._queue or self._busy:
             self._lock.wait()
         first = self._queue[0]
-        deadline = time.monotonic() + (self.window_s if first.gather else 0.0)
+        deadline = time.monotonic() + self.window_s
         max_rows = int(getattr(self.generator, "max_batch", 64))
         while True:
             batch, rows = [first], first.rows
@@ -119,22 +126,30 @@ class Batcher:
             self._lock.wait(left)
         for job in batch:
             self._queue.remove(job)
+        self._busy = True
         return batch
 
     def _dispatch(self) -> None:
         while True:
             with self._lock:
                 batch = self._take()
-            self.batches.append(len(batch))
-            try:
-                if len(batch) == 1:   # nothing to share: the engine's own path
-                    job = batch[0]
-                    segments = self.generator.run(job.request, job.on_step)
-                    job.finish(lambda: segments)
-                else:
-                    self.generator.run_batch(batch)
-            except BaseException as exc:  # noqa: BLE001  (every request still waiting hears why)
-                for job in batch:
-                    job.fail(exc)
+            self._sample(batch)
+            with self._lock:
+                self._busy = False
+                self._lock.notify_all()
+
+    def _sample(self, batch: list[Job]) -> None:
+        """One batch through the engine; every job of it ends finished or failed."""
+        self.batches.append(len(batch))
+        try:
+            if len(batch) == 1:   # nothing to share: the engine's own path
+                job = batch[0]
+                segments = self.generator.run(job.request, job.on_step)
+                job.finish(lambda: segments)
+            else:
+                self.generator.run_batch(batch)
+        except BaseException as exc:  # noqa: BLE001  (every request still waiting hears why)
             for job in batch:
-                job.fail(RuntimeError(f"the {self.name} batch ended without this request's results"))
+                job.fail(exc)
+        for job in batch:
+            job.fail(RuntimeError(f"the {self.name} batch ended without this request's results"))

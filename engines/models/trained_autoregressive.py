@@ -167,7 +167,8 @@ class TrainedAutoregressive:
         to_generated reads it), in group order, as _generate_window writes them for one window of at most
         `max_bars` bars."""
         if not 1 <= max_bars <= int(self.data.get("segment_bars", 4)):
-            raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{self.data.get('segment_bars', 4)}")
+            window = self.data.get("segment_bars", 4)
+            raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{window}")
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), None, 0, metre)
         given = ids[ids.index(MIDI) + 1:]
         model = self.model

@@ -193,7 +193,8 @@ class TrainedDiffusion:
             index = mode_index(part.mode)
             generator = torch.Generator().manual_seed(int(part.seed))
             drawn = part.metres if part.metres is not None else self._metres(index, part.n, part.metre, generator)
-            asked = request_attributes(mode_name(part.mode), part.attributes, self.mode_targets, names)  # a mode aims inside
+            # a mode aims inside its region
+            asked = request_attributes(mode_name(part.mode), part.attributes, self.mode_targets, names)
             any_asked = any_asked or bool(asked)
             part_values, part_given = attribute_tensors(asked or None, names, part.n, self.device)  # none: zeros
             modes.append(torch.full((part.n,), index, dtype=torch.long, device=self.device))
