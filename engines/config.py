@@ -121,7 +121,7 @@ class BatchingConfig:
     made to wait (README, "Many musicians at once")."""
 
     # requests one batch of an engine may hold (1 = no batching: every request samples alone)
-    max_batch: int = field(default=8, metadata=check(lambda v: 1 <= v <= 64, "an integer 1..64"))
+    max_batch: int = field(default=16, metadata=check(lambda v: 1 <= v <= 64, "an integer 1..64"))
     # how long a batch waits for more requests while others are arriving (a lone request never waits)
     window_ms: float = field(default=20.0, metadata=check(lambda v: 0 <= v <= 1000, "0..1000 milliseconds"))
     # generation requests the studio works on at once; the rest wait in Gradio's queue. null: 4 per request a

@@ -1,7 +1,7 @@
 """Requests from many users that arrive together share one batch: a queue per engine, a cap on requests and
 rows per batch, and a short gathering window while others are arriving.
 
-    batcher = Batcher(generator, max_batch=8, window_s=0.02)
+    batcher = Batcher(generator, max_batch=16, window_s=0.02)
     segments = batcher.run(request, on_step)   # from any thread, like generator.run: blocks until its rows are done
 
 Why: a batch of 8 costs each engine much less than 8 batches of 1 (the GPT at a small batch is bound by
@@ -12,7 +12,7 @@ How: a request that finds its engine idle samples at once, in its own thread, ex
 (a lone user never waits, nor pays a hand-over to another thread). One that finds it busy joins the engine's
 queue and waits: one dispatcher thread per engine takes the oldest queued request and every queued one that
 may share its batch (`generator.batch_key`: the same key; None = it always runs alone, in its own thread),
-up to `max_batch` requests and the engine's `max_batch` rows, waits up to the window for more while the
+up to `max_batch` requests and the engine's `batch_rows` rows, waits up to the window for more while the
 batch is not full, and hands them to `generator.run_batch`. Requests that come while a batch runs queue for
 the next one, so under load batches fill by themselves.
 
@@ -69,7 +69,7 @@ class Job:
 class Batcher:
     """Batches one engine's requests across users (module docstring). `max_batch` 1 runs every request alone."""
 
-    def __init__(self, generator, max_batch: int = 8, window_s: float = 0.02, name: str = ""):
+    def __init__(self, generator, max_batch: int = 16, window_s: float = 0.02, name: str = ""):
         self.generator = generator
         self.max_batch = int(max_batch)
         self.window_s = float(window_s)
@@ -113,7 +113,7 @@ class Batcher:
             self._lock.wait()
         first = self._queue[0]
         deadline = time.monotonic() + self.window_s
-        max_rows = int(getattr(self.generator, "max_batch", 64))
+        max_rows = int(getattr(self.generator, "batch_rows", 64))
         while True:
             batch, rows = [first], first.rows
             for job in list(self._queue)[1:]:
