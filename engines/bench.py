@@ -235,7 +235,7 @@ class _Masked:
         return logits + self.bias.to(logits.device), loss
 
 
-def bench_verified(cfg: Config, repeats: int) -> dict:
+def bench_verified(cfg: Config, repeats: int, verifier=None) -> dict:
     """One requested segment through engines/generation for every engine with a checkpoint, as the studio
     asks for it: raw (one candidate) and verified (the engine's K candidates ranked by the judge, copies
     rejected), in ms, medians over repeats after a warm-up; the copy index's build time. Bars (issue 17):
@@ -243,7 +243,7 @@ def bench_verified(cfg: Config, repeats: int) -> dict:
     from engines.generation import GENERATORS, Request
     from engines.generation.verify import Verifier, candidates_per_result, draw
 
-    verifier = Verifier.for_config(cfg)
+    verifier = verifier or Verifier.for_config(cfg)
     start = time.perf_counter()
     verifier.copies  # noqa: B018  (the studio builds it at start-up)
     out = {"copy_index_build_seconds": round(time.perf_counter() - start, 2), "judge": verifier.judge is not None}
@@ -266,7 +266,7 @@ def bench_verified(cfg: Config, repeats: int) -> dict:
     return out
 
 
-def bench_single_user(cfg: Config, repeats: int) -> dict:
+def bench_single_user(cfg: Config, repeats: int, verifier=None) -> dict:
     """A lone user's verified request through the engine's Batcher, as the studio samples it, with batching off
     (generation.batching.max_batch 1) and at the config's cap, in ms (medians after a warm-up): batching must
     not make a user alone on the server wait (issue 21). The VAE pair and one 20-step diffusion segment of the
@@ -275,7 +275,7 @@ def bench_single_user(cfg: Config, repeats: int) -> dict:
     from engines.generation.batching import Batcher
     from engines.generation.verify import Verifier, draw
 
-    verifier = Verifier.for_config(cfg)
+    verifier = verifier or Verifier.for_config(cfg)
     verifier.copies  # noqa: B018  (the studio builds it at start-up)
     batching = cfg.generation.batching
     out = {"max_batch": batching.max_batch, "window_ms": batching.window_ms}
@@ -300,7 +300,10 @@ def bench_single_user(cfg: Config, repeats: int) -> dict:
 
 
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
+    from engines.generation.verify import Verifier
+
     started = time.time()
+    verifier = Verifier.for_config(cfg)   # one judge and copy index for both generation rows
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "repeats": repeats,
@@ -311,8 +314,8 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "vae": bench_vae(cfg, repeats),
         "diffusion": bench_diffusion(cfg, repeats),
         "autoregressive": bench_autoregressive(cfg, repeats),
-        "verified_generation": bench_verified(cfg, repeats),
-        "single_user": bench_single_user(cfg, repeats),
+        "verified_generation": bench_verified(cfg, repeats, verifier),
+        "single_user": bench_single_user(cfg, repeats, verifier),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

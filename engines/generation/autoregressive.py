@@ -147,17 +147,16 @@ class AutoregressiveGenerator(GeneratorBase):
 
         import torch
 
+        from engines.generation.batching import row_spans
         from engines.sampling.autoregressive import RowGroup
 
-        groups, spans = [], []
-        for job in jobs:
-            s: AutoregressiveSettings = self.settings_of(job.request)
-            groups.append(RowGroup(job.rows, float(s.temperature), int(s.top_k), float(s.top_p),
-                                   torch.Generator().manual_seed(int(job.request.seed)), float(s.prompt_guidance)))
-            spans.append((sum(g.rows for g in groups[:-1]), sum(g.rows for g in groups)))
-        first: AutoregressiveSettings = self.settings_of(jobs[0].request)   # the key: all read the same
-        prompt, mode = self._prompt(jobs[0].request, first)
-        bars = int(first.max_bars)
+        settings: list[AutoregressiveSettings] = [self.settings_of(job.request) for job in jobs]
+        groups = [RowGroup(job.rows, float(s.temperature), int(s.top_k), float(s.top_p),
+                           torch.Generator().manual_seed(int(job.request.seed)), float(s.prompt_guidance))
+                  for job, s in zip(jobs, settings)]
+        spans = row_spans(jobs)
+        prompt, mode = self._prompt(jobs[0].request, settings[0])   # the key: they all read the same
+        bars = int(settings[0].max_bars)
         budget = self.model.token_budget(prompt, mode, None, 2, bars)
 
         def watch(step, rows):   # every job's own live view and Stop

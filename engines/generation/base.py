@@ -88,7 +88,7 @@ class Generator(Protocol):
     writes_in_c: ClassVar[bool]          # it writes in C (the suite compares it with real segments moved to C)
     live: ClassVar[bool]                 # it calls on_step while sampling (the studio shows a live view)
     max_batch: ClassVar[int]             # the most segments one run() draws
-    batch_rows: ClassVar[int]            # the most rows one run_batch() samples for several requests
+    batch_rows: ClassVar[int | None]     # the most rows one run_batch() samples for several requests (None: max_batch)
     init_verb: ClassVar[str]             # what it does with init_midi: "inpainted", "continued" ("" = nothing)
     codec_preview: ClassVar[bool]        # the studio also plays its results through the audio codec
     live_label: ClassVar[str]            # the live view's progress line, with {step} and {total}
@@ -113,7 +113,7 @@ class GeneratorBase:
     live: ClassVar[bool] = False
     writes_in_c: ClassVar[bool] = True
     max_batch: ClassVar[int] = 64
-    batch_rows: ClassVar[int] = 64
+    batch_rows: ClassVar[int | None] = None
     init_verb: ClassVar[str] = ""
     codec_preview: ClassVar[bool] = False
     live_label: ClassVar[str] = "Step {step} of {total}"

@@ -66,6 +66,12 @@ class Job:
         return self._make()
 
 
+def row_spans(jobs: list[Job]) -> list[tuple[int, int]]:
+    """Each job's rows in its batch: (first, past the last), in job order."""
+    ends = [sum(job.rows for job in jobs[:i + 1]) for i in range(len(jobs))]
+    return [(end - job.rows, end) for job, end in zip(jobs, ends)]
+
+
 class Batcher:
     """Batches one engine's requests across users (module docstring). `max_batch` 1 runs every request alone."""
 
@@ -78,20 +84,20 @@ class Batcher:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False   # the engine is sampling (a batch, or a request in its own thread)
-        self.batches: deque[int] = deque(maxlen=1000)   # requests per batch run, the latest last (for the bench)
+        self.batches: deque[int] = deque(maxlen=1000)   # requests per batch sampled, the latest last
 
     def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]:
         """The request's segments, as generator.run(request, on_step) gives them."""
         key = self.generator.batch_key(request) if self.max_batch > 1 else None
         if key is None:
             return self.generator.run(request, on_step)
-        job = Job(request, on_step, key)
         with self._lock:
             alone = not self._queue and not self._busy
             if alone:   # the engine is idle: sample here and now
                 self._busy = True
                 self.batches.append(1)
             else:
+                job = Job(request, on_step, key)
                 self._queue.append(job)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._dispatch, daemon=True, name=f"{self.name}-batches")
@@ -113,7 +119,7 @@ class Batcher:
             self._lock.wait()
         first = self._queue[0]
         deadline = time.monotonic() + self.window_s
-        max_rows = int(getattr(self.generator, "batch_rows", 64))
+        max_rows = self.generator.batch_rows or self.generator.max_batch
         while True:
             batch, rows = [first], first.rows
             for job in list(self._queue)[1:]:

@@ -153,25 +153,23 @@ class DiffusionGenerator(GeneratorBase):
         attributes and metres; a job whose on_step says stop gets its current estimate at once."""
         from functools import partial
 
+        from engines.generation.batching import row_spans
         from engines.models.trained_diffusion import RollRequest
 
-        failed = []
+        checked = []
         for job in jobs:
             try:
-                self._checked(job.request)
+                checked.append((job, *self._checked(job.request)))
             except StudioError as exc:   # it fails alone
                 job.fail(exc)
-                failed.append(job)
-        jobs = [job for job in jobs if job not in failed]
-        if not jobs:
+        if not checked:
             return
-        parts, metres, spans, start = [], [], [], 0
-        for job in jobs:
-            _, metre = self._checked(job.request)
-            parts.append(RollRequest(job.request.mode, job.rows, int(job.request.seed), job.request.attributes, metre))
-            metres.append(self._metres(job.request, metre))
-            spans.append((start, start + job.rows))
-            start += job.rows
+        jobs = [job for job, _, _ in checked]
+        settings = checked[0][1]   # the key: they all sample the same way
+        parts = [RollRequest(job.request.mode, job.rows, int(job.request.seed), job.request.attributes, metre)
+                 for job, _, metre in checked]
+        metres = [self._metres(job.request, metre) for job, _, metre in checked]
+        spans = row_spans(jobs)
         bar_steps = [self._bar_steps(m) for m in metres]
 
         def finish(j: int, x0):
@@ -185,8 +183,7 @@ class DiffusionGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
-        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None,
-                                              **self._guidance(self._checked(jobs[0].request)[0]))
+        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None, **self._guidance(settings))
         for j, (a, b) in enumerate(spans):
             finish(j, x0[a:b])
 

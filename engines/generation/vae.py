@@ -36,7 +36,6 @@ class VAEGenerator(GeneratorBase):
     live = False
     writes_in_c = True
     max_batch = 256
-    batch_rows = 256
 
     @classmethod
     def load(cls, path, device="cpu") -> "VAEGenerator":

@@ -149,10 +149,7 @@ class TrainedAutoregressive:
         given = ids[ids.index(MIDI) + 1:]
         # on_token sees every row's whole MIDI span so far, the continued bars included
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
-        model = self.model
-        if guidance_scale != 1.0 and ids.index(MIDI) > 1:  # a prompt with text to guide toward
-            model = ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given,
-                                           guidance_scale)
+        model = self._guided(ids, guidance_scale)
         if beam_width > 1:
             rows = [beam_search(model, ids, beam_width, budget, length_penalty, grammar, watch)]
         else:
@@ -171,14 +168,20 @@ class TrainedAutoregressive:
             raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{window}")
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), None, 0, metre)
         given = ids[ids.index(MIDI) + 1:]
-        model = self.model
-        if any(g.guidance_scale != 1.0 for g in groups) and ids.index(MIDI) > 1:  # a prompt with text to guide toward
-            scales = torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)])
-            model = ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given, scales)
+        model = self._guided(ids, torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)]))
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
         rows = sample_token_groups(model, ids, groups, self.model.config.block_size - len(ids),
                                    RemiGrammar(self.vocabulary, max_bars), watch)
         return [given + row for row in rows]
+
+    def _guided(self, ids: list[int], scale: float | torch.Tensor):
+        """The model guided toward the text of prompt `ids` at `scale` (one, or (B,) one per row), against the
+        same MIDI span without text; the plain model when no row is guided or the prompt has no text."""
+        guided = bool((torch.as_tensor(scale) != 1.0).any())
+        if not guided or ids.index(MIDI) <= 1:
+            return self.model
+        given = ids[ids.index(MIDI) + 1:]
+        return ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given, scale)
 
     def _extend(self, generated: list[Generated], prompt, mode, max_bars: int, window: int, temperature: float,
                 top_k: int, top_p: float, seed: int, guidance_scale: float,

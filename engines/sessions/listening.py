@@ -280,7 +280,8 @@ class ListeningService:
             views = self._folder_segments(system.folder, mode, n)
         else:
             request = _request_for(system, mode, n, seed, self.engine.cfg)
-            views = [{"midi_path": v.midi_path, "wav_path": v.wav_path} for v in self.engine.generate(request, codec=False)]
+            views = [{"midi_path": v.midi_path, "wav_path": v.wav_path}
+                     for v in self.engine.generate(request, codec=False)]
         out = []
         for i, v in enumerate(views):
             if not v["wav_path"]:
