@@ -15,7 +15,8 @@ from engines.data.captions import SegmentFacts, complexity_level, describe, fact
 from engines.errors import StudioError
 from engines.models.gpt import GPT, IGNORE, KVCache, model_from_checkpoint
 from engines.models.gpt_config import GPTConfig
-from engines.sampling.autoregressive import RemiGrammar, beam_search, filter_logits, sample_tokens
+from engines.sampling.autoregressive import (RemiGrammar, RowGroup, beam_search, filter_logits, sample_token_groups,
+                                             sample_tokens)
 from engines.tokenizers.midi import decode_tokens
 from engines.tokenizers.vocabulary import (AUDIO, BOS, EOS, MIDI, SPECIALS, TEXT, UNK, UnifiedVocabulary,
                                            remi_token_names, split_words)
@@ -154,18 +155,64 @@ def test_kv_cache_gives_the_same_logits_as_the_full_forward(positions):
     assert torch.allclose(several[:, -1], full[:, 8], atol=1e-5)
 
 
-def test_kv_cache_writes_in_place_and_refuses_more_than_its_capacity():
+def test_kv_cache_grows_a_chunk_at_a_time_and_refuses_more_than_its_capacity():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
+    model = GPT(GPTConfig(vocab_size=50, block_size=160, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
     cache = model.new_cache()
     model(torch.randint(0, 50, (1, 3)), cache=cache)
     buffer = cache.keys[0]
-    assert buffer.shape == (1, 2, 8, 8) and cache.length == 3
+    assert buffer.shape == (1, 2, KVCache.CHUNK, 8) and cache.length == 3   # room for what is written, not 160
     model(torch.randint(0, 50, (1, 1)), cache=cache)
     assert cache.keys[0] is buffer and cache.length == 4  # no reallocation per token
-    k = torch.zeros(1, 2, 5, 8)
-    with pytest.raises(ValueError, match="holds 8 tokens; 9"):
+    model(torch.randint(0, 50, (1, KVCache.CHUNK)), cache=cache)
+    assert cache.keys[0].shape[2] == 2 * KVCache.CHUNK and torch.equal(cache.keys[0][:, :, :4], buffer[:, :, :4])
+    model(torch.randint(0, 50, (1, 160 - cache.length)), cache=cache)
+    assert cache.keys[0].shape[2] == 160   # the last chunk stops at the block size
+    k = torch.zeros(1, 2, 1, 8)
+    with pytest.raises(ValueError, match="holds 160 tokens; 161"):
         cache.extend(0, k, k)
+
+
+def test_kv_cache_keeps_the_rows_selected_and_they_go_on_as_before():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=64, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    idx = torch.randint(0, 50, (4, 9))
+    cache = model.new_cache()
+    model(idx[:, :8], cache=cache)
+    cache.select(torch.tensor([3, 1]))
+    kept, _ = model(idx[[3, 1], 8:], cache=cache)
+    full, _ = model(idx)
+    assert cache.keys[0].shape[0] == 2 and cache.length == 9
+    assert torch.allclose(kept, full[[3, 1]], atol=1e-5)
+
+
+def test_rows_that_end_leave_the_batch_and_every_row_samples_as_if_alone(vocabulary):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocabulary), block_size=160, n_layer=1, n_head=2, n_embd=16)).eval()
+    batch_sizes = []
+
+    class Watched:   # the model, recording how many rows each step computes
+        config = model.config
+
+        def parameters(self):
+            return model.parameters()
+
+        def new_cache(self):
+            return model.new_cache()
+
+        def __call__(self, idx, cache):
+            batch_sizes.append(idx.shape[0])
+            return model(idx, cache=cache)
+
+    prompt = vocabulary.encode(text="a calm phrase", eos=False) + [MIDI]
+    grammar = RemiGrammar(vocabulary, max_bars=2)
+    groups = [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(6)]
+    together = sample_token_groups(Watched(), prompt, groups, 150, grammar)
+    alone = [sample_token_groups(model, prompt, [group], 150, grammar)[0]
+             for group in [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(6)]]
+    assert together == alone
+    assert batch_sizes[0] == 6 and min(batch_sizes) < 6   # rows that ended were not computed
+    assert len({len(row) for row in together}) > 1
 
 
 def test_gpt_loss_skips_ignored_targets_and_weights_are_tied():
@@ -307,23 +354,39 @@ def test_generate_from_a_prompt_and_by_beam_search(tiny_run):
         engine.generate("x", n=2, beam_width=2)
 
 
-def test_int8_blocks_on_cpu_follow_the_float_model(tiny_run):
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_reduced_precision_on_cpu_follows_the_float_model(tiny_run, precision):
     from engines.models.trained_autoregressive import TrainedAutoregressive
 
     path = tiny_run[0] / "autoregressive.pt"
-    quantized, exact = TrainedAutoregressive.load(path), TrainedAutoregressive.load(path, precision="float32")
-    assert quantized.precision == "int8" and exact.precision == "float32"
-    assert quantized.model.blocks[0].attn.qkv.weight().dtype == torch.qint8
-    assert type(quantized.model.lm_head) is torch.nn.Linear  # the output layer stays float
-    assert quantized.parameter_count == exact.parameter_count == exact.model.num_parameters()
-    ids = torch.tensor([quantized.prompt_ids("a calm, intimate BLUE phrase")])
+    reduced, exact = TrainedAutoregressive.load(path, precision=precision), \
+        TrainedAutoregressive.load(path, precision="float32")
+    assert reduced.precision == precision and exact.precision == "float32"
+    if precision == "int8":
+        assert reduced.model.blocks[0].attn.qkv.weight().dtype == torch.qint8
+        assert type(reduced.model.lm_head) is torch.nn.Linear  # the output layer stays float
+    else:
+        assert reduced.model.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert reduced.parameter_count == exact.parameter_count == exact.model.num_parameters()
+    ids = torch.tensor([reduced.prompt_ids("a calm, intimate BLUE phrase")])
     with torch.no_grad():
-        q, _ = quantized.model(ids, torch.zeros_like(ids))
+        q, _ = reduced.model(ids, torch.zeros_like(ids))
         f, _ = exact.model(ids, torch.zeros_like(ids))
+    assert q.dtype == torch.float32   # logits in float32 whatever the weights (prompt guidance subtracts them)
     assert (q - f).abs().max() < 0.05 * f.abs().max()
     assert (q.argmax(-1) == f.argmax(-1)).float().mean() > 0.9
     with pytest.raises(StudioError, match="precision must be"):
         TrainedAutoregressive.load(path, precision="half")
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(tiny_run, monkeypatch):
+    from engines.models import trained_autoregressive
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+
+    path = tiny_run[0] / "autoregressive.pt"
+    for native, expected in ((True, "bfloat16"), (False, "int8")):
+        monkeypatch.setattr(trained_autoregressive, "native_bfloat16", lambda native=native: native)
+        assert TrainedAutoregressive.load(path).precision == expected
 
 
 def test_continuation_keeps_the_given_bars(tiny_run, cache):
@@ -410,7 +473,10 @@ def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
     assert row["new_tokens"] == 20 and row["tokens_per_second_kv_cache"] > 0 and row["hf_gpt2_tokens_per_second"] > 0
     assert row["ratio_to_hf"] == pytest.approx(row["tokens_per_second_kv_cache"] / row["hf_gpt2_tokens_per_second"],
                                                rel=0.05)
-    assert row["seconds_one_segment_from_prompt"] > 0 and row["precision"] == "int8"
+    from engines.models.trained_autoregressive import native_bfloat16
+
+    assert row["seconds_one_segment_from_prompt"] > 0
+    assert row["precision"] == ("bfloat16" if native_bfloat16() else "int8")   # as the studio runs it
     assert row["ratio_float32_to_hf"] == pytest.approx(
         row["tokens_per_second_float32"] / row["hf_gpt2_tokens_per_second"], rel=0.05)
 

@@ -152,10 +152,11 @@ class RemiGrammar:
 
 
 class PairCache:
-    """The KV caches of the conditional and the unconditional stream of ClassifierFreeGuidance."""
+    """The KV caches of the conditional and the unconditional stream of ClassifierFreeGuidance, and the guidance
+    scale of each of their rows (a float: the same for every row)."""
 
-    def __init__(self, conditional, unconditional):
-        self.conditional, self.unconditional = conditional, unconditional
+    def __init__(self, conditional, unconditional, scale: float | torch.Tensor = 1.0):
+        self.conditional, self.unconditional, self.scale = conditional, unconditional, scale
 
     @property
     def length(self) -> int:
@@ -164,6 +165,8 @@ class PairCache:
     def select(self, rows: torch.Tensor) -> None:
         self.conditional.select(rows)
         self.unconditional.select(rows)
+        if isinstance(self.scale, torch.Tensor):
+            self.scale = self.scale[rows.to(self.scale.device)]
 
 
 class ClassifierFreeGuidance:
@@ -174,7 +177,8 @@ class ClassifierFreeGuidance:
     streams."""
 
     def __init__(self, model, unconditional_prompt: list[int], scale: float | torch.Tensor):
-        # scale: one for every row, or (B,) one per row (requests sharing a batch each keep their own)
+        # scale: one for every row, or (B,) one per row (requests sharing a batch each keep their own); the
+        # cache carries it, so rows dropped from the batch drop their scale too
         self.model, self.unconditional_prompt = model, list(unconditional_prompt)
         self.scale = scale[:, None, None] if isinstance(scale, torch.Tensor) else float(scale)
         self.config = model.config
@@ -183,7 +187,7 @@ class ClassifierFreeGuidance:
         return self.model.parameters()
 
     def new_cache(self) -> PairCache:
-        return PairCache(self.model.new_cache(), self.model.new_cache())
+        return PairCache(self.model.new_cache(), self.model.new_cache(), self.scale)
 
     def __call__(self, idx: torch.Tensor, cache: PairCache):
         plain = idx
@@ -191,7 +195,7 @@ class ClassifierFreeGuidance:
             plain = torch.tensor([self.unconditional_prompt] * idx.shape[0], device=idx.device)
         conditional, _ = self.model(idx, cache=cache.conditional)
         unconditional, _ = self.model(plain, cache=cache.unconditional)
-        return unconditional + self.scale * (conditional - unconditional), None
+        return unconditional + cache.scale * (conditional - unconditional), None
 
 
 def _grammar_states(grammar: RemiGrammar | None, prompt: list[int], n: int) -> list[GrammarState] | None:
@@ -244,10 +248,17 @@ def sample_token_groups(model, prompt: list[int], groups: list[RowGroup], max_ne
     logits, _ = model(torch.tensor([prompt] * n, device=device), cache=cache)
     rows: list[list[int]] = [[] for _ in range(n)]
     finished = torch.zeros(n, dtype=torch.bool)
+    computed = torch.arange(n)   # the rows the model still computes, in the cache's order
     for step in range(max_new_tokens):
-        scores = logits[:, -1].float().cpu()
+        if len(computed) == n:
+            scores = logits[:, -1].float().cpu()
+        else:   # rows that ended are not computed: they draw <eos> from any scores (the grammar allows no other)
+            scores = torch.zeros(n, logits.shape[-1])
+            scores[computed] = logits[:, -1].float().cpu()
         if states is not None:
             scores = scores.masked_fill(~torch.stack([grammar.allowed(s) for s in states]), float("-inf"))
+        # one draw per row of every row, ended or not: torch draws a fixed amount of noise per row for one sample,
+        # so each row's tokens do not depend on when the others ended
         chosen = torch.cat([torch.multinomial(filter_logits(scores[a:b], g.temperature, g.top_k, g.top_p).softmax(-1),
                                               1, generator=g.generator).squeeze(1)
                             for g, (a, b) in zip(groups, spans)])
@@ -260,7 +271,12 @@ def sample_token_groups(model, prompt: list[int], groups: list[RowGroup], max_ne
         finished |= chosen == EOS
         if finished.all() or (on_token is not None and on_token(step, rows)):
             break
-        logits, _ = model(chosen[:, None].to(device), cache=cache)
+        ended = finished[computed]
+        if int(ended.sum()) >= max(1, len(computed) // 8):   # drop the rows that ended (a copy of their cache
+            keep = torch.nonzero(~ended).squeeze(1)         # costs about a third of a step)
+            cache.select(keep)
+            computed = computed[keep]
+        logits, _ = model(chosen[computed][:, None].to(device), cache=cache)
     return rows
 
 
