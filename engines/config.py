@@ -129,6 +129,13 @@ class BatchingConfig:
     concurrency: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= 256,
                                                                  "an integer 1..256, or null"))
 
+    # threads each tensor operation may use (torch.set_num_threads), set once when the studio starts. null: torch's
+    # own choice (every core), fastest for a lone user; 1 lets the engines' batches and the requests' own work
+    # (judging, decoding) run side by side instead of sharing both cores op by op: more throughput under load,
+    # a lone user waits longer (README, "Many musicians at once")
+    threads: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= 256,
+                                                             "an integer 1..256, or null"))
+
     @property
     def requests_at_once(self) -> int:
         return self.concurrency if self.concurrency is not None else 4 * self.max_batch

@@ -23,6 +23,10 @@ class ModelRegistry:
     def __init__(self, checkpoints_dir: str | Path, batching=None):
         self.checkpoints_dir = Path(checkpoints_dir)
         self.batching = batching         # engines.config.BatchingConfig; None: no batching
+        if batching is not None and batching.threads is not None:
+            import torch
+
+            torch.set_num_threads(int(batching.threads))   # every thread that computes later uses this many
         self._models: dict[str, object] = {}
         self._batchers: dict[str, object] = {}
         self._lock = threading.Lock()

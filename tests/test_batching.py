@@ -163,3 +163,27 @@ def test_the_batch_cap_is_checked_in_the_config():
     cfg = load_config(overrides=["generation.batching.max_batch=1"])
     assert cfg.generation.batching.requests_at_once == 4   # as before batching
     assert load_config().generation.batching.requests_at_once == 4 * load_config().generation.batching.max_batch
+
+
+def test_the_threads_per_operation_are_set_once_for_every_thread_of_the_studio(tmp_path):
+    import torch
+
+    from engines.registry import ModelRegistry
+
+    with pytest.raises(StudioError, match="generation.batching.threads"):
+        load_config(overrides=["generation.batching.threads=0"])
+    before = torch.get_num_threads()
+    ModelRegistry(tmp_path, load_config().generation.batching)   # null: torch's own choice stays
+    assert torch.get_num_threads() == before
+    try:
+        ModelRegistry(tmp_path, load_config(overrides=["generation.batching.threads=1"]).generation.batching)
+        seen = []
+
+        def later():   # a request's thread, started after the studio
+            torch.ones(64, 64) @ torch.ones(64, 64)
+            seen.append(torch.get_num_threads())
+        thread = threading.Thread(target=later)
+        thread.start(), thread.join()
+        assert torch.get_num_threads() == 1 and seen == [1]
+    finally:
+        torch.set_num_threads(before)
