@@ -15,8 +15,8 @@ from engines.data.captions import SegmentFacts, complexity_level, describe, fact
 from engines.errors import StudioError
 from engines.models.gpt import GPT, IGNORE, KVCache, model_from_checkpoint
 from engines.models.gpt_config import GPTConfig
-from engines.sampling.autoregressive import (RemiGrammar, RowGroup, beam_search, filter_logits, sample_token_groups,
-                                             sample_tokens)
+from engines.sampling.autoregressive import (ROW_BUCKET, RemiGrammar, RowGroup, beam_search, filter_logits,
+                                             sample_token_groups, sample_tokens)
 from engines.tokenizers.midi import decode_tokens
 from engines.tokenizers.vocabulary import (AUDIO, BOS, EOS, MIDI, SPECIALS, TEXT, UNK, UnifiedVocabulary,
                                            remi_token_names, split_words)
@@ -206,13 +206,15 @@ def test_rows_that_end_leave_the_batch_and_every_row_samples_as_if_alone(vocabul
 
     prompt = vocabulary.encode(text="a calm phrase", eos=False) + [MIDI]
     grammar = RemiGrammar(vocabulary, max_bars=2)
-    groups = [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(6)]
+    groups = [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(20)]
     together = sample_token_groups(Watched(), prompt, groups, 150, grammar)
     alone = [sample_token_groups(model, prompt, [group], 150, grammar)[0]
-             for group in [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(6)]]
+             for group in [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(20)]]
     assert together == alone
-    assert batch_sizes[0] == 6 and min(batch_sizes) < 6   # rows that ended were not computed
     assert len({len(row) for row in together}) > 1
+    # rows that ended were not computed, in whole buckets of rows (few batch sizes: few kernels built)
+    assert batch_sizes[0] == 20 and min(batch_sizes) < 20
+    assert all(size == 20 or size % ROW_BUCKET == 0 for size in batch_sizes)
 
 
 def test_gpt_loss_skips_ignored_targets_and_weights_are_tied():

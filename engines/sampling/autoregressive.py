@@ -62,6 +62,9 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     return logits
 
 
+ROW_BUCKET = 8   # sampling computes a multiple of this many rows (or all of them) while rows end
+
+
 @dataclass
 class GrammarState:
     last: str = "start"        # kind of the last MIDI token
@@ -272,8 +275,13 @@ def sample_token_groups(model, prompt: list[int], groups: list[RowGroup], max_ne
         if finished.all() or (on_token is not None and on_token(step, rows)):
             break
         ended = finished[computed]
-        if int(ended.sum()) >= max(1, len(computed) // 8):   # drop the rows that ended (a copy of their cache
-            keep = torch.nonzero(~ended).squeeze(1)         # costs about a third of a step)
+        # drop the rows that ended, keeping a multiple of ROW_BUCKET rows computed: a copy of their cache costs
+        # about a third of a step, and every new batch size makes oneDNN build (and keep) new kernels
+        live = int((~ended).sum())
+        bucket = min(len(computed), -(-live // ROW_BUCKET) * ROW_BUCKET)
+        if len(computed) - bucket >= max(1, len(computed) // 8):
+            keep = torch.cat([torch.nonzero(~ended).squeeze(1), torch.nonzero(ended).squeeze(1)[:bucket - live]])
+            keep = keep.sort().values
             cache.select(keep)
             computed = computed[keep]
         logits, _ = model(chosen[computed][:, None].to(device), cache=cache)
