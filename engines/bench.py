@@ -160,8 +160,7 @@ def hf_reference(config):
 
 
 def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> dict | None:
-    """Tokens per second at batch 1 with the KV cache, as the studio runs on CPU (bfloat16 where the CPU computes
-    it, else int8 blocks: `precision`) and in float32,
+    """Tokens per second at batch 1 with the KV cache, as the studio runs on CPU (int8 blocks) and in float32,
     plain and under the REMI grammar as the studio samples; HF's GPT2LMHeadModel.generate with the same
     config (float32) in the same run as the reference (`ratio_to_hf`, goal >= 1.5); one 4-bar segment from a
     prompt with the configured sampling and prompt guidance (bar 1.5 s)."""

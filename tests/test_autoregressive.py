@@ -381,14 +381,22 @@ def test_reduced_precision_on_cpu_follows_the_float_model(tiny_run, precision):
         TrainedAutoregressive.load(path, precision="half")
 
 
-def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(tiny_run, monkeypatch):
+def test_wide_shared_batches_run_in_bfloat16_only_where_the_cpu_computes_it(tiny_run, monkeypatch):
     from engines.models import trained_autoregressive
-    from engines.models.trained_autoregressive import TrainedAutoregressive
+    from engines.models.trained_autoregressive import WIDE_ROWS, TrainedAutoregressive
 
     path = tiny_run[0] / "autoregressive.pt"
-    for native, expected in ((True, "bfloat16"), (False, "int8")):
-        monkeypatch.setattr(trained_autoregressive, "native_bfloat16", lambda native=native: native)
-        assert TrainedAutoregressive.load(path).precision == expected
+    monkeypatch.setattr(trained_autoregressive, "native_bfloat16", lambda: True)
+    engine = TrainedAutoregressive.load(path)
+    assert engine.precision == "int8" and engine.wide.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert engine.batch_model(WIDE_ROWS - 1) is engine.model and engine.batch_model(WIDE_ROWS) is engine.wide
+    groups = [RowGroup(WIDE_ROWS // 2, 1.0, 0, 1.0, torch.Generator().manual_seed(i), 2.0) for i in range(2)]
+    rows = engine.sample_groups(None, "BLUE", groups, max_bars=1)
+    assert len(rows) == WIDE_ROWS and all(engine.to_generated(r, 1).segment.num_bars <= 1 for r in rows)
+    assert TrainedAutoregressive.load(path, precision="int8").wide is None   # one precision when one is named
+    monkeypatch.setattr(trained_autoregressive, "native_bfloat16", lambda: False)
+    engine = TrainedAutoregressive.load(path)
+    assert engine.wide is None and engine.batch_model(4 * WIDE_ROWS) is engine.model
 
 
 def test_continuation_keeps_the_given_bars(tiny_run, cache):
@@ -475,10 +483,7 @@ def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
     assert row["new_tokens"] == 20 and row["tokens_per_second_kv_cache"] > 0 and row["hf_gpt2_tokens_per_second"] > 0
     assert row["ratio_to_hf"] == pytest.approx(row["tokens_per_second_kv_cache"] / row["hf_gpt2_tokens_per_second"],
                                                rel=0.05)
-    from engines.models.trained_autoregressive import native_bfloat16
-
-    assert row["seconds_one_segment_from_prompt"] > 0
-    assert row["precision"] == ("bfloat16" if native_bfloat16() else "int8")   # as the studio runs it
+    assert row["seconds_one_segment_from_prompt"] > 0 and row["precision"] == "int8"
     assert row["ratio_float32_to_hf"] == pytest.approx(
         row["tokens_per_second_float32"] / row["hf_gpt2_tokens_per_second"], rel=0.05)
 

@@ -8,18 +8,19 @@ The prompt is `<bos> <text> words <midi>` (+ the REMI of the bars to continue, f
 the model writes the MIDI span under engines/sampling/autoregressive.py's REMI grammar until <eos> or
 `max_bars` bars. Sampling (temperature, top-k, top-p) or beam search (beam_width > 1).
 
-On CPU the model runs in the precision that reads the fewest bytes the CPU can compute with natively (decoding
-one token at a time is bound by reading the weights, and a shared batch by reading the KV cache):
-- `bfloat16` where the CPU multiplies bfloat16 in hardware (AMX tiles, Intel Xeon 4th generation on): weights,
-  activations and the KV cache in bfloat16. A batch of 128 rows writes 1.5x as many tokens a second as int8;
-  at 8 rows it is about as fast.
-- `int8` elsewhere: the transformer blocks' linear layers with int8 weights (PyTorch's dynamic quantization:
-  weights quantized once, activations per call); the embedding and the output layer stay float32.
-On the shipped checkpoint the perplexity of 300 test segments is the same to three decimals in all three
-(1.665-1.666; README, bench). `precision="float32"` turns both off (and is what a GPU gets).
+On CPU the transformer blocks' linear layers run with int8 weights (PyTorch's dynamic quantization: weights
+quantized once, activations per call): decoding one token at a time is bound by reading the weights, and int8
+reads a quarter as much; the embedding and the output layer stay float32. A batch that many users' requests
+share (sample_groups) is bound by reading the KV cache instead: from WIDE_ROWS rows on it runs on a bfloat16
+copy of the model where the CPU multiplies bfloat16 in hardware (AMX tiles, Intel Xeon 4th generation on),
+1.5x the tokens a second of int8 at 128 rows (at batch 1 it is slower than int8, so a lone user keeps int8).
+On the shipped checkpoint the perplexity of 300 test segments is the same to three decimals in every precision
+(1.665-1.666; README, bench), and logits are float32 in all. `precision="float32"` turns both off (and is
+what a GPU gets); "int8" and "bfloat16" use one precision for every batch.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_tok
 from engines.training.common import load_checkpoint
 
 MAX_PROMPT_WORDS = 64
+WIDE_ROWS = 32   # rows from which a shared batch runs in bfloat16 (where the CPU computes it natively)
 
 
 @dataclass
@@ -77,8 +79,12 @@ class TrainedAutoregressive:
         if precision in ("int8", "bfloat16") and self.device.type != "cpu":
             raise StudioError(f"{precision} weights are for CPU inference; use precision float32 on a GPU")
         model = model.to(device).eval()
+        cpu = self.device.type == "cpu"
+        # the bfloat16 copy for wide shared batches, made before int8 quantizes the model in place
+        self.wide = copy.deepcopy(model).to(torch.bfloat16) if precision == "auto" and cpu and native_bfloat16() \
+            else None
         if precision == "auto":
-            precision = "float32" if self.device.type != "cpu" else "bfloat16" if native_bfloat16() else "int8"
+            precision = "int8" if cpu else "float32"
         self.precision = precision
         self.model = int8_blocks(model) if precision == "int8" else \
             model.to(torch.bfloat16) if precision == "bfloat16" else model
@@ -183,20 +189,28 @@ class TrainedAutoregressive:
             raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{window}")
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), None, 0, metre)
         given = ids[ids.index(MIDI) + 1:]
-        model = self._guided(ids, torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)]))
+        model = self._guided(ids, torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)]),
+                             self.batch_model(sum(g.rows for g in groups)))
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
         rows = sample_token_groups(model, ids, groups, self.model.config.block_size - len(ids),
                                    RemiGrammar(self.vocabulary, max_bars), watch)
         return [given + row for row in rows]
 
-    def _guided(self, ids: list[int], scale: float | torch.Tensor):
-        """The model guided toward the text of prompt `ids` at `scale` (one, or (B,) one per row), against the
-        same MIDI span without text; the plain model when no row is guided or the prompt has no text."""
+    def batch_model(self, rows: int) -> GPT:
+        """The model a shared batch of `rows` rows runs on: the bfloat16 copy from WIDE_ROWS rows where there is
+        one, else the model."""
+        return self.wide if self.wide is not None and rows >= WIDE_ROWS else self.model
+
+    def _guided(self, ids: list[int], scale: float | torch.Tensor, model: GPT | None = None):
+        """`model` (default the model) guided toward the text of prompt `ids` at `scale` (one, or (B,) one per
+        row), against the same MIDI span without text; the plain model when no row is guided or the prompt has
+        no text."""
+        model = model if model is not None else self.model
         guided = bool((torch.as_tensor(scale) != 1.0).any())
         if not guided or ids.index(MIDI) <= 1:
-            return self.model
+            return model
         given = ids[ids.index(MIDI) + 1:]
-        return ClassifierFreeGuidance(self.model, self.vocabulary.encode(eos=False) + [MIDI] + given, scale)
+        return ClassifierFreeGuidance(model, self.vocabulary.encode(eos=False) + [MIDI] + given, scale)
 
     def _extend(self, generated: list[Generated], prompt, mode, max_bars: int, window: int, temperature: float,
                 top_k: int, top_p: float, seed: int, guidance_scale: float,
