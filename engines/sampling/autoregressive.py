@@ -169,8 +169,7 @@ class PairCache:
     def select(self, rows: torch.Tensor) -> None:
         self.conditional.select(rows)
         self.unconditional.select(rows)
-        if isinstance(self.scale, torch.Tensor):
-            self.scale = self.scale[rows.to(self.scale.device)]
+        self.scale = _scale_of_rows(self.scale, rows)
 
 
 class GuidedCache:
@@ -187,8 +186,12 @@ class GuidedCache:
     def select(self, rows: torch.Tensor) -> None:
         half = self.cache.keys[0].shape[0] // 2 if self.cache.keys[0] is not None else 0
         self.cache.select(torch.cat([rows, rows + half]))
-        if isinstance(self.scale, torch.Tensor):
-            self.scale = self.scale[rows.to(self.scale.device)]
+        self.scale = _scale_of_rows(self.scale, rows)
+
+
+def _scale_of_rows(scale: float | torch.Tensor, rows: torch.Tensor) -> float | torch.Tensor:
+    """The guidance scale of the rows a cache keeps: a float is every row's."""
+    return scale[rows.to(scale.device)] if isinstance(scale, torch.Tensor) else scale
 
 
 class ClassifierFreeGuidance:
