@@ -165,6 +165,27 @@ def test_the_batch_cap_is_checked_in_the_config():
     assert load_config().generation.batching.requests_at_once == 4 * load_config().generation.batching.max_batch
 
 
+def test_openmp_keeps_spinning_between_operations_unless_the_user_chose_otherwise():
+    """engines/__init__.py sets how torch's libgomp waits before torch loads it (read once, at load); a user's
+    own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone, and then neither is set."""
+    import os
+    import subprocess
+    import sys
+
+    from engines import OPENMP_WAITING
+
+    probe = ("import os, engines, torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+             "torch.get_num_threads() >= 1)")
+    clean = {k: v for k, v in os.environ.items() if k not in OPENMP_WAITING}
+
+    def seen(**env) -> str:
+        return subprocess.run([sys.executable, "-c", probe], env=dict(clean, **env), capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert seen() == "ACTIVE 300000 True"
+    assert seen(OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None True"
+    assert seen(GOMP_SPINCOUNT="0") == "None 0 True"
+
+
 def test_the_threads_per_operation_are_set_once_for_every_thread_of_the_studio(tmp_path):
     import torch
 
