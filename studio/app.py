@@ -17,7 +17,9 @@ CSS = """
 .studio-error {background:#fdecea;border:1px solid #f5c2c0;color:#8a1c1c;padding:10px 12px;border-radius:8px}
 .mode-chip {display:inline-block}
 .studio-hidden {display:none !important}
-#generate-live img {image-rendering: pixelated}
+#generate-live canvas {width: 100%; image-rendering: pixelated; display: none}
+#generate-live .live-caption {display: none; font-size: var(--text-sm); color: var(--body-text-color-subdued)}
+#generate-live:has(canvas[data-drawn]) .live-caption {display: block}
 .result-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px}
 /* the dark theme: plot text lifted (figures are transparent, studio/widgets.STUDIO_TEMPLATE) */
 .dark .js-plotly-plot .main-svg .xtick text, .dark .js-plotly-plot .main-svg .ytick text,

@@ -30,14 +30,16 @@ from engines.errors import StudioError
 from engines.generation.base import MAX_CANDIDATES
 from engines.music.features import PITCH_NAMES
 from studio.phrase_pad import build_phrase_pad, phrase_notes
-from studio.widgets import (analysis_markdown, counted, denoising_image, error_markdown, guarded, guarded_stream,
-                            mode_chip, piano_roll_figure, progress_html)
+from studio.widgets import (LIVE_ROLL_JS, analysis_markdown, counted, error_markdown, guarded, guarded_stream,
+                            live_roll, mode_chip, piano_roll_figure, progress_html)
 
 MAX_RESULTS = 8
-# The live view: at most two pictures a second, each pixel a pitch by half a step (the page scales it up):
-# every picture is a PNG Gradio encodes and sends while sampling goes on, and at 5 a second of 4x larger ones
-# the studio took 2.7x the engine's time for DDIM-50 x4 (scripts/bench_live_view.py).
-LIVE_EVERY, LIVE_SCALE = 0.5, (2, 3)
+# The live view: at most two views a second, each the variations' levels as a few kilobytes the page draws
+# (widgets.live_roll, LIVE_ROLL_JS). As PNGs Gradio encoded, cached and the page fetched, at 5 a second the
+# studio took 2.7x the engine's time for DDIM-50 x4.
+LIVE_EVERY = 0.5
+LIVE_TEMPLATE = ("<div class='live-caption'>Live: each variation's current estimate (diffusion) or its notes so far "
+                 "(GPT)</div><canvas></canvas>")
 INIT_SOURCES = ["a result below", "an uploaded MIDI file", "the phrase you play in"]
 # What a musician may ask a result to land on besides its mode, in the analyzer's scale: (low, high, default)
 TARGET_RANGES = {"energy": (0, 1, 0.5), "valence": (-1, 1, 0.0), "tension": (0, 1, 0.5), "intimacy": (0, 1, 0.5),
@@ -49,6 +51,7 @@ TARGET_LABELS = {"energy": "Energy", "valence": "Valence (dark - bright)", "tens
 # The secret only signs what the browser holds, which is its own results: a kept MIDI file is checked on its way
 # back like any upload (engine.restore_midi).
 HISTORY_SIZE = 50
+REPLACED = "replaced"   # a run a newer one of the same user replaced: it draws nothing
 HISTORY_KEY, HISTORY_SECRET = "chromatic-studio-history", "chromatic-studio-history-v1"
 HISTORY_COLUMNS = ["entry", "when", "result", "heard", "settings"]
 INIT_LABELS = {"inpainted": ("Inpainting: keep bars, regenerate the rest", "Inpaint"),
@@ -251,9 +254,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
             status = gr.Markdown(elem_id="generate-status")
         with gr.Column(scale=3):
-            live = gr.Image(label="Live: each variation's current estimate (diffusion) or its notes so far (GPT)",
-                            type="numpy", format="png", interactive=False, visible=False, elem_id="generate-live",
-                            buttons=[])
+            live = gr.HTML(None, html_template=LIVE_TEMPLATE, js_on_load=LIVE_ROLL_JS, elem_id="generate-live",
+                           padding=False)
             slots = []   # per result card: (card, roll, head, audio, codec audio, files, star, analysis)
             with gr.Row(elem_id="generated-grid", equal_height=False):
                 for i in range(MAX_RESULTS):
@@ -289,6 +291,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                     start_from = gr.Button("Use as start (inpaint or continue)", elem_id="generate-history-start")
                 history_note = gr.Markdown(elem_id="generate-history-note")
     results_state = gr.State([])  # this user's last results (result_record: inpainting starts from them)
+    finished_run = gr.State(None)  # the run just finished, for show_results to draw (or REPLACED, or None)
     starred_state = gr.State([])  # the results this user starred, over every run of the session
     history = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
 
@@ -312,8 +315,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
         prompt.input(lambda text: mode_named(text or "") or "WHITE", prompt, mode, api_visibility="private",
                      trigger_mode="always_last")   # the last keystroke decides, not the first
 
-    def on_error(message):
-        return [message, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip(), *hidden_slots()]
+    def on_error(message):   # the cards of the last run go with it (show_results, given no finished run)
+        return [message, None, None]
 
     @guarded_stream(on_error)
     def run(engine_name, mode, seed, tempo, metre, tonic, scale, instrument, dynamics, count, k, asked_labels,
@@ -349,20 +352,32 @@ def build_generation_panel(engine: StudioEngine) -> None:
         for item in engine.generate_stream(req, run_id=request.session_hash if request else None, every=LIVE_EVERY):
             if isinstance(item, GenerationProgress):
                 stopped_at = (item.step, item.total)
-                image = denoising_image(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low,
-                                        scale=LIVE_SCALE)
+                roll = live_roll(item.sounding, item.bar_steps, MODE_COLORS[mode], engine.cfg.data.pitch_low)
                 label = engine.engine_live_label(engine_name).format(step=item.step, total=item.total)
-                yield [progress_html(item.step, item.total, label),
-                       gr.update(value=image, visible=True), gr.skip(), gr.skip(), gr.skip(),
-                       *[gr.skip()] * (len(slots[0]) * len(slots))]
+                yield [progress_html(item.step, item.total, label), roll, gr.skip()]
             else:
                 result = item
-        if not result.replaced:   # a replaced run leaves the page to the newer one
-            outputs = _results(result, req, stopped_at, live_view, starred)
-            outputs[0] += f" Took {time.perf_counter() - started:.2f} s."   # request to results, live view included
-            records = outputs[2]
-            kept = ([history_entry(r) for r in records] + list(kept or []))[:HISTORY_SIZE]
-            yield outputs[:3] + [kept, history_rows(kept)] + outputs[3:]
+        # The cards are drawn by show_results, the event that follows. Gradio handles every output of a streamed
+        # update, a skipped one too (it rebuilds the component): with the cards among the outputs, two live views
+        # of a 1 s diffusion request cost it 13 %.
+        yield [gr.skip(), gr.skip(), REPLACED if result.replaced else
+               {"result": result, "request": req, "stopped_at": stopped_at, "live": live_view, "started": started}]
+
+    @guarded(lambda message: [message] + [gr.skip()] * 4 + hidden_slots())
+    def show_results(finished, starred, kept):
+        """The finished run's cards, its summary (with "Took N s": request to cards, live view included), the
+        results kept for inpainting and the browser's history. None (the run failed; its message shows): no
+        cards. A run a newer one replaced leaves the page to it."""
+        if finished == REPLACED:
+            return [gr.skip()] * (5 + len(slots) * len(slots[0]))
+        if finished is None:
+            return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *hidden_slots()]
+        outputs = _results(finished["result"], finished["request"], finished["stopped_at"], finished["live"],
+                           starred)
+        outputs[0] += f" Took {time.perf_counter() - finished['started']:.2f} s."
+        records = outputs[2]
+        kept = ([history_entry(r) for r in records] + list(kept or []))[:HISTORY_SIZE]
+        return outputs[:3] + [kept, history_rows(kept)] + outputs[3:]
 
     def _results(result, req: Request, stopped_at, live_shown: bool, starred: list) -> list:
         views, mode = result.views, result.asked_mode
@@ -374,7 +389,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
             summary += f" Stopped at step {stopped_at[0]} of {stopped_at[1]}: these are what it had then."
         records = [result_record(v, req) for v in views]
         kept = {r["midi"] for r in starred or []}
-        outputs = [summary, gr.skip() if live_shown else gr.update(visible=False), records]
+        outputs = [summary, gr.skip() if live_shown else None, records]
         for i in range(MAX_RESULTS):
             if i < len(views):
                 v = views[i]
@@ -417,9 +432,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
               starred_state, history, phrase] + [c for _, _, c in controls]
     # a click while a run is going replaces it (the engine stops the earlier run of this session): never nothing
     shown = [status, live, results_state, history, history_table] + [c for slot in slots for c in slot]
-    generate.click(run, inputs, shown,
+    generate.click(run, inputs, [status, live, finished_run],
                    show_progress="minimal", trigger_mode="multiple", api_visibility="private",
-                   concurrency_limit=engine.cfg.generation.batching.requests_at_once, concurrency_id="generation")
+                   concurrency_limit=engine.cfg.generation.batching.requests_at_once, concurrency_id="generation"
+                   ).then(show_results, [finished_run, starred_state, history], shown, queue=False,
+                          show_progress="hidden", api_visibility="private")
     stop.click(request_stop, None, status, queue=False, api_visibility="private")
     for i, slot in enumerate(slots):
         slot[6].input(on_star(i), [slot[6], results_state, starred_state], [starred_state, starred_line],

@@ -475,6 +475,29 @@ def test_api_streams_the_growing_roll_and_stops_on_request(tiny_run, tmp_path):
         list(engine.generate_stream(Request(engine="autoregressive", keep_bars=[1, 2])))
 
 
+def test_results_are_analysed_and_rendered_on_the_requests_own_thread(tiny_run, tmp_path):
+    """Not on the caller's: a server's worker threads that ran torch (the audio codec's preview) each kept an
+    OpenMP team, and every later request paid for them (engines/api/generation.py)."""
+    import threading
+
+    from engines.api import Request, StudioEngine
+
+    engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tiny_run[0]}"]), out_dir=tmp_path)
+    made_on = []
+    views = engine._views
+
+    def recorded(*args, **kwargs):
+        made_on.append(threading.current_thread())
+        return views(*args, **kwargs)
+    engine._views = recorded
+    results = engine.generate(Request(engine="autoregressive", mode="BLUE", n=1, settings={"max_bars": 1}))
+    assert len(results) == 1 and results[0].midi_path
+    assert len(made_on) == 1 and made_on[0] is not threading.current_thread()
+    assert made_on[0].name == "autoregressive-sampling"
+    made_on[0].join(timeout=10)   # ... and it ends with the request, and its OpenMP team with it
+    assert not made_on[0].is_alive()
+
+
 def test_evaluate_reports_the_issue_keys(tiny_run):
     from engines.evaluation.autoregressive_eval import evaluate_autoregressive
 

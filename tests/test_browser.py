@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engines.api import MODE_COLORS
 from tests.helpers import start_studio, stop_studio, write_test_midi
 
 pytestmark = pytest.mark.browser
@@ -167,19 +168,28 @@ def _wait_for_results(page):
 def test_generate_with_diffusion_watch_it_denoise_and_see_the_result(page):
     _choose_diffusion(page, "GREEN")
     page.click("#generate-button")
-    page.wait_for_selector("#generate-live img")  # the live view of the running sampler
+    page.wait_for_selector("#generate-live canvas[data-drawn]")  # the live view of the running sampler
     _wait_for_results(page)
     assert "4 segments; the analyzer hears GREEN in" in page.inner_text("#generate-status")
     assert "DIFFUSION · GREEN · seed 0 · #1" in page.inner_text("#generated-readout-0")
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
-    assert page.locator("#generate-live img").is_visible()  # the final estimate stays in view
+    assert page.locator("#generate-live canvas").is_visible()  # the final estimate stays in view
+    # drawn in the page from the levels sent: what sounds in GREEN's colour (its level the opacity), tiles framed
+    green = [int(MODE_COLORS["GREEN"][i:i + 2], 16) for i in (1, 3, 5)]
+    drawn = page.evaluate("""(rgb) => { const c = document.querySelector('#generate-live canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let sounding = 0;
+        for (let i = 0; i < d.length; i += 4)
+            if (d[i + 3] > 0 && Math.abs(d[i] - rgb[0]) + Math.abs(d[i + 1] - rgb[1]) + Math.abs(d[i + 2] - rgb[2]) < 6)
+                sounding++;
+        return {sounding, corner: Array.from(d.slice(0, 4))}; }""", green)
+    assert drawn["sounding"] > 20 and drawn["corner"] == [128, 128, 128, 90], drawn
 
 
 def test_stop_ends_denoising_early_and_keeps_the_estimate(page):
     _choose_diffusion(page, "RED")
     _set_slider(page, "generate-steps", 1000)
     page.click("#generate-button")
-    page.wait_for_selector("#generate-live img")
+    page.wait_for_selector("#generate-live canvas[data-drawn]")
     page.click("#generate-stop")
     _wait_for_results(page)
     assert "Stopped at step" in page.inner_text("#generate-status")

@@ -82,21 +82,22 @@ def test_a_whole_song_roll_has_one_legend_entry_per_mode_and_room_for_its_notes(
     assert len(single.data) == 1 and not single.layout.showlegend and single.layout.height == 340
 
 
-def test_the_live_view_is_transparent_where_silent_and_the_modes_colour_where_sounding():
+def test_the_live_view_sends_each_variations_levels_from_the_top_pitch_down():
+    import base64
+
     import numpy as np
 
-    from studio.widgets import denoising_image
+    from studio.widgets import live_roll
 
     sounding = np.zeros((3, 64, 88), np.float32)
     sounding[0, 0:4, 60 - 21] = 1.0                     # variation 1: a C4 for a beat
-    image = denoising_image(sounding, [16, 16, 12], "#3366cc")
-    assert image.shape[2] == 4 and image.dtype == np.uint8
-    assert image.shape[0] == 2 * (61 * 4 + 6) and image.shape[1] == 2 * (64 * 6 + 6)   # two rows of two tiles
-    row = 3 + (96 - 60) * 4 + 1                            # C4, counted from C7 at the top, mid-note
-    assert tuple(image[row, 3 + 6]) == (0x33, 0x66, 0xcc, 255)
-    assert image[row + 20, 3 + 6 * 8, 3] == 0              # silence is see-through, on any theme
-    bar_line = 3 + 16 * 6
-    assert image[row + 20, bar_line, 3] > 0 and tuple(image[row + 20, bar_line, :3]) == (128, 128, 128)
-    # the 3/4 variation's steps after its fourth bar are shaded as padding
-    third = image[61 * 4 + 6 + 10, 3 + 12 * 4 * 6 + 2]
-    assert third[3] == 50
+    sounding[2, 10, 96 - 21] = 0.5                      # variation 3: a half-heard C7 (the top shown) at step 10
+    sounding[1, 5, 30 - 21] = 1.0                       # below C2: not shown
+    roll = live_roll(sounding, [16, 16, 12], "#3366cc")
+    assert {k: roll[k] for k in ("color", "n", "steps", "pitches", "bars", "bar_steps")} == {
+        "color": "#3366cc", "n": 3, "steps": 64, "pitches": 61, "bars": 4, "bar_steps": [16, 16, 12]}
+    levels = np.frombuffer(base64.b64decode(roll["levels"]), np.uint8).reshape(3, 61, 64)
+    assert levels[0, 96 - 60, 0:4].tolist() == [255] * 4 and levels[0].sum() == 4 * 255   # C4, 36 below C7
+    assert levels[2, 0, 10] == 128 and levels[2].sum() == 128
+    assert levels[1].sum() == 0
+    assert len(roll["levels"]) < 4 * 3 * 61 * 64 / 3 + 4   # base64 of one byte per cell: a few kilobytes

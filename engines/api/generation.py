@@ -111,10 +111,19 @@ class GenerationAPI:
                 updates.put(("step", i + 1, total, preview()))
             return stop.is_set()
 
+        gone = threading.Event()   # the caller stopped listening: nothing more is worth making
+
         def work():
+            # The results are analysed and rendered here too, not in the caller's thread: every thread that runs
+            # torch (the audio codec's preview) keeps its own OpenMP team, and a server's worker threads that
+            # kept one made every later request slower (engines/__init__.py); this one's team ends with it.
             try:
-                updates.put(("done", draw(generator, request, settings, self.verifier, on_step, self.cfg,
-                                          run=batcher.run)))
+                outcome = draw(generator, request, settings, self.verifier, on_step, self.cfg, run=batcher.run)
+                stopped = stop.is_set()
+                replaced = bool(run_id) and stopped and self._stops.get(run_id) is not stop
+                # the newer run shows its own results: this one's are not analysed or rendered
+                views = None if replaced or gone.is_set() else self._views(request, mode, outcome, stopped, codec)
+                updates.put(("done", outcome, stopped, replaced, views))
             except Exception as exc:  # handed to the caller's thread
                 updates.put(("error", exc))
 
@@ -129,20 +138,19 @@ class GenerationAPI:
                 elif kind == "error":
                     raise payload[0]
                 else:
-                    outcome = payload[0]
-                    replaced = bool(run_id) and stop.is_set() and self._stops.get(run_id) is not stop
-                    if replaced:   # the newer run shows its own results; this one's are not analysed or rendered
+                    outcome, stopped, replaced, views = payload
+                    if replaced:
                         yield GenerationResult(views=[], summary="Replaced by a newer request.", asked_mode=mode,
                                                candidates=outcome.candidates, stopped=True, replaced=True)
                         return
                     yield GenerationResult(
-                        views=self._views(request, mode, outcome, stop.is_set(), codec), summary=outcome.summary(),
-                        asked_mode=mode,
-                        candidates=outcome.candidates, stopped=stop.is_set(),
+                        views=views, summary=outcome.summary(), asked_mode=mode,
+                        candidates=outcome.candidates, stopped=stopped,
                         verification={"drawn": outcome.drawn, "heard": outcome.heard,
                                       "rejected_copies": outcome.rejected_copies, "judged": outcome.judged})
                     return
         finally:
+            gone.set()
             stop.set()
             if run_id and self._stops.get(run_id) is stop:  # a newer run of the same id keeps its own flag
                 del self._stops[run_id]
