@@ -369,7 +369,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
         results kept for inpainting and the browser's history. None (the run failed; its message shows): no
         cards. A run a newer one replaced leaves the page to it."""
         if finished == REPLACED:
-            return [gr.skip()] * (5 + len(slots) * len(slots[0]))
+            return [gr.skip()] * len(shown)
         if finished is None:
             return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), *hidden_slots()]
         outputs = _results(finished["result"], finished["request"], finished["stopped_at"], finished["live"],

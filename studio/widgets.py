@@ -149,7 +149,7 @@ def live_roll(sounding: np.ndarray, bar_steps: list[int], color: str, pitch_low:
     estimate (diffusion) or its notes so far (GPT) as levels 0-255, pitches `shown` (C2..C7) from the top down.
     sounding (n, steps, pitches) in [0, 1], the roll's lowest pitch `pitch_low` -> a dict of plain values:
     levels is base64 of uint8 (n, pitches, steps). A few kilobytes, sent as they are: no picture is encoded,
-    cached and fetched per view (PNGs cost the studio 13 % of a 50-step diffusion request)."""
+    cached in Gradio's folder and fetched by the page per view."""
     n, steps, pitches = sounding.shape
     low, high = max(shown[0] - pitch_low, 0), min(shown[1] - pitch_low, pitches - 1)
     levels = np.clip(sounding[:, :, low:high + 1], 0, 1)[:, :, ::-1].transpose(0, 2, 1)   # (n, pitches, steps)
