@@ -10,13 +10,17 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test sysdeps browser venv bench prepare stats clean screenshots
+.PHONY: run test test-fast sysdeps browser venv bench prepare stats clean screenshots
 
 run: sysdeps venv
 	$(BIN)/python app.py $(ARGS)
 
 test: sysdeps browser venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick lane while you work: every test not marked slow or browser (pytest.ini), in about a minute.
+test-fast: sysdeps venv
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

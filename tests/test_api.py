@@ -137,6 +137,7 @@ def test_bad_uploads_raise_studio_errors(engine, tmp_path, content, message):
         engine.analyze_upload(path)
 
 
+@pytest.mark.slow
 def test_studio_builds_and_imports_no_torch(engine):
     from studio.app import build_app
 
@@ -160,7 +161,12 @@ def test_renders_of_two_engines_never_share_files(tmp_path):
     cfg = load_config()
     cache = ensure_corpus_cache(cfg)
     first, second = StudioEngine(cfg, cache=cache), StudioEngine(cfg, cache=cache)
-    assert first.out_dir != second.out_dir and first.out_dir.is_dir()
+    # a file is made once per name and then served from disk: were the folders shared, the second engine
+    # would hand out the first one's file
+    made = [engine._file("result-1", ".txt", lambda path, text=text: path.write_text(text))
+            for engine, text in ((first, "first"), (second, "second"))]
+    assert [path.read_text() for path in made] == ["first", "second"]
+    assert first._file("result-1", ".txt", lambda path: path.write_text("again")).read_text() == "first"
 
 
 def test_guarded_handlers_turn_any_failure_into_a_message():

@@ -335,6 +335,7 @@ def test_beam_search_finds_the_likelier_path_greedy_misses():
 
 
 # ---- training, generation, CLI, API, evaluation, bench ------------------------------------------------------
+@pytest.mark.slow
 def test_training_writes_a_checkpoint_that_rebuilds_itself(tiny_run):
     folder, best = tiny_run
     assert best["val_perplexity"] == pytest.approx(np.exp(best["val_loss"]), rel=1e-6)
@@ -510,6 +511,7 @@ def test_evaluate_reports_the_issue_keys(tiny_run):
     assert result["pairs"] == 8 and 0 <= result["complexity_pairs"] <= 1
 
 
+@pytest.mark.slow
 def test_bench_row_compares_with_hf_gpt2(tiny_run, tmp_path):
     from engines.bench import bench_autoregressive
 

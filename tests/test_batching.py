@@ -165,6 +165,7 @@ def test_the_batch_cap_is_checked_in_the_config():
     assert load_config().generation.batching.requests_at_once == 4 * load_config().generation.batching.max_batch
 
 
+@pytest.mark.slow
 def test_openmp_keeps_spinning_between_operations_unless_the_user_chose_otherwise():
     """engines/__init__.py sets how torch's libgomp waits before torch loads it (read once, at load); a user's
     own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone, and then neither is set."""

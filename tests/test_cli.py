@@ -151,6 +151,7 @@ def test_python_m_engines_analyze(song, garbage):
     assert failed.stderr.startswith("error: 'garbage.mid'") and failed.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_or_session_folder_stops_the_studio_and_stats_in_one_line(tmp_path):
     blocker = tmp_path / "a-file"   # a file where a folder should be: no one can write under it, root included
     blocker.write_text("")
@@ -170,6 +171,7 @@ def test_an_unwritable_cache_or_session_folder_stops_the_studio_and_stats_in_one
         "to one the studio can write, e.g. --set data.cache_dir=/tmp/studio"]
 
 
+@pytest.mark.slow
 def test_listen_create_results_and_close_from_the_command_line(capsys, tmp_path):
     """The documented study spec, created, read and closed as a script would (python -m engines listen)."""
     from engines.sessions.listening import ListeningService

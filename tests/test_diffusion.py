@@ -270,6 +270,7 @@ def test_checkpoint_round_trip(tiny_cfg, tmp_path):
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_writes_metrics_checkpoints_and_resumes(run_dir, tiny_cfg):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -418,6 +419,7 @@ def test_frechet_distance_known_answers():
         frechet_distance(a[:, :2], a)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_issue_keys(run_dir, tiny_cfg):
     from engines.evaluation.diffusion_eval import evaluate_diffusion
 
@@ -443,8 +445,18 @@ def test_bench_row_and_model_card(run_dir, tmp_path):
     shipped = ship("diffusion", run_dir, tmp_path)
     assert (tmp_path / "diffusion.pt").is_file() and shipped["size_mb"] < 30
     card = (tmp_path / "diffusion.md").read_text()
-    assert "# Model card: diffusion" in card and "| 1 |" in card
-    assert "## About" in card and "not the VAE latent" in card and "- **Onset calibration:** threshold" in card
+    # the card holds what the run measured and the shipped weights' own config, not prose to match
+    import json
+
+    from engines.training.common import MetricsLog
+
+    payload = torch.load(tmp_path / "diffusion.pt", weights_only=True)
+    config_line = next(line for line in card.splitlines() if line.startswith("- **Config:**"))
+    assert json.loads(config_line.split("`")[1]) == payload["config"]
+    for row in MetricsLog(run_dir / "metrics.jsonl").rows():
+        assert f"| {row['epoch']} | {row['minutes']} | {row['train_loss']:.4f} | {row['val_loss']:.4f} |" in card
+    calibration = payload.get("onset_calibration")
+    assert calibration is None or f"threshold {calibration['onset_threshold']} on the x0 scale" in card
     row = bench_diffusion(cfg, repeats=1)
     assert row["steps"] == 50 and row["seconds_one_segment"] > 0 and row["seconds_batch8"] > 0
 

@@ -13,6 +13,7 @@ from engines.music.analyzer import MODES
 SMALL = dict(bootstrap=20, baseline_pool=300, real_count=200)
 
 
+@pytest.mark.slow
 def test_real_segments_measured_by_the_suite_look_like_real_music():
     cfg = load_config()
     pool = real_sample(cfg, "validation", 400, seed=3, in_c=False)
@@ -39,6 +40,7 @@ def test_vae_samples_through_the_suite():
     assert result["frechet"]["distance"] > 0
 
 
+@pytest.mark.slow
 def test_sampling_stops_when_the_callback_says_so():
     from engines.evaluation.report import evaluation_report
 
@@ -64,6 +66,7 @@ def test_results_are_cached_by_what_was_measured(tmp_path):
     assert cache_key("vae", str(checkpoint), {"n": 3}) != first  # a retrained checkpoint is measured again
 
 
+@pytest.mark.slow
 def test_evaluate_real_through_the_cli(tmp_path, capsys):
     from engines.cli import main
 
@@ -84,6 +87,7 @@ def test_evaluate_real_through_the_cli(tmp_path, capsys):
     assert "holds no suite results" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_studio_evaluates_an_engine_with_progress_and_stops_on_request(tmp_path):
     from pathlib import Path
 

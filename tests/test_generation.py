@@ -57,6 +57,7 @@ def verifier(cfg):
     return Verifier.for_config(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GENERATORS))
 def test_every_generator_loads_runs_and_repeats_itself_for_a_seed(name, tiny_checkpoints, cfg):
     generator = GENERATORS[name].load(tiny_checkpoints[name])

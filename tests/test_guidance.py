@@ -409,6 +409,7 @@ def test_api_steers_with_the_shipped_classifier_and_inpaints(studio, tmp_path):
                                                                          "classifier_target": "loud"}))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_guidance_lift(tiny_cfg, engine, classifier_run, tmp_path):
     from engines.evaluation.diffusion_eval import evaluate_diffusion
     from engines.training.common import save_checkpoint

@@ -20,6 +20,8 @@ import soundfile
 from engines.sessions.store import SessionStore
 from tests.helpers import start_studio, stop_studio
 
+pytestmark = pytest.mark.slow   # studio servers in subprocesses: `make test` runs them, `make test-fast` does not
+
 ROOT = Path(__file__).resolve().parents[1]
 RATERS = 20
 PAIRS_PER_RATER = 5

@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engines.training.common import load_checkpoint
+
+pytestmark = pytest.mark.slow   # every engine trained and shipped in a subprocess: `make test` runs it, `make test-fast` does not
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("judge", "vae", "diffusion", "guidance-classifier", "codec", "autoregressive")
