@@ -203,9 +203,10 @@ def bench_autoregressive(cfg: Config, repeats: int, new_tokens: int = 200) -> di
         theirs()
         hf_seconds = _median_seconds(theirs, max(repeats, 3))
     s = cfg.generation.sampling.autoregressive  # one segment as the studio writes it: prompt guidance doubles the work
+    temperature, guidance = engine.sampling_for("RED", s.temperature, s.prompt_guidance)
     one = _median_seconds(lambda: engine.generate("a fiery RED segment with high temporal complexity",
-                                                  seed=next(counter), temperature=s.temperature, top_p=s.top_p,
-                                                  top_k=s.top_k, guidance_scale=s.prompt_guidance),
+                                                  seed=next(counter), temperature=temperature, top_p=s.top_p,
+                                                  top_k=s.top_k, guidance_scale=guidance),
                           max(repeats, 5))
     ours_rate, float32_rate, hf_rate = new_tokens / ours_seconds, new_tokens / float32_seconds, new_tokens / hf_seconds
     return {"checkpoint": str(path), "threads": torch.get_num_threads(), "parameters": engine.parameter_count,

@@ -19,6 +19,8 @@ diffusion engine inpaints and the GPT continues a result, an uploaded MIDI file 
 """
 from __future__ import annotations
 
+from functools import partial
+
 import time
 
 import gradio as gr
@@ -159,6 +161,11 @@ def history_pick(history: list, number) -> dict:
     return numbered(history, number, "the history is empty: generate first", "the history has {n} entries")
 
 
+def _mode_setting(engine: StudioEngine, engine_name: str, mode: str, name: str):
+    """The value an engine samples `mode` with for a setting the config leaves unset (None when it has none)."""
+    return engine.engine_mode_settings(engine_name, mode).get(name)
+
+
 def settings_control(spec: dict, elem_id: str):
     """A Gradio component for one settings field (engines/settings.settings_schema)."""
     common = dict(label=spec["label"], info=spec["info"] or None, elem_id=elem_id)
@@ -183,6 +190,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
     schemas = {e: engine.engine_settings(e) for e in available}
     for spec in (s for specs in schemas.values() for s in specs if s["name"] == "prompt" and s["value"] is None):
         spec["value"] = prompt_for("RED")   # the prompt box starts with the first mode's prompt
+    by_mode = {}   # (engine, field): sliders left unset in the config show what the engine samples the mode with
+    for e, specs in schemas.items():
+        for spec in specs:
+            if spec["kind"] == "slider" and spec["value"] is None:
+                by_mode[(e, spec["name"])] = spec
+                # filled at each page load (the engine's model loads then, not when the studio starts)
+                spec["value"] = partial(_mode_setting, engine, e, "RED", spec["name"])
     names = [spec["name"] for specs in schemas.values() for spec in specs]
     integers = {(e, spec["name"]) for e, specs in schemas.items() for spec in specs if spec["integer"]}
     with gr.Row():
@@ -309,6 +323,10 @@ def build_generation_panel(engine: StudioEngine) -> None:
 
     engine_name.change(show_engine, engine_name, list(groups.values()) + [candidates, init_box, use_init],
                        api_visibility="private")
+    mode_sliders = [(e, name, c) for e, name, c in controls if (e, name) in by_mode]
+    if mode_sliders:   # ... and choosing a mode, what the engine samples it with (the GPT's calibration)
+        mode.input(lambda m: [_mode_setting(engine, e, m, name) for e, name, _ in mode_sliders], mode,
+                   [c for _, _, c in mode_sliders], api_visibility="private")
     if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none) ...
         mode.input(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt, api_visibility="private")
         # ... and typing a prompt shows the mode it names, which is what the GPT is asked for (none: WHITE)

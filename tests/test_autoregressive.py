@@ -638,8 +638,19 @@ def test_a_mode_prompt_asks_for_the_axes_inside_the_mode_and_finalize_restores_t
     del payload["mode_targets"]
     save_checkpoint(payload, tmp_path / "best.pt")
     assert GENERATORS["autoregressive"].load(tmp_path / "best.pt").asked_attributes(mode, None) == {}
-    finalize_autoregressive(tmp_path / "best.pt", load_config(overrides=TINY_GPT), limit=64)
-    assert load_checkpoint(tmp_path / "best.pt")["mode_targets"] == targets
+    summary = finalize_autoregressive(tmp_path / "best.pt", load_config(overrides=TINY_GPT), limit=64)
+    finalized = load_checkpoint(tmp_path / "best.pt")
+    assert finalized["mode_targets"] == targets
+    # and the sampling each mode gets (a small calibration with a limit): a setting of the grid per mode
+    from engines.training.autoregressive_calibration import GUIDANCE, TEMPERATURES
+
+    calibration = finalized["sampling_calibration"]
+    assert summary["sampling_calibration"] == calibration and set(calibration["modes"]) == {"BLACK", "GREEN"}
+    assert calibration["grid"] == [[3.0, 0.8], [1.5, 0.8]] and calibration["candidates_per_setting"] == 2
+    for m in calibration["modes"].values():
+        assert (m["prompt_guidance"], m["temperature"]) in {(g, t) for g in GUIDANCE for t in TEMPERATURES}
+        assert 0 <= m["heard_new"] <= m["heard"] <= 1 and m["heard_new"] >= m["default"]["heard_new"]
+        assert (m["default"]["temperature"], m["default"]["prompt_guidance"]) == (0.8, 3.0)
 
 
 def test_a_segment_longer_than_the_model_learned_is_written_window_by_window():

@@ -48,6 +48,13 @@ def checkpoints(tmp_path_factory):
                                  "model.autoregressive.captions_per_segment=2"])
     train_autoregressive(gpt, folder / "gpt-run", limit=64, workers=0)
     shutil.copyfile(folder / "gpt-run" / "best.pt", folder / "autoregressive.pt")
+    # a sampling calibration of our own for YELLOW (the finalize step measures one per mode): the Generate tab
+    # shows it when YELLOW is chosen
+    from engines.training.common import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(folder / "autoregressive.pt")
+    payload["sampling_calibration"] = {"modes": {"YELLOW": {"temperature": 1.0, "prompt_guidance": 4.0}}}
+    save_checkpoint(payload, folder / "autoregressive.pt")
     # the shipped judge ranks the candidates of every result (verified generation)
     shutil.copyfile(Path(load_config().model.checkpoints_dir) / "judge.pt", folder / "judge.pt")
     return folder
@@ -214,8 +221,13 @@ def test_type_a_prompt_generate_with_the_gpt_and_hear_it(page):
 
     page.locator("#generate-engine").get_by_label("Autoregressive (GPT, text prompts)").check()
     page.wait_for_selector("#generate-prompt", state="visible")
+    guidance = "#generate-prompt-guidance input[type=number]"
+    assert page.input_value(guidance) == "3"   # RED: not calibrated, the former default
     page.locator("#generate-mode").get_by_label("YELLOW").check()  # fills in the mode's prompt
     page.wait_for_function("() => document.querySelector('#generate-prompt textarea')?.value.includes('YELLOW')")
+    # ... and the sampling the checkpoint calibrated for YELLOW
+    page.wait_for_function(f"() => document.querySelector('{guidance}')?.value === '4'")
+    assert page.input_value("#generate-autoregressive-temperature input[type=number]") == "1"
     page.fill("#generate-prompt textarea", "")
     # typing a mode moves the picker to it (typed: Playwright's fill sends no input event Gradio listens to)
     page.locator("#generate-prompt textarea").press_sequentially("a slow BLUE phrase")

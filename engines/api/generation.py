@@ -38,6 +38,17 @@ class GenerationAPI:
         config's values as defaults, for the studio to build its inputs from."""
         return settings_schema(GENERATORS[engine].settings_for(self.cfg))
 
+    def engine_mode_settings(self, engine: str, mode: str) -> dict:
+        """The settings the config leaves unset that the engine fills in for `mode` (the GPT's temperature and
+        prompt guidance, as its checkpoint calibrated them), by name: what the studio shows for that mode."""
+        from dataclasses import fields
+
+        generator = self.models.get(engine)
+        settings = generator.settings_for(self.cfg)
+        filled = generator.for_mode(settings, (mode or "WHITE").upper())
+        return {f.name: getattr(filled, f.name) for f in fields(settings)
+                if getattr(settings, f.name) is None and getattr(filled, f.name) is not None}
+
     def engine_candidates(self, engine: str) -> int:
         """Candidates per result the engine draws unless asked otherwise (generation.verify or its settings)."""
         verify = self.cfg.generation.verify.candidates

@@ -74,11 +74,12 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
     engine = TrainedAutoregressive.load(checkpoint)
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     s = cfg.generation.sampling.autoregressive
-    sampling = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars,
-                    max_new_tokens=max_new_tokens, guidance_scale=s.prompt_guidance)
+    common = dict(top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars, max_new_tokens=max_new_tokens)
     outputs, per_mode, pairs, pair_wins = 0, {}, 0, 0
     valid = 0
     for m, mode in enumerate(MODES):
+        temperature, guidance = engine.sampling_for(mode, s.temperature, s.prompt_guidance)   # the mode's own
+        sampling = dict(common, temperature=temperature, guidance_scale=guidance)
         hits = 0
         for i in range(n_per_mode):
             (g,) = engine.generate(mode_prompt(mode, i), seed=seed + 1000 * m + i, **sampling)
@@ -96,9 +97,11 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
             pair_wins += measured["high"] > measured["low"]
         per_mode[mode] = round(hits / max(n_per_mode, 1), 4)
     times = []
+    temperature, guidance = engine.sampling_for("RED", s.temperature, s.prompt_guidance)
     for i in range(3):
         start = time.perf_counter()
-        engine.generate(mode_prompt("RED", i), seed=seed + i, **sampling)
+        engine.generate(mode_prompt("RED", i), seed=seed + i, **common, temperature=temperature,
+                        guidance_scale=guidance)
         times.append(time.perf_counter() - start)
     return {
         "engine": "autoregressive", "checkpoint": str(checkpoint), "n": n_per_mode,

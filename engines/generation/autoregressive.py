@@ -21,15 +21,20 @@ class AutoregressiveSettings:
     prompt: str | None = field(default=None, metadata=control(
         "Prompt", info='e.g. "a calm, intimate BLUE phrase" or "a RED segment with high temporal complexity"; '
                        'choosing a mode fills in its prompt'))   # None: the requested mode's default prompt
-    # 0.8 / 0.95 and prompt guidance 3 followed prompts best on tuning seeds (README)
-    temperature: float = field(default=0.8, metadata=check(lambda v: 0 < v <= 5, "a number in (0, 5]")
-                               | control("Temperature", 0.1, 2.0, 0.05))
+    # None: the checkpoint's calibration for the asked mode (engines/training/autoregressive_calibration.py;
+    # where a mode's few training tunes pulled guidance 3 into copying them, it samples that mode more freely)
+    temperature: float | None = field(default=None, metadata=check(lambda v: v is None or 0 < v <= 5,
+                                                                   "a number in (0, 5], or null: the mode's")
+                                      | control("Temperature (as calibrated for the mode until you move it)",
+                                                0.1, 2.0, 0.05))
     top_k: int = field(default=0, metadata=check(lambda v: v >= 0, "an integer >= 0 (0 = off)")
                        | control("Top-k (0 = off)", 0, 200, 1))
     top_p: float = field(default=0.95, metadata=check(lambda v: 0 < v <= 1, "a number in (0, 1]")
                          | control("Top-p (1 = off)", 0.05, 1.0, 0.05))
-    prompt_guidance: float = field(default=3.0, metadata=check(lambda v: 0 <= v <= 10, "a number in 0..10")
-                                   | control("Prompt guidance (classifier-free; 1 = plain conditional)", 0, 8, 0.5))
+    prompt_guidance: float | None = field(default=None, metadata=check(lambda v: v is None or 0 <= v <= 10,
+                                                                       "a number in 0..10, or null: the mode's")
+                                          | control("Prompt guidance (classifier-free; 1 = plain conditional; "
+                                                    "as calibrated for the mode until you move it)", 0, 8, 0.5))
     beam_width: int = field(default=1, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
                             | control("Beam width (1 = sample; > 1: one unchecked result)", 1, 8, 1, advanced=True))
     max_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
@@ -70,6 +75,19 @@ class AutoregressiveGenerator(GeneratorBase):
         # beam search writes one deterministic result: there is nothing to choose between
         return 1 if settings.beam_width > 1 else super().candidates(request, settings)
 
+    def for_mode(self, settings: AutoregressiveSettings, mode: str) -> AutoregressiveSettings:
+        """The settings `mode` is sampled with: a temperature or prompt guidance left unset takes the checkpoint's
+        calibration for the mode (TrainedAutoregressive.sampling_for)."""
+        from dataclasses import replace
+
+        temperature, guidance = self.model.sampling_for(mode, settings.temperature, settings.prompt_guidance)
+        return replace(settings, temperature=temperature, prompt_guidance=guidance)
+
+    def sampling_of(self, request: Request) -> AutoregressiveSettings:
+        """The request's settings with its mode's sampling filled in (for_mode)."""
+        settings = self.settings_of(request)
+        return self.for_mode(settings, self.asked_mode(request, settings))
+
     def diversify(self, settings: AutoregressiveSettings, round_: int) -> AutoregressiveSettings:
         """Each further round samples hotter and leans less on the prompt: where the GPT has memorised a mode's
         few training tunes (GREEN, issue 17: 30 of 32 candidates were copies at 0.8 / guidance 3), guidance
@@ -83,7 +101,7 @@ class AutoregressiveGenerator(GeneratorBase):
     def run(self, request: Request, on_step=None) -> list:
         from engines.models.roll_decoding import tonic_shift
 
-        settings: AutoregressiveSettings = self.settings_of(request)
+        settings: AutoregressiveSettings = self.sampling_of(request)
         tonic_shift(request.tonic)   # an unknown tonic is refused before any sampling
         continue_from, keep = None, 0
         if request.keep_bars and not request.init_midi:
@@ -150,7 +168,7 @@ class AutoregressiveGenerator(GeneratorBase):
         from engines.generation.batching import row_spans
         from engines.sampling.autoregressive import RowGroup
 
-        settings: list[AutoregressiveSettings] = [self.settings_of(job.request) for job in jobs]
+        settings: list[AutoregressiveSettings] = [self.sampling_of(job.request) for job in jobs]
         groups = [RowGroup(job.rows, float(s.temperature), int(s.top_k), float(s.top_p),
                            torch.Generator().manual_seed(int(job.request.seed)), float(s.prompt_guidance))
                   for job, s in zip(jobs, settings)]

@@ -98,6 +98,8 @@ class Generator(Protocol):
 
     def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]: ...
 
+    def for_mode(self, settings, mode: str): ...
+
     def preview(self, state, rows: int) -> Preview: ...
 
     def batch_key(self, request: Request) -> Hashable | None: ...
@@ -171,6 +173,11 @@ class GeneratorBase:
         if not 1 <= k <= MAX_CANDIDATES:
             raise StudioError(f"candidates per result must lie in 1..{MAX_CANDIDATES}, got {k}")
         return k
+
+    def for_mode(self, settings, mode: str):
+        """The settings a request for `mode` is sampled with (the GPT fills in what its checkpoint calibrated for
+        the mode where a request left it unset). By default the settings as they are."""
+        return settings
 
     def diversify(self, settings, round_: int):
         """The settings of a further round of candidates (verified generation draws one when too few of the

@@ -40,6 +40,7 @@ from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_tok
 from engines.training.common import load_checkpoint
 
 MAX_PROMPT_WORDS = 64
+FALLBACK_TEMPERATURE, FALLBACK_GUIDANCE = 0.8, 3.0   # an uncalibrated checkpoint's sampling for every mode
 WIDE_ROWS = 32   # rows from which a shared batch runs in bfloat16 (where the CPU computes it natively)
 
 
@@ -96,6 +97,9 @@ class TrainedAutoregressive:
         self.data = payload.get("data", {"segment_bars": 4})
         # per mode, the attributes inside its region (conditioning.mode_targets); absent before issue 19
         self.mode_targets: dict = payload.get("mode_targets", {})
+        # per mode, the temperature and prompt guidance it is sampled with when a request leaves them unset
+        # (engines/training/autoregressive_calibration.py); absent from a checkpoint never calibrated
+        self.sampling_calibration: dict = payload.get("sampling_calibration", {})
 
     @property
     def parameter_count(self) -> int:  # from the checkpoint: int8 layers hold packed weights, not parameters
@@ -177,6 +181,14 @@ class TrainedAutoregressive:
             generator = torch.Generator().manual_seed(int(seed))
             rows = sample_tokens(model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
         return [self.to_generated(given + row, max_bars) for row in rows]
+
+    def sampling_for(self, mode: str | None, temperature: float | None = None,
+                     guidance: float | None = None) -> tuple[float, float]:
+        """(temperature, prompt guidance) to sample `mode` with: those given, and for each left None the
+        checkpoint's calibration for the mode, else 0.8 and 3 (WHITE and uncalibrated checkpoints)."""
+        calibrated = self.sampling_calibration.get("modes", {}).get((mode or "").upper(), {})
+        return (float(temperature if temperature is not None else calibrated.get("temperature", FALLBACK_TEMPERATURE)),
+                float(guidance if guidance is not None else calibrated.get("prompt_guidance", FALLBACK_GUIDANCE)))
 
     def sample_groups(self, prompt: str | None, mode: str | None, groups: list[RowGroup], max_bars: int = 4,
                       metre: tuple[int, int] | None = None, on_token: Callable | None = None) -> list[list[int]]:

@@ -165,7 +165,7 @@ def copy_check(model: GPT, vocabulary: UnifiedVocabulary, data: dict, copies, sa
     default sampling) against the train split: what best.pt selection keeps under copy_target."""
     from engines.evaluation.autoregressive_eval import mode_prompt
     from engines.generation.autoregressive import AutoregressiveSettings
-    from engines.models.trained_autoregressive import TrainedAutoregressive
+    from engines.models.trained_autoregressive import FALLBACK_TEMPERATURE, TrainedAutoregressive
 
     defaults = AutoregressiveSettings()
     trained = TrainedAutoregressive(model, {"vocabulary": vocabulary.to_dict(), "data": data, "state_dict": {}},
@@ -174,7 +174,7 @@ def copy_check(model: GPT, vocabulary: UnifiedVocabulary, data: dict, copies, sa
     similar = []
     for i in range(samples):
         mode = MODES[i % len(MODES)]
-        (generated,) = trained.generate(mode_prompt(mode, i // len(MODES)), n=1, temperature=defaults.temperature,
+        (generated,) = trained.generate(mode_prompt(mode, i // len(MODES)), n=1, temperature=FALLBACK_TEMPERATURE,
                                         top_k=defaults.top_k, top_p=defaults.top_p, seed=seed + i)
         if len(generated.segment.notes):
             similar.append(copies.nearest(generated.segment)[0] >= copies.threshold)
@@ -238,13 +238,24 @@ def train_autoregressive(cfg: Config, out_dir: str | Path, max_minutes: float = 
 
 
 def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0, seed: int = 0) -> dict:
-    """The step after training for a run that lacks them (trained before issue 19): the modes' interior targets
-    on the training split, written into the checkpoint. `seed` is unused (the targets are medians)."""
+    """The step after training, written into the checkpoint: the modes' interior targets on the training split
+    (a run trained before issue 19 lacks them), and the temperature and prompt guidance each mode is sampled
+    with (engines/training/autoregressive_calibration.py). `seed` is unused (the calibration has its own); with a
+    `limit`, the calibration is a token one (tests, trial runs)."""
+    from engines.generation.autoregressive import AutoregressiveGenerator
+    from engines.models.trained_autoregressive import TrainedAutoregressive
+    from engines.training.autoregressive_calibration import calibrate_sampling
     from engines.training.common import load_checkpoint, save_checkpoint
 
     payload = load_checkpoint(checkpoint, engine="autoregressive")
     cache = ensure_corpus_cache(cfg)
     rows = fitting_indices(cache, cache.split_indices("train"), int(payload["config"]["block_size"]))
     payload["mode_targets"] = mode_targets(cache.segments[np.sort(rows[:limit] if limit else rows)])
+    payload.pop("sampling_calibration", None)   # measured on the model as trained, not on an earlier calibration
     save_checkpoint(payload, checkpoint)
-    return {"mode_targets": payload["mode_targets"]}
+    generator = AutoregressiveGenerator(TrainedAutoregressive.load(checkpoint))
+    # with a limit (tests, trial runs) a token calibration: two modes, two settings, two candidates each
+    quick = {"seeds": 1, "rows": 2, "modes": ("BLACK", "GREEN"), "grid": [(3.0, 0.8), (1.5, 0.8)]} if limit else {}
+    payload["sampling_calibration"] = calibrate_sampling(generator, cfg, cache, **quick)
+    save_checkpoint(payload, checkpoint)
+    return {"mode_targets": payload["mode_targets"], "sampling_calibration": payload["sampling_calibration"]}
