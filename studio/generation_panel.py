@@ -325,8 +325,11 @@ def build_generation_panel(engine: StudioEngine) -> None:
                        api_visibility="private")
     mode_sliders = [(e, name, c) for e, name, c in controls if (e, name) in by_mode]
     if mode_sliders:   # ... and choosing a mode, what the engine samples it with (the GPT's calibration)
-        mode.input(lambda m: [_mode_setting(engine, e, m, name) for e, name, _ in mode_sliders], mode,
-                   [c for _, _, c in mode_sliders], api_visibility="private")
+        def mode_values(m):
+            filled = {e: engine.engine_mode_settings(e, m) for e in {e for e, _, _ in mode_sliders}}
+            return [filled[e].get(name) for e, name, _ in mode_sliders]
+
+        mode.input(mode_values, mode, [c for _, _, c in mode_sliders], api_visibility="private")
     if prompt is not None:  # choosing a mode fills in its prompt (WHITE: a prompt naming none) ...
         mode.input(lambda m: prompt_for(None if m == "WHITE" else m), mode, prompt, api_visibility="private")
         # ... and typing a prompt shows the mode it names, which is what the GPT is asked for (none: WHITE)

@@ -179,6 +179,9 @@ class CorpusEcho:
     name, live, max_batch = "echo", False, 4
     Settings = type(None)
 
+    def for_mode(self, settings, mode):   # nothing of its sampling depends on the mode
+        return settings
+
     def __init__(self, cache, rows):
         self.cache, self.rows, self.drawn = cache, rows, 0
 

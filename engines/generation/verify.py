@@ -225,8 +225,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     studio passes its engine's Batcher.run, so requests of many users share batches)."""
     run = run or generator.run
     mode = asked_mode(generator, request, settings)
-    if hasattr(generator, "for_mode"):   # e.g. the GPT's calibrated sampling for the mode
-        settings = generator.for_mode(settings, mode)
+    settings = generator.for_mode(settings, mode)   # e.g. the GPT's calibrated sampling for the mode
     n = int(request.n)
     if not 1 <= n <= MAX_RESULTS:
         raise StudioError(f"the number of results must lie in 1..{MAX_RESULTS}, got {n}")

@@ -41,14 +41,13 @@ def calibrate_sampling(generator, cfg: Config, cache, seeds: int = SEEDS, rows: 
     started = time.time()
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     copies = CopyIndex.build(cache, threshold=cfg.generation.verify.copy_threshold)
-    base = generator.settings_for(cfg)
     grid = grid or [(g, t) for t in TEMPERATURES for g in GUIDANCE]
     out = {}
     for mode in modes or MODES:
         measured = []
         for guidance, temperature in grid:
             settings = generator.settings_for(cfg, {"prompt_guidance": guidance, "temperature": temperature,
-                                                    "prompt": None, "candidates": base.candidates})
+                                                    "prompt": None})   # the mode's own prompt
             heard, new = [], []
             for s in range(seeds):
                 request = Request("autoregressive", mode=mode, n=rows, seed=CALIBRATION_SEED + s, settings=settings)

@@ -251,8 +251,7 @@ def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0,
     cache = ensure_corpus_cache(cfg)
     rows = fitting_indices(cache, cache.split_indices("train"), int(payload["config"]["block_size"]))
     payload["mode_targets"] = mode_targets(cache.segments[np.sort(rows[:limit] if limit else rows)])
-    payload.pop("sampling_calibration", None)   # measured on the model as trained, not on an earlier calibration
-    save_checkpoint(payload, checkpoint)
+    # every candidate is sampled at a setting of the grid, so an earlier calibration in the file changes nothing
     generator = AutoregressiveGenerator(TrainedAutoregressive.load(checkpoint))
     # with a limit (tests, trial runs) a token calibration: two modes, two settings, two candidates each
     quick = {"seeds": 1, "rows": 2, "modes": ("BLACK", "GREEN"), "grid": [(3.0, 0.8), (1.5, 0.8)]} if limit else {}
