@@ -52,7 +52,7 @@ stats: venv
 # The README tour's screenshots, taken by the browser tour test with the shipped checkpoints.
 screenshots: sysdeps browser venv
 	STUDIO_SCREENSHOTS=docs/images STUDIO_BROWSER_CHECKPOINTS=assets/checkpoints \
-		$(BIN)/python -m pytest tests/test_browser.py -k tour -q
+		$(BIN)/python -m pytest tests/studio -k tour -q
 
 bench: venv
 	$(BIN)/python -m engines bench --json out/bench.json

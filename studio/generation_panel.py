@@ -1,21 +1,13 @@
-"""The generation panel of the Generate tab: pick an engine, a chromatic mode and settings; hear the variations.
+"""The Generate tab's generation panel: its controls, the results grid, and the handlers that turn them into
+engine requests and the engine's results into cards.
 
-What every engine shares sits at the top: mode, seed, tempo, metre, tonic, major or minor, instrument and
-dynamics (engines/generation/musical.py), variations, where the music should land, "check results" (candidates
-per result) and starting from a segment. Below, each engine's own settings are built from its
-Settings dataclass (engines/generation/: the fields with a `control`), so a new setting needs no change here.
+    build_generation_panel(engine)   lays out the panel inside the current Blocks and wires its events
 
-Checked results: each engine draws several candidates per result, the learned judge ranks them by the mode
-(and attributes) asked for, copies of training segments are rejected, and the best are shown; the status line
-says how many candidates the judge heard in the asked mode. "Check results" at 1 shows the raw model.
-
-Results are cards in a grid: the roll coloured by the mode the analyzer hears (a playhead follows the audio),
-whether that matches the request, how it was chosen, the player, MIDI/WAV downloads under readable names, a
-star, and the analyzer's readout in a drawer. Starred results download as one ZIP with their settings; the
-browser keeps the last HISTORY_SIZE results (gr.BrowserState) to regenerate or start from. The diffusion
-engine and the GPT show a live view while they sample; Stop ends sampling and keeps what is there. The
-diffusion engine inpaints and the GPT continues a result, an uploaded MIDI file or a phrase played in
-(studio/phrase_pad.py). When an audio codec is installed, GPT results can also be heard through it.
+The controls every engine shares come first (mode, seed, the musical controls of engines/generation/musical.py,
+variations, attribute targets, candidates per result, a segment to start from); each engine's own settings
+are built from its Settings dataclass (the fields with a `control`, engines/generation/), so a new setting
+needs no change here. Handlers only convert values and call StudioEngine. What a musician sees and does:
+docs/studio.md.
 """
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
-"""Shared helpers for the engine tests: hand-made segments, small MIDI files, one prepared MIDI cache.
+"""What the tests share: hand-made segments, small MIDI files, one prepared MIDI cache, the corpus cache, the
+tiny VAE, diffusion model and GPT (each trained once per test run by the project's own trainer, from the settings
+in tests/helpers.py) and the listening store's two back ends.
 
 Times in `rows` are ticks on the project grid (12 to the quarter note); MIDI files are written at 480.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +108,178 @@ def prepared(tmp_path_factory):
     return cfg, files, report, out, manifest
 
 
-@pytest.fixture(scope="module")
-def batch(tiny_cfg):
-    """The first 8 training rolls as the diffusion networks see them; `tiny_cfg` is the test module's own."""
+# ---- the corpus cache and the tiny models, once per run ----------------------------------------------------
+@pytest.fixture(scope="session")
+def corpus_cache():
+    """The segment cache of the default corpus (unpacked from the shipped archive on a fresh clone)."""
+    from engines.config import load_config
+    from engines.data.prepare import ensure_corpus_cache
+
+    return ensure_corpus_cache(load_config())
+
+
+@pytest.fixture(scope="session")
+def vae_cfg():
+    from engines.config import load_config
+    from tests.helpers import TINY_VAE
+
+    return load_config(overrides=TINY_VAE)
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory, vae_cfg, corpus_cache):
+    """The tiny VAE's 2-epoch run on 64 training segments: (run directory, what train_vae returned). Tests
+    that change a run copy it first."""
+    from engines.training.vae_trainer import train_vae
+    from tests.helpers import VAE_LIMIT
+
+    out = tmp_path_factory.mktemp("vae-run")
+    best = train_vae(vae_cfg, out, limit=VAE_LIMIT, workers=0)
+    return out, best
+
+
+@pytest.fixture(scope="session")
+def vae_checkpoint(vae_run, vae_cfg, tmp_path_factory):
+    """The tiny run's best.pt with its latent vectors, prior and map (finalized on 64 segments): (path, norms)."""
+    from engines.training.vae_finalize import finalize_vae
+    from tests.helpers import VAE_LIMIT
+
+    path = tmp_path_factory.mktemp("vae-final") / "vae.pt"
+    shutil.copy(vae_run[0] / "best.pt", path)
+    norms = finalize_vae(str(path), vae_cfg, limit=VAE_LIMIT)
+    return path, norms
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(vae_checkpoint):
+    from engines.models.trained_vae import TrainedVAE
+
+    return TrainedVAE.load(vae_checkpoint[0])
+
+
+@pytest.fixture(scope="session")
+def vae_rows(corpus_cache):
+    """Cache rows of the first 2/4, 6/8 and 4/4 segments."""
+    segments = corpus_cache.segments
+    rows = []
+    for num, den in ((2, 4), (6, 8), (4, 4)):
+        found = np.nonzero((segments["ts_num"] == num) & (segments["ts_den"] == den))[0]
+        assert len(found), f"the corpus cache holds no {num}/{den} segment"
+        rows.append(int(found[0]))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def vae_batch(corpus_cache, vae_rows):
+    """Those three segments as the VAE reads them."""
+    from torch.utils.data import DataLoader
+
+    from engines.data.torch_dataset import RollDataset
+
+    return next(iter(DataLoader(RollDataset(corpus_cache, vae_rows), batch_size=len(vae_rows))))
+
+
+@pytest.fixture(scope="session")
+def diffusion_cfg():
+    from engines.config import load_config
+    from tests.helpers import TINY_DIFFUSION
+
+    return load_config(overrides=TINY_DIFFUSION)
+
+
+@pytest.fixture(scope="session")
+def diffusion_run(tmp_path_factory, diffusion_cfg, corpus_cache):
+    """The tiny denoiser's 2-epoch run on 48 training segments (finalized): its directory."""
+    from engines.training.diffusion_trainer import train_diffusion
+    from tests.helpers import DIFFUSION_LIMIT
+
+    out = tmp_path_factory.mktemp("diffusion-run")
+    train_diffusion(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion(diffusion_run):
+    from engines.models.trained_diffusion import TrainedDiffusion
+
+    return TrainedDiffusion.load(diffusion_run / "best.pt")
+
+
+@pytest.fixture(scope="session")
+def diffusion_batch(diffusion_cfg, corpus_cache):
+    """The first 8 training rolls as the diffusion networks see them."""
     from tests.helpers import first_rolls
 
-    return first_rolls(tiny_cfg)
+    return first_rolls(diffusion_cfg)
+
+
+@pytest.fixture(scope="session")
+def vocabulary():
+    """A small unified vocabulary: three captions' words, every REMI token, and 2 codebooks of 4 audio bins."""
+    from engines.tokenizers.vocabulary import UnifiedVocabulary, remi_token_names
+
+    return UnifiedVocabulary.build(["a calm, intimate BLUE phrase", "generate a RED segment in 3/4", "a calm one"],
+                                   remi_token_names(), audio_codebooks=2, audio_bins=4)
+
+
+@pytest.fixture(scope="session")
+def gpt_cfg():
+    from engines.config import load_config
+    from tests.helpers import TINY_GPT
+
+    return load_config(overrides=TINY_GPT)
+
+
+@pytest.fixture(scope="session")
+def gpt_run(tmp_path_factory, gpt_cfg, corpus_cache):
+    """The one-layer GPT trained for an epoch on 64 segments: (folder, what train_autoregressive returned); the
+    run is folder/run, its finalized checkpoint folder/autoregressive.pt."""
+    from engines.training.autoregressive_trainer import train_autoregressive
+    from tests.helpers import GPT_LIMIT
+
+    folder = tmp_path_factory.mktemp("gpt")
+    best = train_autoregressive(gpt_cfg, folder / "run", limit=GPT_LIMIT, workers=0)
+    shutil.copyfile(folder / "run" / "best.pt", folder / "autoregressive.pt")
+    return folder, best
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, vae_run, diffusion_run, gpt_run):
+    """A checkpoints folder of the three tiny engines and the shipped judge (which ranks verified candidates):
+    {engine: path}. Tests that change a file copy the folder first."""
+    from engines.config import load_config
+
+    folder = tmp_path_factory.mktemp("tiny-checkpoints")
+    sources = {"vae": vae_run[0] / "best.pt", "diffusion": diffusion_run / "best.pt",
+               "autoregressive": gpt_run[0] / "autoregressive.pt"}
+    out = {}
+    for name, source in sources.items():
+        out[name] = folder / f"{name}.pt"
+        shutil.copyfile(source, out[name])
+    shutil.copyfile(Path(load_config().model.checkpoints_dir) / "judge.pt", folder / "judge.pt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory, diffusion_cfg, corpus_cache):
+    """The tiny guidance classifier trained for 2 epochs on 48 segments: (directory, what its trainer returned)."""
+    from engines.training.guidance_trainer import train_guidance_classifier
+    from tests.helpers import DIFFUSION_LIMIT
+
+    out = tmp_path_factory.mktemp("classifier-run")
+    best = train_guidance_classifier(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0)
+    return out, best
+
+
+@pytest.fixture(scope="session")
+def guided_diffusion(diffusion_run, classifier_run):
+    """The tiny denoiser with the tiny guidance classifier attached (its own copy: tiny_diffusion has none)."""
+    from engines.models.guidance_classifier import TrainedGuidanceClassifier
+    from engines.models.trained_diffusion import TrainedDiffusion
+
+    engine = TrainedDiffusion.load(diffusion_run / "best.pt")
+    engine.classifier = TrainedGuidanceClassifier.load(classifier_run[0] / "best.pt")
+    return engine
 
 
 # ---- the listening store's two back ends ------------------------------------------------------------------

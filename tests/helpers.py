@@ -3,10 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# A diffusion denoiser small enough to train in seconds on a few dozen segments (T = 100 steps).
+# Settings small enough for each engine to train in seconds on a few dozen segments (`limit`). conftest.py trains
+# each once per test run (the session fixtures vae_run, diffusion_run, gpt_run); a test that needs another run
+# starts from these.
+TINY_VAE = ["model.vae.latent_dim=16", "model.vae.hidden_dim=32", "model.vae.batch_size=16", "model.vae.epochs=2"]
+VAE_LIMIT = 64
+# the denoiser at T = 100 steps (evaluation sweeps steps up to T), and the classifier that steers it
 TINY_DIFFUSION = ["model.diffusion.base_channels=16", "model.diffusion.channel_mults=[1,2]",
                   "model.diffusion.embedding_dim=32", "model.diffusion.attention_heads=2",
-                  "model.diffusion.batch_size=16", "model.diffusion.epochs=2", "model.diffusion.num_steps=100"]
+                  "model.diffusion.batch_size=16", "model.diffusion.epochs=2", "model.diffusion.num_steps=100",
+                  "model.guidance_classifier.base_channels=16", "model.guidance_classifier.channel_mults=[1,2]",
+                  "model.guidance_classifier.embedding_dim=32", "model.guidance_classifier.batch_size=16",
+                  "model.guidance_classifier.epochs=2"]
+DIFFUSION_LIMIT = 48
+TINY_GPT = ["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2", "model.autoregressive.n_embd=32",
+            "model.autoregressive.batch_size=16", "model.autoregressive.epochs=1",
+            "model.autoregressive.captions_per_segment=2", "model.autoregressive.copy_check_samples=4"]
+GPT_LIMIT = 64
 
 
 def first_rolls(cfg, n: int = 8) -> dict:
@@ -86,3 +99,15 @@ def stop_studio(proc) -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def arpeggio_segment():
+    """Four bars of 3/4 in G: a G major arpeggio per bar, one note per beat (inpainting's starting point)."""
+    import numpy as np
+
+    from engines.music.notes import NOTE_DTYPE, TICKS_PER_QUARTER, Segment
+
+    q = TICKS_PER_QUARTER
+    rows = [(bar * 3 * q + beat * q, q, pitch, 80, 0)
+            for bar in range(4) for beat, pitch in enumerate((67, 71, 74))]
+    return Segment(notes=np.array(rows, dtype=NOTE_DTYPE), ts_num=3, ts_den=4, num_bars=4, tempo_qpm=88.0)

@@ -1,5 +1,6 @@
 """README.md and docs/: every relative link and image resolves, every docs page is reachable from the README, and
-the README stays a front page (at most 12 KB; the rest lives in docs/)."""
+the README stays a front page (at most 12 KB; the rest lives in docs/). And tests/ as docs/testing.md describes
+it: a folder per engines/ package, no test file too long to read."""
 from __future__ import annotations
 
 import re
@@ -54,3 +55,14 @@ def test_every_docs_page_is_linked_from_the_readme():
 def test_the_readme_is_a_front_page():
     size = (ROOT / "README.md").stat().st_size
     assert size <= 12 * 1024, f"README.md is {size} bytes; move detail into docs/ (at most 12 KB)"
+
+
+def test_the_tests_mirror_engines_and_no_test_file_is_too_long_to_read():
+    packages = {p.name for p in (ROOT / "engines").iterdir() if (p / "__init__.py").is_file()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if (p / "__init__.py").is_file()}
+    assert packages and not packages - folders, f"engines/ packages without a tests/ folder: {packages - folders}"
+    described = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    assert all(f"`tests/{name}`" in described for name in folders), "docs/testing.md names every tests/ folder"
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted((ROOT / "tests").rglob("test_*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450]
+    assert not long, f"split these by concern (at most 450 lines each): {long}"

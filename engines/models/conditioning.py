@@ -8,9 +8,14 @@
     attribute_dropout      the training-time mask: the whole condition dropped with one probability, each
                            attribute on its own with another, so the model learns every subset
 
-A mode request without attributes is turned into a target deep inside the mode's region (`mode_targets`,
-measured on the training split and stored with a checkpoint), so generation aims at the mode's interior
-rather than anywhere in it, borders included.
+A mode request without attributes is turned into a target deep inside the mode's region, so generation aims
+at the mode's interior rather than anywhere in it, borders included. Two forms, both measured on the training
+split and stored with a checkpoint:
+
+    mode_targets       one point per mode: the median attributes of its clearest segments
+    mode_target_pool   per mode, the attributes of a sample of those segments; each result draws its own
+                       (drawn_request_attributes), so a batch keeps the variety of the mode's music instead of
+                       bunching around one point
 """
 from __future__ import annotations
 
@@ -94,21 +99,55 @@ def attribute_dropout(batch: int, k: int, drop_all: float, drop_each: float, dev
     return keep_row * keep_each
 
 
+def _clear_rows(rows: np.ndarray, index: int, clear_quantile: float) -> np.ndarray:
+    """The rows of mode `index` whose top score is in the upper `clear_quantile` of that mode's (a mask)."""
+    top = rows["scores"].max(axis=1)
+    mine = rows["mode"] == index
+    if not mine.any():
+        return mine
+    return mine & (top >= np.quantile(top[mine], 1 - clear_quantile))
+
+
 def mode_targets(rows: np.ndarray, clear_quantile: float = 0.5) -> dict[str, dict[str, float]]:
     """Per mode, the median attributes (unit scale) of its training segments whose top score is clearest (the
     upper `clear_quantile` of that mode's top scores): a target inside the mode's region, away from borders.
     {mode: {attribute: value}}."""
     values = cache_attributes(rows)
-    top = rows["scores"].max(axis=1)
     targets = {}
     for index, mode in enumerate(MODES):
-        mine = rows["mode"] == index
-        if not mine.any():
+        clear = _clear_rows(rows, index, clear_quantile)
+        if not clear.any():
             continue
-        clear = mine & (top >= np.quantile(top[mine], 1 - clear_quantile))
         medians = np.median(values[clear], axis=0)
         targets[mode] = {name: round(float(v), 4) for name, v in zip(CONDITION_ATTRIBUTES, medians)}
     return targets
+
+
+def mode_target_pool(rows: np.ndarray, clear_quantile: float = 0.5, size: int = 64,
+                     seed: int = 0) -> dict[str, list[list[float]]]:
+    """Per mode, the attributes (unit scale, CONDITION_ATTRIBUTES order) of up to `size` of its clearest training
+    segments, drawn at random: {mode: [[value, ...], ...]}."""
+    values = cache_attributes(rows)
+    rng = np.random.default_rng(seed)
+    pool = {}
+    for index, mode in enumerate(MODES):
+        clear = np.nonzero(_clear_rows(rows, index, clear_quantile))[0]
+        if len(clear):
+            chosen = np.sort(rng.choice(clear, size=min(size, len(clear)), replace=False))
+            pool[mode] = [[round(float(v), 4) for v in values[i]] for i in chosen]
+    return pool
+
+
+def drawn_request_attributes(mode: str, asked: dict | None, pool: dict | None, targets: dict | None,
+                             names: tuple[str, ...] | list[str], n: int, seed: int) -> list[dict]:
+    """request_attributes for each of `n` results, each aiming at the attributes of one segment drawn from the
+    mode's pool (by `seed`, so a request repeats itself); without a pool for the mode, every result aims at
+    the mode's one target from `targets`, as request_attributes does."""
+    rows = (pool or {}).get(mode)
+    if not rows:
+        return [request_attributes(mode, asked, targets, names)] * n
+    picks = np.random.default_rng([int(seed), 19]).integers(len(rows), size=n)
+    return [request_attributes(mode, asked, {mode: dict(zip(CONDITION_ATTRIBUTES, rows[i]))}, names) for i in picks]
 
 
 def request_attributes(mode: str, asked: dict | None, targets: dict | None,

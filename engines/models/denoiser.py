@@ -5,23 +5,17 @@
     levels    residual blocks at T, T/2, T/4 (channels base x channel_mults), self-attention over the T/4
               steps at the bottom, skip connections back up
     condition timestep (sinusoidal -> MLP) + chromatic mode (WHITE = the null class, also used for classifier-
-              free guidance) + attributes (rebracketing, temporal complexity, or "not given") + metre, summed
+              free guidance) + attributes (engines/models/conditioning.py: each given or not) + metre, summed
               into one vector that scales and shifts every block's normalised activations (FiLM / AdaGN)
     output    (B, 2, T, P): x0 (default), epsilon or v, as the config's `prediction` says
 
-Why x0: the time-convolution carries 2 x 88 = 176 roll values per step in 96 channels. A clean roll is
-sparse (~25 notes) and fits through that width; Gaussian noise over all 11,264 cells does not. Asked for
-epsilon or v, the network would have to reproduce that dense noise cell by cell; asked for x0, it names the
-few cells that sound, and the sampler derives epsilon analytically from x_t. Measured on the same data (lent
-H100, batch 128): v-prediction after 10k steps still marked three cells for every real one at t = 300
-(precision 0.30, samples ~178 notes); x0-prediction after 4k steps reached precision 0.997 there and writes
-~15-note segments.
+It predicts x0 by default: a clean roll is sparse (~25 notes) and fits through the time-convolution's
+width, while Gaussian noise over all 11,264 cells does not, so asked for epsilon or v the network would have
+to reproduce dense noise cell by cell; the sampler derives epsilon from x0 and x_t. docs/diffusion.md gives
+the measurement behind that choice and why the roll, not the VAE's latent, is what it denoises.
 
-Why this shape: the same reasoning as the VAE's (engines/models/vae.py). A roll is 64 steps x 88 pitches
-holding ~25 notes; convolving over time with every pitch as a channel lets each layer see whole chords at
-CPU speed, and one attention layer at the coarse level lets bar 1 answer bar 4. A denoiser over the VAE's
-latent would be smaller still, but it inherits the VAE's decoding errors and its prior holes (README, VAE
-section), so the roll is the default.
+    model = RollDenoiser(DiffusionConfig(), steps=64, pitches=88)
+    x0 = model(x_t, t, mode, values, given, metre)     # engines/models/trained_diffusion.py samples with it
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ import torch
 
 from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
-from engines.models.conditioning import attribute_tensors, request_attributes
+from engines.models.conditioning import attribute_tensors, drawn_request_attributes
 from engines.models.denoiser import RollDenoiser, model_from_checkpoint, roll_to_unit
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
@@ -79,6 +79,9 @@ class TrainedDiffusion:
         self.metre_tempo = payload["metre_tempo"].cpu() if "metre_tempo" in payload else None
         # per mode, the attributes deep inside its region (none in checkpoints from before them)
         self.mode_targets: dict = payload.get("mode_targets", {})
+        # per mode, the attributes of some of its clearest training segments: each result aims at one of them
+        # (conditioning.drawn_request_attributes); {} (older checkpoints): every result at the mode's median
+        self.mode_target_pool: dict = payload.get("mode_target_pool", {})
         self._classifier: TrainedGuidanceClassifier | None = None
 
     @property
@@ -193,10 +196,12 @@ class TrainedDiffusion:
             index = mode_index(part.mode)
             generator = torch.Generator().manual_seed(int(part.seed))
             drawn = part.metres if part.metres is not None else self._metres(index, part.n, part.metre, generator)
-            # a mode aims inside its region
-            asked = request_attributes(mode_name(part.mode), part.attributes, self.mode_targets, names)
-            any_asked = any_asked or bool(asked)
-            part_values, part_given = attribute_tensors(asked or None, names, part.n, self.device)  # none: zeros
+            # a mode aims inside its region, each result at a place of its own there
+            asked = drawn_request_attributes(mode_name(part.mode), part.attributes, self.mode_target_pool,
+                                             self.mode_targets, names, int(part.n), int(part.seed))
+            any_asked = any_asked or any(asked)
+            rows = [attribute_tensors(row or None, names, 1, self.device) for row in asked]   # none: zeros
+            part_values, part_given = torch.cat([v for v, _ in rows]), torch.cat([g for _, g in rows])
             modes.append(torch.full((part.n,), index, dtype=torch.long, device=self.device))
             metres.append(list(drawn)), values.append(part_values), given.append(part_given)
             noise.append((generator, int(part.n)))

@@ -12,7 +12,7 @@ to minor lowers the 3rd and 6th degrees a semitone and keeps the leading tone (h
 the chorales); minor to major raises the lowered 3rd, 6th and 7th. Notes outside those degrees stay. Where
 the key heard afterwards is still in the other scale (a sparse segment, a relative key heard), a second pass
 moves it from that key. On 600 corpus segments the result is heard in the scale asked 91 % of the time
-(tests/test_performance.py measures it).
+(tests/music/test_performance.py measures it).
 
 Dynamics. The roll engines (VAE, diffusion) write every note at one velocity, as the corpus carries no
 performed dynamics. `shape_dynamics` gives each note

@@ -18,7 +18,7 @@ a session keeps its audio whatever happens to the studio's render cache (the fol
 session's code and complete before the session is stored). Pairs: for each mode, each pair of
 systems, the k-th stimulus of one against the k-th of the other.
 
-What raters can reach (issue 18): the stimuli folder is not served. A rater's view carries copies of the two
+What raters can reach: the stimuli folder is not served. A rater's view carries copies of the two
 files of the pair they are answering, staged under `serve_dir` as A.wav and B.wav in a fresh random folder,
 so no name or URL tells a system, its settings or another pair; a folder system reads only the upload area
 (<stimuli_dir>/uploads) or a folder listed in `sessions.allowed_folders`.

@@ -1,6 +1,7 @@
-"""What follows the denoiser's training: the per-mode metre and tempo statistics generation draws from
-(diffusion_trainer.mode_statistics, from the training split), and the decoding's onset threshold, calibrated
-on the model's own samples.
+"""What follows the denoiser's training: what generation draws from, measured on the training split (the
+per-mode metre and tempo statistics of diffusion_trainer.mode_statistics, and each mode's interior targets,
+conditioning.mode_targets and mode_target_pool), and the decoding's onset threshold, calibrated on the
+model's own samples.
 
 The sampler's final x0 is near -1 or +1 in most cells, but a model that is not fully trained leaves the sparse
 onset channel unsure (between -1 and 0) in places where the sustain channel is sure, so the threshold decides
@@ -22,6 +23,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
+from engines.models.conditioning import mode_target_pool, mode_targets
 from engines.models.denoiser import model_from_checkpoint
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
@@ -59,13 +61,17 @@ def calibrate_onset_threshold(engine: TrainedDiffusion, target_notes: float, n_p
 
 def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16, seed: int = 0,
                        limit: int = 0) -> dict:
-    """Refresh the per-mode metre and tempo statistics of `checkpoint` (a best.pt) from the training split and
-    calibrate its onset threshold, in place; returns the summary. `limit`: the first N training segments only."""
+    """Refresh the per-mode metre and tempo statistics and interior targets of `checkpoint` (a best.pt) from the
+    training split and calibrate its onset threshold, in place; returns the summary. `limit`: the first N
+    training segments only."""
     from engines.training.diffusion_trainer import _datasets, mode_statistics
 
     started = time.time()
     payload = load_checkpoint(checkpoint)
-    payload.update(mode_statistics(_datasets(cfg, limit)[0]))
+    train_set = _datasets(cfg, limit)[0]
+    payload.update(mode_statistics(train_set))
+    rows = train_set.cache.segments[np.sort(train_set.indices)]
+    payload["mode_targets"], payload["mode_target_pool"] = mode_targets(rows), mode_target_pool(rows)
     engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())
     sampling = cfg.generation.sampling.diffusion
     summary = calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,

@@ -10,7 +10,7 @@
                      upper half of the mode's top scores, as conditioning.mode_targets), and one over all
                      latents for WHITE. The network's prior (N(0, I), or N(mu_mode, I)) covers every region the
                      decoder can read, borders and other modes included; the fitted one is where the mode's
-                     music lies (issue 19: raw analyzer consistency 0.375 -> 0.52 on the first checkpoint).
+                     music lies (docs/vae.md gives what that did to the raw analyzer consistency).
     sample_onset_threshold
                      the threshold at which samples of the fitted prior hold, on average, as many notes as the
                      training split's segments (as diffusion_finalize calibrates its samples)

@@ -18,7 +18,7 @@ from engines.errors import StudioError
 from engines.music.analyzer import MODES
 from tests.helpers import write_test_midi
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

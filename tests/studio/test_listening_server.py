@@ -22,7 +22,6 @@ from tests.helpers import start_studio, stop_studio
 
 pytestmark = pytest.mark.slow   # studio servers in subprocesses: `make test` runs them, `make test-fast` does not
 
-ROOT = Path(__file__).resolve().parents[1]
 RATERS = 20
 PAIRS_PER_RATER = 5
 KEY = "organiser-secret-key"

@@ -11,7 +11,7 @@ from engines.training.common import load_checkpoint
 
 pytestmark = pytest.mark.slow   # every engine trained and shipped in a subprocess: `make test` runs it, `make test-fast` does not
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ("judge", "vae", "diffusion", "guidance-classifier", "codec", "autoregressive")
 
 

@@ -9,8 +9,6 @@ import pytest
 
 from tests.helpers import start_studio, stop_studio
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):

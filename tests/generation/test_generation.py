@@ -1,7 +1,6 @@
 """engines/generation: every engine behind one Generator interface, the copy index, and verified generation."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -17,33 +16,10 @@ from engines.generation.verify import MAX_ROUNDS, Verifier, draw
 from engines.music.analyzer import MODES
 from engines.music.notes import NOTE_DTYPE, Segment, transpose_notes
 from engines.settings import settings_schema
-from tests.helpers import TINY_DIFFUSION
-
-TINY = {"vae": ["model.vae.latent_dim=16", "model.vae.hidden_dim=32", "model.vae.batch_size=16", "model.vae.epochs=1"],
-        "diffusion": TINY_DIFFUSION,
-        "autoregressive": ["model.autoregressive.n_layer=1", "model.autoregressive.n_head=2",
-                           "model.autoregressive.n_embd=32", "model.autoregressive.batch_size=16",
-                           "model.autoregressive.epochs=1", "model.autoregressive.captions_per_segment=2"]}
-TRAINERS = {"vae": "engines.training.vae_trainer:train_vae",
-            "diffusion": "engines.training.diffusion_trainer:train_diffusion",
-            "autoregressive": "engines.training.autoregressive_trainer:train_autoregressive"}
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory):
-    """{engine: checkpoint path}: each engine trained for an epoch on a few dozen segments by its trainer."""
-    import importlib
-
-    folder = tmp_path_factory.mktemp("tiny-engines")
-    assert set(TRAINERS) == set(GENERATORS)   # a new engine needs a tiny checkpoint here
-    out = {}
-    for name, target in TRAINERS.items():
-        module, function = target.split(":")
-        train = getattr(importlib.import_module(module), function)
-        train(load_config(overrides=TINY[name]), folder / name, limit=48, workers=0)
-        out[name] = folder / f"{name}.pt"
-        shutil.copyfile(folder / name / "best.pt", out[name])
-    return out
+def test_every_engine_has_a_tiny_checkpoint_for_these_tests(tiny_checkpoints):
+    assert set(tiny_checkpoints) == set(GENERATORS)   # a new engine needs one in conftest.py's tiny_checkpoints
 
 
 @pytest.fixture(scope="module")

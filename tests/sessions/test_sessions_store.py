@@ -15,7 +15,7 @@ from engines.errors import StudioError
 from engines.sessions import store as store_module
 from engines.sessions.store import SCHEMA_VERSION, SessionStore, key_hash
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = {"vae": {"engine": "vae"}, "gpt": {"engine": "autoregressive", "temperature": 0.8}}
 
 

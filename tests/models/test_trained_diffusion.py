@@ -1,0 +1,136 @@
+"""TrainedDiffusion (engines/models/trained_diffusion.py): sampling in the asked metre and tonic, decoding
+rolls to notes, errors, and the generate command."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines.cli import main
+from engines.data.torch_dataset import METRES
+from engines.errors import StudioError
+from engines.models.roll_decoding import DEFAULT_VELOCITY
+from tests.helpers import TINY_DIFFUSION
+
+torch.set_num_threads(1)
+
+
+# ---- the wrapper and decoding -------------------------------------------------------------------------------
+def test_sample_gives_segments_in_the_asked_metre_and_tonic(tiny_diffusion):
+    segments = tiny_diffusion.sample("BLUE", n=2, steps=4, guidance_scale=2.0, seed=1, metre="3/4")
+    assert len(segments) == 2 and all((s.ts_num, s.ts_den) == (3, 4) for s in segments)
+    again = tiny_diffusion.sample("BLUE", n=2, steps=4, guidance_scale=2.0, seed=1, metre="3/4")
+    assert [s.notes.tolist() for s in segments] == [s.notes.tolist() for s in again]
+    drawn = tiny_diffusion.sample("RED", n=3, steps=2, seed=2, sampler="ddpm")
+    assert all((s.ts_num, s.ts_den) in METRES for s in drawn)
+
+
+def test_to_segments_decodes_a_known_roll(tiny_diffusion):
+    x0 = torch.full((1, 2, 64, 88), -1.0)
+    x0[0, 0, 4, 60 - 21] = 1.0          # onset of middle C at step 4 (beat 2 of 4/4) ...
+    x0[0, 1, 4:8, 60 - 21] = 1.0        # ... held for a beat
+    (segment,) = tiny_diffusion.to_segments(x0, [METRES.index((4, 4))], "BLUE")
+    notes = [(int(n["pitch"]), int(n["start"]), int(n["duration"]), int(n["velocity"])) for n in segment.notes]
+    assert notes == [(60, 4 * 3, 4 * 3, DEFAULT_VELOCITY)]  # 3 ticks a sixteenth step (TICKS_PER_QUARTER 12)
+    (up,) = tiny_diffusion.to_segments(x0, [METRES.index((4, 4))], "BLUE", tonic="D")
+    assert int(up.notes["pitch"][0]) == 62
+
+
+def test_decoding_starts_held_notes_and_drops_specks():
+    from engines.models.roll_decoding import probabilities_to_segments
+
+    onset, sustain = torch.zeros(1, 64, 88), torch.zeros(1, 64, 88)
+    sustain[0, 0:8, 60 - 21] = 1.0           # C held two beats with no onset written
+    onset[0, 4, 60 - 21] = 1.0               # ... and re-struck at step 4: two notes
+    sustain[0, 10, 64 - 21] = 1.0            # E for one step, no onset: a speck
+    four = [METRES.index((4, 4))]
+
+    def notes(**options):
+        (segment,) = probabilities_to_segments(onset, sustain, four, [100.0], **options)
+        return [(int(n["pitch"]), int(n["start"]) // 3, int(n["duration"]) // 3) for n in segment.notes]
+
+    assert notes() == [(60, 4, 4)]                                  # onsets only: the unstruck start is lost
+    assert notes(sustain_onsets=True) == [(60, 0, 4), (60, 4, 4), (64, 10, 1)]
+    assert notes(sustain_onsets=True, min_steps=2) == [(60, 0, 4), (60, 4, 4)]
+
+
+def test_sample_errors_name_the_input(tiny_diffusion):
+    with pytest.raises(StudioError, match="unknown metre '7/4'"):
+        tiny_diffusion.sample("BLUE", steps=2, metre="7/4")
+    with pytest.raises(StudioError, match="n must lie"):
+        tiny_diffusion.sample("BLUE", n=0, steps=2)
+    with pytest.raises(StudioError, match="unknown mode 'PURPLE'"):
+        tiny_diffusion.sample("PURPLE", steps=2)
+    with pytest.raises(StudioError, match="steps must lie"):
+        tiny_diffusion.sample("BLUE", steps=5000)
+
+
+def test_generate_command_writes_midi(diffusion_run, tmp_path):
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["generate", "--engine", "diffusion", "--mode", "GREEN", "--n", "2", "--steps", "3",
+                     "--guidance", "1.5", "--checkpoint", str(diffusion_run / "best.pt"), "--out", str(tmp_path)]
+                    + [arg for key in TINY_DIFFUSION for arg in ("--set", key)])
+    assert code == 0
+    summary = json.loads(stdout.getvalue())
+    assert summary["engine"] == "diffusion" and len(summary["files"]) == 2
+    assert all((tmp_path / f"diffusion-green-0-{i}.mid").is_file() for i in range(2))
+
+
+def test_generate_command_inpaints_and_names_bad_bars(diffusion_run, tmp_path, capsys):
+    from engines.data.midi_io import write_segment_midi
+    from engines.music.notes import NOTE_DTYPE, Segment
+
+    init = tmp_path / "init.mid"
+    notes = np.array([(bar * 48 + beat * 12, 12, 60 + 2 * beat, 80, 0) for bar in range(4) for beat in range(4)],
+                     dtype=NOTE_DTYPE)
+    write_segment_midi(Segment(notes=notes), init)
+    common = ["generate", "--engine", "diffusion", "--mode", "RED", "--n", "1", "--steps", "3", "--checkpoint",
+              str(diffusion_run / "best.pt"), "--init", str(init), "--out", str(tmp_path / "out")]
+    common += [arg for key in TINY_DIFFUSION for arg in ("--set", key)]
+    assert main(common + ["--keep-bars", "1,4"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    assert entry["analysis"] is not None  # bars 1 and 4 are there at least
+    assert main(common + ["--keep-bars", "one"]) == 2
+    assert "--keep-bars takes bar numbers" in capsys.readouterr().err
+    assert main(common) == 2
+    assert "needs both --init FILE.mid and --keep-bars" in capsys.readouterr().err
+    plain = [arg for arg in common if arg not in ("--init", str(init))]
+    assert main(plain + ["--classifier-guidance", "2", "--classifier", str(tmp_path / "none.pt")]) == 2
+    assert "no guidance classifier at" in capsys.readouterr().err
+
+
+def test_generate_without_a_checkpoint_says_how_to_train_one(tmp_path, capsys):
+    assert main(["generate", "--engine", "diffusion", "--out", str(tmp_path),
+                 "--set", f"model.checkpoints_dir={tmp_path}"]) == 2
+    assert "train one with `python -m engines train --engine diffusion" in capsys.readouterr().err
+
+
+def test_each_result_aims_at_a_clear_segment_of_its_mode_drawn_for_it(tiny_diffusion, monkeypatch):
+    from engines.models.conditioning import CONDITION_ATTRIBUTES
+    from engines.music.analyzer import AXES
+
+    pool = tiny_diffusion.mode_target_pool             # the finalize step's, from the training split
+    mode = max(pool, key=lambda m: len(pool[m]))
+    assert len(pool[mode]) > 1 and all(len(row) == len(CONDITION_ATTRIBUTES) for row in pool[mode])
+    conditions = []
+    denoiser = tiny_diffusion.denoiser
+
+    def recording(modes, condition, *args):
+        conditions.append(condition)
+        return denoiser(modes, condition, *args)
+
+    monkeypatch.setattr(tiny_diffusion, "denoiser", recording)
+    first = tiny_diffusion.sample(mode, n=8, steps=2, seed=3)
+    names = tiny_diffusion.model.config.attributes
+    axes = [names.index(a) for a in AXES]
+    values, given = conditions[0]
+    assert given[:, axes].eq(1).all() and given[:, names.index("rebracketing")].eq(0).all()   # rhythm free
+    pooled = {tuple(round(row[CONDITION_ATTRIBUTES.index(a)], 3) for a in AXES) for row in pool[mode]}
+    drawn = {tuple(round(v, 3) for v in row) for row in values[:, axes].tolist()}
+    assert drawn <= pooled and len(drawn) > 1           # each result its own segment's axes, all of the mode
+    again = tiny_diffusion.sample(mode, n=8, steps=2, seed=3)
+    assert torch.equal(conditions[1][0], values)        # a request repeats itself
+    assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in first]

@@ -1,0 +1,268 @@
+"""Training the VAE (engines/training/vae_trainer.py, vae_finalize.py): metrics, checkpoints, resume, DDP
+under torchrun, and the finalize step's latent vectors, per-mode prior and latent map."""
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.config import load_config
+from engines.errors import StudioError
+from engines.models.trained_vae import TrainedVAE
+from engines.models.vae import model_from_checkpoint
+from engines.music.analyzer import AXES, MODES
+from engines.training.common import MetricsLog
+from engines.training.vae_finalize import encode_split, latent_vectors
+from engines.training.vae_trainer import _better, train_vae
+from tests.helpers import TINY_VAE, VAE_LIMIT
+
+torch.set_num_threads(1)  # a training job may share this machine: keep the tests to one core
+
+REPO = Path(__file__).resolve().parents[2]
+LATENT = 16
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+def test_training_writes_metrics_checkpoints_and_plot(vae_run):
+    out, best = vae_run
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("train_loss", "val_loss", "val_f1", "val_kl", "beta", "lr"):
+            assert math.isfinite(r[key]), key
+        assert 0 <= r["val_f1"] <= 1
+    # the learning rate after each epoch follows the cosine schedule down to its floor (the loss on 64 segments
+    # is too noisy to assert it falls)
+    from engines.training.vae_trainer import LR_FLOOR
+
+    vc = load_config(overrides=TINY_VAE).model.vae
+    for r in rows:
+        share = LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * r["epoch"] / vc.epochs))
+        assert r["lr"] == pytest.approx(vc.learning_rate * share)
+    assert rows[-1]["lr"] == pytest.approx(vc.learning_rate * LR_FLOOR)
+    assert (out / "last.pt").is_file()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best_row = max(rows, key=lambda r: r["val_f1"])  # select_by = "val_f1"; the first of equals wins
+    assert best["epoch"] == best_row["epoch"] and best["val_f1"] == pytest.approx(best_row["val_f1"])
+
+
+def test_best_epoch_selection():
+    best = {"val_loss": 3.0, "val_f1": 0.8}
+    assert _better({"val_loss": 3.5, "val_f1": 0.85}, best, "val_f1")
+    assert not _better({"val_loss": 3.5, "val_f1": 0.85}, best, "val_loss")
+    assert _better({"val_loss": 2.5, "val_f1": 0.7}, best, "val_loss")
+    assert not _better({"val_loss": 2.5, "val_f1": 0.8}, best, "val_f1")  # a tie keeps the earlier epoch
+    assert _better({"val_loss": 9.0, "val_f1": 0.0}, {"val_loss": float("inf")}, "val_f1")  # the first epoch
+
+
+def test_best_checkpoint_rebuilds_the_model(vae_run):
+    out, best = vae_run
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["engine"] == "vae"
+    assert payload["config"]["latent_dim"] == 16 and payload["config"]["hidden_dim"] == 32
+    assert (payload["steps"], payload["pitches"]) == (64, 88)
+    assert payload["metrics"]["epoch"] == best["epoch"]
+    assert payload["data"] == {"segment_bars": 4, "steps_per_beat": 4, "pitch_low": 21, "pitch_high": 108}
+    model = model_from_checkpoint(payload)
+    assert not model.training
+    state = model.state_dict()
+    assert state.keys() == payload["state_dict"].keys()
+    for key, value in payload["state_dict"].items():
+        assert torch.equal(state[key], value), key
+    # last.pt is a training state, not a model checkpoint.
+    with pytest.raises(StudioError, match="is not a VAE checkpoint"):
+        TrainedVAE.load(out / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def resumed(vae_run, tmp_path_factory):
+    """The 2-epoch run copied and resumed with epochs=3: (directory, rows before, what it printed)."""
+    out = tmp_path_factory.mktemp("vae-resumed") / "run"
+    shutil.copytree(vae_run[0], out)
+    before = MetricsLog(out / "metrics.jsonl").rows()
+    cfg = load_config(overrides=TINY_VAE[:-1] + ["model.vae.epochs=3"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train_vae(cfg, out, resume=True, limit=VAE_LIMIT, workers=0)
+    return out, before, printed.getvalue()
+
+
+def test_resume_adds_one_epoch(resumed):
+    out, before, printed = resumed
+    assert "resuming after epoch 2" in printed
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert len(rows) == 3 and rows[:2] == before and rows[2]["epoch"] == 3
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_anneals_over_the_new_epoch_count(resumed):
+    rows = MetricsLog(resumed[0] / "metrics.jsonl").rows()
+    assert rows[2]["lr"] <= rows[1]["lr"]
+    assert rows[2]["lr"] == pytest.approx(1e-3 / 20)
+
+
+def _torchrun(args, out_dir, env_extra=None) -> subprocess.CompletedProcess:
+    """Two CPU processes (gloo) under torchrun, in the repository root."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+DDP_SET = ["--set", "model.vae.latent_dim=8", "--set", "model.vae.hidden_dim=16", "--set", "model.vae.batch_size=8",
+           "--set", "model.vae.epochs=1"]
+
+
+@pytest.mark.slow
+def test_ddp_train_vae_under_torchrun(tmp_path):
+    """train_vae itself under DDP: gloo joins, both ranks train, rank 0 alone writes the run."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import os, sys, pathlib\n"
+        "from engines.config import load_config\n"
+        "from engines.training.vae_trainer import _better, train_vae\n"
+        "cfg = load_config(overrides=[s for s in sys.argv[2:] if s != '--set'])\n"
+        "best = train_vae(cfg, sys.argv[1], limit=32, workers=0)\n"
+        "# each rank records what train_vae returned (a file: torchrun may drop a worker's last stdout)\n"
+        "pathlib.Path(sys.argv[1], 'rank' + os.environ['RANK']).write_text(str(best.get('epoch')))\n")
+    out = tmp_path / "run"
+    proc = _torchrun([str(script), str(out), *DDP_SET], out, {"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1]  # one row: rank 0 alone writes
+    assert proc.stdout.count("epoch 1: train") == 1
+    # Rank 0 returns its best row, rank 1 (which never validates) its empty start.
+    assert [(out / f"rank{r}").read_text() for r in (0, 1)] == ["1", "None"]
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["config"]["latent_dim"] == 8 and payload["metrics"]["epoch"] == 1
+    assert not any(k.startswith("module.") for k in payload["state_dict"])  # the bare model, not the DDP wrapper
+    model_from_checkpoint(payload)
+
+
+@pytest.mark.slow
+def test_ddp_train_command_under_torchrun(tmp_path):
+    out = tmp_path / "run"
+    proc = _torchrun(["-m", "engines", "train", "--engine", "vae", "--limit", "32", "--workers", "0",
+                      "--out", str(out), *DDP_SET], out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "best.pt").is_file()
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    assert [r["epoch"] for r in rows] == [1]  # rank 0 alone writes
+    assert "vectors" in torch.load(out / "best.pt", weights_only=True)
+    assert proc.stdout.count('"best"') == 1 and "Infinity" not in proc.stdout  # one summary, from rank 0
+    assert json.loads((out / "command.json").read_text())["best"]["epoch"] == 1
+
+
+# ---- latent vectors ------------------------------------------------------------------------------------------
+def test_finalize_adds_latent_vectors(vae_checkpoint, vae_run, vae_cfg, corpus_cache):
+    path, norms = vae_checkpoint
+    payload = torch.load(path, weights_only=True)
+    vectors = payload["vectors"]
+    # The rows finalize_vae encoded: a fixed random subset of the training split.
+    vae = TrainedVAE.load(vae_run[0] / "best.pt")
+    latents, indices = encode_split(vae, vae_cfg, "train", VAE_LIMIT)
+    assert latents.shape == (VAE_LIMIT, LATENT) and len(set(indices.tolist())) == VAE_LIMIT
+    present = {MODES[m] for m in corpus_cache.segments["mode"][indices]}
+    assert set(vectors) == {"rebracketing", "temporal_complexity", *AXES} | {f"mode:{m}" for m in present}
+    assert set(norms["vector_norms"]) == set(vectors)
+    assert 0.5 <= norms["onset_threshold"] <= 0.95 and 0 <= norms["validation_f1"] <= 1
+    for name, vector in vectors.items():
+        assert vector.shape == (LATENT,) and torch.isfinite(vector).all(), name
+        assert norms["vector_norms"][name] == pytest.approx(float(vector.norm()), abs=1e-3)
+    expected = latent_vectors(latents, corpus_cache.segments[indices])
+    for name in vectors:
+        torch.testing.assert_close(vectors[name], expected[name], atol=1e-5, rtol=1e-5)
+    # Mode vectors are offsets from the overall mean: weighted by mode counts they cancel.
+    counts = np.bincount(corpus_cache.segments["mode"][indices], minlength=len(MODES))
+    total = sum(int(counts[MODES.index(m)]) * vectors[f"mode:{m}"] for m in present)
+    assert total.abs().max().item() < 1e-3
+    # The weights are untouched.
+    best = torch.load(vae_run[0] / "best.pt", weights_only=True)
+    for key, value in best["state_dict"].items():
+        assert torch.equal(payload["state_dict"][key], value), key
+
+
+def test_finalize_fits_a_prior_per_mode_and_a_threshold_for_its_samples(vae_checkpoint, vae_run, vae_cfg, corpus_cache):
+    from engines.training.vae_finalize import THRESHOLDS, fitted_prior
+
+    path, summary = vae_checkpoint
+    payload = torch.load(path, weights_only=True)
+    latents, variances, indices = encode_split(TrainedVAE.load(vae_run[0] / "best.pt"), vae_cfg, "train", VAE_LIMIT,
+                                               variances=True)
+    rows = corpus_cache.segments[indices]
+    prior = payload["fitted_prior"]
+    assert prior["mean"].shape == (len(MODES) + 1, LATENT) and prior["scale_tril"].shape == (len(MODES) + 1,
+                                                                                             LATENT, LATENT)
+    expected = fitted_prior(latents, variances, rows)
+    torch.testing.assert_close(prior["mean"], expected["mean"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(prior["mean"][-1], latents.mean(0), atol=1e-4, rtol=1e-4)   # WHITE: every latent
+    assert torch.equal(prior["scale_tril"][0], torch.tril(prior["scale_tril"][0]))
+    # a mode's mean is that of its clearest half only
+    mode = int(np.bincount(rows["mode"]).argmax())
+    mine = rows["mode"] == mode
+    top = rows["scores"].max(axis=1)
+    clear = torch.as_tensor(mine & (top >= np.quantile(top[mine], 0.5)))
+    torch.testing.assert_close(prior["mean"][mode], latents[clear].mean(0), atol=1e-4, rtol=1e-4)
+    # its covariance is that of the means (shrunk toward the diagonal) plus the mean posterior variance
+    covariance = prior["scale_tril"][mode] @ prior["scale_tril"][mode].T
+    spread = torch.cov(latents[clear].T).diagonal() + variances[clear].mean(0)
+    torch.testing.assert_close(covariance.diagonal(), spread, atol=1e-3, rtol=1e-3)
+    # the sample threshold is the candidate whose samples come nearest the training notes per segment
+    calibration = payload["sample_calibration"]
+    counts = {float(k): v for k, v in calibration["notes_by_threshold"].items()}
+    assert payload["sample_onset_threshold"] in THRESHOLDS and set(counts) == set(THRESHOLDS)
+    target = float(np.mean(rows["note_count"]))
+    assert calibration["corpus_notes_per_segment"] == pytest.approx(target, abs=0.01)
+    assert abs(counts[payload["sample_onset_threshold"]] - target) == min(abs(c - target) for c in counts.values())
+    assert summary["sample_onset_threshold"] == payload["sample_onset_threshold"]
+
+
+def test_samples_come_from_the_fitted_prior_unless_the_network_prior_is_asked(vae_checkpoint):
+    path, _ = vae_checkpoint
+    vae = TrainedVAE.load(path)
+    mode = MODES.index("RED")
+    z = vae.sample_latents("RED", 256, seed=3)
+    prior = vae.fitted_prior
+    # draws of N(mean, L L^T): their mean is near the mode's, and whitened by L they are unit Gaussians
+    white = torch.linalg.solve_triangular(prior["scale_tril"][mode], (z - prior["mean"][mode]).T, upper=False).T
+    assert white.mean().abs() < 0.05 and abs(white.std().item() - 1) < 0.05
+    network = vae.sample_latents("RED", 256, seed=3, prior="network")
+    noise = torch.randn(256, LATENT, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(network, vae.model.prior_mean(torch.tensor([mode])) + noise)   # as before
+    with pytest.raises(StudioError, match="prior must be one of fitted, network"):
+        vae.sample("RED", prior="learned")
+    vae.onset_threshold, vae.sample_onset_threshold = 0.95, 0.5
+    fitted_notes = sum(len(s.notes) for s in vae.sample("RED", 8, seed=1)[0])
+    vae.sample_onset_threshold = 0.95
+    assert sum(len(s.notes) for s in vae.sample("RED", 8, seed=1)[0]) < fitted_notes   # its own threshold
+
+
+def test_finalize_fits_a_latent_map_that_inverts_exactly_like_umap(vae_checkpoint, vae_run, vae_cfg, corpus_cache):
+    from engines.models.latent_map import LatentMap, fit_latent_map, restore_umap
+
+    payload = torch.load(vae_checkpoint[0], weights_only=True)["latent_map"]
+    latents, indices = encode_split(TrainedVAE.load(vae_run[0] / "best.pt"), vae_cfg, "train", VAE_LIMIT)
+    assert payload["embedding"].shape == (VAE_LIMIT, 2) and payload["latents"].shape == (VAE_LIMIT, LATENT)
+    assert sorted(payload["rows"].tolist()) == sorted(indices.tolist())
+    # The fit is reproducible (fixed random_state): fitting the same latents again gives the same map.
+    again, fitted = fit_latent_map(payload["latents"].numpy(), payload["rows"].numpy(), seed=payload["seed"])
+    np.testing.assert_allclose(again["embedding"].numpy(), payload["embedding"].numpy(), atol=1e-4)
+    # Rebuilt from tensors, the map inverts like the UMAP object that was fitted, and like umap's own method.
+    latent_map = LatentMap(payload)
+    emb = payload["embedding"].numpy()
+    points = np.stack([emb.mean(0), 0.7 * emb[0] + 0.3 * emb[1]]).astype(np.float32)
+    ours = latent_map.inverse(points).numpy()
+    np.testing.assert_allclose(ours, fitted.inverse_transform(points), atol=1e-4)
+    np.testing.assert_allclose(ours, restore_umap(payload).inverse_transform(points), atol=1e-4)
+    assert ours.shape == (2, LATENT) and np.isfinite(ours).all()
+    # A place far outside the map decodes as its nearest map point does, instead of failing.
+    far = latent_map.inverse(np.array([[emb[:, 0].max() + 100, emb[:, 1].max() + 100]]))
+    assert far.shape == (1, LATENT) and torch.isfinite(far).all()
