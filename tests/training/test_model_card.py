@@ -1,0 +1,28 @@
+"""Model cards (engines/training/model_card.py): the bars a card reads from an evaluate report."""
+from engines.training.model_card import conditioning_bars, diffusion_bars
+
+
+def report(raw_overall, per_mode, mae, near_copies) -> dict:
+    return {"consistency": {"overall": 0.99, "per_mode": {},   # the checked figure: not what the raw bars read
+                            "raw": {"overall": raw_overall, "per_mode": per_mode}},
+            "axes": {"mae": mae, "mae_unconditioned": 0.31},
+            "copies": {"raw": {"near_copy_rate": near_copies}, "verified": {"near_copy_rate": 0.0}},
+            "frechet": {"distance": 25.0, "real_baseline": 12.2}, "latency_ms": {"raw": 300.0}}
+
+
+def test_the_raw_conditioning_bars_read_the_raw_figures_and_say_which_hold():
+    rows = conditioning_bars(report(0.9, {"RED": 0.95, "BLUE": 0.55}, 0.11, 0.02), consistency=0.88, axes_mae=0.12)
+    assert [(name.split(",")[0], measured, met) for name, _, measured, met in rows] == [
+        ("raw consistency (analyzer)", "90.0%", True),
+        ("raw consistency", "55%", False),                                     # its worst mode is under 60 %
+        ("asked vs heard axes", "0.110 (0.310)", True),
+        ("near copies of training segments", "2.0%", False)]
+    # a report without verification has the raw figures at the top level
+    plain = {"consistency": {"overall": 0.8, "per_mode": {"RED": 0.8}}, "copies": {"near_copy_rate": 0.0}}
+    assert [met for *_, met in conditioning_bars(plain, 0.88, 0.12)] == [False, True, True]
+
+
+def test_the_diffusion_card_holds_the_raw_bars_then_its_own():
+    rows = diffusion_bars(report(0.9, {"RED": 0.9}, 0.11, 0.0))
+    assert [r[1] for r in rows[:4]] == [">= 88 %", ">= 60 %", "<= 0.12", "<= 1 %"]
+    assert rows[4][0].startswith("Fréchet distance") and rows[4][2] == "25.00 (12.20)"
