@@ -316,6 +316,36 @@ def cmd_generate(args) -> None:
            "candidates": result.candidates, "verification": result.summary(), "files": summary})
 
 
+def cmd_arrange(args) -> None:
+    from engines.arrange.arranger import Arranger
+    from engines.arrange.plan import load_plan
+    from engines.generation.verify import Verifier
+    from engines.registry import ModelRegistry
+
+    cfg = _config(args)
+    plan = load_plan(args.plan)
+    verifier = Verifier.for_config(cfg)
+    arranger = Arranger(ModelRegistry(cfg.model.checkpoints_dir), cfg, verifier, candidates=args.candidates)
+
+    def progress(index, section):
+        print(f"section {index + 1} of {len(plan.sections)}: {section.plan.mode} by {section.plan.engine}, heard "
+              f"{section.heard}, {section.segment.num_bars} bars in {section.seconds:.1f} s", file=sys.stderr)
+
+    piece = arranger.arrange(plan, seed=args.seed, on_section=progress)
+    files = piece.write(args.out, render=args.render, cfg=cfg)
+    report = {"plan": str(args.plan), "seed": args.seed, **piece.report(verifier.analyzer), "files": files}
+    Path(args.out, "report.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        _emit(report)
+        return
+    for number, (section, join) in enumerate(zip(report["sections"], [None] + report["joins"]), start=1):
+        jump = f"; join: axes {join['axis_jump']:.3f}, density {join['density_jump']:.2f}" if join else ""
+        print(f"{number}. {section['bars']} bars {section['asked']} by {section['engine']}: heard "
+              f"{section['heard']} ({section['seconds']:.1f} s{jump})")
+    print(f"{report['bars']} bars in {report['seconds']:.1f} s: {files['midi']}" +
+          (f", {files['audio']}" if files["audio"] else ""))
+
+
 def _flag_settings(args, kind) -> dict:
     """The engine settings the sampling flags given on the command line set; a flag the engine lacks is an error."""
     names = set(kind.Settings.__dataclass_fields__)
@@ -553,6 +583,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compare", cmd_compare, "evaluate JSONs side by side, as a markdown table")
     p.add_argument("reports", nargs="+", metavar="JSON", help="outputs of `evaluate --json` (engines or --real)")
+
+    p = command("arrange", cmd_arrange, "write a piece from a plan of sections (assets/plans/): piece.mid, "
+                                        "report.json and, with --render, piece.wav")
+    p.add_argument("--plan", required=True, help="a plan JSON: sections of 4, 8 or 16 bars, each a mode or axis "
+                                                 "targets and an engine (docs/arrange.md)")
+    p.add_argument("--out", required=True, help="folder for piece.mid, piece.wav and report.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--render", action="store_true", help="also render piece.wav through FluidSynth")
+    p.add_argument("--candidates", type=int, metavar="K", help="candidates per 4-bar window, ranked by the judge "
+                                                              "(default: each engine's; 1 = the raw model)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (it is also in report.json)")
 
     p = command("generate", cmd_generate, "generate segments as MIDI (and audio) with a JSON summary")
     p.add_argument("--engine", required=True, choices=list(GENERATORS))

@@ -146,20 +146,35 @@ def segment_to_score(segment: Segment, program: int | None = None):
     return segments_to_score([segment], program)
 
 
-def segments_to_score(segments: list[Segment], program: int | None = None):
+def key_signature(tonic: int, major: bool) -> tuple[int, int]:
+    """A key (tonic pitch class 0-11, major or not) -> MIDI's (sharps, or flats as negative, -5..6; 0 major or
+    1 minor), spelled with the fewer accidentals (F# major rather than Gb)."""
+    sharps = ((tonic if major else tonic + 3) * 7) % 12
+    return (sharps - 12 if sharps > 6 else sharps), (0 if major else 1)
+
+
+def segments_to_score(segments: list[Segment], program: int | None = None, markers: list[str] | None = None,
+                      keys: list[tuple[int, bool] | None] | None = None):
     """Segments played one after another -> one Score; each keeps its own time signature and tempo. The
-    track's General MIDI program (0-based) is `program`, else the first segment's meta["program"], else 0."""
+    track's General MIDI program (0-based) is `program`, else the first segment's meta["program"], else 0.
+    `markers`: a MIDI marker at each segment's start (a piece's section names); `keys`: each segment's key
+    (tonic pitch class, major; None: unsaid), written as a key signature where it changes."""
     if program is None:
         program = int(segments[0].meta.get("program", 0)) if segments else 0
-    from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
+    from symusic import KeySignature, Note, Score, Tempo, TextMeta, TimeSignature, Track
 
     scale = MIDI_TICKS_PER_QUARTER // TICKS_PER_QUARTER
     score = Score(MIDI_TICKS_PER_QUARTER)
     track = Track(name=segments[0].piece_id or "segment", program=program)
-    offset = 0
-    for segment in segments:
+    offset, key = 0, None
+    for index, segment in enumerate(segments):
+        if keys is not None and keys[index] is not None and keys[index] != key:
+            key = keys[index]
+            score.key_signatures.append(KeySignature(offset * scale, *key_signature(*key)))
         score.time_signatures.append(TimeSignature(offset * scale, segment.ts_num, segment.ts_den))
         score.tempos.append(Tempo(offset * scale, float(segment.tempo_qpm)))
+        if markers is not None:
+            score.markers.append(TextMeta(offset * scale, markers[index]))
         for n in segment.notes:
             track.notes.append(Note((offset + int(n["start"])) * scale, int(n["duration"]) * scale, int(n["pitch"]),
                                     int(n["velocity"])))

@@ -1,6 +1,9 @@
 """The conditional VAE behind the Generator interface: latents drawn from the mode's prior, decoded at once.
 
-It has no live view (a batch decodes in milliseconds) and cannot inpaint or continue a segment.
+It has no live view (a batch decodes in milliseconds) and cannot keep bars of a segment. Given a segment to
+start from, it writes variations of it: each latent is drawn as usual, then slerped toward the segment's own
+latent (its posterior mean) by `follow` (0: as drawn, 1: the segment itself), so the results stay near it in
+the latent space; arranging a piece follows each window on from the bars before it this way.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class VAESettings:
         default="fitted", metadata=control("Prior", choices=[("fitted to the mode's clearest segments", "fitted"),
                                                             ("the network's own", "network")],
                                            info="where latents are drawn from", advanced=True))
+    # with a segment to start from: how far each drawn latent is slerped toward that segment's own
+    follow: float = field(default=0.5, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1"))
 
 
 class VAEGenerator(GeneratorBase):
@@ -45,14 +50,31 @@ class VAEGenerator(GeneratorBase):
 
     def run(self, request: Request, on_step=None) -> list:
         settings = self._checked(request)
-        segments, _ = self.model.sample(request.mode, n=int(request.n), temperature=float(settings.temperature),
-                                        seed=int(request.seed), attributes=request.attributes, tonic=request.tonic,
-                                        prior=settings.prior, metre=metre_of(request.metre))
-        return segments
+        metre = metre_of(request.metre)
+        z = self._latents(request, settings, int(request.n), metre)
+        return self.model.decode(z, request.mode, request.attributes, request.tonic,
+                                 self.model.sampling_threshold(settings.prior), metre)
+
+    def _latents(self, request: Request, settings: VAESettings, n: int, metre):
+        """(n, D) latents from the mode's prior; with a segment to start from, each slerped toward its latent."""
+        z = self.model.prior_latents(request.mode, n, float(settings.temperature), int(request.seed), settings.prior,
+                                     metre)
+        if request.init_midi is None:
+            return z
+        from engines.sampling.latent import slerp
+        import torch
+
+        init = request.init_segment()
+        if init.num_bars != self.model.data["segment_bars"]:
+            raise StudioError(f"the VAE varies {self.model.data['segment_bars']}-bar segments; the segment to "
+                              f"start from has {init.num_bars}")
+        own = self.model.encode([init], request.mode)[0]
+        follow = torch.tensor([float(settings.follow)])
+        return torch.cat([slerp(row, own, follow) for row in z])
 
     def _checked(self, request: Request) -> VAESettings:
         settings: VAESettings = self.settings_of(request)
-        if request.init_midi or request.keep_bars:
+        if request.keep_bars:
             raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
                               "continue with the GPT")
         return settings
@@ -76,8 +98,7 @@ class VAEGenerator(GeneratorBase):
             try:
                 settings, request = self._checked(job.request), job.request
                 metre = metre_of(request.metre)
-                z = self.model.prior_latents(request.mode, job.rows, float(settings.temperature), int(request.seed),
-                                             settings.prior, metre)
+                z = self._latents(request, settings, job.rows, metre)
             except StudioError as exc:   # it fails alone
                 job.fail(exc)
                 continue

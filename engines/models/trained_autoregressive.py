@@ -323,6 +323,10 @@ def bars_prefix(segment: Segment, bars: int) -> list[int]:
     remi = encode_segment(segment, "remi").tolist()
     bar_id = remi_token_names().index("Bar_None")
     starts = [i for i, t in enumerate(remi) if t == bar_id]
+    if len(starts) < bars and segment.num_bars >= bars:
+        # silent bars at the end are not written: they are kept as bars with nothing in them (Bar, TimeSig)
+        empty_bar = [bar_id, remi_token_names().index(f"TimeSig_{segment.ts_num}/{segment.ts_den}")]
+        return remi + empty_bar * (bars - len(starts)) + [bar_id]
     if len(starts) < bars:
         raise StudioError(f"the MIDI to continue has {len(starts)} bar(s); cannot keep {bars}")
     return (remi[:starts[bars]] if len(starts) > bars else remi) + [bar_id]

@@ -253,3 +253,17 @@ def test_a_segment_longer_than_the_model_learned_is_written_window_by_window():
     (stopped,) = gpt.generate("a calm BLUE phrase", n=1, max_bars=8, seed=3,
                               on_token=lambda step, rows: calls.append(step) or len(calls) > 20)
     assert stopped.segment.num_bars < 4 and len(calls) == 21
+
+
+def test_silent_bars_at_the_end_of_what_is_kept_are_kept_as_empty_bars():
+    from engines.models.trained_autoregressive import bars_prefix
+    from engines.tokenizers.vocabulary import remi_token_names
+    from tests.conftest import segment
+
+    names = remi_token_names()
+    bar, four_four = names.index("Bar_None"), names.index("TimeSig_4/4")
+    sounding = segment([(0, 12, 60, 80), (12, 12, 64, 80)], bars=2)       # notes in bar 1 only
+    ids = bars_prefix(sounding, 2)
+    assert ids.count(bar) == 3 and ids[-3:] == [bar, four_four, bar]     # bar 1, an empty bar 2, the next
+    with pytest.raises(StudioError, match="has 1 bar"):
+        bars_prefix(segment([(0, 12, 60, 80)], bars=1), 2)

@@ -301,3 +301,19 @@ def test_evaluate_settings_name_sections_shared_keys_and_candidates(cfg):
     assert changed.generation.sampling.diffusion.sampler == cfg.generation.sampling.diffusion.sampler
     with pytest.raises(StudioError, match="'generation.sampling.guidance_scale' has moved"):
         with_settings(cfg, {"guidance_scale": 2})
+
+
+def test_the_vae_varies_a_segment_to_start_from_by_slerping_toward_its_latent(tiny_checkpoints, corpus_cache):
+    vae = GENERATORS["vae"].load(tiny_checkpoints["vae"])
+    start = corpus_cache.segment(int(corpus_cache.split_indices("test")[0]))
+    ask = dict(mode="RED", n=3, seed=4, metre=f"{start.ts_num}/{start.ts_den}")
+    free = vae.run(Request("vae", settings={"follow": 0.0}, init_midi=start, **ask))
+    assert [s.notes.tolist() for s in free] == [s.notes.tolist() for s in vae.run(Request("vae", **ask))]
+    own = vae.run(Request("vae", settings={"follow": 1.0}, init_midi=start, **ask))   # the segment's own latent
+    assert own[0].notes.tolist() == own[1].notes.tolist() == own[2].notes.tolist()
+    with pytest.raises(StudioError, match="the VAE cannot keep bars"):
+        vae.run(Request("vae", init_midi=start, keep_bars=[1], **ask))
+    with pytest.raises(StudioError, match="varies 4-bar segments"):
+        vae.run(Request("vae", init_midi=replace(start, num_bars=2), **ask))
+    with pytest.raises(StudioError, match="follow"):
+        vae.run(Request("vae", settings={"follow": 1.5}, init_midi=start, **ask))

@@ -1,0 +1,198 @@
+"""Writing a piece plan: each section by its engine, window by window, each window checked like any generation
+(engines/generation/verify.py), the sections joined without seams.
+
+    arranger = Arranger(generators, cfg, verifier)       # generators: {name: Generator}, e.g. a ModelRegistry's
+    piece = arranger.arrange(load_plan("assets/plans/blue-to-red.json"), seed=1)
+    piece.segment                                        # the whole piece: one Segment per section, in order
+    piece.report()                                       # {"sections": [{"asked", "heard", ...}], "joins": [...]}
+
+Every engine writes 4-bar segments, so a section is written in 4-bar windows that overlap by OVERLAP_BARS:
+a window keeps the last bars written before it and writes the bars after them (the diffusion engine inpaints
+them, the GPT continues from them; engines/generation: Request.init_midi and keep_bars). The first window of a
+section that follows another in the same metre keeps the last bars of that section, so a change of mode is
+written across the boundary instead of cut: the new section's first bars answer the old one's last. A
+section in a new metre starts afresh. The VAE cannot keep bars; its windows follow the bars before them in
+its latent space instead (engines/generation/vae.py: a segment to start from is varied, its latent slerped
+toward the drawn one), and write all four bars anew.
+
+What each section asked for and what the analyzer hears in it, and at each join how far the analyzer's
+axes and the note density move from the bars before to the bars after (engines/arrange/joins.py), go into
+the report.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from engines.arrange.plan import PiecePlan, SectionPlan
+from engines.errors import StudioError
+from engines.generation.base import Request
+from engines.generation.verify import Verifier, draw
+from engines.music.notes import Segment, clean_notes
+
+WINDOW_BARS = 4      # what every engine writes at once
+OVERLAP_BARS = 2     # bars a window keeps of what came before it
+
+
+@dataclass
+class SectionResult:
+    plan: SectionPlan
+    segment: Segment                 # the section's bars, at the piece's tempo and key
+    heard: str | None                # the mode the analyzer hears in the whole section (None: no notes)
+    windows: int                     # 4-bar windows written
+    seconds: float
+    verifications: list[dict] = field(default_factory=list)   # each window's, as verify.Verification.to_dict
+
+
+@dataclass
+class ArrangedPiece:
+    plan: PiecePlan
+    sections: list[SectionResult]
+    seconds: float
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [section.segment for section in self.sections]
+
+    def markers(self) -> list[str]:
+        """One MIDI marker per section: "1 BLUE diffusion", "2 RED autoregressive" ..."""
+        return [f"{i + 1} {s.plan.mode} {s.plan.engine}" for i, s in enumerate(self.sections)]
+
+    def joins(self, analyzer=None) -> list[dict]:
+        from engines.arrange.joins import join_jump
+
+        return [{"after_section": i + 1, **join_jump(a.segment, b.segment, analyzer)}
+                for i, (a, b) in enumerate(zip(self.sections, self.sections[1:]))]
+
+    def report(self, analyzer=None) -> dict:
+        """{"sections": [{"asked", "heard", "bars", "engine", "seconds", ...}], "joins": [...], "seconds"}."""
+        sections = [{"asked": s.plan.mode, "heard": s.heard, "bars": s.segment.num_bars, "engine": s.plan.engine,
+                     "seconds": s.seconds, "windows": s.windows, "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
+                     "tempo": round(s.segment.tempo_qpm, 2), "notes": int(len(s.segment.notes)),
+                     "verifications": s.verifications} for s in self.sections]
+        return {"sections": sections, "joins": self.joins(analyzer), "bars": sum(s["bars"] for s in sections),
+                "seconds": self.seconds}
+
+    def write(self, out_dir, render: bool = False, cfg=None) -> dict:
+        """piece.mid (the sections' tempo, metre and key, a marker at each section's start) and, with
+        `render`, piece.wav through FluidSynth: {"midi": path, "audio": path or None}."""
+        from pathlib import Path
+
+        from engines.data.midi_io import segments_to_score
+        from engines.models.roll_decoding import tonic_shift
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # a key signature where the plan names a key and major or minor (a tonic alone leaves it to the engine)
+        keys = [(tonic_shift(s.plan.tonic) % 12, s.plan.scale == "major") if s.plan.tonic and s.plan.scale else None
+                for s in self.sections]
+        score = segments_to_score(self.segments, markers=self.markers(), keys=keys)
+        midi = out / "piece.mid"
+        score.dump_midi(str(midi))
+        audio = None
+        if render:
+            from engines.render.fluidsynth_renderer import render_score, write_audio
+
+            rate = cfg.render.sample_rate if cfg is not None else 44100
+            soundfont = cfg.render.soundfont if cfg is not None else ""
+            audio = write_audio(render_score(score, rate, soundfont), out / "piece.wav", rate)
+        return {"midi": str(midi), "audio": None if audio is None else str(audio)}
+
+
+def bars_of(segment: Segment, first: int, count: int) -> Segment:
+    """Bars first+1 .. first+count (0-based `first`) of a segment as a segment of their own, starting at 0."""
+    start, end = first * segment.bar_length, (first + count) * segment.bar_length
+    notes = segment.notes[(segment.notes["start"] >= start) & (segment.notes["start"] < end)].copy()
+    notes["start"] -= start
+    notes["duration"] = notes["duration"].clip(max=end - start - notes["start"])
+    return replace(segment, notes=notes, num_bars=count, bar_start=segment.bar_start + first)
+
+
+def joined(parts: list[Segment]) -> Segment:
+    """Segments of one metre played one after another -> one segment of all their bars."""
+    first, offset, notes = parts[0], 0, []
+    for part in parts:
+        moved = part.notes.copy()
+        moved["start"] += offset
+        notes.append(moved)
+        offset += part.length
+    import numpy as np
+
+    return replace(first, notes=clean_notes(np.concatenate(notes)), num_bars=sum(p.num_bars for p in parts))
+
+
+class Arranger:
+    def __init__(self, generators: dict, cfg, verifier: Verifier | None = None, candidates: int | None = None):
+        self.generators = generators   # {engine name: Generator}
+        self.cfg = cfg
+        self.verifier = verifier
+        self.candidates = candidates    # per window (None: each engine's default; 1: the raw model)
+
+    def arrange(self, plan: PiecePlan, seed: int = 0, on_section=None) -> ArrangedPiece:
+        """Every section of `plan` in order; `on_section(index, result)` is called as each is done."""
+        started = time.perf_counter()
+        results: list[SectionResult] = []
+        for index, section in enumerate(plan.sections):
+            previous = results[-1].segment if results else None
+            results.append(self.section(section, previous, seed=seed + 1000 * index))
+            if on_section is not None:
+                on_section(index, results[-1])
+        return ArrangedPiece(plan=plan, sections=results, seconds=round(time.perf_counter() - started, 3))
+
+    def section(self, section: SectionPlan, previous: Segment | None, seed: int) -> SectionResult:
+        """One section, following `previous` (the section before, or None) where the metres allow."""
+        started = time.perf_counter()
+        generator = self.generators.get(section.engine)
+        if generator is None:
+            raise StudioError(f"no {section.engine} checkpoint is installed; the plan's sections need "
+                              f"{section.engine}")
+        settings = generator.settings_for(self.cfg)
+        metre = section.metre
+        if previous is not None and metre is None:
+            metre = f"{previous.ts_num}/{previous.ts_den}"
+        follows = previous if previous is not None and f"{previous.ts_num}/{previous.ts_den}" == metre else None
+        keeps = generator.init_verb in ("inpainted", "continued")
+        written: list[Segment] = []      # the section's bars so far, window by window
+        verifications = []
+        bars = 0
+        window = 0
+        tail = None if follows is None else self._tail(follows, keeps)
+        while bars < section.bars:
+            request = Request(section.engine, mode=section.mode, n=1, seed=seed + window, candidates=self.candidates,
+                              attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
+                              tempo=section.tempo, metre=metre, init_midi=tail,
+                              keep_bars=list(range(1, OVERLAP_BARS + 1)) if tail is not None and keeps else None)
+            result = draw(generator, request, settings, self.verifier, cfg=self.cfg)
+            if not result.segments:
+                raise StudioError(f"the {section.engine} engine wrote nothing for a {section.mode} section "
+                                  "(every candidate was a copy of a training segment); try another seed")
+            out = result.segments[0]
+            new_from = OVERLAP_BARS if tail is not None and keeps else 0
+            take = min(WINDOW_BARS - new_from, section.bars - bars)
+            written.append(bars_of(out, new_from, take))
+            verifications.append(result.verifications[0].to_dict() if result.verifications else {})
+            bars += take
+            metre = f"{out.ts_num}/{out.ts_den}"
+            tail = self._tail(out, keeps)
+            window += 1
+        segment = joined(written)
+        if section.tempo is not None:
+            segment = replace(segment, tempo_qpm=float(section.tempo))
+        heard = self._heard(segment)
+        return SectionResult(plan=section, segment=segment, heard=heard, windows=window,
+                             seconds=round(time.perf_counter() - started, 3), verifications=verifications)
+
+    @staticmethod
+    def _tail(segment: Segment, keeps: bool) -> Segment:
+        """What the next window starts from: the last OVERLAP_BARS bars, which it keeps; for an engine that
+        cannot keep bars (the VAE), the last whole window, which it varies."""
+        bars = OVERLAP_BARS if keeps else WINDOW_BARS
+        return bars_of(segment, segment.num_bars - bars, bars)
+
+    def _heard(self, segment: Segment) -> str | None:
+        if not len(segment.notes):
+            return None
+        from engines.music.analyzer import ChromaticAnalyzer
+
+        analyzer = getattr(self.verifier, "analyzer", None) or ChromaticAnalyzer()
+        return analyzer.analyze(segment).mode

@@ -1,0 +1,66 @@
+"""How smooth a join is: the analyzer's reading of the bars just before it against the bars just after.
+
+    join_jump(left, right)       {"axis_jump", "density_jump"} between the last SIDE_BARS bars of `left` and the
+                                 first SIDE_BARS of `right`
+    corpus_join_jumps(cache)     the same across the boundaries between consecutive 4-bar segments of one corpus
+                                 piece (mostly phrase boundaries), as medians: what a real piece does there
+
+axis_jump is the mean absolute change of the five axes (energy, valence / 2 so that every axis spans 1,
+tension, intimacy, motion); density_jump the change in notes per quarter note. A join of an arranged piece is
+as smooth as real music when its jumps are no larger than the corpus's medians.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engines.music.analyzer import AXES, ChromaticAnalyzer
+from engines.music.notes import TICKS_PER_QUARTER, Segment
+
+SIDE_BARS = 2
+
+
+def side(segment: Segment, first: int, count: int) -> Segment:
+    """Bars first+1 .. first+count (0-based) of a segment, as a segment of their own."""
+    from engines.arrange.arranger import bars_of
+
+    return bars_of(segment, first, count)
+
+
+def reading(segment: Segment, analyzer: ChromaticAnalyzer) -> tuple[np.ndarray, float]:
+    """(the five axes on one scale (5,), notes per quarter note) of a few bars; silence reads as zeros."""
+    quarters = segment.length / TICKS_PER_QUARTER
+    if not len(segment.notes):
+        return np.zeros(len(AXES)), 0.0
+    axes = analyzer.analyze(segment).axes
+    values = np.array([axes[a] / 2 if a == "valence" else axes[a] for a in AXES], dtype=float)
+    return values, len(segment.notes) / quarters
+
+
+def join_jump(left: Segment, right: Segment, analyzer: ChromaticAnalyzer | None = None) -> dict:
+    """How far the analyzer's reading moves from the last SIDE_BARS bars of `left` to the first of `right`."""
+    analyzer = analyzer or ChromaticAnalyzer()
+    before = reading(side(left, left.num_bars - SIDE_BARS, SIDE_BARS), analyzer)
+    after = reading(side(right, 0, SIDE_BARS), analyzer)
+    return {"axis_jump": round(float(np.abs(before[0] - after[0]).mean()), 4),
+            "density_jump": round(abs(before[1] - after[1]), 4)}
+
+
+def corpus_join_jumps(cache, analyzer: ChromaticAnalyzer | None = None, pairs: int = 1000, seed: int = 0,
+                      split: str = "test") -> dict:
+    """Medians (and quartiles) of join_jump across `pairs` boundaries between consecutive segments of one piece
+    in the cache's `split`, drawn at random."""
+    analyzer = analyzer or ChromaticAnalyzer()
+    rows = np.sort(cache.split_indices(split))
+    segments = cache.segments
+    following = rows[:-1][(rows[1:] == rows[:-1] + 1)]      # candidates whose next row is in the split too
+    same_piece = segments["piece"][following] == segments["piece"][following + 1]
+    ends = segments["bar_start"][following] + segments["num_bars"][following]
+    starts = following[same_piece & (ends == segments["bar_start"][following + 1])]   # the next one goes on there
+    chosen = np.random.default_rng(seed).choice(starts, size=min(pairs, len(starts)), replace=False)
+    jumps = [join_jump(cache.segment(int(i)), cache.segment(int(i) + 1), analyzer) for i in chosen]
+    out = {"pairs": len(jumps), "split": split}
+    for key in ("axis_jump", "density_jump"):
+        values = np.array([j[key] for j in jumps])
+        out[key] = {"median": round(float(np.median(values)), 4), "p25": round(float(np.quantile(values, 0.25)), 4),
+                    "p75": round(float(np.quantile(values, 0.75)), 4)}
+    return out

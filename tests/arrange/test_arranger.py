@@ -1,0 +1,137 @@
+"""Arranging a piece (engines/arrange/arranger.py, joins.py) with the tiny engines: sections written window by
+window, each following the bars before it, the piece's MIDI, the joins and the command."""
+import json
+
+import numpy as np
+import pytest
+
+from engines.arrange import arranger as arranging
+from engines.arrange.arranger import Arranger, bars_of
+from engines.arrange.joins import corpus_join_jumps, join_jump
+from engines.arrange.plan import piece_plan
+from engines.config import load_config
+from engines.errors import StudioError
+from engines.generation import GENERATORS
+from tests.conftest import segment
+
+PLAN = {"tempo": 100, "key": "G major", "metre": "3/4",
+        "sections": [{"bars": 8, "mode": "BLUE", "engine": "diffusion"},
+                     {"bars": 4, "mode": "RED", "engine": "autoregressive"},
+                     {"bars": 4, "mode": "VIOLET", "engine": "vae", "key": "E minor"}]}
+
+
+@pytest.fixture(scope="module")
+def generators(tiny_checkpoints):
+    return {name: GENERATORS[name].load(tiny_checkpoints[name]) for name in GENERATORS}
+
+
+@pytest.fixture(scope="module")
+def arranged(generators):
+    """The plan arranged with the raw tiny engines, and every request the arranger made."""
+    requests = []
+    draw = arranging.draw
+
+    def recording(generator, request, *args, **kw):
+        requests.append(request)
+        return draw(generator, request, *args, **kw)
+
+    arranging.draw = recording
+    try:
+        piece = Arranger(generators, load_config(overrides=["generation.sampling.diffusion.steps=4"])).arrange(
+            piece_plan(PLAN), seed=3)
+    finally:
+        arranging.draw = draw
+    return piece, requests
+
+
+def test_each_section_is_written_window_by_window_each_window_keeping_the_bars_before_it(arranged):
+    piece, requests = arranged
+    assert [s.segment.num_bars for s in piece.sections] == [8, 4, 4] and piece.plan.bars == 16
+    assert all((s.segment.ts_num, s.segment.ts_den, s.segment.tempo_qpm) == (3, 4, 100.0) for s in piece.sections)
+    # diffusion: a fresh window of 4 bars, then two that keep 2 bars and write 2; the GPT follows the diffusion
+    # section's last 2 bars (2 windows); the VAE varies the last whole window before it (1 window)
+    assert [s.windows for s in piece.sections] == [3, 2, 1]
+    assert [(r.engine, r.keep_bars) for r in requests] == [("diffusion", None), ("diffusion", [1, 2]),
+                                                           ("diffusion", [1, 2]), ("autoregressive", [1, 2]),
+                                                           ("autoregressive", [1, 2]), ("vae", None)]
+    first, gpt_first, vae = requests[0], requests[3], requests[5]
+    assert first.init_midi is None and first.metre == "3/4" and (first.tonic, first.scale) == ("G", "major")
+    last_two = bars_of(piece.sections[0].segment, 6, 2)
+    assert gpt_first.init_midi.num_bars == 2 and np.array_equal(gpt_first.init_midi.notes, last_two.notes)
+    assert vae.init_midi.num_bars == 4 and (vae.tonic, vae.scale) == ("E", "minor")
+    assert [r.mode for r in requests] == ["BLUE"] * 3 + ["RED"] * 2 + ["VIOLET"]
+
+
+def test_the_piece_is_one_midi_with_a_marker_and_its_key_at_each_section_start(arranged, tmp_path):
+    import pretty_midi
+    from symusic import Score
+
+    piece, _ = arranged
+    files = piece.write(tmp_path, render=True)
+    score = Score(files["midi"])
+    starts = [0, 8 * 3 * 480, 12 * 3 * 480]                      # bars of 3/4 at 480 ticks a quarter
+    markers = [(m.time, m.text) for m in score.markers]
+    assert markers[:3] == list(zip(starts, ["1 BLUE diffusion", "2 RED autoregressive", "3 VIOLET vae"]))
+    assert [(k.time, k.key, k.tonality) for k in score.key_signatures] == [(0, 1, 0), (starts[2], 1, 1)]
+    notes = sum(len(s.segment.notes) for s in piece.sections)
+    assert sum(len(t.notes) for t in score.tracks) == notes
+    midi = pretty_midi.PrettyMIDI(files["midi"])
+    assert sum(len(i.notes) for i in midi.instruments) == notes
+    assert [(ts.numerator, ts.denominator) for ts in midi.time_signature_changes] == [(3, 4)] * 3
+    import soundfile
+
+    audio, rate = soundfile.read(files["audio"])
+    assert rate == 44100 and len(audio) / rate >= 16 * 3 * 60 / 100       # 16 bars of 3/4 at 100 BPM
+
+
+def test_the_report_says_per_section_what_was_asked_and_heard_and_how_each_join_moves(arranged):
+    piece, _ = arranged
+    report = piece.report()
+    assert [(s["asked"], s["bars"], s["engine"]) for s in report["sections"]] == [
+        ("BLUE", 8, "diffusion"), ("RED", 4, "autoregressive"), ("VIOLET", 4, "vae")]
+    assert all(s["heard"] in (None, "BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET")
+               for s in report["sections"])
+    assert [j["after_section"] for j in report["joins"]] == [1, 2]
+    assert all(j["axis_jump"] >= 0 and j["density_jump"] >= 0 for j in report["joins"])
+    assert report["bars"] == 16 and report["seconds"] >= sum(s["seconds"] for s in report["sections"]) * 0.99
+
+
+def test_a_join_measures_how_far_the_bars_on_either_side_move():
+    calm = segment([(i * 24, 24, (60, 64)[i % 2], 60) for i in range(8)], bars=4)    # the same two half notes a bar
+    busy = segment([(i * 3, 3, 72 + i % 7, 110) for i in range(64)], bars=4)         # 16ths, loud and high
+    assert join_jump(calm, calm) == {"axis_jump": 0.0, "density_jump": 0.0}
+    jump = join_jump(calm, busy)
+    assert jump["density_jump"] == pytest.approx(4.0 - 0.5) and jump["axis_jump"] > 0.05   # notes per quarter
+
+
+def test_the_corpus_measures_the_same_at_its_own_phrase_boundaries(corpus_cache):
+    real = corpus_join_jumps(corpus_cache, pairs=40, seed=1)
+    assert real["pairs"] == 40 and real["split"] == "test"
+    for key in ("axis_jump", "density_jump"):
+        assert 0 <= real[key]["p25"] <= real[key]["median"] <= real[key]["p75"]
+    assert real == corpus_join_jumps(corpus_cache, pairs=40, seed=1)
+
+
+def test_a_plan_that_needs_an_engine_not_installed_says_so(generators):
+    plan = piece_plan({"sections": [{"bars": 4, "mode": "RED", "engine": "vae"}]})
+    with pytest.raises(StudioError, match="no vae checkpoint is installed"):
+        Arranger({"diffusion": generators["diffusion"]}, load_config()).arrange(plan)
+
+
+@pytest.mark.slow
+def test_the_arrange_command_writes_the_piece_and_its_report(tiny_checkpoints, tmp_path, capsys):
+    from engines.cli import main
+
+    plan = tmp_path / "plan.json"
+    sections = [{"bars": 4, "mode": "GREEN", "engine": "diffusion"}, {"bars": 4, "mode": "RED", "engine": "vae"}]
+    plan.write_text(json.dumps({"metre": "4/4", "sections": sections}))
+    folder = tiny_checkpoints["vae"].parent
+    assert main(["arrange", "--plan", str(plan), "--out", str(tmp_path / "piece"), "--json", "--candidates", "2",
+                 "--set", f"model.checkpoints_dir={folder}", "--set", "generation.sampling.diffusion.steps=4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["asked"] for s in report["sections"]] == ["GREEN", "RED"] and len(report["joins"]) == 1
+    assert all(v.get("candidates") == 2 for s in report["sections"] for v in s["verifications"])
+    assert json.loads((tmp_path / "piece" / "report.json").read_text())["sections"] == report["sections"]
+    assert (tmp_path / "piece" / "piece.mid").stat().st_size > 0 and report["files"]["audio"] is None
+    assert main(["arrange", "--plan", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "no plan file at" in capsys.readouterr().err
