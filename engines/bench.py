@@ -300,6 +300,45 @@ def bench_single_user(cfg: Config, repeats: int, verifier=None) -> dict:
     return out
 
 
+def bench_arrange(cfg: Config, repeats: int, verifier=None) -> dict:
+    """Arranging (issue 23): one 8-bar section by the diffusion engine and by the GPT, checked as the arranger
+    checks it (the engine's K candidates per window) and rendered through FluidSynth, in seconds (medians
+    after a warm-up); and a 32-bar piece of 4 sections (diffusion, GPT, diffusion, VAE), once. Bars: an 8-bar
+    section <= 1.5 s with diffusion and <= 3 s with the GPT, the 32-bar piece <= 15 s."""
+    from engines.arrange.arranger import Arranger
+    from engines.arrange.plan import piece_plan
+    from engines.data.midi_io import segments_to_score
+    from engines.generation.verify import Verifier
+    from engines.registry import ModelRegistry
+    from engines.render.fluidsynth_renderer import render_score
+
+    verifier = verifier or Verifier.for_config(cfg)
+    registry = ModelRegistry(cfg.model.checkpoints_dir)
+    available = set(registry.available())
+    arranger = Arranger(registry, cfg, verifier)
+    counter = iter(range(10**6))
+    out = {}
+
+    def piece(sections) -> float:
+        started = time.perf_counter()
+        arranged = arranger.arrange(piece_plan({"tempo": 100, "metre": "4/4", "sections": sections}),
+                                    seed=next(counter))
+        render_score(segments_to_score(arranged.segments), cfg.render.sample_rate, cfg.render.soundfont)
+        return time.perf_counter() - started
+
+    for name in ("diffusion", "autoregressive"):
+        if name in available:
+            section = [{"bars": 8, "mode": "RED", "engine": name}]
+            piece(section)
+            times = [piece(section) for _ in range(max(1, repeats // 2))]
+            out[f"seconds_8_bars_{name}"] = round(float(np.median(times)), 2)
+    if {"vae", "diffusion", "autoregressive"} <= available:
+        out["seconds_32_bars_4_sections"] = round(piece([
+            {"bars": 8, "mode": "BLUE", "engine": "diffusion"}, {"bars": 8, "mode": "RED", "engine": "autoregressive"},
+            {"bars": 8, "mode": "VIOLET", "engine": "diffusion"}, {"bars": 8, "mode": "BLUE", "engine": "vae"}]), 2)
+    return out
+
+
 def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
     from engines.generation.verify import Verifier
 
@@ -317,6 +356,7 @@ def run_benchmarks(cfg: Config, repeats: int = 5) -> dict:
         "autoregressive": bench_autoregressive(cfg, repeats),
         "verified_generation": bench_verified(cfg, repeats, verifier),
         "single_user": bench_single_user(cfg, repeats, verifier),
+        "arrange": bench_arrange(cfg, repeats, verifier),
     }
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -39,17 +39,25 @@ def test_render_and_corpus_rows_report_what_they_rendered_and_opened(monkeypatch
                       "shipped_archive_mb": pytest.approx(archive_mb, abs=0.01)}
 
 
+def test_vae_bench_row_is_absent_without_a_checkpoint_and_positive_with_one(tiny_checkpoints, tmp_path):
+    from engines.bench import bench_vae
+
+    assert bench_vae(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), repeats=1) is None
+    row = bench_vae(load_config(overrides=[f"model.checkpoints_dir={tiny_checkpoints['vae'].parent}"]), repeats=1)
+    assert row["ms_per_segment_batch1"] > 0 and row["ms_per_segment_batch8"] > 0
+
 @pytest.mark.slow
-def test_vae_bench_row_is_absent_without_a_checkpoint_and_positive_with_one(tmp_path):
+def test_the_arrange_rows_time_an_8_bar_section_per_engine_and_a_32_bar_piece(tiny_checkpoints, tmp_path):
     import shutil
 
-    from engines.bench import bench_vae
-    from engines.training.vae_trainer import train_vae
+    from engines.bench import bench_arrange
 
-    cfg = load_config(overrides=[f"model.checkpoints_dir={tmp_path}", "model.vae.latent_dim=8",
-                                 "model.vae.hidden_dim=16", "model.vae.batch_size=16", "model.vae.epochs=1"])
-    assert bench_vae(cfg, repeats=1) is None
-    train_vae(cfg, tmp_path / "run", limit=32, workers=0)
-    shutil.copyfile(tmp_path / "run" / "best.pt", tmp_path / "vae.pt")
-    row = bench_vae(cfg, repeats=1)
-    assert row["ms_per_segment_batch1"] > 0 and row["ms_per_segment_batch8"] > 0
+    folder = tiny_checkpoints["vae"].parent
+    fast = ["generation.sampling.diffusion.steps=4", "generation.verify.candidates=2"]
+    row = bench_arrange(load_config(overrides=[f"model.checkpoints_dir={folder}", *fast]), repeats=1)
+    assert set(row) == {"seconds_8_bars_diffusion", "seconds_8_bars_autoregressive", "seconds_32_bars_4_sections"}
+    assert all(seconds > 0 for seconds in row.values())
+    only_vae = tmp_path / "only-vae"
+    only_vae.mkdir()
+    shutil.copyfile(tiny_checkpoints["vae"], only_vae / "vae.pt")
+    assert bench_arrange(load_config(overrides=[f"model.checkpoints_dir={only_vae}", *fast]), repeats=1) == {}
