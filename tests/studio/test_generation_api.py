@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import start_studio, stop_studio
 
+pytestmark = pytest.mark.slow   # a served studio in a subprocess (pytest.ini: slow)
+
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
@@ -27,7 +29,6 @@ def read_midi(path):
     return Score(str(path))
 
 
-@pytest.mark.slow
 def test_the_api_is_the_named_endpoints_with_named_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")
     named = api["named_endpoints"]
@@ -39,7 +40,6 @@ def test_the_api_is_the_named_endpoints_with_named_parameters(client):
     assert not {"/run", "/lambda", "/show_engine", "/analyze_upload"} & set(named)
 
 
-@pytest.mark.slow
 def test_tempo_metre_and_instrument_reach_the_midi(client):
     results = client.predict(mode="BLUE", n=2, seed=3, tempo=90, metre="3/4", instrument=41, candidates=4,
                              api_name="/generate_vae")
@@ -87,7 +87,6 @@ def test_a_wrong_value_reaches_the_client_with_its_reason(client, endpoint, argu
         client.predict(api_name=endpoint, **arguments)
 
 
-@pytest.mark.slow
 def test_the_load_test_drives_the_api_and_reads_the_servers_memory(client):
     """`python -m engines loadtest`'s smoke run: a few clients for a few seconds, every answer received."""
     from engines.loadtest import LoadTest
