@@ -18,7 +18,7 @@ run: sysdeps venv
 test: sysdeps browser venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The quick lane while you work: every test not marked slow or browser (pytest.ini), in about a minute.
+# The quick lane while you work: every test not marked slow or browser (pytest.ini), in about 90 s.
 test-fast: sysdeps venv
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
