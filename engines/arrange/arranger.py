@@ -24,11 +24,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from engines.arrange.plan import PiecePlan, SectionPlan
 from engines.errors import StudioError
 from engines.generation.base import Request
 from engines.generation.verify import Verifier, draw
-from engines.music.notes import Segment, clean_notes
+from engines.music.notes import Segment, bars_window, clean_notes
 
 WINDOW_BARS = 4      # what every engine writes at once
 OVERLAP_BARS = 2     # bars a window keeps of what came before it
@@ -99,15 +101,6 @@ class ArrangedPiece:
         return {"midi": str(midi), "audio": None if audio is None else str(audio)}
 
 
-def bars_of(segment: Segment, first: int, count: int) -> Segment:
-    """Bars first+1 .. first+count (0-based `first`) of a segment as a segment of their own, starting at 0."""
-    start, end = first * segment.bar_length, (first + count) * segment.bar_length
-    notes = segment.notes[(segment.notes["start"] >= start) & (segment.notes["start"] < end)].copy()
-    notes["start"] -= start
-    notes["duration"] = notes["duration"].clip(max=end - start - notes["start"])
-    return replace(segment, notes=notes, num_bars=count, bar_start=segment.bar_start + first)
-
-
 def joined(parts: list[Segment]) -> Segment:
     """Segments of one metre played one after another -> one segment of all their bars."""
     first, offset, notes = parts[0], 0, []
@@ -116,8 +109,6 @@ def joined(parts: list[Segment]) -> Segment:
         moved["start"] += offset
         notes.append(moved)
         offset += part.length
-    import numpy as np
-
     return replace(first, notes=clean_notes(np.concatenate(notes)), num_bars=sum(p.num_bars for p in parts))
 
 
@@ -169,7 +160,7 @@ class Arranger:
             out = result.segments[0]
             new_from = OVERLAP_BARS if tail is not None and keeps else 0
             take = min(WINDOW_BARS - new_from, section.bars - bars)
-            written.append(bars_of(out, new_from, take))
+            written.append(bars_window(out, new_from, take))
             verifications.append(result.verifications[0].to_dict() if result.verifications else {})
             bars += take
             metre = f"{out.ts_num}/{out.ts_den}"
@@ -187,7 +178,7 @@ class Arranger:
         """What the next window starts from: the last OVERLAP_BARS bars, which it keeps; for an engine that
         cannot keep bars (the VAE), the last whole window, which it varies."""
         bars = OVERLAP_BARS if keeps else WINDOW_BARS
-        return bars_of(segment, segment.num_bars - bars, bars)
+        return bars_window(segment, segment.num_bars - bars, bars)
 
     def _heard(self, segment: Segment) -> str | None:
         if not len(segment.notes):

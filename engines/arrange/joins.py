@@ -14,16 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from engines.music.analyzer import AXES, ChromaticAnalyzer
-from engines.music.notes import TICKS_PER_QUARTER, Segment
+from engines.music.notes import TICKS_PER_QUARTER, Segment, bars_window
 
 SIDE_BARS = 2
-
-
-def side(segment: Segment, first: int, count: int) -> Segment:
-    """Bars first+1 .. first+count (0-based) of a segment, as a segment of their own."""
-    from engines.arrange.arranger import bars_of
-
-    return bars_of(segment, first, count)
 
 
 def reading(segment: Segment, analyzer: ChromaticAnalyzer) -> tuple[np.ndarray, float]:
@@ -39,8 +32,8 @@ def reading(segment: Segment, analyzer: ChromaticAnalyzer) -> tuple[np.ndarray, 
 def join_jump(left: Segment, right: Segment, analyzer: ChromaticAnalyzer | None = None) -> dict:
     """How far the analyzer's reading moves from the last SIDE_BARS bars of `left` to the first of `right`."""
     analyzer = analyzer or ChromaticAnalyzer()
-    before = reading(side(left, left.num_bars - SIDE_BARS, SIDE_BARS), analyzer)
-    after = reading(side(right, 0, SIDE_BARS), analyzer)
+    before = reading(bars_window(left, left.num_bars - SIDE_BARS, SIDE_BARS), analyzer)
+    after = reading(bars_window(right, 0, SIDE_BARS), analyzer)
     return {"axis_jump": round(float(np.abs(before[0] - after[0]).mean()), 4),
             "density_jump": round(abs(before[1] - after[1]), 4)}
 

@@ -32,7 +32,7 @@ import torch
 from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, model_from_checkpoint
-from engines.music.notes import NOTE_DTYPE, Segment, first_bars
+from engines.music.notes import NOTE_DTYPE, Segment, bars_window, first_bars  # noqa: F401  (bars_window: its home was here)
 from engines.sampling.autoregressive import (ClassifierFreeGuidance, RemiGrammar, RowGroup, beam_search,
                                              sample_token_groups, sample_tokens)
 from engines.tokenizers.midi import decode_tokens, encode_segment
@@ -305,16 +305,6 @@ class TrainedAutoregressive:
         remi = self.vocabulary.decode_midi(tokens)
         segment = decode_tokens(remi, "remi") if remi else Segment(notes=np.zeros(0, dtype=NOTE_DTYPE))
         return Generated(segment=first_bars(segment, max_bars), tokens=tokens, ended=ended)
-
-
-def bars_window(segment: Segment, start: int, bars: int) -> Segment:
-    """Bars start .. start + bars - 1 of `segment` as a segment of their own (notes that start there, moved to
-    0 and cut at its end): the start of the next window."""
-    first, end = start * segment.bar_length, (start + bars) * segment.bar_length
-    notes = segment.notes[(segment.notes["start"] >= first) & (segment.notes["start"] < end)].copy()
-    notes["start"] -= first
-    notes["duration"] = np.minimum(notes["duration"], end - first - notes["start"])
-    return replace(segment, notes=notes, num_bars=bars, bar_start=segment.bar_start + start)
 
 
 def bars_prefix(segment: Segment, bars: int) -> list[int]:

@@ -163,6 +163,16 @@ def first_bars(segment: Segment, bars: int) -> Segment:
     return replace(segment, notes=notes, num_bars=bars)
 
 
+def bars_window(segment: Segment, start: int, bars: int) -> Segment:
+    """Bars start .. start + bars - 1 of `segment` as a segment of their own (notes that start there, moved to
+    0 and cut at its end): a window of a longer piece."""
+    first, end = start * segment.bar_length, (start + bars) * segment.bar_length
+    notes = segment.notes[(segment.notes["start"] >= first) & (segment.notes["start"] < end)].copy()
+    notes["start"] -= first
+    notes["duration"] = np.minimum(notes["duration"], end - first - notes["start"])
+    return replace(segment, notes=notes, num_bars=bars, bar_start=segment.bar_start + start)
+
+
 def ticks_per_step(bar_length: int, steps_per_beat: int = 4) -> int:
     """Ticks in one piano-roll step: a sixteenth (for steps_per_beat=4), doubled until the bar fits the roll.
 
