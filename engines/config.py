@@ -142,10 +142,27 @@ class BatchingConfig:
 
 
 @dataclass
+class ArrangeConfig:
+    """Arranging a piece (engines/arrange/arranger.py): how each 4-bar window of a section is drawn."""
+
+    # candidates per window, ranked by the judge; null: each engine's own (generation.sampling.<engine>.candidates)
+    candidates: int | None = field(default=4, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
+                                                             f"an integer 1..{MAX_CANDIDATES}, or null"))
+    # how much the window that opens a section is also ranked by how smoothly it joins the bars before it
+    # (engines/arrange/joins.join_cost: 1 = a jump as large as real music's median at a phrase boundary);
+    # 0: by the judge alone
+    join_weight: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    # denoising steps of the diffusion engine's windows (its own generation.sampling.diffusion.steps: null)
+    diffusion_steps: int | None = field(default=20, metadata=check(lambda v: v is None or 1 <= v <= 1000,
+                                                                   "an integer 1..1000, or null"))
+
+
+@dataclass
 class GenerationConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    arrange: ArrangeConfig = field(default_factory=ArrangeConfig)
 
 
 @dataclass

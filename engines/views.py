@@ -78,6 +78,26 @@ class GenerationResult:
 
 
 @dataclass
+class ArrangementView:
+    """An arranged piece (engines/api/arrange.py): what the Arrange tab shows of it, and the piece itself to hand
+    back when one of its sections is regenerated."""
+
+    sections: list[dict]             # per section: number, asked, heard, bars, engine, seconds, color, metre ...
+    joins: list[dict]                # per join: after_section, axis_jump, density_jump
+    notes: NoteView                  # the whole piece: a region per section in its asked mode's colour
+    midi_path: str                   # tempo, metre and key events, a marker at each section's start
+    wav_path: str | None             # None: no notes at all
+    report_path: str                 # the report as JSON (what the arrange command writes)
+    plan_path: str                   # the plan it was written to, as a plan file
+    seconds: float                   # writing it (a regeneration: its section and the join after it)
+    seed: int
+    regenerations: int               # sections regenerated since it was first written
+    corpus_joins: dict               # the corpus's own jumps at phrase boundaries (medians), to set beside
+    stopped: bool = False            # Stop ended it before every planned section was written
+    piece: object = None             # the engine's piece, for arrange_regenerate (the studio does not look inside)
+
+
+@dataclass
 class UploadView:
     name: str
     segments: list[dict]            # one analysis dict per segment (as `analyze --json`)

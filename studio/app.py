@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from engines.api import StudioEngine
+from studio.arrange_tab import ARRANGE_CSS, build_arrange_tab
 from studio.evaluate_tab import build_evaluate_tab
 from studio.generate_tab import build_generate_tab
 from studio.generation_api import build_generation_api
@@ -42,6 +43,8 @@ def build_app(engine: StudioEngine) -> gr.Blocks:
                 build_generate_tab(engine)
             with gr.Tab("Latent Explorer", id="latent"):
                 build_latent_tab(engine)
+            with gr.Tab("Arrange", id="arrange"):
+                build_arrange_tab(engine)
             with gr.Tab("Evaluate", id="evaluate"):
                 build_evaluate_tab(engine)
             with gr.Tab("Listen", id="listen"):
@@ -59,7 +62,8 @@ def launch(engine: StudioEngine, host: str, port: int, share: bool = False, bloc
     if after_build is not None:
         after_build()
     demo.queue(default_concurrency_limit=4)
-    return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(), css=CSS + PHRASE_CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, theme=gr.themes.Soft(),
+                       css=CSS + PHRASE_CSS + ARRANGE_CSS,
                        head=MAP_CLICK_JS + PHRASE_JS + PLAYHEAD_JS,
                        # a little above the engine's own limit, so oversized files get the engine's clear message
                        max_file_size=f"{int(engine.cfg.data.max_file_mb * 1.5) + 1}mb",

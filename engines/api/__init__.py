@@ -11,6 +11,7 @@ one part per seam, each in its own file:
     generation.py  generation jobs through engines/generation (verified, live view, Stop)
     exports.py     analysis, MIDI, WAV and codec renders of segments, written once and atomically
     evaluation.py  the evaluation suite with progress, and its report as files and examples
+    arrange.py     a piece from a plan of sections, section by section; one section regenerated in place
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.api.arrange import ArrangeAPI
 from engines.api.corpus import RANGE_FILTERS, BrowseQuery, CorpusAPI
 from engines.api.evaluation import EvaluationAPI
 from engines.api.exports import ExportAPI
@@ -37,15 +39,15 @@ from engines.music.instruments import GM_INSTRUMENTS
 from engines.music.performance import DYNAMICS
 from engines.music.analyzer import AXES, MODE_COLORS, MODES, ChromaticAnalyzer
 from engines.registry import ModelRegistry
-from engines.views import (GeneratedView, GenerationProgress, GenerationResult, NoteView, SegmentView, UploadView,
+from engines.views import (ArrangementView, GeneratedView, GenerationProgress, GenerationResult, NoteView, SegmentView, UploadView,
                            note_view)
 
-__all__ = ["StudioEngine", "BrowseQuery", "Request", "GeneratedView", "GenerationProgress", "GenerationResult",
+__all__ = ["StudioEngine", "BrowseQuery", "Request", "ArrangementView", "GeneratedView", "GenerationProgress", "GenerationResult",
            "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS",
            "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
 
 
-class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
+class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI, ArrangeAPI):
     def __init__(self, cfg: Config, cache: SegmentCache | None = None, out_dir: str | Path | None = None):
         from engines.sessions.locations import check_private_database, move_legacy_database
 
@@ -73,6 +75,8 @@ class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI):
         self.explorer = LatentExplorer(self)
         self._listening = None
         self._listening_lock = threading.Lock()
+        self._corpus_joins = None   # measured on first use (engines/api/arrange.py)
+        self._corpus_joins_lock = threading.Lock()
         # sessions.open_creation, or (null) open unless the studio is served beyond this machine: app.py sets
         # `served_beyond_localhost` before anything opens the sessions
         self.served_beyond_localhost = False

@@ -5,6 +5,7 @@
     piece = arranger.arrange(load_plan("assets/plans/blue-to-red.json"), seed=1)
     piece.segment                                        # the whole piece: one Segment per section, in order
     piece.report()                                       # {"sections": [{"asked", "heard", ...}], "joins": [...]}
+    piece = arranger.regenerate(piece, 1, seed=7)        # section 2 anew; its neighbours stay, the joins are redone
 
 Every engine writes 4-bar segments, so a section is written in 4-bar windows that overlap by OVERLAP_BARS:
 a window keeps the last bars written before it and writes the bars after them (the diffusion engine inpaints
@@ -14,6 +15,11 @@ written across the boundary instead of cut: the new section's first bars answer 
 section in a new metre starts afresh. The VAE cannot keep bars; its windows follow the bars before them in
 its latent space instead (engines/generation/vae.py: a segment to start from is varied, its latent slerped
 toward the drawn one), and write all four bars anew.
+
+Regenerating one section writes it anew after the section before it, as above, and then rewrites the
+first OVERLAP_BARS bars of the section after it so that they answer the new ending (the diffusion engine
+inpaints them between the new last bar and the following section's own third bar, so both seams close; the
+GPT continues from the new ending; the VAE follows it). Every other bar stays as it was.
 
 What each section asked for and what the analyzer hears in it, and at each join how far the analyzer's
 axes and the note density move from the bars before to the bars after (engines/arrange/joins.py), go into
@@ -75,20 +81,24 @@ class ArrangedPiece:
         return {"sections": sections, "joins": self.joins(analyzer), "bars": sum(s["bars"] for s in sections),
                 "seconds": self.seconds}
 
+    def score(self):
+        """The piece as one symusic Score: each section's tempo and metre, a key signature where the plan names
+        a key and major or minor (a tonic alone leaves it to the engine), a marker at each section's start."""
+        from engines.data.midi_io import segments_to_score
+        from engines.models.roll_decoding import tonic_shift
+
+        keys = [(tonic_shift(s.plan.tonic) % 12, s.plan.scale == "major") if s.plan.tonic and s.plan.scale else None
+                for s in self.sections]
+        return segments_to_score(self.segments, markers=self.markers(), keys=keys)
+
     def write(self, out_dir, render: bool = False, cfg=None) -> dict:
         """piece.mid (the sections' tempo, metre and key, a marker at each section's start) and, with
         `render`, piece.wav through FluidSynth: {"midi": path, "audio": path or None}."""
         from pathlib import Path
 
-        from engines.data.midi_io import segments_to_score
-        from engines.models.roll_decoding import tonic_shift
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        # a key signature where the plan names a key and major or minor (a tonic alone leaves it to the engine)
-        keys = [(tonic_shift(s.plan.tonic) % 12, s.plan.scale == "major") if s.plan.tonic and s.plan.scale else None
-                for s in self.sections]
-        score = segments_to_score(self.segments, markers=self.markers(), keys=keys)
+        score = self.score()
         midi = out / "piece.mid"
         score.dump_midi(str(midi))
         audio = None
@@ -117,13 +127,40 @@ class Arranger:
         self.generators = generators   # {engine name: Generator}
         self.cfg = cfg
         self.verifier = verifier
-        self.candidates = candidates    # per window (None: each engine's default; 1: the raw model)
+        arrange = cfg.generation.arrange
+        # per window (None: generation.arrange.candidates, else each engine's default; 1: the raw model)
+        self.candidates = candidates if candidates is not None else arrange.candidates
+        self.join_weight = arrange.join_weight
 
-    def arrange(self, plan: PiecePlan, seed: int = 0, on_section=None) -> ArrangedPiece:
-        """Every section of `plan` in order; `on_section(index, result)` is called as each is done."""
+    def _settings(self, generator):
+        """The engine's sampling settings, with the diffusion steps arranging uses (generation.arrange)."""
+        steps = self.cfg.generation.arrange.diffusion_steps
+        overrides = {"steps": steps} if steps is not None and "steps" in type(generator).Settings.__dataclass_fields__ \
+            else None
+        return generator.settings_for(self.cfg, overrides)
+
+    def _join_cost(self, before: Segment, new_from: int):
+        """What ranks the candidates of a window that opens a section (or is rewritten to join one) besides the
+        judge: join_weight times how far their new bars move from `before`'s last bars (None: weight 0)."""
+        if not self.join_weight:
+            return None
+        from engines.arrange.joins import join_cost
+
+        analyzer = getattr(self.verifier, "analyzer", None)
+
+        def cost(candidates: list[Segment]) -> list[float]:
+            return [self.join_weight * join_cost(before, bars_window(c, new_from, OVERLAP_BARS), analyzer)
+                    for c in candidates]
+        return cost
+
+    def arrange(self, plan: PiecePlan, seed: int = 0, on_section=None, should_stop=None) -> ArrangedPiece:
+        """Every section of `plan` in order; `on_section(index, result)` is called as each is done. When
+        `should_stop()` turns true the piece ends after the section being written (its plan keeps them all)."""
         started = time.perf_counter()
         results: list[SectionResult] = []
         for index, section in enumerate(plan.sections):
+            if results and should_stop is not None and should_stop():
+                break
             previous = results[-1].segment if results else None
             results.append(self.section(section, previous, seed=seed + 1000 * index))
             if on_section is not None:
@@ -137,7 +174,7 @@ class Arranger:
         if generator is None:
             raise StudioError(f"no {section.engine} checkpoint is installed; the plan's sections need "
                               f"{section.engine}")
-        settings = generator.settings_for(self.cfg)
+        settings = self._settings(generator)
         metre = section.metre
         if previous is not None and metre is None:
             metre = f"{previous.ts_num}/{previous.ts_den}"
@@ -153,12 +190,14 @@ class Arranger:
                               attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
                               tempo=section.tempo, metre=metre, init_midi=tail,
                               keep_bars=list(range(1, OVERLAP_BARS + 1)) if tail is not None and keeps else None)
-            result = draw(generator, request, settings, self.verifier, cfg=self.cfg)
+            new_from = OVERLAP_BARS if tail is not None and keeps else 0
+            opening = window == 0 and follows is not None
+            result = draw(generator, request, settings, self.verifier, cfg=self.cfg,
+                          cost=self._join_cost(follows, new_from) if opening else None)
             if not result.segments:
                 raise StudioError(f"the {section.engine} engine wrote nothing for a {section.mode} section "
                                   "(every candidate was a copy of a training segment); try another seed")
             out = result.segments[0]
-            new_from = OVERLAP_BARS if tail is not None and keeps else 0
             take = min(WINDOW_BARS - new_from, section.bars - bars)
             written.append(bars_window(out, new_from, take))
             verifications.append(result.verifications[0].to_dict() if result.verifications else {})
@@ -172,6 +211,63 @@ class Arranger:
         heard = self._heard(segment)
         return SectionResult(plan=section, segment=segment, heard=heard, windows=window,
                              seconds=round(time.perf_counter() - started, 3), verifications=verifications)
+
+    def regenerate(self, piece: ArrangedPiece, index: int, seed: int,
+                   section: SectionPlan | None = None) -> ArrangedPiece:
+        """`piece` with section `index` (0-based) written anew from `seed` (to `section` when given: the plan
+        of it edited), after the section before it, and the first bars of the section after it rewritten to
+        follow the new ending; the other sections stay."""
+        if not 0 <= index < len(piece.sections):
+            raise StudioError(f"the piece has {len(piece.sections)} sections; there is no section {index + 1}")
+        started = time.perf_counter()
+        plan = piece.plan
+        if section is not None:
+            plan = replace(plan, sections=plan.sections[:index] + (section,) + plan.sections[index + 1:])
+        sections = list(piece.sections)
+        previous = sections[index - 1].segment if index else None
+        sections[index] = self.section(plan.sections[index], previous, seed)
+        if index + 1 < len(sections):
+            sections[index + 1] = self.rejoin(sections[index + 1], sections[index].segment, seed + 500)
+        return ArrangedPiece(plan=plan, sections=sections, seconds=round(time.perf_counter() - started, 3))
+
+    def rejoin(self, following: SectionResult, before: Segment, seed: int) -> SectionResult:
+        """`following` with its first OVERLAP_BARS bars written anew after `before` (the section before it, just
+        rewritten); a section in another metre than `before` starts afresh and is returned as it is."""
+        started = time.perf_counter()
+        segment = following.segment
+        if (segment.ts_num, segment.ts_den) != (before.ts_num, before.ts_den):
+            return following
+        section = following.plan
+        generator = self.generators.get(section.engine)
+        if generator is None:
+            raise StudioError(f"no {section.engine} checkpoint is installed; the plan's sections need "
+                              f"{section.engine}")
+        rest = bars_window(segment, OVERLAP_BARS, segment.num_bars - OVERLAP_BARS)
+        verb = generator.init_verb
+        if verb == "inpainted":
+            # [the new last bar | the bars to write | the section's own next bar]: both seams are inpainted
+            window = joined([bars_window(before, before.num_bars - 1, 1), bars_window(segment, 0, OVERLAP_BARS),
+                             bars_window(rest, 0, 1)])
+            keep, new_from = [1, WINDOW_BARS], 1
+        elif verb == "continued":
+            window, keep, new_from = self._tail(before, True), list(range(1, OVERLAP_BARS + 1)), OVERLAP_BARS
+        else:
+            window, keep, new_from = self._tail(before, False), None, 0
+        request = Request(section.engine, mode=section.mode, n=1, seed=seed, candidates=self.candidates,
+                          attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
+                          tempo=section.tempo, metre=f"{segment.ts_num}/{segment.ts_den}", init_midi=window,
+                          keep_bars=keep)
+        result = draw(generator, request, self._settings(generator), self.verifier, cfg=self.cfg,
+                      cost=self._join_cost(before, new_from))
+        if not result.segments:
+            raise StudioError(f"the {section.engine} engine wrote nothing to join section {section.mode} to the one "
+                              "before it; try another seed")
+        opening = replace(bars_window(result.segments[0], new_from, OVERLAP_BARS), tempo_qpm=segment.tempo_qpm)
+        rejoined = replace(joined([opening, rest]), tempo_qpm=segment.tempo_qpm)
+        verification = result.verifications[0].to_dict() if result.verifications else {}
+        return replace(following, segment=rejoined, heard=self._heard(rejoined), windows=following.windows + 1,
+                       seconds=round(following.seconds + time.perf_counter() - started, 3),
+                       verifications=following.verifications + [verification])
 
     @staticmethod
     def _tail(segment: Segment, keeps: bool) -> Segment:

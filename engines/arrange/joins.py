@@ -2,6 +2,8 @@
 
     join_jump(left, right)       {"axis_jump", "density_jump"} between the last SIDE_BARS bars of `left` and the
                                  first SIDE_BARS of `right`
+    join_cost(left, right)       the two as one number, in units of real music's median jump (the arranger
+                                 ranks the candidates of a section's opening by it)
     corpus_join_jumps(cache)     the same across the boundaries between consecutive 4-bar segments of one corpus
                                  piece (mostly phrase boundaries), as medians: what a real piece does there
 
@@ -17,6 +19,10 @@ from engines.music.analyzer import AXES, ChromaticAnalyzer
 from engines.music.notes import TICKS_PER_QUARTER, Segment, bars_window
 
 SIDE_BARS = 2
+# Real music's medians at a phrase boundary (corpus_join_jumps of the shipped corpus's test split, 1000 pairs):
+# the units join_cost counts in.
+TYPICAL_AXIS_JUMP = 0.174
+TYPICAL_DENSITY_JUMP = 0.25
 
 
 def reading(segment: Segment, analyzer: ChromaticAnalyzer) -> tuple[np.ndarray, float]:
@@ -36,6 +42,13 @@ def join_jump(left: Segment, right: Segment, analyzer: ChromaticAnalyzer | None 
     after = reading(bars_window(right, 0, SIDE_BARS), analyzer)
     return {"axis_jump": round(float(np.abs(before[0] - after[0]).mean()), 4),
             "density_jump": round(abs(before[1] - after[1]), 4)}
+
+
+def join_cost(left: Segment, right: Segment, analyzer: ChromaticAnalyzer | None = None) -> float:
+    """join_jump as one number: each jump in units of real music's median there, averaged (1: a typical
+    phrase boundary; 0: no change at all)."""
+    jump = join_jump(left, right, analyzer)
+    return (jump["axis_jump"] / TYPICAL_AXIS_JUMP + jump["density_jump"] / TYPICAL_DENSITY_JUMP) / 2
 
 
 def corpus_join_jumps(cache, analyzer: ChromaticAnalyzer | None = None, pairs: int = 1000, seed: int = 0,

@@ -11,7 +11,8 @@ A section asks for a chromatic mode, or for axis targets (any of energy, valence
 the analyzer's scale), or both, and optionally rebracketing and temporal complexity (0..1). Its key, metre and
 tempo are its own when given, else the section before's, else the piece's; a piece without them lets the
 first section's engine choose. Keys are "D minor", "Bb major" or a tonic alone ("G", major or minor as the
-engine writes). Extra keys are allowed and ignored, so a plan can carry notes of its own.
+engine writes). A "title" is kept; other extra keys are allowed and ignored, so a plan can carry notes of
+its own.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class PiecePlan:
     tempo: float | None = None
     key: str | None = None
     metre: str | None = None
+    title: str | None = None                  # what the musician calls it
 
     @property
     def bars(self) -> int:
@@ -155,18 +157,25 @@ def piece_plan(values) -> PiecePlan:
         planned.append(_section(section, index, inherited))
         inherited = {name: getattr(planned[-1], name) for name in piece}
     key = None if piece["tonic"] is None else f"{piece['tonic']} {piece['scale']}" if piece["scale"] else piece["tonic"]
-    return PiecePlan(sections=tuple(planned), tempo=piece["tempo"], key=key, metre=piece["metre"])
+    title = values.get("title")
+    return PiecePlan(sections=tuple(planned), tempo=piece["tempo"], key=key, metre=piece["metre"],
+                     title=str(title) if title else None)
 
 
 def plan_dict(plan: PiecePlan) -> dict:
-    """PiecePlan -> JSON-ready values that piece_plan reads back to the same plan."""
+    """PiecePlan -> JSON-ready values that piece_plan reads back to the same plan. A section's tempo, key and
+    metre are written only where they differ from what it inherits, so that a plan reads as it was written
+    and changing the piece's tempo (or key, or metre) changes every section that did not set its own."""
     sections = []
+    inherited = {"tempo": plan.tempo, "key": plan.key, "metre": plan.metre}
     for section in plan.sections:
-        values = {k: v for k, v in asdict(section).items() if k not in ("tonic", "scale") and v not in (None, {})}
-        if section.key:
-            values["key"] = section.key
+        values = {k: v for k, v in asdict(section).items()
+                  if k not in ("tonic", "scale", "tempo", "metre") and v not in (None, {})}
+        own = {"tempo": section.tempo, "key": section.key, "metre": section.metre}
+        values.update({k: v for k, v in own.items() if v is not None and v != inherited[k]})
+        inherited = own
         sections.append(values)
-    piece = {"tempo": plan.tempo, "key": plan.key, "metre": plan.metre}
+    piece = {"title": plan.title, "tempo": plan.tempo, "key": plan.key, "metre": plan.metre}
     return {**{k: v for k, v in piece.items() if v is not None}, "sections": sections}
 
 

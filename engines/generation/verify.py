@@ -217,12 +217,14 @@ def candidates_per_result(generator, request: Request, settings, verifier: Verif
 
 
 def draw(generator, request: Request, settings, verifier: Verifier | None = None, on_step=None,
-         cfg=None, run=None) -> Draw:
+         cfg=None, run=None, cost=None) -> Draw:
     """n results of `request` from `generator`, each the best of K candidates when `verifier` is given and K > 1
     (module docstring). `on_step(step, total, preview)` gets, at every step, `preview()`: the live view of the
     first n rows (engines that have one), built when called; returning True stops sampling, and the
     candidates are taken from where it stopped. `run(request, on_step)` samples (default generator.run; the
-    studio passes its engine's Batcher.run, so requests of many users share batches)."""
+    studio passes its engine's Batcher.run, so requests of many users share batches). `cost(candidates)`, when
+    given, is one number per candidate taken from its score: what else the caller ranks by (the arranger: how
+    far a section's opening moves from the bars before it)."""
     run = run or generator.run
     mode = asked_mode(generator, request, settings)
     settings = generator.for_mode(settings, mode)   # e.g. the GPT's calibrated sampling for the mode
@@ -247,7 +249,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     else:
         copies_because = ""
     raw, stopped = _draw_all(generator, run, request, settings, n * per_result, mode, on_step)
-    readings = verifier.scores(raw, mode, request.attributes, request.scale)
+    readings = _costed(verifier.scores(raw, mode, request.attributes, request.scale), raw, cost)
     similarity: dict[int, float] = {}
     for extra in range(MAX_ROUNDS):
         order = np.argsort(-readings["score"], kind="stable")     # best first; ties keep the order drawn
@@ -261,7 +263,7 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
         # settings); the studio's line says how many were drawn and rejected
         more, stopped = _draw_all(generator, run, request, generator.diversify(settings, extra + 1),
                                   n * per_result, mode, on_step, round_=extra + 1)
-        more_readings = verifier.scores(more, mode, request.attributes, request.scale)
+        more_readings = _costed(verifier.scores(more, mode, request.attributes, request.scale), more, cost)
         raw += more
         readings = {key: (np.concatenate([readings[key], more_readings[key]]) if key == "score"
                           else readings[key] + more_readings[key]) for key in readings}
@@ -276,6 +278,13 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     return Draw(segments=[raw[i] for i in chosen], verifications=verifications, asked_mode=mode,
                 candidates=per_result, drawn=len(raw), heard=heard, rejected_copies=rejected, asked=n,
                 unranked_because=because, copies_unchecked_because=copies_because, raw=raw)
+
+
+def _costed(readings: dict, raw: list[Segment], cost) -> dict:
+    """`readings` with `cost(raw)` taken from each candidate's score (none without a cost)."""
+    if cost is not None and len(raw):
+        readings["score"] = readings["score"] - np.asarray(cost(raw), dtype=float)
+    return readings
 
 
 def _starts_from_training(request: Request, verifier: Verifier) -> bool:

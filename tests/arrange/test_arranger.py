@@ -12,10 +12,12 @@ from engines.arrange.plan import piece_plan
 from engines.config import load_config
 from engines.errors import StudioError
 from engines.generation import GENERATORS
+from engines.generation.verify import Verifier
 from engines.music.analyzer import ChromaticAnalyzer
 from engines.music.notes import bars_window
 from tests.conftest import segment
 
+FAST = ["generation.arrange.diffusion_steps=4"]
 PLAN = {"tempo": 100, "key": "G major", "metre": "3/4",
         "sections": [{"bars": 8, "mode": "BLUE", "engine": "diffusion"},
                      {"bars": 4, "mode": "RED", "engine": "autoregressive"},
@@ -39,8 +41,7 @@ def arranged(generators):
 
     arranging.draw = recording
     try:
-        piece = Arranger(generators, load_config(overrides=["generation.sampling.diffusion.steps=4"])).arrange(
-            piece_plan(PLAN), seed=3)
+        piece = Arranger(generators, load_config(overrides=FAST)).arrange(piece_plan(PLAN), seed=3)
     finally:
         arranging.draw = draw
     return piece, requests
@@ -98,6 +99,80 @@ def test_the_report_says_per_section_what_was_asked_and_heard_and_how_each_join_
     assert report["bars"] == 16 and report["seconds"] >= sum(s["seconds"] for s in report["sections"]) * 0.99
 
 
+def _recorded(arranger, call):
+    """call(arranger)'s result and every request it drew."""
+    requests, plain = [], arranging.draw
+
+    def recording(generator, request, *args, **kw):
+        requests.append(request)
+        return plain(generator, request, *args, **kw)
+
+    arranging.draw = recording
+    try:
+        return call(arranger), requests
+    finally:
+        arranging.draw = plain
+
+
+def test_regenerating_a_section_rewrites_it_and_the_opening_after_it_and_keeps_the_rest(arranged, generators):
+    piece, _ = arranged
+    arranger = Arranger(generators, load_config(overrides=FAST))
+    edited = piece_plan({**PLAN, "sections": [{**PLAN["sections"][0], "mode": "GREEN"}, *PLAN["sections"][1:]]})
+    again, requests = _recorded(arranger, lambda a: a.regenerate(piece, 0, seed=41, section=edited.sections[0]))
+    first, gpt, vae = again.sections
+    assert again.plan.sections[0].mode == "GREEN" and first.plan.mode == "GREEN" and first.segment.num_bars == 8
+    assert [(r.engine, r.mode) for r in requests] == [("diffusion", "GREEN")] * 3 + [("autoregressive", "RED")]
+    # the GPT section's opening 2 bars follow the new ending; its last 2 bars and the VAE section stay
+    assert np.array_equal(requests[-1].init_midi.notes, bars_window(first.segment, 6, 2).notes)
+    assert requests[-1].keep_bars == [1, 2] and gpt.segment.num_bars == 4 and gpt.windows == 3
+    assert np.array_equal(bars_window(gpt.segment, 2, 2).notes, bars_window(piece.sections[1].segment, 2, 2).notes)
+    assert vae is piece.sections[2] and again.report()["sections"][1]["heard"] == gpt.heard
+    with pytest.raises(StudioError, match="there is no section 4"):
+        arranger.regenerate(piece, 3, seed=1)
+
+
+def test_a_diffusion_opening_is_rejoined_between_the_new_ending_and_its_own_next_bar(generators):
+    arranger = Arranger(generators, load_config(overrides=FAST))
+    plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "RED", "engine": "vae"},
+                                                    {"bars": 4, "mode": "BLUE", "engine": "diffusion"}]})
+    piece = arranger.arrange(plan, seed=2)
+    again, requests = _recorded(arranger, lambda a: a.regenerate(piece, 0, seed=9))
+    window = requests[-1].init_midi       # [the VAE's new last bar | 2 bars to write | the diffusion bar 3]
+    assert requests[-1].engine == "diffusion" and requests[-1].keep_bars == [1, 4] and window.num_bars == 4
+    assert np.array_equal(bars_window(window, 0, 1).notes, bars_window(again.sections[0].segment, 3, 1).notes)
+    assert np.array_equal(bars_window(window, 3, 1).notes, bars_window(piece.sections[1].segment, 2, 1).notes)
+    assert np.array_equal(bars_window(again.sections[1].segment, 2, 2).notes,
+                          bars_window(piece.sections[1].segment, 2, 2).notes)
+
+
+def test_a_sections_opening_is_ranked_by_how_smoothly_it_joins(generators):
+    """With candidates to choose from, the window that opens a section costs join_weight x its join_cost."""
+    from engines.arrange.joins import join_cost
+
+    plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "BLUE", "engine": "diffusion"},
+                                                    {"bars": 4, "mode": "RED", "engine": "diffusion"}]})
+    costs = []
+    plain = arranging.draw
+
+    def recording(generator, request, settings, verifier=None, cost=None, **kw):
+        result = plain(generator, request, settings, verifier, cost=cost, **kw)
+        costs.append(None if cost is None else (cost(result.raw), result.raw))
+        return result
+
+    arranging.draw = recording
+    try:
+        cfg = load_config(overrides=FAST + ["generation.arrange.join_weight=2"])
+        piece = Arranger(generators, cfg, Verifier.for_config(cfg), candidates=3).arrange(plan, seed=5)
+    finally:
+        arranging.draw = plain
+    # section 1's one window, then section 2's two (it keeps 2 bars of section 1 and writes 2, twice): only the
+    # window that opens section 2 is charged
+    assert [c is None for c in costs] == [True, False, True]
+    charged, raw = costs[1]
+    before = piece.sections[0].segment
+    assert charged == pytest.approx([2 * join_cost(before, bars_window(c, 2, 2)) for c in raw])
+
+
 def test_a_join_measures_how_far_the_bars_on_either_side_move():
     calm = segment([(i * 24, 24, (60, 64)[i % 2], 60) for i in range(8)], bars=4)    # the same two half notes a bar
     busy = segment([(i * 3, 3, 72 + i % 7, 110) for i in range(64)], bars=4)         # 16ths, loud and high
@@ -129,7 +204,7 @@ def test_the_arrange_command_writes_the_piece_and_its_report(tiny_checkpoints, t
     plan.write_text(json.dumps({"metre": "4/4", "sections": sections}))
     folder = tiny_checkpoints["vae"].parent
     assert main(["arrange", "--plan", str(plan), "--out", str(tmp_path / "piece"), "--json", "--candidates", "2",
-                 "--set", f"model.checkpoints_dir={folder}", "--set", "generation.sampling.diffusion.steps=4"]) == 0
+                 "--set", f"model.checkpoints_dir={folder}", "--set", "generation.arrange.diffusion_steps=4"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [s["asked"] for s in report["sections"]] == ["GREEN", "RED"] and len(report["joins"]) == 1
     assert all(v.get("candidates") == 2 for s in report["sections"] for v in s["verifications"])

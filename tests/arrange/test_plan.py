@@ -17,6 +17,7 @@ def test_sections_keep_the_piece_and_previous_sections_tempo_key_and_metre_unles
     plan = piece_plan(PLAN)
     first, second, third = plan.sections
     assert plan.bars == 28 and (plan.tempo, plan.key, plan.metre) == (96.0, "D minor", "4/4")
+    assert plan.title == "a note of our own"
     assert first == SectionPlan(bars=8, engine="diffusion", mode="BLUE", axes={"energy": 0.3, "valence": -0.5},
                                 tempo=96.0, tonic="D", scale="minor", metre="4/4")
     # its own tempo and tonic; a tonic alone leaves major or minor to the engine

@@ -94,6 +94,20 @@ def test_the_live_view_shows_the_first_rows_of_a_batch(tiny_checkpoints, cfg, ve
         generator.preview = plain_preview
 
 
+def test_a_cost_given_to_draw_takes_from_each_candidates_score(tiny_checkpoints, cfg, verifier):
+    generator = GENERATORS["diffusion"].load(tiny_checkpoints["diffusion"])
+    settings = generator.settings_for(cfg, {"steps": 3})
+    request = Request(engine="diffusion", mode="RED", n=1, seed=4, candidates=6)
+    plain = draw(generator, request, settings, verifier)
+    # every candidate but the fewest-noted (the judge's last pick, most likely) costs a fortune
+    fewest = min(range(len(plain.raw)), key=lambda i: (len(plain.raw[i].notes) == 0, len(plain.raw[i].notes)))
+    wanted = plain.raw[fewest].notes.tolist()
+    costed = draw(generator, request, settings, verifier,
+                  cost=lambda candidates: [0.0 if c.notes.tolist() == wanted else 1e6 for c in candidates])
+    assert [s.notes.tolist() for s in costed.raw[:6]] == [s.notes.tolist() for s in plain.raw[:6]]  # same draws
+    assert costed.segments[0].notes.tolist() == wanted and costed.verifications[0].rank == 1
+
+
 def test_without_a_judge_one_candidate_per_result_is_drawn_and_copies_are_replaced(tiny_checkpoints, cfg,
                                                                                   verifier):
     generator = GENERATORS["vae"].load(tiny_checkpoints["vae"])

@@ -60,7 +60,7 @@ def _generate_vae(page, mode: str = "BLUE") -> None:
 
 def test_at_phone_width_every_tab_is_in_reach_and_no_word_breaks(browser, studio_url):
     context, page = open_studio(browser, studio_url, 390, 900)
-    for name in ("Generate", "Latent Explorer", "Evaluate", "Listen"):   # none behind a "⋯" menu
+    for name in ("Generate", "Latent Explorer", "Arrange", "Evaluate", "Listen"):   # none behind a "⋯" menu
         tab = page.get_by_role("tab", name=name, exact=True)
         assert tab.is_visible()
         box = tab.bounding_box()
