@@ -146,15 +146,22 @@ class ArrangeConfig:
     """Arranging a piece (engines/arrange/arranger.py): how each 4-bar window of a section is drawn."""
 
     # candidates per window, ranked by the judge; null: each engine's own (generation.sampling.<engine>.candidates)
-    candidates: int | None = field(default=4, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
+    candidates: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
                                                              f"an integer 1..{MAX_CANDIDATES}, or null"))
     # how much the window that opens a section is also ranked by how smoothly it joins the bars before it
     # (engines/arrange/joins.join_cost: 1 = a jump as large as real music's median at a phrase boundary);
     # 0: by the judge alone
-    join_weight: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    join_weight: float = field(default=2.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
     # denoising steps of the diffusion engine's windows (its own generation.sampling.diffusion.steps: null)
     diffusion_steps: int | None = field(default=20, metadata=check(lambda v: v is None or 1 <= v <= 1000,
                                                                    "an integer 1..1000, or null"))
+    # how far each VAE window's latent is pulled toward the bars before it (generation.sampling.vae.follow:
+    # null); less than the Generate tab's 0.5, so that a section after one of another mode reaches its own
+    vae_follow: float | None = field(default=0.25, metadata=check(lambda v: v is None or 0 <= v <= 1,
+                                                                  "a number in 0..1, or null"))
+    # a section the judge does not hear in its mode, over all its bars, is written again from another seed, up
+    # to this many times in all; the best by the judge is kept (1: every section as first written)
+    section_tries: int = field(default=2, metadata=check(lambda v: 1 <= v <= 8, "an integer 1..8"))
 
 
 @dataclass

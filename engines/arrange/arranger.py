@@ -16,6 +16,12 @@ section in a new metre starts afresh. The VAE cannot keep bars; its windows foll
 its latent space instead (engines/generation/vae.py: a segment to start from is varied, its latent slerped
 toward the drawn one), and write all four bars anew.
 
+The window that opens a section is ranked by the judge and by how smoothly it joins the bars before it
+(engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). A whole section the judge hears
+in another mode than asked is written again from another seed (generation.arrange.section_tries), the better
+one kept; the report keeps what the analyzer heard in the first one written beside what it hears in the one
+kept.
+
 Regenerating one section writes it anew after the section before it, as above, and then rewrites the
 first OVERLAP_BARS bars of the section after it so that they answer the new ending (the diffusion engine
 inpaints them between the new last bar and the following section's own third bar, so both seams close; the
@@ -36,6 +42,7 @@ from engines.arrange.plan import PiecePlan, SectionPlan
 from engines.errors import StudioError
 from engines.generation.base import Request
 from engines.generation.verify import Verifier, draw
+from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, bars_window, clean_notes
 
 WINDOW_BARS = 4      # what every engine writes at once
@@ -50,6 +57,8 @@ class SectionResult:
     windows: int                     # 4-bar windows written
     seconds: float
     verifications: list[dict] = field(default_factory=list)   # each window's, as verify.Verification.to_dict
+    tries: int = 1                   # times the section was written (the judge heard another mode in the others)
+    first_heard: str | None = None   # what the analyzer heard in the first one written: the unchecked figure
 
 
 @dataclass
@@ -75,7 +84,7 @@ class ArrangedPiece:
     def report(self, analyzer=None) -> dict:
         """{"sections": [{"asked", "heard", "bars", "engine", "seconds", ...}], "joins": [...], "seconds"}."""
         sections = [{"asked": s.plan.mode, "heard": s.heard, "bars": s.segment.num_bars, "engine": s.plan.engine,
-                     "seconds": s.seconds, "windows": s.windows, "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
+                     "seconds": s.seconds, "windows": s.windows, "tries": s.tries, "heard_first_try": s.first_heard, "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
                      "tempo": round(s.segment.tempo_qpm, 2), "notes": int(len(s.segment.notes)),
                      "verifications": s.verifications} for s in self.sections]
         return {"sections": sections, "joins": self.joins(analyzer), "bars": sum(s["bars"] for s in sections),
@@ -131,13 +140,17 @@ class Arranger:
         # per window (None: generation.arrange.candidates, else each engine's default; 1: the raw model)
         self.candidates = candidates if candidates is not None else arrange.candidates
         self.join_weight = arrange.join_weight
+        self.tries = arrange.section_tries
 
     def _settings(self, generator):
-        """The engine's sampling settings, with the diffusion steps arranging uses (generation.arrange)."""
-        steps = self.cfg.generation.arrange.diffusion_steps
-        overrides = {"steps": steps} if steps is not None and "steps" in type(generator).Settings.__dataclass_fields__ \
-            else None
-        return generator.settings_for(self.cfg, overrides)
+        """The engine's sampling settings, with the diffusion steps and VAE follow arranging uses
+        (generation.arrange)."""
+        arrange = self.cfg.generation.arrange
+        fields = type(generator).Settings.__dataclass_fields__
+        overrides = {name: value for name, value in (("steps", arrange.diffusion_steps),
+                                                     ("follow", arrange.vae_follow))
+                     if value is not None and name in fields}
+        return generator.settings_for(self.cfg, overrides or None)
 
     def _join_cost(self, before: Segment, new_from: int):
         """What ranks the candidates of a window that opens a section (or is rewritten to join one) besides the
@@ -168,7 +181,36 @@ class Arranger:
         return ArrangedPiece(plan=plan, sections=results, seconds=round(time.perf_counter() - started, 3))
 
     def section(self, section: SectionPlan, previous: Segment | None, seed: int) -> SectionResult:
-        """One section, following `previous` (the section before, or None) where the metres allow."""
+        """One section, following `previous` (the section before, or None) where the metres allow, checked as
+        a whole: while the judge hears it in another mode than asked, it is written again from another seed
+        (generation.arrange.section_tries in all), and the one the judge rates best is kept. Its report
+        keeps what the analyzer heard in the first one written, the raw figure beside the checked one."""
+        started = time.perf_counter()
+        tried = []
+        for attempt in range(self.tries):
+            written = self._written(section, previous, seed + 100 * attempt)
+            score, judged = self._judged(written.segment, section.mode)
+            tried.append((score, written))
+            if judged in (None, section.mode):
+                break
+        best = max(tried, key=lambda t: t[0])[1]
+        return replace(best, seconds=round(time.perf_counter() - started, 3), tries=len(tried),
+                       first_heard=tried[0][1].heard, verifications=[v for _, w in tried for v in w.verifications])
+
+    def _judged(self, segment: Segment, mode: str) -> tuple[float, str | None]:
+        """(the judge's mean log-probability of `mode` over the section's 4-bar windows, the mode it hears most
+        over them); (0, None) with nothing to judge by: no judge, WHITE asked, or no notes."""
+        judge = getattr(self.verifier, "judge", None)
+        if judge is None or mode == WHITE or not len(segment.notes):
+            return 0.0, None
+        windows = [bars_window(segment, start, min(WINDOW_BARS, segment.num_bars - start))
+                   for start in range(0, segment.num_bars, WINDOW_BARS)]
+        probabilities, _, _ = judge.run(windows)
+        mean = probabilities.mean(axis=0)
+        return float(np.log(np.maximum(probabilities[:, MODES.index(mode)], 1e-12)).mean()), MODES[int(mean.argmax())]
+
+    def _written(self, section: SectionPlan, previous: Segment | None, seed: int) -> SectionResult:
+        """One section written once, window by window."""
         started = time.perf_counter()
         generator = self.generators.get(section.engine)
         if generator is None:

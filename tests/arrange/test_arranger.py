@@ -13,7 +13,7 @@ from engines.config import load_config
 from engines.errors import StudioError
 from engines.generation import GENERATORS
 from engines.generation.verify import Verifier
-from engines.music.analyzer import ChromaticAnalyzer
+from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import bars_window
 from tests.conftest import segment
 
@@ -161,7 +161,7 @@ def test_a_sections_opening_is_ranked_by_how_smoothly_it_joins(generators):
 
     arranging.draw = recording
     try:
-        cfg = load_config(overrides=FAST + ["generation.arrange.join_weight=2"])
+        cfg = load_config(overrides=FAST + ["generation.arrange.join_weight=2", "generation.arrange.section_tries=1"])
         piece = Arranger(generators, cfg, Verifier.for_config(cfg), candidates=3).arrange(plan, seed=5)
     finally:
         arranging.draw = plain
@@ -171,6 +171,36 @@ def test_a_sections_opening_is_ranked_by_how_smoothly_it_joins(generators):
     charged, raw = costs[1]
     before = piece.sections[0].segment
     assert charged == pytest.approx([2 * join_cost(before, bars_window(c, 2, 2)) for c in raw])
+
+
+class HearsOnly:
+    """A judge that hears every segment in one mode."""
+
+    data = {"segment_bars": 4}
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def run(self, segments):
+        probabilities = np.zeros((len(segments), len(MODES)))
+        probabilities[:, MODES.index(self.mode)] = 1.0
+        return probabilities, np.zeros((len(segments), 7)), np.zeros((len(segments), 4))
+
+
+def test_a_section_the_judge_hears_in_another_mode_is_written_again_and_the_report_keeps_the_first(generators):
+    plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "RED", "engine": "vae"}]})
+    cfg = load_config(overrides=FAST + ["generation.arrange.section_tries=3"])
+    deaf = Arranger(generators, cfg, Verifier(judge=HearsOnly("BLACK")), candidates=1)
+    piece, requests = _recorded(deaf, lambda a: a.arrange(plan, seed=1))
+    assert [r.seed for r in requests] == [1, 101, 201] and piece.sections[0].tries == 3
+    first = deaf._written(plan.sections[0], None, 1)     # the judge rates all three alike: the first is kept
+    assert np.array_equal(piece.sections[0].segment.notes, first.segment.notes)
+    report = piece.report()["sections"][0]
+    assert report["tries"] == 3 and report["heard_first_try"] == first.heard == report["heard"]
+    assert len(report["verifications"]) == 3
+    fine = Arranger(generators, cfg, Verifier(judge=HearsOnly("RED")), candidates=1)
+    piece, requests = _recorded(fine, lambda a: a.arrange(plan, seed=1))
+    assert len(requests) == 1 and piece.sections[0].tries == 1
 
 
 def test_a_join_measures_how_far_the_bars_on_either_side_move():
