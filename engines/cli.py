@@ -154,6 +154,11 @@ def cmd_train(args) -> None:
         return
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": best}, indent=1))
+    if args.ship:   # what `ship --engine E --run OUT` does, in the same process
+        from engines.training.model_card import ship
+
+        _emit({"out": out, "best": best, "shipped": ship(args.engine, out, cfg.model.checkpoints_dir)})
+        return
     _emit({"out": out, "best": best})
 
 
@@ -557,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training segments (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--ship", action="store_true", help="then copy best.pt into model.checkpoints_dir with its model "
+                                                       "card, as the ship command does")
     p.add_argument("--finalize-only", action="store_true",
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
 

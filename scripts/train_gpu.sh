@@ -55,8 +55,7 @@ for engine in judge vae diffusion guidance-classifier codec autoregressive; do
   budget=()
   [ "${MINUTES[$engine]}" != "0" ] && budget=(--max-minutes "${MINUTES[$engine]}")
   echo "== $engine ($(( $(date +%s) - started )) s so far)"
-  "$PY" -m engines train --engine "$engine" --out "$OUT/runs/$engine" --workers "$WORKERS" \
+  "$PY" -m engines train --engine "$engine" --out "$OUT/runs/$engine" --workers "$WORKERS" --ship \
     "${LIMIT[@]}" "${budget[@]}" "${sets[@]}" "${SHIP[@]}"
-  "$PY" -m engines ship --engine "$engine" --run "$OUT/runs/$engine" "${sets[@]}" "${SHIP[@]}"
 done
 echo "== done in $(( $(date +%s) - started )) s: $OUT/checkpoints"

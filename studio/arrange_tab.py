@@ -117,8 +117,8 @@ def build_arrange_tab(engine: StudioEngine) -> None:
         metre = gr.Dropdown([("as generated", "")] + [(m, m) for m in METRE_NAMES], value="", label="Metre",
                             elem_id="arrange-metre")
         seed = gr.Number(0, precision=0, label="Seed", elem_id="arrange-seed")
-        candidates = gr.Slider(1, 8, 2, step=1, label="Candidates per 4-bar window (1: the raw model)",
-                               elem_id="arrange-candidates")
+        candidates = gr.Slider(0, 32, 0, step=1, label="Candidates per 4-bar window (0: each engine's own; 1: the "
+                                                       "raw model)", elem_id="arrange-candidates")
     cards = []
     initial = default_sections(available)
     with gr.Row(elem_id="arrange-timeline"):
@@ -287,7 +287,7 @@ def build_arrange_tab(engine: StudioEngine) -> None:
         done: dict = {}
         yield [progress_html(0, len(sections), f"Writing section 1 of {len(sections)}…"),
                *[gr.skip()] * (len(piece_outputs) - 1)]
-        for update in engine.arrange_stream(values, seed=int(seed_value or 0), candidates=int(k), run_id=run_id):
+        for update in engine.arrange_stream(values, seed=int(seed_value or 0), candidates=int(k) or None, run_id=run_id):
             if update[0] == "section":
                 _, index, total, section = update
                 done[index] = section
@@ -317,7 +317,7 @@ def build_arrange_tab(engine: StudioEngine) -> None:
             values = plan_values(title_text, tempo_value, key_value, metre_value, sections)
             yield [progress_html(0, 1, f"Writing section {index + 1} again, and its joins…"),
                    *[gr.skip()] * (len(piece_outputs) - 1)]
-            yield piece_view(engine.arrange_regenerate(arrangement, index, values, candidates=int(k)), sections)
+            yield piece_view(engine.arrange_regenerate(arrangement, index, values, candidates=int(k) or None), sections)
         return on_regenerate
 
     for i, card in enumerate(cards):

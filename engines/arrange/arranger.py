@@ -17,7 +17,10 @@ its latent space instead (engines/generation/vae.py: a segment to start from is 
 toward the drawn one), and write all four bars anew.
 
 The window that opens a section is ranked by the judge and by how smoothly it joins the bars before it
-(engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). A whole section the judge hears
+(engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). With generation.arrange.fade, in
+a section longer than 4 bars its first bars also move from the mode before to the section's own
+(Request.fade_from: the diffusion engine fades its guidance from one mode to the other along the roll; the
+GPT's prompt pulls half as hard). A whole section the judge hears
 in another mode than asked is written again from another seed (generation.arrange.section_tries), the better
 one kept; the report keeps what the analyzer heard in the first one written beside what it hears in the one
 kept.
@@ -141,6 +144,7 @@ class Arranger:
         self.candidates = candidates if candidates is not None else arrange.candidates
         self.join_weight = arrange.join_weight
         self.tries = arrange.section_tries
+        self.fade = arrange.fade
 
     def _settings(self, generator):
         """The engine's sampling settings, with the diffusion steps and VAE follow arranging uses
@@ -174,13 +178,15 @@ class Arranger:
         for index, section in enumerate(plan.sections):
             if results and should_stop is not None and should_stop():
                 break
-            previous = results[-1].segment if results else None
-            results.append(self.section(section, previous, seed=seed + 1000 * index))
+            previous = results[-1] if results else None
+            results.append(self.section(section, previous and previous.segment, seed=seed + 1000 * index,
+                                        previous_mode=previous and previous.plan.mode))
             if on_section is not None:
                 on_section(index, results[-1])
         return ArrangedPiece(plan=plan, sections=results, seconds=round(time.perf_counter() - started, 3))
 
-    def section(self, section: SectionPlan, previous: Segment | None, seed: int) -> SectionResult:
+    def section(self, section: SectionPlan, previous: Segment | None, seed: int,
+                previous_mode: str | None = None) -> SectionResult:
         """One section, following `previous` (the section before, or None) where the metres allow, checked as
         a whole: while the judge hears it in another mode than asked, it is written again from another seed
         (generation.arrange.section_tries in all), and the one the judge rates best is kept. Its report
@@ -188,7 +194,7 @@ class Arranger:
         started = time.perf_counter()
         tried = []
         for attempt in range(self.tries):
-            written = self._written(section, previous, seed + 100 * attempt)
+            written = self._written(section, previous, seed + 100 * attempt, previous_mode)
             score, judged = self._judged(written.segment, section.mode)
             tried.append((score, written))
             if judged in (None, section.mode):
@@ -209,7 +215,8 @@ class Arranger:
         mean = probabilities.mean(axis=0)
         return float(np.log(np.maximum(probabilities[:, MODES.index(mode)], 1e-12)).mean()), MODES[int(mean.argmax())]
 
-    def _written(self, section: SectionPlan, previous: Segment | None, seed: int) -> SectionResult:
+    def _written(self, section: SectionPlan, previous: Segment | None, seed: int,
+                 previous_mode: str | None = None) -> SectionResult:
         """One section written once, window by window."""
         started = time.perf_counter()
         generator = self.generators.get(section.engine)
@@ -234,6 +241,10 @@ class Arranger:
                               keep_bars=list(range(1, OVERLAP_BARS + 1)) if tail is not None and keeps else None)
             new_from = OVERLAP_BARS if tail is not None and keeps else 0
             opening = window == 0 and follows is not None
+            if opening and self.fade and section.bars > WINDOW_BARS:
+                # the first bars of a longer section move from the mode before to its own (a 4-bar section
+                # has no room for that: all of it is in its own mode)
+                request = replace(request, fade_from=previous_mode)
             result = draw(generator, request, settings, self.verifier, cfg=self.cfg,
                           cost=self._join_cost(follows, new_from) if opening else None)
             if not result.segments:
@@ -266,13 +277,16 @@ class Arranger:
         if section is not None:
             plan = replace(plan, sections=plan.sections[:index] + (section,) + plan.sections[index + 1:])
         sections = list(piece.sections)
-        previous = sections[index - 1].segment if index else None
-        sections[index] = self.section(plan.sections[index], previous, seed)
+        previous = sections[index - 1] if index else None
+        sections[index] = self.section(plan.sections[index], previous and previous.segment, seed,
+                                       previous_mode=previous and previous.plan.mode)
         if index + 1 < len(sections):
-            sections[index + 1] = self.rejoin(sections[index + 1], sections[index].segment, seed + 500)
+            sections[index + 1] = self.rejoin(sections[index + 1], sections[index].segment, seed + 500,
+                                              sections[index].plan.mode)
         return ArrangedPiece(plan=plan, sections=sections, seconds=round(time.perf_counter() - started, 3))
 
-    def rejoin(self, following: SectionResult, before: Segment, seed: int) -> SectionResult:
+    def rejoin(self, following: SectionResult, before: Segment, seed: int,
+               before_mode: str | None = None) -> SectionResult:
         """`following` with its first OVERLAP_BARS bars written anew after `before` (the section before it, just
         rewritten); a section in another metre than `before` starts afresh and is returned as it is."""
         started = time.perf_counter()
@@ -298,7 +312,8 @@ class Arranger:
         request = Request(section.engine, mode=section.mode, n=1, seed=seed, candidates=self.candidates,
                           attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
                           tempo=section.tempo, metre=f"{segment.ts_num}/{segment.ts_den}", init_midi=window,
-                          keep_bars=keep)
+                          keep_bars=keep,
+                          fade_from=before_mode if self.fade and section.bars > WINDOW_BARS else None)
         result = draw(generator, request, self._settings(generator), self.verifier, cfg=self.cfg,
                       cost=self._join_cost(before, new_from))
         if not result.segments:

@@ -15,6 +15,8 @@ from engines.generation.base import GeneratorBase, candidates_field, Preview, Re
 from engines.generation.musical import metre_of
 from engines.settings import check, control
 
+FADE_GUIDANCE = 0.5   # the prompt guidance's share (above 1) when bars move from another mode (Request.fade_from)
+
 
 @dataclass
 class AutoregressiveSettings:
@@ -115,12 +117,16 @@ class AutoregressiveGenerator(GeneratorBase):
                 raise StudioError(f"the GPT continues after the first bars: keep bars 1..k, not "
                                   f"{', '.join(map(str, request.keep_bars))}")
         prompt, mode = self._prompt(request, settings)
+        guidance = float(settings.prompt_guidance)
+        if continue_from is not None and request.fade_from and request.fade_from.upper() not in (mode, "WHITE"):
+            # bars that move from the mode before to this one: the prompt pulls half as hard, so the
+            # continuation grows out of the bars it follows before it turns
+            guidance = 1.0 + FADE_GUIDANCE * max(guidance - 1.0, 0.0)
         kwargs = dict(prompt=prompt, mode=mode, n=int(request.n), temperature=float(settings.temperature),
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
-                      guidance_scale=float(settings.prompt_guidance),
-                      metre=metre_of(request.metre) if continue_from is None else None)
+                      guidance_scale=guidance, metre=metre_of(request.metre) if continue_from is None else None)
         watch = None
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])

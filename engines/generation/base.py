@@ -51,6 +51,10 @@ class Request:
     tonic: str | None = None             # the key's tonic, e.g. "G" (None: C, where the engines write)
     init_midi: Any = None                # a MIDI file or Segment (a file's first) to inpaint or continue
     keep_bars: list[int] | None = None   # its bars to keep, 1-based (the GPT continues after the first k: 1..k)
+    # the mode the bars written begin in, moving to `mode` by their end (arranging writes a section's opening
+    # so): the diffusion engine fades its guidance from one mode to the other along the roll, the GPT's prompt
+    # pulls half as hard on a continuation; the VAE, which follows the bars before in its latent, ignores it
+    fade_from: str | None = None
     settings: Any = None                 # the engine's Settings, or a dict overriding the config's; None: config
     candidates: int | None = None        # candidates drawn per result (1 = unchecked); None: the engine's default
     # what a musician sets besides the mode (engines/generation/musical.py); None: as the engine writes

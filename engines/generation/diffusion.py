@@ -119,7 +119,8 @@ class DiffusionGenerator(GeneratorBase):
             init = request.init_segment()
             metres = [(init.ts_num, init.ts_den)] * int(request.n)
             def sample(watch):
-                return self.model.inpaint(init, list(request.keep_bars), on_step=watch, **kwargs)
+                return self.model.inpaint(init, list(request.keep_bars), on_step=watch, fade_from=request.fade_from,
+                                          **kwargs)
         else:
             metres = self._metres(request, metre)
             def sample(watch):

@@ -50,6 +50,7 @@ from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, s
 from engines.training.common import load_checkpoint
 
 MAX_BATCH = 64
+FADE_START = 0.25   # the asked mode's share of the guidance where a fade from another mode begins
 
 
 @dataclass
@@ -109,10 +110,12 @@ class TrainedDiffusion:
 
     def denoiser(self, mode: torch.Tensor, condition: tuple | None, metre: torch.Tensor,
                  guidance_scale: float, classifier_scale: float = 0.0,
-                 target: GuidanceTarget | None = None) -> Callable:
+                 target: GuidanceTarget | None = None, fade: tuple | None = None) -> Callable:
         """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale` and, when
         `classifier_scale` > 0, classifier guidance toward `target`. `condition`: (values, given), each (B, k),
-        or None (no attribute given)."""
+        or None (no attribute given). `fade`: (the mode index the roll begins in, weights (T,) of `mode` per
+        roll step): the conditional prediction is that mode's and `mode`'s, mixed step by step, so the
+        music moves from one to the other along the roll (regional guidance, as in MultiDiffusion)."""
         values, given = condition if condition is not None else (None, None)
         steer = classifier_scale > 0 and target is not None and target.active(mode)
         toward_mode = mode if steer and target.steers_mode(mode) else None
@@ -122,6 +125,8 @@ class TrainedDiffusion:
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor):
             n = x_t.shape[0]
+            if fade is not None:
+                return faded(x_t, t, n)
             if guidance_scale == 1.0:
                 output = self.model(x_t, t, mode, values, given, metre)
             else:  # conditional and unconditional (no mode, no attribute) halves in one batch
@@ -145,6 +150,22 @@ class TrainedDiffusion:
                 eps = guided_eps(eps, grad, self.scheduler, t, classifier_scale)
                 x0 = self.scheduler.x0_from_eps(eps, x_t, t)
             return x0, eps
+
+        def faded(x_t: torch.Tensor, t: torch.Tensor, n: int):
+            # the asked mode, the mode faded from and (for guidance) neither, in one batch
+            start = torch.full_like(mode, int(fade[0]))
+            copies = 2 if guidance_scale == 1.0 else 3
+            modes = [mode, start, torch.full_like(mode, WHITE_INDEX)][:copies]
+            both_values = both_given = None
+            if values is not None:
+                both_values = torch.cat([values, values, torch.zeros_like(values)][:copies])
+                both_given = torch.cat([given, given, torch.zeros_like(given)][:copies])
+            out = self.model(torch.cat([x_t] * copies), torch.cat([t] * copies), torch.cat(modes), both_values,
+                             both_given, torch.cat([metre] * copies))
+            weight = fade[1].to(x_t.dtype).view(1, 1, -1, 1)          # (1, 1, T, 1): `mode`'s share per step
+            cond = weight * out[:n] + (1 - weight) * out[n:2 * n]
+            output = cond if copies == 2 else out[2 * n:] + guidance_scale * (cond - out[2 * n:])
+            return self.scheduler.split(output, x_t, t)
         return denoise
 
     def _metres(self, mode: int, n: int, metre: str | None, generator: torch.Generator) -> list[int]:
@@ -169,17 +190,21 @@ class TrainedDiffusion:
                      guidance_scale: float = 4.0, seed: int = 0, attributes: dict | None = None,
                      metre: str | None = None, on_step: Callable | None = None,
                      inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
-                     target: GuidanceTarget | None = None, metres: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
-        """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does)."""
+                     target: GuidanceTarget | None = None, metres: list[int] | None = None,
+                     fade: tuple | None = None) -> tuple[torch.Tensor, list[int]]:
+        """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does).
+        `fade`: see `denoiser`."""
         x0, [metres] = self.sample_rolls_batch([RollRequest(mode, n, seed, attributes, metre, metres)], steps, sampler,
-                                               eta, guidance_scale, on_step, inpainting, classifier_scale, target)
+                                               eta, guidance_scale, on_step, inpainting, classifier_scale, target,
+                                               fade)
         return x0, metres
 
     @torch.no_grad()
     def sample_rolls_batch(self, parts: list[RollRequest], steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                            guidance_scale: float = 4.0, on_step: Callable | None = None,
                            inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
-                           target: GuidanceTarget | None = None) -> tuple[torch.Tensor, list[list[int]]]:
+                           target: GuidanceTarget | None = None,
+                           fade: tuple | None = None) -> tuple[torch.Tensor, list[list[int]]]:
         """The rows of several requests sampled as one batch: x0 (sum of n, 2, T, P) in part order, and each
         part's metre indices. Each part gets the rows it would get sampled alone (its own seed, mode, attributes
         and metres); the steps, sampler and guidance are shared."""
@@ -208,7 +233,9 @@ class TrainedDiffusion:
         condition = (torch.cat(values), torch.cat(given)) if any_asked else None
         metre_t = torch.tensor([m for part in metres for m in part], device=self.device)
         shape = (total, 2, self.model.steps, self.model.pitches)
-        denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target)
+        if fade is not None and (classifier_scale > 0 or len(parts) > 1):
+            raise StudioError("a fade between modes samples one request alone, without classifier guidance")
+        denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target, fade)
         x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, noise if len(noise) > 1 else noise[0][0],
                          inpainting=inpainting, on_step=on_step, device=self.device)
         return x0, metres
@@ -244,6 +271,15 @@ class TrainedDiffusion:
         return self.to_segments(x0, metres, mode, tonic)
 
     # ---- inpainting -----------------------------------------------------------------------------------
+    def fade_weights(self, init: Segment, keep_bars: list[int]) -> torch.Tensor:
+        """(T,) the asked mode's share of the guidance at each roll step of a fade: FADE_START at the first bar
+        regenerated, rising linearly to 1 at the end of the last (kept bars are inpainted, so theirs is moot)."""
+        bar_steps = steps_per_bar(init.bar_length, self.data["steps_per_beat"])
+        free = [b for b in range(1, self.data["segment_bars"] + 1) if b not in {int(k) for k in keep_bars}]
+        start, end = (min(free) - 1) * bar_steps, max(free) * bar_steps
+        ramp = ((torch.arange(self.model.steps, dtype=torch.float32) - start) / max(end - 1 - start, 1)).clamp(0, 1)
+        return FADE_START + (1 - FADE_START) * ramp
+
     def inpainting_for(self, init: Segment, keep_bars: list[int], n: int, resample: int = 2) -> tuple[Inpainting, int, int]:
         """What inpainting `init` needs: the known roll in C and its mask (the kept bars, and the padding past
         the last bar), the metre index, and the semitones that moved `init` to C. keep_bars are 1-based."""
@@ -276,16 +312,21 @@ class TrainedDiffusion:
                 sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 4.0, seed: int = 0,
                 tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
                 target: GuidanceTarget | None = None, resample: int | None = None,
-                attributes: dict | None = None) -> list[Segment]:
+                attributes: dict | None = None, fade_from: str | None = None) -> list[Segment]:
         """n versions of `init` with `keep_bars` (1-based) kept and the other bars regenerated under `mode`,
         in init's metre and tempo; written back in init's key unless a tonic is named. `resample`: how often
-        each step is taken (RePaint); default 2, and 1 for dpmsolver++ (a multistep solver cannot jump back)."""
+        each step is taken (RePaint); default 2, and 1 for dpmsolver++ (a multistep solver cannot jump back).
+        `fade_from`: a mode the regenerated bars begin in, moving to `mode` by their end (fade_weights)."""
         if resample is None:
             resample = 1 if sampler == "dpmsolver++" else 2
         inpainting, metre, semitones = self.inpainting_for(init, keep_bars, n, resample)
+        fade = None
+        if fade_from is not None and mode_name(fade_from) not in (WHITE, mode_name(mode)):
+            fade = (mode_index(fade_from), self.fade_weights(init, keep_bars))
         x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes,
-                                       on_step=on_step, inpainting=inpainting, classifier_scale=classifier_scale,
-                                       target=target, metres=[metre] * n)
+                                       on_step=on_step, inpainting=inpainting,
+                                       classifier_scale=0.0 if fade is not None else classifier_scale,
+                                       target=target, metres=[metre] * n, fade=fade)
         generated = self.to_segments(x0, metres, mode, tempo=init.tempo_qpm)
         d = self.data
         out_shift = tonic_shift(tonic) if tonic else -semitones     # C -> the key written

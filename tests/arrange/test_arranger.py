@@ -173,6 +173,18 @@ def test_a_sections_opening_is_ranked_by_how_smoothly_it_joins(generators):
     assert charged == pytest.approx([2 * join_cost(before, bars_window(c, 2, 2)) for c in raw])
 
 
+def test_with_fade_a_longer_sections_opening_moves_from_the_mode_before(generators):
+    plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "BLUE", "engine": "diffusion"},
+                                                    {"bars": 8, "mode": "RED", "engine": "diffusion"},
+                                                    {"bars": 4, "mode": "GREEN", "engine": "diffusion"}]})
+    # windows: BLUE 1, RED 4 (each keeps 2 bars and writes 2), GREEN 2
+    for fade, expected in ((False, [None] * 7), (True, [None, "BLUE", None, None, None, None, None])):
+        cfg = load_config(overrides=FAST + [f"generation.arrange.fade={str(fade).lower()}"])
+        _, requests = _recorded(Arranger(generators, cfg), lambda a: a.arrange(plan, seed=2))
+        # a 4-bar section has no room to move: GREEN's opening does not fade
+        assert [r.fade_from for r in requests] == expected
+
+
 class HearsOnly:
     """A judge that hears every segment in one mode."""
 

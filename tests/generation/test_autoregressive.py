@@ -95,6 +95,22 @@ def test_continuation_keeps_the_given_bars(gpt_run, corpus_cache):
         engine.generate("x", continue_from=source, keep_bars=4, max_bars=4)
 
 
+def test_a_continuation_that_moves_from_another_mode_leans_half_as_hard_on_its_prompt(gpt_run, corpus_cache):
+    from engines.generation import GENERATORS, Request
+
+    generator = GENERATORS["autoregressive"].load(gpt_run[0] / "autoregressive.pt")
+    settings = generator.settings_for(load_config(), {"prompt_guidance": 3.0})
+    asked = []
+    plain = generator.model.generate
+    generator.model.generate = lambda **kw: asked.append(kw["guidance_scale"]) or plain(**kw)
+    source = corpus_cache.segment(7)
+    for fade_from in (None, "BLUE", "RED"):    # RED fades from itself: nothing moves
+        generator.run(Request("autoregressive", mode="RED", n=1, seed=1, settings=settings, init_midi=source,
+                              keep_bars=[1, 2], fade_from=fade_from))
+    generator.run(Request("autoregressive", mode="RED", n=1, seed=1, settings=settings, fade_from="BLUE"))
+    assert asked == [3.0, 2.0, 3.0, 3.0]       # and a fresh segment (no continuation) does not fade
+
+
 def test_cli_generates_midi_from_a_prompt(gpt_run, tmp_path, capsys):
     from engines.cli import main
 

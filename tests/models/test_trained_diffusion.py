@@ -134,3 +134,36 @@ def test_each_result_aims_at_a_clear_segment_of_its_mode_drawn_for_it(tiny_diffu
     again = tiny_diffusion.sample(mode, n=8, steps=2, seed=3)
     assert torch.equal(conditions[1][0], values)        # a request repeats itself
     assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in first]
+
+
+def test_a_fade_mixes_two_modes_guidance_step_by_step_along_the_roll(tiny_diffusion):
+    """Regional guidance: the share of the asked mode per roll step; all of it is plain guidance toward that
+    mode, none of it plain guidance toward the mode faded from."""
+    from engines.models.trained_diffusion import FADE_START
+    from engines.music.analyzer import MODES
+    from tests.conftest import segment
+
+    model = tiny_diffusion
+    init = segment([(i * 12, 12, 60 + i % 5, 80) for i in range(16)], bars=4)
+    weights = model.fade_weights(init, [1, 2])
+    bar = model.model.steps // 4
+    assert weights.shape == (model.model.steps,) and torch.all(weights[:2 * bar] == FADE_START)
+    assert weights[-1] == 1 and torch.all(weights[2 * bar:].diff() >= 0) and weights[3 * bar] > FADE_START
+    x_t = torch.randn(2, 2, model.model.steps, model.model.pitches)
+    t = torch.tensor([50, 50])
+    mode, start = torch.tensor([MODES.index("RED")] * 2), MODES.index("BLUE")
+    metre = torch.zeros(2, dtype=torch.long)
+
+    def denoised(fade, asked=mode):
+        return model.denoiser(asked, None, metre, 3.0, fade=fade)(x_t, t)[0]
+
+    ones, zeros = torch.ones(model.model.steps), torch.zeros(model.model.steps)
+    assert torch.allclose(denoised((start, ones)), denoised(None), atol=1e-5)
+    assert torch.allclose(denoised((start, zeros)), denoised(None, torch.full_like(mode, start)), atol=1e-5)
+    # step by step: the first half of the roll guided toward RED, the second toward BLUE
+    split = torch.cat([ones[:2 * bar], zeros[2 * bar:]])
+    red, blue = denoised(None), denoised(None, torch.full_like(mode, start))
+    assert torch.allclose(denoised((start, split)), torch.cat([red[:, :, :2 * bar], blue[:, :, 2 * bar:]], 2), atol=1e-5)
+    kept = model.inpaint(init, [1, 2], mode="RED", n=2, steps=4, seed=1, fade_from="BLUE")
+    for result in kept:   # the kept bars stay exactly as they were
+        assert np.array_equal(result.notes[result.notes["start"] < 2 * init.bar_length], init.notes[:8])

@@ -54,6 +54,7 @@ def test_evaluate_tab_runs_two_engines_side_by_side_and_shows_each_report(page):
     page.locator("#evaluate-engine input").fill("real")   # beside the preselected VAE
     page.locator("#evaluate-engine input").press("Enter")
     set_slider(page, "evaluate-n", 2)
+    page.locator("#evaluate-settings textarea").fill('{"candidates": 2}')   # verified results, of 2 candidates
     page.click("#evaluate-run")
     page.wait_for_function("() => document.querySelector('#evaluate-summary')?.innerText.includes('REAL:')"
                            " || document.querySelector('#evaluate-status .studio-error')", timeout=300_000)
