@@ -141,19 +141,34 @@ class BatchingConfig:
         return self.concurrency if self.concurrency is not None else 4 * self.max_batch
 
 
+def _arrange_candidates(default: int | None = None):
+    return field(default=default, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
+                                                 f"an integer 1..{MAX_CANDIDATES}, or null"))
+
+
+@dataclass
+class ArrangeCandidates:
+    """Candidates per 4-bar window when arranging, by engine; null: the engine's own
+    (generation.sampling.<engine>.candidates, as in the Generate tab)."""
+
+    vae: int | None = _arrange_candidates()
+    diffusion: int | None = _arrange_candidates()
+    # the GPT writes token by token: 4 candidates keep an 8-bar section under 3 s on 2 cores (8 take 3.5 s)
+    autoregressive: int | None = _arrange_candidates(4)
+
+
 @dataclass
 class ArrangeConfig:
     """Arranging a piece (engines/arrange/arranger.py): how each 4-bar window of a section is drawn."""
 
-    # candidates per window, ranked by the judge; null: each engine's own (generation.sampling.<engine>.candidates)
-    candidates: int | None = field(default=None, metadata=check(lambda v: v is None or 1 <= v <= MAX_CANDIDATES,
-                                                             f"an integer 1..{MAX_CANDIDATES}, or null"))
+    # candidates per window, ranked by the judge, by engine
+    candidates: ArrangeCandidates = field(default_factory=ArrangeCandidates)
     # how much the window that opens a section is also ranked by how smoothly it joins the bars before it
     # (engines/arrange/joins.join_cost: 1 = a jump as large as real music's median at a phrase boundary);
     # 0: by the judge alone
     join_weight: float = field(default=2.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
     # denoising steps of the diffusion engine's windows (its own generation.sampling.diffusion.steps: null)
-    diffusion_steps: int | None = field(default=20, metadata=check(lambda v: v is None or 1 <= v <= 1000,
+    diffusion_steps: int | None = field(default=15, metadata=check(lambda v: v is None or 1 <= v <= 1000,
                                                                    "an integer 1..1000, or null"))
     # how far each VAE window's latent is pulled toward the bars before it (generation.sampling.vae.follow:
     # null); less than the Generate tab's 0.5, so that a section after one of another mode reaches its own

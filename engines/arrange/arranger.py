@@ -87,7 +87,8 @@ class ArrangedPiece:
     def report(self, analyzer=None) -> dict:
         """{"sections": [{"asked", "heard", "bars", "engine", "seconds", ...}], "joins": [...], "seconds"}."""
         sections = [{"asked": s.plan.mode, "heard": s.heard, "bars": s.segment.num_bars, "engine": s.plan.engine,
-                     "seconds": s.seconds, "windows": s.windows, "tries": s.tries, "heard_first_try": s.first_heard, "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
+                     "seconds": s.seconds, "windows": s.windows, "tries": s.tries, "heard_first_try": s.first_heard,
+                     "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
                      "tempo": round(s.segment.tempo_qpm, 2), "notes": int(len(s.segment.notes)),
                      "verifications": s.verifications} for s in self.sections]
         return {"sections": sections, "joins": self.joins(analyzer), "bars": sum(s["bars"] for s in sections),
@@ -140,11 +141,17 @@ class Arranger:
         self.cfg = cfg
         self.verifier = verifier
         arrange = cfg.generation.arrange
-        # per window (None: generation.arrange.candidates, else each engine's default; 1: the raw model)
-        self.candidates = candidates if candidates is not None else arrange.candidates
+        # per window, for every engine (None: generation.arrange.candidates, by engine; 1: the raw model)
+        self.candidates = candidates
+        self.engine_candidates = arrange.candidates
         self.join_weight = arrange.join_weight
         self.tries = arrange.section_tries
         self.fade = arrange.fade
+
+    def _candidates(self, engine: str) -> int | None:
+        """Candidates per window for `engine`: the arranger's own, else generation.arrange.candidates.<engine>,
+        else None (the engine's default)."""
+        return self.candidates if self.candidates is not None else getattr(self.engine_candidates, engine, None)
 
     def _settings(self, generator):
         """The engine's sampling settings, with the diffusion steps and VAE follow arranging uses
@@ -235,7 +242,8 @@ class Arranger:
         window = 0
         tail = None if follows is None else self._tail(follows, keeps)
         while bars < section.bars:
-            request = Request(section.engine, mode=section.mode, n=1, seed=seed + window, candidates=self.candidates,
+            request = Request(section.engine, mode=section.mode, n=1, seed=seed + window,
+                              candidates=self._candidates(section.engine),
                               attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
                               tempo=section.tempo, metre=metre, init_midi=tail,
                               keep_bars=list(range(1, OVERLAP_BARS + 1)) if tail is not None and keeps else None)
@@ -309,7 +317,8 @@ class Arranger:
             window, keep, new_from = self._tail(before, True), list(range(1, OVERLAP_BARS + 1)), OVERLAP_BARS
         else:
             window, keep, new_from = self._tail(before, False), None, 0
-        request = Request(section.engine, mode=section.mode, n=1, seed=seed, candidates=self.candidates,
+        request = Request(section.engine, mode=section.mode, n=1, seed=seed,
+                          candidates=self._candidates(section.engine),
                           attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
                           tempo=section.tempo, metre=f"{segment.ts_num}/{segment.ts_den}", init_midi=window,
                           keep_bars=keep,

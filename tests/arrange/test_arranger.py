@@ -63,6 +63,8 @@ def test_each_section_is_written_window_by_window_each_window_keeping_the_bars_b
     assert gpt_first.init_midi.num_bars == 2 and np.array_equal(gpt_first.init_midi.notes, last_two.notes)
     assert vae.init_midi.num_bars == 4 and (vae.tonic, vae.scale) == ("E", "minor")
     assert [r.mode for r in requests] == ["BLUE"] * 3 + ["RED"] * 2 + ["VIOLET"]
+    # generation.arrange.candidates: the GPT's 4 per window, the others their engine's own (None)
+    assert [r.candidates for r in requests] == [None] * 3 + [4, 4] + [None]
 
 
 def test_the_piece_is_one_midi_with_a_marker_and_its_key_at_each_section_start(arranged, tmp_path):
