@@ -302,7 +302,8 @@ def bench_single_user(cfg: Config, repeats: int, verifier=None) -> dict:
 
 def bench_arrange(cfg: Config, repeats: int, verifier=None) -> dict:
     """Arranging (issue 23): one 8-bar section by the diffusion engine and by the GPT, checked as the arranger
-    checks it (the engine's K candidates per window) and rendered through FluidSynth, in seconds (medians
+    checks it (generation.arrange: candidates per window, diffusion steps, the section check) and rendered
+    through FluidSynth, in seconds (medians
     after a warm-up); and a 32-bar piece of 4 sections (diffusion, GPT, diffusion, VAE), once. Bars: an 8-bar
     section <= 1.5 s with diffusion and <= 3 s with the GPT, the 32-bar piece <= 15 s."""
     from engines.arrange.arranger import Arranger

@@ -71,6 +71,12 @@ def written_sections(sections: list[dict], arrangement) -> dict[int, dict]:
     return out
 
 
+def regenerable(index: int, arrangement) -> bool:
+    """Whether card `index` can be regenerated: a piece is written and has that section (edited or not: the
+    engine says when the rest of the timeline no longer matches the piece)."""
+    return arrangement is not None and index < len(arrangement.sections)
+
+
 def report_markdown(view) -> str:
     """Per section what was asked and heard; per join how far the analyzer's axes and the note density move,
     beside the corpus's own median at a phrase boundary."""
@@ -109,7 +115,7 @@ def build_arrange_tab(engine: StudioEngine) -> None:
         example = gr.Dropdown([(v.get("title", k), k) for k, v in examples.items()], value=None,
                               label="Start from an example plan", elem_id="arrange-example")
         upload = gr.File(label="Load a plan (JSON)", file_types=[".json"], type="filepath", elem_id="arrange-upload",
-                         height=100)
+                         height=130)
         title = gr.Textbox(label="Title", placeholder="e.g. From BLUE to RED", elem_id="arrange-title")
     with gr.Row():
         tempo = gr.Number(0, precision=0, label="Tempo (BPM 30-300; 0: each engine's)", elem_id="arrange-tempo")
@@ -117,8 +123,8 @@ def build_arrange_tab(engine: StudioEngine) -> None:
         metre = gr.Dropdown([("as generated", "")] + [(m, m) for m in METRE_NAMES], value="", label="Metre",
                             elem_id="arrange-metre")
         seed = gr.Number(0, precision=0, label="Seed", elem_id="arrange-seed")
-        candidates = gr.Slider(0, 32, 0, step=1, label="Candidates per 4-bar window (0: each engine's own; 1: the "
-                                                       "raw model)", elem_id="arrange-candidates")
+        candidates = gr.Slider(0, 32, 0, step=1, label="Candidates per window", elem_id="arrange-candidates",
+                               info="0: each engine's own; 1: the raw model", scale=2)
     cards = []
     initial = default_sections(available)
     with gr.Row(elem_id="arrange-timeline"):
@@ -170,7 +176,8 @@ def build_arrange_tab(engine: StudioEngine) -> None:
             out += [gr.update(visible=True), section_head(i + 1, s, short_names, written.get(i)),
                     gr.update(value=s.get("mode", WHITE)), gr.update(value=s["bars"]),
                     gr.update(value=s["engine"]), gr.update(interactive=i > 0),
-                    gr.update(interactive=i < len(sections) - 1), gr.update(interactive=i in written)]
+                    gr.update(interactive=i < len(sections) - 1),
+                    gr.update(interactive=regenerable(i, arrangement))]
         return out
 
     timeline = [sections_state, *card_outputs]
@@ -188,7 +195,7 @@ def build_arrange_tab(engine: StudioEngine) -> None:
                 sections[index][field] = int(value) if field == "bars" else value
             written = written_sections(sections, arrangement)
             return [sections, section_head(index + 1, sections[index], short_names, written.get(index)),
-                    gr.update(interactive=index in written)]
+                    gr.update(interactive=regenerable(index, arrangement))]
         return on_edit
 
     def moved(index: int, step: int):

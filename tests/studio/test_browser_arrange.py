@@ -65,7 +65,9 @@ def test_build_a_plan_write_the_piece_regenerate_the_middle_and_download_it(page
     play_and_hear(page, "#arrange-audio")
     first_midi = page.locator("#arrange-files a[download='piece.mid']").get_attribute("href")
 
-    # the middle section anew: the first stays, the report says it was regenerated, the files change
+    # the middle section anew, and YELLOW this time: the report says it was regenerated, the files change
+    _pick(page, "#arrange-card-1-mode", "YELLOW")
+    page.wait_for_function("() => !document.querySelector('#arrange-card-1-head').innerText.includes('heard')")
     page.click("#arrange-card-1-regenerate")
     page.wait_for_function("() => document.querySelector('#arrange-report')?.innerText.includes('regenerated 1 time')")
     page.wait_for_function(f"() => document.querySelector(\"#arrange-files a[download='piece.mid']\")"
@@ -75,7 +77,7 @@ def test_build_a_plan_write_the_piece_regenerate_the_middle_and_download_it(page
         link.click()
     score = symusic.Score.from_midi(Path(download.value.path()).read_bytes())
     markers = [m.text for m in score.markers]
-    assert markers[:3] == ["1 BLUE diffusion", "2 GREEN autoregressive", "3 VIOLET diffusion"]
+    assert markers[:3] == ["1 BLUE diffusion", "2 YELLOW autoregressive", "3 VIOLET diffusion"]
     assert round(score.tempos[0].qpm) == 100
     page.click("#arrange-save")
     plan_link = page.locator("#arrange-files a[download='plan.json']")
@@ -83,7 +85,7 @@ def test_build_a_plan_write_the_piece_regenerate_the_middle_and_download_it(page
         plan_link.click()
     plan = json.loads(Path(download.value.path()).read_text())
     assert [(s["mode"], s["engine"], s["bars"]) for s in plan["sections"]] == [
-        ("BLUE", "diffusion", 4), ("GREEN", "autoregressive", 4), ("VIOLET", "diffusion", 4)]
+        ("BLUE", "diffusion", 4), ("YELLOW", "autoregressive", 4), ("VIOLET", "diffusion", 4)]
     assert plan["tempo"] == 100
 
 
