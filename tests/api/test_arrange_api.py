@@ -12,6 +12,8 @@ from engines.api import ArrangementView, StudioEngine
 from engines.config import load_config
 from engines.errors import StudioError
 
+pytestmark = pytest.mark.slow   # all three engines write a piece through the studio's API, several times
+
 PLAN = {"title": "A test piece", "tempo": 120, "metre": "4/4",
         "sections": [{"bars": 4, "mode": "BLUE", "engine": "diffusion"},
                      {"bars": 8, "mode": "RED", "engine": "autoregressive"},
