@@ -39,11 +39,11 @@ from engines.music.instruments import GM_INSTRUMENTS
 from engines.music.performance import DYNAMICS
 from engines.music.analyzer import AXES, MODE_COLORS, MODES, ChromaticAnalyzer
 from engines.registry import ModelRegistry
-from engines.views import (ArrangementView, GeneratedView, GenerationProgress, GenerationResult, NoteView, SegmentView, UploadView,
-                           note_view)
+from engines.views import (ArrangementView, GeneratedView, GenerationProgress, GenerationResult, NoteView,
+                           SegmentView, UploadView, note_view)
 
-__all__ = ["StudioEngine", "BrowseQuery", "Request", "ArrangementView", "GeneratedView", "GenerationProgress", "GenerationResult",
-           "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS",
+__all__ = ["StudioEngine", "BrowseQuery", "Request", "ArrangementView", "GeneratedView", "GenerationProgress",
+           "GenerationResult", "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS",
            "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
 
 
