@@ -43,8 +43,8 @@ from engines.views import (ArrangementView, GeneratedView, GenerationProgress, G
                            SegmentView, UploadView, note_view)
 
 __all__ = ["StudioEngine", "BrowseQuery", "Request", "ArrangementView", "GeneratedView", "GenerationProgress",
-           "GenerationResult", "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES", "MODE_COLORS",
-           "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
+           "GenerationResult", "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES",
+           "MODE_COLORS", "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
 
 
 class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI, ArrangeAPI):
