@@ -397,6 +397,14 @@ def cmd_ship(args) -> None:
     from engines.training.model_card import ship
 
     cfg = _config(args)
+    if args.run is None:   # the shipped checkpoint stays; its card's evaluation is measured again
+        from engines.training.model_card import refresh_card
+
+        if not args.evaluation:
+            raise StudioError("ship needs --run DIR (a training run to ship) or --evaluation JSON (to refresh the "
+                              "shipped card's evaluation)")
+        _emit(refresh_card(args.engine, cfg.model.checkpoints_dir, args.evaluation))
+        return
     _emit(ship(args.engine, args.run, cfg.model.checkpoints_dir, args.evaluation))
 
 
@@ -660,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")
     p.add_argument("--engine", required=True, choices=list(TRAINERS))
-    p.add_argument("--run", required=True, help="the training run directory (holds best.pt, metrics.jsonl)")
+    p.add_argument("--run", help="the training run directory (holds best.pt, metrics.jsonl); without it, "
+                                 "--evaluation refreshes the shipped card's evaluation sections")
     p.add_argument("--evaluation", help="evaluate JSON to include in the card")
 
     p = command("bench", cmd_bench, "speed benchmarks (medians over repeats), as JSON")

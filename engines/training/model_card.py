@@ -143,6 +143,17 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     for r in rows:
         lines.append(f"| {r['epoch']} | {r['minutes']} | {r['train_loss']:.4f} | {r['val_loss']:.4f} |"
                      + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
+    return "\n".join(lines + evaluation_sections(engine, payload, report)) + "\n"
+
+
+# the headings evaluation_sections writes: a refreshed card keeps what comes before the first of them
+EVALUATION_HEADINGS = ("## Sampling per mode", "## Quality bars", "## Raw model", "## Confusion", "## Evaluation")
+
+
+def evaluation_sections(engine: str, payload: dict, report: dict | None) -> list[str]:
+    """The card's lines after the training curve: the GPT's sampling per mode, the quality bars, the raw model
+    beside verified generation, the judge's confusion and the evaluation JSON."""
+    lines = []
     if "sampling_calibration" in payload:
         lines += sampling_section(payload["sampling_calibration"])
     bars = {"vae": vae_bars, "diffusion": diffusion_bars, "autoregressive": autoregressive_bars,
@@ -161,7 +172,24 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     if report:
         lines += ["", "## Evaluation (`python -m engines evaluate`)", "", "```json",
                   json.dumps(report, indent=1), "```"]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def refresh_card(engine: str, checkpoints_dir: str | Path, evaluation: str) -> dict:
+    """The shipped card of `engine` with its evaluation sections measured again (an evaluate JSON of the
+    shipped checkpoint): what it says of training (command, data, curve) stays; the checkpoint is untouched."""
+    checkpoints_dir = Path(checkpoints_dir)
+    card, checkpoint = checkpoints_dir / f"{engine}.md", checkpoints_dir / f"{engine}.pt"
+    if not card.is_file() or not checkpoint.is_file():
+        raise StudioError(f"no shipped {engine} checkpoint and card in '{checkpoints_dir}' to refresh")
+    report = json.loads(Path(evaluation).read_text())
+    if report.get("engine") != engine:
+        raise StudioError(f"'{evaluation}' evaluates {report.get('engine')}, not {engine}")
+    text = card.read_text()
+    starts = [text.find("\n" + heading) for heading in EVALUATION_HEADINGS if "\n" + heading in text]
+    head = text[:min(starts)] if starts else text.rstrip("\n")
+    card.write_text(head + "\n".join(evaluation_sections(engine, load_checkpoint(checkpoint), report)) + "\n")
+    return {"card": str(card), "evaluation": str(evaluation)}
 
 
 def sampling_section(calibration: dict) -> list[str]:

@@ -220,6 +220,18 @@ def test_model_card_records_the_bars_from_an_evaluation(gpt_run, tmp_path):
     assert "# Model card: autoregressive" in card and "val perplexity per MIDI token" in card
     assert "| mode named in the prompt heard by the analyzer, mean of modes | >= 80 % | 50% | no |" in card
     assert "| validation perplexity per MIDI token | < 5 | 4.20 | yes |" in card
+    # measured again later: `ship --evaluation` without --run re-renders the evaluation, keeps the training part
+    (tmp_path / "eval.json").write_text(json.dumps({**report, "consistency": {"overall": 0.85, "per_mode": {}}}))
+    from engines.cli import main
+
+    assert main(["ship", "--engine", "autoregressive", "--evaluation", str(tmp_path / "eval.json"),
+                 "--set", f"model.checkpoints_dir={tmp_path / 'out'}"]) == 0
+    again = (tmp_path / "out" / "autoregressive.md").read_text()
+    assert again.split("\n## Quality bars")[0] == card.split("\n## Quality bars")[0]
+    assert "| mode named in the prompt heard by the analyzer, mean of modes | >= 80 % | 85% | yes |" in again
+    assert again.count("## Evaluation") == 1 and '"overall": 0.85' in again
+    assert main(["ship", "--engine", "vae", "--evaluation", str(tmp_path / "eval.json"),
+                 "--set", f"model.checkpoints_dir={tmp_path / 'out'}"]) == 2   # no shipped VAE there
 
 
 def test_prompt_guidance_mixes_the_conditional_and_unconditional_streams(vocabulary):
