@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engines.api import METRE_NAMES, MODE_COLORS, MODES, StudioEngine
+from engines.api import METRE_NAMES, MODE_COLORS, MODES, SECTION_BARS, WHITE, StudioEngine
 from engines.errors import StudioError
 from engines.music.features import PITCH_NAMES
 from studio.widgets import counted, error_markdown, guarded, guarded_stream, mode_chip, piano_roll_figure, progress_html
 
 MAX_CARDS = 8           # sections the timeline shows (a plan file may hold up to 16: the CLI writes those)
-SECTION_BARS = (4, 8, 16)
-WHITE = "WHITE"
 KEYS = [("as written", "")] + [(f"{p} {scale}", f"{p} {scale}") for p in PITCH_NAMES for scale in ("major", "minor")]
 ARRANGE_CSS = """
 #arrange-timeline {flex-wrap: wrap; gap: 8px}
@@ -291,13 +289,11 @@ def build_arrange_tab(engine: StudioEngine) -> None:
     def on_run(sections, title_text, tempo_value, key_value, metre_value, seed_value, k, request: gr.Request):
         values = plan_values(title_text, tempo_value, key_value, metre_value, sections)
         run_id = f"arrange-{request.session_hash}" if request is not None else None
-        done: dict = {}
         yield [progress_html(0, len(sections), f"Writing section 1 of {len(sections)}…"),
                *[gr.skip()] * (len(piece_outputs) - 1)]
         for update in engine.arrange_stream(values, seed=int(seed_value or 0), candidates=int(k) or None, run_id=run_id):
             if update[0] == "section":
                 _, index, total, section = update
-                done[index] = section
                 heads = [gr.skip()] * len(card_outputs)
                 heads[8 * index + 1] = section_head(index + 1, sections[index], short_names, section)
                 following = (f"; writing section {index + 2} of {total}…" if index + 1 < total else

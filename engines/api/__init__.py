@@ -37,14 +37,15 @@ from engines.generation import Request
 from engines.generation.musical import METRE_NAMES
 from engines.music.instruments import GM_INSTRUMENTS
 from engines.music.performance import DYNAMICS
-from engines.music.analyzer import AXES, MODE_COLORS, MODES, ChromaticAnalyzer
+from engines.arrange.plan import SECTION_BARS
+from engines.music.analyzer import AXES, MODE_COLORS, MODES, WHITE, ChromaticAnalyzer
 from engines.registry import ModelRegistry
 from engines.views import (ArrangementView, GeneratedView, GenerationProgress, GenerationResult, NoteView,
                            SegmentView, UploadView, note_view)
 
 __all__ = ["StudioEngine", "BrowseQuery", "Request", "ArrangementView", "GeneratedView", "GenerationProgress",
            "GenerationResult", "NoteView", "SegmentView", "UploadView", "note_view", "RANGE_FILTERS", "AXES", "MODES",
-           "MODE_COLORS", "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS"]
+           "MODE_COLORS", "WHITE", "METRE_NAMES", "GM_INSTRUMENTS", "DYNAMICS", "SECTION_BARS"]
 
 
 class StudioEngine(CorpusAPI, GenerationAPI, ExportAPI, EvaluationAPI, ArrangeAPI):

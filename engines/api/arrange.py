@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
 import threading
 from pathlib import Path
 
+from engines.api.worker import streamed
 from engines.errors import StudioError
 from engines.music.analyzer import MODE_COLORS
 from engines.music.notes import TICKS_PER_QUARTER
@@ -47,8 +47,11 @@ class ArrangeAPI:
 
     def plan_file(self, values) -> str:
         """The plan, checked, written as JSON to download (and load again)."""
-        plan = self.checked_plan(values)
-        text = json.dumps(plan, indent=1)
+        return self._written_plan(self.checked_plan(values))
+
+    def _written_plan(self, checked: dict) -> str:
+        """Checked plan values (plan_dict's) as plan.json, written once."""
+        text = json.dumps(checked, indent=1)
         digest = hashlib.sha1(text.encode()).hexdigest()[:12]
         return str(self._file(f"plan-{digest}", ".json", lambda p: p.write_text(text), "plan"))
 
@@ -82,35 +85,25 @@ class ArrangeAPI:
             raise StudioError(f"no {' or '.join(missing)} checkpoint is installed; pick another engine for "
                               f"{'that section' if len(missing) == 1 else 'those sections'}")
         arranger = self._arranger(candidates)
-        stop, updates, result = threading.Event(), queue.Queue(), {}
-        if run_id:
+        stop = threading.Event()
+        if run_id:   # a newer piece of the same user stops the one still being written
             earlier = self._stops.get(run_id)
             self._stops[run_id] = stop
             if earlier is not None:
                 earlier.set()
 
-        def work():
-            try:
-                result["piece"] = arranger.arrange(
-                    plan, seed=int(seed), should_stop=stop.is_set,
-                    on_section=lambda i, s: updates.put(("section", i, len(plan.sections), self._section_view(i, s))))
-            except Exception as exc:  # noqa: BLE001  (raised in the caller's thread below)
-                result["error"] = exc
-            finally:
-                updates.put(None)
+        def work(put):
+            return arranger.arrange(plan, seed=int(seed), should_stop=stop.is_set,
+                                    on_section=lambda i, s: put(("section", i, len(plan.sections),
+                                                                 self._section_view(i, s))))
 
-        threading.Thread(target=work, name="arrange", daemon=True).start()
         try:
-            while (update := updates.get()) is not None:
-                yield update
+            piece = yield from streamed(work, "arrange", "arranging failed")
         finally:
             stop.set()
             if run_id and self._stops.get(run_id) is stop:
                 del self._stops[run_id]
-        if "error" in result:
-            error = result["error"]
-            raise error if isinstance(error, StudioError) else StudioError(f"arranging failed: {error}")
-        yield ("done", self._arrangement_view(result["piece"], int(seed)))
+        yield ("done", self._arrangement_view(piece, int(seed)))
 
     def arrange_regenerate(self, arrangement: ArrangementView, index: int, values=None,
                            candidates: int | None = None) -> ArrangementView:
@@ -143,12 +136,8 @@ class ArrangeAPI:
 
     @staticmethod
     def _section_view(index: int, section) -> dict:
-        plan = section.plan
-        return {"number": index + 1, "asked": plan.mode, "heard": section.heard, "bars": int(section.segment.num_bars),
-                "engine": plan.engine, "seconds": section.seconds, "color": MODE_COLORS[plan.mode],
-                "heard_color": MODE_COLORS[section.heard or "WHITE"],
-                "metre": f"{section.segment.ts_num}/{section.segment.ts_den}",
-                "tempo": round(section.segment.tempo_qpm, 1), "key": plan.key}
+        shown = {k: v for k, v in section.summary().items() if k != "verifications"}
+        return {"number": index + 1, **shown, "key": section.plan.key}
 
     def _arrangement_view(self, piece, seed: int, regenerations: int = 0) -> ArrangementView:
         from engines.arrange.plan import plan_dict
@@ -170,7 +159,7 @@ class ArrangeAPI:
         stopped = len(piece.sections) < len(piece.plan.sections)
         return ArrangementView(sections=sections, joins=report["joins"], notes=self._piece_notes(piece),
                                midi_path=str(midi), wav_path=None if wav is None else str(wav),
-                               report_path=str(report_path), plan_path=self.plan_file(plan),
+                               report_path=str(report_path), plan_path=self._written_plan(plan),
                                seconds=piece.seconds, seed=seed, regenerations=regenerations,
                                corpus_joins=self.corpus_joins(), stopped=stopped, piece=piece)
 

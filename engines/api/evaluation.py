@@ -3,10 +3,10 @@ progress and Stop, and turn the report into files and examples to hear. A mixin 
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
+from engines.api.worker import streamed
 from engines.errors import StudioError
 from engines.music.analyzer import MODES
 
@@ -51,32 +51,18 @@ class EvaluationAPI:
         stop = threading.Event()
         if run_id:
             self._stops[run_id] = stop
-        updates: queue.Queue = queue.Queue()
-        result: dict = {}
 
-        def work():
-            try:
-                checkpoint = "" if engine == "real" else str(self.models.checkpoint_path(engine))
-                result["report"] = evaluation_report(
-                    engine, checkpoint, cfg, n_per_mode, seed,
-                    on_mode=lambda i, mode: stop.is_set() or updates.put(("progress", i, len(MODES), mode)))
-            except Exception as exc:  # noqa: BLE001  (raised in the caller's thread below)
-                result["error"] = exc
-            finally:
-                updates.put(None)
+        def work(put):
+            checkpoint = "" if engine == "real" else str(self.models.checkpoint_path(engine))
+            return evaluation_report(engine, checkpoint, cfg, n_per_mode, seed,
+                                     on_mode=lambda i, mode: stop.is_set() or put(("progress", i, len(MODES), mode)))
 
-        worker = threading.Thread(target=work, name=f"evaluate-{engine}", daemon=True)
-        worker.start()
         try:
-            while (update := updates.get()) is not None:
-                yield update
+            report = yield from streamed(work, f"evaluate-{engine}", "evaluation failed")
         finally:
             if run_id:
                 self._stops.pop(run_id, None)
-        if "error" in result:
-            error = result["error"]
-            raise error if isinstance(error, StudioError) else StudioError(f"evaluation failed: {error}")
-        yield ("done", {**self._report_view(result["report"]), "stopped": stop.is_set()})
+        yield ("done", {**self._report_view(report), "stopped": stop.is_set()})
 
     @staticmethod
     def evaluation_comparison(reports: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -3,7 +3,7 @@
 
     arranger = Arranger(generators, cfg, verifier)       # generators: {name: Generator}, e.g. a ModelRegistry's
     piece = arranger.arrange(load_plan("assets/plans/blue-to-red.json"), seed=1)
-    piece.segment                                        # the whole piece: one Segment per section, in order
+    piece.segments                                       # the whole piece: one Segment per section, in order
     piece.report()                                       # {"sections": [{"asked", "heard", ...}], "joins": [...]}
     piece = arranger.regenerate(piece, 1, seed=7)        # section 2 anew; its neighbours stay, the joins are redone
 
@@ -63,6 +63,14 @@ class SectionResult:
     tries: int = 1                   # times the section was written (the judge heard another mode in the others)
     first_heard: str | None = None   # what the analyzer heard in the first one written: the unchecked figure
 
+    def summary(self) -> dict:
+        """The section in the piece's report: {"asked", "heard", "bars", "engine", "seconds", ...}."""
+        s = self.segment
+        return {"asked": self.plan.mode, "heard": self.heard, "bars": s.num_bars, "engine": self.plan.engine,
+                "seconds": self.seconds, "windows": self.windows, "tries": self.tries,
+                "heard_first_try": self.first_heard, "metre": f"{s.ts_num}/{s.ts_den}",
+                "tempo": round(s.tempo_qpm, 2), "notes": int(len(s.notes)), "verifications": self.verifications}
+
 
 @dataclass
 class ArrangedPiece:
@@ -86,11 +94,7 @@ class ArrangedPiece:
 
     def report(self, analyzer=None) -> dict:
         """{"sections": [{"asked", "heard", "bars", "engine", "seconds", ...}], "joins": [...], "seconds"}."""
-        sections = [{"asked": s.plan.mode, "heard": s.heard, "bars": s.segment.num_bars, "engine": s.plan.engine,
-                     "seconds": s.seconds, "windows": s.windows, "tries": s.tries, "heard_first_try": s.first_heard,
-                     "metre": f"{s.segment.ts_num}/{s.segment.ts_den}",
-                     "tempo": round(s.segment.tempo_qpm, 2), "notes": int(len(s.segment.notes)),
-                     "verifications": s.verifications} for s in self.sections]
+        sections = [s.summary() for s in self.sections]
         return {"sections": sections, "joins": self.joins(analyzer), "bars": sum(s["bars"] for s in sections),
                 "seconds": self.seconds}
 
@@ -116,11 +120,12 @@ class ArrangedPiece:
         score.dump_midi(str(midi))
         audio = None
         if render:
+            from engines.config import RenderConfig
             from engines.render.fluidsynth_renderer import render_score, write_audio
 
-            rate = cfg.render.sample_rate if cfg is not None else 44100
-            soundfont = cfg.render.soundfont if cfg is not None else ""
-            audio = write_audio(render_score(score, rate, soundfont), out / "piece.wav", rate)
+            r = cfg.render if cfg is not None else RenderConfig()   # as the studio renders (api/exports.py)
+            audio = write_audio(render_score(score, r.sample_rate, r.soundfont, r.gain, r.tail_seconds, r.pool_size),
+                                out / "piece.wav", r.sample_rate)
         return {"midi": str(midi), "audio": None if audio is None else str(audio)}
 
 
@@ -147,6 +152,37 @@ class Arranger:
         self.join_weight = arrange.join_weight
         self.tries = arrange.section_tries
         self.fade = arrange.fade
+        if verifier is not None and verifier.analyzer is not None:
+            self.analyzer = verifier.analyzer
+        else:
+            from engines.music.analyzer import ChromaticAnalyzer
+
+            self.analyzer = ChromaticAnalyzer()
+
+    def _generator(self, engine: str):
+        generator = self.generators.get(engine)
+        if generator is None:
+            raise StudioError(f"no {engine} checkpoint is installed; the plan's sections need {engine}")
+        return generator
+
+    def _fade_from(self, section: SectionPlan, mode_before: str | None) -> str | None:
+        """The mode a section's opening moves from: with generation.arrange.fade, in a section longer than one
+        window (a 4-bar section has no room for that: all of it is in its own mode)."""
+        return mode_before if self.fade and section.bars > WINDOW_BARS else None
+
+    def _window(self, generator, section: SectionPlan, seed: int, metre: str | None, init: Segment | None,
+                keep: list[int] | None, fade_from: str | None = None, cost=None):
+        """One 4-bar window of `section`, drawn and checked like any generation: (the segment, its verification
+        as a dict); StudioError when every candidate was a copy of a training segment."""
+        request = Request(section.engine, mode=section.mode, n=1, seed=seed,
+                          candidates=self._candidates(section.engine), attributes=section.attributes() or None,
+                          tonic=section.tonic, scale=section.scale, tempo=section.tempo, metre=metre,
+                          init_midi=init, keep_bars=keep, fade_from=fade_from)
+        result = draw(generator, request, self._settings(generator), self.verifier, cfg=self.cfg, cost=cost)
+        if not result.segments:
+            raise StudioError(f"the {section.engine} engine wrote nothing for a {section.mode} section "
+                              "(every candidate was a copy of a training segment); try another seed")
+        return result.segments[0], result.verifications[0].to_dict() if result.verifications else {}
 
     def _candidates(self, engine: str) -> int | None:
         """Candidates per window for `engine`: the arranger's own, else generation.arrange.candidates.<engine>,
@@ -170,10 +206,8 @@ class Arranger:
             return None
         from engines.arrange.joins import join_cost
 
-        analyzer = getattr(self.verifier, "analyzer", None)
-
         def cost(candidates: list[Segment]) -> list[float]:
-            return [self.join_weight * join_cost(before, bars_window(c, new_from, OVERLAP_BARS), analyzer)
+            return [self.join_weight * join_cost(before, bars_window(c, new_from, OVERLAP_BARS), self.analyzer)
                     for c in candidates]
         return cost
 
@@ -185,15 +219,12 @@ class Arranger:
         for index, section in enumerate(plan.sections):
             if results and should_stop is not None and should_stop():
                 break
-            previous = results[-1] if results else None
-            results.append(self.section(section, previous and previous.segment, seed=seed + 1000 * index,
-                                        previous_mode=previous and previous.plan.mode))
+            results.append(self.section(section, results[-1] if results else None, seed=seed + 1000 * index))
             if on_section is not None:
                 on_section(index, results[-1])
         return ArrangedPiece(plan=plan, sections=results, seconds=round(time.perf_counter() - started, 3))
 
-    def section(self, section: SectionPlan, previous: Segment | None, seed: int,
-                previous_mode: str | None = None) -> SectionResult:
+    def section(self, section: SectionPlan, previous: SectionResult | None, seed: int) -> SectionResult:
         """One section, following `previous` (the section before, or None) where the metres allow, checked as
         a whole: while the judge hears it in another mode than asked, it is written again from another seed
         (generation.arrange.section_tries in all), and the one the judge rates best is kept. Its report
@@ -201,7 +232,7 @@ class Arranger:
         started = time.perf_counter()
         tried = []
         for attempt in range(self.tries):
-            written = self._written(section, previous, seed + 100 * attempt, previous_mode)
+            written = self._written(section, previous, seed + 100 * attempt)
             score, judged = self._judged(written.segment, section.mode)
             tried.append((score, written))
             if judged in (None, section.mode):
@@ -222,19 +253,15 @@ class Arranger:
         mean = probabilities.mean(axis=0)
         return float(np.log(np.maximum(probabilities[:, MODES.index(mode)], 1e-12)).mean()), MODES[int(mean.argmax())]
 
-    def _written(self, section: SectionPlan, previous: Segment | None, seed: int,
-                 previous_mode: str | None = None) -> SectionResult:
-        """One section written once, window by window."""
+    def _written(self, section: SectionPlan, previous: SectionResult | None, seed: int) -> SectionResult:
+        """One section written once, window by window, after `previous` (the section before, or None)."""
         started = time.perf_counter()
-        generator = self.generators.get(section.engine)
-        if generator is None:
-            raise StudioError(f"no {section.engine} checkpoint is installed; the plan's sections need "
-                              f"{section.engine}")
-        settings = self._settings(generator)
+        generator = self._generator(section.engine)
+        before = None if previous is None else previous.segment
         metre = section.metre
-        if previous is not None and metre is None:
-            metre = f"{previous.ts_num}/{previous.ts_den}"
-        follows = previous if previous is not None and f"{previous.ts_num}/{previous.ts_den}" == metre else None
+        if before is not None and metre is None:
+            metre = f"{before.ts_num}/{before.ts_den}"
+        follows = before if before is not None and f"{before.ts_num}/{before.ts_den}" == metre else None
         keeps = generator.init_verb in ("inpainted", "continued")
         written: list[Segment] = []      # the section's bars so far, window by window
         verifications = []
@@ -242,26 +269,15 @@ class Arranger:
         window = 0
         tail = None if follows is None else self._tail(follows, keeps)
         while bars < section.bars:
-            request = Request(section.engine, mode=section.mode, n=1, seed=seed + window,
-                              candidates=self._candidates(section.engine),
-                              attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
-                              tempo=section.tempo, metre=metre, init_midi=tail,
-                              keep_bars=list(range(1, OVERLAP_BARS + 1)) if tail is not None and keeps else None)
             new_from = OVERLAP_BARS if tail is not None and keeps else 0
-            opening = window == 0 and follows is not None
-            if opening and self.fade and section.bars > WINDOW_BARS:
-                # the first bars of a longer section move from the mode before to its own (a 4-bar section
-                # has no room for that: all of it is in its own mode)
-                request = replace(request, fade_from=previous_mode)
-            result = draw(generator, request, settings, self.verifier, cfg=self.cfg,
-                          cost=self._join_cost(follows, new_from) if opening else None)
-            if not result.segments:
-                raise StudioError(f"the {section.engine} engine wrote nothing for a {section.mode} section "
-                                  "(every candidate was a copy of a training segment); try another seed")
-            out = result.segments[0]
+            opening = window == 0 and follows is not None   # ranked by its join too; it may fade from the mode before
+            out, verification = self._window(
+                generator, section, seed + window, metre, tail, list(range(1, OVERLAP_BARS + 1)) if new_from else None,
+                fade_from=self._fade_from(section, previous.plan.mode) if opening else None,
+                cost=self._join_cost(follows, new_from) if opening else None)
             take = min(WINDOW_BARS - new_from, section.bars - bars)
             written.append(bars_window(out, new_from, take))
-            verifications.append(result.verifications[0].to_dict() if result.verifications else {})
+            verifications.append(verification)
             bars += take
             metre = f"{out.ts_num}/{out.ts_den}"
             tail = self._tail(out, keeps)
@@ -285,27 +301,20 @@ class Arranger:
         if section is not None:
             plan = replace(plan, sections=plan.sections[:index] + (section,) + plan.sections[index + 1:])
         sections = list(piece.sections)
-        previous = sections[index - 1] if index else None
-        sections[index] = self.section(plan.sections[index], previous and previous.segment, seed,
-                                       previous_mode=previous and previous.plan.mode)
+        sections[index] = self.section(plan.sections[index], sections[index - 1] if index else None, seed)
         if index + 1 < len(sections):
-            sections[index + 1] = self.rejoin(sections[index + 1], sections[index].segment, seed + 500,
-                                              sections[index].plan.mode)
+            sections[index + 1] = self.rejoin(sections[index + 1], sections[index], seed + 500)
         return ArrangedPiece(plan=plan, sections=sections, seconds=round(time.perf_counter() - started, 3))
 
-    def rejoin(self, following: SectionResult, before: Segment, seed: int,
-               before_mode: str | None = None) -> SectionResult:
-        """`following` with its first OVERLAP_BARS bars written anew after `before` (the section before it, just
-        rewritten); a section in another metre than `before` starts afresh and is returned as it is."""
+    def rejoin(self, following: SectionResult, previous: SectionResult, seed: int) -> SectionResult:
+        """`following` with its first OVERLAP_BARS bars written anew after `previous` (the section before it, just
+        rewritten); a section in another metre than `previous` starts afresh and is returned as it is."""
         started = time.perf_counter()
-        segment = following.segment
+        segment, before = following.segment, previous.segment
         if (segment.ts_num, segment.ts_den) != (before.ts_num, before.ts_den):
             return following
         section = following.plan
-        generator = self.generators.get(section.engine)
-        if generator is None:
-            raise StudioError(f"no {section.engine} checkpoint is installed; the plan's sections need "
-                              f"{section.engine}")
+        generator = self._generator(section.engine)
         rest = bars_window(segment, OVERLAP_BARS, segment.num_bars - OVERLAP_BARS)
         verb = generator.init_verb
         if verb == "inpainted":
@@ -317,20 +326,11 @@ class Arranger:
             window, keep, new_from = self._tail(before, True), list(range(1, OVERLAP_BARS + 1)), OVERLAP_BARS
         else:
             window, keep, new_from = self._tail(before, False), None, 0
-        request = Request(section.engine, mode=section.mode, n=1, seed=seed,
-                          candidates=self._candidates(section.engine),
-                          attributes=section.attributes() or None, tonic=section.tonic, scale=section.scale,
-                          tempo=section.tempo, metre=f"{segment.ts_num}/{segment.ts_den}", init_midi=window,
-                          keep_bars=keep,
-                          fade_from=before_mode if self.fade and section.bars > WINDOW_BARS else None)
-        result = draw(generator, request, self._settings(generator), self.verifier, cfg=self.cfg,
-                      cost=self._join_cost(before, new_from))
-        if not result.segments:
-            raise StudioError(f"the {section.engine} engine wrote nothing to join section {section.mode} to the one "
-                              "before it; try another seed")
-        opening = replace(bars_window(result.segments[0], new_from, OVERLAP_BARS), tempo_qpm=segment.tempo_qpm)
+        out, verification = self._window(generator, section, seed, f"{segment.ts_num}/{segment.ts_den}", window, keep,
+                                         fade_from=self._fade_from(section, previous.plan.mode),
+                                         cost=self._join_cost(before, new_from))
+        opening = replace(bars_window(out, new_from, OVERLAP_BARS), tempo_qpm=segment.tempo_qpm)
         rejoined = replace(joined([opening, rest]), tempo_qpm=segment.tempo_qpm)
-        verification = result.verifications[0].to_dict() if result.verifications else {}
         return replace(following, segment=rejoined, heard=self._heard(rejoined), windows=following.windows + 1,
                        seconds=round(following.seconds + time.perf_counter() - started, 3),
                        verifications=following.verifications + [verification])
@@ -343,9 +343,4 @@ class Arranger:
         return bars_window(segment, segment.num_bars - bars, bars)
 
     def _heard(self, segment: Segment) -> str | None:
-        if not len(segment.notes):
-            return None
-        from engines.music.analyzer import ChromaticAnalyzer
-
-        analyzer = getattr(self.verifier, "analyzer", None) or ChromaticAnalyzer()
-        return analyzer.analyze(segment).mode
+        return self.analyzer.analyze(segment).mode if len(segment.notes) else None

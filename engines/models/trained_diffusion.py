@@ -123,22 +123,27 @@ class TrainedDiffusion:
             raise StudioError("classifier guidance needs a guidance classifier: train one with `python -m engines "
                               "train --engine guidance-classifier` and ship it as guidance-classifier.pt")
 
+        # the streams one batch holds, in order: the asked mode, the mode faded from (with a fade), and under
+        # guidance the unconditional one (no mode, no attribute)
+        conditioned = [mode] + ([torch.full_like(mode, int(fade[0]))] if fade is not None else [])
+        guided = guidance_scale != 1.0
+        streams = torch.cat(conditioned + ([torch.full_like(mode, WHITE_INDEX)] if guided else []))
+        k = len(conditioned) + guided
+        batch_values = batch_given = None
+        if values is not None:
+            batch_values = torch.cat([values] * len(conditioned) + [torch.zeros_like(values)] * guided)
+            batch_given = torch.cat([given] * len(conditioned) + [torch.zeros_like(given)] * guided)
+        batch_metre = torch.cat([metre] * k)
+
         def denoise(x_t: torch.Tensor, t: torch.Tensor):
             n = x_t.shape[0]
-            if fade is not None:
-                return faded(x_t, t, n)
-            if guidance_scale == 1.0:
-                output = self.model(x_t, t, mode, values, given, metre)
-            else:  # conditional and unconditional (no mode, no attribute) halves in one batch
-                null_mode = torch.full_like(mode, WHITE_INDEX)
-                both_values = both_given = None
-                if values is not None:
-                    both_values = torch.cat([values, torch.zeros_like(values)])
-                    both_given = torch.cat([given, torch.zeros_like(given)])
-                both = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([mode, null_mode]),
-                                  both_values, both_given, torch.cat([metre, metre]))
-                cond, uncond = both[:n], both[n:]
-                output = uncond + guidance_scale * (cond - uncond)
+            out = self.model(torch.cat([x_t] * k), torch.cat([t] * k), streams, batch_values, batch_given, batch_metre)
+            output = out[:n]
+            if fade is not None:   # `mode`'s share per roll step, (1, 1, T, 1)
+                weight = fade[1].to(x_t.dtype).view(1, 1, -1, 1)
+                output = weight * output + (1 - weight) * out[n:2 * n]
+            if guided:
+                output = out[-n:] + guidance_scale * (output - out[-n:])
             x0, eps = self.scheduler.split(output, x_t, t)
             if steer and target.space == "x0":  # move the clean estimate itself (guidance_classifier.SPACES)
                 x0 = x0.clamp(-1, 1)
@@ -151,21 +156,6 @@ class TrainedDiffusion:
                 x0 = self.scheduler.x0_from_eps(eps, x_t, t)
             return x0, eps
 
-        def faded(x_t: torch.Tensor, t: torch.Tensor, n: int):
-            # the asked mode, the mode faded from and (for guidance) neither, in one batch
-            start = torch.full_like(mode, int(fade[0]))
-            copies = 2 if guidance_scale == 1.0 else 3
-            modes = [mode, start, torch.full_like(mode, WHITE_INDEX)][:copies]
-            both_values = both_given = None
-            if values is not None:
-                both_values = torch.cat([values, values, torch.zeros_like(values)][:copies])
-                both_given = torch.cat([given, given, torch.zeros_like(given)][:copies])
-            out = self.model(torch.cat([x_t] * copies), torch.cat([t] * copies), torch.cat(modes), both_values,
-                             both_given, torch.cat([metre] * copies))
-            weight = fade[1].to(x_t.dtype).view(1, 1, -1, 1)          # (1, 1, T, 1): `mode`'s share per step
-            cond = weight * out[:n] + (1 - weight) * out[n:2 * n]
-            output = cond if copies == 2 else out[2 * n:] + guidance_scale * (cond - out[2 * n:])
-            return self.scheduler.split(output, x_t, t)
         return denoise
 
     def _metres(self, mode: int, n: int, metre: str | None, generator: torch.Generator) -> list[int]:

@@ -100,8 +100,9 @@ def test_bad_plans_and_missing_engines_are_named_before_anything_is_written(engi
 def test_plans_load_from_the_examples_and_files_and_save_as_files(engine, tmp_path):
     examples = engine.example_plans()
     assert {"blue-to-red", "green-dance"} <= set(examples)
-    for values in examples.values():
-        assert engine.checked_plan(values)["sections"]
+    for values in examples.values():   # each checks, and reads back as itself
+        checked = engine.checked_plan(values)
+        assert checked["title"] == values["title"] and engine.checked_plan(checked) == checked
     saved = engine.plan_file(PLAN)
     assert engine.read_plan(saved) == engine.checked_plan(PLAN)
     assert engine.checked_plan(PLAN)["title"] == "A test piece"
