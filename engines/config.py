@@ -166,7 +166,7 @@ class ArrangeConfig:
     # how much the window that opens a section is also ranked by how smoothly it joins the bars before it
     # (engines/arrange/joins.join_cost: 1 = a jump as large as real music's median at a phrase boundary);
     # 0: by the judge alone
-    join_weight: float = field(default=2.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    join_weight: float = field(default=12.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
     # denoising steps of the diffusion engine's windows (its own generation.sampling.diffusion.steps: null)
     diffusion_steps: int | None = field(default=15, metadata=check(lambda v: v is None or 1 <= v <= 1000,
                                                                    "an integer 1..1000, or null"))
@@ -180,7 +180,7 @@ class ArrangeConfig:
     fade: bool = False
     # a section the judge does not hear in its mode, over all its bars, is written again from another seed, up
     # to this many times in all; the best by the judge is kept (1: every section as first written)
-    section_tries: int = field(default=2, metadata=check(lambda v: 1 <= v <= 8, "an integer 1..8"))
+    section_tries: int = field(default=4, metadata=check(lambda v: 1 <= v <= 8, "an integer 1..8"))
 
 
 @dataclass

@@ -53,7 +53,8 @@ def test_the_arrange_rows_time_an_8_bar_section_per_engine_and_a_32_bar_piece(ti
     from engines.bench import bench_arrange
 
     folder = tiny_checkpoints["vae"].parent
-    fast = ["generation.sampling.diffusion.steps=4", "generation.verify.candidates=2"]
+    fast = ["generation.arrange.diffusion_steps=4", "generation.verify.candidates=2",
+            "generation.arrange.section_tries=1"]
     row = bench_arrange(load_config(overrides=[f"model.checkpoints_dir={folder}", *fast]), repeats=1)
     assert set(row) == {"seconds_8_bars_diffusion", "seconds_8_bars_autoregressive", "seconds_32_bars_4_sections"}
     assert all(seconds > 0 for seconds in row.values())

@@ -20,10 +20,10 @@ The window that opens a section is ranked by the judge and by how smoothly it jo
 (engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). With generation.arrange.fade, in
 a section longer than 4 bars its first bars also move from the mode before to the section's own
 (Request.fade_from: the diffusion engine fades its guidance from one mode to the other along the roll; the
-GPT's prompt pulls half as hard). A whole section the judge hears
-in another mode than asked is written again from another seed (generation.arrange.section_tries), the better
-one kept; the report keeps what the analyzer heard in the first one written beside what it hears in the one
-kept.
+GPT's prompt pulls half as hard). A whole section the analyzer hears in another mode than asked is written
+again from another seed (generation.arrange.section_tries in all); the first the analyzer hears as asked is
+kept, else the one the judge rates best. The report keeps what the analyzer heard in the first one written
+beside what it hears in the one kept.
 
 Regenerating one section writes it anew after the section before it, as above, and then rewrites the
 first OVERLAP_BARS bars of the section after it so that they answer the new ending (the diffusion engine
@@ -36,6 +36,7 @@ the report.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -60,7 +61,7 @@ class SectionResult:
     windows: int                     # 4-bar windows written
     seconds: float
     verifications: list[dict] = field(default_factory=list)   # each window's, as verify.Verification.to_dict
-    tries: int = 1                   # times the section was written (the judge heard another mode in the others)
+    tries: int = 1                   # times the section was written (the analyzer heard another mode before)
     first_heard: str | None = None   # what the analyzer heard in the first one written: the unchecked figure
 
     def summary(self) -> dict:
@@ -226,32 +227,34 @@ class Arranger:
 
     def section(self, section: SectionPlan, previous: SectionResult | None, seed: int) -> SectionResult:
         """One section, following `previous` (the section before, or None) where the metres allow, checked as
-        a whole: while the judge hears it in another mode than asked, it is written again from another seed
-        (generation.arrange.section_tries in all), and the one the judge rates best is kept. Its report
-        keeps what the analyzer heard in the first one written, the raw figure beside the checked one."""
+        a whole: while the analyzer (which defines the modes) hears it in another mode than asked, it is
+        written again from another seed (generation.arrange.section_tries in all). The first heard as asked is
+        kept, else the one the judge rates best over its windows. Its report keeps what the analyzer heard in
+        the first one written, the raw figure beside the checked one."""
         started = time.perf_counter()
         tried = []
         for attempt in range(self.tries):
             written = self._written(section, previous, seed + 100 * attempt)
-            score, judged = self._judged(written.segment, section.mode)
-            tried.append((score, written))
-            if judged in (None, section.mode):
+            if section.mode == WHITE or written.heard == section.mode:
+                tried.append((True, 0.0, written))
                 break
-        best = max(tried, key=lambda t: t[0])[1]
+            tried.append((False, self._judge_score(written.segment, section.mode), written))
+        best = max(tried, key=lambda t: t[:2])[2]
         return replace(best, seconds=round(time.perf_counter() - started, 3), tries=len(tried),
-                       first_heard=tried[0][1].heard, verifications=[v for _, w in tried for v in w.verifications])
+                       first_heard=tried[0][2].heard, verifications=[v for *_, w in tried for v in w.verifications])
 
-    def _judged(self, segment: Segment, mode: str) -> tuple[float, str | None]:
-        """(the judge's mean log-probability of `mode` over the section's 4-bar windows, the mode it hears most
-        over them); (0, None) with nothing to judge by: no judge, WHITE asked, or no notes."""
+    def _judge_score(self, segment: Segment, mode: str) -> float:
+        """The judge's mean log-probability of `mode` over the section's 4-bar windows (0 without a judge; -inf
+        for a section without notes)."""
         judge = getattr(self.verifier, "judge", None)
-        if judge is None or mode == WHITE or not len(segment.notes):
-            return 0.0, None
+        if judge is None:
+            return 0.0
+        if not len(segment.notes):
+            return -math.inf
         windows = [bars_window(segment, start, min(WINDOW_BARS, segment.num_bars - start))
                    for start in range(0, segment.num_bars, WINDOW_BARS)]
         probabilities, _, _ = judge.run(windows)
-        mean = probabilities.mean(axis=0)
-        return float(np.log(np.maximum(probabilities[:, MODES.index(mode)], 1e-12)).mean()), MODES[int(mean.argmax())]
+        return float(np.log(np.maximum(probabilities[:, MODES.index(mode)], 1e-12)).mean())
 
     def _written(self, section: SectionPlan, previous: SectionResult | None, seed: int) -> SectionResult:
         """One section written once, window by window, after `previous` (the section before, or None)."""

@@ -23,7 +23,7 @@ PLAN = {"title": "A test piece", "tempo": 120, "metre": "4/4",
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoints, corpus_cache, tmp_path_factory):
     cfg = load_config(overrides=[f"model.checkpoints_dir={tiny_checkpoints['vae'].parent}",
-                                 "generation.arrange.diffusion_steps=4"])
+                                 "generation.arrange.diffusion_steps=4", "generation.arrange.section_tries=1"])
     return StudioEngine(cfg, cache=corpus_cache, out_dir=tmp_path_factory.mktemp("arrange-out"))
 
 

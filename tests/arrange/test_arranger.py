@@ -17,7 +17,7 @@ from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import bars_window
 from tests.conftest import segment
 
-FAST = ["generation.arrange.diffusion_steps=4"]
+FAST = ["generation.arrange.diffusion_steps=4", "generation.arrange.section_tries=1"]   # the requests are counted
 PLAN = {"tempo": 100, "key": "G major", "metre": "3/4",
         "sections": [{"bars": 8, "mode": "BLUE", "engine": "diffusion"},
                      {"bars": 4, "mode": "RED", "engine": "autoregressive"},
@@ -201,20 +201,35 @@ class HearsOnly:
         return probabilities, np.zeros((len(segments), 7)), np.zeros((len(segments), 4))
 
 
-def test_a_section_the_judge_hears_in_another_mode_is_written_again_and_the_report_keeps_the_first(generators):
+def test_a_section_the_analyzer_hears_in_another_mode_is_written_again_and_the_report_keeps_the_first(generators):
     plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "RED", "engine": "vae"}]})
     cfg = load_config(overrides=FAST + ["generation.arrange.section_tries=3"])
-    deaf = Arranger(generators, cfg, Verifier(judge=HearsOnly("BLACK")), candidates=1)
+    deaf = Arranger(generators, cfg, Verifier(judge=HearsOnly("RED")), candidates=1)
+    first = deaf._written(plan.sections[0], None, 1)
+    deaf._heard = lambda segment: "BLACK"   # the analyzer hears another mode in every one written
     piece, requests = _recorded(deaf, lambda a: a.arrange(plan, seed=1))
     assert [r.seed for r in requests] == [1, 101, 201] and piece.sections[0].tries == 3
-    first = deaf._written(plan.sections[0], None, 1)     # the judge rates all three alike: the first is kept
+    # none heard as asked, and the judge rates all three alike: the first is kept
     assert np.array_equal(piece.sections[0].segment.notes, first.segment.notes)
     report = piece.report()["sections"][0]
-    assert report["tries"] == 3 and report["heard_first_try"] == first.heard == report["heard"]
+    assert report["tries"] == 3 and report["heard_first_try"] == report["heard"] == "BLACK"
     assert len(report["verifications"]) == 3
-    fine = Arranger(generators, cfg, Verifier(judge=HearsOnly("RED")), candidates=1)
-    piece, requests = _recorded(fine, lambda a: a.arrange(plan, seed=1))
-    assert len(requests) == 1 and piece.sections[0].tries == 1
+    # heard as asked at the second: it is kept and no third is written, though the judge rates them alike
+    heard = iter(["BLACK", "RED"])
+    second = Arranger(generators, cfg, Verifier(judge=HearsOnly("RED")), candidates=1)
+    second._heard = lambda segment: next(heard)
+    piece, requests = _recorded(second, lambda a: a.arrange(plan, seed=1))
+    assert [r.seed for r in requests] == [1, 101] and piece.sections[0].tries == 2
+    assert not np.array_equal(piece.sections[0].segment.notes, first.segment.notes)
+    assert piece.report()["sections"][0]["heard_first_try"] == "BLACK" and piece.sections[0].heard == "RED"
+    # the judge ranks the tries the analyzer heard in another mode: the one it hears as asked wins
+    scores = iter([-5.0, -1.0, -3.0])
+    ranked = Arranger(generators, cfg, Verifier(judge=HearsOnly("RED")), candidates=1)
+    ranked._heard = lambda segment: "BLACK"
+    ranked._judge_score = lambda segment, mode: next(scores)
+    middle = ranked._written(plan.sections[0], None, 101)
+    piece, _ = _recorded(ranked, lambda a: a.arrange(plan, seed=1))
+    assert np.array_equal(piece.sections[0].segment.notes, middle.segment.notes)
 
 
 def test_a_join_measures_how_far_the_bars_on_either_side_move():

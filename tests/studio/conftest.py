@@ -50,7 +50,8 @@ def studio_url(browser_checkpoints, tmp_path_factory):
     folder = tmp_path_factory.mktemp("studio")   # listening stimuli and (outside them) database, away from data/
     proc, url = start_studio([f"model.checkpoints_dir={browser_checkpoints}",
                               f"sessions.database={folder}/private/db.sqlite",
-                              f"sessions.stimuli_dir={folder}/listening"], log)
+                              f"sessions.stimuli_dir={folder}/listening",
+                              "generation.arrange.section_tries=1"], log)   # the journeys test the page, not retries
     yield url
     stop_studio(proc)
 

@@ -82,6 +82,7 @@ def test_stop_ends_denoising_early_and_keeps_the_estimate(page):
 def test_inpaint_a_result_keeping_two_bars(page):
     _choose_diffusion(page, "BLUE")
     set_slider(page, "generate-steps", 10)
+    set_slider(page, "generate-candidates", 2)   # checked, but of 2 (inpainting runs alone, unbatched)
     page.click("#generate-button")
     _wait_for_results(page)
     page.get_by_text("Inpainting: keep bars, regenerate the rest").click()
