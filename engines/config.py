@@ -178,8 +178,8 @@ class ArrangeConfig:
     # off: measured on the example plans it smoothed the joins little (median axis jump 0.337 -> 0.333) and
     # cost sections heard as asked (87 % -> 81 %)
     fade: bool = False
-    # a section the judge does not hear in its mode, over all its bars, is written again from another seed, up
-    # to this many times in all; the best by the judge is kept (1: every section as first written)
+    # a section the analyzer does not hear in its mode, over all its bars, is written again from another seed, up
+    # to this many times in all; the first heard as asked is kept, else the judge's best (1: as first written)
     section_tries: int = field(default=4, metadata=check(lambda v: 1 <= v <= 8, "an integer 1..8"))
 
 

@@ -232,16 +232,16 @@ class Arranger:
         kept, else the one the judge rates best over its windows. Its report keeps what the analyzer heard in
         the first one written, the raw figure beside the checked one."""
         started = time.perf_counter()
-        tried = []
+        tried: list[SectionResult] = []
         for attempt in range(self.tries):
-            written = self._written(section, previous, seed + 100 * attempt)
-            if section.mode == WHITE or written.heard == section.mode:
-                tried.append((True, 0.0, written))
+            tried.append(self._written(section, previous, seed + 100 * attempt))
+            if section.mode == WHITE or tried[-1].heard == section.mode:
+                best = tried[-1]
                 break
-            tried.append((False, self._judge_score(written.segment, section.mode), written))
-        best = max(tried, key=lambda t: t[:2])[2]
+        else:   # none heard as asked
+            best = max(tried, key=lambda written: self._judge_score(written.segment, section.mode))
         return replace(best, seconds=round(time.perf_counter() - started, 3), tries=len(tried),
-                       first_heard=tried[0][2].heard, verifications=[v for *_, w in tried for v in w.verifications])
+                       first_heard=tried[0].heard, verifications=[v for w in tried for v in w.verifications])
 
     def _judge_score(self, segment: Segment, mode: str) -> float:
         """The judge's mean log-probability of `mode` over the section's 4-bar windows (0 without a judge; -inf
