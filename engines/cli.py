@@ -299,6 +299,7 @@ def cmd_generate(args) -> None:
             raise StudioError(f"--classifier does not apply to the {args.engine} engine")
         extra["classifier_path"] = args.classifier
     generator = kind.load(checkpoint, **extra)
+    codec = _model_audio_codec(cfg, generator) if args.audio else None
     result = draw(generator, request, settings, Verifier.for_config(cfg), cfg=cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,7 +307,7 @@ def cmd_generate(args) -> None:
     for i, (segment, check) in enumerate(zip(result.segments, result.verifications)):
         stem = f"{args.engine}-{result.asked_mode.lower()}-{args.seed}-{i}"
         entry = {"midi": str(write_segment_midi(segment, out / f"{stem}.mid"))}
-        if args.render:
+        if args.render or args.audio:
             from engines.data.midi_io import segment_to_score
             from engines.render.fluidsynth_renderer import render_score, write_audio
 
@@ -314,11 +315,37 @@ def cmd_generate(args) -> None:
             audio = render_score(segment_to_score(segment), sample_rate=r.sample_rate, soundfont=r.soundfont,
                                  gain=r.gain, tail_seconds=r.tail_seconds)
             entry["audio"] = str(write_audio(audio, out / f"{stem}.wav", r.sample_rate))
+        if codec is not None and len(segment.notes):
+            import numpy as np
+
+            from engines.models.trained_autoregressive import model_audio
+            from engines.render.fluidsynth_renderer import write_audio
+
+            own = model_audio(generator.model, codec, segment, args.seed + i, cfg.render.soundfont,
+                              cfg.render.gain).clip(-1, 1)
+            entry["model_audio"] = str(write_audio(np.repeat(own[:, None], 2, axis=1), out / f"{stem}-model-audio.wav",
+                                                   codec.config.sample_rate))
         entry["analysis"] = analyze_segments([segment], cfg)[0] if len(segment.notes) else None
         entry["verification"] = check.to_dict()
         summary.append(entry)
     _emit({"engine": args.engine, "mode": result.asked_mode, "n": args.n, "seed": args.seed,
            "candidates": result.candidates, "verification": result.summary(), "files": summary})
+
+
+def _model_audio_codec(cfg, generator):
+    """The codec the GPT's audio tokens decode with (--audio); StudioError when it cannot write audio."""
+    from engines.models.codec import load_codec
+    from engines.models.trained_autoregressive import audio_codec_problem
+
+    if generator.name != "autoregressive":
+        raise StudioError("--audio writes the GPT's own audio tokens: use it with --engine autoregressive")
+    path = Path(cfg.model.checkpoints_dir) / "codec.pt"
+    codec = load_codec(path, cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth) \
+        if path.is_file() or cfg.model.codec.pretrained_path else None
+    problem = audio_codec_problem(generator.model, codec)
+    if problem:
+        raise StudioError(problem)
+    return codec
 
 
 def cmd_arrange(args) -> None:
@@ -664,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tonic", help="tonic of the key to write in, e.g. G or Bb (default C)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--render", action="store_true", help="also render WAV files with FluidSynth")
+    p.add_argument("--audio", action="store_true", help="autoregressive: also the GPT's own audio (its audio "
+                                                        "tokens of the opening seconds, decoded by the codec) beside "
+                                                        "the MIDI and the FluidSynth render")
     p.add_argument("--checkpoint", help="default: assets/checkpoints/<engine>.pt")
 
     p = command("ship", cmd_ship, "copy a run's best.pt into the checkpoints folder with a model card")

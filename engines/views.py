@@ -57,6 +57,9 @@ class GeneratedView:
     wav_path: str | None
     codec_wav_path: str | None = None  # the FluidSynth render through the audio codec (autoregressive results)
     audio_tokens: int = 0              # codec tokens that render became
+    model_audio_wav_path: str | None = None  # the GPT's own audio tokens for the opening seconds, decoded
+    model_audio_tokens: int = 0              # audio tokens the GPT wrote for it
+    model_audio_seconds: float = 0.0         # the seconds they cover
     verification: dict | None = None   # how it was chosen (engines/generation/verify.Verification)
     asked: dict | None = None          # the attributes the request asked for (analyzer scale), to set beside the heard
     stopped: bool = False              # Stop ended the run: this is what the model had then

@@ -262,7 +262,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
         with gr.Column(scale=3):
             live = gr.HTML(None, html_template=LIVE_TEMPLATE, js_on_load=LIVE_ROLL_JS, elem_id="generate-live",
                            padding=False)
-            slots = []   # per result card: (card, roll, head, audio, codec audio, files, star, analysis)
+            slots = []   # per card: (card, roll, head, audio, codec audio, model's audio, files, star, analysis)
             with gr.Row(elem_id="generated-grid", equal_height=False):
                 for i in range(MAX_RESULTS):
                     with gr.Column(visible=False, min_width=330, elem_classes="result-card",
@@ -273,13 +273,15 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                          elem_id=f"generated-audio-{i}")
                         codec_audio = gr.Audio(type="filepath", interactive=False, visible=False,
                                                elem_id=f"generated-codec-audio-{i}")
+                        own_audio = gr.Audio(type="filepath", interactive=False, visible=False,
+                                             elem_id=f"generated-model-audio-{i}")
                         star = gr.Checkbox(False, label="★ Star: keep it for the ZIP", elem_id=f"generated-star-{i}")
                         files = gr.File(file_count="multiple", interactive=False, show_label=False,
                                         elem_id=f"generated-files-{i}")
                         with gr.Accordion("What the analyzer hears", open=False,
                                           elem_id=f"generated-analysis-box-{i}"):
                             analysis = gr.Markdown(elem_id=f"generated-analysis-{i}")
-                    slots.append((card, plot, head, audio, codec_audio, files, star, analysis))
+                    slots.append((card, plot, head, audio, codec_audio, own_audio, files, star, analysis))
             with gr.Row(elem_id="generate-starred"):
                 starred_line = gr.Markdown("No result starred yet.", elem_id="generate-starred-line")
                 zip_button = gr.Button("Download the starred results (ZIP)", elem_id="generate-zip", scale=0,
@@ -302,7 +304,8 @@ def build_generation_panel(engine: StudioEngine) -> None:
     history = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
 
     def hidden_slot() -> list:
-        return [gr.update(visible=False), None, "", None, gr.update(value=None, visible=False), [], False, ""]
+        return [gr.update(visible=False), None, "", None, gr.update(value=None, visible=False),
+                gr.update(value=None, visible=False), [], False, ""]
 
     def hidden_slots() -> list:
         return [value for _ in slots for value in hidden_slot()]
@@ -410,8 +413,13 @@ def build_generation_panel(engine: StudioEngine) -> None:
                 codec = (gr.update(value=v.codec_wav_path, visible=True,
                                    label=f"Through the audio codec: {v.audio_tokens} tokens, decoded")
                          if v.codec_wav_path else gr.update(value=None, visible=False))
+                own = (gr.update(value=v.model_audio_wav_path, visible=True,
+                                 label=f"The model's own audio: the GPT's {v.model_audio_tokens} audio tokens for "
+                                       f"the first {v.model_audio_seconds:g} s, decoded by the codec")
+                       if v.model_audio_wav_path else gr.update(value=None, visible=False))
                 outputs += [gr.update(visible=True), piano_roll_figure(v.notes, "", v.color, height=240, grow=False),
-                            result_markdown(v), v.wav_path, codec, files, v.midi_path in kept, result_analysis(v)]
+                            result_markdown(v), v.wav_path, codec, own, files, v.midi_path in kept,
+                            result_analysis(v)]
             else:
                 outputs += hidden_slot()
         return outputs
@@ -452,7 +460,7 @@ def build_generation_panel(engine: StudioEngine) -> None:
                           show_progress="hidden", api_visibility="private")
     stop.click(request_stop, None, status, queue=False, api_visibility="private")
     for i, slot in enumerate(slots):
-        slot[6].input(on_star(i), [slot[6], results_state, starred_state], [starred_state, starred_line],
+        slot[7].input(on_star(i), [slot[7], results_state, starred_state], [starred_state, starred_line],
                       api_visibility="private")
     zip_button.click(on_zip, starred_state, [starred_line, zip_file], api_visibility="private")
 

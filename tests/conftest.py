@@ -244,6 +244,21 @@ def gpt_run(tmp_path_factory, gpt_cfg, corpus_cache):
 
 
 @pytest.fixture(scope="session")
+def gpt_audio_run(tmp_path_factory, gpt_cfg, gpt_run, corpus_cache):
+    """The tiny GPT trained on further on all three tasks, the MIDI -> audio task with the shipped codec's tokens
+    (started from gpt_run's weights: init_checkpoint): (its best.pt, what train_autoregressive returned)."""
+    from engines.config import load_config
+    from engines.training.autoregressive_trainer import train_autoregressive
+    from tests.helpers import GPT_LIMIT, TINY_GPT
+
+    folder = tmp_path_factory.mktemp("gpt-audio")
+    cfg = load_config(overrides=TINY_GPT + ["model.autoregressive.task_weights.midi_to_audio=0.5",
+                                            f"model.autoregressive.init_checkpoint={gpt_run[0] / 'autoregressive.pt'}"])
+    best = train_autoregressive(cfg, folder / "run", limit=GPT_LIMIT // 2, workers=0)
+    return folder / "run" / "best.pt", best
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, vae_run, diffusion_run, gpt_run):
     """A checkpoints folder of the three tiny engines and the shipped judge (which ranks verified candidates):
     {engine: path}. Tests that change a file copy the folder first."""

@@ -226,3 +226,21 @@ def test_generate_writes_the_tempo_metre_and_instrument_asked_for(capsys, tmp_pa
         assert (score.time_signatures[0].numerator, score.time_signatures[0].denominator) == (3, 4)
     assert main(["generate", "--engine", "vae", "--metre", "7/8", "--out", str(tmp_path)]) == 2
     assert "unknown metre '7/8'" in capsys.readouterr().err
+
+
+def test_generate_with_audio_writes_the_midi_its_render_and_the_gpts_own_audio(capsys, tmp_path, gpt_audio_run,
+                                                                               gpt_run):
+    import soundfile
+
+    assert main(["generate", "--engine", "autoregressive", "--mode", "BLUE", "--n", "1", "--candidates", "1",
+                 "--max-bars", "1", "--audio", "--checkpoint", str(gpt_audio_run[0]), "--out", str(tmp_path)]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    own, rate = soundfile.read(entry["model_audio"])
+    assert Path(entry["midi"]).is_file() and Path(entry["audio"]).is_file()
+    assert rate == 16000 and own.shape == (32000, 2) and abs(own).max() > 0
+    plain = str(gpt_run[0] / "autoregressive.pt")
+    assert main(["generate", "--engine", "autoregressive", "--audio", "--checkpoint", plain, "--out",
+                 str(tmp_path)]) == 2
+    assert "never learned to write audio tokens" in capsys.readouterr().err
+    assert main(["generate", "--engine", "vae", "--audio", "--out", str(tmp_path)]) == 2
+    assert "use it with --engine autoregressive" in capsys.readouterr().err

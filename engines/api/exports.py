@@ -164,6 +164,35 @@ class ExportAPI:
                 os.unlink(tmp)
         return path
 
+    def model_audio_render(self, segment: Segment, name: str, engine: str, seed: int = 0) -> tuple | None:
+        """The GPT's own audio for `segment` (its audio tokens of the opening seconds, decoded by the codec):
+        (WAV path, tokens, seconds); None when the engine's checkpoint has no audio task or no matching codec."""
+        model = getattr(self.models.get(engine), "model", None)
+        task = getattr(model, "audio_task", None)
+        if not task or not len(segment.notes):
+            return None
+        from engines.models.trained_autoregressive import audio_codec_problem, model_audio
+        from engines.render.fluidsynth_renderer import write_audio
+
+        c = self.cfg.model.codec
+        codec = self.models.codec(c.pretrained_path, c.pretrained_bandwidth)
+        if audio_codec_problem(model, codec):
+            return None
+        digest = hashlib.sha1(segment.notes.tobytes() + f"{segment.ts_num}/{segment.ts_den}@{segment.tempo_qpm}"
+                              f"s{seed}{task['codec_fingerprint']}".encode()).hexdigest()[:16]
+
+        def make(path):
+            own = model_audio(model, codec, segment, seed, self.cfg.render.soundfont, self.cfg.render.gain).clip(-1, 1)
+            write_audio(np.repeat(own[:, None], 2, axis=1), path, codec.config.sample_rate)
+
+        try:
+            path = self._file(f"{name}-model-audio-{digest}", ".wav", make)
+        except Exception as exc:  # noqa: BLE001  (the model's audio is extra: the render still plays)
+            import logging
+
+            logging.getLogger("engines.api").warning("the GPT's own audio failed: %s", exc)
+            return None
+        return str(path), int(task["frames"]) * int(task["codebooks"]), float(task["seconds"])
 
     def codec_render(self, segment: Segment, name: str) -> tuple[str | None, int]:
         """The segment rendered by FluidSynth at the codec's rate, encoded to audio tokens and decoded back:
@@ -200,4 +229,3 @@ class ExportAPI:
             frames = math.ceil(soundfile.info(str(path)).frames / codec.hop_length)
             tokens["n"] = frames * codec.n_q_used
         return str(path), tokens["n"]
-

@@ -192,5 +192,8 @@ class GenerationAPI:
                                  **self.segment_result(segment, name, download))
             if codec and generator.codec_preview:
                 view.codec_wav_path, view.audio_tokens = self.codec_render(segment, name)
+                own = self.model_audio_render(segment, name, request.engine, request.seed + i)
+                if own is not None:
+                    view.model_audio_wav_path, view.model_audio_tokens, view.model_audio_seconds = own
             views.append(view)
         return views

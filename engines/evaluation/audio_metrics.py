@@ -6,6 +6,10 @@
     log_mel(x, sr, n_fft, n_mels)     log(mel power + 1e-5) of a Hann-windowed STFT with hop n_fft / 4
     log_mel_l1(a, b, sr)              mean |log_mel(a) - log_mel(b)| at n_fft 512, 1024 and 2048 (EnCodec's
                                       multi-scale spectral term uses the same scales)
+    chroma(x, sr)                     12-bin chroma: STFT power of the bins from A1 (55 Hz) to 5 kHz summed by
+                                      the pitch class each bin's frequency rounds to, (frames, 12)
+    chroma_correlation(a, b, sr)      the mean over frames of the Pearson correlation of a's and b's chroma
+                                      (frames where the reference b is silent, or either is flat, left out)
 """
 from __future__ import annotations
 
@@ -58,3 +62,46 @@ def log_mel(x: torch.Tensor, sample_rate: int, n_fft: int = 1024, n_mels: int = 
 def log_mel_l1(a: torch.Tensor, b: torch.Tensor, sample_rate: int, scales=MEL_SCALES) -> torch.Tensor:
     """Mean over scales of the mean absolute log-mel difference of a and b (..., T)."""
     return sum((log_mel(a, sample_rate, n) - log_mel(b, sample_rate, n)).abs().mean() for n in scales) / len(scales)
+
+
+CHROMA_FFT, CHROMA_HOP = 4096, 1024
+CHROMA_LOW_HZ, CHROMA_HIGH_HZ = 55.0, 5000.0
+
+
+@lru_cache(maxsize=8)
+def _pitch_class_matrix(sample_rate: int, n_fft: int) -> torch.Tensor:
+    """(12, n_fft // 2 + 1): 1 where a bin's frequency rounds to that pitch class (inside the chroma's band)."""
+    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
+    inside = (freqs >= CHROMA_LOW_HZ) & (freqs <= CHROMA_HIGH_HZ)
+    pitch = 69 + 12 * torch.log2(freqs.clamp(min=1e-6) / 440.0)
+    pc = torch.round(pitch).long() % 12
+    matrix = torch.zeros(12, len(freqs))
+    matrix[pc[inside], torch.nonzero(inside).squeeze(1)] = 1.0
+    return matrix
+
+
+def chroma(x: torch.Tensor, sample_rate: int, n_fft: int = CHROMA_FFT, hop: int = CHROMA_HOP) -> torch.Tensor:
+    """x (T,) -> (frames, 12) chroma power."""
+    x = torch.as_tensor(x, dtype=torch.float32).reshape(-1)
+    if len(x) < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True, center=True,
+                      pad_mode="constant")
+    return (_pitch_class_matrix(sample_rate, n_fft) @ spec.abs().pow(2)).T
+
+
+def chroma_correlation(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int,
+                       silence: float = 1e-3) -> float:
+    """Mean frame-wise Pearson correlation of the chroma of `estimate` and `reference` (module docstring); frames
+    where the reference's chroma energy is under `silence` times its loudest frame's are left out. NaN when
+    no frame is left."""
+    a, b = chroma(estimate, sample_rate), chroma(reference, sample_rate)
+    frames = min(len(a), len(b))
+    a, b = a[:frames], b[:frames]
+    energy = b.sum(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    norm = a.norm(dim=1) * b.norm(dim=1)
+    keep = (energy > silence * energy.max().clamp(min=1e-12)) & (norm > 1e-12)
+    if not bool(keep.any()):
+        return float("nan")
+    return float(((a * b).sum(1)[keep] / norm[keep]).mean())

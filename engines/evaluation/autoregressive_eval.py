@@ -11,6 +11,8 @@
     perplexity        per MIDI token on test segments with fixed captions (the caption -> MIDI task), and
                       without captions (`perplexity_unconditioned`)
     latency_ms        one 4-bar segment from a prompt, median of three
+    audio_task        a checkpoint trained on the MIDI -> audio task: its own audio against the FluidSynth
+                      render of its own MIDI (engines/evaluation/audio_task_eval.py)
 """
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
         engine.generate(mode_prompt("RED", i), seed=seed + i, **common, temperature=temperature,
                         guidance_scale=guidance)
         times.append(time.perf_counter() - start)
-    return {
+    result = {
         "engine": "autoregressive", "checkpoint": str(checkpoint), "n": n_per_mode,
         "valid_rate": round(valid / max(outputs, 1), 4), "outputs": outputs,
         "consistency": {"overall": round(float(np.mean(list(per_mode.values()))), 4), "per_mode": per_mode},
@@ -115,3 +117,13 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
         "parameters": engine.parameter_count, "precision": engine.precision,
         "device": str(engine.device), "threads": torch.get_num_threads(),
     }
+    if engine.audio_task:
+        from engines.evaluation.audio_task_eval import audio_task_report
+        from engines.models.codec import load_codec
+
+        path = Path(cfg.model.checkpoints_dir) / "codec.pt"
+        codec = load_codec(path, cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth) \
+            if path.is_file() or cfg.model.codec.pretrained_path else None
+        result["audio_task"] = audio_task_report(engine, codec, cfg, n=min(3 * len(MODES), 3 * n_per_mode),
+                                                 seed=seed, max_new_tokens=max_new_tokens)
+    return result

@@ -22,6 +22,7 @@ import types
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -95,6 +96,16 @@ class AudioCodec(nn.Module):
         x = x * loudness_gain(x, self.config.input_rms)
         codes = self.quantizer.vq.encode(self.encoder(x), n_q=self.n_q_used)  # (n_q, 1, frames)
         return codes[:, 0].cpu()
+
+    @torch.no_grad()
+    def encode_batch(self, waveforms) -> torch.Tensor:
+        """Mono clips of one length (B, T) -> codes [n_q, B, frames] (long), each clip scaled as encode scales it."""
+        x = torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)
+        if x.ndim != 2 or x.shape[-1] < self.hop_length:
+            raise StudioError(f"encode_batch takes clips shaped (B, T >= {self.hop_length}), got {list(x.shape)}")
+        x = x[:, None].to(self._device())
+        x = x * loudness_gain(x, self.config.input_rms)
+        return self.quantizer.vq.encode(self.encoder(x), n_q=self.n_q_used).cpu()
 
     @torch.no_grad()
     def decode(self, codes) -> torch.Tensor:

@@ -31,3 +31,6 @@ class CodecConfig:
     si_snr_weight: float = 0.05              # minus SI-SNR (dB) of each crop: keeps the waveform's phase, which
                                              # a spectral loss alone leaves free (SI-SNR is the bar)
     commitment_weight: float = 1.0
+    # start from this codec checkpoint's weights and codebooks (training on from a shipped codec; a fresh start
+    # can sit in silence for thousands of steps, where the waveform L1 pulls an output it cannot yet align to 0)
+    init_checkpoint: str = ""

@@ -33,3 +33,13 @@ class GPTConfig:
     attribute_captions: float = 0.5
     copy_check_samples: int = 32           # prompted samples per epoch for the copy check (0 = off)
     copy_target: float = 0.01
+    # the MIDI -> audio task (engines/data/audio_tokens.py), trained when task_weights.midi_to_audio > 0: the REMI
+    # of a segment's opening bars -> the codec tokens of their render's first audio_seconds, the coarse
+    # audio_codebooks of the codec's (2 of 4: 2 s are 200 tokens, which fit block_size with the REMI)
+    audio_seconds: float = 2.0
+    audio_codebooks: int = 2
+    audio_segments: int = 6000             # training segments rendered and encoded for the task (once per codec)
+    codec_checkpoint: str = ""             # the codec whose tokens the GPT learns; empty: checkpoints_dir/codec.pt
+    # start from these GPT weights (a checkpoint of this engine) instead of random ones: its text and MIDI ranges
+    # are kept as they are and an audio range is added, so a trained GPT learns the audio task on top
+    init_checkpoint: str = ""

@@ -8,6 +8,12 @@ The prompt is `<bos> <text> words <midi>` (+ the REMI of the bars to continue, f
 the model writes the MIDI span under engines/sampling/autoregressive.py's REMI grammar until <eos> or
 `max_bars` bars. Sampling (temperature, top-k, top-p) or beam search (beam_width > 1).
 
+A checkpoint trained on the MIDI -> audio task (its `audio_task` record) also writes audio tokens for a segment:
+
+    codes = engine.write_audio(segment, seed=0)      # [codebooks, frames] codec codes of its opening seconds
+    waveform = model_audio(engine, codec, segment)   # those codes decoded by the codec it learned them from,
+                                                     # at the loudness of the FluidSynth render
+
 On CPU the transformer blocks' linear layers run with int8 weights (PyTorch's dynamic quantization: weights
 quantized once, activations per call): decoding one token at a time is bound by reading the weights, and int8
 reads a quarter as much; the embedding and the output layer stay float32. A batch that many users' requests
@@ -33,15 +39,16 @@ from engines.data.captions import prompt_for
 from engines.errors import StudioError
 from engines.models.gpt import GPT, model_from_checkpoint
 from engines.music.notes import NOTE_DTYPE, Segment, bars_window, first_bars  # noqa: F401  (bars_window: its home was here)
-from engines.sampling.autoregressive import (ClassifierFreeGuidance, RemiGrammar, RowGroup, beam_search,
-                                             sample_token_groups, sample_tokens)
+from engines.sampling.autoregressive import (AudioGrammar, ClassifierFreeGuidance, RemiGrammar, RowGroup,
+                                             beam_search, sample_token_groups, sample_tokens)
 from engines.tokenizers.midi import decode_tokens, encode_segment
-from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary, remi_token_names
+from engines.tokenizers.vocabulary import AUDIO, EOS, MIDI, UnifiedVocabulary, remi_token_names
 from engines.training.common import load_checkpoint
 
 MAX_PROMPT_WORDS = 64
 FALLBACK_TEMPERATURE, FALLBACK_GUIDANCE = 0.8, 3.0   # an uncalibrated checkpoint's sampling for every mode
 WIDE_ROWS = 32   # rows from which a shared batch runs in bfloat16 (where the CPU computes it natively)
+AUDIO_TEMPERATURE, AUDIO_TOP_P = 1.0, 0.95   # audio tokens are sampled (greedy codes repeat one frame)
 
 
 @dataclass
@@ -100,6 +107,8 @@ class TrainedAutoregressive:
         # per mode, the temperature and prompt guidance it is sampled with when a request leaves them unset
         # (engines/training/autoregressive_calibration.py); absent from a checkpoint never calibrated
         self.sampling_calibration: dict = payload.get("sampling_calibration", {})
+        # the MIDI -> audio task it learned (seconds, codebooks, frames, the codec's fingerprint); None: no audio
+        self.audio_task: dict | None = payload.get("audio_task")
 
     @property
     def parameter_count(self) -> int:  # from the checkpoint: int8 layers hold packed weights, not parameters
@@ -181,6 +190,30 @@ class TrainedAutoregressive:
             generator = torch.Generator().manual_seed(int(seed))
             rows = sample_tokens(model, ids, n, budget, temperature, top_k, top_p, grammar, generator, watch)
         return [self.to_generated(given + row, max_bars) for row in rows]
+
+    def write_audio(self, segment: Segment, n: int = 1, temperature: float = AUDIO_TEMPERATURE, top_k: int = 0,
+                    top_p: float = AUDIO_TOP_P, seed: int = 0) -> list[np.ndarray]:
+        """n samples of the codec codes [codebooks, frames] of `segment`'s opening `audio_task.seconds`, written
+        after the REMI of its opening bars (the MIDI -> audio task, engines/data/audio_tokens.py)."""
+        from engines.data.audio_tokens import opening_bars, opening_remi
+
+        if not self.audio_task:
+            raise StudioError("this GPT checkpoint never learned to write audio tokens (train it with "
+                              "model.autoregressive.task_weights.midi_to_audio > 0)")
+        if not len(segment.notes):
+            raise StudioError("the segment holds no notes; there is nothing to write audio for")
+        task = self.audio_task
+        remi = opening_remi(encode_segment(segment, "remi").tolist(), opening_bars(segment, task["seconds"]))
+        prompt = self.vocabulary.encode(midi=remi, eos=False) + [AUDIO]
+        frames, codebooks = int(task["frames"]), int(task["codebooks"])
+        budget = frames * codebooks + 1
+        if len(prompt) + budget > self.model.config.block_size:
+            raise StudioError(f"the segment's opening bars take {len(prompt)} tokens; with {budget - 1} audio "
+                              f"tokens that is more than the model reads ({self.model.config.block_size})")
+        generator = torch.Generator().manual_seed(int(seed))
+        rows = sample_tokens(self.model, prompt, n, budget, temperature, top_k, top_p,
+                             AudioGrammar(self.vocabulary, frames, codebooks), generator)
+        return [self.vocabulary.decode_audio(row)[:codebooks] for row in rows]
 
     def sampling_for(self, mode: str | None, temperature: float | None = None,
                      guidance: float | None = None) -> tuple[float, float]:
@@ -305,6 +338,43 @@ class TrainedAutoregressive:
         remi = self.vocabulary.decode_midi(tokens)
         segment = decode_tokens(remi, "remi") if remi else Segment(notes=np.zeros(0, dtype=NOTE_DTYPE))
         return Generated(segment=first_bars(segment, max_bars), tokens=tokens, ended=ended)
+
+
+def audio_codec_problem(engine: TrainedAutoregressive, codec) -> str | None:
+    """Why `engine` cannot write audio for `codec` (None: it can): no audio task, no codec, or another codec than
+    the one whose tokens it learned."""
+    from engines.data.audio_tokens import codec_fingerprint
+
+    task = engine.audio_task or {}
+    if not task:
+        return "this GPT checkpoint never learned to write audio tokens (its audio task is untrained)"
+    if codec is None:
+        return "no audio codec is installed (assets/checkpoints/codec.pt) to decode the GPT's audio tokens"
+    fingerprint = getattr(codec, "fingerprint", None) or codec_fingerprint(codec)
+    codec.fingerprint = fingerprint   # the weights are hashed once per loaded codec
+    if fingerprint != task.get("codec_fingerprint"):
+        return ("the GPT learned the audio tokens of another codec than the one installed "
+                f"({task.get('codec_checkpoint', 'unknown')}); retrain its audio task with this codec")
+    return None
+
+
+def model_audio(engine: TrainedAutoregressive, codec, segment: Segment, seed: int = 0, soundfont: str = "",
+                gain: float = 0.5) -> np.ndarray:
+    """The GPT's own audio for `segment`: its audio tokens decoded by `codec`, mono float32 at the codec's rate,
+    brought to the loudness of the FluidSynth render of the same opening bars (with `soundfont` and `gain`), so
+    the two play alike (where that render is silent, as the codec decodes it). StudioError unless the GPT
+    learned that codec's tokens."""
+    from engines.data.audio_tokens import render_opening
+
+    problem = audio_codec_problem(engine, codec)
+    if problem:
+        raise StudioError(problem)
+    (codes,) = engine.write_audio(segment, seed=seed)
+    decoded = codec.decode(torch.as_tensor(codes)).numpy()
+    reference = render_opening(segment, len(decoded) / codec.config.sample_rate, codec.config.sample_rate,
+                               soundfont, gain)
+    level, own = float(np.sqrt((reference ** 2).mean())), float(np.sqrt((decoded ** 2).mean()))
+    return (decoded * (level / own) if own > 1e-8 and level > 1e-6 else decoded).astype(np.float32)
 
 
 def bars_prefix(segment: Segment, bars: int) -> list[int]:

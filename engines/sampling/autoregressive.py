@@ -2,6 +2,8 @@
 
     filter_logits     temperature, top-k and top-p (nucleus, Holtzman et al.) on a (B, V) logits row
     RemiGrammar       which ids may come next in a MIDI span, so every generated span decodes (below)
+    AudioGrammar      the same for an audio span: codebooks 0..q-1 of each frame in turn, then <eos> after
+                      `frames` frames (the MIDI -> audio task)
     sample_tokens     ancestral sampling of n continuations of one prompt with a KV cache
     sample_token_groups  the same for several requests' rows of one prompt, each with its own settings and seed
     beam_search       the most probable continuation under a length penalty (Wu et al. 2016)
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 
 from engines.errors import StudioError
 from engines.tokenizers.midi import BEAT_RESOLUTION
-from engines.tokenizers.vocabulary import EOS, MIDI, UnifiedVocabulary
+from engines.tokenizers.vocabulary import AUDIO, EOS, MIDI, UnifiedVocabulary
 
 KINDS = ("Bar", "TimeSig", "Position", "Tempo", "Pitch", "Velocity", "Duration")
 # kind of the last MIDI token -> kinds that may follow ("start": right after <midi>)
@@ -80,6 +82,8 @@ class GrammarState:
 
 class RemiGrammar:
     """Masks over the unified vocabulary that keep a MIDI span in REMI's order (module docstring)."""
+
+    marker = MIDI   # the span it rules opens with this marker
 
     def __init__(self, vocabulary: UnifiedVocabulary, max_bars: int = 0):
         self.vocabulary, self.max_bars = vocabulary, max_bars
@@ -153,6 +157,58 @@ class RemiGrammar:
         elif kind == "Duration":
             state.notes += 1
         state.last = kind
+
+
+@dataclass
+class AudioState:
+    written: int = 0           # audio tokens written so far
+    done: bool = False
+
+
+class AudioGrammar:
+    """Masks that keep an audio span whole: frame by frame, codebook 0 .. codebooks-1 of each frame (the
+    vocabulary's flattening; codebook q's ids are its own range), and <eos> once `frames` frames are written.
+    `codebooks` may be fewer than the vocabulary's audio range holds: the coarse ones, which the codec decodes
+    alone."""
+
+    marker = AUDIO
+
+    def __init__(self, vocabulary: UnifiedVocabulary, frames: int, codebooks: int | None = None):
+        codebooks = vocabulary.audio_codebooks if codebooks is None else codebooks
+        if not 1 <= codebooks <= vocabulary.audio_codebooks:
+            raise StudioError(f"an audio span uses 1..{vocabulary.audio_codebooks} codebooks of this vocabulary, "
+                              f"got {codebooks}")
+        if frames < 1:
+            raise StudioError(f"an audio span needs at least one frame, got {frames}")
+        self.vocabulary, self.frames, self.codebooks = vocabulary, int(frames), int(codebooks)
+        size, bins = len(vocabulary), vocabulary.audio_bins
+        self.masks = []
+        for q in range(self.codebooks):
+            mask = torch.zeros(size, dtype=torch.bool)
+            mask[vocabulary.audio_start + q * bins:vocabulary.audio_start + (q + 1) * bins] = True
+            self.masks.append(mask)
+        self.end = torch.zeros(size, dtype=torch.bool)
+        self.end[EOS] = True
+
+    def start(self, prefix: list[int] = ()) -> AudioState:
+        state = AudioState()
+        for token in prefix:
+            if not bool(self.allowed(state)[token]):
+                raise StudioError(f"the audio tokens given are out of codebook order at "
+                                  f"'{self.vocabulary.name(int(token))}'")
+            self.advance(state, int(token))
+        return state
+
+    def allowed(self, state: AudioState) -> torch.Tensor:
+        if state.done or state.written >= self.frames * self.codebooks:
+            return self.end
+        return self.masks[state.written % self.codebooks]
+
+    def advance(self, state: AudioState, token: int) -> None:
+        if token == EOS:
+            state.done = True
+        else:
+            state.written += 1
 
 
 class PairCache:
@@ -247,12 +303,14 @@ class ClassifierFreeGuidance:
         return unconditional + cache.scale * (conditional - unconditional), None
 
 
-def _grammar_states(grammar: RemiGrammar | None, prompt: list[int], n: int) -> list[GrammarState] | None:
+def _grammar_states(grammar: RemiGrammar | AudioGrammar | None, prompt: list[int], n: int) -> list | None:
     if grammar is None:
         return None
-    if MIDI not in prompt:
-        raise StudioError("grammar-aware sampling needs a prompt that opens a MIDI span (<midi>)")
-    prefix = prompt[len(prompt) - prompt[::-1].index(MIDI):]
+    marker = grammar.marker
+    if marker not in prompt:
+        kind = "a MIDI span (<midi>)" if marker == MIDI else "an audio span (<audio>)"
+        raise StudioError(f"grammar-aware sampling needs a prompt that opens {kind}")
+    prefix = prompt[len(prompt) - prompt[::-1].index(marker):]
     first = grammar.start(prefix)
     return [copy.copy(first) for _ in range(n)]
 
@@ -272,7 +330,7 @@ class RowGroup:
 
 @torch.no_grad()
 def sample_tokens(model, prompt: list[int], n: int = 1, max_new_tokens: int = 256, temperature: float = 1.0,
-                  top_k: int = 0, top_p: float = 1.0, grammar: RemiGrammar | None = None,
+                  top_k: int = 0, top_p: float = 1.0, grammar: RemiGrammar | AudioGrammar | None = None,
                   generator: torch.Generator | None = None,
                   on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[list[int]]:
     """n sampled continuations of `prompt` (each without the prompt, ending with <eos> when it ended)."""
@@ -282,7 +340,7 @@ def sample_tokens(model, prompt: list[int], n: int = 1, max_new_tokens: int = 25
 
 @torch.no_grad()
 def sample_token_groups(model, prompt: list[int], groups: list[RowGroup], max_new_tokens: int = 256,
-                        grammar: RemiGrammar | None = None,
+                        grammar: RemiGrammar | AudioGrammar | None = None,
                         on_token: Callable[[int, list[list[int]]], bool | None] | None = None) -> list[list[int]]:
     """sample_tokens for several groups of rows of one prompt in one batch: each group's rows (in group order)
     filtered by its own settings and drawn from its own generator."""

@@ -9,6 +9,8 @@
     validation  the first 4 s of every validation render: the loss, SI-SNR (dB) and log-mel L1 of the round trip
     loop        engines/training/ema_loop.py with ema_decay 0: the checkpoint holds the weights as trained (the
                 EMA k-means codebooks already average, and they are fitted to those weights' encoder)
+    init        `init_checkpoint`: start from a codec checkpoint's weights and codebooks (training on from a
+                shipped codec with a learning-rate schedule of its own); its architecture must be this config's
 """
 from __future__ import annotations
 
@@ -97,6 +99,24 @@ def validate(model: AudioCodec, loader, device, config: CodecConfig) -> dict:
     return {"val_loss": float(np.mean(losses)), "val_si_snr": float(np.mean(snrs)), "val_mel_l1": float(np.mean(mels))}
 
 
+def build_codec(config: CodecConfig) -> AudioCodec:
+    """A codec of `config`; with `config.init_checkpoint`, that checkpoint's weights and codebooks."""
+    model = AudioCodec(config)
+    if config.init_checkpoint:
+        from engines.errors import StudioError
+        from engines.training.common import load_checkpoint
+
+        payload = load_checkpoint(config.init_checkpoint, engine="codec")
+        architecture = ("n_filters", "dimension", "ratios", "lstm", "n_q", "bins", "sample_rate")
+        different = [k for k in architecture if list(np.atleast_1d(payload["config"][k])) !=
+                     list(np.atleast_1d(getattr(config, k)))]
+        if different:
+            raise StudioError(f"model.codec.init_checkpoint has another {different[0]} "
+                              f"({payload['config'][different[0]]}) than the config ({getattr(config, different[0])})")
+        model.load_state_dict(payload["state_dict"])
+    return model
+
+
 def train_codec(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False, limit: int = 0,
                 seed: int = 0, workers: int = 1) -> dict:
     """Train; returns the best epoch's metrics. `limit` caps the rendered training segments (tests)."""
@@ -113,7 +133,7 @@ def train_codec(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume
         return codec_payload(ema, row, {"data": {"render_segments": len(train_renders),
                                                  "audio_seconds": round(train_renders.seconds, 1)}})
 
-    return train_with_ema(lambda: AudioCodec(cc), train_set, val_set, settings,
+    return train_with_ema(lambda: build_codec(cc), train_set, val_set, settings,
                           loss_fn=lambda model, batch: codec_loss(model, batch["audio"], cc)[0],
                           validate_fn=lambda ema, loader, device: validate(ema, loader, device, cc),
                           payload_fn=payload, out_dir=out_dir, max_minutes=max_minutes, resume=resume, seed=seed,

@@ -192,6 +192,21 @@ def test_evaluate_reports_the_issue_keys(gpt_run):
         "BLACK", "RED", "ORANGE", "YELLOW", "GREEN", "BLUE", "INDIGO", "VIOLET"}
     assert result["perplexity"] > 1 and result["perplexity_unconditioned"] > 1 and result["latency_ms"] > 0
     assert result["pairs"] == 8 and 0 <= result["complexity_pairs"] <= 1
+    assert "audio_task" not in result      # this GPT never learned the audio task
+
+
+def test_evaluate_measures_the_gpts_own_audio_against_the_render_of_its_midi(gpt_audio_run):
+    from engines.evaluation.autoregressive_eval import evaluate_autoregressive
+
+    result = evaluate_autoregressive(str(gpt_audio_run[0]), load_config(), n_per_mode=1, test_limit=16,
+                                     max_new_tokens=60)
+    audio = result["audio_task"]
+    assert audio["segments"] + audio["too_long"] <= 3 and audio["segments"] >= 1
+    assert (audio["seconds"], audio["codebooks"], audio["codec_codebooks"]) == (2.0, 2, 4)
+    for figures in (audio, audio["codec_round_trip"], audio["codec_round_trip_coarse"]):
+        assert -1 <= figures["chroma_correlation"] <= 1 and figures["log_mel_l1"] > 0
+    # the codec's own round trip is the floor: it hears the render far better than an untrained GPT does
+    assert audio["codec_round_trip"]["log_mel_l1"] < audio["log_mel_l1"]
 
 
 @pytest.mark.slow

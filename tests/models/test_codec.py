@@ -142,3 +142,61 @@ def test_studio_plays_a_segment_through_the_codec_when_one_is_installed(tmp_path
     (tmp_path / "codec.pt").write_bytes(b"broken")
     broken = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), out_dir=tmp_path / "c")
     assert broken.codec_render(melody, "x") == (None, 0)  # logged; the studio goes on
+
+
+def test_chroma_correlation_hears_the_same_pitch_classes_and_not_others():
+    from engines.evaluation.audio_metrics import chroma, chroma_correlation
+
+    t = torch.arange(32000) / 16000
+    c_major = torch.sin(2 * math.pi * 261.63 * t) + 0.5 * torch.sin(2 * math.pi * 329.63 * t)
+    octave_up = torch.sin(2 * math.pi * 523.25 * t) + 0.5 * torch.sin(2 * math.pi * 659.26 * t)
+    c_sharp = torch.sin(2 * math.pi * 277.18 * t)
+    assert chroma(c_major, 16000).shape == (32, 12) and int(chroma(c_major, 16000)[5].argmax()) == 0
+    assert chroma_correlation(octave_up, c_major, 16000) > 0.99        # chroma ignores the octave
+    assert chroma_correlation(0.01 * c_major, c_major, 16000) == pytest.approx(1.0)   # and the loudness
+    assert chroma_correlation(c_sharp, c_major, 16000) < 0.1
+    assert math.isnan(chroma_correlation(c_major, torch.zeros(32000), 16000))        # nothing to compare with
+
+
+def test_the_studio_plays_the_gpts_own_audio_when_its_checkpoint_learned_the_codec(tmp_path, gpt_audio_run, gpt_run):
+    import shutil
+
+    import soundfile
+
+    from engines.api import StudioEngine
+    from tests.conftest import scale_melody, segment
+
+    shutil.copyfile(load_config().model.checkpoints_dir + "/codec.pt", tmp_path / "codec.pt")
+    shutil.copyfile(gpt_audio_run[0], tmp_path / "autoregressive.pt")
+    engine = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path}"]), out_dir=tmp_path / "out")
+    melody = segment(scale_melody(2), bars=2)
+    path, tokens, seconds = engine.model_audio_render(melody, "x", "autoregressive", seed=1)
+    audio, rate = soundfile.read(path)
+    assert rate == 16000 and audio.shape == (32000, 2) and (tokens, seconds) == (200, 2.0)
+    assert engine.model_audio_render(segment([]), "x", "autoregressive") is None
+    (tmp_path / "plain").mkdir()
+    shutil.copyfile(gpt_run[0] / "autoregressive.pt", tmp_path / "plain" / "autoregressive.pt")
+    shutil.copyfile(tmp_path / "codec.pt", tmp_path / "plain" / "codec.pt")
+    plain = StudioEngine(load_config(overrides=[f"model.checkpoints_dir={tmp_path / 'plain'}"]),
+                         out_dir=tmp_path / "out2")
+    assert plain.model_audio_render(melody, "x", "autoregressive") is None   # no audio task: no third player
+
+
+def test_a_codec_trains_on_from_a_checkpoint_with_its_weights_and_codebooks(tmp_path):
+    from dataclasses import replace
+
+    from engines.models.codec import codec_payload
+    from engines.training.codec_trainer import build_codec
+    from engines.training.common import save_checkpoint
+
+    torch.manual_seed(3)
+    first = AudioCodec(TINY_CODEC)
+    first.quantizer.vq.layers[0]._codebook.embed.normal_()     # codebooks as a trained codec has them
+    save_checkpoint(codec_payload(first, {}), tmp_path / "codec.pt")
+    again = build_codec(replace(TINY_CODEC, init_checkpoint=str(tmp_path / "codec.pt")))
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(build_codec(TINY_CODEC).encoder.model[0].conv.conv.weight_v,
+                           first.encoder.model[0].conv.conv.weight_v)      # without it: a fresh codec
+    with pytest.raises(StudioError, match="init_checkpoint has another bins \\(16\\) than the config \\(32\\)"):
+        build_codec(replace(TINY_CODEC, bins=32, init_checkpoint=str(tmp_path / "codec.pt")))

@@ -10,9 +10,10 @@ import torch
 from engines.errors import StudioError
 from engines.models.gpt import GPT, KVCache
 from engines.models.gpt_config import GPTConfig
-from engines.sampling.autoregressive import (RemiGrammar, beam_search, filter_logits, sample_tokens)
+from engines.sampling.autoregressive import (AudioGrammar, RemiGrammar, beam_search, filter_logits,
+                                             sample_tokens)
 from engines.tokenizers.midi import decode_tokens
-from engines.tokenizers.vocabulary import (BOS, EOS, MIDI)
+from engines.tokenizers.vocabulary import (AUDIO, BOS, EOS, MIDI)
 
 
 # ---- sampling ---------------------------------------------------------------------------------------------
@@ -71,6 +72,30 @@ def test_sampling_an_untrained_model_under_the_grammar_always_decodes(vocabulary
         assert all(vocabulary.modality_of(t) == "midi" for t in row if t != EOS)
         segment = decode_tokens(remi)
         assert remi.count(names_index(vocabulary, "Bar_None")) <= 2 and segment.num_bars >= 1
+
+
+def test_an_audio_span_runs_codebook_by_codebook_for_its_frames_then_ends(vocabulary):
+    # the session vocabulary has 2 codebooks of 4 bins
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocabulary), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = vocabulary.encode(midi=[4, 5], eos=False) + [AUDIO]
+    grammar = AudioGrammar(vocabulary, frames=5)
+    rows = sample_tokens(model, prompt, n=4, max_new_tokens=40, grammar=grammar,
+                         generator=torch.Generator().manual_seed(2))
+    for row in rows:
+        assert len(row) == 11 and row[-1] == EOS
+        codes = vocabulary.decode_audio(row[:-1])
+        assert codes.shape == (2, 5) and codes.max() < 4
+    coarse = AudioGrammar(vocabulary, frames=3, codebooks=1)
+    state = coarse.start([vocabulary.audio_start + 1, vocabulary.audio_start + 3])
+    assert torch.nonzero(coarse.allowed(state)).squeeze(1).tolist() == list(range(vocabulary.audio_start,
+                                                                                 vocabulary.audio_start + 4))
+    with pytest.raises(StudioError, match="out of codebook order"):
+        grammar.start([vocabulary.audio_start + 4])          # codebook 1 where codebook 0 must come
+    with pytest.raises(StudioError, match="1..2 codebooks"):
+        AudioGrammar(vocabulary, frames=3, codebooks=3)
+    with pytest.raises(StudioError, match="opens an audio span"):
+        sample_tokens(model, prompt[:-1], grammar=grammar)
 
 
 def names_index(vocabulary, name: str) -> int:
