@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     # Load the VAE and compile umap's numba code while the page loads, so the first map click is fast.
     warm = threading.Thread(target=engine.warm_up, name="warm-up", daemon=True)
-    launch(engine, host, args.port or cfg.studio.port, share=share, after_build=warm.start)
+    launch(engine, host, args.port or cfg.studio.port, share=share,
+           after_build=warm.start if cfg.studio.warm_up else None)
     return 0
 
 

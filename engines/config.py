@@ -224,6 +224,9 @@ class StudioConfig:
     port: int = field(default=7860, metadata=check(lambda v: 1 <= v <= 65535, "a TCP port 1..65535"))
     share: bool = False
     browser_page_size: int = field(default=200, metadata=check(lambda v: v >= 10, "an integer >= 10"))
+    # at start-up, load the VAE, compile the map's numba code and build the copy index while the page loads, so
+    # the first click is fast (about 5 s of CPU); false: each is paid when first needed (servers for raters)
+    warm_up: bool = True
 
 
 @dataclass

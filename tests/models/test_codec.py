@@ -172,7 +172,7 @@ def test_the_studio_plays_the_gpts_own_audio_when_its_checkpoint_learned_the_cod
     melody = segment(scale_melody(2), bars=2)
     path, tokens, seconds = engine.model_audio_render(melody, "x", "autoregressive", seed=1)
     audio, rate = soundfile.read(path)
-    assert rate == 16000 and audio.shape == (32000, 2) and (tokens, seconds) == (200, 2.0)
+    assert rate == 16000 and audio.shape == (32000, 2) and (tokens, seconds) == (100, 2.0)
     assert engine.model_audio_render(segment([]), "x", "autoregressive") is None
     (tmp_path / "plain").mkdir()
     shutil.copyfile(gpt_run[0] / "autoregressive.pt", tmp_path / "plain" / "autoregressive.pt")

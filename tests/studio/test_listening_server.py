@@ -49,7 +49,8 @@ def make_session(folder: Path, database: str, pairs: int = 8, per_rater: int = P
 
 def serve(tmp_path: Path, database: str, *settings, env: dict | None = None) -> tuple:
     stimuli = tmp_path / "stimuli"
-    return start_studio([f"sessions.database={database}", f"sessions.stimuli_dir={stimuli}", *settings],
+    return start_studio([f"sessions.database={database}", f"sessions.stimuli_dir={stimuli}", "studio.warm_up=false",
+                         *settings],
                         tmp_path / "studio.log", env=env)
 
 
