@@ -148,6 +148,9 @@ def cmd_train(args) -> None:
         return
     module, function = TRAINERS[args.engine]
     train = getattr(importlib.import_module(module), function)  # imported here: torch loads only to train
+    if int(os.environ.get("RANK", "0")) == 0:   # the command is on record from the start: a run stopped early
+        Path(out).mkdir(parents=True, exist_ok=True)    # (or killed) still has its card's Reproduce line
+        (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": None}, indent=1))
     best = train(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit, seed=args.seed,
                  workers=args.workers)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

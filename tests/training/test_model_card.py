@@ -26,3 +26,24 @@ def test_the_diffusion_card_holds_the_raw_bars_then_its_own():
     rows = diffusion_bars(report(0.9, {"RED": 0.9}, 0.11, 0.0))
     assert [r[1] for r in rows[:4]] == [">= 88 %", ">= 60 %", "<= 0.12", "<= 1 %"]
     assert rows[4][0].startswith("Fréchet distance") and rows[4][2] == "25.00 (12.20)"
+
+
+def test_a_card_of_a_run_started_from_another_gives_the_whole_chain_its_total_and_both_curves():
+    from engines.training.model_card import codec_bars, render_card
+
+    payload = {"engine": "codec", "state_dict": {}, "config": {}, "metrics": {"epoch": 2}}
+    rows = [{"epoch": e, "minutes": m, "train_loss": 1.0, "val_loss": 1.0, "val_si_snr": snr, "val_mel_l1": 1.8}
+            for e, m, snr in ((1, 5.0, 5.1), (2, 10.0, 6.2))]
+    command = {"argv": ["engines", "train", "--engine", "codec", "--set", "model.codec.init_checkpoint=A.pt"],
+               "preceded_by": [{"command": "python -m engines train --engine codec --out first", "minutes": 35.0,
+                                "rows": [dict(rows[0], val_si_snr=3.8)]}]}
+    card = render_card("codec", payload, command, rows, None, 12.0)
+    assert "`python -m engines train --engine codec --out first`, then `python -m engines train --engine codec " \
+           "--set model.codec.init_checkpoint=A.pt`, then `python -m engines ship" in card
+    assert "10.0 min on" in card and "45.0 min in all with the step before it" in card
+    assert card.index("| 1 | 5.0 | 1.0000 | 1.0000 | 3.80 |") < card.index("This run:") \
+        < card.index("| 2 | 10.0 | 1.0000 | 1.0000 | 6.20 |")
+    bars = codec_bars({"token_rate": 200, "n": 100, "si_snr_db": 6.1, "si_snr_db_median": 5.9, "log_mel_l1": 1.6,
+                       "bitrate_kbps": 2.0})
+    assert [(name.split(",")[0], met) for name, _, _, met in bars][1:3] == [("SI-SNR of the round trip", True),
+                                                                            ("the same", False)]
