@@ -9,7 +9,10 @@ validation loss (or the settings' `select_on` metric) improves, `best.pt` (the E
 sampling uses). Stops after `epochs` or `max_minutes`. Runs on CPU, on CUDA when present, and under `torchrun` as DDP.
 
 Variable-length examples (the GPT's) can give `lengths`: batches are then drawn from length buckets
-(LengthBucketSampler), so a batch pads to about its own length rather than to the longest in the corpus.
+(LengthBucketSampler), so a batch pads to about its own length rather than to the longest in the corpus. Such a
+run also saves `last.pt` every `checkpoint_minutes` inside an epoch, and `--resume` goes on from the batch it
+had reached (the sampler skips the batches done), so a long epoch stopped by the end of a session loses at most
+those minutes.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class LoopSettings:
     lengths: Sequence[int] | None = None  # per training example: batch by length buckets (single process)
     select_on: str = "val_loss"       # the validation metric that picks best.pt ...
     select_higher: bool = False       # ... and whether higher is better (a classifier's accuracy)
+    checkpoint_minutes: float = 10.0  # with `lengths`: last.pt inside an epoch this often (resumable there)
 
     def improves(self, row: dict, best: dict) -> bool:
         worst = -math.inf if self.select_higher else math.inf
@@ -64,6 +68,7 @@ class LengthBucketSampler(Sampler):
         self.lengths, self.batch_size = np.asarray(lengths), batch_size
         self.seed, self.drop_last, self.pool = seed, drop_last, batch_size * pool_batches
         self.epoch = 0
+        self.skip = 0   # batches of the next epoch already trained (a run resumed inside an epoch)
 
     def __len__(self) -> int:
         n = len(self.lengths)
@@ -80,7 +85,8 @@ class LengthBucketSampler(Sampler):
             batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
-        for i in rng.permutation(len(batches)):
+        skip, self.skip = self.skip, 0
+        for i in rng.permutation(len(batches))[skip:]:
             yield batches[i].tolist()
 
 
@@ -127,25 +133,42 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     log = MetricsLog(out_dir / "metrics.jsonl")
     start_epoch, best, elapsed_before, step = 0, {"val_loss": float("inf")}, 0.0, 0
+    done_in_epoch, partial = 0, (0.0, 0)   # batches of start_epoch already trained, and their loss sum and count
     if resume and (out_dir / "last.pt").is_file():
         state = load_checkpoint(out_dir / "last.pt", map_location=device)
         model.load_state_dict(state["state_dict"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, elapsed_before, step = state["epoch"], state["best"], state["elapsed"], state["step"]
+        done_in_epoch = int(state.get("batch", 0))
+        partial = (float(state.get("epoch_loss", 0.0)), int(state.get("epoch_batches", 0)))
         if main:
-            print(f"resuming after epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)", flush=True)
+            where = f"{done_in_epoch} batches into epoch {start_epoch + 1}" if done_in_epoch \
+                else f"after epoch {start_epoch}"
+            print(f"resuming {where} ({elapsed_before / 60:.1f} min trained)", flush=True)
     total_steps = max(settings.epochs * len(train_loader), 1)
     wrapped = DistributedDataParallel(model) if world > 1 else model
     started = time.time()
     budget = max_minutes * 60 if max_minutes else float("inf")
+    buckets = isinstance(train_loader.batch_sampler, LengthBucketSampler)
+    saved_at = time.time()
+
+    def save_last(epoch: int, batch: int, loss_sum: float, count: int, elapsed: float) -> None:
+        """last.pt: everything --resume needs to go on at batch `batch` of epoch `epoch` (0-based)."""
+        save_checkpoint({"state_dict": model.state_dict(), "ema": ema.state_dict(),
+                         "optimizer": optimizer.state_dict(), "epoch": epoch, "batch": batch, "best": best,
+                         "epoch_loss": loss_sum, "epoch_batches": count, "elapsed": elapsed, "step": step},
+                        out_dir / "last.pt")
+
     for epoch in range(start_epoch, settings.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        if isinstance(train_loader.batch_sampler, LengthBucketSampler):
-            train_loader.batch_sampler.epoch = epoch  # a resumed run draws the epoch it would have drawn
+        skipped = done_in_epoch if epoch == start_epoch else 0
+        if buckets:
+            train_loader.batch_sampler.epoch = epoch  # a resumed run draws the epoch it would have drawn ...
+            train_loader.batch_sampler.skip = skipped  # ... from the batch it had reached
         model.train()
-        total, batches = 0.0, 0
+        total, batches = partial if skipped else (0.0, 0)   # batches: this epoch's, the skipped ones too
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -168,6 +191,10 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if elapsed_before + time.time() - started > budget:
                 break
+            if buckets and main and world == 1 and settings.checkpoint_minutes and \
+                    time.time() - saved_at > settings.checkpoint_minutes * 60:
+                save_last(epoch, batches, total, batches, elapsed_before + time.time() - started)
+                saved_at = time.time()
         elapsed = elapsed_before + time.time() - started
         if main:
             row = {"epoch": epoch + 1, "step": step, "minutes": round(elapsed / 60, 2),
@@ -180,9 +207,8 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
             if settings.improves(row, best):
                 best = row
                 save_checkpoint(payload_fn(ema, row), out_dir / "best.pt")
-            save_checkpoint({"state_dict": model.state_dict(), "ema": ema.state_dict(),
-                             "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best": best,
-                             "elapsed": elapsed, "step": step}, out_dir / "last.pt")
+            save_last(epoch + 1, 0, 0.0, 0, elapsed)
+            saved_at = time.time()
             plot_losses(log.rows(), out_dir / "loss.png")
         if elapsed > budget:
             break

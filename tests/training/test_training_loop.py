@@ -49,3 +49,50 @@ def test_best_checkpoint_follows_the_chosen_validation_metric():
     assert by_accuracy.improves({"val_mode_acc": 0.5, "val_loss": 9.0}, {"val_loss": float("inf")})  # the first
     assert by_accuracy.improves({"val_mode_acc": 0.9, "val_loss": 0.4}, {"val_mode_acc": 0.8, "val_loss": 0.3})
     assert not by_accuracy.improves({"val_mode_acc": 0.7, "val_loss": 0.1}, {"val_mode_acc": 0.8})
+
+
+def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reached(tmp_path, monkeypatch):
+    import torch
+    from torch.utils.data import Dataset
+
+    from engines.training import ema_loop
+    from engines.training.ema_loop import LoopSettings, train_with_ema
+
+    class Numbers(Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
+
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(sorted(int(v) for v in batch["x"][:, 0]))
+        return (model(batch["x"]) - batch["y"]).pow(2).mean()
+
+    saves = []
+    real_save = ema_loop.save_checkpoint
+
+    def save(payload, path):
+        real_save(payload, path)
+        if path.name == "last.pt":
+            saves.append((payload["epoch"], payload["batch"]))
+            if len(saves) == 3:   # the third save, inside the first epoch: the session ends here
+                raise KeyboardInterrupt
+    monkeypatch.setattr(ema_loop, "save_checkpoint", save)
+    settings = LoopSettings(1e-2, 0.0, 8, 2, 0.0, val_batch_size=64, lengths=np.arange(64),
+                            checkpoint_minutes=1e-9)     # a save after every batch
+    run = dict(train_set=Numbers(), val_set=Numbers(), settings=settings, loss_fn=loss_fn,
+               validate_fn=lambda ema, loader, device: {"val_loss": 1.0},
+               payload_fn=lambda ema, row: {"state_dict": ema.state_dict()}, out_dir=tmp_path, workers=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_with_ema(lambda: torch.nn.Linear(1, 1), **run)
+    assert saves == [(0, 1), (0, 2), (0, 3)]
+    first_three = seen[:3]
+    seen.clear()
+    train_with_ema(lambda: torch.nn.Linear(1, 1), resume=True, **run)
+    # the resumed run trains the rest of the first epoch (5 batches), then all 8 of the second
+    assert len(seen) == 5 + 8
+    assert sorted(i for b in first_three + seen[:5] for i in b) == list(range(64))
+    assert saves[-1] == (2, 0)
