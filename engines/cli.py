@@ -129,6 +129,16 @@ FINALIZERS = {"vae": ("engines.training.vae_finalize", "finalize_vae"),
               "autoregressive": ("engines.training.autoregressive_trainer", "finalize_autoregressive")}
 
 
+def _record_command(record: Path, resume: bool, best) -> None:
+    """A run's command.json: this command and its best row. A resumed run keeps what the file held besides
+    (the steps before it, `preceded_by`; a finalize record); a new run starts the file afresh."""
+    import json as _json
+
+    kept = _json.loads(record.read_text()) if resume and record.is_file() else {}
+    kept.update(argv=sys.argv, best=best)
+    record.write_text(_json.dumps(kept, indent=1))
+
+
 def cmd_train(args) -> None:
     import json as _json
 
@@ -148,15 +158,16 @@ def cmd_train(args) -> None:
         return
     module, function = TRAINERS[args.engine]
     train = getattr(importlib.import_module(module), function)  # imported here: torch loads only to train
+    record = Path(out) / "command.json"
     if int(os.environ.get("RANK", "0")) == 0:   # the command is on record from the start: a run stopped early
         Path(out).mkdir(parents=True, exist_ok=True)    # (or killed) still has its card's Reproduce line
-        (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": None}, indent=1))
+        _record_command(record, args.resume, best=None)
     best = train(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit, seed=args.seed,
                  workers=args.workers)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "command.json").write_text(_json.dumps({"argv": sys.argv, "best": best}, indent=1))
+    _record_command(record, args.resume, best=best)
     if args.ship:   # what `ship --engine E --run OUT` does, in the same process
         from engines.training.model_card import ship
 
@@ -324,10 +335,14 @@ def cmd_generate(args) -> None:
             from engines.models.trained_autoregressive import model_audio
             from engines.render.fluidsynth_renderer import write_audio
 
-            own = model_audio(generator.model, codec, segment, args.seed + i, cfg.render.soundfont,
-                              cfg.render.gain).clip(-1, 1)
-            entry["model_audio"] = str(write_audio(np.repeat(own[:, None], 2, axis=1), out / f"{stem}-model-audio.wav",
-                                                   codec.config.sample_rate))
+            try:
+                own = model_audio(generator.model, codec, segment, args.seed + i, cfg.render.soundfont,
+                                  cfg.render.gain).clip(-1, 1)
+            except StudioError as exc:   # this segment only (its opening bars fill the context): the rest go on
+                entry["model_audio_error"] = str(exc)
+            else:
+                entry["model_audio"] = str(write_audio(np.repeat(own[:, None], 2, axis=1),
+                                                       out / f"{stem}-model-audio.wav", codec.config.sample_rate))
         entry["analysis"] = analyze_segments([segment], cfg)[0] if len(segment.notes) else None
         entry["verification"] = check.to_dict()
         summary.append(entry)

@@ -244,3 +244,18 @@ def test_generate_with_audio_writes_the_midi_its_render_and_the_gpts_own_audio(c
     assert "never learned to write audio tokens" in capsys.readouterr().err
     assert main(["generate", "--engine", "vae", "--audio", "--out", str(tmp_path)]) == 2
     assert "use it with --engine autoregressive" in capsys.readouterr().err
+
+
+
+def test_a_resumed_run_keeps_the_steps_before_it_on_record_and_a_new_one_starts_afresh(tmp_path, monkeypatch):
+    from engines.cli import _record_command
+
+    record = tmp_path / "command.json"
+    record.write_text(json.dumps({"argv": ["old"], "preceded_by": [{"command": "first", "minutes": 35.0}]}))
+    monkeypatch.setattr(sys, "argv", ["engines", "train", "--resume"])
+    _record_command(record, resume=True, best={"epoch": 3})
+    kept = json.loads(record.read_text())
+    assert kept["argv"] == ["engines", "train", "--resume"] and kept["best"] == {"epoch": 3}
+    assert kept["preceded_by"] == [{"command": "first", "minutes": 35.0}]
+    _record_command(record, resume=False, best=None)
+    assert json.loads(record.read_text()) == {"argv": ["engines", "train", "--resume"], "best": None}

@@ -178,15 +178,17 @@ class ExportAPI:
         codec = self.models.codec(c.pretrained_path, c.pretrained_bandwidth)
         if audio_codec_problem(model, codec):
             return None
+        # the GPT (its training record), the codec and the render settings are all in the name: a re-shipped model
+        # or another soundfont never serves an earlier file
         digest = hashlib.sha1(segment.notes.tobytes() + f"{segment.ts_num}/{segment.ts_den}@{segment.tempo_qpm}"
-                              f"s{seed}{task['codec_fingerprint']}".encode()).hexdigest()[:16]
+                              f"s{seed}{task}{model.payload.get('metrics')}".encode()).hexdigest()[:16]
 
         def make(path):
             own = model_audio(model, codec, segment, seed, self.cfg.render.soundfont, self.cfg.render.gain).clip(-1, 1)
             write_audio(np.repeat(own[:, None], 2, axis=1), path, codec.config.sample_rate)
 
         try:
-            path = self._file(f"{name}-model-audio-{digest}", ".wav", make)
+            path = self._file(f"{name}-model-audio-{digest}-{self._render_key}", ".wav", make)
         except Exception as exc:  # noqa: BLE001  (the model's audio is extra: the render still plays)
             import logging
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +101,10 @@ def audio_task_set(cfg: Config, codec, split: str, n: int, seconds: float, codeb
     rows = np.unique(indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).astype(int)])
     rate = codec.config.sample_rate
     soundfont = str(find_soundfont(cfg.render.soundfont))
-    key = hashlib.sha1(repr((split, len(rows), rows[:5].tolist(), seconds, codebooks, rate, soundfont,
-                             cfg.render.gain, codec_fingerprint(codec))).encode()).hexdigest()[:12]
+    # the corpus cache's fingerprint and every row: a rebuilt corpus gets a set of its own
+    key = hashlib.sha1(repr((split, cache.meta.get("fingerprint"), hashlib.sha1(rows.tobytes()).hexdigest(), seconds,
+                             codebooks, rate, soundfont, cfg.render.gain, codec_fingerprint(codec))).encode()
+                       ).hexdigest()[:12]
     path = Path(cfg.data.cache_dir) / "audio" / f"task-{split}-{len(rows)}-{key}.npz"
     if path.is_file():
         with np.load(path) as data:
@@ -119,7 +123,8 @@ def audio_task_set(cfg: Config, codec, split: str, n: int, seconds: float, codeb
         codes[start:start + len(batch)] = encoded[:codebooks].permute(1, 0, 2)[..., :frames].numpy()
     result = AudioTaskSet(rows.astype(np.int64), bars, codes)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")   # one per process
+    os.close(handle)
     np.savez(tmp, rows=result.rows, bars=result.bars, codes=result.codes)
-    tmp.replace(path)
+    os.replace(tmp, path)
     return result

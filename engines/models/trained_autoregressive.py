@@ -207,7 +207,7 @@ class TrainedAutoregressive:
         prompt = self.vocabulary.encode(midi=remi, eos=False) + [AUDIO]
         frames, codebooks = int(task["frames"]), int(task["codebooks"])
         budget = frames * codebooks + 1
-        if len(prompt) + budget > self.model.config.block_size:
+        if len(prompt) + budget - 1 > self.model.config.block_size:   # <eos> is written, never read back
             raise StudioError(f"the segment's opening bars take {len(prompt)} tokens; with {budget - 1} audio "
                               f"tokens that is more than the model reads ({self.model.config.block_size})")
         generator = torch.Generator().manual_seed(int(seed))

@@ -142,6 +142,11 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
         start_epoch, best, elapsed_before, step = state["epoch"], state["best"], state["elapsed"], state["step"]
         done_in_epoch = int(state.get("batch", 0))
         partial = (float(state.get("epoch_loss", 0.0)), int(state.get("epoch_batches", 0)))
+        if done_in_epoch and (world > 1 or not isinstance(train_loader.batch_sampler, LengthBucketSampler)):
+            if main:   # only the bucketed single-process sampler can skip what was done: the epoch starts over
+                print(f"last.pt stopped {done_in_epoch} batches into epoch {start_epoch + 1}; this run cannot "
+                      "go on from there, so that epoch starts over", flush=True)
+            done_in_epoch, partial = 0, (0.0, 0)
         if main:
             where = f"{done_in_epoch} batches into epoch {start_epoch + 1}" if done_in_epoch \
                 else f"after epoch {start_epoch}"
@@ -196,10 +201,12 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
                 save_last(epoch, batches, total, batches, elapsed_before + time.time() - started)
                 saved_at = time.time()
         elapsed = elapsed_before + time.time() - started
+        # the time budget ended the epoch early: a bucketed run's --resume (with a larger budget) goes on inside it
+        unfinished = buckets and world == 1 and batches < len(train_loader)
         if main:
             row = {"epoch": epoch + 1, "step": step, "minutes": round(elapsed / 60, 2),
                    "lr": optimizer.param_groups[0]["lr"], "train_loss": total / max(batches, 1),
-                   **validate_fn(ema, val_loader, device)}
+                   **validate_fn(ema, val_loader, device), **({"partial": True} if unfinished else {})}
             log.write(row)
             extras = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k != "val_loss")
             print(f"epoch {epoch + 1}: train {row['train_loss']:.4f} val (EMA) {row['val_loss']:.4f} {extras} "
@@ -207,7 +214,10 @@ def train_with_ema(build_model: Callable[[], torch.nn.Module], train_set: Datase
             if settings.improves(row, best):
                 best = row
                 save_checkpoint(payload_fn(ema, row), out_dir / "best.pt")
-            save_last(epoch + 1, 0, 0.0, 0, elapsed)
+            if unfinished:   # the row above is marked partial; --resume finishes the epoch
+                save_last(epoch, batches, total, batches, elapsed)
+            else:
+                save_last(epoch + 1, 0, 0.0, 0, elapsed)
             saved_at = time.time()
             plot_losses(log.rows(), out_dir / "loss.png")
         if elapsed > budget:

@@ -155,10 +155,10 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
                          + "".join(f" {r[key]:{spec}} |" if key in r else " |" for key, _, spec in columns))
         return table
 
-    for step in before:   # the steps this run started from, each with its own curve when recorded
-        if step.get("rows"):
-            lines += [f"Before this run (`{step['command']}`):", "", *curve(step["rows"]), "", "This run:", ""]
-    lines += curve(rows)
+    earlier = [step for step in before if step.get("rows")]   # the steps this run started from, with curves
+    for step in earlier:
+        lines += [f"Before this run (`{step['command']}`):", "", *curve(step["rows"]), ""]
+    lines += (["This run:", ""] if earlier else []) + curve(rows)
     return "\n".join(lines + evaluation_sections(engine, payload, report)) + "\n"
 
 

@@ -209,6 +209,14 @@ def test_evaluate_measures_the_gpts_own_audio_against_the_render_of_its_midi(gpt
     assert audio["codec_round_trip"]["log_mel_l1"] < audio["log_mel_l1"]
 
 
+def test_evaluate_keeps_the_midi_figures_when_the_codec_the_gpt_learned_is_not_installed(gpt_audio_run, tmp_path):
+    from engines.evaluation.autoregressive_eval import evaluate_autoregressive
+
+    no_codec = load_config(overrides=[f"model.checkpoints_dir={tmp_path}"])
+    result = evaluate_autoregressive(str(gpt_audio_run[0]), no_codec, n_per_mode=1, test_limit=16, max_new_tokens=40)
+    assert result["perplexity"] > 1 and "no audio codec is installed" in result["audio_task"]["skipped"]
+
+
 @pytest.mark.slow
 def test_bench_row_compares_with_hf_gpt2(gpt_run, tmp_path):
     from engines.bench import bench_autoregressive

@@ -96,3 +96,37 @@ def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reac
     assert len(seen) == 5 + 8
     assert sorted(i for b in first_three + seen[:5] for i in b) == list(range(64))
     assert saves[-1] == (2, 0)
+
+
+def test_a_time_budget_that_ends_inside_a_bucketed_epoch_is_resumed_inside_it(tmp_path):
+    import json
+
+    import torch
+    from torch.utils.data import Dataset
+
+    from engines.training.ema_loop import LoopSettings, train_with_ema
+
+    class Numbers(Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
+
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(sorted(int(v) for v in batch["x"][:, 0]))
+        return (model(batch["x"]) - batch["y"]).pow(2).mean()
+
+    run = dict(train_set=Numbers(), val_set=Numbers(), loss_fn=loss_fn,
+               settings=LoopSettings(1e-2, 0.0, 8, 1, 0.0, val_batch_size=32, lengths=np.arange(32)),
+               validate_fn=lambda ema, loader, device: {"val_loss": 1.0},
+               payload_fn=lambda ema, row: {"state_dict": ema.state_dict()}, out_dir=tmp_path, workers=0)
+    train_with_ema(lambda: torch.nn.Linear(1, 1), max_minutes=1e-9, **run)   # out of time after one batch
+    assert len(seen) == 1
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["epoch"] == 1 and rows[-1]["partial"] is True
+    train_with_ema(lambda: torch.nn.Linear(1, 1), resume=True, **run)           # a larger budget: none
+    assert len(seen) == 4 and sorted(i for b in seen for i in b) == list(range(32))   # the epoch, finished
+    assert "partial" not in json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
