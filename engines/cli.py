@@ -352,14 +352,12 @@ def cmd_generate(args) -> None:
 
 def _model_audio_codec(cfg, generator):
     """The codec the GPT's audio tokens decode with (--audio); StudioError when it cannot write audio."""
-    from engines.models.codec import load_codec
+    from engines.models.codec import installed_codec
     from engines.models.trained_autoregressive import audio_codec_problem
 
     if generator.name != "autoregressive":
         raise StudioError("--audio writes the GPT's own audio tokens: use it with --engine autoregressive")
-    path = Path(cfg.model.checkpoints_dir) / "codec.pt"
-    codec = load_codec(path, cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth) \
-        if path.is_file() or cfg.model.codec.pretrained_path else None
+    codec = installed_codec(cfg)
     problem = audio_codec_problem(generator.model, codec)
     if problem:
         raise StudioError(problem)

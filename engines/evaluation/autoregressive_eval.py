@@ -119,13 +119,10 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
     }
     if engine.audio_task:
         from engines.evaluation.audio_task_eval import audio_task_report
-        from engines.models.codec import load_codec
-
-        path = Path(cfg.model.checkpoints_dir) / "codec.pt"
-        codec = load_codec(path, cfg.model.codec.pretrained_path, cfg.model.codec.pretrained_bandwidth) \
-            if path.is_file() or cfg.model.codec.pretrained_path else None
+        from engines.models.codec import installed_codec
         from engines.models.trained_autoregressive import audio_codec_problem
 
+        codec = installed_codec(cfg)
         problem = audio_codec_problem(engine, codec)   # e.g. another codec installed: the MIDI figures still stand
         result["audio_task"] = {"skipped": problem} if problem else audio_task_report(
             engine, codec, cfg, n=min(3 * len(MODES), 3 * n_per_mode), seed=seed, max_new_tokens=max_new_tokens)

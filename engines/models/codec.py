@@ -151,6 +151,15 @@ def load_codec(checkpoint: str | Path, pretrained_path: str = "", bandwidth: flo
     return codec_from_checkpoint(load_checkpoint(checkpoint, engine="codec"))
 
 
+def installed_codec(cfg):
+    """The codec the config installs (official weights at model.codec.pretrained_path, else codec.pt in the
+    checkpoints folder), or None when there is neither: what the GPT's own audio is decoded with."""
+    c = cfg.model.codec
+    path = Path(cfg.model.checkpoints_dir) / "codec.pt"
+    return load_codec(path, c.pretrained_path, c.pretrained_bandwidth) if path.is_file() or c.pretrained_path \
+        else None
+
+
 def load_official_encodec(path: str | Path, bandwidth: float = 1.5) -> AudioCodec:
     """The official EnCodec 24 kHz model from its weights file on disk (e.g. the torch hub cache's
     encodec_24khz-d7cc33bc.th), using the codebooks `bandwidth` kbps allow (1.5 -> 2, 75 frames/s)."""

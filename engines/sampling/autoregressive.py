@@ -107,13 +107,7 @@ class RemiGrammar:
     def start(self, prefix: list[int] = ()) -> GrammarState:
         """The state after the MIDI tokens `prefix` (a continuation's given bars); StudioError if they break
         the grammar."""
-        state = GrammarState()
-        for token in prefix:
-            if not bool(self.allowed(state)[token]):
-                raise StudioError(f"the MIDI to continue does not follow REMI's order at token "
-                                  f"'{self.vocabulary.name(int(token))}'")
-            self.advance(state, int(token))
-        return state
+        return _follow(self, GrammarState(), prefix, "the MIDI to continue does not follow REMI's order")
 
     def allowed(self, state: GrammarState) -> torch.Tensor:
         """(V,) bool: the ids that may come next."""
@@ -191,13 +185,7 @@ class AudioGrammar:
         self.end[EOS] = True
 
     def start(self, prefix: list[int] = ()) -> AudioState:
-        state = AudioState()
-        for token in prefix:
-            if not bool(self.allowed(state)[token]):
-                raise StudioError(f"the audio tokens given are out of codebook order at "
-                                  f"'{self.vocabulary.name(int(token))}'")
-            self.advance(state, int(token))
-        return state
+        return _follow(self, AudioState(), prefix, "the audio tokens given are out of codebook order")
 
     def allowed(self, state: AudioState) -> torch.Tensor:
         if state.done or state.written >= self.frames * self.codebooks:
@@ -209,6 +197,16 @@ class AudioGrammar:
             state.done = True
         else:
             state.written += 1
+
+
+def _follow(grammar, state, prefix, problem: str):
+    """`state` advanced by the tokens `prefix` under `grammar`; StudioError naming `problem` and the first token
+    the grammar does not allow."""
+    for token in prefix:
+        if not bool(grammar.allowed(state)[token]):
+            raise StudioError(f"{problem} at token '{grammar.vocabulary.name(int(token))}'")
+        grammar.advance(state, int(token))
+    return state
 
 
 class PairCache:

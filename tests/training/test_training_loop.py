@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import Dataset
 
 from engines.training.ema_loop import LR_FLOOR, LengthBucketSampler, learning_rate_factor
 
@@ -51,25 +53,33 @@ def test_best_checkpoint_follows_the_chosen_validation_metric():
     assert not by_accuracy.improves({"val_mode_acc": 0.7, "val_loss": 0.1}, {"val_mode_acc": 0.8})
 
 
-def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reached(tmp_path, monkeypatch):
-    import torch
-    from torch.utils.data import Dataset
+class Numbers(Dataset):
+    """n examples x = i, y = 2 i: a line any linear model learns, for running the loop itself."""
 
-    from engines.training import ema_loop
-    from engines.training.ema_loop import LoopSettings, train_with_ema
+    def __init__(self, n: int):
+        self.n = n
 
-    class Numbers(Dataset):
-        def __len__(self):
-            return 64
+    def __len__(self):
+        return self.n
 
-        def __getitem__(self, i):
-            return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
 
-    seen = []
 
+def recording_loss(seen: list):
+    """A squared-error loss that appends each batch's x values (sorted) to `seen`: which batches were trained."""
     def loss_fn(model, batch):
         seen.append(sorted(int(v) for v in batch["x"][:, 0]))
         return (model(batch["x"]) - batch["y"]).pow(2).mean()
+    return loss_fn
+
+
+def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reached(tmp_path, monkeypatch):
+    from engines.training import ema_loop
+    from engines.training.ema_loop import LoopSettings, train_with_ema
+
+    seen = []
+    loss_fn = recording_loss(seen)
 
     saves = []
     real_save = ema_loop.save_checkpoint
@@ -83,7 +93,7 @@ def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reac
     monkeypatch.setattr(ema_loop, "save_checkpoint", save)
     settings = LoopSettings(1e-2, 0.0, 8, 2, 0.0, val_batch_size=64, lengths=np.arange(64),
                             checkpoint_minutes=1e-9)     # a save after every batch
-    run = dict(train_set=Numbers(), val_set=Numbers(), settings=settings, loss_fn=loss_fn,
+    run = dict(train_set=Numbers(64), val_set=Numbers(64), settings=settings, loss_fn=loss_fn,
                validate_fn=lambda ema, loader, device: {"val_loss": 1.0},
                payload_fn=lambda ema, row: {"state_dict": ema.state_dict()}, out_dir=tmp_path, workers=0)
     with pytest.raises(KeyboardInterrupt):
@@ -101,25 +111,12 @@ def test_a_bucketed_epoch_is_saved_inside_and_resumed_from_the_batch_it_had_reac
 def test_a_time_budget_that_ends_inside_a_bucketed_epoch_is_resumed_inside_it(tmp_path):
     import json
 
-    import torch
-    from torch.utils.data import Dataset
-
     from engines.training.ema_loop import LoopSettings, train_with_ema
 
-    class Numbers(Dataset):
-        def __len__(self):
-            return 32
-
-        def __getitem__(self, i):
-            return {"x": torch.tensor([float(i)]), "y": torch.tensor([2.0 * i])}
-
     seen = []
+    loss_fn = recording_loss(seen)
 
-    def loss_fn(model, batch):
-        seen.append(sorted(int(v) for v in batch["x"][:, 0]))
-        return (model(batch["x"]) - batch["y"]).pow(2).mean()
-
-    run = dict(train_set=Numbers(), val_set=Numbers(), loss_fn=loss_fn,
+    run = dict(train_set=Numbers(32), val_set=Numbers(32), loss_fn=loss_fn,
                settings=LoopSettings(1e-2, 0.0, 8, 1, 0.0, val_batch_size=32, lengths=np.arange(32)),
                validate_fn=lambda ema, loader, device: {"val_loss": 1.0},
                payload_fn=lambda ema, row: {"state_dict": ema.state_dict()}, out_dir=tmp_path, workers=0)
