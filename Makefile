@@ -15,12 +15,20 @@ export TRANSFORMERS_OFFLINE := 1
 run: sysdeps venv
 	$(BIN)/python app.py $(ARGS)
 
+# The suite runs on one pytest-xdist worker per core (TEST_WORKERS), each computing on one thread: numpy's
+# OpenBLAS, torch's OpenMP and numba otherwise start a spinning thread per core in every worker, and two
+# workers on two cores then ran the quick lane 3x slower than one worker instead of faster. worksteal hands
+# a finished worker the other's remaining tests; tests/conftest.py starts the slow ones first.
+TEST_WORKERS ?= auto
+TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+TEST_RUN := $(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
 test: sysdeps browser venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_RUN) $(PYTEST_ARGS)
 
 # The quick lane while you work: every test not marked slow or browser (pytest.ini), in about 90 s.
 test-fast: sysdeps venv
-	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(TEST_RUN) -m "not slow and not browser" $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

@@ -15,6 +15,13 @@ import pytest
 from engines.music.notes import Segment, make_notes
 
 MIDI_TPQ = 480
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow and browser tests first (a stable sort: within each group the files keep their order). Under
+    pytest-xdist (`make test`) the long ones then start at once and the quick ones fill in around them, instead
+    of one long test at the end keeping a worker busy after the other has finished."""
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("browser")))
 SCALE = MIDI_TPQ // 12  # MIDI ticks per project tick
 
 

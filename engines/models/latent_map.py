@@ -6,8 +6,11 @@ stored. What its inverse_transform needs is: the latents it was fitted on, their
 per-point sigmas and rhos of the fuzzy simplicial set, and the hyper-parameters. `restore_umap` rebuilds a
 working UMAP from those, and tests check that it inverts exactly like the object that was fitted.
 
-umap and numba are imported here only (STYLE.md: heavy dependencies behind one small wrapper). Their first
-call compiles numba code (seconds), so the studio warms `inverse_transform` in the background at start-up.
+umap and numba are imported here only (STYLE.md: heavy dependencies behind one small wrapper), through
+`cached_umap`: umap compiles about 250 numba functions on first use, about 20 s on this CPU in every process
+that fits or inverts a map, and most of them are not marked cache=True. `cached_umap` turns numba's on-disk
+cache on for them, so that only the first process on a machine compiles and later ones load the machine code
+in about a second. The studio still warms `inverse_transform` in the background at start-up.
 """
 from __future__ import annotations
 
@@ -15,6 +18,34 @@ import numpy as np
 import torch
 
 UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_components": 2}
+_UMAP_CACHED = False
+
+
+def cached_umap():
+    """The umap module, with numba's on-disk cache on for every compiled function of umap and pynndescent
+    (what cache=True does; the cache lies beside their sources, else in the user's cache folder). A function
+    numba cannot cache (one defined inside another) compiles as before."""
+    global _UMAP_CACHED
+    import umap
+    import umap.layouts  # noqa: F401  (the inverse's epochs; imported so that their functions are cached too)
+
+    if not _UMAP_CACHED:
+        import sys
+
+        from numba.core.caching import NullCache
+        from numba.core.registry import CPUDispatcher
+
+        for name, module in list(sys.modules.items()):
+            if module is None or not name.startswith(("umap", "pynndescent")):
+                continue
+            for function in list(vars(module).values()):
+                if isinstance(function, CPUDispatcher) and isinstance(function._cache, NullCache):
+                    try:
+                        function.enable_caching()
+                    except Exception:   # numba names no locator for it: it compiles in each process
+                        pass
+        _UMAP_CACHED = True
+    return umap
 
 
 def fit_latent_map(latents: np.ndarray, rows: np.ndarray, seed: int = 42) -> tuple[dict, object]:
@@ -22,8 +53,7 @@ def fit_latent_map(latents: np.ndarray, rows: np.ndarray, seed: int = 42) -> tup
 
     rows (N,) are the cache rows the latents came from, kept so the map can name each point's segment.
     """
-    import umap
-
+    umap = cached_umap()
     reducer = umap.UMAP(random_state=seed, transform_seed=seed, **UMAP_PARAMS)
     embedding = reducer.fit_transform(np.ascontiguousarray(latents, dtype=np.float32))
     payload = {
@@ -39,7 +69,7 @@ def fit_latent_map(latents: np.ndarray, rows: np.ndarray, seed: int = 42) -> tup
 
 def restore_umap(payload: dict):
     """A UMAP whose inverse_transform works, rebuilt from fit_latent_map's payload."""
-    import umap
+    umap = cached_umap()
     from umap.umap_ import find_ab_params
 
     reducer = umap.UMAP(random_state=payload["seed"], transform_seed=payload["seed"], **payload["params"])
@@ -109,6 +139,7 @@ class LatentMap:
 
     def inverse(self, points: np.ndarray) -> torch.Tensor:
         """2-D points (B, 2) -> latents (B, D). A point outside the map is moved to the nearest map point."""
+        cached_umap()
         from sklearn.preprocessing import normalize
         from umap import distances
         from umap.umap_ import (INT32_MAX, INT32_MIN, breadth_first_search, check_random_state, init_transform,
@@ -157,7 +188,7 @@ def _optimize_inverse(points, r, graph, n_epochs: int, rng_state, epochs_per_sam
         import numba
         from umap.layouts import _optimize_layout_inverse_single_epoch
 
-        _INVERSE_EPOCH.append(numba.njit(_optimize_layout_inverse_single_epoch, fastmath=True))
+        _INVERSE_EPOCH.append(numba.njit(_optimize_layout_inverse_single_epoch, fastmath=True, cache=True))
     epoch = _INVERSE_EPOCH[0]
     initial_alpha = r._initial_alpha / 4.0
     alpha = initial_alpha

@@ -132,11 +132,16 @@ def calibrate_sample_threshold(vae: TrainedVAE, target_notes: float, n_per_mode:
                                seed: int = 0) -> dict:
     """Sets vae.sample_onset_threshold to the candidate whose fitted-prior samples (temperature 1) hold closest
     to `target_notes` notes on average; returns the measurements."""
+    # The threshold only reads the decoder's output, so each mode's samples are decoded once and read at
+    # every candidate threshold (what vae.sample would give with each one set).
+    outputs = [vae.decoder_outputs([(vae.prior_latents(mode, n_per_mode, 1.0, seed + i, "fitted"), mode, None)])[0]
+               for i, mode in enumerate(MODES)]
     counts = {}
     for threshold in THRESHOLDS:
         vae.sample_onset_threshold = threshold
-        counts[threshold] = float(np.mean([len(s.notes) for i, mode in enumerate(MODES)
-                                           for s in vae.sample(mode, n_per_mode, seed=seed + i)[0]]))
+        read_at = vae.sampling_threshold("fitted")
+        counts[threshold] = float(np.mean([len(s.notes) for out in outputs
+                                           for s in vae.outputs_to_segments(out, onset_threshold=read_at)]))
     best = min(THRESHOLDS, key=lambda th: abs(counts[th] - target_notes))
     vae.sample_onset_threshold = best
     return {"sample_onset_threshold": best, "notes_per_segment": round(counts[best], 2),
