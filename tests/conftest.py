@@ -15,6 +15,7 @@ import pytest
 from engines.music.notes import Segment, make_notes
 
 MIDI_TPQ = 480
+SCALE = MIDI_TPQ // 12  # MIDI ticks per project tick
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,7 +23,6 @@ def pytest_collection_modifyitems(config, items):
     pytest-xdist (`make test`) the long ones then start at once and the quick ones fill in around them, instead
     of one long test at the end keeping a worker busy after the other has finished."""
     items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("browser")))
-SCALE = MIDI_TPQ // 12  # MIDI ticks per project tick
 
 
 def segment(rows, ts=(4, 4), bars=4, tempo=100.0, **kw) -> Segment:
