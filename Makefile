@@ -17,16 +17,17 @@ run: sysdeps venv
 
 # The suite runs on one pytest-xdist worker per core (TEST_WORKERS), each computing on one thread: numpy's
 # OpenBLAS, torch's OpenMP and numba otherwise start a spinning thread per core in every worker, and two
-# workers on two cores then ran the quick lane 3x slower than one worker instead of faster. worksteal hands
-# a finished worker the other's remaining tests; tests/conftest.py starts the slow ones first.
+# workers on two cores then ran the quick lane 3x slower than one worker instead of faster. loadfile keeps
+# each test file on one worker (a module's fixtures are built once); tests/conftest.py starts the slow ones
+# first and builds the tiny trained models once for all workers (docs/testing.md).
 TEST_WORKERS ?= auto
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
-TEST_RUN := $(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+TEST_RUN := $(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: sysdeps browser venv
 	$(TEST_RUN) $(PYTEST_ARGS)
 
-# The quick lane while you work: every test not marked slow or browser (pytest.ini), in about 90 s.
+# The quick lane while you work: every test not marked slow or browser (pytest.ini), in about a minute.
 test-fast: sysdeps venv
 	$(TEST_RUN) -m "not slow and not browser" $(PYTEST_ARGS)
 

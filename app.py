@@ -29,17 +29,22 @@ def main(argv=None) -> int:
     from engines.memory import limit_malloc_arenas
 
     limit_malloc_arenas()   # before the server's threads: memory stays bounded under many users (memory.py)
-    from engines.api import StudioEngine
     from engines.config import load_config
     from engines.errors import StudioError
     from engines.folders import check_writable
     from engines.sessions.locations import check_session_folders
-    from studio.app import launch
 
-    try:
+    try:   # settings and folders first, before the seconds of importing torch and Gradio
         cfg = load_config(args.config, args.set)
         check_writable(cfg.data.cache_dir, "data.cache_dir")
         check_session_folders(cfg.sessions.database, cfg.sessions.stimuli_dir)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from engines.api import StudioEngine
+    from studio.app import launch
+
+    try:
         engine = StudioEngine(cfg)
         host = "0.0.0.0" if args.listen else (args.host or cfg.studio.host)
         share = args.share or cfg.studio.share
@@ -61,7 +66,8 @@ def main(argv=None) -> int:
 
 def announce_listening(engine) -> None:
     """For a studio served beyond this machine (or closed to creating): open the listening database, and say
-    how organisers create sessions. When creating needs a key and none exists yet, one is made and printed here, once."""
+    how organisers create sessions. When creating needs a key and none exists yet, one is made and printed here,
+    once."""
     store = engine.listening.store
     if engine.open_creation:
         print("listening sessions: anyone reaching this studio may create one (sessions.open_creation: true)")

@@ -6,6 +6,8 @@ Times in `rows` are ticks on the project grid (12 to the quarter note); MIDI fil
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -116,6 +118,23 @@ def prepared(tmp_path_factory):
 
 
 # ---- the corpus cache and the tiny models, once per run ----------------------------------------------------
+def built_once(tmp_path_factory, name: str, build) -> tuple[Path, object]:
+    """(a folder, what `build(folder)` returned), built once per test run: under pytest-xdist the first worker to
+    ask builds it in the run's shared temporary folder while the others wait on a lock, then every worker reads
+    it. `build` fills the empty folder and returns a JSON-able summary."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, summary = shared / name, shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not summary.is_file():
+            shutil.rmtree(folder, ignore_errors=True)   # a worker that failed half-way left it
+            folder.mkdir()
+            summary.write_text(json.dumps(build(folder), default=float))
+    return folder, json.loads(summary.read_text())
+
+
 @pytest.fixture(scope="session")
 def corpus_cache():
     """The segment cache of the default corpus (unpacked from the shipped archive on a fresh clone)."""
@@ -140,9 +159,7 @@ def vae_run(tmp_path_factory, vae_cfg, corpus_cache):
     from engines.training.vae_trainer import train_vae
     from tests.helpers import VAE_LIMIT
 
-    out = tmp_path_factory.mktemp("vae-run")
-    best = train_vae(vae_cfg, out, limit=VAE_LIMIT, workers=0)
-    return out, best
+    return built_once(tmp_path_factory, "vae-run", lambda out: train_vae(vae_cfg, out, limit=VAE_LIMIT, workers=0))
 
 
 @pytest.fixture(scope="session")
@@ -151,10 +168,12 @@ def vae_checkpoint(vae_run, vae_cfg, tmp_path_factory):
     from engines.training.vae_finalize import finalize_vae
     from tests.helpers import VAE_LIMIT
 
-    path = tmp_path_factory.mktemp("vae-final") / "vae.pt"
-    shutil.copy(vae_run[0] / "best.pt", path)
-    norms = finalize_vae(str(path), vae_cfg, limit=VAE_LIMIT)
-    return path, norms
+    def build(folder):
+        shutil.copy(vae_run[0] / "best.pt", folder / "vae.pt")
+        return finalize_vae(str(folder / "vae.pt"), vae_cfg, limit=VAE_LIMIT)
+
+    folder, norms = built_once(tmp_path_factory, "vae-final", build)
+    return folder / "vae.pt", norms
 
 
 @pytest.fixture(scope="session")
@@ -200,9 +219,8 @@ def diffusion_run(tmp_path_factory, diffusion_cfg, corpus_cache):
     from engines.training.diffusion_trainer import train_diffusion
     from tests.helpers import DIFFUSION_LIMIT
 
-    out = tmp_path_factory.mktemp("diffusion-run")
-    train_diffusion(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0)
-    return out
+    return built_once(tmp_path_factory, "diffusion-run",
+                      lambda out: train_diffusion(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0))[0]
 
 
 @pytest.fixture(scope="session")
@@ -244,10 +262,12 @@ def gpt_run(tmp_path_factory, gpt_cfg, corpus_cache):
     from engines.training.autoregressive_trainer import train_autoregressive
     from tests.helpers import GPT_LIMIT
 
-    folder = tmp_path_factory.mktemp("gpt")
-    best = train_autoregressive(gpt_cfg, folder / "run", limit=GPT_LIMIT, workers=0)
-    shutil.copyfile(folder / "run" / "best.pt", folder / "autoregressive.pt")
-    return folder, best
+    def build(folder):
+        best = train_autoregressive(gpt_cfg, folder / "run", limit=GPT_LIMIT, workers=0)
+        shutil.copyfile(folder / "run" / "best.pt", folder / "autoregressive.pt")
+        return best
+
+    return built_once(tmp_path_factory, "gpt", build)
 
 
 @pytest.fixture(scope="session")
@@ -258,10 +278,10 @@ def gpt_audio_run(tmp_path_factory, gpt_cfg, gpt_run, corpus_cache):
     from engines.training.autoregressive_trainer import train_autoregressive
     from tests.helpers import GPT_LIMIT, TINY_GPT
 
-    folder = tmp_path_factory.mktemp("gpt-audio")
     cfg = load_config(overrides=TINY_GPT + ["model.autoregressive.task_weights.midi_to_audio=0.5",
                                             f"model.autoregressive.init_checkpoint={gpt_run[0] / 'autoregressive.pt'}"])
-    best = train_autoregressive(cfg, folder / "run", limit=GPT_LIMIT // 2, workers=0)
+    folder, best = built_once(tmp_path_factory, "gpt-audio",
+                              lambda folder: train_autoregressive(cfg, folder / "run", limit=GPT_LIMIT // 2, workers=0))
     return folder / "run" / "best.pt", best
 
 
@@ -288,9 +308,8 @@ def classifier_run(tmp_path_factory, diffusion_cfg, corpus_cache):
     from engines.training.guidance_trainer import train_guidance_classifier
     from tests.helpers import DIFFUSION_LIMIT
 
-    out = tmp_path_factory.mktemp("classifier-run")
-    best = train_guidance_classifier(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0)
-    return out, best
+    return built_once(tmp_path_factory, "classifier-run",
+                      lambda out: train_guidance_classifier(diffusion_cfg, out, limit=DIFFUSION_LIMIT, workers=0))
 
 
 @pytest.fixture(scope="session")

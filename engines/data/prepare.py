@@ -293,6 +293,8 @@ def ensure_corpus_cache(cfg: Config) -> SegmentCache:
     """The corpus cache, ready to read: as built, else unpacked from the shipped archive when that archive
     was built with these settings, else prepared from the corpus (tens of minutes, with a progress bar)."""
     directory = corpus_cache_dir(cfg)
+    if not (directory / "meta.json").is_file():   # it must be built: say so now if it cannot be, not after the
+        check_writable(directory.parent, "data.cache_dir")   # seconds that fingerprinting (miditok, torch) takes
     wanted = fingerprint(cfg)
 
     def current() -> bool:

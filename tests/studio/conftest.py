@@ -27,17 +27,23 @@ def browser_checkpoints(request, tmp_path_factory):
     from engines.training.diffusion_trainer import train_diffusion
     from tests.helpers import DIFFUSION_LIMIT, TINY_DIFFUSION
 
+    from tests.conftest import built_once
+
     tiny = request.getfixturevalue("tiny_checkpoints")
-    folder = tmp_path_factory.mktemp("browser-checkpoints") / "checkpoints"
-    shutil.copytree(tiny["vae"].parent, folder)
-    steps_1000 = [o for o in TINY_DIFFUSION if not o.startswith("model.diffusion.num_steps")]
-    train_diffusion(load_config(overrides=steps_1000 + ["model.diffusion.epochs=1"]), folder.parent / "diffusion-run",
-                    limit=DIFFUSION_LIMIT, workers=0)
-    shutil.copyfile(folder.parent / "diffusion-run" / "best.pt", folder / "diffusion.pt")
-    payload = load_checkpoint(folder / "autoregressive.pt")
-    payload["sampling_calibration"] = {"modes": {"YELLOW": {"temperature": 1.0, "prompt_guidance": 4.0}}}
-    save_checkpoint(payload, folder / "autoregressive.pt")
-    return folder
+
+    def build(base):
+        folder = base / "checkpoints"
+        shutil.copytree(tiny["vae"].parent, folder)
+        steps_1000 = [o for o in TINY_DIFFUSION if not o.startswith("model.diffusion.num_steps")]
+        train_diffusion(load_config(overrides=steps_1000 + ["model.diffusion.epochs=1"]), base / "diffusion-run",
+                        limit=DIFFUSION_LIMIT, workers=0)
+        shutil.copyfile(base / "diffusion-run" / "best.pt", folder / "diffusion.pt")
+        payload = load_checkpoint(folder / "autoregressive.pt")
+        payload["sampling_calibration"] = {"modes": {"YELLOW": {"temperature": 1.0, "prompt_guidance": 4.0}}}
+        save_checkpoint(payload, folder / "autoregressive.pt")
+        return str(folder)
+
+    return Path(built_once(tmp_path_factory, "browser-checkpoints", build)[1])
 
 
 @pytest.fixture(scope="session")
