@@ -201,6 +201,12 @@ def test_finalize_fits_a_prior_per_mode_and_a_threshold_for_its_samples(vae_chec
     assert calibration["corpus_notes_per_segment"] == pytest.approx(target, abs=0.01)
     assert abs(counts[payload["sample_onset_threshold"]] - target) == min(abs(c - target) for c in counts.values())
     assert summary["sample_onset_threshold"] == payload["sample_onset_threshold"]
+    # each mode's samples are decoded once and read at every threshold: the counts are what sampling gives
+    vae = TrainedVAE.load(path)
+    for threshold in (THRESHOLDS[0], THRESHOLDS[10]):
+        vae.sample_onset_threshold = threshold
+        notes = np.mean([len(s.notes) for i, m in enumerate(MODES) for s in vae.sample(m, 16, seed=i)[0]])
+        assert counts[threshold] == pytest.approx(notes, abs=0.006)
 
 
 def test_samples_come_from_the_fitted_prior_unless_the_network_prior_is_asked(vae_checkpoint):
@@ -233,6 +239,13 @@ def test_finalize_fits_a_latent_map_that_inverts_exactly_like_umap(vae_checkpoin
     # The fit is reproducible (fixed random_state): fitting the same latents again gives the same map.
     again, fitted = fit_latent_map(payload["latents"].numpy(), payload["rows"].numpy(), seed=payload["seed"])
     np.testing.assert_allclose(again["embedding"].numpy(), payload["embedding"].numpy(), atol=1e-4)
+    # umap's numba code is cached on disk (cached_umap), so that the next process loads it instead of compiling
+    from numba.core.caching import NullCache
+    from umap.layouts import clip
+    from umap.umap_ import smooth_knn_dist
+
+    assert not isinstance(smooth_knn_dist._cache, NullCache)
+    assert not isinstance(clip._cache, NullCache)
     # Rebuilt from tensors, the map inverts like the UMAP object that was fitted, and like umap's own method.
     latent_map = LatentMap(payload)
     emb = payload["embedding"].numpy()
