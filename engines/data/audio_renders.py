@@ -17,6 +17,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
+from engines.folders import write_atomically
 
 
 @dataclass
@@ -60,8 +61,6 @@ def rendered_segments(cfg: Config, split: str, n: int, sample_rate: int) -> Rend
         clips.append((mono / peak * 0.95 if peak > 1 else mono).astype(np.float16))
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in clips])]).astype(np.int64)
     result = RenderSet(np.concatenate(clips), offsets, rows.astype(np.int64), sample_rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, audio=result.audio, offsets=result.offsets, rows=result.rows, sample_rate=sample_rate)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: np.savez(tmp, audio=result.audio, offsets=result.offsets, rows=result.rows,
+                                                sample_rate=sample_rate))
     return result

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
+from engines.folders import write_atomically
 from engines.music.notes import TICKS_PER_QUARTER, Segment, first_bars
 
 ENCODE_BATCH = 16   # clips the codec encodes at once while a set is built
@@ -122,9 +121,5 @@ def audio_task_set(cfg: Config, codec, split: str, n: int, seconds: float, codeb
         encoded = codec.encode_batch(np.stack(batch))                  # (n_q, B, frames)
         codes[start:start + len(batch)] = encoded[:codebooks].permute(1, 0, 2)[..., :frames].numpy()
     result = AudioTaskSet(rows.astype(np.int64), bars, codes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")   # one per process
-    os.close(handle)
-    np.savez(tmp, rows=result.rows, bars=result.bars, codes=result.codes)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: np.savez(tmp, rows=result.rows, bars=result.bars, codes=result.codes))
     return result

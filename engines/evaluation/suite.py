@@ -31,6 +31,7 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.evaluation.diversity import copy_rates, per_mode_diversity
 from engines.evaluation.frechet import feature_embedding, frechet_distance
 from engines.evaluation.music_stats import compare_sets
+from engines.folders import write_atomically
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import Segment, shift_to_c, transpose_notes
 
@@ -209,10 +210,7 @@ def cached(cfg: Config, key: str, compute, use_cache: bool = True) -> dict:
     if use_cache and path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     return {**result, "cached": False}
 
 

@@ -32,6 +32,7 @@ from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.data.cache import FEATURE_NAMES, SegmentCache
 from engines.data.torch_dataset import RollDataset
+from engines.folders import write_atomically
 from engines.models.chromatic_judge import (JUDGE_ATTRIBUTES, JUDGE_FEATURES, ChromaticJudge, judge_loss,
                                             judge_payload, row_targets)
 from engines.music import calibration
@@ -102,9 +103,7 @@ def transposed_labels(cache: SegmentCache, rows: np.ndarray, shifts: list[int], 
             modes[part, s], targets[part, s], features[part, s] = m, t, f
     listened = segments["label_source"] != 0  # a manifest's labels hold at every shift
     modes[listened], targets[listened] = modes[listened, :1], targets[listened, :1]
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, modes=modes, targets=targets, features=features)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: np.savez(tmp, modes=modes, targets=targets, features=features))
     return modes, targets, features
 
 

@@ -91,7 +91,7 @@ def test_the_load_test_drives_the_api_and_reads_the_servers_memory(client):
     """`python -m engines loadtest`'s smoke run: a few clients for a few seconds, every answer received."""
     from engines.loadtest import LoadTest
 
-    report = LoadTest(client.src, clients=3, seconds=4, grace=180, settle=0.5).run()
+    report = LoadTest(client.src, clients=3, seconds=2, grace=180, settle=0.5).run()
     assert report["errors"] == 0, report["error_messages"]
     assert report["requests"] >= 3 and report["answered"] == report["requests"]   # every response received
     assert set(report["per_engine"]) == {"vae", "diffusion", "autoregressive"}     # one client per engine
