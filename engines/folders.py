@@ -26,17 +26,18 @@ def check_writable(folder: str | Path, key: str) -> Path:
 
 
 def write_atomically(path: str | Path, write) -> Path:
-    """`write(temporary path)` then rename it onto `path`: a reader sees the old file or the whole new one, never
+    """`write(temporary Path)` then rename it onto `path`: a reader sees the old file or the whole new one, never
     half of one, and two processes filling the same cache at once (the studio and a command, or test workers)
     each write their own temporary file. The temporary file keeps `path`'s suffix (np.savez needs .npz)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(handle)
+    tmp = Path(name)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

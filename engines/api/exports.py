@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import numpy as np
 from engines.analysis import analyze_segments
 from engines.errors import StudioError
 from engines.data.midi_io import segment_to_score, segments_to_score
+from engines.folders import write_atomically
 from engines.music.analyzer import MODE_COLORS
 from engines.music.notes import TICKS_PER_QUARTER, Segment
 from engines.views import note_view
@@ -152,17 +151,7 @@ class ExportAPI:
             path = self.out_dir / unique / f"{download_name}{suffix}"
         else:
             path = self.out_dir / f"{unique}{suffix}"
-        if path.exists():
-            return path
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
-        os.close(handle)
-        try:
-            make(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return path if path.exists() else write_atomically(path, make)
 
     def model_audio_render(self, segment: Segment, name: str, engine: str, seed: int = 0) -> tuple | None:
         """The GPT's own audio for `segment` (its audio tokens of the opening seconds, decoded by the codec):

@@ -210,7 +210,7 @@ def cached(cfg: Config, key: str, compute, use_cache: bool = True) -> dict:
     if use_cache and path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
     result = compute()
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return {**result, "cached": False}
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from engines.folders import write_atomically
+
 
 def pick_device() -> torch.device:
     """CUDA when present, else CPU (everything also runs and is tested on CPU)."""
@@ -32,12 +34,7 @@ def ddp_teardown() -> None:
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 ENGINE_NAMES = {"vae": "a VAE", "diffusion": "a diffusion", "autoregressive": "an autoregressive", "codec": "a codec",
