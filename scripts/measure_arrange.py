@@ -1,6 +1,9 @@
 """Measure arranging over the example plans (assets/plans/) and several seeds: how many sections the analyzer
 hears as asked (in the section kept, and in the first one written: the unchecked figure), the median jumps at
-the joins beside the corpus's own at a phrase boundary, and the seconds per piece. docs/arrange.md quotes it.
+the joins beside the corpus's own at a phrase boundary, and the seconds per piece. Per join it also gives how
+far apart the corpus holds its two modes: the median, over segments of the first mode, of the axis distance
+to the nearest segment of the second (the least a join between them moves on 4-bar readings). docs/arrange.md
+quotes it.
 
     .venv/bin/python scripts/measure_arrange.py --seeds 10 [--set generation.arrange.join_weight=0 ...]
 """
@@ -27,6 +30,19 @@ from engines.registry import ModelRegistry  # noqa: E402
 PLANS = sorted((Path(__file__).resolve().parents[1] / "assets" / "plans").glob("*.json"))
 
 
+def nearest_between(cache, first: str, second: str, samples: int = 400, seed: int = 0) -> float:
+    """The median over `samples` training segments of mode `first` of the axis distance (as joins.join_jump
+    measures it) to the nearest training segment of mode `second`."""
+    from engines.music.analyzer import AXES, MODES
+
+    rows = cache.segments[cache.split_indices("train")]
+    axes = np.array(rows["axes"], dtype=float)
+    axes[:, AXES.index("valence")] /= 2
+    a, b = axes[rows["mode"] == MODES.index(first)], axes[rows["mode"] == MODES.index(second)]
+    chosen = a[np.random.default_rng(seed).choice(len(a), min(samples, len(a)), replace=False)]
+    return round(float(np.median([np.abs(b - x).mean(axis=1).min() for x in chosen])), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -35,7 +51,7 @@ def main() -> None:
     cfg = load_config(overrides=args.set)
     verifier = Verifier.for_config(cfg)
     arranger = Arranger(ModelRegistry(cfg.model.checkpoints_dir), cfg, verifier)
-    heard, first, axis, density, seconds, per_section = [], [], [], [], [], {}
+    heard, first, axis, density, seconds, per_section, per_join, modes = [], [], [], [], [], {}, {}, {}
     for path in PLANS:
         plan = load_plan(path)
         for seed in range(args.seeds):
@@ -49,13 +65,24 @@ def main() -> None:
                                        []).append(heard[-1])
             axis += [j["axis_jump"] for j in report["joins"]]
             density += [j["density_jump"] for j in report["joins"]]
-    corpus = corpus_join_jumps(ensure_corpus_cache(cfg), verifier.analyzer)
+            sections = report["sections"]
+            for number, join in enumerate(report["joins"], start=1):
+                name = (f"{path.stem} {number}: {sections[number - 1]['asked']} by {sections[number - 1]['engine']}"
+                        f" -> {sections[number]['asked']} by {sections[number]['engine']}")
+                per_join.setdefault(name, []).append((join["axis_jump"], join["density_jump"]))
+                modes[name] = (sections[number - 1]["asked"], sections[number]["asked"])
+    cache = ensure_corpus_cache(cfg)
+    corpus = corpus_join_jumps(cache, verifier.analyzer)
     print(json.dumps({
         "plans": [p.stem for p in PLANS], "seeds": args.seeds, "overrides": args.set, "sections": len(heard),
         "heard_as_asked": round(float(np.mean(heard)), 3), "heard_as_asked_first_try": round(float(np.mean(first)), 3),
         "per_section": {name: round(float(np.mean(v)), 2) for name, v in per_section.items()},
         "joins": len(axis), "axis_jump_median": round(float(np.median(axis)), 3),
         "density_jump_median": round(float(np.median(density)), 3),
+        "per_join": {name: {"axis_jump_median": round(float(np.median([a for a, _ in v])), 3),
+                            "density_jump_median": round(float(np.median([d for _, d in v])), 3),
+                            "corpus_nearest_between_modes": nearest_between(cache, *modes[name])}
+                     for name, v in per_join.items()},
         "corpus": {"axis_jump_median": corpus["axis_jump"]["median"],
                    "density_jump_median": corpus["density_jump"]["median"], "pairs": corpus["pairs"]},
         "seconds_per_piece": round(float(np.mean(seconds)), 2)}, indent=1))

@@ -5,7 +5,8 @@
                      per onset cell (the roll decoder's analogue of token accuracy and perplexity)
     active_units     share of latent dims whose posterior mean varies across the test set (variance > 0.01)
     kl               mean KL(q(z|x, mode) || p(z | mode)) per segment
-    consistency      share of prior samples the analyzer assigns the requested mode, per mode and overall
+    consistency      share of prior samples (at the mode's calibrated temperature) the analyzer assigns the requested
+                     mode, per mode and overall
     attributes       Spearman correlation between the shift along an attribute vector (-2..2) of prior draws
                      and the attribute the analyzer measures on the decoded segments (mean per shift)
     interpolation    decoded neighbours along 10-step slerp paths between two prior draws of one mode differ
@@ -82,7 +83,8 @@ def _analyze_all(analyzer: ChromaticAnalyzer, segments) -> list:
 def consistency(vae: TrainedVAE, analyzer: ChromaticAnalyzer, n_per_mode: int, seed: int) -> dict:
     per_mode = {}
     for i, mode in enumerate(MODES):
-        segments, _ = vae.sample(mode, n=n_per_mode, seed=seed + i)
+        # at the temperature a request that sets none gets (the checkpoint's calibration for the mode)
+        segments, _ = vae.sample(mode, n=n_per_mode, temperature=vae.temperature_for(mode), seed=seed + i)
         analyses = _analyze_all(analyzer, segments)
         per_mode[mode] = round(sum(a is not None and a.mode == mode for a in analyses) / n_per_mode, 4)
     return {"overall": round(float(np.mean(list(per_mode.values()))), 4), "per_mode": per_mode}

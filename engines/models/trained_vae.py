@@ -81,6 +81,9 @@ class TrainedVAE:
         # onset threshold at which its samples hold as many notes as real segments (absent in older runs)
         self.fitted_prior = {k: torch.as_tensor(v) for k, v in payload.get("fitted_prior", {}).items()}
         self.sample_onset_threshold = float(payload.get("sample_onset_threshold", self.onset_threshold))
+        # per mode, the fitted prior's temperature finalize measured it is most often heard as asked at
+        # (vae_finalize.calibrate_temperatures; absent in older runs: 1)
+        self.temperature_calibration: dict = payload.get("temperature_calibration", {})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -138,6 +141,12 @@ class TrainedVAE:
         for segment in segments:
             segment.notes = transpose_notes(segment.notes, semitones, self.data["pitch_low"], self.data["pitch_high"])
         return segments
+
+    def temperature_for(self, mode: str | None) -> float:
+        """The temperature a request for `mode` that sets none is sampled at: the checkpoint's calibration for
+        the mode, else 1 (WHITE and uncalibrated checkpoints)."""
+        calibrated = self.temperature_calibration.get("modes", {}).get((mode or "").upper(), {})
+        return float(calibrated.get("temperature", 1.0))
 
     def uses_fitted_prior(self, prior: str) -> bool:
         if prior not in PRIORS:

@@ -131,7 +131,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
            f"`generation.sampling.vae.prior: network` draws from the network's own), decoded at onset threshold "
            f"{payload['sample_onset_threshold']}: {payload['sample_calibration']['notes_per_segment']} notes per "
            f"sample against {payload['sample_calibration']['corpus_notes_per_segment']} per training segment "
-           f"({payload['sample_calibration']['samples']} samples)"] if "sample_calibration" in payload else []),
+           f"({payload['sample_calibration']['samples']} samples)" + temperatures_note(payload)]
+          if "sample_calibration" in payload else []),
         *([f"- **Onset calibration:** threshold {payload['onset_calibration']['onset_threshold']} on the x0 scale: "
            f"{payload['onset_calibration']['notes_per_segment']} notes per sample against "
            f"{payload['onset_calibration']['corpus_notes_per_segment']} per training segment "
@@ -206,6 +207,19 @@ def refresh_card(engine: str, checkpoints_dir: str | Path, evaluation: str) -> d
     head = text[:min(starts)] if starts else text.rstrip("\n")
     card.write_text(head + "\n".join(evaluation_sections(engine, load_checkpoint(checkpoint), report)) + "\n")
     return {"card": str(card), "evaluation": str(evaluation)}
+
+
+def temperatures_note(payload: dict) -> str:
+    """The VAE's temperature per mode (vae_finalize.calibrate_temperatures) as a clause of the Sampling line."""
+    calibration = payload.get("temperature_calibration")
+    if not calibration:
+        return ""
+    modes = calibration["modes"]
+    return ("; a request that sets no temperature samples its mode at the one finalize measured it is heard as "
+            f"asked at ({calibration['samples_per_setting']} samples per temperature, seeds from "
+            f"{calibration['seed']}): " + ", ".join(f"{mode} {m['temperature']:g} "
+                                                     f"({m['heard'][str(m['temperature'])]:.0%} heard as asked, "
+                                                     f"{m['heard']['1.0']:.0%} at 1)" for mode, m in modes.items()))
 
 
 def sampling_section(calibration: dict) -> list[str]:

@@ -65,4 +65,8 @@ def test_the_shipped_gpt_is_calibrated_and_the_studio_shows_each_modes_settings(
                                                                         "prompt_guidance": m["prompt_guidance"]}
     assert engine.engine_mode_settings("autoregressive", "WHITE") == {"temperature": FALLBACK_TEMPERATURE,
                                                                       "prompt_guidance": FALLBACK_GUIDANCE}
-    assert engine.engine_mode_settings("vae", "GREEN") == {}   # nothing of the VAE's is left to the mode
+    # the VAE's temperature, as its finalize calibrated it per mode
+    vae = engine.models.get("vae").model
+    assert engine.engine_mode_settings("vae", "GREEN") == {"temperature": vae.temperature_for("GREEN")}
+    assert vae.temperature_for("GREEN") == vae.temperature_calibration["modes"]["GREEN"]["temperature"]
+    assert engine.engine_mode_settings("vae", "WHITE") == {"temperature": 1.0}

@@ -229,6 +229,32 @@ def test_samples_come_from_the_fitted_prior_unless_the_network_prior_is_asked(va
     assert sum(len(s.notes) for s in vae.sample("RED", 8, seed=1)[0]) < fitted_notes   # its own threshold
 
 
+def test_finalize_calibrates_each_modes_temperature_and_requests_that_set_none_sample_at_it(vae_checkpoint):
+    from engines.generation import GENERATORS, Request
+    from engines.training.vae_finalize import TEMPERATURE_MARGIN, TEMPERATURES
+
+    path, summary = vae_checkpoint
+    calibration = torch.load(path, weights_only=True)["temperature_calibration"]
+    assert set(calibration["modes"]) == set(MODES) and calibration["margin"] == TEMPERATURE_MARGIN
+    for mode, measured in calibration["modes"].items():
+        heard = {float(t): share for t, share in measured["heard"].items()}
+        assert set(heard) == set(TEMPERATURES) and all(0 <= share <= 1 for share in heard.values())
+        # the warmest temperature heard as asked within the margin of the best
+        good = [t for t in TEMPERATURES if heard[t] >= max(heard.values()) - TEMPERATURE_MARGIN - 1e-9]
+        assert measured["temperature"] == good[0] == summary["temperatures"][mode]
+    generator = GENERATORS["vae"].load(path)
+    generator.model.temperature_calibration = {"modes": {"RED": {"temperature": 0.55}}}
+    assert generator.model.temperature_for("RED") == 0.55
+    assert generator.model.temperature_for("BLUE") == generator.model.temperature_for("WHITE") == 1.0
+    notes = [s.notes for s in generator.run(Request("vae", mode="RED", n=3, seed=4))]
+    cool, _ = generator.model.sample("RED", 3, 0.55, seed=4)
+    assert all(np.array_equal(a, b.notes) for a, b in zip(notes, cool))
+    # a temperature the request sets is kept
+    hot = generator.run(Request("vae", mode="RED", n=3, seed=4, settings={"temperature": 1.5}))
+    assert all(np.array_equal(a.notes, b.notes) for a, b in zip(hot, generator.model.sample("RED", 3, 1.5, seed=4)[0]))
+    assert not all(np.array_equal(a, b.notes) for a, b in zip(notes, hot))
+
+
 def test_finalize_fits_a_latent_map_that_inverts_exactly_like_umap(vae_checkpoint, vae_run, vae_cfg, corpus_cache):
     from engines.models.latent_map import LatentMap, fit_latent_map, restore_umap
 
