@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.arrange.arranger import Arranger  # noqa: E402
-from engines.arrange.joins import corpus_join_jumps  # noqa: E402
+from engines.arrange.joins import corpus_join_jumps, on_one_scale  # noqa: E402
 from engines.arrange.plan import load_plan  # noqa: E402
 from engines.config import load_config  # noqa: E402
 from engines.data.prepare import ensure_corpus_cache  # noqa: E402
@@ -30,17 +30,21 @@ from engines.registry import ModelRegistry  # noqa: E402
 PLANS = sorted((Path(__file__).resolve().parents[1] / "assets" / "plans").glob("*.json"))
 
 
-def nearest_between(cache, first: str, second: str, samples: int = 400, seed: int = 0) -> float:
-    """The median over `samples` training segments of mode `first` of the axis distance (as joins.join_jump
-    measures it) to the nearest training segment of mode `second`."""
-    from engines.music.analyzer import AXES, MODES
+def axes_by_mode(cache) -> dict[str, np.ndarray]:
+    """Per mode, the axes (n, 5) of its training segments on one scale (joins.on_one_scale), from the analysis
+    stored in the cache."""
+    from engines.music.analyzer import MODES
 
     rows = cache.segments[cache.split_indices("train")]
-    axes = np.array(rows["axes"], dtype=float)
-    axes[:, AXES.index("valence")] /= 2
-    a, b = axes[rows["mode"] == MODES.index(first)], axes[rows["mode"] == MODES.index(second)]
-    chosen = a[np.random.default_rng(seed).choice(len(a), min(samples, len(a)), replace=False)]
-    return round(float(np.median([np.abs(b - x).mean(axis=1).min() for x in chosen])), 3)
+    axes = on_one_scale(rows["axes"])
+    return {mode: axes[rows["mode"] == index] for index, mode in enumerate(MODES)}
+
+
+def nearest_between(first: np.ndarray, second: np.ndarray, samples: int = 400, seed: int = 0) -> float:
+    """The median over `samples` of the segments `first` (axes (n, 5)) of the axis distance (as joins.join_jump
+    measures it) to the nearest of `second`."""
+    chosen = first[np.random.default_rng(seed).choice(len(first), min(samples, len(first)), replace=False)]
+    return round(float(np.median([np.abs(second - x).mean(axis=1).min() for x in chosen])), 3)
 
 
 def main() -> None:
@@ -73,6 +77,7 @@ def main() -> None:
                 modes[name] = (sections[number - 1]["asked"], sections[number]["asked"])
     cache = ensure_corpus_cache(cfg)
     corpus = corpus_join_jumps(cache, verifier.analyzer)
+    by_mode = axes_by_mode(cache)
     print(json.dumps({
         "plans": [p.stem for p in PLANS], "seeds": args.seeds, "overrides": args.set, "sections": len(heard),
         "heard_as_asked": round(float(np.mean(heard)), 3), "heard_as_asked_first_try": round(float(np.mean(first)), 3),
@@ -81,7 +86,7 @@ def main() -> None:
         "density_jump_median": round(float(np.median(density)), 3),
         "per_join": {name: {"axis_jump_median": round(float(np.median([a for a, _ in v])), 3),
                             "density_jump_median": round(float(np.median([d for _, d in v])), 3),
-                            "corpus_nearest_between_modes": nearest_between(cache, *modes[name])}
+                            "corpus_nearest_between_modes": nearest_between(*(by_mode[m] for m in modes[name]))}
                      for name, v in per_join.items()},
         "corpus": {"axis_jump_median": corpus["axis_jump"]["median"],
                    "density_jump_median": corpus["density_jump"]["median"], "pairs": corpus["pairs"]},

@@ -25,14 +25,20 @@ TYPICAL_AXIS_JUMP = 0.174
 TYPICAL_DENSITY_JUMP = 0.25
 
 
+def on_one_scale(axes: np.ndarray) -> np.ndarray:
+    """Axes (..., 5) in AXES order as the analyzer gives them -> every axis spanning 1 (valence, -1..1, halved)."""
+    scaled = np.array(axes, dtype=float)
+    scaled[..., AXES.index("valence")] /= 2
+    return scaled
+
+
 def reading(segment: Segment, analyzer: ChromaticAnalyzer) -> tuple[np.ndarray, float]:
     """(the five axes on one scale (5,), notes per quarter note) of a few bars; silence reads as zeros."""
     quarters = segment.length / TICKS_PER_QUARTER
     if not len(segment.notes):
         return np.zeros(len(AXES)), 0.0
     axes = analyzer.analyze(segment).axes
-    values = np.array([axes[a] / 2 if a == "valence" else axes[a] for a in AXES], dtype=float)
-    return values, len(segment.notes) / quarters
+    return on_one_scale([axes[a] for a in AXES]), len(segment.notes) / quarters
 
 
 def join_jump(left: Segment, right: Segment, analyzer: ChromaticAnalyzer | None = None) -> dict:

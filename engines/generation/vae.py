@@ -87,7 +87,8 @@ class VAEGenerator(GeneratorBase):
 
     def _checked(self, request: Request) -> VAESettings:
         """The request's settings, its mode's temperature filled in where it sets none."""
-        settings: VAESettings = self.for_mode(self.settings_of(request), (request.mode or "WHITE").upper())
+        settings: VAESettings = self.settings_of(request)
+        settings = self.for_mode(settings, self.asked_mode(request, settings))
         if request.keep_bars:
             raise StudioError("the VAE cannot keep bars of a segment; inpaint with the diffusion engine or "
                               "continue with the GPT")

@@ -214,12 +214,15 @@ def temperatures_note(payload: dict) -> str:
     calibration = payload.get("temperature_calibration")
     if not calibration:
         return ""
-    modes = calibration["modes"]
+    def measured(m: dict) -> str:
+        former, share = next(iter(m["heard"].items()))   # the first temperature tried: the former default
+        return f"{m['temperature']:g} ({m['heard'][str(m['temperature'])]:.0%} heard as asked, {share:.0%} at " \
+               f"{float(former):g})"
+
     return ("; a request that sets no temperature samples its mode at the one finalize measured it is heard as "
             f"asked at ({calibration['samples_per_setting']} samples per temperature, seeds from "
-            f"{calibration['seed']}): " + ", ".join(f"{mode} {m['temperature']:g} "
-                                                     f"({m['heard'][str(m['temperature'])]:.0%} heard as asked, "
-                                                     f"{m['heard']['1.0']:.0%} at 1)" for mode, m in modes.items()))
+            f"{calibration['seed']}): " + ", ".join(f"{mode} {measured(m)}"
+                                                     for mode, m in calibration["modes"].items()))
 
 
 def sampling_section(calibration: dict) -> list[str]:
