@@ -135,8 +135,20 @@ def _record_command(record: Path, resume: bool, best) -> None:
     import json as _json
 
     kept = _json.loads(record.read_text()) if resume and record.is_file() else {}
-    kept.update(argv=sys.argv, best=best)
+    kept.update(argv=sys.argv, best=best, device=_training_device())
     record.write_text(_json.dumps(kept, indent=1))
+
+
+def _training_device() -> str:
+    """What a run trains on, as its model card names it ("CUDA (NVIDIA H200)", "CPU (x86_64)"): recorded in
+    command.json, because the card is often rendered on another machine than the one that trained."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA ({torch.cuda.get_device_name(0)})"
+    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 def cmd_train(args) -> None:
@@ -162,8 +174,10 @@ def cmd_train(args) -> None:
     if int(os.environ.get("RANK", "0")) == 0:   # the command is on record from the start: a run stopped early
         Path(out).mkdir(parents=True, exist_ok=True)    # (or killed) still has its card's Reproduce line
         _record_command(record, args.resume, best=None)
+    finalize = {"finalize": False} if args.skip_finalize and args.engine in ("vae", "diffusion") else {}
+    _allow_tf32()
     best = train(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit, seed=args.seed,
-                 workers=args.workers)
+                 workers=args.workers, **finalize)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -174,6 +188,16 @@ def cmd_train(args) -> None:
         _emit({"out": out, "best": best, "shipped": ship(args.engine, out, cfg.model.checkpoints_dir)})
         return
     _emit({"out": out, "best": best})
+
+
+def _allow_tf32() -> None:
+    """On a GPU, fp32 matrix products and convolutions run on TF32 tensor cores (several times faster on Ampere
+    and later; a 10-bit mantissa inside the product, fp32 everywhere else). No effect on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
@@ -617,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "card, as the ship command does")
     p.add_argument("--finalize-only", action="store_true",
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
+    p.add_argument("--skip-finalize", action="store_true",
+                   help="train only (VAE, diffusion): leave the step after training to a later --finalize-only, "
+                        "e.g. on the CPU machine that ships the run (the GPT never finalizes while training)")
 
     p = command("evaluate", cmd_evaluate, "measure an engine's quality bars on the held-out split, as JSON")
     p.add_argument("--engine", choices=list(EVALUATIONS))

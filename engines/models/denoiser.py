@@ -159,18 +159,22 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
     attributes: the unconditional model that classifier-free guidance contrasts with."""
     x0 = roll_to_unit(batch["roll"])
     b, device = x0.shape[0], x0.device
-    t = torch.randint(0, scheduler.num_steps, (b,), generator=generator).to(device)
-    noise = torch.randn(x0.shape, generator=generator).to(device)
+    # without a generator (training) the steps and noise are drawn on the batch's device (on CUDA: no CPU draw and
+    # copy each step); a generator (validation's fixed CPU one) draws them on the CPU, the same on any device
+    where = device if generator is None else None
+    t = torch.randint(0, scheduler.num_steps, (b,), generator=generator, device=where).to(device)
+    noise = torch.randn(x0.shape, generator=generator, device=where).to(device)
     config = model_config(model)
     mode, values = batch["mode"], batch["conditions"][:, unwrapped(model).attribute_columns]
     given = torch.ones_like(values)
     if model.training and condition_dropout > 0:
-        drop = torch.rand(b, generator=generator).to(device) < condition_dropout
+        drop = torch.rand(b, generator=generator, device=where).to(device) < condition_dropout
         mode = torch.where(drop, torch.full_like(mode, WHITE_INDEX), mode)
         if config.attribute_mask == "each":   # every subset of attributes is seen, and none (for CFG)
             given = attribute_dropout(b, values.shape[1], condition_dropout, config.attribute_dropout, device)
         else:
-            given = (torch.rand(b, 1, generator=generator).to(device) >= condition_dropout).float().expand_as(values)
+            kept = torch.rand(b, 1, generator=generator, device=where).to(device) >= condition_dropout
+            given = kept.float().expand_as(values)
     prediction = model(scheduler.add_noise(x0, noise, t), t, mode, values, given, batch["metre"])
     target = scheduler.training_target(x0, noise, t)
     valid = batch["valid"][:, None, :, None].float()                   # (B, 1, T, 1)

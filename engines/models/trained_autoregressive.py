@@ -234,7 +234,8 @@ class TrainedAutoregressive:
             raise StudioError(f"a shared batch writes one window: max_bars must lie in 1..{window}")
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), None, 0, metre)
         given = ids[ids.index(MIDI) + 1:]
-        model = self._guided(ids, torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)]),
+        model = self._guided(ids, torch.tensor([g.guidance_scale for g in groups for _ in range(g.rows)],
+                                               device=self.device),
                              self.batch_model(sum(g.rows for g in groups)))
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
         rows = sample_token_groups(model, ids, groups, self.model.config.block_size - len(ids),

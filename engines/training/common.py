@@ -34,7 +34,20 @@ def ddp_teardown() -> None:
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    """`payload` saved with every tensor on the CPU: a checkpoint trained on a GPU loads with a plain
+    `torch.load(weights_only=True)` on a machine without one (resume maps it back to the training device)."""
+    return write_atomically(path, lambda tmp: torch.save(on_cpu(payload), tmp))
+
+
+def on_cpu(value):
+    """`value` with every tensor inside dicts, lists and tuples moved to the CPU (the rest as it is)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
 
 
 ENGINE_NAMES = {"vae": "a VAE", "diffusion": "a diffusion", "autoregressive": "an autoregressive", "codec": "a codec",

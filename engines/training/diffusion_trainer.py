@@ -74,8 +74,9 @@ def validate(model: RollDenoiser, loader: DataLoader, scheduler: NoiseScheduler,
 
 
 def train_diffusion(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
-                    limit: int = 0, seed: int = 0, workers: int = 1) -> dict:
-    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs)."""
+                    limit: int = 0, seed: int = 0, workers: int = 1, finalize: bool = True) -> dict:
+    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs);
+    `finalize` False leaves diffusion_finalize to a later `train --finalize-only`."""
     dc = cfg.model.diffusion
     scheduler = NoiseScheduler(dc.num_steps, dc.noise_schedule, dc.prediction)
     train_set, val_set = _datasets(cfg, limit)
@@ -89,7 +90,7 @@ def train_diffusion(cfg: Config, out_dir: str | Path, max_minutes: float = 0, re
         validate_fn=lambda ema, loader, device: {"val_loss": validate(ema, loader, scheduler, device)},
         payload_fn=lambda ema, row: checkpoint_payload(ema, row, extra),
         out_dir=out_dir, max_minutes=max_minutes, resume=resume, seed=seed, workers=workers)
-    if best and (Path(out_dir) / "best.pt").is_file():  # rank 0 (the others return {})
+    if finalize and best and (Path(out_dir) / "best.pt").is_file():  # rank 0 (the others return {})
         from engines.training.diffusion_finalize import finalize_diffusion
 
         best["finalize"] = finalize_diffusion(Path(out_dir) / "best.pt", cfg, n_per_mode=2 if limit else 16,

@@ -107,6 +107,9 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     if before:
         cmd = "`, then `".join([step["command"] for step in before] + [cmd])
     last = rows[-1] if rows else {}
+    # the machine that trained (train records it in command.json; runs from before that: this one's)
+    device = command.get("device") or \
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})"
     params = sum(v.numel() for v in payload["state_dict"].values())
     lines = [
         f"# Model card: {engine}",
@@ -117,7 +120,7 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         f"- **Trained:** {last.get('epoch', '?')} epochs" + (f" ({last['step']:,} steps; the last epoch may stop at "
                                                            f"the time budget)" if "step" in last else "") +
         f", {last.get('minutes', '?')} min on "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})"
+        f"{device}"
         + (f"; {round(sum(step['minutes'] for step in before) + float(last.get('minutes', 0)), 2)} min in all with the "
            f"step{'s' if len(before) > 1 else ''} before it" if before else ""),
         *([f"- **Shipped weights:** the run's best.pt, epoch {payload['metrics']['epoch']} of {last['epoch']}"]

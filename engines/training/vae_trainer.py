@@ -64,8 +64,9 @@ def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, 
 
 
 def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,
-              limit: int = 0, seed: int = 0, workers: int = 1) -> dict:
-    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs)."""
+              limit: int = 0, seed: int = 0, workers: int = 1, finalize: bool = True) -> dict:
+    """Train; returns the best epoch's metrics. `limit` caps the training segments (tests, smoke runs);
+    `finalize` False leaves vae_finalize to a later `train --finalize-only`."""
     rank, world = ddp_setup()
     main = rank == 0
     device = pick_device()
@@ -95,18 +96,22 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
         if main:
             print(f"resuming after epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)", flush=True)
     # Closed-form cosine over the configured epochs, so a resumed run with more epochs anneals over the new
-    # total instead of replaying an old schedule.
+    # total instead of replaying an old schedule; or over the time budget, when that will end the run first
+    # (a GPU run sets many epochs and minutes, and still anneals).
     total = max(vc.epochs, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(e, total) / total)),
-        last_epoch=start_epoch - 1)
     wrapped = DistributedDataParallel(model) if world > 1 else model
     started = time.time()
     budget = max_minutes * 60 if max_minutes else float("inf")
+
+    def set_learning_rate(epoch: int) -> None:
+        done = max(min(epoch, total) / total, min((elapsed_before + time.time() - started) / budget, 1.0))
+        for group in optimizer.param_groups:
+            group["lr"] = vc.learning_rate * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
     steps_per_epoch = max(len(train_loader), 1)
     for epoch in range(start_epoch, vc.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
+        set_learning_rate(epoch)
         model.train()
         sums, batches = {k: 0.0 for k in parts_logged}, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not main or None, leave=False)
@@ -124,11 +129,10 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
             bar.set_postfix(loss=f"{parts['loss'].item():.3f}", beta=f"{beta:.3f}")
             if elapsed_before + time.time() - started > budget:
                 break
-        scheduler.step()
         elapsed = elapsed_before + time.time() - started
         if main:
             row = {"epoch": epoch + 1, "minutes": round(elapsed / 60, 2), "beta": beta,
-                   "lr": scheduler.get_last_lr()[0], **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+                   "lr": optimizer.param_groups[0]["lr"], **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
             row.update(validate(model, val_loader, cfg, vc.beta, device))
             log.write(row)
             print(f"epoch {epoch + 1}: train {row['train_loss']:.3f} val {row['val_loss']:.3f} "
@@ -141,7 +145,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
             plot_losses(log.rows(), out_dir / "loss.png")
         if elapsed > budget:
             break
-    if main and (out_dir / "best.pt").is_file():
+    if finalize and main and (out_dir / "best.pt").is_file():
         from engines.training.vae_finalize import finalize_vae
 
         best["finalize"] = finalize_vae(str(out_dir / "best.pt"), cfg, limit=limit)

@@ -47,3 +47,15 @@ def test_a_card_of_a_run_started_from_another_gives_the_whole_chain_its_total_an
                        "bitrate_kbps": 2.0})
     assert [(name.split(",")[0], met) for name, _, _, met in bars][1:3] == [("SI-SNR of the round trip", True),
                                                                             ("the same", False)]
+
+
+def test_the_card_names_the_machine_the_run_trained_on_not_the_one_that_ships_it():
+    from engines.training.model_card import render_card
+
+    payload = {"engine": "diffusion", "state_dict": {}, "config": {}, "metrics": {"epoch": 1}}
+    rows = [{"epoch": 1, "step": 224, "minutes": 6.6, "train_loss": 1.0, "val_loss": 1.0}]
+    card = render_card("diffusion", payload, {"argv": ["engines", "train"], "device": "CUDA (NVIDIA H200)"}, rows,
+                       None, 13.0)
+    assert "6.6 min on CUDA (NVIDIA H200)" in card
+    older = render_card("diffusion", payload, {"argv": ["engines", "train"]}, rows, None, 13.0)   # before the record
+    assert "6.6 min on CPU (" in older

@@ -27,3 +27,19 @@ def test_the_gpu_script_retrains_and_ships_every_checkpoint_into_its_own_folder(
         assert payload["engine"] == engine
         card = (tmp_path / "gpu" / "checkpoints" / f"{engine}.md").read_text()
         assert f"--engine {engine}" in card
+
+
+def test_a_short_gpu_lease_trains_engines_together_and_leaves_finalize_to_the_cpu(tmp_path):
+    """PARALLEL=1 FINALIZE=0, as a GPU lease runs it: the engines train at the same time, each into its run
+    folder with its own log; nothing is finalized or shipped (the VAE's latent vectors and map are CPU work)."""
+    env = dict(os.environ, TINY="1", PARALLEL="1", FINALIZE="0", ENGINES="vae diffusion", PYTHON=sys.executable)
+    run = subprocess.run(["bash", "scripts/train_gpu.sh", str(tmp_path / "gpu")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = tmp_path / "gpu" / "runs"
+    for engine in ("vae", "diffusion"):
+        assert "epoch 1: train" in (runs / engine / "train.log").read_text()
+        assert "--skip-finalize" in (runs / engine / "command.json").read_text()
+    assert "vectors" not in load_checkpoint(runs / "vae" / "best.pt")             # finalize_vae did not run
+    assert "onset_calibration" not in load_checkpoint(runs / "diffusion" / "best.pt")
+    assert not list((tmp_path / "gpu" / "checkpoints").iterdir())
