@@ -44,7 +44,8 @@ if [ "${TINY:-0}" = "1" ]; then
 else
   LIMIT=()
   PARALLEL="${PARALLEL:-1}"
-  # GPU-sized batches; the epochs are a ceiling: the wall-clock budget ends each run, and the learning rate
+  # GPU-sized batches; the GPT's copy check on 96 samples an epoch (32 told 0 from 2 copies apart by chance on
+  # the first lease, docs/analyzer.md); the epochs are a ceiling: the wall-clock budget ends each run, and the learning rate
   # anneals over that budget (ema_loop.learning_rate_factor, the VAE's set_learning_rate).
   declare -A SETTINGS=(
     [judge]="model.judge.batch_size=256 model.judge.epochs=20"
@@ -52,7 +53,7 @@ else
     [diffusion]="model.diffusion.batch_size=256 model.diffusion.learning_rate=8e-4 model.diffusion.epochs=400"
     [guidance-classifier]="model.guidance_classifier.batch_size=256 model.guidance_classifier.epochs=40"
     [codec]="model.codec.batch_size=32"
-    [autoregressive]="model.autoregressive.batch_size=64 model.autoregressive.learning_rate=1e-3 model.autoregressive.epochs=100"
+    [autoregressive]="model.autoregressive.batch_size=64 model.autoregressive.learning_rate=1e-3 model.autoregressive.epochs=100 model.autoregressive.copy_check_samples=96"
   )
   declare -A MINUTES=([judge]="${MINUTES_JUDGE:-3}" [vae]="${MINUTES_VAE:-6}" [diffusion]="${MINUTES_DIFFUSION:-7}"
                       [guidance-classifier]="${MINUTES_GUIDANCE:-3}" [codec]="${MINUTES_CODEC:-7}"
