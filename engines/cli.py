@@ -127,6 +127,8 @@ TRAINERS = {"vae": ("engines.training.vae_trainer", "train_vae"),
 FINALIZERS = {"vae": ("engines.training.vae_finalize", "finalize_vae"),
               "diffusion": ("engines.training.diffusion_finalize", "finalize_diffusion"),
               "autoregressive": ("engines.training.autoregressive_trainer", "finalize_autoregressive")}
+# the engines whose trainer runs that step itself at the end (train(..., finalize=False) skips it); the GPT's does not
+FINALIZED_WHEN_TRAINED = ("vae", "diffusion")
 
 
 def _record_command(record: Path, resume: bool, best) -> None:
@@ -135,20 +137,11 @@ def _record_command(record: Path, resume: bool, best) -> None:
     import json as _json
 
     kept = _json.loads(record.read_text()) if resume and record.is_file() else {}
-    kept.update(argv=sys.argv, best=best, device=_training_device())
+    from engines.training.common import device_name
+
+    # the machine that trains: the card is often rendered on another, the one that ships
+    kept.update(argv=sys.argv, best=best, device=device_name())
     record.write_text(_json.dumps(kept, indent=1))
-
-
-def _training_device() -> str:
-    """What a run trains on, as its model card names it ("CUDA (NVIDIA H200)", "CPU (x86_64)"): recorded in
-    command.json, because the card is often rendered on another machine than the one that trained."""
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"CUDA ({torch.cuda.get_device_name(0)})"
-    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 def cmd_train(args) -> None:
@@ -174,8 +167,7 @@ def cmd_train(args) -> None:
     if int(os.environ.get("RANK", "0")) == 0:   # the command is on record from the start: a run stopped early
         Path(out).mkdir(parents=True, exist_ok=True)    # (or killed) still has its card's Reproduce line
         _record_command(record, args.resume, best=None)
-    finalize = {"finalize": False} if args.skip_finalize and args.engine in ("vae", "diffusion") else {}
-    _allow_tf32()
+    finalize = {"finalize": False} if args.skip_finalize and args.engine in FINALIZED_WHEN_TRAINED else {}
     best = train(cfg, out, max_minutes=args.max_minutes, resume=args.resume, limit=args.limit, seed=args.seed,
                  workers=args.workers, **finalize)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
@@ -188,16 +180,6 @@ def cmd_train(args) -> None:
         _emit({"out": out, "best": best, "shipped": ship(args.engine, out, cfg.model.checkpoints_dir)})
         return
     _emit({"out": out, "best": best})
-
-
-def _allow_tf32() -> None:
-    """On a GPU, fp32 matrix products and convolutions run on TF32 tensor cores (several times faster on Ampere
-    and later; a 10-bit mantissa inside the product, fp32 everywhere else). No effect on CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:

@@ -44,9 +44,9 @@ if [ "${TINY:-0}" = "1" ]; then
 else
   LIMIT=()
   PARALLEL="${PARALLEL:-1}"
-  # GPU-sized batches; the GPT's copy check on 96 samples an epoch (32 told 0 from 2 copies apart by chance on
-  # the first lease, docs/analyzer.md); the epochs are a ceiling: the wall-clock budget ends each run, and the learning rate
-  # anneals over that budget (ema_loop.learning_rate_factor, the VAE's set_learning_rate).
+  # GPU-sized batches. The epochs are a ceiling: the wall-clock budget ends each run, and the learning rate anneals
+  # over that budget (ema_loop.learning_rate_factor). The GPT's copy check draws 96 samples an epoch: with 32, the
+  # first lease's 0 and 2 copies were within chance of each other (docs/analyzer.md).
   declare -A SETTINGS=(
     [judge]="model.judge.batch_size=256 model.judge.epochs=20"
     [vae]="model.vae.batch_size=256 model.vae.learning_rate=1.5e-3 model.vae.epochs=200 model.vae.beta=0.4 model.vae.beta_warmup_epochs=8 model.vae.prior=standard model.vae.adversary_weight=0.2"

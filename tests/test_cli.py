@@ -257,7 +257,9 @@ def test_a_resumed_run_keeps_the_steps_before_it_on_record_and_a_new_one_starts_
     kept = json.loads(record.read_text())
     assert kept["argv"] == ["engines", "train", "--resume"] and kept["best"] == {"epoch": 3}
     assert kept["preceded_by"] == [{"command": "first", "minutes": 35.0}]
-    assert kept["device"].startswith("CPU (")   # the machine that trains, for the card shipped elsewhere
+    from engines.training.common import device_name
+
+    assert kept["device"] == device_name()   # the machine that trains, for the card shipped elsewhere
     _record_command(record, resume=False, best=None)
     assert json.loads(record.read_text()) == {"argv": ["engines", "train", "--resume"], "best": None,
                                               "device": kept["device"]}

@@ -6,15 +6,12 @@ and the final metrics, and the evaluation JSON when one is given.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 from pathlib import Path
 
-import torch
-
 from engines.errors import StudioError
 from engines.music.analyzer import MODES
-from engines.training.common import MetricsLog, load_checkpoint
+from engines.training.common import MetricsLog, device_name, load_checkpoint
 
 SIZE_LIMITS_MB = {"vae": 30, "diffusion": 30, "guidance-classifier": 15, "autoregressive": 40, "codec": 15,
                   "judge": 15}
@@ -107,9 +104,7 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     if before:
         cmd = "`, then `".join([step["command"] for step in before] + [cmd])
     last = rows[-1] if rows else {}
-    # the machine that trained (train records it in command.json; runs from before that: this one's)
-    device = command.get("device") or \
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU'} ({platform.processor() or platform.machine()})"
+    device = command.get("device") or device_name()   # train records it; runs from before that: this machine's
     params = sum(v.numel() for v in payload["state_dict"].values())
     lines = [
         f"# Model card: {engine}",
@@ -119,8 +114,7 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
         f"- **Size:** {size_mb:.1f} MB, {params / 1e6:.2f} M parameters; loads with `torch.load(weights_only=True)`",
         f"- **Trained:** {last.get('epoch', '?')} epochs" + (f" ({last['step']:,} steps; the last epoch may stop at "
                                                            f"the time budget)" if "step" in last else "") +
-        f", {last.get('minutes', '?')} min on "
-        f"{device}"
+        f", {last.get('minutes', '?')} min on {device}"
         + (f"; {round(sum(step['minutes'] for step in before) + float(last.get('minutes', 0)), 2)} min in all with the "
            f"step{'s' if len(before) > 1 else ''} before it" if before else ""),
         *([f"- **Shipped weights:** the run's best.pt, epoch {payload['metrics']['epoch']} of {last['epoch']}"]

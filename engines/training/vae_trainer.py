@@ -9,7 +9,6 @@ Runs on CPU, on CUDA when present, and under `torchrun` as DDP (gloo on CPU).
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from engines.models.conditioning import mode_targets
 from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, vae_loss
 from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
                                      plot_losses, save_checkpoint)
+from engines.training.ema_loop import learning_rate_factor   # the cosine to a floor every engine anneals on
 
 LOSS_PARTS = ("loss", "onset", "sustain", "metre", "tempo", "kl")
-LR_FLOOR = 0.05  # the learning rate anneals to this share of its start
 
 
 def _datasets(cfg: Config, limit: int = 0):
@@ -103,10 +102,10 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
     started = time.time()
     budget = max_minutes * 60 if max_minutes else float("inf")
 
-    def set_learning_rate(epoch: int) -> None:
-        done = max(min(epoch, total) / total, min((elapsed_before + time.time() - started) / budget, 1.0))
+    def set_learning_rate(epoch: int) -> None:   # per epoch, with no warm-up
+        spent = (elapsed_before + time.time() - started) / budget
         for group in optimizer.param_groups:
-            group["lr"] = vc.learning_rate * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
+            group["lr"] = vc.learning_rate * learning_rate_factor(epoch, total, warmup=0, progress=spent)
     steps_per_epoch = max(len(train_loader), 1)
     for epoch in range(start_epoch, vc.epochs):
         if sampler is not None:
@@ -132,7 +131,8 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
         elapsed = elapsed_before + time.time() - started
         if main:
             row = {"epoch": epoch + 1, "minutes": round(elapsed / 60, 2), "beta": beta,
-                   "lr": optimizer.param_groups[0]["lr"], **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+                   "lr": optimizer.param_groups[0]["lr"],
+                   **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
             row.update(validate(model, val_loader, cfg, vc.beta, device))
             log.write(row)
             print(f"epoch {epoch + 1}: train {row['train_loss']:.3f} val {row['val_loss']:.3f} "
