@@ -17,10 +17,12 @@ its latent space instead (engines/generation/vae.py: a segment to start from is 
 toward the drawn one), and write all four bars anew.
 
 The window that opens a section is ranked by the judge and by how smoothly it joins the bars before it
-(engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). With generation.arrange.fade, in
-a section longer than 4 bars its first bars also move from the mode before to the section's own
-(Request.fade_from: the diffusion engine fades its guidance from one mode to the other along the roll; the
-GPT's prompt pulls half as hard). A whole section the analyzer hears in another mode than asked is written
+(engines/arrange/joins.join_cost, weighed by generation.arrange.join_weight). With an engine that follows axis
+targets (Generator.axis_target: diffusion), it also aims between the two: on every axis the section leaves free,
+at the reading of the bars before moved generation.arrange.bridge of the way toward the mode's interior. With
+generation.arrange.fade, in a section longer than 4 bars its first bars also move from the mode before to the
+section's own (Request.fade_from: the diffusion engine fades its guidance from one mode to the other along the
+roll; the GPT's prompt pulls half as hard). A whole section the analyzer hears in another mode than asked is written
 again from another seed (generation.arrange.section_tries in all); the first the analyzer hears as asked is
 kept, else the one the judge rates best. The report keeps what the analyzer heard in the first one written
 beside what it hears in the one kept.
@@ -153,6 +155,7 @@ class Arranger:
         self.join_weight = arrange.join_weight
         self.tries = arrange.section_tries
         self.fade = arrange.fade
+        self.bridge = arrange.bridge
         if verifier is not None and verifier.analyzer is not None:
             self.analyzer = verifier.analyzer
         else:
@@ -172,11 +175,13 @@ class Arranger:
         return mode_before if self.fade and section.bars > WINDOW_BARS else None
 
     def _window(self, generator, section: SectionPlan, seed: int, metre: str | None, init: Segment | None,
-                keep: list[int] | None, fade_from: str | None = None, cost=None):
+                keep: list[int] | None, fade_from: str | None = None, cost=None, attributes: dict | None = None):
         """One 4-bar window of `section`, drawn and checked like any generation: (the segment, its verification
-        as a dict); StudioError when every candidate was a copy of a training segment."""
+        as a dict); StudioError when every candidate was a copy of a training segment. `attributes`: what it
+        aims at instead of the section's own (a bridge from the bars before)."""
         request = Request(section.engine, mode=section.mode, n=1, seed=seed,
-                          candidates=self._candidates(section.engine), attributes=section.attributes() or None,
+                          candidates=self._candidates(section.engine),
+                          attributes=attributes or section.attributes() or None,
                           tonic=section.tonic, scale=section.scale, tempo=section.tempo, metre=metre,
                           init_midi=init, keep_bars=keep, fade_from=fade_from)
         result = draw(generator, request, self._settings(generator), self.verifier, cfg=self.cfg, cost=cost)
@@ -184,6 +189,26 @@ class Arranger:
             raise StudioError(f"the {section.engine} engine wrote nothing for a {section.mode} section "
                               "(every candidate was a copy of a training segment); try another seed")
         return result.segments[0], result.verifications[0].to_dict() if result.verifications else {}
+
+    def _bridged(self, generator, section: SectionPlan, before: Segment) -> dict | None:
+        """What the window that opens `section` after `before` aims at: the section's own attributes and, on
+        every axis it leaves free and the engine follows, the reading of `before`'s last OVERLAP_BARS bars moved
+        generation.arrange.bridge of the way toward the mode's interior (Generator.axis_target). The window
+        holds the bars kept and the bars it writes, so it aims between them: the change of mode starts at the
+        join and is reached over the section. None: nothing to bridge (no bridge, WHITE, an engine that
+        follows no axes, silence before)."""
+        if self.bridge is None or section.mode in (None, WHITE):
+            return None
+        target = generator.axis_target(section.mode)
+        last = bars_window(before, before.num_bars - OVERLAP_BARS, OVERLAP_BARS)
+        if not target or not len(last.notes):
+            return None
+        heard = self.analyzer.analyze(last).axes
+        asked = section.attributes()
+        for axis, value in target.items():
+            if axis not in asked:
+                asked[axis] = round(heard[axis] + self.bridge * (value - heard[axis]), 4)
+        return asked
 
     def _candidates(self, engine: str) -> int | None:
         """Candidates per window for `engine`: the arranger's own, else generation.arrange.candidates.<engine>,
@@ -277,7 +302,8 @@ class Arranger:
             out, verification = self._window(
                 generator, section, seed + window, metre, tail, list(range(1, OVERLAP_BARS + 1)) if new_from else None,
                 fade_from=self._fade_from(section, previous.plan.mode) if opening else None,
-                cost=self._join_cost(follows, new_from) if opening else None)
+                cost=self._join_cost(follows, new_from) if opening else None,
+                attributes=self._bridged(generator, section, follows) if opening else None)
             take = min(WINDOW_BARS - new_from, section.bars - bars)
             written.append(bars_window(out, new_from, take))
             verifications.append(verification)
@@ -331,7 +357,8 @@ class Arranger:
             window, keep, new_from = self._tail(before, False), None, 0
         out, verification = self._window(generator, section, seed, f"{segment.ts_num}/{segment.ts_den}", window, keep,
                                          fade_from=self._fade_from(section, previous.plan.mode),
-                                         cost=self._join_cost(before, new_from))
+                                         cost=self._join_cost(before, new_from),
+                                         attributes=self._bridged(generator, section, before))
         opening = replace(bars_window(out, new_from, OVERLAP_BARS), tempo_qpm=segment.tempo_qpm)
         rejoined = replace(joined([opening, rest]), tempo_qpm=segment.tempo_qpm)
         return replace(following, segment=rejoined, heard=self._heard(rejoined), windows=following.windows + 1,

@@ -183,6 +183,12 @@ class GeneratorBase:
         the mode where a request left it unset). By default the settings as they are."""
         return settings
 
+    def axis_target(self, mode: str) -> dict:
+        """Where this engine aims a request for `mode` on the axes its model follows, in the analyzer's scale
+        (the median axes of the mode's clear training segments: conditioning.mode_targets); {} when its model
+        takes no axis targets. The arranger aims a section's opening between the bars before and this."""
+        return {}
+
     def diversify(self, settings, round_: int):
         """The settings of a further round of candidates (verified generation draws one when too few of the
         first are heard as asked and are not copies): sampled more freely. By default the same settings."""

@@ -80,6 +80,13 @@ class DiffusionGenerator(GeneratorBase):
                                                                 classifier, exc)
         return cls(model)
 
+    def axis_target(self, mode: str) -> dict:
+        from engines.models.conditioning import request_attributes
+        from engines.music.analyzer import AXES
+
+        axes = [name for name in self.model.model.config.attributes if name in AXES]
+        return request_attributes(mode.upper(), None, self.model.mode_targets, axes)
+
     def _checked(self, request: Request) -> tuple[DiffusionSettings, str | None]:
         """The request's settings and metre (None: drawn from the mode's), after the checks every run makes."""
         settings: DiffusionSettings = self.settings_of(request)

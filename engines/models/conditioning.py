@@ -13,9 +13,10 @@ at the mode's interior rather than anywhere in it, borders included. Two forms, 
 split and stored with a checkpoint:
 
     mode_targets       one point per mode: the median attributes of its clearest segments
-    mode_target_pool   per mode, the attributes of a sample of those segments; each result draws its own
-                       (drawn_request_attributes), so a batch keeps the variety of the mode's music instead of
-                       bunching around one point
+    mode_target_pool   per mode, the attributes of a sample of its segments (the clearest, or with
+                       clear_quantile 1 all of them: the diffusion finalize step's choice); each result draws
+                       its own (drawn_request_attributes), so a batch keeps the variety of the mode's music
+                       instead of bunching around one point
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ def mode_targets(rows: np.ndarray, clear_quantile: float = 0.5) -> dict[str, dic
 def mode_target_pool(rows: np.ndarray, clear_quantile: float = 0.5, size: int = 64,
                      seed: int = 0) -> dict[str, list[list[float]]]:
     """Per mode, the attributes (unit scale, CONDITION_ATTRIBUTES order) of up to `size` of its clearest training
-    segments, drawn at random: {mode: [[value, ...], ...]}."""
+    segments (the upper `clear_quantile` of its top scores; 1: any of them), drawn at random:
+    {mode: [[value, ...], ...]}."""
     values = cache_attributes(rows)
     rng = np.random.default_rng(seed)
     pool = {}

@@ -80,7 +80,7 @@ class TrainedDiffusion:
         self.metre_tempo = payload["metre_tempo"].cpu() if "metre_tempo" in payload else None
         # per mode, the attributes deep inside its region (none in checkpoints from before them)
         self.mode_targets: dict = payload.get("mode_targets", {})
-        # per mode, the attributes of some of its clearest training segments: each result aims at one of them
+        # per mode, the attributes of some of its training segments: each result aims at one of them
         # (conditioning.drawn_request_attributes); {} (older checkpoints): every result at the mode's median
         self.mode_target_pool: dict = payload.get("mode_target_pool", {})
         self._classifier: TrainedGuidanceClassifier | None = None

@@ -187,6 +187,35 @@ def test_with_fade_a_longer_sections_opening_moves_from_the_mode_before(generato
         assert [r.fade_from for r in requests] == expected
 
 
+def test_a_sections_opening_aims_between_the_bars_before_and_its_modes_interior(generators):
+    """With generation.arrange.bridge, the window that opens a section after another aims every axis the section
+    leaves free at the last bars' reading moved that far toward the engine's target for the mode; the section's
+    own axes stay as asked, and every other window aims where any request does."""
+    from engines.music.analyzer import AXES
+
+    diffusion = generators["diffusion"]
+    target = diffusion.axis_target("RED")
+    assert sorted(target) == sorted(AXES) and -1 <= target["valence"] <= 1
+    assert target["energy"] == pytest.approx(diffusion.model.mode_targets["RED"]["energy"], abs=1e-4)
+    assert generators["vae"].axis_target("RED") == {}    # the base: an engine aims at no axis target of its own
+    plan = piece_plan({"metre": "4/4", "sections": [{"bars": 4, "mode": "BLUE", "engine": "diffusion"},
+                                                    {"bars": 4, "mode": "RED", "engine": "diffusion",
+                                                     "axes": {"energy": 0.9}}]})
+    for bridge in ("null", "0.0", "0.5"):
+        cfg = load_config(overrides=FAST + [f"generation.arrange.bridge={bridge}"])
+        piece, requests = _recorded(Arranger(generators, cfg), lambda a: a.arrange(plan, seed=4))
+        # windows: BLUE 1, RED 2; only RED's opening bridges
+        assert [r.attributes for r in requests[::2]] == [None, {"energy": 0.9}]
+        if bridge == "null":
+            assert requests[1].attributes == {"energy": 0.9}
+            continue
+        last = bars_window(piece.sections[0].segment, 2, 2)
+        heard = ChromaticAnalyzer().analyze(last).axes
+        expected = {axis: heard[axis] + float(bridge) * (target[axis] - heard[axis]) for axis in AXES}
+        expected["energy"] = 0.9
+        assert requests[1].attributes == pytest.approx(expected, abs=1e-4)
+
+
 class HearsOnly:
     """A judge that hears every segment in one mode."""
 

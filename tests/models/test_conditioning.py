@@ -59,6 +59,8 @@ def test_each_result_draws_its_target_from_the_clear_segments_of_its_mode_and_re
     assert sorted(pool) == ["BLACK", "RED"] and len(pool["RED"]) == 1
     assert sorted(row[ALL.index("energy")] for row in pool["BLACK"]) == pytest.approx([0.6, 0.8])
     assert len(mode_target_pool(rows, size=1)["BLACK"]) == 1                         # at most `size` per mode
+    every = mode_target_pool(rows, clear_quantile=1.0, size=64)                     # the diffusion finalize's
+    assert sorted(row[ALL.index("energy")] for row in every["BLACK"]) == pytest.approx([0.2, 0.4, 0.6, 0.8])
     drawn = drawn_request_attributes("BLACK", {"tension": 0.9}, pool, None, ALL, 40, seed=5)
     assert {round(d["energy"], 4) for d in drawn} == {0.6, 0.8}                      # both clear segments drawn
     assert all(d["tension"] == 0.9 and d["valence"] == pytest.approx(1.0) for d in drawn)   # asked ones kept
