@@ -185,8 +185,9 @@ class GeneratorBase:
 
     def axis_target(self, mode: str) -> dict:
         """Where this engine aims a request for `mode` on the axes its model follows, in the analyzer's scale
-        (the median axes of the mode's clear training segments: conditioning.mode_targets); {} when its model
-        takes no axis targets. The arranger aims a section's opening between the bars before and this."""
+        (the median axes of the mode's clear training segments: conditioning.mode_targets); {} when it does not
+        steer by them (the base: the VAE and the GPT, whose raw axes error sits at its floor, and a diffusion
+        checkpoint without axis inputs). The arranger aims a section's opening between the bars before and this."""
         return {}
 
     def diversify(self, settings, round_: int):
