@@ -82,10 +82,9 @@ class DiffusionGenerator(GeneratorBase):
 
     def axis_target(self, mode: str) -> dict:
         from engines.models.conditioning import request_attributes
-        from engines.music.analyzer import AXES
 
-        axes = [name for name in self.model.model.config.attributes if name in AXES]
-        return request_attributes(mode.upper(), None, self.model.mode_targets, axes)
+        # a request that asks nothing: its mode's target on the axes among the model's inputs (none: {})
+        return request_attributes(mode.upper(), None, self.model.mode_targets, self.model.model.config.attributes)
 
     def _checked(self, request: Request) -> tuple[DiffusionSettings, str | None]:
         """The request's settings and metre (None: drawn from the mode's), after the checks every run makes."""
