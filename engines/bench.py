@@ -143,6 +143,10 @@ def bench_diffusion(cfg: Config, repeats: int) -> dict | None:
         row["seconds_one_segment_classifier_guided"] = seconds(
             1, steps=50, classifier_scale=SUGGESTED_CLASSIFIER_SCALE,
             target=GuidanceTarget(mode=True, rebracketing="high", space=settings.classifier_space))
+    if engine.steers_axes and settings.axis_guidance > 0:   # a request with the axis sliders set
+        row["seconds_one_segment_axis_guided"] = seconds(
+            1, steps=50, axis_scale=settings.axis_guidance,
+            attributes={"energy": 0.8, "valence": -0.2, "tension": 0.6, "intimacy": 0.3, "motion": 0.7})
     return row
 
 

@@ -281,7 +281,7 @@ FLAG_SETTINGS = {"temperature": ("temperature",), "prompt": ("prompt",), "top_k"
                  "beam": ("beam_width",), "max_bars": ("max_bars",), "steps": ("steps",), "sampler": ("sampler",),
                  "eta": ("eta",), "guidance": ("guidance_scale", "prompt_guidance"),
                  "classifier_guidance": ("classifier_scale",), "target": ("classifier_target",),
-                 "classifier_space": ("classifier_space",)}
+                 "classifier_space": ("classifier_space",), "axis_guidance": ("axis_guidance",)}
 
 
 def cmd_generate(args) -> None:
@@ -705,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: classifier-guidance strength (0 = off)")
     p.add_argument("--target", help="diffusion: what classifier guidance steers toward: mode, rebracketing=high, "
                                     "rebracketing=low, comma-separated (default: mode)")
+    p.add_argument("--axis-guidance", type=float, metavar="S",
+                   help="diffusion: how hard the guidance classifier pulls a result toward the asked axes "
+                        "(--energy ... --motion; default 1, 0 = off)")
     p.add_argument("--classifier-space", choices=["x0", "x_t"],
                    help="diffusion: where the classifier's gradient is taken (default x0)")
     p.add_argument("--classifier", help="diffusion: guidance classifier (default: guidance-classifier.pt beside "

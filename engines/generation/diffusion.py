@@ -36,6 +36,11 @@ class DiffusionSettings:
                   info=f"{SUGGESTED_CLASSIFIER_SCALE:g} is a good start"))
     classifier_target: str = field(default="mode", metadata=control("Classifier guidance toward",
                                                                     choices=CLASSIFIER_TARGETS, advanced=True))
+    # how hard the guidance classifier's attribute head pulls a result toward the axes a request asks for (the
+    # axis sliders); the shipped denoiser reads no axes of its own (docs/diffusion.md: 1 measured best)
+    axis_guidance: float = field(
+        default=1.0, metadata=check(lambda v: 0 <= v <= 20, "a number in 0..20 (0 = off)")
+        | control("Axis guidance strength (toward the asked axes; 0 = off)", 0, 5, 0.25, advanced=True))
     classifier_space: Literal["x0", "x_t"] = field(
         default="x0", metadata=control("Classifier gradient taken", advanced=True,
                                        choices=[("on the clean estimate (x0)", "x0"),
@@ -83,7 +88,9 @@ class DiffusionGenerator(GeneratorBase):
     def axis_target(self, mode: str) -> dict:
         from engines.models.conditioning import request_attributes
 
-        # a request that asks nothing: its mode's target on the axes among the model's inputs (none: {})
+        # a request that asks nothing: its mode's target on the axes among the model's inputs (none: {}). Not
+        # those the classifier's axis guidance steers: aimed through it, the bridge moved joins no closer
+        # (docs/arrange.md)
         return request_attributes(mode.upper(), None, self.model.mode_targets, self.model.model.config.attributes)
 
     def _checked(self, request: Request) -> tuple[DiffusionSettings, str | None]:
@@ -102,7 +109,8 @@ class DiffusionGenerator(GeneratorBase):
         return dict(steps=int(settings.steps), sampler=settings.sampler, eta=float(settings.eta),
                     guidance_scale=float(settings.guidance_scale),
                     classifier_scale=float(settings.classifier_scale) if settings.classifier_target else 0.0,
-                    target=GuidanceTarget.parse(settings.classifier_target, settings.classifier_space))
+                    target=GuidanceTarget.parse(settings.classifier_target, settings.classifier_space),
+                    axis_scale=float(settings.axis_guidance))
 
     def _bar_steps(self, metres: list[tuple[int, int]]) -> list[int]:
         from engines.music.notes import bar_ticks, steps_per_bar
@@ -153,7 +161,7 @@ class DiffusionGenerator(GeneratorBase):
         steered = (request.mode or "WHITE").upper() if guidance["classifier_scale"] > 0 else ""
         return (guidance["sampler"], guidance["steps"], guidance["eta"], guidance["guidance_scale"],
                 guidance["classifier_scale"], settings.classifier_target if steered else "",
-                settings.classifier_space if steered else "", steered)
+                settings.classifier_space if steered else "", steered, guidance["axis_scale"])
 
     def run_batch(self, jobs: list) -> None:
         """The jobs' rows in one sampling loop (TrainedDiffusion.sample_rolls_batch): each its own seed, mode,

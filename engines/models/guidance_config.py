@@ -14,6 +14,14 @@ class GuidanceClassifierConfig:
     rebracketing_weight: float = 1.0                       # loss = mode CE + weight * high-rebracketing BCE
     high_weight: float = 3.0                               # BCE weight of the positives (1 in 4 is "high")
     step_power: float = 2.0                                # t = T u^power: more low-noise steps (draw_steps)
+    # The attribute head: the analyzer's reading (unit scale, conditioning.CONDITION_ATTRIBUTES names) of the
+    # clean roll, regressed from x_t; its gradient steers samples toward asked axes ([] = no head: checkpoints
+    # from before it). The loss adds attribute_weight * the squared error.
+    attributes: list[str] = field(default_factory=lambda: ["rebracketing", "temporal_complexity", "energy",
+                                                           "valence", "tension", "intimacy", "motion"])
+    attribute_weight: float = 10.0
+    # The tempo beside the roll: notes per second (energy, motion) depend on it, and a roll in steps has none
+    tempo_input: bool = True
     key_to_c: bool = True                                  # as the denoiser: it sees rolls in C
     learning_rate: float = 1e-3
     weight_decay: float = 0.01

@@ -18,6 +18,9 @@ default space "x0" the classifier reads the current clean estimate and x0 moves 
 (engines/sampling/diffusion.py: guided_eps). Either way the other of (x0, eps) is re-derived, so it works with
 every sampler and on top of classifier-free guidance. "x0" is the default because it is the one that works
 here (README: measured); a noisy roll says little about syncopation, so the gradient at x_t is weak.
+Axis guidance: a classifier with an attribute head also pulls each row toward the attributes its request asks
+for (the axis sliders), at its own strength `axis_scale`, in the same gradient step: the shipped denoiser reads
+no axes, so this is how it follows them.
 
 Metre and tempo: the denoiser is told the metre; unless one is asked for, it is drawn (by the seed) from how
 often each metre occurs in the training segments of that mode, and the tempo is the median of that mode's
@@ -64,6 +67,7 @@ class RollRequest:
     attributes: dict | None = None
     metre: str | None = None           # e.g. "3/4"; None: drawn from the mode's training metres
     metres: list[int] | None = None    # the metre index of each row, fixed (inpainting)
+    tempo: float | None = None         # qpm the rows will play at (inpainting: the init's); None: tempo_for
 
 
 class TrainedDiffusion:
@@ -110,16 +114,30 @@ class TrainedDiffusion:
 
     def denoiser(self, mode: torch.Tensor, condition: tuple | None, metre: torch.Tensor,
                  guidance_scale: float, classifier_scale: float = 0.0,
-                 target: GuidanceTarget | None = None, fade: tuple | None = None) -> Callable:
+                 target: GuidanceTarget | None = None, fade: tuple | None = None,
+                 aim: tuple | None = None, log_tempo: torch.Tensor | None = None,
+                 axis_scale: float = 0.0) -> Callable:
         """denoise(x_t, t) -> (x0, eps) with classifier-free guidance at `guidance_scale` and, when
         `classifier_scale` > 0, classifier guidance toward `target`. `condition`: (values, given), each (B, k),
         or None (no attribute given). `fade`: (the mode index the roll begins in, weights (T,) of `mode` per
         roll step): the conditional prediction is that mode's and `mode`'s, mixed step by step, so the
-        music moves from one to the other along the roll (regional guidance, as in MultiDiffusion)."""
+        music moves from one to the other along the roll (regional guidance, as in MultiDiffusion).
+        `aim`: (values, given), each (B, k) in the classifier's attribute order: the asked attributes its
+        attribute head is steered toward at strength `axis_scale` (None: nothing asked); `log_tempo` (B,): each
+        row's tempo, log qpm (default: tempo_for's)."""
         values, given = condition if condition is not None else (None, None)
-        steer = classifier_scale > 0 and target is not None and target.active(mode)
-        toward_mode = mode if steer and target.steers_mode(mode) else None
-        if steer and self.classifier is None:
+        labels = classifier_scale > 0 and target is not None and target.active(mode)
+        toward_attributes = aim if axis_scale > 0 and aim is not None and self.steers_axes else None
+        steer = labels or toward_attributes is not None
+        toward_mode = mode if labels and target.steers_mode(mode) else None
+        rebracketing = target.rebracketing if labels else None
+        space = target.space if target is not None else "x0"
+        weights = (classifier_scale, axis_scale)
+        if steer and log_tempo is None:   # each row's mode's median tempo in its metre (tempo_for)
+            rows = mode.cpu()
+            table = self.metre_tempo[rows, metre.cpu()] if self.metre_tempo is not None else self.tempo[rows]
+            log_tempo = torch.log(table.float()).to(self.device)
+        if labels and self.classifier is None:
             raise StudioError("classifier guidance needs a guidance classifier: train one with `python -m engines "
                               "train --engine guidance-classifier` and ship it as guidance-classifier.pt")
 
@@ -145,14 +163,15 @@ class TrainedDiffusion:
             if guided:
                 output = out[-n:] + guidance_scale * (output - out[-n:])
             x0, eps = self.scheduler.split(output, x_t, t)
-            if steer and target.space == "x0":  # move the clean estimate itself (guidance_classifier.SPACES)
+            if steer and space == "x0":  # move the clean estimate itself (guidance_classifier.SPACES)
                 x0 = x0.clamp(-1, 1)
-                grad = self.classifier.gradient(x0, torch.zeros_like(t), metre, toward_mode, target.rebracketing)
-                x0 = x0 + classifier_scale * grad
+                x0 = x0 + self.classifier.gradient(x0, torch.zeros_like(t), metre, toward_mode, rebracketing,
+                                                   log_tempo, toward_attributes, weights)   # scaled by weights
                 eps = self.scheduler.eps_from_x0(x0, x_t, t)
             elif steer:  # Dhariwal & Nichol: shift the noise by the gradient at x_t
-                grad = self.classifier.gradient(x_t, t, metre, toward_mode, target.rebracketing)
-                eps = guided_eps(eps, grad, self.scheduler, t, classifier_scale)
+                grad = self.classifier.gradient(x_t, t, metre, toward_mode, rebracketing, log_tempo,
+                                                toward_attributes, weights)
+                eps = guided_eps(eps, grad, self.scheduler, t, 1.0)
                 x0 = self.scheduler.x0_from_eps(eps, x_t, t)
             return x0, eps
 
@@ -181,23 +200,25 @@ class TrainedDiffusion:
                      metre: str | None = None, on_step: Callable | None = None,
                      inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
                      target: GuidanceTarget | None = None, metres: list[int] | None = None,
-                     fade: tuple | None = None) -> tuple[torch.Tensor, list[int]]:
+                     fade: tuple | None = None, tempo: float | None = None,
+                     axis_scale: float = 0.0) -> tuple[torch.Tensor, list[int]]:
         """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does).
-        `fade`: see `denoiser`."""
-        x0, [metres] = self.sample_rolls_batch([RollRequest(mode, n, seed, attributes, metre, metres)], steps, sampler,
-                                               eta, guidance_scale, on_step, inpainting, classifier_scale, target,
-                                               fade)
+        `fade`, `axis_scale`: see `denoiser`. `tempo`: the qpm the rows will play at (None: tempo_for)."""
+        x0, [metres] = self.sample_rolls_batch([RollRequest(mode, n, seed, attributes, metre, metres, tempo)], steps,
+                                               sampler, eta, guidance_scale, on_step, inpainting, classifier_scale,
+                                               target, fade, axis_scale)
         return x0, metres
 
     @torch.no_grad()
     def sample_rolls_batch(self, parts: list[RollRequest], steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                            guidance_scale: float = 4.0, on_step: Callable | None = None,
                            inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
-                           target: GuidanceTarget | None = None,
-                           fade: tuple | None = None) -> tuple[torch.Tensor, list[list[int]]]:
+                           target: GuidanceTarget | None = None, fade: tuple | None = None,
+                           axis_scale: float = 0.0) -> tuple[torch.Tensor, list[list[int]]]:
         """The rows of several requests sampled as one batch: x0 (sum of n, 2, T, P) in part order, and each
         part's metre indices. Each part gets the rows it would get sampled alone (its own seed, mode, attributes
-        and metres); the steps, sampler and guidance are shared."""
+        and metres); the steps, sampler and guidance are shared. `axis_scale`: how hard the guidance classifier's
+        attribute head pulls each row toward the attributes its request asks for (see `denoiser`)."""
         total = sum(int(part.n) for part in parts)
         if not parts or not 1 <= total <= MAX_BATCH or any(int(part.n) < 1 for part in parts):
             raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {total}")
@@ -205,8 +226,12 @@ class TrainedDiffusion:
             raise StudioError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if classifier_scale < 0:
             raise StudioError(f"classifier guidance strength must be >= 0, got {classifier_scale}")
+        if axis_scale < 0:
+            raise StudioError(f"axis guidance strength must be >= 0, got {axis_scale}")
         names = self.model.config.attributes
+        aiming = axis_scale > 0 and self.steers_axes
         modes, metres, values, given, noise, any_asked = [], [], [], [], [], False
+        aims, tempos, any_aimed = [], [], False
         for part in parts:
             index = mode_index(part.mode)
             generator = torch.Generator().manual_seed(int(part.seed))
@@ -220,15 +245,27 @@ class TrainedDiffusion:
             modes.append(torch.full((part.n,), index, dtype=torch.long, device=self.device))
             metres.append(list(drawn)), values.append(part_values), given.append(part_given)
             noise.append((generator, int(part.n)))
+            tempos += [float(part.tempo) if part.tempo else self.tempo_for(part.mode, m) for m in drawn]
+            if aiming:   # the attribute head's aim: what the request asks for, on the attributes it reads
+                aims.append(attribute_tensors(part.attributes, self.classifier.attributes, int(part.n), self.device))
+                any_aimed = any_aimed or bool(aims[-1][1].any())
         condition = (torch.cat(values), torch.cat(given)) if any_asked else None
+        aim = (torch.cat([v for v, _ in aims]), torch.cat([g for _, g in aims])) if any_aimed else None
+        log_tempo = torch.log(torch.tensor(tempos, device=self.device))
         metre_t = torch.tensor([m for part in metres for m in part], device=self.device)
         shape = (total, 2, self.model.steps, self.model.pitches)
         if fade is not None and (classifier_scale > 0 or len(parts) > 1):
             raise StudioError("a fade between modes samples one request alone, without classifier guidance")
-        denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target, fade)
+        denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target, fade,
+                                aim, log_tempo, axis_scale)
         x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, noise if len(noise) > 1 else noise[0][0],
                          inpainting=inpainting, on_step=on_step, device=self.device)
         return x0, metres
+
+    @property
+    def steers_axes(self) -> bool:
+        """A guidance classifier with an attribute head is attached: asked axes can be steered toward."""
+        return self.classifier is not None and bool(self.classifier.attributes)
 
     def tempo_for(self, mode: str, metre: int) -> float:
         """The median tempo of the mode's training segments in that metre (the mode's median if few)."""
@@ -254,10 +291,10 @@ class TrainedDiffusion:
     def sample(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                guidance_scale: float = 4.0, seed: int = 0, attributes: dict | None = None, metre: str | None = None,
                tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
-               target: GuidanceTarget | None = None) -> list[Segment]:
+               target: GuidanceTarget | None = None, axis_scale: float = 0.0) -> list[Segment]:
         """n segments under `mode` (WHITE = unconditioned)."""
         x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes, metre, on_step,
-                                       classifier_scale=classifier_scale, target=target)
+                                       classifier_scale=classifier_scale, target=target, axis_scale=axis_scale)
         return self.to_segments(x0, metres, mode, tonic)
 
     # ---- inpainting -----------------------------------------------------------------------------------
@@ -302,7 +339,8 @@ class TrainedDiffusion:
                 sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 4.0, seed: int = 0,
                 tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
                 target: GuidanceTarget | None = None, resample: int | None = None,
-                attributes: dict | None = None, fade_from: str | None = None) -> list[Segment]:
+                attributes: dict | None = None, fade_from: str | None = None,
+                axis_scale: float = 0.0) -> list[Segment]:
         """n versions of `init` with `keep_bars` (1-based) kept and the other bars regenerated under `mode`,
         in init's metre and tempo; written back in init's key unless a tonic is named. `resample`: how often
         each step is taken (RePaint); default 2, and 1 for dpmsolver++ (a multistep solver cannot jump back).
@@ -316,7 +354,8 @@ class TrainedDiffusion:
         x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes,
                                        on_step=on_step, inpainting=inpainting,
                                        classifier_scale=0.0 if fade is not None else classifier_scale,
-                                       target=target, metres=[metre] * n, fade=fade)
+                                       target=target, metres=[metre] * n, fade=fade, tempo=init.tempo_qpm,
+                                       axis_scale=axis_scale)
         generated = self.to_segments(x0, metres, mode, tempo=init.tempo_qpm)
         d = self.data
         out_shift = tonic_shift(tonic) if tonic else -semitones     # C -> the key written

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from engines.config import Config
 from engines.models.guidance_classifier import NoisyRollClassifier, classifier_loss, classifier_payload
+from engines.music.analyzer import AXES
 from engines.sampling.diffusion import NoiseScheduler
 from engines.training.diffusion_trainer import _datasets
 from engines.training.ema_loop import LoopSettings, train_with_ema
@@ -35,6 +36,7 @@ def validate(model: NoisyRollClassifier, loader: DataLoader, scheduler: NoiseSch
     generator = torch.Generator().manual_seed(1234)  # the same steps and noise every epoch
     keys = ("mode_hits", "high_hits", "n", "true_high", "high")
     total, batches, sums, low_noise = 0.0, 0, dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
+    attribute_error = np.zeros(len(model.config.attributes))   # summed |error| at low noise, per attribute
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         loss, counts = classifier_loss(model, scheduler, batch, threshold, rebracketing_weight, generator)
@@ -43,12 +45,17 @@ def validate(model: NoisyRollClassifier, loader: DataLoader, scheduler: NoiseSch
         _, counts = classifier_loss(model, scheduler, batch, threshold, rebracketing_weight, generator,
                                     max_step=max(scheduler.num_steps // 10, 1))
         low_noise = {k: low_noise[k] + counts[k] for k in low_noise}
+        attribute_error += np.asarray(counts["attribute_error"]).reshape(-1)
     n, n_low = max(sums["n"], 1), max(low_noise["n"], 1)
-    return {"val_loss": total / max(batches, 1), "val_mode_acc": sums["mode_hits"] / n,
-            "val_high_acc": sums["high_hits"] / n, "val_high_recall": sums["true_high"] / max(sums["high"], 1),
-            "val_mode_acc_low_noise": low_noise["mode_hits"] / n_low,
-            "val_high_acc_low_noise": low_noise["high_hits"] / n_low,
-            "val_high_recall_low_noise": low_noise["true_high"] / max(low_noise["high"], 1)}
+    metrics = {"val_loss": total / max(batches, 1), "val_mode_acc": sums["mode_hits"] / n,
+               "val_high_acc": sums["high_hits"] / n, "val_high_recall": sums["true_high"] / max(sums["high"], 1),
+               "val_mode_acc_low_noise": low_noise["mode_hits"] / n_low,
+               "val_high_acc_low_noise": low_noise["high_hits"] / n_low,
+               "val_high_recall_low_noise": low_noise["true_high"] / max(low_noise["high"], 1)}
+    axes = [i for i, name in enumerate(model.config.attributes) if name in AXES]
+    if axes:   # the attribute head's mean absolute error over the five axes, at low noise (unit scale)
+        metrics["val_axes_mae_low_noise"] = float(attribute_error[axes].mean() / n_low)
+    return metrics
 
 
 def train_guidance_classifier(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: bool = False,

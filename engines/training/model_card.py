@@ -24,11 +24,13 @@ CARD_NOTES = {
                  "Sampling: DDIM, DDPM or DPM-Solver++ with classifier-free guidance; classifier guidance with "
                  "guidance-classifier.pt; inpainting.",
     "guidance-classifier": "The noise-aware classifier p(y | x_t, t) that steers the diffusion sampler toward a "
-                           "mode and high (or low) rebracketing: trained on rolls noised to levels of the "
-                           "denoiser's forward process (low noise drawn more often), with the metre's bar and beat "
-                           "grid as input. Sampling takes its gradient on the denoiser's clean estimate (space x0, "
-                           "the default: it reads that as at t = 0, where it is most accurate) or on x_t (Dhariwal "
-                           "& Nichol). Not the evaluation suite's judge.",
+                           "mode and high (or low) rebracketing, and whose attribute head (the analyzer's reading "
+                           "of the clean roll: rebracketing, temporal complexity and the five axes) steers it "
+                           "toward the axes a request asks for (axis guidance): trained on rolls noised to levels "
+                           "of the denoiser's forward process (low noise drawn more often), with the metre's bar "
+                           "and beat grid and the tempo as input. Sampling takes its gradient on the denoiser's "
+                           "clean estimate (space x0, the default: it reads that as at t = 0, where it is most "
+                           "accurate) or on x_t (Dhariwal & Nichol). Not the evaluation suite's judge.",
     "autoregressive": "A GPT-style decoder (pre-norm blocks, rotary positions, tied input and output embeddings, "
                       "KV cache) over the unified vocabulary saved inside the checkpoint: specials, the words of "
                       "the training captions, REMI and (once a codec is trained) audio codes. Trained on "
@@ -66,7 +68,8 @@ CURVE_COLUMNS = {
                             ("val_high_recall", "high-reb. recall", ".3f"),
                             ("val_mode_acc_low_noise", "mode acc. t < T/10", ".3f"),
                             ("val_high_acc_low_noise", "high-reb. acc. t < T/10", ".3f"),
-                            ("val_high_recall_low_noise", "high-reb. recall t < T/10", ".3f")],
+                            ("val_high_recall_low_noise", "high-reb. recall t < T/10", ".3f"),
+                            ("val_axes_mae_low_noise", "axes MAE t < T/10", ".3f")],
 }
 
 

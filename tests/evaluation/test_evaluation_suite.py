@@ -64,6 +64,10 @@ def test_results_are_cached_by_what_was_measured(tmp_path):
     first = cache_key("vae", str(checkpoint), {"n": 3})
     checkpoint.write_bytes(b"two")
     assert cache_key("vae", str(checkpoint), {"n": 3}) != first  # a retrained checkpoint is measured again
+    diffusion, vae = cache_key("diffusion-axes", str(checkpoint), {"n": 3}), cache_key("vae", str(checkpoint), {"n": 3})
+    (tmp_path / "guidance-classifier.pt").write_bytes(b"a classifier beside it steers the axes")
+    assert cache_key("diffusion-axes", str(checkpoint), {"n": 3}) != diffusion   # the diffusion engine loads it
+    assert cache_key("vae", str(checkpoint), {"n": 3}) == vae                     # the VAE does not
 
 
 @pytest.mark.slow

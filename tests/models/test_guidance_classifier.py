@@ -42,10 +42,68 @@ def test_targets_parse_and_name_bad_input():
 def test_classifier_shapes_and_loss_counts(diffusion_cfg, diffusion_batch):
     model = tiny_classifier(diffusion_cfg)
     x = roll_to_unit(diffusion_batch["roll"])
-    mode_logits, high_logit = model(x, torch.full((8,), 10), diffusion_batch["metre"])
+    mode_logits, high_logit, attributes = model(x, torch.full((8,), 10), diffusion_batch["metre"],
+                                                diffusion_batch["log_tempo"])
     assert mode_logits.shape == (8, 8) and high_logit.shape == (8,)
-    loss, counts = classifier_loss(model, NoiseScheduler(100), diffusion_batch, 0.5, 1.0, torch.Generator().manual_seed(0))
+    assert attributes.shape == (8, 7) and 0 <= attributes.min() and attributes.max() <= 1
+    loss, counts = classifier_loss(model, NoiseScheduler(100), diffusion_batch, 0.5, 1.0,
+                                   torch.Generator().manual_seed(0))
     assert loss.item() > 0 and counts["n"] == 8 and 0 <= counts["mode_hits"] <= 8 and 0 <= counts["high_hits"] <= 8
+    assert len(counts["attribute_error"]) == 7 and 0 < sum(counts["attribute_error"]) <= 8 * 7
+    with pytest.raises(StudioError, match="reads the tempo; pass log_tempo"):
+        model(x, torch.full((8,), 10), diffusion_batch["metre"])
+
+
+def test_the_attribute_head_is_trained_toward_the_measured_attributes(diffusion_cfg, diffusion_batch):
+    """The loss counts the head's squared error against the batch's conditions, weighted attribute_weight."""
+    model = tiny_classifier(diffusion_cfg)
+    scheduler, weight = NoiseScheduler(100), model.config.attribute_weight
+    loss, _ = classifier_loss(model, scheduler, diffusion_batch, 0.5, 1.0, torch.Generator().manual_seed(0))
+    model.config.attribute_weight = 0.0
+    try:
+        without, _ = classifier_loss(model, scheduler, diffusion_batch, 0.5, 1.0, torch.Generator().manual_seed(0))
+    finally:
+        model.config.attribute_weight = weight
+    generator = torch.Generator().manual_seed(0)   # the same steps and noise as the loss drew
+    t = torch.floor(torch.rand(8, generator=generator) * 100).long()
+    noise = torch.randn(diffusion_batch["roll"].shape, generator=generator)
+    with torch.no_grad():
+        estimate = model(scheduler.add_noise(roll_to_unit(diffusion_batch["roll"]), noise, t), t,
+                         diffusion_batch["metre"], diffusion_batch["log_tempo"])[2]
+    error = (estimate - diffusion_batch["conditions"]).pow(2).mean()
+    torch.testing.assert_close(loss - without, weight * error)
+
+
+def test_attribute_gradient_moves_the_estimate_toward_the_aim(diffusion_cfg, diffusion_batch):
+    model = tiny_classifier(diffusion_cfg)
+    x = roll_to_unit(diffusion_batch["roll"])
+    t, metre, tempo = torch.zeros(8, dtype=torch.long), diffusion_batch["metre"], diffusion_batch["log_tempo"]
+    with torch.no_grad():
+        estimate = model(x, t, metre, tempo)[2]
+    energy = model.config.attributes.index("energy")
+    values, given = torch.zeros(8, 7), torch.zeros(8, 7)
+    values[:, energy] = (estimate[:, energy] + 0.3).clamp(max=1)   # more energy than the head reads now
+    given[:, energy] = 1
+    grad = guidance_gradient(model, x, t, metre, log_tempo=tempo, attributes=(values, given))
+    with torch.no_grad():
+        moved = model(x + 1e-2 * grad / grad.flatten(1).norm(dim=1)[:, None, None, None], t, metre, tempo)[2]
+    assert ((moved[:, energy] - values[:, energy]).abs() < (estimate[:, energy] - values[:, energy]).abs()).all()
+    nothing = guidance_gradient(model, x, t, metre, log_tempo=tempo, attributes=(values, torch.zeros_like(given)))
+    assert torch.equal(nothing, torch.zeros_like(x))   # nothing given, no push
+
+
+def test_a_checkpoint_from_before_the_attribute_head_still_loads(diffusion_cfg, tmp_path):
+    from dataclasses import asdict, replace
+
+    from engines.models.guidance_classifier import LEGACY_CONFIG, classifier_payload
+    from engines.training.common import save_checkpoint
+
+    old = NoisyRollClassifier(replace(diffusion_cfg.model.guidance_classifier, **LEGACY_CONFIG))
+    payload = classifier_payload(old, NoiseScheduler(100), {}, 0.5)
+    payload["config"] = {k: v for k, v in asdict(old.config).items() if k not in LEGACY_CONFIG}   # as it was saved
+    save_checkpoint(payload, tmp_path / "old.pt")
+    loaded = TrainedGuidanceClassifier.load(tmp_path / "old.pt")
+    assert loaded.attributes == () and loaded.model.tempo_projection is None
 
 
 def test_gradient_points_uphill_in_log_probability(diffusion_cfg, diffusion_batch):
@@ -54,16 +112,16 @@ def test_gradient_points_uphill_in_log_probability(diffusion_cfg, diffusion_batc
     t, metre, mode = torch.full((8,), 20), diffusion_batch["metre"], torch.arange(8)
 
     def log_p(x_in):
-        mode_logits, high_logit = model(x_in, t, metre)
+        mode_logits, high_logit, _ = model(x_in, t, metre, diffusion_batch["log_tempo"])
         return (torch.log_softmax(mode_logits, 1)[torch.arange(8), mode] + torch.nn.functional.logsigmoid(high_logit))
 
-    grad = guidance_gradient(model, x, t, metre, mode, "high")
+    grad = guidance_gradient(model, x, t, metre, mode, "high", diffusion_batch["log_tempo"])
     assert grad.shape == x.shape and grad.abs().sum() > 0
     with torch.no_grad():
         assert (log_p(x + 1e-2 * grad / grad.norm()) > log_p(x)).all()
     assert torch.equal(guidance_gradient(model, x, t, metre), torch.zeros_like(x))  # no target, no push
-    low = guidance_gradient(model, x, t, metre, None, "low")
-    high = guidance_gradient(model, x, t, metre, None, "high")
+    low = guidance_gradient(model, x, t, metre, None, "low", diffusion_batch["log_tempo"])
+    high = guidance_gradient(model, x, t, metre, None, "high", diffusion_batch["log_tempo"])
     assert (torch.nn.functional.cosine_similarity(low.flatten(1), high.flatten(1)) < 0).all()  # opposite ways
 
 
@@ -105,6 +163,7 @@ def test_training_writes_checkpoints_and_accuracies(classifier_run, diffusion_cf
     assert {"val_mode_acc", "val_high_acc", "val_high_recall", "val_mode_acc_low_noise", "val_high_acc_low_noise",
             "val_high_recall_low_noise"} <= set(best)
     assert all(0 <= best[k] <= 1 for k in best if k.startswith("val_") and ("acc" in k or "recall" in k))
+    assert 0 < best["val_axes_mae_low_noise"] < 1
     loaded = TrainedGuidanceClassifier.load(out / "best.pt")
     assert (loaded.num_steps, loaded.noise_schedule) == (100, "cosine")
     assert 0 <= loaded.threshold <= 1
@@ -120,6 +179,7 @@ def test_ship_writes_the_classifier_card(classifier_run, tmp_path):
     assert (tmp_path / "guidance-classifier.pt").is_file() and shipped["size_mb"] < 15
     card = (tmp_path / "guidance-classifier.md").read_text()
     assert "| mode acc. | high-reb. acc. |" in card and "high rebracketing = above" in card
+    assert "axes MAE t < T/10 |" in card and "attribute head" in card
     assert "100 cosine steps" in card
 
 

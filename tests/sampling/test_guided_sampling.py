@@ -31,11 +31,46 @@ def test_x0_guidance_moves_the_estimate_by_the_scaled_gradient(guided_diffusion)
     plain = guided_diffusion.denoiser(modes, None, metre, 3.0)(x_t, t)[0].clamp(-1, 1)
     target = GuidanceTarget(mode=True, rebracketing="high", space="x0")
     guided = guided_diffusion.denoiser(modes, None, metre, 3.0, 2.0, target)(x_t, t)[0]
-    grad = guidance_gradient(guided_diffusion.classifier.model, plain, torch.zeros_like(t), metre, modes, "high")
+    log_tempo = torch.log(guided_diffusion.metre_tempo[modes, metre])   # the rows' tempo (tempo_for)
+    grad = guidance_gradient(guided_diffusion.classifier.model, plain, torch.zeros_like(t), metre, modes, "high",
+                             log_tempo)
     torch.testing.assert_close(guided, plain + 2.0 * grad)
     white, _ = guided_diffusion.sample_rolls("WHITE", n=2, steps=8, seed=4, classifier_scale=5.0, target=GuidanceTarget())
     white_plain, _ = guided_diffusion.sample_rolls("WHITE", n=2, steps=8, seed=4)
     assert torch.equal(white, white_plain)  # WHITE has no mode to steer toward
+
+
+def test_axis_guidance_pulls_toward_the_asked_attributes_only(guided_diffusion):
+    """axis_scale: the classifier's attribute head is pulled toward the attributes a request asks for (WHITE
+    too); a request that asks none samples as without it; the mode and rebracketing terms keep their own
+    strength in the same gradient."""
+    from engines.models.guidance_classifier import guidance_gradient
+
+    plain, _ = guided_diffusion.sample_rolls("WHITE", n=2, steps=8, seed=4, attributes={"energy": 0.9})
+    aimed, _ = guided_diffusion.sample_rolls("WHITE", n=2, steps=8, seed=4, attributes={"energy": 0.9},
+                                             axis_scale=1.0)
+    again, _ = guided_diffusion.sample_rolls("WHITE", n=2, steps=8, seed=4, attributes={"energy": 0.9},
+                                             axis_scale=1.0)
+    assert not torch.allclose(plain, aimed) and torch.equal(aimed, again)
+    unguided, _ = guided_diffusion.sample_rolls("RED", n=2, steps=8, seed=4)
+    nothing_asked, _ = guided_diffusion.sample_rolls("RED", n=2, steps=8, seed=4, axis_scale=1.0)
+    assert torch.equal(nothing_asked, unguided)
+
+    modes, metre = torch.tensor([1, 5]), torch.tensor([2, 2])
+    x_t, t = torch.randn(2, 2, 64, 88, generator=torch.Generator().manual_seed(0)), torch.tensor([30, 30])
+    names = guided_diffusion.classifier.attributes
+    values, given = torch.zeros(2, len(names)), torch.zeros(2, len(names))
+    values[:, names.index("energy")], given[:, names.index("energy")] = 0.9, 1.0
+    plain = guided_diffusion.denoiser(modes, None, metre, 3.0)(x_t, t)[0].clamp(-1, 1)
+    target = GuidanceTarget(mode=True, space="x0")
+    both = guided_diffusion.denoiser(modes, None, metre, 3.0, 2.0, target, aim=(values, given), axis_scale=0.5)
+    log_tempo = torch.log(guided_diffusion.metre_tempo[modes, metre])
+    model = guided_diffusion.classifier.model
+    toward_mode = guidance_gradient(model, plain, torch.zeros_like(t), metre, modes, None, log_tempo)
+    toward_energy = guidance_gradient(model, plain, torch.zeros_like(t), metre, None, None, log_tempo, (values, given))
+    torch.testing.assert_close(both(x_t, t)[0], plain + 2.0 * toward_mode + 0.5 * toward_energy)
+    with pytest.raises(StudioError, match="axis guidance strength must be >= 0"):
+        guided_diffusion.sample("RED", axis_scale=-1)
 
 
 def test_guided_sampling_errors_name_the_input(guided_diffusion):
