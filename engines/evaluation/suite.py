@@ -195,14 +195,17 @@ def judge_or_none(cfg: Config):
 
 
 def cache_key(what: str, checkpoint: str | None, settings: dict) -> str:
-    """The key of one measurement: what, its settings, and the bytes of the checkpoint, of what generation loads
-    beside it (the diffusion engine's guidance classifier, which steers the asked axes) and of the judge."""
+    """The key of one measurement ("<engine>" or "<engine>-<part>"): its settings, and the bytes of the
+    checkpoint, of the files the engine loads beside it (Generator.files_beside: the diffusion engine's guidance
+    classifier) and of the judge."""
+    from engines.generation import GENERATORS
+
     digest = hashlib.sha1(json.dumps({**settings, "suite": SUITE_VERSION}, sort_keys=True, default=str).encode())
     if checkpoint and Path(checkpoint).is_file():
-        digest.update(hashlib.sha1(Path(checkpoint).read_bytes()).digest())
-        beside = Path(checkpoint).with_name("guidance-classifier.pt")
-        if what.startswith("diffusion") and beside.is_file():
-            digest.update(hashlib.sha1(beside.read_bytes()).digest())
+        generator = GENERATORS.get(what.split("-", 1)[0])
+        for path in [Path(checkpoint)] + (generator.files_beside(checkpoint) if generator else []):
+            if path.is_file():
+                digest.update(hashlib.sha1(path.read_bytes()).digest())
     judge = settings.get("judge_checkpoint")
     if judge and Path(judge).is_file():
         digest.update(hashlib.sha1(Path(judge).read_bytes()).digest())

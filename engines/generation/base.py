@@ -100,6 +100,9 @@ class Generator(Protocol):
     @classmethod
     def load(cls, path, device="cpu") -> "Generator": ...
 
+    @classmethod
+    def files_beside(cls, path) -> list: ...
+
     def run(self, request: Request, on_step: OnStep | None = None) -> list[Segment]: ...
 
     def for_mode(self, settings, mode: str): ...
@@ -126,6 +129,12 @@ class GeneratorBase:
 
     def __init__(self, model):
         self.model = model               # the engine's Trained* class (engines/models/)
+
+    @classmethod
+    def files_beside(cls, path) -> list:
+        """Files `load(path)` also reads beside the checkpoint, which change what it writes (an evaluation is
+        keyed by them too). By default none."""
+        return []
 
     @classmethod
     def settings_for(cls, cfg, overrides=None):

@@ -72,7 +72,7 @@ class DiffusionGenerator(GeneratorBase):
         if classifier_path and not Path(classifier_path).is_file():
             raise StudioError(f"no guidance classifier at '{classifier_path}': train one with `python -m engines "
                               "train --engine guidance-classifier` and pass --classifier RUN/best.pt")
-        classifier = Path(classifier_path) if classifier_path else Path(path).with_name("guidance-classifier.pt")
+        classifier = Path(classifier_path) if classifier_path else cls.files_beside(path)[0]
         if classifier.is_file():
             from engines.models.guidance_classifier import TrainedGuidanceClassifier
 
@@ -84,6 +84,13 @@ class DiffusionGenerator(GeneratorBase):
                 logging.getLogger("engines.generation").warning("guidance classifier %s not attached: %s",
                                                                 classifier, exc)
         return cls(model)
+
+    @classmethod
+    def files_beside(cls, path) -> list:
+        """The guidance classifier loaded with the denoiser (it steers classifier and axis guidance)."""
+        from pathlib import Path
+
+        return [Path(path).with_name("guidance-classifier.pt")]
 
     def axis_target(self, mode: str) -> dict:
         from engines.models.conditioning import request_attributes

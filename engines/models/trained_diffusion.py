@@ -133,10 +133,8 @@ class TrainedDiffusion:
         rebracketing = target.rebracketing if labels else None
         space = target.space if target is not None else "x0"
         weights = (classifier_scale, axis_scale)
-        if steer and log_tempo is None:   # each row's mode's median tempo in its metre (tempo_for)
-            rows = mode.cpu()
-            table = self.metre_tempo[rows, metre.cpu()] if self.metre_tempo is not None else self.tempo[rows]
-            log_tempo = torch.log(table.float()).to(self.device)
+        if steer and log_tempo is None:   # each row's mode's median tempo in its metre
+            log_tempo = torch.log(self._tempo_table(mode.cpu(), metre.cpu()).float()).to(self.device)
         if labels and self.classifier is None:
             raise StudioError("classifier guidance needs a guidance classifier: train one with `python -m engines "
                               "train --engine guidance-classifier` and ship it as guidance-classifier.pt")
@@ -267,10 +265,14 @@ class TrainedDiffusion:
         """A guidance classifier with an attribute head is attached: asked axes can be steered toward."""
         return self.classifier is not None and bool(self.classifier.attributes)
 
+    def _tempo_table(self, modes: torch.Tensor, metres: torch.Tensor) -> torch.Tensor:
+        """qpm for mode and metre indices (any shape): the median of the mode's training segments in that metre
+        (the mode's median in checkpoints without the per-metre table)."""
+        return self.metre_tempo[modes, metres] if self.metre_tempo is not None else self.tempo[modes]
+
     def tempo_for(self, mode: str, metre: int) -> float:
         """The median tempo of the mode's training segments in that metre (the mode's median if few)."""
-        index = mode_index(mode)
-        return float(self.metre_tempo[index, metre] if self.metre_tempo is not None else self.tempo[index])
+        return float(self._tempo_table(torch.tensor(mode_index(mode)), torch.tensor(metre)))
 
     def to_segments(self, x0: torch.Tensor, metres: list[int], mode: str = WHITE, tonic: str | None = None,
                     tempo: float | None = None) -> list[Segment]:
