@@ -157,7 +157,10 @@ def cmd_train(args) -> None:
         summary = _finalize(args.engine, str(Path(out) / "best.pt"), cfg, args)
         record = Path(out) / "command.json"
         command = _json.loads(record.read_text()) if record.is_file() else {}
-        command.update(finalize_argv=sys.argv, finalize=summary)
+        if args.finalize_step:   # a step run after the whole finalize: both are on record, in order
+            command.setdefault("finalize_steps", []).append({"argv": sys.argv, "summary": summary})
+        else:
+            command.update(finalize_argv=sys.argv, finalize=summary, finalize_steps=[])
         record.write_text(_json.dumps(command, indent=1))
         _emit({"out": out, "finalize": summary})
         return
@@ -187,7 +190,10 @@ def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
     diffusion decoding's onset threshold, the GPT's mode targets when its run predates them)."""
     module, function = FINALIZERS[engine]
     finalize = getattr(importlib.import_module(module), function)
-    return finalize(checkpoint, cfg, limit=args.limit, seed=args.seed)
+    steps = getattr(args, "finalize_step", None)
+    if steps and engine != "diffusion":
+        raise StudioError("--finalize-step applies to the diffusion finalize; the others run whole")
+    return finalize(checkpoint, cfg, limit=args.limit, seed=args.seed, **({"steps": tuple(steps)} if steps else {}))
 
 
 def cmd_evaluate(args) -> None:
@@ -623,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "card, as the ship command does")
     p.add_argument("--finalize-only", action="store_true",
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
+    p.add_argument("--finalize-step", action="append", metavar="STEP",
+                   help="with --finalize-only (diffusion): run only this step of it (statistics, targets, "
+                        "attribute-metres, onset-threshold; repeatable), keeping what the others wrote")
     p.add_argument("--skip-finalize", action="store_true",
                    help="train only (VAE, diffusion): leave the step after training to a later --finalize-only, "
                         "e.g. on the CPU machine that ships the run (the GPT never finalizes while training)")

@@ -238,7 +238,9 @@ def build_generation_panel(engine: StudioEngine) -> None:
                                    elem_id="generate-candidates")
             with gr.Accordion("Where it should land: feeling and rhythm", open=False, elem_id="generate-targets"):
                 asked = gr.CheckboxGroup(list(TARGET_LABELS.values()), value=[], elem_id="generate-asked",
-                                         label="Ask for (each on its own; a mode alone aims inside its region)")
+                                         label="Ask for (each on its own; a mode alone aims inside its region)",
+                                         info="With a mode chosen the mode comes first; with WHITE these alone "
+                                              "steer, and results land nearest them")
                 with gr.Row():
                     target_sliders = {name: gr.Slider(low, high, default, step=0.05, label=TARGET_LABELS[name],
                                                       elem_id=f"target-{name}")

@@ -78,6 +78,7 @@ COMPARISON_ROWS = (
     ("music_stats_overlap", "musical statistics overlap with real (mean)"),
     ("axes_mae", "asked vs heard axes: mean absolute error (raw)"),
     ("axes_mae_unconditioned", "  the same, nothing asked (the floor)"),
+    ("axes_near_copies", "  near copies of training segments among them"),
     ("verified_candidates", "verified: candidates per result"),
     ("verified_analyzer", "  verified: mode heard by the analyzer"),
     ("verified_worst_mode", "  verified: its worst mode"),
@@ -106,6 +107,7 @@ def comparison_row(engine: str, suite: dict) -> dict:
             "music_stats_overlap": round(float(np.mean(overlaps)), 4) if overlaps else None,
             "axes_mae": suite.get("axes", {}).get("mae"),
             "axes_mae_unconditioned": suite.get("axes", {}).get("mae_unconditioned"),
+            "axes_near_copies": suite.get("axes", {}).get("copies", {}).get("near_copy_rate"),
             **verified_row(suite)}
 
 

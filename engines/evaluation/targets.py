@@ -1,7 +1,7 @@
 """Asked against heard on the five axes: does an engine land where a musician asks it to?
 
     axes_report(engine, checkpoint, cfg, n=160)
-      -> {"mae", "mae_unconditioned", "per_axis", "per_axis_unconditioned", "n", "empty", "seeds_from"}
+      -> {"mae", "mae_unconditioned", "per_axis", "per_axis_unconditioned", "n", "empty", "seeds_from", "copies"}
 
 For each of n segments drawn (seeded) from the held-out test split, its five axes are the target: the engine
 is asked for them with no mode (WHITE), one candidate, no checking (the raw model), and the analyzer measures
@@ -9,17 +9,22 @@ the result. `mae` is the mean absolute error over the five axes in unit scale (v
 0..1, like the others); `mae_unconditioned` is the same error for a sample drawn with nothing asked, from the
 same seeds: the floor a condition has to beat. The GPT is asked with a prompt naming no mode, its attribute
 phrase after it. A checkpoint that cannot take the axes (one trained before them) measures about its floor.
-Empty outputs are left out and counted.
+Empty outputs are left out and counted. `copies` holds the near-copy rates of the asked results (the suite's
+diversity.copy_rates): an engine could land on the asked axes by writing out a training segment that has them.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from engines.config import Config
-from engines.evaluation.suite import cache_key, cached
+from engines.evaluation.diversity import copy_rates
+from engines.evaluation.suite import cache_key, cached, copy_index
 from engines.evaluation.verified import HELD_OUT_SEED
 from engines.models.conditioning import unit_value
 from engines.music.analyzer import AXES, ChromaticAnalyzer, WHITE
+
+
+AXES_VERSION = 2   # part of the cache key: 2 added the asked results' copy rates
 
 
 def held_out_targets(cfg: Config, n: int, seed: int = 0) -> list[dict]:
@@ -56,22 +61,24 @@ def axes_report(engine: str, checkpoint: str, cfg: Config, n: int = 160, seed: i
 
         settings = replace(settings, prompt=prompt_for(None))
     key = cache_key(f"{engine}-axes", checkpoint, {"n": n, "seed": seed, "settings": settings,
-                                                   "held_out": HELD_OUT_SEED})
+                                                   "held_out": HELD_OUT_SEED, "version": AXES_VERSION})
 
     def compute() -> dict:
         analyzer = ChromaticAnalyzer(cfg.analyzer)
         targets = held_out_targets(cfg, n, seed)
         base = HELD_OUT_SEED + seed
-        heard = {"asked": [], "unconditioned": []}
+        heard, asked = {"asked": [], "unconditioned": []}, []
         for i, target in enumerate(targets):
             for kind, attributes in (("asked", target), ("unconditioned", None)):
                 (segment,) = draw(generator, Request(engine=engine, mode=WHITE, n=1, seed=base + i, candidates=1,
                                                      attributes=attributes), settings, None, cfg=cfg).segments
                 heard[kind].append(dict(analyzer.analyze(segment).axes) if len(segment.notes) else None)
+                if attributes is not None:
+                    asked.append(segment)
         mae, per_axis = axes_error(targets, heard["asked"])
         floor, per_axis_floor = axes_error(targets, heard["unconditioned"])
         return {"n": len(targets), "seeds_from": base, "mae": mae, "mae_unconditioned": floor,
                 "per_axis": per_axis, "per_axis_unconditioned": per_axis_floor,
-                "empty": sum(h is None for h in heard["asked"])}
+                "empty": sum(h is None for h in heard["asked"]), "copies": copy_rates(asked, copy_index(cfg))}
 
     return cached(cfg, key, compute, use_cache)

@@ -125,7 +125,7 @@ class DiffusionGenerator(GeneratorBase):
         return [steps_per_bar(bar_ticks(a, b), self.model.data["steps_per_beat"]) for a, b in metres]
 
     def _metres(self, request: Request, metre: str | None) -> list[tuple[int, int]]:
-        names = self.model.metre_names(request.mode, int(request.n), int(request.seed), metre)
+        names = self.model.metre_names(request.mode, int(request.n), int(request.seed), metre, request.attributes)
         return [tuple(int(x) for x in m.split("/")) for m in names]
 
     def run(self, request: Request, on_step=None) -> list:

@@ -1,4 +1,5 @@
 """The conditional VAE behind the Generator interface: latents drawn from the mode's prior, decoded at once.
+A request that asks axes and no mode draws from the attribute prior instead (TrainedVAE.neighbourhood_latents).
 
 It has no live view (a batch decodes in milliseconds) and cannot keep bars of a segment. Given a segment to
 start from, it writes variations of it: each latent is drawn as usual, then slerped toward the segment's own
@@ -69,9 +70,10 @@ class VAEGenerator(GeneratorBase):
                                  self.model.sampling_threshold(settings.prior), metre)
 
     def _latents(self, request: Request, settings: VAESettings, n: int, metre):
-        """(n, D) latents from the mode's prior; with a segment to start from, each slerped toward its latent."""
+        """(n, D) latents from the mode's prior (or the attribute prior); with a segment to start from, each slerped
+        toward its latent."""
         z = self.model.prior_latents(request.mode, n, float(settings.temperature), int(request.seed), settings.prior,
-                                     metre)
+                                     metre, request.attributes)
         if request.init_midi is None:
             return z
         from engines.sampling.latent import slerp

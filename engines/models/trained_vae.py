@@ -8,6 +8,11 @@ Keys: a checkpoint trained with `key_to_c` (the default) writes in C major or C 
 segment to the tonic C first (by the key the analyzer estimates) and `decode(..., tonic="G")` moves the
 result to another tonic, the nearer way (-6..5 semitones).
 
+Priors: a request for a mode draws z from the Gaussian finalize fitted to that mode's clearest training latents
+(or the network's own prior). A request that asks attributes (the axis sliders) and no mode draws from the
+attribute prior instead (neighbourhood_latents): the mean of a few of the training latents whose measured
+attributes lie nearest the asked ones.
+
 Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
 (0.5 if it has none) and the note lasts while the sustain probability >= 0.5; with the config's
 `pitch_window` only the peak of onsets that close in pitch sounds, and a held note ends where such a
@@ -24,7 +29,7 @@ from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, notes_to_roll, shift_to_c, transpose_notes
-from engines.models.conditioning import attribute_tensors, request_attributes
+from engines.models.conditioning import attribute_tensors, request_attributes, unit_value
 from engines.models.latent_map import LatentMap
 from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_onsets, pitch_peaks,  # noqa: F401
                                          probabilities_to_segments, segment_tonic, tonic_shift)
@@ -84,6 +89,9 @@ class TrainedVAE:
         # per mode, the fitted prior's temperature finalize measured it is most often heard as asked at
         # (vae_finalize.calibrate_temperatures; absent in older runs: 1)
         self.temperature_calibration: dict = payload.get("temperature_calibration", {})
+        # p(z | attributes), fitted by finalize (vae_finalize.attribute_prior): training latents encoded with no
+        # mode, their attributes in unit scale, and how many neighbours a draw mixes (absent in older runs)
+        self.attribute_prior: dict = payload.get("attribute_prior", {})
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -153,16 +161,27 @@ class TrainedVAE:
             raise StudioError(f"prior must be one of {', '.join(PRIORS)}, got '{prior}'")
         return prior == "fitted" and bool(self.fitted_prior)
 
+    def follows_attributes(self, mode: str, attributes: dict | None, prior: str = "fitted") -> bool:
+        """Whether a request's latents come from the attribute prior: it asks some attribute and no mode, draws
+        from the fitted prior, and the checkpoint has an attribute prior. A mode keeps its own prior: mixing
+        latents of segments near the asked axes crosses mode borders (docs/vae.md)."""
+        return (self.uses_fitted_prior(prior) and bool(self.attribute_prior) and mode_name(mode) == WHITE
+                and any(value is not None and name in self.attribute_prior["names"]
+                        for name, value in (attributes or {}).items()))
+
     @torch.no_grad()
     def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
-                       prior: str = "fitted") -> torch.Tensor:
+                       prior: str = "fitted", attributes: dict | None = None) -> torch.Tensor:
         """n latents (n, D) from p(z | mode): "fitted", the Gaussian finalize fitted to the mode's clearest
         training latents, N(mean_mode, temperature^2 L L^T) (WHITE: all latents); "network" (and any checkpoint
-        without a fitted one), the network's prior N(mu_mode, temperature^2 I) (mu = 0 for a standard prior)."""
+        without a fitted one), the network's prior N(mu_mode, temperature^2 I) (mu = 0 for a standard prior).
+        With attributes asked and no mode, p(z | attributes) (neighbourhood_latents)."""
         if not 0 < temperature <= 5:
             raise StudioError(f"temperature must lie in (0, 5], got {temperature}")
         if not 1 <= n <= 256:
             raise StudioError(f"n must lie in 1..256, got {n}")
+        if self.follows_attributes(mode, attributes, prior):
+            return self.neighbourhood_latents(attributes, n, temperature, seed)
         index = mode_index(mode)
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(n, self.latent_dim, generator=generator) * temperature
@@ -170,20 +189,51 @@ class TrainedVAE:
             return self.fitted_prior["mean"][index] + noise @ self.fitted_prior["scale_tril"][index].T
         return self.model.prior_mean(torch.tensor([index], device=self.device)).cpu() + noise
 
+    def attribute_neighbours(self, attributes: dict, generator: torch.Generator) -> torch.Tensor:
+        """Rows (k,) of the attribute prior whose attributes lie nearest the asked ones (L1 in unit scale over
+        the attributes asked). Ties (one attribute asked, many rows at its value) break at random."""
+        prior = self.attribute_prior
+        asked = {name: value for name, value in attributes.items() if value is not None and name in prior["names"]}
+        columns = [prior["names"].index(name) for name in asked]
+        target = torch.tensor([unit_value(name, float(value)) for name, value in asked.items()])
+        distance = (prior["attributes"][:, columns].float() - target).abs().sum(dim=1)   # (N,)
+        distance = distance + 1e-6 * torch.rand(distance.shape, generator=generator)
+        k = min(int(prior["neighbours"]), len(distance))
+        return distance.topk(k, largest=False).indices
+
+    @torch.no_grad()
+    def neighbourhood_latents(self, attributes: dict, n: int, temperature: float, seed: int) -> torch.Tensor:
+        """n latents (n, D) for asked attributes: each the mean of `mixed` of the `neighbours` training latents
+        nearest the asked attributes (attribute_neighbours), drawn at random, rescaled to their mean norm (a
+        plain mean shrinks toward 0, where the decoder writes sparse rolls). One neighbour alone would decode
+        to its own segment, a copy; a mix of several lands between them, near the asked attributes. The
+        temperature scales each mix's distance from the neighbours' mean (1: as mixed)."""
+        generator = torch.Generator().manual_seed(int(seed))
+        nearest = self.attribute_neighbours(attributes, generator)
+        latents = self.attribute_prior["latents"][nearest].float()   # (k, D)
+        centre, mixed = latents.mean(dim=0), min(int(self.attribute_prior["mixed"]), len(latents))
+        rows = []
+        for _ in range(n):
+            picked = latents[torch.randperm(len(latents), generator=generator)[:mixed]]   # (mixed, D)
+            mix = picked.mean(dim=0)
+            mix = mix * picked.norm(dim=1).mean() / mix.norm().clamp_min(1e-8)
+            rows.append(centre + temperature * (mix - centre))
+        return torch.stack(rows)
+
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
                attributes: dict | None = None, tonic: str | None = None,
                prior: str = "fitted", metre: tuple[int, int] | None = None) -> tuple[list[Segment], torch.Tensor]:
         """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D). `metre` (e.g.
         (3, 4)): of METRE_POOL latents per result, the n whose metre head most expects it, written in it."""
-        z = self.prior_latents(mode, n, temperature, seed, prior, metre)
+        z = self.prior_latents(mode, n, temperature, seed, prior, metre, attributes)
         return self.decode(z, mode, attributes, tonic, self.sampling_threshold(prior), metre), z
 
     def prior_latents(self, mode: str, n: int, temperature: float, seed: int, prior: str,
-                      metre: tuple[int, int] | None = None) -> torch.Tensor:
+                      metre: tuple[int, int] | None = None, attributes: dict | None = None) -> torch.Tensor:
         """The n latents (n, D) `sample` decodes."""
         if metre is None:
-            return self.sample_latents(mode, n, temperature, seed, prior)
-        return self.latents_in_metre(mode, n, temperature, seed, prior, metre_index(*metre))
+            return self.sample_latents(mode, n, temperature, seed, prior, attributes)
+        return self.latents_in_metre(mode, n, temperature, seed, prior, metre_index(*metre), attributes)
 
     def sampling_threshold(self, prior: str) -> float | None:
         """The onset threshold samples of `prior` are read with (None: the reconstructions' one)."""
@@ -191,11 +241,11 @@ class TrainedVAE:
 
     @torch.no_grad()
     def latents_in_metre(self, mode: str, n: int, temperature: float, seed: int, prior: str,
-                         metre: int) -> torch.Tensor:
+                         metre: int, attributes: dict | None = None) -> torch.Tensor:
         """n latents (n, D): of min(256, METRE_POOL * n) drawn, those the metre head gives metre (an index into
         METRES) the highest probability, the likeliest first. The metre lives in z; forcing it on any latent
         would lay a 4/4 roll over 3/4 bars."""
-        pool = self.sample_latents(mode, max(n, min(256, METRE_POOL * n)), temperature, seed, prior)
+        pool = self.sample_latents(mode, max(n, min(256, METRE_POOL * n)), temperature, seed, prior, attributes)
         modes = torch.full((pool.shape[0],), mode_index(mode), dtype=torch.long, device=self.device)
         likelihood = self.model.metre_logits(pool.to(self.device), modes).log_softmax(dim=1)[:, metre]  # (pool,)
         return pool[likelihood.topk(n).indices.cpu()]

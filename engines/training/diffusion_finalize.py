@@ -1,8 +1,8 @@
 """What follows the denoiser's training: what generation draws from, measured on the training split (the
 per-mode metre and tempo statistics of diffusion_trainer.mode_statistics, each mode's interior target,
-conditioning.mode_targets, and the pool of its segments' attributes each result draws its own from,
-conditioning.mode_target_pool), and the decoding's onset threshold, calibrated on the
-model's own samples.
+conditioning.mode_targets, the pool of its segments' attributes each result draws its own from,
+conditioning.mode_target_pool, and every segment's attributes and metre, attribute_metres), and the decoding's
+onset threshold, calibrated on the model's own samples.
 
 The sampler's final x0 is near -1 or +1 in most cells, but a model that is not fully trained leaves the sparse
 onset channel unsure (between -1 and 0) in places where the sustain channel is sure, so the threshold decides
@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engines.config import Config
+from engines.errors import StudioError
 from engines.data.prepare import ensure_corpus_cache
-from engines.models.conditioning import mode_target_pool, mode_targets
+from engines.models.conditioning import CONDITION_ATTRIBUTES, mode_target_pool, mode_targets
 from engines.models.denoiser import model_from_checkpoint
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
@@ -70,26 +72,54 @@ POOL_QUANTILE = 1.0
 POOL_SIZE = 256
 
 
+METRE_NEIGHBOURS = 16   # training segments nearest the asked attributes whose metres a request draws from
+
+
+def attribute_metres(train_set) -> dict:
+    """{"attributes" (N, k) float16 unit scale, "metres" (N,) uint8 METRES indices, "names", "neighbours"} of the
+    training segments, for TrainedDiffusion.metre_weights: a request that asks attributes and no mode draws its
+    metre from those of the segments nearest them."""
+    return {"attributes": train_set.conditions.half().contiguous(), "metres": train_set.metres.to(torch.uint8),
+            "names": list(CONDITION_ATTRIBUTES), "neighbours": METRE_NEIGHBOURS}
+
+
+# the steps of finalize_diffusion, in order; `train --finalize-only --finalize-step NAME` runs one of them and
+# leaves what the others wrote in the checkpoint as it is
+STEPS = ("statistics", "targets", "attribute-metres", "onset-threshold")
+
+
 def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16, seed: int = 0,
-                       limit: int = 0) -> dict:
-    """Refresh the per-mode metre and tempo statistics and interior targets of `checkpoint` (a best.pt) from the
-    training split and calibrate its onset threshold, in place; returns the summary. `limit`: the first N
-    training segments only."""
+                       limit: int = 0, steps: tuple[str, ...] = STEPS) -> dict:
+    """Refresh the per-mode metre and tempo statistics ("statistics"), interior targets ("targets") and the
+    training segments' attributes and metres ("attribute-metres") of `checkpoint` (a best.pt) from the training
+    split and calibrate its onset threshold ("onset-threshold"), in place; returns the summary. `steps`: the
+    ones to run (STEPS: all). `limit`: the first N training segments only."""
     from engines.training.diffusion_trainer import _datasets, mode_statistics
 
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown or not steps:
+        raise StudioError(f"unknown finalize step '{', '.join(unknown)}'; the diffusion's are {', '.join(STEPS)}")
     started = time.time()
     payload = load_checkpoint(checkpoint)
     train_set = _datasets(cfg, limit)[0]
-    payload.update(mode_statistics(train_set))
-    rows = train_set.cache.segments[np.sort(train_set.indices)]
-    payload["mode_targets"] = mode_targets(rows)
-    payload["mode_target_pool"] = mode_target_pool(rows, clear_quantile=POOL_QUANTILE, size=POOL_SIZE)
-    engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())
-    sampling = cfg.generation.sampling.diffusion
-    summary = calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,
-                                        min(sampling.steps, engine.num_steps), sampling.guidance_scale, seed)
-    payload["config"]["onset_threshold"] = summary["onset_threshold"]
+    if "statistics" in steps:
+        payload.update(mode_statistics(train_set))
+    if "targets" in steps:
+        rows = train_set.cache.segments[np.sort(train_set.indices)]
+        payload["mode_targets"] = mode_targets(rows)
+        payload["mode_target_pool"] = mode_target_pool(rows, clear_quantile=POOL_QUANTILE, size=POOL_SIZE)
+    if "attribute-metres" in steps:
+        payload["attribute_metres"] = attribute_metres(train_set)
+    summary = {"steps": list(steps)}
+    if "onset-threshold" in steps:
+        engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())
+        sampling = cfg.generation.sampling.diffusion
+        summary.update(calibrate_onset_threshold(engine, corpus_notes_per_segment(cfg), n_per_mode,
+                                                 min(sampling.steps, engine.num_steps), sampling.guidance_scale,
+                                                 seed))
+        payload["config"]["onset_threshold"] = summary["onset_threshold"]
     summary["seconds"] = round(time.time() - started, 1)
-    payload["onset_calibration"] = summary
+    if "onset-threshold" in steps:
+        payload["onset_calibration"] = {k: v for k, v in summary.items() if k != "steps"}
     save_checkpoint(payload, checkpoint)
     return summary

@@ -100,6 +100,8 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
     cmd = "python -m engines " + " ".join(argv[1:]) if argv else "(not recorded)"
     if command.get("finalize_argv"):
         cmd += "`, then `python -m engines " + " ".join(command["finalize_argv"][1:])
+    for step in command.get("finalize_steps") or []:   # single finalize steps run after it (train --finalize-step)
+        cmd += "`, then `python -m engines " + " ".join(step["argv"][1:])
     # a run that started from another's weights (init_checkpoint) lists the steps before it in command.json:
     # [{"command": "python -m engines train ...", "minutes": 35.0, "rows": [its metrics.jsonl rows]}, ...],
     # oldest first
@@ -133,6 +135,10 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
            f"sample against {payload['sample_calibration']['corpus_notes_per_segment']} per training segment "
            f"({payload['sample_calibration']['samples']} samples)" + temperatures_note(payload)]
           if "sample_calibration" in payload else []),
+        *([f"- **Attribute prior:** a request that asks attributes and no mode mixes "
+           f"{payload['attribute_prior']['mixed']} of the {payload['attribute_prior']['neighbours']} latents (of "
+           f"{len(payload['attribute_prior']['rows'])} rare training segments of the map, encoded with no mode) whose "
+           f"attributes lie nearest the asked ones (finalize)"] if payload.get("attribute_prior") else []),
         *([f"- **Onset calibration:** threshold {payload['onset_calibration']['onset_threshold']} on the x0 scale: "
            f"{payload['onset_calibration']['notes_per_segment']} notes per sample against "
            f"{payload['onset_calibration']['corpus_notes_per_segment']} per training segment "
@@ -294,7 +300,7 @@ def vae_bars(report: dict) -> list[tuple[str, str, str, bool]]:
     smooth = report["interpolation"]["paths_with_every_step_smaller"]
     rows.append(("slerp neighbours closer than endpoints", "all paths", f"{smooth:.0%} of paths", smooth == 1.0))
     rows.append(("latency, one segment", "<= 20 ms", f"{_latency(report):.1f} ms", _latency(report) <= 20))
-    return rows
+    return rows + (conditioning_bars(report, 0.70, 0.15) if "raw" in report["consistency"] else [])
 
 
 def conditioning_bars(report: dict, consistency: float, axes_mae: float) -> list[tuple[str, str, str, bool]]:
@@ -309,6 +315,9 @@ def conditioning_bars(report: dict, consistency: float, axes_mae: float) -> list
     if axes.get("mae") is not None:
         rows.append(("asked vs heard axes, mean absolute error (nothing asked)", f"<= {axes_mae:.2f}",
                      f"{axes['mae']:.3f} ({axes['mae_unconditioned']:.3f})", axes["mae"] <= axes_mae))
+    if (axes.get("copies") or {}).get("near_copy_rate") is not None:   # measured since AXES_VERSION 2
+        rate = axes["copies"]["near_copy_rate"]
+        rows.append(("near copies among those results", "<= 1 %", f"{rate:.1%}", rate <= 0.01))
     copies = report.get("copies") or {}
     copies = copies.get("raw", copies)
     if "near_copy_rate" in copies:

@@ -14,6 +14,12 @@
     sample_onset_threshold
                      the threshold at which samples of the fitted prior hold, on average, as many notes as the
                      training split's segments (as diffusion_finalize calibrates its samples)
+    attribute_prior  p(z | attributes), for a request that asks attributes and no mode: the latents of the map's
+                     training segments encoded with no mode (WHITE, as such a request decodes them), less those
+                     whose pattern recurs in the corpus, with their attributes (unit scale). A draw mixes
+                     ATTRIBUTE_PRIOR_MIXED of the ATTRIBUTE_PRIOR_NEIGHBOURS whose attributes lie nearest the
+                     asked ones (TrainedVAE.neighbourhood_latents). A recurring pattern (a chorale cadence, a
+                     folk formula) would pull mixes onto itself, and its samples would be near copies.
     temperature_calibration
                      per mode, the temperature (the fitted prior's spread) a request that sets none samples at:
                      of TEMPERATURES, the warmest whose samples the analyzer hears as asked within
@@ -32,8 +38,10 @@ from torch.utils.data import DataLoader
 
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
-from engines.data.torch_dataset import RollDataset
+from engines.data.torch_dataset import WHITE_INDEX, RollDataset
+from engines.generation.copies import CopyIndex
 from engines.evaluation.reconstruction import note_f1
+from engines.models.conditioning import CONDITION_ATTRIBUTES, cache_attributes
 from engines.music.analyzer import AXES, MODES, ChromaticAnalyzer
 from engines.models.latent_map import fit_latent_map
 from engines.models.trained_vae import TrainedVAE
@@ -104,6 +112,32 @@ def fitted_prior(latents: torch.Tensor, variances: torch.Tensor, rows: np.ndarra
     means.append(everything[0])
     factors.append(everything[1])
     return {"mean": torch.stack(means).contiguous(), "scale_tril": torch.stack(factors).contiguous()}
+
+
+ATTRIBUTE_PRIOR_NEIGHBOURS = 16   # training latents nearest the asked attributes a draw mixes from
+ATTRIBUTE_PRIOR_MIXED = 4         # how many of them a draw mixes (fewer: nearer, and more copies)
+TWIN_SHORTLIST = 50               # training segments a pool row is compared with for recurring patterns
+
+
+@torch.no_grad()
+def attribute_prior(vae: TrainedVAE, cfg: Config, rows: np.ndarray) -> dict:
+    """{"latents" (N, D), "attributes" (N, k) unit scale, "names" (k), "rows" (N,), "neighbours", "mixed"}: the
+    attribute prior (module docstring) over the training segments at cache rows `rows`; {} when none is left."""
+    cache = ensure_corpus_cache(cfg)
+    index = CopyIndex.build(cache)
+    rare = np.array([index.near_twins(int(row), TWIN_SHORTLIST) == 0 for row in rows], dtype=bool)
+    rows = np.asarray(rows)[rare]
+    if not len(rows):
+        return {}
+    loader = DataLoader(RollDataset.for_config(cache, rows, cfg.data, vae.model.config.key_to_c), batch_size=512)
+    latents = []
+    for batch in loader:
+        white = torch.full_like(batch["mode"], WHITE_INDEX)   # as a request without a mode decodes them
+        latents.append(vae.model.encode(batch["roll"].to(vae.device), white.to(vae.device))[0].cpu())
+    return {"latents": torch.cat(latents).contiguous(),
+            "attributes": torch.as_tensor(cache_attributes(cache.segments[rows])).contiguous(),
+            "names": list(CONDITION_ATTRIBUTES), "rows": torch.as_tensor(rows.astype(np.int64)),
+            "neighbours": ATTRIBUTE_PRIOR_NEIGHBOURS, "mixed": ATTRIBUTE_PRIOR_MIXED}
 
 
 THRESHOLDS = tuple(round(0.5 + 0.025 * i, 3) for i in range(19))  # 0.5 .. 0.95
@@ -197,6 +231,7 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     subset = np.sort(np.random.default_rng(seed).choice(len(latents), min(map_points, len(latents)), replace=False))
     latent_map, _ = fit_latent_map(latents[subset].numpy(), indices[subset], seed=42)
     vae.fitted_prior = fitted_prior(latents, variances, rows)
+    vae.attribute_prior = attribute_prior(vae, cfg, indices[subset])
     train_notes = float(np.mean(rows["note_count"]))
     sample_calibration = calibrate_sample_threshold(vae, train_notes, seed=seed)
     # a run on a few segments (tests) measures on a few samples
@@ -210,13 +245,15 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     payload["onset_threshold_validation_f1"] = f1
     payload["latent_map"] = latent_map
     payload["fitted_prior"] = vae.fitted_prior
+    payload["attribute_prior"] = vae.attribute_prior
     payload["sample_onset_threshold"] = vae.sample_onset_threshold
     payload["sample_calibration"] = sample_calibration
     payload["temperature_calibration"] = temperatures
     payload["finalize_seconds"] = round(time.time() - started, 1)
     save_checkpoint(payload, checkpoint)
     return {"onset_threshold": threshold, "validation_f1": round(f1, 4), "latents": len(latents),
-            "map_points": len(subset), "seconds": payload["finalize_seconds"],
+            "map_points": len(subset), "attribute_prior_latents": len(vae.attribute_prior.get("rows", [])),
+            "seconds": payload["finalize_seconds"],
             "sample_onset_threshold": vae.sample_onset_threshold,
             "sample_notes_per_segment": sample_calibration["notes_per_segment"],
             "temperatures": {mode: v["temperature"] for mode, v in temperatures["modes"].items()},

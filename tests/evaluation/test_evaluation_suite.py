@@ -150,3 +150,15 @@ def test_the_axes_report_asks_the_vae_for_held_out_targets_beside_its_unconditio
     report = axes_report("vae", "assets/checkpoints/vae.pt", cfg, n=6, seed=1, use_cache=False)
     assert report["n"] == 6 and 0 <= report["mae"] <= 1 and 0 <= report["mae_unconditioned"] <= 1
     assert set(report["per_axis"]) == {"energy", "valence", "tension", "intimacy", "motion"}
+    # the copy rates are those of the asked results (an engine could meet the axes by writing out a training
+    # segment that has them)
+    from engines.evaluation.diversity import copy_rates
+    from engines.evaluation.suite import copy_index
+    from engines.evaluation.verified import HELD_OUT_SEED
+    from engines.generation import GENERATORS, Request
+
+    vae = GENERATORS["vae"].load("assets/checkpoints/vae.pt")
+    asked = [vae.run(Request("vae", mode="WHITE", n=1, seed=HELD_OUT_SEED + 1 + i, attributes=target))[0]
+             for i, target in enumerate(targets)]
+    assert report["copies"] == copy_rates(asked, copy_index(cfg))
+    assert report["copies"]["n"] == 6 - report["empty"]

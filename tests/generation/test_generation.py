@@ -331,3 +331,16 @@ def test_the_vae_varies_a_segment_to_start_from_by_slerping_toward_its_latent(ti
         vae.run(Request("vae", init_midi=replace(start, num_bars=2), **ask))
     with pytest.raises(StudioError, match="follow"):
         vae.run(Request("vae", settings={"follow": 1.5}, init_midi=start, **ask))
+
+
+def test_the_vae_draws_asked_axes_without_a_mode_from_its_attribute_prior(vae_checkpoint):
+    vae = GENERATORS["vae"].load(vae_checkpoint[0])   # the tiny run, finalized
+    attributes = {"energy": 0.2, "motion": 0.9}
+    got = vae.run(Request("vae", mode="WHITE", n=2, seed=6, attributes=attributes))
+    z = vae.model.neighbourhood_latents(attributes, 2, 1.0, 6)
+    expected = vae.model.decode(z, "WHITE", attributes, onset_threshold=vae.model.sampling_threshold("fitted"))
+    assert [s.notes.tolist() for s in got] == [s.notes.tolist() for s in expected]
+    # with a mode asked too, the mode's own prior, at its calibrated temperature
+    asked_mode = vae.run(Request("vae", mode="RED", n=2, seed=6, attributes=attributes))
+    red = vae.model.sample("RED", 2, vae.model.temperature_for("RED"), 6, attributes=attributes)[0]
+    assert [s.notes.tolist() for s in asked_mode] == [s.notes.tolist() for s in red]

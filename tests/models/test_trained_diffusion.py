@@ -169,3 +169,53 @@ def test_a_fade_mixes_two_modes_guidance_step_by_step_along_the_roll(tiny_diffus
     kept = model.inpaint(init, [1, 2], mode="RED", n=2, steps=4, seed=1, fade_from="BLUE")
     for result in kept:   # the kept bars stay exactly as they were
         assert np.array_equal(result.notes[result.notes["start"] < 2 * init.bar_length], init.notes[:8])
+
+
+# ---- the metre of a request that asks attributes --------------------------------------------------------------
+def test_finalize_keeps_every_training_segments_attributes_and_metre(diffusion_run, corpus_cache, diffusion_cfg):
+    from engines.data.torch_dataset import metre_index
+    from engines.models.conditioning import CONDITION_ATTRIBUTES, cache_attributes
+    from engines.training.diffusion_finalize import METRE_NEIGHBOURS
+    from engines.training.diffusion_trainer import _datasets
+    from tests.helpers import DIFFUSION_LIMIT
+
+    pool = torch.load(diffusion_run / "best.pt", weights_only=True)["attribute_metres"]
+    rows = corpus_cache.segments[_datasets(diffusion_cfg, DIFFUSION_LIMIT)[0].indices]
+    assert pool["names"] == list(CONDITION_ATTRIBUTES) and pool["neighbours"] == METRE_NEIGHBOURS
+    np.testing.assert_allclose(pool["attributes"].float().numpy(), cache_attributes(rows), atol=1e-3)   # float16
+    assert pool["metres"].tolist() == [metre_index(int(a), int(b)) for a, b in zip(rows["ts_num"], rows["ts_den"])]
+
+
+def _with_pool(engine, energies, metres):
+    """The engine with a made-up pool: one training segment per (energy, metre index), nothing else asked."""
+    from engines.models.trained_diffusion import TrainedDiffusion
+
+    attributes = torch.full((len(energies), 7), 0.5)
+    attributes[:, 2] = torch.tensor(energies)   # CONDITION_ATTRIBUTES: rebracketing, temporal complexity, energy...
+    pool = {"attributes": attributes.half(), "metres": torch.tensor(metres, dtype=torch.uint8),
+            "names": list(engine.attribute_metres["names"]), "neighbours": 4}
+    return TrainedDiffusion(engine.model, dict(engine.payload, attribute_metres=pool))
+
+
+def test_asked_attributes_and_no_mode_draw_the_metre_of_the_nearest_segments(tiny_diffusion):
+    from engines.data.torch_dataset import WHITE_INDEX
+    from engines.music.analyzer import MODES
+
+    waltz, common = METRES.index((3, 4)), METRES.index((4, 4))
+    engine = _with_pool(tiny_diffusion, [0.9, 0.92, 0.95, 0.97, 0.1, 0.12, 0.15, 0.2], [waltz] * 4 + [common] * 4)
+    lively = engine.metre_weights(WHITE_INDEX, {"energy": 0.9})
+    assert lively[waltz] == 4 and lively.sum() == 4
+    assert engine.metre_weights(WHITE_INDEX, {"energy": 0.1, "tension": None})[common] == 4
+    assert set(engine.metre_names("WHITE", 6, seed=3, attributes={"energy": 0.95})) == {"3/4"}
+    assert set(engine.metre_names("", 6, seed=3, attributes={"energy": 0.05})) == {"4/4"}
+    # a mode keeps its own metres, and nothing asked (or only unknown or unset attributes) the corpus's
+    red = MODES.index("RED")
+    assert torch.equal(engine.metre_weights(red, {"energy": 0.9}), tiny_diffusion.metre_weights(red))
+    for asked in (None, {}, {"energy": None, "loudness": 0.9}):
+        assert torch.equal(engine.metre_weights(WHITE_INDEX, asked), engine.metre_counts[WHITE_INDEX])
+    older = _with_pool(tiny_diffusion, [0.9], [waltz])
+    older.attribute_metres = {}   # a checkpoint from before the pool
+    assert torch.equal(older.metre_weights(WHITE_INDEX, {"energy": 0.9}), engine.metre_counts[WHITE_INDEX])
+    # what sample writes is what metre_names says, the metre drawn before the noise from the request's seed
+    segments = engine.sample("WHITE", n=2, steps=2, seed=3, attributes={"energy": 0.95})
+    assert [(s.ts_num, s.ts_den) for s in segments] == [(3, 4)] * 2

@@ -260,3 +260,61 @@ def test_logits_to_segments_long_bars_use_eighth_steps():
     (segment,) = logits_to_segments(out)
     assert [(int(n["start"]), int(n["duration"])) for n in segment.notes] == [(378, 6)]
     assert segment.length == 384
+
+
+# ---- the attribute prior -------------------------------------------------------------------------------------
+def _with_prior(vae: TrainedVAE, **changes) -> TrainedVAE:
+    """The same network with its attribute prior's settings changed (the session's tiny_vae stays as it is)."""
+    return TrainedVAE(vae.model, dict(vae.payload, attribute_prior=dict(vae.attribute_prior, **changes)))
+
+
+def test_only_a_request_asking_attributes_and_no_mode_follows_the_attribute_prior(tiny_vae):
+    assert tiny_vae.attribute_prior, "finalize fits one"
+    assert tiny_vae.follows_attributes("WHITE", {"energy": 0.8})
+    assert tiny_vae.follows_attributes("", {"rebracketing": 0.5, "valence": None})
+    assert not tiny_vae.follows_attributes("RED", {"energy": 0.8})        # a mode keeps its own prior
+    assert not tiny_vae.follows_attributes("WHITE", None)
+    assert not tiny_vae.follows_attributes("WHITE", {"energy": None, "loudness": 0.3})
+    assert not tiny_vae.follows_attributes("WHITE", {"energy": 0.8}, prior="network")
+    older = TrainedVAE(tiny_vae.model, {k: v for k, v in tiny_vae.payload.items() if k != "attribute_prior"})
+    assert not older.follows_attributes("WHITE", {"energy": 0.8})         # a checkpoint from before it
+    # what sample draws: for mode requests the mode's Gaussian as before, for asked axes the neighbourhood
+    _, z = tiny_vae.sample("WHITE", n=3, seed=5, attributes={"energy": 0.8, "valence": -0.2})
+    torch.testing.assert_close(z, tiny_vae.neighbourhood_latents({"energy": 0.8, "valence": -0.2}, 3, 1.0, 5))
+    _, red = tiny_vae.sample("RED", n=3, seed=5, attributes={"energy": 0.8})
+    torch.testing.assert_close(red, tiny_vae.sample_latents("RED", 3, seed=5))
+
+
+def test_the_neighbours_are_the_rows_nearest_the_asked_attributes(tiny_vae):
+    prior = tiny_vae.attribute_prior
+    names = prior["names"]
+    asked = {"energy": 0.9, "valence": -0.5}   # valence is asked on the analyzer's scale, -1..1
+    target = torch.tensor([0.9, 0.25])
+    distance = (prior["attributes"][:, [names.index("energy"), names.index("valence")]] - target).abs().sum(1)
+    nearest = tiny_vae.attribute_neighbours(asked, torch.Generator().manual_seed(0))
+    k = min(prior["neighbours"], len(distance))
+    assert len(nearest) == k == len(set(nearest.tolist()))
+    assert distance[nearest].max() <= distance.sort().values[k - 1] + 1e-5
+    # unknown and unset attributes are not measured
+    again = tiny_vae.attribute_neighbours(dict(asked, loudness=1.0, tension=None), torch.Generator().manual_seed(0))
+    assert torch.equal(again, nearest)
+
+
+def test_neighbourhood_latents_mix_the_nearest_latents_and_temperature_spreads_them(tiny_vae):
+    asked = {"tension": 0.7}
+    z = tiny_vae.neighbourhood_latents(asked, 6, 1.0, seed=2)
+    assert z.shape == (6, LATENT) and torch.equal(z, tiny_vae.neighbourhood_latents(asked, 6, 1.0, seed=2))
+    assert not torch.equal(z, tiny_vae.neighbourhood_latents(asked, 6, 1.0, seed=3))
+    nearest = tiny_vae.attribute_neighbours(asked, torch.Generator().manual_seed(2))
+    latents = tiny_vae.attribute_prior["latents"][nearest]
+    centre = latents.mean(0)
+    # each draw is the mean of `mixed` neighbours, at their mean norm: with one mixed, a neighbour itself
+    single = _with_prior(tiny_vae, mixed=1).neighbourhood_latents(asked, 6, 1.0, seed=2)
+    for row in single:
+        assert (latents - row).norm(dim=1).min() < 1e-5
+    # temperature scales the distance from the neighbours' mean (0 would be the mean itself)
+    hot = tiny_vae.neighbourhood_latents(asked, 6, 2.0, seed=2)
+    torch.testing.assert_close(hot - centre, 2 * (z - centre))
+    # a mix is rescaled to its neighbours' mean norm: it lies within theirs, not shrunk toward 0 as a mean would
+    norms = latents.norm(dim=1)
+    assert torch.all((z.norm(dim=1) >= norms.min() - 1e-4) & (z.norm(dim=1) <= norms.max() + 1e-4))

@@ -53,3 +53,46 @@ def test_training_calibrates_the_onset_threshold(diffusion_run):
     assert all(a >= b for a, b in zip(counts, counts[1:]))  # a stricter threshold never sounds more notes
     best = abs(calibration["notes_per_segment"] - calibration["corpus_notes_per_segment"])
     assert all(best <= abs(c - calibration["corpus_notes_per_segment"]) for c in counts)
+
+
+def test_a_finalize_step_runs_alone_and_is_on_record_after_the_whole_finalize(diffusion_run, tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from engines.cli import main
+    from engines.training.model_card import render_card
+
+    run = tmp_path / "run"   # a copy: the run is shared by the whole test session
+    shutil.copytree(diffusion_run, run)
+    before = torch.load(run / "best.pt", weights_only=True)
+    before.pop("attribute_metres")   # as a checkpoint finalized before the step existed
+    torch.save(before, run / "best.pt")
+    (run / "command.json").write_text(json.dumps({"argv": ["engines", "train", "--engine", "diffusion"],
+                                                  "finalize_argv": ["engines", "train", "--finalize-only"]}))
+    overrides = sum((["--set", o] for o in TINY_DIFFUSION), [])
+    argv = ["train", "--engine", "diffusion", "--finalize-only", "--finalize-step", "attribute-metres",
+            "--out", str(run), "--limit", str(DIFFUSION_LIMIT), *overrides]
+    monkeypatch.setattr("sys.argv", ["engines", *argv])   # what the command records (python -m engines ...)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    after = torch.load(run / "best.pt", weights_only=True)
+    assert after["attribute_metres"]["metres"].shape == (DIFFUSION_LIMIT,)
+    for key, value in before.items():   # everything else as it was: no statistics, targets or threshold refitted
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(after[key], value), key
+        elif key != "state_dict":
+            assert after[key] == value, key
+    command = json.loads((run / "command.json").read_text())
+    assert command["finalize_argv"] == ["engines", "train", "--finalize-only"]   # the whole finalize stays on record
+    assert [step["argv"] for step in command["finalize_steps"]] == [["engines", *argv]]
+    card = render_card("diffusion", after, command, [], None, 1.0)
+    assert "--finalize-only`, then `python -m engines train --engine diffusion --finalize-only --finalize-step " \
+           "attribute-metres" in card
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        assert main(["train", "--engine", "diffusion", "--finalize-only", "--finalize-step", "tempo",
+                     "--out", str(run)]) == 2
+        assert main(["train", "--engine", "vae", "--finalize-only", "--finalize-step", "targets",
+                     "--out", str(run)]) == 2
+    assert "unknown finalize step 'tempo'; the diffusion's are statistics, targets" in errors.getvalue()
+    assert "--finalize-step applies to the diffusion finalize" in errors.getvalue()

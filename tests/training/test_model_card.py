@@ -60,3 +60,24 @@ def test_the_card_names_the_machine_the_run_trained_on_not_the_one_that_ships_it
     assert "6.6 min on CUDA (NVIDIA H200)" in card
     older = render_card("diffusion", payload, {"argv": ["engines", "train"]}, rows, None, 13.0)   # before the record
     assert f"6.6 min on {device_name()}" in older
+
+
+def test_the_copies_among_asked_axes_results_are_a_bar_of_their_own_where_measured():
+    measured = report(0.9, {"RED": 0.9}, 0.18, 0.0)
+    measured["axes"]["copies"] = {"near_copy_rate": 0.0125}
+    rows = conditioning_bars(measured, 0.70, 0.15)
+    assert [(name, target, value, met) for name, target, value, met in rows[2:4]] == [
+        ("asked vs heard axes, mean absolute error (nothing asked)", "<= 0.15", "0.180 (0.310)", False),
+        ("near copies among those results", "<= 1 %", "1.2%", False)]
+    assert len(rows) == 5 and rows[4][0] == "near copies of training segments, raw"
+
+
+def test_the_vae_card_adds_the_raw_conditioning_bars_to_its_own():
+    from engines.training.model_card import vae_bars
+
+    measured = {**report(0.6, {"RED": 0.6}, 0.18, 0.0), "reconstruction": {"f1": 0.91}, "active_units": 1.0,
+                "interpolation": {"paths_with_every_step_smaller": 1.0}}
+    measured["consistency"]["per_mode"] = {"RED": 0.99}   # the prior samples' (the VAE issue's own bars)
+    rows = vae_bars(measured)
+    assert [r[1] for r in rows[-4:]] == [">= 70 %", ">= 60 %", "<= 0.15", "<= 1 %"]
+    assert rows[-4][2:] == ("60.0%", False)

@@ -285,3 +285,35 @@ def test_finalize_fits_a_latent_map_that_inverts_exactly_like_umap(vae_checkpoin
     # A place far outside the map decodes as its nearest map point does, instead of failing.
     far = latent_map.inverse(np.array([[emb[:, 0].max() + 100, emb[:, 1].max() + 100]]))
     assert far.shape == (1, LATENT) and torch.isfinite(far).all()
+
+
+def test_finalize_fits_an_attribute_prior_of_rare_map_segments_encoded_without_a_mode(vae_checkpoint, corpus_cache,
+                                                                                      vae_cfg):
+    from engines.data.torch_dataset import WHITE_INDEX, RollDataset
+    from engines.generation.copies import CopyIndex
+    from engines.models.conditioning import CONDITION_ATTRIBUTES, cache_attributes
+    from engines.training.vae_finalize import ATTRIBUTE_PRIOR_MIXED, ATTRIBUTE_PRIOR_NEIGHBOURS, TWIN_SHORTLIST
+
+    path, summary = vae_checkpoint
+    payload = torch.load(path, weights_only=True)
+    prior = payload["attribute_prior"]
+    rows = prior["rows"].numpy()
+    assert summary["attribute_prior_latents"] == len(rows) > 0
+    assert prior["names"] == list(CONDITION_ATTRIBUTES)
+    assert (prior["neighbours"], prior["mixed"]) == (ATTRIBUTE_PRIOR_NEIGHBOURS, ATTRIBUTE_PRIOR_MIXED)
+    # drawn from the latent map's rows, less those whose pattern recurs in the training split
+    mapped = payload["latent_map"]["rows"].numpy()
+    assert set(rows) <= set(mapped.tolist())
+    index = CopyIndex.build(corpus_cache)
+    twinned = [int(r) for r in mapped if index.near_twins(int(r), TWIN_SHORTLIST) > 0]
+    assert sorted(rows.tolist()) == sorted(set(mapped.tolist()) - set(twinned))
+    np.testing.assert_allclose(prior["attributes"].numpy(), cache_attributes(corpus_cache.segments[rows]))
+    # the posterior means under no mode (WHITE), as a request that asks no mode decodes them
+    vae = TrainedVAE.load(path)
+    batch = next(iter(torch.utils.data.DataLoader(
+        RollDataset.for_config(corpus_cache, rows, vae_cfg.data, vae.model.config.key_to_c), batch_size=len(rows))))
+    with torch.no_grad():
+        white, _ = vae.model.encode(batch["roll"], torch.full_like(batch["mode"], WHITE_INDEX))
+        own, _ = vae.model.encode(batch["roll"], batch["mode"])
+    torch.testing.assert_close(prior["latents"], white)
+    assert not torch.allclose(prior["latents"], own)
