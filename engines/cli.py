@@ -191,8 +191,8 @@ def _finalize(engine: str, checkpoint: str, cfg, args) -> dict:
     module, function = FINALIZERS[engine]
     finalize = getattr(importlib.import_module(module), function)
     steps = getattr(args, "finalize_step", None)
-    if steps and engine != "diffusion":
-        raise StudioError("--finalize-step applies to the diffusion finalize; the others run whole")
+    if steps and engine not in ("diffusion", "autoregressive"):
+        raise StudioError("--finalize-step applies to the diffusion's and the GPT's finalize; the VAE's runs whole")
     return finalize(checkpoint, cfg, limit=args.limit, seed=args.seed, **({"steps": tuple(steps)} if steps else {}))
 
 
@@ -630,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finalize-only", action="store_true",
                    help="only (re)fit what follows training (latent vectors, map, onset threshold) on <out>/best.pt")
     p.add_argument("--finalize-step", action="append", metavar="STEP",
-                   help="with --finalize-only (diffusion): run only this step of it (statistics, targets, "
-                        "attribute-metres, onset-threshold; repeatable), keeping what the others wrote")
+                   help="with --finalize-only (diffusion, autoregressive): run only this step of it (diffusion: "
+                        "statistics, targets, attribute-metres, onset-threshold; autoregressive: targets, "
+                        "attribute-metres, sampling; repeatable), keeping what the others wrote")
     p.add_argument("--skip-finalize", action="store_true",
                    help="train only (VAE, diffusion): leave the step after training to a later --finalize-only, "
                         "e.g. on the CPU machine that ships the run (the GPT never finalizes while training)")

@@ -126,7 +126,7 @@ class AutoregressiveGenerator(GeneratorBase):
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
-                      guidance_scale=guidance, metre=metre_of(request.metre) if continue_from is None else None)
+                      guidance_scale=guidance, metre=self._metre(request, mode) if continue_from is None else None)
         watch = None
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])
@@ -150,7 +150,7 @@ class AutoregressiveGenerator(GeneratorBase):
             if settings.beam_width > 1 or first < settings.max_bars:
                 return None
             prompt, mode = self._prompt(request, settings)
-            ids = self.model.prompt_ids(prompt, None, 0, metre_of(request.metre))
+            ids = self.model.prompt_ids(prompt, None, 0, self._metre(request, mode))
         except StudioError:
             return None
         return tuple(ids), int(settings.max_bars)
@@ -163,6 +163,22 @@ class AutoregressiveGenerator(GeneratorBase):
         mode = self.asked_mode(request, settings)
         written = settings.prompt if settings.prompt is not None else prompt_for(mode)
         return self.prompt_with_attributes(written, self.asked_attributes(mode, request.attributes)), mode
+
+    def _metre(self, request: Request, mode: str) -> tuple[int, int] | None:
+        """The metre a request is written in: the one it names; for one that asks attributes and no mode, drawn
+        by its seed from the metres of the training segments nearest them (conditioning.neighbour_metre_counts;
+        docs/autoregressive.md); else None, the model's own choice."""
+        if request.metre or mode.upper() != "WHITE":
+            return metre_of(request.metre)
+        import torch
+
+        from engines.data.torch_dataset import METRES
+        from engines.models.conditioning import neighbour_metre_counts
+
+        counts = neighbour_metre_counts(self.model.attribute_metres, request.attributes, len(METRES))
+        if counts is None:
+            return None
+        return METRES[int(torch.multinomial(counts, 1, generator=torch.Generator().manual_seed(int(request.seed))))]
 
     def run_batch(self, jobs: list) -> None:
         """The jobs' rows written as one batch (TrainedAutoregressive.sample_groups); a job whose on_step says
@@ -190,7 +206,7 @@ class AutoregressiveGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
-        spans_written = self.model.sample_groups(prompt, mode, groups, bars, metre_of(jobs[0].request.metre),
+        spans_written = self.model.sample_groups(prompt, mode, groups, bars, self._metre(jobs[0].request, mode),
                                                  watch if live else None)
         for job, (a, b) in zip(jobs, spans):
             job.finish(partial(self._segments, spans_written[a:b], bars, job.request.tonic))

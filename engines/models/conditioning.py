@@ -162,3 +162,30 @@ def request_attributes(mode: str, asked: dict | None, targets: dict | None,
         if name in AXES and name in names and name not in chosen:
             chosen[name] = reported_value(name, value)
     return chosen
+
+
+METRE_NEIGHBOURS = 16   # training segments nearest the asked attributes whose metres a request draws from
+
+
+def attribute_metre_pool(rows: np.ndarray, metres, neighbours: int = METRE_NEIGHBOURS) -> dict:
+    """{"attributes" (N, k) float16 unit scale, "metres" (N,) uint8 METRES indices, "names", "neighbours"} of
+    segment-cache rows and their metre indices: what neighbour_metre_counts reads (an engine's checkpoint)."""
+    return {"attributes": torch.as_tensor(cache_attributes(rows)).half().contiguous(),
+            "metres": torch.as_tensor(np.asarray(metres)).to(torch.uint8), "names": list(CONDITION_ATTRIBUTES),
+            "neighbours": int(neighbours)}
+
+
+def neighbour_metre_counts(pool: dict, attributes: dict | None, metres: int) -> torch.Tensor | None:
+    """(metres,) how many of the pool's `neighbours` segments nearest the asked attributes (L1 in unit scale over
+    those asked) are in each metre; None when the pool is empty or the request asks none of its attributes.
+    An engine draws the metre of a request that asks attributes and no mode from these: the metre, at a tempo
+    the corpus uses for it, sets the notes per second that are much of what is heard as energy and motion."""
+    asked = {name: float(value) for name, value in (attributes or {}).items()
+             if value is not None and name in (pool or {}).get("names", ())}
+    if not asked:
+        return None
+    columns = [pool["names"].index(name) for name in asked]
+    target = torch.tensor([unit_value(name, value) for name, value in asked.items()])
+    distance = (pool["attributes"][:, columns].float() - target).abs().sum(dim=1)   # (N,)
+    nearest = distance.topk(min(int(pool["neighbours"]), len(distance)), largest=False).indices
+    return torch.bincount(pool["metres"][nearest].long(), minlength=metres).float()

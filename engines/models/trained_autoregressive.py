@@ -104,6 +104,9 @@ class TrainedAutoregressive:
         self.data = payload.get("data", {"segment_bars": 4})
         # per mode, the attributes inside its region (conditioning.mode_targets); absent before issue 19
         self.mode_targets: dict = payload.get("mode_targets", {})
+        # the training segments' attributes and metres (conditioning.attribute_metre_pool; {} before them): a
+        # request that asks attributes and no mode is written in a metre of the segments nearest them
+        self.attribute_metres: dict = payload.get("attribute_metres", {})
         # per mode, the temperature and prompt guidance it is sampled with when a request leaves them unset
         # (engines/training/autoregressive_calibration.py); absent from a checkpoint never calibrated
         self.sampling_calibration: dict = payload.get("sampling_calibration", {})

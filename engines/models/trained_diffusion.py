@@ -43,7 +43,7 @@ import torch
 
 from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
-from engines.models.conditioning import attribute_tensors, drawn_request_attributes, unit_value
+from engines.models.conditioning import attribute_tensors, drawn_request_attributes, neighbour_metre_counts
 from engines.models.denoiser import RollDenoiser, model_from_checkpoint, roll_to_unit
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
@@ -192,19 +192,13 @@ class TrainedDiffusion:
 
     def metre_weights(self, mode: int, attributes: dict | None = None) -> torch.Tensor:
         """(len(METRES),) how often each metre is drawn for a request: for one that asks attributes and no mode,
-        its count among the NEIGHBOURS training segments whose attributes lie nearest the asked ones (L1 in unit
-        scale); else the mode's count in the training split (WHITE: all of it). The metre sets how many notes a
-        bar holds at a tempo the corpus uses, which is much of the energy and motion heard (docs/diffusion.md:
-        asked axes landed 0.024 closer, energy 0.06)."""
-        pool = self.attribute_metres
-        asked = {name: float(value) for name, value in (attributes or {}).items()
-                 if value is not None and name in pool.get("names", ())}
-        if mode == WHITE_INDEX and asked:
-            columns = [pool["names"].index(name) for name in asked]
-            target = torch.tensor([unit_value(name, value) for name, value in asked.items()])
-            distance = (pool["attributes"][:, columns].float() - target).abs().sum(dim=1)   # (N,)
-            nearest = distance.topk(min(int(pool["neighbours"]), len(distance)), largest=False).indices
-            return torch.bincount(pool["metres"][nearest].long(), minlength=len(METRES)).float()
+        its count among the training segments nearest the asked ones (conditioning.neighbour_metre_counts:
+        asked axes landed 0.024 closer, docs/diffusion.md); else the mode's count in the training split (WHITE:
+        all of it)."""
+        if mode == WHITE_INDEX:
+            counts = neighbour_metre_counts(self.attribute_metres, attributes, len(METRES))
+            if counts is not None:
+                return counts
         weights = self.metre_counts[mode]
         return weights if weights.sum() > 0 else self.metre_counts[WHITE_INDEX]
 

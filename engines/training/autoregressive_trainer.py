@@ -367,24 +367,48 @@ def audio_task_data(cfg: Config, cache: SegmentCache, vocabulary: UnifiedVocabul
             AudioExamples(cache, val, vocabulary, ac.block_size), record, vocabulary)
 
 
-def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0, seed: int = 0) -> dict:
+FINALIZE_STEPS = ("targets", "attribute-metres", "sampling")   # `train --finalize-step NAME` runs one of them
+
+
+def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0, seed: int = 0,
+                            steps: tuple[str, ...] = FINALIZE_STEPS) -> dict:
     """The step after training, written into the checkpoint: the modes' interior targets on the training split
-    (a run trained before issue 19 lacks them), and the temperature and prompt guidance each mode is sampled
-    with (engines/training/autoregressive_calibration.py). `seed` is unused (the calibration has its own); with a
-    `limit`, the calibration is a token one (tests, trial runs)."""
+    (a run trained before issue 19 lacks them; "targets"), the training segments' attributes and metres
+    ("attribute-metres": the metre of a request that asks attributes and no mode is drawn from those nearest
+    them), and the temperature and prompt guidance each mode is sampled with ("sampling",
+    engines/training/autoregressive_calibration.py). `steps`: the ones to run (all by default); the others'
+    entries stay as they are. `seed` is unused (the calibration has its own); with a `limit`, the calibration is
+    a token one (tests, trial runs)."""
+    from engines.data.torch_dataset import metre_index
     from engines.generation.autoregressive import AutoregressiveGenerator
+    from engines.models.conditioning import attribute_metre_pool
     from engines.models.trained_autoregressive import TrainedAutoregressive
     from engines.training.autoregressive_calibration import calibrate_sampling
     from engines.training.common import load_checkpoint, save_checkpoint
 
+    unknown = [step for step in steps if step not in FINALIZE_STEPS]
+    if unknown or not steps:
+        raise StudioError(f"unknown finalize step '{', '.join(unknown)}'; the GPT's are {', '.join(FINALIZE_STEPS)}")
     payload = load_checkpoint(checkpoint, engine="autoregressive")
     cache = ensure_corpus_cache(cfg)
     rows = fitting_indices(cache, cache.split_indices("train"), int(payload["config"]["block_size"]))
-    payload["mode_targets"] = mode_targets(cache.segments[np.sort(rows[:limit] if limit else rows)])
-    # every candidate is sampled at a setting of the grid, so an earlier calibration in the file changes nothing
-    generator = AutoregressiveGenerator(TrainedAutoregressive.load(checkpoint))
-    # with a limit (tests, trial runs) a token calibration: two modes, two settings, two candidates each
-    quick = {"seeds": 1, "rows": 2, "modes": ("BLACK", "GREEN"), "grid": [(3.0, 0.8), (1.5, 0.8)]} if limit else {}
-    payload["sampling_calibration"] = calibrate_sampling(generator, cfg, cache, **quick)
+    rows = np.sort(rows[:limit] if limit else rows)
+    if "targets" in steps:
+        payload["mode_targets"] = mode_targets(cache.segments[rows])
+    if "attribute-metres" in steps:
+        segments = cache.segments[rows]
+        payload["attribute_metres"] = attribute_metre_pool(
+            segments, [metre_index(int(a), int(b)) for a, b in zip(segments["ts_num"], segments["ts_den"])])
+    summary = {"steps": list(steps)}
+    if "sampling" in steps:
+        # every candidate is sampled at a setting of the grid, so an earlier calibration in the file changes nothing
+        generator = AutoregressiveGenerator(TrainedAutoregressive.load(checkpoint))
+        # with a limit (tests, trial runs) a token calibration: two modes, two settings, two candidates each
+        quick = {"seeds": 1, "rows": 2, "modes": ("BLACK", "GREEN"), "grid": [(3.0, 0.8), (1.5, 0.8)]} if limit \
+            else {}
+        payload["sampling_calibration"] = calibrate_sampling(generator, cfg, cache, **quick)
+        summary["sampling_calibration"] = payload["sampling_calibration"]
     save_checkpoint(payload, checkpoint)
-    return {"mode_targets": payload["mode_targets"], "sampling_calibration": payload["sampling_calibration"]}
+    if "targets" in steps:
+        summary["mode_targets"] = payload["mode_targets"]
+    return summary

@@ -1,8 +1,8 @@
 """What follows the denoiser's training: what generation draws from, measured on the training split (the
 per-mode metre and tempo statistics of diffusion_trainer.mode_statistics, each mode's interior target,
 conditioning.mode_targets, the pool of its segments' attributes each result draws its own from,
-conditioning.mode_target_pool, and every segment's attributes and metre, attribute_metres), and the decoding's
-onset threshold, calibrated on the model's own samples.
+conditioning.mode_target_pool, and every segment's attributes and metre, conditioning.attribute_metre_pool),
+and the decoding's onset threshold, calibrated on the model's own samples.
 
 The sampler's final x0 is near -1 or +1 in most cells, but a model that is not fully trained leaves the sparse
 onset channel unsure (between -1 and 0) in places where the sustain channel is sure, so the threshold decides
@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from engines.config import Config
 from engines.errors import StudioError
 from engines.data.prepare import ensure_corpus_cache
-from engines.models.conditioning import CONDITION_ATTRIBUTES, mode_target_pool, mode_targets
+from engines.models.conditioning import attribute_metre_pool, mode_target_pool, mode_targets
 from engines.models.denoiser import model_from_checkpoint
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
@@ -72,17 +71,6 @@ POOL_QUANTILE = 1.0
 POOL_SIZE = 256
 
 
-METRE_NEIGHBOURS = 16   # training segments nearest the asked attributes whose metres a request draws from
-
-
-def attribute_metres(train_set) -> dict:
-    """{"attributes" (N, k) float16 unit scale, "metres" (N,) uint8 METRES indices, "names", "neighbours"} of the
-    training segments, for TrainedDiffusion.metre_weights: a request that asks attributes and no mode draws its
-    metre from those of the segments nearest them."""
-    return {"attributes": train_set.conditions.half().contiguous(), "metres": train_set.metres.to(torch.uint8),
-            "names": list(CONDITION_ATTRIBUTES), "neighbours": METRE_NEIGHBOURS}
-
-
 # the steps of finalize_diffusion, in order; `train --finalize-only --finalize-step NAME` runs one of them and
 # leaves what the others wrote in the checkpoint as it is
 STEPS = ("statistics", "targets", "attribute-metres", "onset-threshold")
@@ -109,7 +97,8 @@ def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16
         payload["mode_targets"] = mode_targets(rows)
         payload["mode_target_pool"] = mode_target_pool(rows, clear_quantile=POOL_QUANTILE, size=POOL_SIZE)
     if "attribute-metres" in steps:
-        payload["attribute_metres"] = attribute_metres(train_set)
+        payload["attribute_metres"] = attribute_metre_pool(train_set.cache.segments[train_set.indices],
+                                                           train_set.metres)
     summary = {"steps": list(steps)}
     if "onset-threshold" in steps:
         engine = TrainedDiffusion(model_from_checkpoint(payload), payload, pick_device())

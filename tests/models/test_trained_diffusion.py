@@ -175,7 +175,7 @@ def test_a_fade_mixes_two_modes_guidance_step_by_step_along_the_roll(tiny_diffus
 def test_finalize_keeps_every_training_segments_attributes_and_metre(diffusion_run, corpus_cache, diffusion_cfg):
     from engines.data.torch_dataset import metre_index
     from engines.models.conditioning import CONDITION_ATTRIBUTES, cache_attributes
-    from engines.training.diffusion_finalize import METRE_NEIGHBOURS
+    from engines.models.conditioning import METRE_NEIGHBOURS
     from engines.training.diffusion_trainer import _datasets
     from tests.helpers import DIFFUSION_LIMIT
 

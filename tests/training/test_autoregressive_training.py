@@ -2,6 +2,7 @@
 best.pt, transposed examples, attribute phrases and the finalize step's mode targets."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from engines.config import load_config
+from engines.models.conditioning import CONDITION_ATTRIBUTES
 from engines.models.gpt import model_from_checkpoint
 from engines.tokenizers.vocabulary import (UnifiedVocabulary, remi_token_names)
 from tests.helpers import TINY_GPT
@@ -119,8 +121,31 @@ def test_a_mode_prompt_asks_for_the_axes_inside_the_mode_and_finalize_restores_t
 
     calibration = finalized["sampling_calibration"]
     assert summary["sampling_calibration"] == calibration and set(calibration["modes"]) == {"BLACK", "GREEN"}
+    assert finalized["attribute_metres"]["metres"].shape == (64,)   # the same 64 rows' metres
     assert calibration["grid"] == [[3.0, 0.8], [1.5, 0.8]] and calibration["candidates_per_setting"] == 2
     for m in calibration["modes"].values():
         assert (m["prompt_guidance"], m["temperature"]) in {(g, t) for g in GUIDANCE for t in TEMPERATURES}
         assert 0 <= m["heard_new"] <= m["heard"] <= 1 and m["heard_new"] >= m["default"]["heard_new"]
         assert (m["default"]["temperature"], m["default"]["prompt_guidance"]) == (0.8, 3.0)
+
+
+def test_asked_attributes_and_no_mode_write_in_a_metre_of_the_nearest_segments(gpt_run):
+    from engines.data.torch_dataset import METRES
+    from engines.generation import GENERATORS, Request
+
+    gpt = GENERATORS["autoregressive"].load(gpt_run[0] / "autoregressive.pt")
+    attributes = torch.full((8, 7), 0.5)
+    attributes[:, 2] = torch.tensor([0.9, 0.92, 0.95, 0.97, 0.1, 0.12, 0.15, 0.2])   # energy
+    waltz, common = METRES.index((3, 4)), METRES.index((4, 4))
+    gpt.model.attribute_metres = {"attributes": attributes.half(), "names": list(CONDITION_ATTRIBUTES),
+                                  "metres": torch.tensor([waltz] * 4 + [common] * 4, dtype=torch.uint8),
+                                  "neighbours": 4}
+    lively = Request("autoregressive", mode="WHITE", n=1, seed=5, attributes={"energy": 0.95})
+    assert gpt._metre(lively, "WHITE") == (3, 4)
+    assert gpt._metre(Request("autoregressive", mode="WHITE", seed=6, attributes={"energy": 0.1}), "WHITE") == (4, 4)
+    assert gpt._metre(Request("autoregressive", mode="WHITE", seed=5, attributes={"energy": 0.95}, metre="6/8"),
+                      "WHITE") == (6, 8)                                      # a metre asked for wins
+    assert gpt._metre(Request("autoregressive", mode="RED", attributes={"energy": 0.95}), "RED") is None
+    assert gpt._metre(Request("autoregressive", mode="WHITE", attributes={"tension": None}), "WHITE") is None
+    (segment,) = gpt.run(dataclasses.replace(lively, settings={"max_bars": 2}))
+    assert (segment.ts_num, segment.ts_den) == (3, 4)

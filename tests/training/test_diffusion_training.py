@@ -95,4 +95,4 @@ def test_a_finalize_step_runs_alone_and_is_on_record_after_the_whole_finalize(di
         assert main(["train", "--engine", "vae", "--finalize-only", "--finalize-step", "targets",
                      "--out", str(run)]) == 2
     assert "unknown finalize step 'tempo'; the diffusion's are statistics, targets" in errors.getvalue()
-    assert "--finalize-step applies to the diffusion finalize" in errors.getvalue()
+    assert "--finalize-step applies to the diffusion's and the GPT's finalize" in errors.getvalue()
