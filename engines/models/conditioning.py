@@ -175,17 +175,34 @@ def attribute_metre_pool(rows: np.ndarray, metres, neighbours: int = METRE_NEIGH
             "neighbours": int(neighbours)}
 
 
-def neighbour_metre_counts(pool: dict, attributes: dict | None, metres: int) -> torch.Tensor | None:
-    """(metres,) how many of the pool's `neighbours` segments nearest the asked attributes (L1 in unit scale over
-    those asked) are in each metre; None when the pool is empty or the request asks none of its attributes.
-    An engine draws the metre of a request that asks attributes and no mode from these: the metre, at a tempo
-    the corpus uses for it, sets the notes per second that are much of what is heard as energy and motion."""
-    asked = {name: float(value) for name, value in (attributes or {}).items()
-             if value is not None and name in (pool or {}).get("names", ())}
+def asked_in_pool(pool: dict, attributes: dict | None) -> dict:
+    """{name: value} of the asked attributes a neighbour pool (attribute_metre_pool, the VAE's attribute prior)
+    holds: set ones only."""
+    return {name: float(value) for name, value in (attributes or {}).items()
+            if value is not None and name in (pool or {}).get("names", ())}
+
+
+def nearest_rows(pool: dict, attributes: dict | None, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Rows (k,) of a neighbour pool ({"attributes" (N, m) unit scale, "names" (m), "neighbours" k, ...}) whose
+    attributes lie nearest the asked ones (L1 in unit scale over those asked); None when the request asks none
+    the pool holds. With a `generator`, ties (one attribute asked, many rows at its value) break at random."""
+    asked = asked_in_pool(pool, attributes)
     if not asked:
         return None
     columns = [pool["names"].index(name) for name in asked]
     target = torch.tensor([unit_value(name, value) for name, value in asked.items()])
     distance = (pool["attributes"][:, columns].float() - target).abs().sum(dim=1)   # (N,)
-    nearest = distance.topk(min(int(pool["neighbours"]), len(distance)), largest=False).indices
+    if generator is not None:
+        distance = distance + 1e-6 * torch.rand(distance.shape, generator=generator)
+    return distance.topk(min(int(pool["neighbours"]), len(distance)), largest=False).indices
+
+
+def neighbour_metre_counts(pool: dict, attributes: dict | None, metres: int) -> torch.Tensor | None:
+    """(metres,) how many of the pool's `neighbours` segments nearest the asked attributes (nearest_rows) are in
+    each metre; None when the pool is empty or the request asks none of its attributes. An engine draws the
+    metre of a request that asks attributes and no mode from these: the metre, at a tempo the corpus uses for
+    it, sets the notes per second that are much of what is heard as energy and motion."""
+    nearest = nearest_rows(pool, attributes)
+    if nearest is None:
+        return None
     return torch.bincount(pool["metres"][nearest].long(), minlength=metres).float()

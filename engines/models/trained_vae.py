@@ -29,7 +29,7 @@ from engines.data.torch_dataset import METRES, WHITE_INDEX, metre_index
 from engines.errors import StudioError
 from engines.music.analyzer import MODES, WHITE
 from engines.music.notes import Segment, notes_to_roll, shift_to_c, transpose_notes
-from engines.models.conditioning import attribute_tensors, request_attributes, unit_value
+from engines.models.conditioning import asked_in_pool, attribute_tensors, nearest_rows, request_attributes
 from engines.models.latent_map import LatentMap
 from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_onsets, pitch_peaks,  # noqa: F401
                                          probabilities_to_segments, segment_tonic, tonic_shift)
@@ -165,9 +165,8 @@ class TrainedVAE:
         """Whether a request's latents come from the attribute prior: it asks some attribute and no mode, draws
         from the fitted prior, and the checkpoint has an attribute prior. A mode keeps its own prior: mixing
         latents of segments near the asked axes crosses mode borders (docs/vae.md)."""
-        return (self.uses_fitted_prior(prior) and bool(self.attribute_prior) and mode_name(mode) == WHITE
-                and any(value is not None and name in self.attribute_prior["names"]
-                        for name, value in (attributes or {}).items()))
+        return (self.uses_fitted_prior(prior) and mode_name(mode) == WHITE
+                and bool(asked_in_pool(self.attribute_prior, attributes)))
 
     @torch.no_grad()
     def sample_latents(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
@@ -190,16 +189,9 @@ class TrainedVAE:
         return self.model.prior_mean(torch.tensor([index], device=self.device)).cpu() + noise
 
     def attribute_neighbours(self, attributes: dict, generator: torch.Generator) -> torch.Tensor:
-        """Rows (k,) of the attribute prior whose attributes lie nearest the asked ones (L1 in unit scale over
-        the attributes asked). Ties (one attribute asked, many rows at its value) break at random."""
-        prior = self.attribute_prior
-        asked = {name: value for name, value in attributes.items() if value is not None and name in prior["names"]}
-        columns = [prior["names"].index(name) for name in asked]
-        target = torch.tensor([unit_value(name, float(value)) for name, value in asked.items()])
-        distance = (prior["attributes"][:, columns].float() - target).abs().sum(dim=1)   # (N,)
-        distance = distance + 1e-6 * torch.rand(distance.shape, generator=generator)
-        k = min(int(prior["neighbours"]), len(distance))
-        return distance.topk(k, largest=False).indices
+        """Rows (k,) of the attribute prior whose attributes lie nearest the asked ones (conditioning.nearest_rows;
+        ties broken at random)."""
+        return nearest_rows(self.attribute_prior, attributes, generator)
 
     @torch.no_grad()
     def neighbourhood_latents(self, attributes: dict, n: int, temperature: float, seed: int) -> torch.Tensor:

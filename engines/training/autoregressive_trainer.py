@@ -384,11 +384,9 @@ def finalize_autoregressive(checkpoint: str | Path, cfg: Config, limit: int = 0,
     from engines.models.conditioning import attribute_metre_pool
     from engines.models.trained_autoregressive import TrainedAutoregressive
     from engines.training.autoregressive_calibration import calibrate_sampling
-    from engines.training.common import load_checkpoint, save_checkpoint
+    from engines.training.common import check_finalize_steps, load_checkpoint, save_checkpoint
 
-    unknown = [step for step in steps if step not in FINALIZE_STEPS]
-    if unknown or not steps:
-        raise StudioError(f"unknown finalize step '{', '.join(unknown)}'; the GPT's are {', '.join(FINALIZE_STEPS)}")
+    check_finalize_steps(steps, FINALIZE_STEPS, "GPT")
     payload = load_checkpoint(checkpoint, engine="autoregressive")
     cache = ensure_corpus_cache(cfg)
     rows = fitting_indices(cache, cache.split_indices("train"), int(payload["config"]["block_size"]))

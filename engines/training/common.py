@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from engines.errors import StudioError
 from engines.folders import write_atomically
 
 
@@ -47,6 +48,13 @@ def ddp_teardown() -> None:
         dist.destroy_process_group()
 
 
+def check_finalize_steps(steps: tuple[str, ...], known: tuple[str, ...], engine: str) -> None:
+    """A finalize's `steps` (`train --finalize-only --finalize-step NAME`) are some of its `known` ones."""
+    unknown = [step for step in steps if step not in known]
+    if unknown or not steps:
+        raise StudioError(f"unknown finalize step '{', '.join(unknown)}'; the {engine}'s are {', '.join(known)}")
+
+
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """`payload` saved with every tensor on the CPU: a checkpoint trained on a GPU loads with a plain
     `torch.load(weights_only=True)` on a machine without one (resume maps it back to the training device)."""
@@ -70,8 +78,6 @@ ENGINE_NAMES = {"vae": "a VAE", "diffusion": "a diffusion", "autoregressive": "a
 
 def load_checkpoint(path: str | Path, map_location="cpu", engine: str | None = None) -> dict:
     """The checkpoint dict at `path`; with `engine`, StudioError unless it is that engine's checkpoint."""
-    from engines.errors import StudioError
-
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"checkpoint '{path}' does not exist")

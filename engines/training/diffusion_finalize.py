@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from engines.config import Config
-from engines.errors import StudioError
 from engines.data.prepare import ensure_corpus_cache
 from engines.models.conditioning import attribute_metre_pool, mode_target_pool, mode_targets
 from engines.models.denoiser import model_from_checkpoint
 from engines.models.trained_diffusion import TrainedDiffusion
 from engines.music.analyzer import MODES
-from engines.training.common import load_checkpoint, pick_device, save_checkpoint
+from engines.training.common import check_finalize_steps, load_checkpoint, pick_device, save_checkpoint
 
 # onset channel values (x0 scale, 0 = p 0.5); + 0.0: no "-0.0". A model trained longer is surer of its onsets
 # and still writes too many at 0.9, hence the steps up to 0.99; they move little (run diffusion-v5: 29.7
@@ -84,9 +83,7 @@ def finalize_diffusion(checkpoint: str | Path, cfg: Config, n_per_mode: int = 16
     ones to run (STEPS: all). `limit`: the first N training segments only."""
     from engines.training.diffusion_trainer import _datasets, mode_statistics
 
-    unknown = [step for step in steps if step not in STEPS]
-    if unknown or not steps:
-        raise StudioError(f"unknown finalize step '{', '.join(unknown)}'; the diffusion's are {', '.join(STEPS)}")
+    check_finalize_steps(steps, STEPS, "diffusion")
     started = time.time()
     payload = load_checkpoint(checkpoint)
     train_set = _datasets(cfg, limit)[0]
