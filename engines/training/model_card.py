@@ -129,8 +129,9 @@ def render_card(engine: str, payload: dict, command: dict, rows: list[dict], rep
            f"{payload['latent_map']['seed']}) of {len(payload['latent_map']['rows'])} training latents; onset "
            f"threshold {payload.get('onset_threshold')} (best validation F1 {payload.get('onset_threshold_validation_f1', 0):.3f}); "
            f"fitted after training in {payload.get('finalize_seconds', '?')} s"] if "latent_map" in payload else []),
-        *([f"- **Sampling:** from the prior fitted per mode to its clearest training latents (finalize; "
-           f"`generation.sampling.vae.prior: network` draws from the network's own), decoded at onset threshold "
+        *([f"- **Sampling:** from the prior fitted per mode to its clearest training latents"
+           f"{refinement_note(payload)} (finalize; `generation.sampling.vae.prior: network` draws from the "
+           f"network's own), decoded at onset threshold "
            f"{payload['sample_onset_threshold']}: {payload['sample_calibration']['notes_per_segment']} notes per "
            f"sample against {payload['sample_calibration']['corpus_notes_per_segment']} per training segment "
            f"({payload['sample_calibration']['samples']} samples)" + temperatures_note(payload)]
@@ -215,6 +216,18 @@ def refresh_card(engine: str, checkpoints_dir: str | Path, evaluation: str) -> d
     return {"card": str(card), "evaluation": str(evaluation)}
 
 
+def refinement_note(payload: dict) -> str:
+    """The VAE's refitted prior (vae_finalize.refine_prior) as a clause of the Sampling line: per mode, the share
+    of its samples heard as asked before the first refit and before the last."""
+    refinement = payload.get("prior_refinement")
+    if not refinement:
+        return ""
+    shares = ", ".join(f"{mode} {m['heard'][0]:.0%} -> {m['heard'][-1]:.0%}" for mode, m in refinement["modes"].items())
+    return (f", then refitted {refinement['rounds']} times to the latents of its samples the analyzer hears as asked "
+            f"({refinement['samples_per_round']} samples a round at temperature 1, seeds from {refinement['seed']}; "
+            f"heard as asked before the first refit and before the last: {shares})")
+
+
 def temperatures_note(payload: dict) -> str:
     """The VAE's temperature per mode (vae_finalize.calibrate_temperatures) as a clause of the Sampling line."""
     calibration = payload.get("temperature_calibration")
@@ -225,10 +238,12 @@ def temperatures_note(payload: dict) -> str:
         return f"{m['temperature']:g} ({m['heard'][str(m['temperature'])]:.0%} heard as asked, {share:.0%} at " \
                f"{float(former):g})"
 
+    limit = (f"; a temperature whose samples nearly copy a training segment more than {calibration['copy_limit']:.0%} "
+             f"of the time is not kept" if "copy_limit" in calibration else "")
     return ("; a request that sets no temperature samples its mode at the one finalize measured it is heard as "
             f"asked at ({calibration['samples_per_setting']} samples per temperature, seeds from "
-            f"{calibration['seed']}): " + ", ".join(f"{mode} {measured(m)}"
-                                                     for mode, m in calibration["modes"].items()))
+            f"{calibration['seed']}{limit}): " + ", ".join(f"{mode} {measured(m)}"
+                                                           for mode, m in calibration["modes"].items()))
 
 
 def sampling_section(calibration: dict) -> list[str]:

@@ -233,16 +233,29 @@ def test_samples_come_from_the_fitted_prior_unless_the_network_prior_is_asked(va
 
 def test_finalize_calibrates_each_modes_temperature_and_requests_that_set_none_sample_at_it(vae_checkpoint):
     from engines.generation import GENERATORS, Request
-    from engines.training.vae_finalize import TEMPERATURE_MARGIN, TEMPERATURES
+    from engines.training.vae_finalize import TEMPERATURE_COPY_LIMIT, TEMPERATURE_MARGIN, TEMPERATURES
 
     path, summary = vae_checkpoint
-    calibration = torch.load(path, weights_only=True)["temperature_calibration"]
+    payload = torch.load(path, weights_only=True)
+    calibration = payload["temperature_calibration"]
     assert set(calibration["modes"]) == set(MODES) and calibration["margin"] == TEMPERATURE_MARGIN
+    # measured on the prior as refined before it (refine_prior, one round on a tiny run)
+    refinement = payload["prior_refinement"]
+    assert refinement["rounds"] == 1 and summary["prior_refinement"] == {
+        mode: measured["heard"] for mode, measured in refinement["modes"].items()}
+    assert set(refinement["modes"]) == set(MODES)
+    assert all(len(m["heard"]) == 1 and 0 <= m["heard"][0] <= 1 for m in refinement["modes"].values())
+    assert calibration["copy_limit"] == TEMPERATURE_COPY_LIMIT
     for mode, measured in calibration["modes"].items():
         heard = {float(t): share for t, share in measured["heard"].items()}
-        assert set(heard) == set(TEMPERATURES) and all(0 <= share <= 1 for share in heard.values())
-        # the warmest temperature heard as asked within the margin of the best
-        good = [t for t in TEMPERATURES if heard[t] >= max(heard.values()) - TEMPERATURE_MARGIN - 1e-9]
+        copied = {float(t): share for t, share in measured["copies"].items()}
+        assert set(heard) == set(copied) == set(TEMPERATURES)
+        assert all(0 <= share <= 1 for share in [*heard.values(), *copied.values()])
+        # of those that copy at most the limit (else the one that copies least), the warmest heard as asked
+        # within the margin of the best
+        allowed = [t for t in TEMPERATURES if copied[t] <= TEMPERATURE_COPY_LIMIT] or [
+            min(TEMPERATURES, key=lambda t: (copied[t], -t))]
+        good = [t for t in allowed if heard[t] >= max(heard[t] for t in allowed) - TEMPERATURE_MARGIN - 1e-9]
         assert measured["temperature"] == good[0] == summary["temperatures"][mode]
     generator = GENERATORS["vae"].load(path)
     generator.model.temperature_calibration = {"modes": {"RED": {"temperature": 0.55}}}
@@ -317,3 +330,117 @@ def test_finalize_fits_an_attribute_prior_of_rare_map_segments_encoded_without_a
         own, _ = vae.model.encode(batch["roll"], batch["mode"])
     torch.testing.assert_close(prior["latents"], white)
     assert not torch.allclose(prior["latents"], own)
+
+
+class HeardByNotes:
+    """A stand-in analyzer for the refit's arithmetic: it hears RED in a segment of more than `notes` notes and
+    BLUE in any other (what the real analyzer hears in the tiny VAE's samples is not the point here), so no
+    other mode is ever heard as asked."""
+
+    def __init__(self, notes: int):
+        self.notes = notes
+
+    def analyze(self, segment):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(mode="RED" if len(segment.notes) > self.notes else "BLUE")
+
+
+def test_refine_prior_refits_each_mode_to_the_latents_its_samples_are_heard_as_asked_from(tiny_vae, monkeypatch):
+    from engines.training import vae_finalize
+
+    monkeypatch.setattr(vae_finalize, "REFINE_MIN_HEARD", 4)
+    vae = TrainedVAE(tiny_vae.model, dict(tiny_vae.payload, fitted_prior={
+        k: v.clone() for k, v in tiny_vae.payload["fitted_prior"].items()}))
+    before = {k: v.clone() for k, v in vae.fitted_prior.items()}
+    red = MODES.index("RED")
+    # round 0 draws each mode's samples at temperature 1 from these seeds (REFINE_SEED + 100 * mode index)
+    segments, z = vae.sample("RED", 16, 1.0, seed=vae_finalize.REFINE_SEED + 100 * red)
+    counts = np.array([len(s.notes) for s in segments])
+    notes = int(np.median(counts))
+    heard_red = torch.from_numpy(counts > notes)
+    assert 4 <= int(heard_red.sum()) < 16, "a split of the RED samples to refit to"
+    summary = vae_finalize.refine_prior(vae, HeardByNotes(notes), rounds=1, samples=16)
+    assert summary["modes"]["RED"]["heard"] == [round(float(heard_red.float().mean()), 3)]
+    kept = z[heard_red].double()
+    torch.testing.assert_close(vae.fitted_prior["mean"][red], kept.mean(0).float())
+    clear = before["scale_tril"][red].double() @ before["scale_tril"][red].double().T
+    expected = (1 - vae_finalize.REFINE_SHRINK) * torch.cov(kept.T) + vae_finalize.REFINE_SHRINK * clear
+    refitted = vae.fitted_prior["scale_tril"][red].double()
+    torch.testing.assert_close(refitted @ refitted.T, expected, atol=1e-5, rtol=1e-4)
+    # a mode heard in none of its samples keeps its Gaussian, and so does WHITE (the last row)
+    assert summary["modes"]["GREEN"]["heard"] == [0.0]
+    for index in (MODES.index("GREEN"), len(MODES)):
+        torch.testing.assert_close(vae.fitted_prior["mean"][index], before["mean"][index])
+        torch.testing.assert_close(vae.fitted_prior["scale_tril"][index], before["scale_tril"][index])
+    # the next request for RED draws from the refitted Gaussian
+    again = vae.sample_latents("RED", 4, 1.0, seed=3)
+    noise = torch.randn(4, vae.latent_dim, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(again, vae.fitted_prior["mean"][red] + noise @ vae.fitted_prior["scale_tril"][red].T)
+    # samples whose note count lies outside the mode's range are not refitted to, heard as asked or not
+    monkeypatch.setattr(vae_finalize, "REFINE_MIN_HEARD", 1)
+    ranged = TrainedVAE(tiny_vae.model, dict(tiny_vae.payload, fitted_prior={
+        k: v.clone() for k, v in before.items()}))
+    high = int(np.max(counts))
+    inside = torch.from_numpy(counts < high)
+    assert (heard_red & inside).any() and (heard_red & ~inside).any()
+    summary = vae_finalize.refine_prior(ranged, HeardByNotes(notes), rounds=1, samples=16,
+                                        note_ranges={"RED": (0, high - 1)})
+    assert summary["modes"]["RED"]["note_range"] == [0.0, high - 1.0]
+    assert summary["modes"]["RED"]["outside_notes"] == [round(float((~inside).float().mean()), 3)]
+    assert summary["modes"]["GREEN"]["outside_notes"] == [0.0] and "note_range" not in summary["modes"]["GREEN"]
+    torch.testing.assert_close(ranged.fitted_prior["mean"][red], z[heard_red & inside].double().mean(0).float())
+    # samples that nearly copy a training segment are not refitted to, heard as asked or not
+    refitted = {k: v.clone() for k, v in vae.fitted_prior.items()}
+    copies = CopiesAtTemperatures(16, set(vae_finalize.TEMPERATURES))   # every sample a copy
+    summary = vae_finalize.refine_prior(vae, HeardByNotes(notes), rounds=1, samples=16, copies=copies)
+    assert summary["modes"]["RED"]["copies"] == [1.0] and copies.calls == 16 * len(MODES)
+    torch.testing.assert_close(vae.fitted_prior["mean"], refitted["mean"])
+    torch.testing.assert_close(vae.fitted_prior["scale_tril"], refitted["scale_tril"])
+
+
+class CopiesAtTemperatures:
+    """A stand-in copy index for the temperature rule: calibrate_temperatures checks each mode's samples
+    temperature by temperature (TEMPERATURES order, `samples` each), and this one calls every sample of the
+    temperatures in `copying` a copy."""
+
+    def __init__(self, samples: int, copying: set):
+        self.samples, self.copying, self.calls = samples, copying, 0
+
+    def is_copy(self, segment) -> bool:
+        from engines.training.vae_finalize import TEMPERATURES
+
+        temperature = TEMPERATURES[(self.calls // self.samples) % len(TEMPERATURES)]
+        self.calls += 1
+        return temperature in self.copying
+
+
+def test_a_temperature_whose_samples_copy_training_segments_is_not_kept(tiny_vae):
+    from engines.training.vae_finalize import TEMPERATURES, calibrate_temperatures
+
+    vae = TrainedVAE(tiny_vae.model, dict(tiny_vae.payload))
+    free = calibrate_temperatures(vae, samples=8, copies=CopiesAtTemperatures(8, set()))
+    assert all(m["copies"] == {str(t): 0.0 for t in TEMPERATURES} for m in free["modes"].values())
+    warm = calibrate_temperatures(vae, samples=8, copies=CopiesAtTemperatures(8, {1.0, 0.85}))
+    for mode, measured in warm["modes"].items():
+        assert measured["copies"] == {"1.0": 1.0, "0.85": 1.0, "0.7": 0.0, "0.55": 0.0}
+        assert measured["heard"] == free["modes"][mode]["heard"]   # the same samples
+        heard = {float(t): share for t, share in measured["heard"].items()}
+        expected = 0.7 if heard[0.7] >= max(heard[0.7], heard[0.55]) - 0.05 - 1e-9 else 0.55
+        assert measured["temperature"] == expected
+    # when every temperature copies, the mode keeps the one that copies least (the warmest of equals)
+    everywhere = calibrate_temperatures(vae, samples=8, copies=CopiesAtTemperatures(8, set(TEMPERATURES)))
+    assert {m["temperature"] for m in everywhere["modes"].values()} == {1.0}
+
+
+def test_note_ranges_are_the_quantiles_of_each_modes_training_segments(corpus_cache):
+    from engines.training.vae_finalize import note_ranges
+
+    rows = corpus_cache.segments
+    ranges = note_ranges(rows, (0.1, 0.9))
+    present = sorted(set(rows["mode"].tolist()))
+    assert list(ranges) == [MODES[i] for i in present]
+    for index in present:
+        counts = rows["note_count"][rows["mode"] == index]
+        low, high = ranges[MODES[index]]
+        assert low == float(np.quantile(counts, 0.1)) and high == float(np.quantile(counts, 0.9)) and low <= high
