@@ -223,8 +223,11 @@ def refinement_note(payload: dict) -> str:
     if not refinement:
         return ""
     shares = ", ".join(f"{mode} {m['heard'][0]:.0%} -> {m['heard'][-1]:.0%}" for mode, m in refinement["modes"].items())
-    return (f", then refitted {refinement['rounds']} times to the latents of its samples the analyzer hears as asked "
-            f"({refinement['samples_per_round']} samples a round at temperature 1, seeds from {refinement['seed']}; "
+    ranged = any("note_range" in m for m in refinement["modes"].values())
+    return (f", then refitted {refinement['rounds']} times to the latents of its samples the analyzer hears as asked"
+            + (", that copy no training segment" if refinement.get("copies_checked") else "")
+            + (" and that hold as many notes as the mode's segments (10th-90th percentile)" if ranged else "")
+            + f" ({refinement['samples_per_round']} samples a round at temperature 1, seeds from {refinement['seed']}; "
             f"heard as asked before the first refit and before the last: {shares})")
 
 

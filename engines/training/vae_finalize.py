@@ -202,12 +202,12 @@ def calibrate_sample_threshold(vae: TrainedVAE, target_notes: float, n_per_mode:
 REFINE_ROUNDS = 6        # refits of each mode's Gaussian (docs/vae.md: 2, 4 and 6 measured)
 REFINE_SAMPLES = 768     # samples per mode and round
 REFINE_SHRINK = 0.8      # the clear latents' covariance's share in each refit (0.5 copied more, 0.9 no better)
-REFINE_MIN_HEARD = 32    # fewer samples heard as asked than this: the mode's Gaussian stays as it is
+REFINE_MIN_HEARD = 32    # fewer samples kept than this: the mode's Gaussian stays as it is
 REFINE_SEED = 40_000     # never the temperature calibration's (700) nor the evaluation's (from 10,000)
 REFINE_NOTE_QUANTILES = (0.1, 0.9)   # a refit keeps samples whose note count lies within these of the mode's
 
 
-def note_ranges(rows: np.ndarray, quantiles: tuple[float, float] = REFINE_NOTE_QUANTILES) -> dict:
+def mode_note_ranges(rows: np.ndarray, quantiles: tuple[float, float] = REFINE_NOTE_QUANTILES) -> dict:
     """{mode: (fewest, most) notes}: the quantiles of the note counts of the mode's training segments (rows of
     SEGMENT_DTYPE), for refine_prior; a mode without rows has none."""
     return {mode: tuple(float(v) for v in np.quantile(rows["note_count"][rows["mode"] == index], quantiles))
@@ -221,31 +221,31 @@ def refine_prior(vae: TrainedVAE, analyzer: ChromaticAnalyzer | None = None, rou
     """Refits vae.fitted_prior's mode Gaussians (module docstring; WHITE's stays) and returns
     {"modes": {mode: {"heard": [share heard as asked, per round, before its refit], "copies": [share of near
     copies, per round], "outside_notes": [share outside the note range, per round], "note_range"}}, "rounds",
-    "samples_per_round", "shrink", "seed"}. Sampled at temperature 1, before the
-    temperatures are calibrated on the refined prior. With `copies` (a CopyIndex of the training split), a sample
-    that nearly copies a training segment is not refitted to, heard as asked or not: GREEN's samples heard as
-    asked lie near its recurring cadences, and a Gaussian refitted to them copied them 16 % of the time at
-    temperature 0.55. With `note_ranges` ({mode: (fewest, most)} notes), a sample with a note count outside its
-    mode's range is not refitted to either: the analyzer hears energy in notes per second, and RED's samples
-    heard as asked drifted to twice the notes of RED's training segments (median 74 against 32)."""
+    "samples_per_round", "shrink", "seed", "copies_checked"}. Sampled at temperature 1, before the temperatures are calibrated on
+    the refined prior.
+
+    With `copies` (a CopyIndex of the training split), a sample that nearly copies a training segment is not
+    refitted to, heard as asked or not: GREEN's samples heard as asked lie near its recurring cadences, and a
+    Gaussian refitted to them copied them 16 % of the time at temperature 0.55. With `note_ranges` ({mode:
+    (fewest, most)} notes, mode_note_ranges), a sample whose note count lies outside its mode's range is not
+    refitted to either: the analyzer hears energy in notes per second, and RED's samples heard as asked drifted
+    to twice the notes of RED's training segments (median 74 against 32)."""
     analyzer = analyzer or ChromaticAnalyzer()
     clear_covariance = vae.fitted_prior["scale_tril"].double() @ vae.fitted_prior["scale_tril"].double().mT
     modes = {}
     for index, mode in enumerate(MODES):
         heard_per_round, copied_per_round, outside_per_round = [], [], []
         for round_ in range(rounds):
-            latents, heard, copied, dense = [], [], [], []
+            low, high = (note_ranges or {}).get(mode, (0, float("inf")))
+            latents, heard, copied, outside = [], [], [], []
             for start in range(0, samples, 256):
                 segments, z = vae.sample(mode, min(256, samples - start), 1.0,
                                          seed=seed + 1000 * round_ + 100 * index + start // 256)
                 latents.append(z)
                 heard += [len(s.notes) > 0 and analyzer.analyze(s).mode == mode for s in segments]
                 copied += [bool(copies and copies.is_copy(s)) for s in segments]
-                if note_ranges and mode in note_ranges:
-                    low, high = note_ranges[mode]
-                    dense += [not low <= len(s.notes) <= high for s in segments]
-            heard, copied = torch.tensor(heard), torch.tensor(copied)
-            outside = torch.tensor(dense) if dense else torch.zeros_like(heard)
+                outside += [not low <= len(s.notes) <= high for s in segments]
+            heard, copied, outside = torch.tensor(heard), torch.tensor(copied), torch.tensor(outside)
             heard_per_round.append(round(float(heard.float().mean()), 3))
             copied_per_round.append(round(float(copied.float().mean()), 4))
             outside_per_round.append(round(float(outside.float().mean()), 3))
@@ -259,7 +259,8 @@ def refine_prior(vae: TrainedVAE, analyzer: ChromaticAnalyzer | None = None, rou
         modes[mode] = {"heard": heard_per_round, "copies": copied_per_round, "outside_notes": outside_per_round}
         if note_ranges and mode in note_ranges:
             modes[mode]["note_range"] = [float(v) for v in note_ranges[mode]]
-    return {"modes": modes, "rounds": rounds, "samples_per_round": samples, "shrink": REFINE_SHRINK, "seed": seed}
+    return {"modes": modes, "rounds": rounds, "samples_per_round": samples, "shrink": REFINE_SHRINK, "seed": seed,
+            "copies_checked": copies is not None}
 
 
 TEMPERATURES = (1.0, 0.85, 0.7, 0.55)   # the fitted prior's spreads tried (the first: the former default)
@@ -321,7 +322,7 @@ def finalize_vae(checkpoint: str, cfg: Config, limit: int = 0, map_points: int =
     train_notes = float(np.mean(rows["note_count"]))
     sample_calibration = calibrate_sample_threshold(vae, train_notes, seed=seed)
     # a run on a few segments (tests) measures on a few samples
-    ranges = note_ranges(rows)
+    ranges = mode_note_ranges(rows)
     refinement = (refine_prior(vae, rounds=1, samples=max(8, limit // 16), copies=copies, note_ranges=ranges)
                   if limit else refine_prior(vae, copies=copies, note_ranges=ranges))
     temperatures = calibrate_temperatures(vae, samples=min(TEMPERATURE_SAMPLES, max(8, limit // 16)) if limit

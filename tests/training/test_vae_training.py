@@ -362,6 +362,7 @@ def test_refine_prior_refits_each_mode_to_the_latents_its_samples_are_heard_as_a
     assert 4 <= int(heard_red.sum()) < 16, "a split of the RED samples to refit to"
     summary = vae_finalize.refine_prior(vae, HeardByNotes(notes), rounds=1, samples=16)
     assert summary["modes"]["RED"]["heard"] == [round(float(heard_red.float().mean()), 3)]
+    assert not summary["copies_checked"] and summary["modes"]["RED"]["copies"] == [0.0]
     kept = z[heard_red].double()
     torch.testing.assert_close(vae.fitted_prior["mean"][red], kept.mean(0).float())
     clear = before["scale_tril"][red].double() @ before["scale_tril"][red].double().T
@@ -395,6 +396,7 @@ def test_refine_prior_refits_each_mode_to_the_latents_its_samples_are_heard_as_a
     copies = CopiesAtTemperatures(16, set(vae_finalize.TEMPERATURES))   # every sample a copy
     summary = vae_finalize.refine_prior(vae, HeardByNotes(notes), rounds=1, samples=16, copies=copies)
     assert summary["modes"]["RED"]["copies"] == [1.0] and copies.calls == 16 * len(MODES)
+    assert summary["copies_checked"]
     torch.testing.assert_close(vae.fitted_prior["mean"], refitted["mean"])
     torch.testing.assert_close(vae.fitted_prior["scale_tril"], refitted["scale_tril"])
 
@@ -433,11 +435,11 @@ def test_a_temperature_whose_samples_copy_training_segments_is_not_kept(tiny_vae
     assert {m["temperature"] for m in everywhere["modes"].values()} == {1.0}
 
 
-def test_note_ranges_are_the_quantiles_of_each_modes_training_segments(corpus_cache):
-    from engines.training.vae_finalize import note_ranges
+def test_mode_note_ranges_are_the_quantiles_of_each_modes_training_segments(corpus_cache):
+    from engines.training.vae_finalize import mode_note_ranges
 
     rows = corpus_cache.segments
-    ranges = note_ranges(rows, (0.1, 0.9))
+    ranges = mode_note_ranges(rows, (0.1, 0.9))
     present = sorted(set(rows["mode"].tolist()))
     assert list(ranges) == [MODES[i] for i in present]
     for index in present:
