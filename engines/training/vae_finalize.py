@@ -17,10 +17,12 @@
     prior_refinement each mode's fitted Gaussian, moved toward the latents the decoder writes the mode from
                      (refine_prior): REFINE_ROUNDS times, REFINE_SAMPLES samples of the mode's prior are decoded
                      and analysed, and the Gaussian is refitted to the latents of those the analyzer hears in the
-                     mode (their mean; their covariance averaged with the clear latents' one, REFINE_SHRINK, so the
-                     spread and with it the variety stays). The clear segments' latents are where the mode's
-                     music lies, but only 88 % of reconstructions keep their mode and a Gaussian over them covers
-                     its borders: this is the Gaussian nearest p(z | mode) x P(heard as the mode | z).
+                     mode, that nearly copy no training segment and whose note count lies within the mode's
+                     (REFINE_NOTE_QUANTILES of its training segments): their mean, and their covariance averaged
+                     with the clear latents' one (REFINE_SHRINK, so the spread and with it the variety stays).
+                     The clear segments' latents are where the mode's music lies, but only 88 % of
+                     reconstructions keep their mode and a Gaussian over them covers its borders: this is the
+                     Gaussian nearest p(z | mode) x P(heard as the mode, real, new | z).
     attribute_prior  p(z | attributes), for a request that asks attributes and no mode: the latents of the map's
                      training segments encoded with no mode (WHITE, as such a request decodes them), less those
                      whose pattern recurs in the corpus, with their attributes (unit scale). A draw mixes
@@ -199,6 +201,16 @@ def calibrate_sample_threshold(vae: TrainedVAE, target_notes: float, n_per_mode:
             "notes_by_threshold": {str(k): round(v, 2) for k, v in counts.items()}}
 
 
+def heard_as_asked(segments: list, mode: str, analyzer: ChromaticAnalyzer) -> list[bool]:
+    """Per segment, whether the analyzer hears it in `mode` (an empty one is in no mode)."""
+    return [len(s.notes) > 0 and analyzer.analyze(s).mode == mode for s in segments]
+
+
+def near_copies(segments: list, copies: CopyIndex | None) -> list[bool]:
+    """Per segment, whether it nearly copies a training segment (all False without a copy index)."""
+    return [bool(copies and copies.is_copy(s)) for s in segments]
+
+
 REFINE_ROUNDS = 6        # refits of each mode's Gaussian (docs/vae.md: 2, 4 and 6 measured)
 REFINE_SAMPLES = 768     # samples per mode and round
 REFINE_SHRINK = 0.8      # the clear latents' covariance's share in each refit (0.5 copied more, 0.9 no better)
@@ -221,8 +233,8 @@ def refine_prior(vae: TrainedVAE, analyzer: ChromaticAnalyzer | None = None, rou
     """Refits vae.fitted_prior's mode Gaussians (module docstring; WHITE's stays) and returns
     {"modes": {mode: {"heard": [share heard as asked, per round, before its refit], "copies": [share of near
     copies, per round], "outside_notes": [share outside the note range, per round], "note_range"}}, "rounds",
-    "samples_per_round", "shrink", "seed", "copies_checked"}. Sampled at temperature 1, before the temperatures are calibrated on
-    the refined prior.
+    "samples_per_round", "shrink", "seed", "copies_checked"}. Sampled at temperature 1, before the temperatures
+    are calibrated on the refined prior.
 
     With `copies` (a CopyIndex of the training split), a sample that nearly copies a training segment is not
     refitted to, heard as asked or not: GREEN's samples heard as asked lie near its recurring cadences, and a
@@ -235,15 +247,15 @@ def refine_prior(vae: TrainedVAE, analyzer: ChromaticAnalyzer | None = None, rou
     modes = {}
     for index, mode in enumerate(MODES):
         heard_per_round, copied_per_round, outside_per_round = [], [], []
+        low, high = (note_ranges or {}).get(mode, (0, float("inf")))
         for round_ in range(rounds):
-            low, high = (note_ranges or {}).get(mode, (0, float("inf")))
             latents, heard, copied, outside = [], [], [], []
             for start in range(0, samples, 256):
                 segments, z = vae.sample(mode, min(256, samples - start), 1.0,
                                          seed=seed + 1000 * round_ + 100 * index + start // 256)
                 latents.append(z)
-                heard += [len(s.notes) > 0 and analyzer.analyze(s).mode == mode for s in segments]
-                copied += [bool(copies and copies.is_copy(s)) for s in segments]
+                heard += heard_as_asked(segments, mode, analyzer)
+                copied += near_copies(segments, copies)
                 outside += [not low <= len(s.notes) <= high for s in segments]
             heard, copied, outside = torch.tensor(heard), torch.tensor(copied), torch.tensor(outside)
             heard_per_round.append(round(float(heard.float().mean()), 3))
@@ -285,9 +297,8 @@ def calibrate_temperatures(vae: TrainedVAE, analyzer: ChromaticAnalyzer | None =
         heard, copied = {}, {}
         for temperature in TEMPERATURES:
             segments, _ = vae.sample(mode, samples, temperature, seed=seed + i)
-            heard[temperature] = float(np.mean([len(s.notes) > 0 and analyzer.analyze(s).mode == mode
-                                                for s in segments]))
-            copied[temperature] = float(np.mean([copies.is_copy(s) for s in segments])) if copies else 0.0
+            heard[temperature] = float(np.mean(heard_as_asked(segments, mode, analyzer)))
+            copied[temperature] = float(np.mean(near_copies(segments, copies)))
         allowed = [t for t in TEMPERATURES if copied[t] <= TEMPERATURE_COPY_LIMIT]
         if not allowed:
             allowed = [min(TEMPERATURES, key=lambda t: (copied[t], -t))]
