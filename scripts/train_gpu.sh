@@ -27,6 +27,9 @@ PY="${PYTHON:-.venv/bin/python}"
 WORKERS="${WORKERS:-4}"
 ENGINES="${ENGINES:-judge vae diffusion guidance-classifier codec autoregressive}"
 mkdir -p "$OUT/runs" "$OUT/checkpoints"
+# The shipped VAE's decoder is trained to follow its condition by a critic, the shipped guidance classifier
+# (docs/vae.md, "Training"; on the CPU a fine-tune of vae-v4, here from the start)
+VAE_CRITIC="model.vae.critic=assets/checkpoints/guidance-classifier.pt model.vae.critic_weight=10"
 
 if [ "${TINY:-0}" = "1" ]; then
   LIMIT=(--limit 64)
@@ -34,7 +37,7 @@ if [ "${TINY:-0}" = "1" ]; then
   PARALLEL="${PARALLEL:-0}"
   declare -A SETTINGS=(
     [judge]="model.judge.base_channels=8 model.judge.channel_mults=[1,2] model.judge.condition_dim=16 model.judge.embedding_dim=16 model.judge.epochs=1 model.judge.batch_size=32"
-    [vae]="model.vae.latent_dim=16 model.vae.hidden_dim=32 model.vae.batch_size=16 model.vae.epochs=1"
+    [vae]="model.vae.latent_dim=16 model.vae.hidden_dim=32 model.vae.batch_size=16 model.vae.epochs=1 $VAE_CRITIC"
     [diffusion]="model.diffusion.base_channels=16 model.diffusion.channel_mults=[1,2] model.diffusion.embedding_dim=32 model.diffusion.attention_heads=2 model.diffusion.batch_size=16 model.diffusion.epochs=1 model.diffusion.num_steps=100"
     [guidance-classifier]="model.diffusion.base_channels=16 model.diffusion.channel_mults=[1,2] model.diffusion.embedding_dim=32 model.diffusion.attention_heads=2 model.diffusion.num_steps=100 model.guidance_classifier.base_channels=16 model.guidance_classifier.channel_mults=[1,2] model.guidance_classifier.embedding_dim=32 model.guidance_classifier.batch_size=16 model.guidance_classifier.epochs=1"
     [codec]="model.codec.n_filters=4 model.codec.dimension=8 model.codec.lstm=0 model.codec.n_q=2 model.codec.bins=16 model.codec.epochs=1 model.codec.batch_size=4 model.codec.crop_seconds=0.25 model.codec.crops_per_segment=2"
@@ -49,7 +52,7 @@ else
   # first lease's 0 and 2 copies were within chance of each other (docs/analyzer.md).
   declare -A SETTINGS=(
     [judge]="model.judge.batch_size=256 model.judge.epochs=20"
-    [vae]="model.vae.batch_size=256 model.vae.learning_rate=1.5e-3 model.vae.epochs=200 model.vae.beta=0.4 model.vae.beta_warmup_epochs=8 model.vae.prior=standard model.vae.adversary_weight=0.2"
+    [vae]="model.vae.batch_size=256 model.vae.learning_rate=1.5e-3 model.vae.epochs=200 model.vae.beta=0.4 model.vae.beta_warmup_epochs=8 model.vae.prior=standard model.vae.adversary_weight=0.2 $VAE_CRITIC"
     [diffusion]="model.diffusion.batch_size=256 model.diffusion.learning_rate=8e-4 model.diffusion.epochs=400"
     [guidance-classifier]="model.guidance_classifier.batch_size=256 model.guidance_classifier.epochs=40"
     [codec]="model.codec.batch_size=32"

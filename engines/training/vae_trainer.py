@@ -21,12 +21,14 @@ from tqdm import tqdm
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import RollDataset
+from engines.errors import StudioError
 from engines.evaluation.reconstruction import note_f1
 from engines.models.conditioning import mode_targets
 from engines.models.vae import ChromaticVAE, beta_at, checkpoint_payload, vae_loss
 from engines.training.common import (MetricsLog, ddp_setup, ddp_teardown, load_checkpoint, pick_device,
                                      plot_losses, save_checkpoint)
 from engines.training.ema_loop import learning_rate_factor   # the cosine to a floor every engine anneals on
+from engines.training.vae_critic import critic_loss, load_critic
 
 LOSS_PARTS = ("loss", "onset", "sustain", "metre", "tempo", "kl")
 
@@ -40,16 +42,26 @@ def _datasets(cfg: Config, limit: int = 0):
             RollDataset.for_config(cache, val, cfg.data, cfg.model.vae.key_to_c))
 
 
+def logged_parts(model: ChromaticVAE) -> tuple[str, ...]:
+    """The loss parts a run logs: LOSS_PARTS, and its adversary's (and the encoder's confusion) when it has one."""
+    if model.adversary is None:
+        return LOSS_PARTS
+    return LOSS_PARTS + (("adversary", "confusion") if model.config.adversary_objective == "confusion"
+                         else ("adversary",))
+
+
 @torch.no_grad()
-def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, device) -> dict:
+def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, device, critic=None) -> dict:
     model.eval()
-    parts_logged = LOSS_PARTS + (("adversary",) if model.adversary is not None else ())
+    parts_logged = logged_parts(model) + (("critic",) if critic is not None else ())
     sums = {k: 0.0 for k in parts_logged}
     batches, predicted, target, valid = 0, [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch)
         parts = vae_loss(out, batch, cfg.model.vae, beta)
+        if critic is not None:
+            parts["critic"] = critic_loss(model, critic, batch, out["mean"], torch.Generator().manual_seed(batches))
         for k in parts_logged:
             sums[k] += parts[k].item()
         batches += 1
@@ -80,7 +92,13 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
                               persistent_workers=workers > 0)
     val_loader = DataLoader(val_set, batch_size=256, num_workers=workers)
     model = ChromaticVAE(vc, cfg.data.roll_steps, cfg.data.num_pitches).to(device)
-    parts_logged = LOSS_PARTS + (("adversary",) if model.adversary is not None else ())
+    if vc.init_checkpoint and not resume:
+        start_from(model, vc.init_checkpoint, device)
+    critic = load_critic(vc.critic, model, device) if vc.critic and vc.critic_weight > 0 else None
+    if critic is not None and world > 1:   # its decode runs outside the DDP wrapper's forward
+        raise StudioError("model.vae.critic trains in one process; run `train --engine vae` without torchrun")
+    pairing = torch.Generator().manual_seed(seed + 1)   # which segment's condition each z is decoded with
+    parts_logged = logged_parts(model) + (("critic",) if critic is not None else ())
     # what a mode request aims at when no attribute is given: inside the mode's region (conditioning.py)
     extra = {"data": _data_meta(cfg),
              "mode_targets": mode_targets(train_set.cache.segments[np.sort(train_set.indices)])}
@@ -117,7 +135,11 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
         for i, batch in enumerate(bar):
             batch = {k: v.to(device) for k, v in batch.items()}
             beta = beta_at(vc, epoch + i / steps_per_epoch)
-            parts = vae_loss(wrapped(batch, vc.condition_dropout), batch, vc, beta)
+            out = wrapped(batch, vc.condition_dropout)
+            parts = vae_loss(out, batch, vc, beta)
+            if critic is not None:
+                parts["critic"] = critic_loss(model, critic, batch, out["mean"], pairing)
+                parts["loss"] = parts["loss"] + vc.critic_weight * parts["critic"]
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -133,7 +155,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
             row = {"epoch": epoch + 1, "minutes": round(elapsed / 60, 2), "beta": beta,
                    "lr": optimizer.param_groups[0]["lr"],
                    **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
-            row.update(validate(model, val_loader, cfg, vc.beta, device))
+            row.update(validate(model, val_loader, cfg, vc.beta, device, critic))
             log.write(row)
             print(f"epoch {epoch + 1}: train {row['train_loss']:.3f} val {row['val_loss']:.3f} "
                   f"F1 {row['val_f1']:.3f} KL {row['val_kl']:.1f} ({row['minutes']:.1f} min)", flush=True)
@@ -155,11 +177,32 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
     return best if main else {}
 
 
+def start_from(model: ChromaticVAE, checkpoint: str, device) -> None:
+    """Load an earlier run's weights into `model` (init_checkpoint): every tensor but the adversary's must be there
+    with its shape, so a fine-tune may add an adversary to a run trained without one, and nothing else."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise StudioError(f"model.vae.init_checkpoint: no checkpoint at '{checkpoint}'")
+    payload = load_checkpoint(path, map_location=device, engine="vae")
+    try:
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:   # a tensor of another shape
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise StudioError(f"model.vae.init_checkpoint: '{checkpoint}' does not fit this model's shape ({first}); give "
+                          "the same latent_dim, hidden_dim and attributes") from None
+    wrong = [k for k in missing + unexpected if not k.startswith("adversary.")]
+    if wrong:
+        raise StudioError(f"model.vae.init_checkpoint: '{checkpoint}' does not fit this model's shape "
+                          f"(first mismatch: {wrong[0]}); give the same latent_dim, hidden_dim and attributes")
+
+
 def _better(row: dict, best: dict, select_by: str) -> bool:
-    """Whether this epoch's validation beats the best so far: lower val_loss, or higher val_f1.
+    """Whether this epoch's validation beats the best so far: lower val_loss, higher val_f1, or any ("last").
 
     The loss (at full β) favours the ends of β cycles, where the KL is smallest; note F1 favours the epoch
     that reconstructs best, which is what the reconstruction bar measures."""
+    if select_by == "last":
+        return True
     if select_by == "val_f1":
         return row["val_f1"] > best.get("val_f1", -1.0)
     return row["val_loss"] < best["val_loss"]

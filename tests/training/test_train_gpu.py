@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.training.common import load_checkpoint
+from engines.training.common import MetricsLog, load_checkpoint
 
 pytestmark = pytest.mark.slow   # every engine trained and shipped in a subprocess: `make test` runs it, `make test-fast` does not
 
@@ -27,6 +27,10 @@ def test_the_gpu_script_retrains_and_ships_every_checkpoint_into_its_own_folder(
         assert payload["engine"] == engine
         card = (tmp_path / "gpu" / "checkpoints" / f"{engine}.md").read_text()
         assert f"--engine {engine}" in card
+    # the VAE's decoder is trained by the shipped critic, as the shipped VAE's was (docs/vae.md)
+    [vae_row] = MetricsLog(tmp_path / "gpu" / "runs" / "vae" / "metrics.jsonl").rows()
+    assert 0 <= vae_row["train_critic"] <= 1 and "model.vae.critic_weight=10" in \
+        (tmp_path / "gpu" / "checkpoints" / "vae.md").read_text()
 
 
 def test_a_short_gpu_lease_trains_engines_together_and_leaves_finalize_to_the_cpu(tmp_path):

@@ -61,6 +61,7 @@ def test_best_epoch_selection():
     assert _better({"val_loss": 2.5, "val_f1": 0.7}, best, "val_loss")
     assert not _better({"val_loss": 2.5, "val_f1": 0.8}, best, "val_f1")  # a tie keeps the earlier epoch
     assert _better({"val_loss": 9.0, "val_f1": 0.0}, {"val_loss": float("inf")}, "val_f1")  # the first epoch
+    assert _better({"val_loss": 9.0, "val_f1": 0.0}, best, "last")   # a fine-tune keeps its last epoch
 
 
 def test_best_checkpoint_rebuilds_the_model(vae_run):
