@@ -8,9 +8,7 @@
              + heads for the metre (class of METRES) and the log tempo
     adversary (config.adversary_weight > 0) reads the mode and the attributes from z through a gradient
              reversal (Fader networks, Lample et al. 2017): the encoder learns to leave them out of z, so the
-             decoder must take them from the condition, and a sample follows what it is asked for. With
-             adversary_objective "confusion" the encoder instead learns a z the adversary reads as no mode
-             and average attributes (Tzeng et al. 2015), a bounded target that stays stable at high weights
+             decoder must take them from the condition, and a sample follows what it is asked for
 
     prior    "conditional": a learned Gaussian p(z | mode) = N(mu_mode, I) per mode (and one for WHITE); the
              KL term pulls each mode's posteriors towards its own centre, so a draw from p(z | RED) lands
@@ -145,15 +143,7 @@ class ChromaticVAE(nn.Module):
         out = self.decode(z, mode, values, given)
         out.update(mean=mean, logvar=logvar, prior_mean=self.prior_mean(mode))
         if self.adversary is not None:   # what it should read from z: the true mode and attribute values
-            out["attributes"] = values
-            if self.config.adversary_objective == "confusion":
-                # the adversary learns from a detached z; the encoder, through the adversary's frozen weights,
-                # learns to leave it guessing (vae_loss)
-                frozen = {name: p.detach() for name, p in self.adversary.named_parameters()}
-                out.update(adversary=self.adversary(z.detach()),
-                           confusion=torch.func.functional_call(self.adversary, frozen, (z,)))
-            else:
-                out["adversary"] = self.adversary(GradientReversal.apply(z, 1.0))
+            out.update(adversary=self.adversary(GradientReversal.apply(z, 1.0)), attributes=values)
         return out
 
 
@@ -193,16 +183,6 @@ def vae_loss(out: dict, batch: dict, config: VAEConfig, beta: float) -> dict:
             F.mse_loss(torch.sigmoid(guess[:, WHITE_INDEX:]), out["attributes"])
         loss = loss + config.adversary_weight * adversary
         parts["adversary"] = adversary
-        if "confusion" in out:
-            # "confusion" instead of the reversal: the encoder is asked for a z from which the adversary guesses
-            # every mode alike and each attribute's batch mean. Unlike a reversed cross-entropy, which z can
-            # drive to infinity by moving far out (a run at weight 2 reached a KL of 13,800), this is bounded.
-            guess = out["confusion"]
-            confusion = -F.log_softmax(guess[:, :WHITE_INDEX], dim=1).mean(dim=1).mean() + F.mse_loss(
-                torch.sigmoid(guess[:, WHITE_INDEX:]), out["attributes"].mean(dim=0, keepdim=True).expand_as(
-                    out["attributes"]))
-            loss = loss + config.adversary_weight * confusion
-            parts["confusion"] = confusion
     return {"loss": loss, **parts}
 
 

@@ -26,7 +26,7 @@ class VAEConfig:
     dropout: float = 0.1
     select_by: Literal["val_loss", "val_f1", "last"] = "val_f1"  # which epoch best.pt keeps: lowest validation
                                      # loss (ELBO at full beta), highest validation note F1, or the last (a
-                                     # fine-tune whose adversary trades some F1 for a decoder that reads the condition)
+                                     # fine-tune whose critic trades some F1 for a decoder that reads the condition)
     pitch_window: int = 2            # decoding: onsets peak within a whole tone; a held note ends where a
                                      # note starts that close (trained_vae.logits_to_segments); 0 = plain
     # The condition besides the mode (engines/models/conditioning.py): which attributes, each given or not on
@@ -38,11 +38,8 @@ class VAEConfig:
     # Fader-network adversary: a classifier reads the mode and the attributes from z, and the encoder is
     # trained (gradient reversal) to leave them out, so the decoder must take them from the condition. 0 = off.
     adversary_weight: float = 0.0
-    # how the encoder answers the adversary: "reversal" (its gradient reversed, the shipped v4) or "confusion"
-    # (make it guess uniform modes and mean attributes: bounded, so the weight can be high)
-    adversary_objective: Literal["reversal", "confusion"] = "reversal"
     # A checkpoint (best.pt of an earlier run, same shape) whose weights this run starts from instead of random
-    # ones: a fine-tune, e.g. of a trained VAE with a stronger adversary. "" = train from scratch.
+    # ones: a fine-tune, e.g. of a trained VAE with the critic below. "" = train from scratch.
     init_checkpoint: str = ""
     # A frozen critic (a guidance-classifier checkpoint with an attribute head) that reads what the decoder writes
     # for z of one segment and the condition of another; its squared error against the condition, times

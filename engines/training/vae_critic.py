@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engines.errors import StudioError
 from engines.models.guidance_classifier import TrainedGuidanceClassifier
 from engines.models.vae import ChromaticVAE
 
@@ -31,8 +32,6 @@ CRITIC_ONSET_THRESHOLD = 0.775   # the shipped VAE's sampling threshold (vae_fin
 def load_critic(path: str, model: ChromaticVAE, device) -> TrainedGuidanceClassifier:
     """The frozen critic for `model`: a guidance classifier whose attribute head reads every attribute the VAE
     is conditioned on, on rolls of its shape and key handling."""
-    from engines.errors import StudioError
-
     critic = TrainedGuidanceClassifier.load(path, device)
     missing = [a for a in model.config.attributes if a not in critic.attributes]
     if missing:

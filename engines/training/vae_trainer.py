@@ -42,18 +42,16 @@ def _datasets(cfg: Config, limit: int = 0):
             RollDataset.for_config(cache, val, cfg.data, cfg.model.vae.key_to_c))
 
 
-def logged_parts(model: ChromaticVAE) -> tuple[str, ...]:
-    """The loss parts a run logs: LOSS_PARTS, and its adversary's (and the encoder's confusion) when it has one."""
-    if model.adversary is None:
-        return LOSS_PARTS
-    return LOSS_PARTS + (("adversary", "confusion") if model.config.adversary_objective == "confusion"
-                         else ("adversary",))
+def logged_parts(model: ChromaticVAE, critic) -> tuple[str, ...]:
+    """The loss parts a run logs: LOSS_PARTS, the adversary's when it has one, the critic's when it has one."""
+    return LOSS_PARTS + (("adversary",) if model.adversary is not None else ()) + \
+        (("critic",) if critic is not None else ())
 
 
 @torch.no_grad()
 def validate(model: ChromaticVAE, loader: DataLoader, cfg: Config, beta: float, device, critic=None) -> dict:
     model.eval()
-    parts_logged = logged_parts(model) + (("critic",) if critic is not None else ())
+    parts_logged = logged_parts(model, critic)
     sums = {k: 0.0 for k in parts_logged}
     batches, predicted, target, valid = 0, [], [], []
     for batch in loader:
@@ -98,7 +96,7 @@ def train_vae(cfg: Config, out_dir: str | Path, max_minutes: float = 0, resume: 
     if critic is not None and world > 1:   # its decode runs outside the DDP wrapper's forward
         raise StudioError("model.vae.critic trains in one process; run `train --engine vae` without torchrun")
     pairing = torch.Generator().manual_seed(seed + 1)   # which segment's condition each z is decoded with
-    parts_logged = logged_parts(model) + (("critic",) if critic is not None else ())
+    parts_logged = logged_parts(model, critic)
     # what a mode request aims at when no attribute is given: inside the mode's region (conditioning.py)
     extra = {"data": _data_meta(cfg),
              "mode_targets": mode_targets(train_set.cache.segments[np.sort(train_set.indices)])}
@@ -183,17 +181,14 @@ def start_from(model: ChromaticVAE, checkpoint: str, device) -> None:
     path = Path(checkpoint)
     if not path.is_file():
         raise StudioError(f"model.vae.init_checkpoint: no checkpoint at '{checkpoint}'")
-    payload = load_checkpoint(path, map_location=device, engine="vae")
-    try:
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    except RuntimeError as exc:   # a tensor of another shape
-        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
-        raise StudioError(f"model.vae.init_checkpoint: '{checkpoint}' does not fit this model's shape ({first}); give "
-                          "the same latent_dim, hidden_dim and attributes") from None
-    wrong = [k for k in missing + unexpected if not k.startswith("adversary.")]
+    theirs, own = load_checkpoint(path, map_location=device, engine="vae")["state_dict"], model.state_dict()
+    wrong = [f"size mismatch for {k}: {tuple(theirs[k].shape)} there, {tuple(own[k].shape)} here"
+             for k in own if k in theirs and theirs[k].shape != own[k].shape]
+    wrong += [f"no {k} in one of them" for k in sorted(own.keys() ^ theirs.keys()) if not k.startswith("adversary.")]
     if wrong:
-        raise StudioError(f"model.vae.init_checkpoint: '{checkpoint}' does not fit this model's shape "
-                          f"(first mismatch: {wrong[0]}); give the same latent_dim, hidden_dim and attributes")
+        raise StudioError(f"model.vae.init_checkpoint: '{checkpoint}' does not fit this model's shape ({wrong[0]}); "
+                          "give the same latent_dim, hidden_dim and attributes")
+    model.load_state_dict(theirs, strict=False)   # every tensor checked above but an adversary's
 
 
 def _better(row: dict, best: dict, select_by: str) -> bool:
