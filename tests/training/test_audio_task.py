@@ -107,6 +107,11 @@ def test_midi_becomes_audio_tokens_and_the_codec_turns_them_into_a_waveform(gpt_
     assert [c.shape for c in codes] == [(1, 100), (1, 100)]
     assert all(0 <= c.min() and c.max() < 1024 for c in codes)
     assert np.array_equal(engine.write_audio(melody, n=2, seed=3)[1], codes[1])   # seeded
+    # written against the same bars a tritone off by default; guidance 1 is the plain model
+    plain = engine.write_audio(melody, n=2, seed=3, guidance=1.0)
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, codes))
+    with pytest.raises(StudioError, match="audio guidance must lie in 1..20, got 0.5"):
+        engine.write_audio(melody, guidance=0.5)
     waveform = model_audio(engine, codec, melody, seed=3)
     assert waveform.shape == (100 * codec.hop_length,) and np.isfinite(waveform).all()
     render = render_opening(melody, 2.0, 16000)
