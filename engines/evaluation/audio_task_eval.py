@@ -12,7 +12,8 @@ the codec decodes them. Both are compared with the FluidSynth render of the same
     codec_round_trip_coarse  the round trip through only the codebooks the GPT writes (its own ceiling)
 
 Means over the segments; `chroma_correlation` leaves out a segment whose reference is silent throughout. A
-segment whose opening bars hold too many tokens to leave room for the audio is counted in `too_long`.
+segment whose opening bars hold too many tokens to leave room for the audio is counted in `too_long`. The audio
+is written as the studio writes it, contrastively at `guidance` (1 would be the plain model).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from engines.config import Config
 from engines.data.audio_tokens import render_opening
 from engines.errors import StudioError
 from engines.evaluation.audio_metrics import chroma_correlation, log_mel_l1
-from engines.models.trained_autoregressive import TrainedAutoregressive, audio_codec_problem
+from engines.models.trained_autoregressive import AUDIO_GUIDANCE, TrainedAutoregressive, audio_codec_problem
 from engines.music.analyzer import MODES
 
 
@@ -61,7 +62,7 @@ def audio_task_report(engine: TrainedAutoregressive, codec, cfg: Config, n: int 
         if rms <= 1e-6:
             continue
         try:
-            (codes,) = engine.write_audio(segment, seed=seed + i)
+            (codes,) = engine.write_audio(segment, seed=seed + i, guidance=AUDIO_GUIDANCE)
         except StudioError:   # the opening bars fill the context (engine.write_audio says so)
             too_long += 1
             continue
@@ -80,4 +81,5 @@ def audio_task_report(engine: TrainedAutoregressive, codec, cfg: Config, n: int 
 
     return {**summary(rows["model"]), "codec_round_trip": summary(rows["round_trip"]),
             "codec_round_trip_coarse": summary(rows["coarse"]), "segments": len(rows["model"]), "too_long": too_long,
-            "seconds": float(task["seconds"]), "codebooks": codebooks, "codec_codebooks": int(codec.n_q_used)}
+            "seconds": float(task["seconds"]), "codebooks": codebooks, "codec_codebooks": int(codec.n_q_used),
+            "guidance": AUDIO_GUIDANCE}

@@ -219,8 +219,11 @@ class TrainedAutoregressive:
             raise StudioError(f"audio guidance must lie in 1..20, got {guidance}")
         task = self.audio_task
         bars = opening_bars(segment, task["seconds"])
-        prompt = self.vocabulary.encode(midi=opening_remi(encode_segment(segment, "remi").tolist(), bars),
-                                        eos=False) + [AUDIO]
+
+        def audio_prompt(notes: Segment) -> list[int]:   # <bos> <midi> REMI of the opening bars <audio>
+            return self.vocabulary.encode(midi=opening_remi(encode_segment(notes, "remi").tolist(), bars),
+                                          eos=False) + [AUDIO]
+        prompt = audio_prompt(segment)
         frames, codebooks = int(task["frames"]), int(task["codebooks"])
         budget = frames * codebooks + 1
         if len(prompt) + budget - 1 > self.model.config.block_size:   # <eos> is written, never read back
@@ -229,9 +232,7 @@ class TrainedAutoregressive:
         model = self.model
         if guidance != 1:
             moved = replace(segment, notes=transpose_notes(segment.notes, AUDIO_CONTRAST_SEMITONES))
-            other = self.vocabulary.encode(midi=opening_remi(encode_segment(moved, "remi").tolist(), bars),
-                                           eos=False) + [AUDIO]
-            model = ClassifierFreeGuidance(self.model, other, guidance)
+            model = ClassifierFreeGuidance(self.model, audio_prompt(moved), guidance)
         generator = torch.Generator().manual_seed(int(seed))
         rows = sample_tokens(model, prompt, n, budget, temperature, top_k, top_p,
                              AudioGrammar(self.vocabulary, frames, codebooks), generator)

@@ -250,10 +250,11 @@ def _scale_of_rows(scale: float | torch.Tensor, rows: torch.Tensor) -> float | t
 
 class ClassifierFreeGuidance:
     """The model, guided: logits = uncond + scale * (cond - uncond) (Ho & Salimans; for language models Sanchez
-    et al. 2023), where cond reads the prompt and uncond reads `unconditional_prompt` (the same MIDI span with
-    no text: the model was trained on both). Scale 1 is the plain conditional model. It stands in for the model
-    in sample_tokens and beam_search: the first call reads the prompt, later calls feed each new token to both
-    streams."""
+    et al. 2023), where cond reads the prompt and uncond reads `unconditional_prompt`: for prompt guidance the
+    same MIDI span with no text (the model was trained on both); for the GPT's audio a contrast, the same bars
+    a tritone off (TrainedAutoregressive.write_audio). Scale 1 is the plain conditional model. It stands in for
+    the model in sample_tokens and beam_search: the first call reads the prompt, later calls feed each new token
+    to both streams."""
 
     def __init__(self, model, unconditional_prompt: list[int], scale: float | torch.Tensor):
         # scale: one for every row, or (B,) one per row (requests sharing a batch each keep their own); the

@@ -203,6 +203,7 @@ def test_evaluate_measures_the_gpts_own_audio_against_the_render_of_its_midi(gpt
     audio = result["audio_task"]
     assert audio["segments"] + audio["too_long"] <= 3 and audio["segments"] >= 1
     assert (audio["seconds"], audio["codebooks"], audio["codec_codebooks"]) == (2.0, 1, 4)
+    assert audio["guidance"] == 4.0   # written as the studio writes it: against the same bars a tritone off
     for figures in (audio, audio["codec_round_trip"], audio["codec_round_trip_coarse"]):
         assert -1 <= figures["chroma_correlation"] <= 1 and figures["log_mel_l1"] > 0
     # the codec's own round trip is the floor: it hears the render far better than an untrained GPT does
