@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from engines.config import Config
 from engines.data.prepare import ensure_corpus_cache
 from engines.errors import StudioError
+from engines.evaluation.suite import copy_index
 from engines.models.trained_autoregressive import Generated, TrainedAutoregressive
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.training.autoregressive_trainer import SequenceDataset, collate, fitting_indices, validate
@@ -76,7 +77,8 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
     engine = TrainedAutoregressive.load(checkpoint)
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     s = cfg.generation.sampling.autoregressive
-    common = dict(top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars, max_new_tokens=max_new_tokens)
+    common = dict(top_k=s.top_k, top_p=s.top_p, max_bars=cfg.data.segment_bars, max_new_tokens=max_new_tokens,
+                  copies=copy_index(cfg) if s.avoid_copies else None)   # kept off copies, as the studio samples
     outputs, per_mode, pairs, pair_wins = 0, {}, 0, 0
     valid = 0
     for m, mode in enumerate(MODES):
@@ -113,7 +115,8 @@ def evaluate_autoregressive(checkpoint: str, cfg: Config, n_per_mode: int = 50, 
         "perplexity": perplexity(engine, cfg, test_limit, True, seed),
         "perplexity_unconditioned": perplexity(engine, cfg, test_limit, False, seed),
         "latency_ms": round(statistics.median(times) * 1000, 1),
-        "sampling": sampling, "prompts": {"mode": list(EVAL_TEMPLATES), "complexity": COMPLEXITY_TEMPLATE},
+        "sampling": {k: v for k, v in sampling.items() if k != "copies"}, "avoid_copies": bool(s.avoid_copies),
+        "prompts": {"mode": list(EVAL_TEMPLATES), "complexity": COMPLEXITY_TEMPLATE},
         "parameters": engine.parameter_count, "precision": engine.precision,
         "device": str(engine.device), "threads": torch.get_num_threads(),
     }

@@ -26,7 +26,7 @@ import torch
 from engines.config import Config
 from engines.errors import StudioError
 from engines.evaluation.frechet import feature_embedding, frechet_distance, standardise
-from engines.evaluation.suite import real_sample
+from engines.evaluation.suite import copy_index, real_sample
 from engines.generation.diffusion import SUGGESTED_CLASSIFIER_SCALE
 from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceClassifier
 from engines.models.trained_diffusion import TrainedDiffusion
@@ -73,12 +73,12 @@ def _generate(engine: TrainedDiffusion, n_per_mode: int, sampler: str, steps: in
 
 
 def _guidance(engine: TrainedDiffusion, unguided: dict, analyzer: ChromaticAnalyzer, n_per_mode: int, steps: int,
-              guidance: float, scale: float, seed: int, space: str = "x0") -> dict:
+              guidance: float, scale: float, seed: int, space: str = "x0", copies=None) -> dict:
     """Classifier guidance toward each requested mode and high rebracketing, against the unguided samples of
     the same modes and seeds (`unguided`: their _analyses)."""
     target = GuidanceTarget(mode=True, rebracketing="high", space=space)
     guided, seconds = _generate(engine, n_per_mode, "ddim", steps, guidance, seed, classifier_scale=scale,
-                                target=target)
+                                target=target, copies=copies)
     guided = _analyses(guided, analyzer)
     before, after = _mean_rebracketing(unguided), _mean_rebracketing(guided)
     consistency = _consistency(guided)
@@ -108,12 +108,14 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     sampling = cfg.generation.sampling.diffusion
     steps, guidance = min(sampling.steps, engine.num_steps), sampling.guidance_scale
     real = feature_embedding(real_sample(cfg, "test", real_count, seed, in_c=True))
-    samples, _ = _generate(engine, n_per_mode, "ddim", steps, guidance, seed)
+    copies = copy_index(cfg) if sampling.avoid_copies else None   # kept off copies, as the studio samples
+    samples, _ = _generate(engine, n_per_mode, "ddim", steps, guidance, seed, copies=copies)
     sample_analyses = _analyses(samples, analyzer)
     baseline_set = feature_embedding(real_sample(cfg, "validation", n_per_mode * len(MODES), seed, in_c=True))
     result = {
         "engine": "diffusion", "checkpoint": str(checkpoint), "n": n_per_mode * len(MODES),
-        "sampler": {"name": "ddim", "steps": steps, "guidance_scale": guidance},
+        "sampler": {"name": "ddim", "steps": steps, "guidance_scale": guidance,
+                    "avoid_copies": bool(sampling.avoid_copies)},
         "consistency": _consistency(sample_analyses),
         "frechet": {"distance": _frechet(samples, real),
                     "real_baseline": round(frechet_distance(*standardise(real, baseline_set)[::-1]), 4),
@@ -123,7 +125,7 @@ def evaluate_diffusion(checkpoint: str, cfg: Config, n_per_mode: int = 50, table
     if classifier and Path(classifier).is_file():
         engine.classifier = TrainedGuidanceClassifier.load(classifier)
         result["guidance"] = _guidance(engine, sample_analyses, analyzer, n_per_mode, steps, guidance,
-                                       SUGGESTED_CLASSIFIER_SCALE, seed, sampling.classifier_space)
+                                       SUGGESTED_CLASSIFIER_SCALE, seed, sampling.classifier_space, copies)
     else:
         result["guidance"] = {"error": f"no guidance classifier at '{classifier}'"}
     if with_table:

@@ -50,14 +50,21 @@ def _note_set(segment: Segment, transpose: int = 0) -> set[tuple[int, int]]:
 
 def note_similarity(a: Segment, b: Segment) -> float:
     """max over transpositions t of |A + t ∩ B| / |A + t ∪ B| on (onset tick, pitch); 0 when either is empty."""
+    return best_transposition(a, b)[0]
+
+
+def best_transposition(a: Segment, b: Segment) -> tuple[float, int]:
+    """(note_similarity(a, b), the transposition t of `a` that reaches it; the smallest |t| on a tie)."""
     target = _note_set(b)
     if not len(a.notes) or not target:
-        return 0.0
-    best = 0.0
-    for t in TRANSPOSITIONS:
+        return 0.0, 0
+    best, at = 0.0, 0
+    for t in sorted(TRANSPOSITIONS, key=abs):
         shifted = _note_set(a, t)
-        best = max(best, len(shifted & target) / len(shifted | target))
-    return best
+        similarity = len(shifted & target) / len(shifted | target)
+        if similarity > best:
+            best, at = similarity, t
+    return best, at
 
 
 IDIOM_TWINS = 10   # a training segment with this many near twins in the training split is a corpus idiom

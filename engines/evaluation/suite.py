@@ -170,7 +170,7 @@ def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, s
 
     if engine not in GENERATORS:
         raise ValueError(f"no generator for engine '{engine}'")
-    generator = GENERATORS[engine].load(checkpoint)
+    generator = load_generator(engine, checkpoint, cfg)
     settings = generator.settings_for(cfg)
     if candidates > 1 and verifier is None:
         from engines.generation.verify import Verifier
@@ -183,6 +183,16 @@ def engine_samples(engine: str, checkpoint: str, cfg: Config, n_per_mode: int, s
         request = Request(engine=engine, mode=mode, n=n_per_mode, seed=seed + i, candidates=candidates)
         out[mode] = draw(generator, request, settings, verifier if candidates > 1 else None).segments
     return out
+
+
+def load_generator(engine: str, checkpoint: str, cfg: Config):
+    """The engine's Generator from `checkpoint`, sampling as the studio does: with the training split's copy
+    index at hand (an engine set to avoid copies steers away from them)."""
+    from engines.generation import GENERATORS
+
+    generator = GENERATORS[engine].load(checkpoint)
+    generator.training_copies = lambda: copy_index(cfg)
+    return generator
 
 
 def judge_or_none(cfg: Config):

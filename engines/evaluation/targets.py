@@ -18,7 +18,7 @@ import numpy as np
 
 from engines.config import Config
 from engines.evaluation.diversity import copy_rates
-from engines.evaluation.suite import cache_key, cached, copy_index
+from engines.evaluation.suite import cache_key, cached, copy_index, load_generator
 from engines.evaluation.verified import HELD_OUT_SEED
 from engines.models.conditioning import unit_value
 from engines.music.analyzer import AXES, ChromaticAnalyzer, WHITE
@@ -49,10 +49,10 @@ def axes_error(targets: list[dict], heard: list[dict | None]) -> tuple[float | N
 
 def axes_report(engine: str, checkpoint: str, cfg: Config, n: int = 160, seed: int = 0,
                 use_cache: bool = True) -> dict:
-    from engines.generation import GENERATORS, Request
+    from engines.generation import Request
     from engines.generation.verify import draw
 
-    generator = GENERATORS[engine].load(checkpoint)
+    generator = load_generator(engine, checkpoint, cfg)
     settings = generator.settings_for(cfg)
     if hasattr(settings, "prompt"):   # the GPT reads a prompt: one without a mode (its attribute phrase follows)
         from dataclasses import replace

@@ -41,6 +41,11 @@ class AutoregressiveSettings:
                             | control("Beam width (1 = sample; > 1: one unchecked result)", 1, 8, 1, advanced=True))
     max_bars: int = field(default=4, metadata=check(lambda v: 1 <= v <= 16, "an integer 1..16")
                           | control("Bars to write", 1, 8, 1))
+    # engines/sampling/copy_guard.py: while a row writes a passage of a training segment, that passage's next
+    # notes are blocked, so it varies what it would otherwise copy
+    avoid_copies: bool = field(default=True, metadata=control(
+        "Steer away from copying training segments", advanced=True,
+        info="while a result follows a training segment, the notes that would go on copying it are blocked"))
     candidates: int = candidates_field(8)
 
 
@@ -126,7 +131,8 @@ class AutoregressiveGenerator(GeneratorBase):
                       top_k=int(settings.top_k), top_p=float(settings.top_p), beam_width=int(settings.beam_width),
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
-                      guidance_scale=guidance, metre=self._metre(request, mode) if continue_from is None else None)
+                      guidance_scale=guidance, metre=self._metre(request, mode) if continue_from is None else None,
+                      copies=self.copy_index() if settings.avoid_copies else None)
         watch = None
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])
@@ -138,7 +144,7 @@ class AutoregressiveGenerator(GeneratorBase):
         """Requests share a batch when the GPT reads the same ids first (prompt, attribute phrase, metre) and
         write one window; each row keeps its own seed, temperature, top-k, top-p and prompt guidance (so the
         further rounds of verified generation, sampled more freely, share batches too). Continuations, beam
-        search and segments longer than a window run alone."""
+        search and segments longer than a window run alone; rows kept off copies share only with such rows."""
         from engines.models.roll_decoding import tonic_shift
 
         if request.init_midi is not None or request.keep_bars:
@@ -153,7 +159,7 @@ class AutoregressiveGenerator(GeneratorBase):
             ids = self.model.prompt_ids(prompt, None, 0, self._metre(request, mode))
         except StudioError:
             return None
-        return tuple(ids), int(settings.max_bars)
+        return tuple(ids), int(settings.max_bars), bool(settings.avoid_copies)
 
     def _prompt(self, request: Request, settings: AutoregressiveSettings) -> tuple[str, str]:
         """(the prompt the model reads: the written one or else the mode's, with its attribute phrase (an
@@ -206,8 +212,9 @@ class AutoregressiveGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
+        copies = self.copy_index() if settings[0].avoid_copies else None   # the key: they all ask the same
         spans_written = self.model.sample_groups(prompt, mode, groups, bars, self._metre(jobs[0].request, mode),
-                                                 watch if live else None)
+                                                 watch if live else None, copies)
         for job, (a, b) in zip(jobs, spans):
             job.finish(partial(self._segments, spans_written[a:b], bars, job.request.tonic))
 

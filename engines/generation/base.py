@@ -129,6 +129,16 @@ class GeneratorBase:
 
     def __init__(self, model):
         self.model = model               # the engine's Trained* class (engines/models/)
+        # the training split's CopyIndex (engines/generation/copies.py), or a callable that builds it: set by
+        # whoever loads the generator with a corpus at hand (the studio, evaluate, the CLI); an engine that
+        # steers away from copies while it samples reads it through copy_index()
+        self.training_copies = None
+
+    def copy_index(self):
+        """The training split's CopyIndex (built on first use), or None where no corpus was given."""
+        if callable(self.training_copies):
+            self.training_copies = self.training_copies()
+        return self.training_copies
 
     @classmethod
     def files_beside(cls, path) -> list:

@@ -36,13 +36,16 @@ def shingles(starts: np.ndarray, pitches: np.ndarray, owners: np.ndarray) -> tup
 
 class CopyIndex:
     def __init__(self, cache, rows: np.ndarray, keys: np.ndarray, starts: np.ndarray, owners: np.ndarray,
-                 sizes: np.ndarray, threshold: float = 0.8, shortlist: int = SHORTLIST):
+                 sizes: np.ndarray, note_keys: np.ndarray, note_starts: np.ndarray, threshold: float = 0.8,
+                 shortlist: int = SHORTLIST):
         self.cache = cache
         self.rows = rows          # (N,) cache rows indexed
         self.keys = keys          # (K,) distinct shingle keys, sorted
         self.starts = starts      # (K + 1,) where each key's postings start in `owners`
         self.owners = owners      # postings: positions in `rows`
         self.sizes = sizes        # (N,) distinct shingles per indexed segment
+        self.note_keys = note_keys      # every indexed segment's notes as onset << 7 | pitch, ascending per segment
+        self.note_starts = note_starts  # (N + 1,) where each segment's note keys start in `note_keys`
         self.threshold = threshold
         self.shortlist = shortlist
 
@@ -58,6 +61,8 @@ class CopyIndex:
         notes = cache.notes[first + np.arange(total)]
         owners = np.repeat(np.arange(len(rows)), counts)
         order = np.lexsort((notes["pitch"], notes["start"], owners))
+        note_keys = (notes["start"][order].astype(np.int32) << 7) | notes["pitch"][order].astype(np.int32)
+        note_starts = np.append(0, np.cumsum(counts)).astype(np.int64)
         owner, key = shingles(notes["start"][order], notes["pitch"][order], owners[order])
         pairs = np.unique((owner.astype(np.int64) << 32) | key)          # each shingle once per segment
         owner, key = (pairs >> 32).astype(np.int32), pairs & 0xFFFFFFFF
@@ -65,16 +70,22 @@ class CopyIndex:
         keys, first_of_key = np.unique(key[order], return_index=True)
         starts = np.append(first_of_key, len(order)).astype(np.int64)
         sizes = np.bincount(owner, minlength=len(rows))
-        return cls(cache, rows, keys, starts, owner[order], sizes, threshold, shortlist)
+        return cls(cache, rows, keys, starts, owner[order], sizes, note_keys, note_starts, threshold, shortlist)
+
+    def note_keys_of(self, position: int) -> np.ndarray:
+        """The notes of the indexed segment at `position` (in `rows`) as onset << 7 | pitch, ascending."""
+        return self.note_keys[self.note_starts[position]:self.note_starts[position + 1]]
 
     def segment_keys(self, segment: Segment) -> np.ndarray:
         notes = np.sort(segment.notes, order=["start", "pitch"])
         _, keys = shingles(notes["start"], notes["pitch"], np.zeros(len(notes), np.int32))
         return np.unique(keys)
 
-    def candidates(self, segment: Segment, shortlist: int | None = None) -> np.ndarray:
+    def candidates(self, segment: Segment, shortlist: int | None = None, by: str = "jaccard") -> np.ndarray:
         """Positions (in `rows`) of the `shortlist` (default the index's) training segments that share the most
-        shingles with `segment`."""
+        shingles with `segment`: by the estimated Jaccard of their shingle sets, or by="containment", by the
+        share of `segment`'s shingles they hold (for a segment still being written, whose candidates go on
+        past where it stands)."""
         keys = self.segment_keys(segment)
         if not len(keys) or not len(self.keys):
             return np.zeros(0, np.int64)
@@ -87,10 +98,13 @@ class CopyIndex:
         lengths = self.starts[at + 1] - self.starts[at]
         postings = np.repeat(self.starts[at] - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         shared = np.bincount(self.owners[postings], minlength=len(self.rows))
-        jaccard = shared / np.maximum(self.sizes + len(keys) - shared, 1)
-        k = min(shortlist or self.shortlist, len(jaccard))
-        best = np.argpartition(-jaccard, k - 1)[:k]
-        return best[jaccard[best] > 0]
+        if by == "containment":   # ties (a stock formula's many twins) broken toward the shortest candidate
+            closeness = shared - self.sizes / (self.sizes.max() + 1.0)
+        else:
+            closeness = shared / np.maximum(self.sizes + len(keys) - shared, 1)
+        k = min(shortlist or self.shortlist, len(closeness))
+        best = np.argpartition(-closeness, k - 1)[:k]
+        return best[shared[best] > 0]
 
     def nearest(self, segment: Segment) -> tuple[float, int | None]:
         """(similarity, cache row) of the training segment closest to `segment`; (0.0, None) when none is."""

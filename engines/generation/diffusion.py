@@ -46,6 +46,11 @@ class DiffusionSettings:
                                        choices=[("on the clean estimate (x0)", "x0"),
                                                 ("on the noisy sample (x_t, Dhariwal & Nichol)", "x_t")]))
     metre: str = ""   # e.g. "3/4"; empty: drawn per result from the mode's training metres
+    # engines/sampling/copy_guard.py: a result whose clean estimate nearly copies a training segment has some
+    # of the notes it shares with it struck while it is denoised
+    avoid_copies: bool = field(default=True, metadata=control(
+        "Steer away from copying training segments", advanced=True,
+        info="while a result is denoised, notes it shares with a training segment it nearly copies are struck"))
     candidates: int = candidates_field(8)
 
 
@@ -144,15 +149,16 @@ class DiffusionGenerator(GeneratorBase):
                                           **kwargs)
         else:
             metres = self._metres(request, metre)
+            copies = self.copy_index() if settings.avoid_copies else None
             def sample(watch):
-                return self.model.sample(on_step=watch, metre=metre, **kwargs)
+                return self.model.sample(on_step=watch, metre=metre, copies=copies, **kwargs)
         bar_steps = self._bar_steps(metres)
         watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))
         return sample(watch)
 
     def batch_key(self, request: Request):
         """Requests share a batch when they sample the same way: sampler, steps, eta and guidance (and, under
-        classifier guidance, the mode it steers toward). Inpainting runs alone."""
+        classifier guidance, the mode it steers toward), kept off copies or not. Inpainting runs alone."""
         if request.init_midi is not None or request.keep_bars:
             return None
         try:
@@ -168,7 +174,8 @@ class DiffusionGenerator(GeneratorBase):
         steered = (request.mode or "WHITE").upper() if guidance["classifier_scale"] > 0 else ""
         return (guidance["sampler"], guidance["steps"], guidance["eta"], guidance["guidance_scale"],
                 guidance["classifier_scale"], settings.classifier_target if steered else "",
-                settings.classifier_space if steered else "", steered, guidance["axis_scale"])
+                settings.classifier_space if steered else "", steered, guidance["axis_scale"],
+                bool(settings.avoid_copies))
 
     def run_batch(self, jobs: list) -> None:
         """The jobs' rows in one sampling loop (TrainedDiffusion.sample_rolls_batch): each its own seed, mode,
@@ -205,7 +212,9 @@ class DiffusionGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
-        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None, **self._guidance(settings))
+        copies = self.copy_index() if settings.avoid_copies else None
+        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None, copies=copies,
+                                              **self._guidance(settings))
         for j, (a, b) in enumerate(spans):
             finish(j, x0[a:b])
 
@@ -218,4 +227,3 @@ class DiffusionGenerator(GeneratorBase):
         x0, bar_steps = state   # x0: (n, 2, T, P) in [-1, 1]
         sounding = ((x0[:rows, 1].clamp(-1, 1) + 1) / 2).float().cpu().numpy()
         return Preview(sounding=sounding, bar_steps=bar_steps[:rows])
-

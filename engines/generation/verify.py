@@ -226,6 +226,10 @@ def draw(generator, request: Request, settings, verifier: Verifier | None = None
     given, is one number per candidate taken from its score: what else the caller ranks by (the arranger: how
     far a section's opening moves from the bars before it)."""
     run = run or generator.run
+    if verifier is not None and getattr(generator, "training_copies", False) is None:
+        # the corpus the results are checked against is also the one sampling steers away from copying (a
+        # Generator without GeneratorBase's attribute samples as it does)
+        generator.training_copies = lambda: verifier.copies
     mode = asked_mode(generator, request, settings)
     settings = generator.for_mode(settings, mode)   # e.g. the GPT's calibrated sampling for the mode
     n = int(request.n)

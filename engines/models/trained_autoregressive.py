@@ -42,6 +42,7 @@ from engines.music.notes import NOTE_DTYPE, Segment, bars_window, first_bars  # 
 from engines.music.notes import transpose_notes
 from engines.sampling.autoregressive import (AudioGrammar, ClassifierFreeGuidance, RemiGrammar, RowGroup,
                                              beam_search, sample_token_groups, sample_tokens)
+from engines.sampling.copy_guard import CopyGuard
 from engines.tokenizers.midi import decode_tokens, encode_segment
 from engines.tokenizers.vocabulary import AUDIO, EOS, MIDI, UnifiedVocabulary, remi_token_names
 from engines.training.common import load_checkpoint
@@ -148,10 +149,12 @@ class TrainedAutoregressive:
                  top_k: int = 0, top_p: float = 1.0, beam_width: int = 1, length_penalty: float = 1.0,
                  max_bars: int = 4, max_new_tokens: int = 0, seed: int = 0, continue_from: Segment | None = None,
                  keep_bars: int = 2, on_token: Callable | None = None, guidance_scale: float = 1.0,
-                 metre: tuple[int, int] | None = None) -> list[Generated]:
+                 metre: tuple[int, int] | None = None, copies=None) -> list[Generated]:
         """n segments for `prompt` (None: the default prompt of `mode`). With beam search n must be 1.
         guidance_scale > 1: classifier-free guidance toward the prompt against the same MIDI without text.
-        `metre` (e.g. (3, 4)): the first bar opens in it (a continuation keeps the metre of what it continues)."""
+        `metre` (e.g. (3, 4)): the first bar opens in it (a continuation keeps the metre of what it continues).
+        `copies` (a CopyIndex of the training split): every row is kept off the passage of a training segment it
+        would copy (engines/sampling/copy_guard.py); None: the model's own choices."""
         if not 1 <= n <= 64:
             raise StudioError(f"n must lie in 1..64, got {n}")
         if not 1 <= max_bars <= 16:
@@ -173,19 +176,19 @@ class TrainedAutoregressive:
                 return stopped["now"]
         generated = self._generate_window(prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty,
                                            first, max_new_tokens, seed, continue_from, keep_bars, on_token,
-                                           guidance_scale, metre)
+                                           guidance_scale, metre, copies)
         if first < max_bars and not stopped["now"]:
             generated = self._extend(generated, prompt, mode, max_bars, window, temperature, top_k, top_p,
-                                     seed, guidance_scale, on_token, stopped.get("step", 0))
+                                     seed, guidance_scale, on_token, stopped.get("step", 0), copies)
         return generated
 
     def _generate_window(self, prompt, mode, n, temperature, top_k, top_p, beam_width, length_penalty, max_bars,
                          max_new_tokens, seed, continue_from, keep_bars, on_token, guidance_scale,
-                         metre=None) -> list[Generated]:
+                         metre=None, copies=None) -> list[Generated]:
         """One pass of at most `max_bars` bars (generate's arguments)."""
         ids = self.prompt_ids(prompt if prompt is not None else prompt_for(mode), continue_from,
                               keep_bars if continue_from is not None else 0, metre)
-        grammar = RemiGrammar(self.vocabulary, max_bars)
+        grammar = self.grammar(max_bars, copies)
         budget = min(max_new_tokens or self.model.config.block_size, self.model.config.block_size - len(ids))
         given = ids[ids.index(MIDI) + 1:]
         # on_token sees every row's whole MIDI span so far, the continued bars included
@@ -246,8 +249,15 @@ class TrainedAutoregressive:
         return (float(temperature if temperature is not None else calibrated.get("temperature", FALLBACK_TEMPERATURE)),
                 float(guidance if guidance is not None else calibrated.get("prompt_guidance", FALLBACK_GUIDANCE)))
 
+    def grammar(self, max_bars: int, copies=None) -> RemiGrammar | CopyGuard:
+        """The REMI grammar of a window of `max_bars` bars, kept off copies of the training segments of `copies`
+        (a CopyIndex) when one is given."""
+        grammar = RemiGrammar(self.vocabulary, max_bars)
+        return grammar if copies is None else CopyGuard(grammar, copies)
+
     def sample_groups(self, prompt: str | None, mode: str | None, groups: list[RowGroup], max_bars: int = 4,
-                      metre: tuple[int, int] | None = None, on_token: Callable | None = None) -> list[list[int]]:
+                      metre: tuple[int, int] | None = None, on_token: Callable | None = None,
+                      copies=None) -> list[list[int]]:
         """Several requests of one prompt in one batch (engines/generation/batching.py), each group of rows
         sampled with its own settings, prompt guidance and generator: every row's whole MIDI span (ids;
         to_generated reads it), in group order, as _generate_window writes them for one window of at most
@@ -262,7 +272,7 @@ class TrainedAutoregressive:
                              self.batch_model(sum(g.rows for g in groups)))
         watch = None if on_token is None else (lambda step, rows: on_token(step, [given + r for r in rows]))
         rows = sample_token_groups(model, ids, groups, self.model.config.block_size - len(ids),
-                                   RemiGrammar(self.vocabulary, max_bars), watch)
+                                   self.grammar(max_bars, copies), watch)
         return [given + row for row in rows]
 
     def batch_model(self, rows: int) -> GPT:
@@ -283,7 +293,7 @@ class TrainedAutoregressive:
 
     def _extend(self, generated: list[Generated], prompt, mode, max_bars: int, window: int, temperature: float,
                 top_k: int, top_p: float, seed: int, guidance_scale: float,
-                on_token: Callable | None, step: int = 0) -> list[Generated]:
+                on_token: Callable | None, step: int = 0, copies=None) -> list[Generated]:
         """Each row written on, window by window, to `max_bars` bars: a window keeps the last half of the one
         before as its start and writes the rest (sampled, also after a beam search), so every join is a
         continuation the model learned. A row whose window ends without a new bar stops
@@ -314,7 +324,8 @@ class TrainedAutoregressive:
                     return on_token(step, shown)
                 (more,) = self._generate_window(prompt, mode, 1, temperature, top_k, top_p, 1, 1.0, window,
                                                 0, seed + 7919 * window_index + row, context, keep,
-                                                watch if on_token is not None else None, guidance_scale)
+                                                watch if on_token is not None else None, guidance_scale,
+                                                copies=copies)
                 new_bars = more.segment.num_bars - keep
                 if new_bars <= 0:
                     done[row] = True

@@ -49,7 +49,9 @@ from engines.models.guidance_classifier import GuidanceTarget, TrainedGuidanceCl
 from engines.models.roll_decoding import probabilities_to_segments, segment_tonic, tonic_shift
 from engines.models.trained_vae import mode_index, mode_name
 from engines.music.analyzer import WHITE
-from engines.music.notes import Segment, clean_notes, notes_to_roll, shift_to_c, steps_per_bar, transpose_notes
+from engines.music.notes import (Segment, bar_ticks, clean_notes, notes_to_roll, shift_to_c, steps_per_bar,
+                                 transpose_notes)
+from engines.sampling.copy_guard import RollAwayFromCopies
 from engines.sampling.diffusion import Inpainting, NoiseScheduler, guided_eps, sample_loop
 from engines.training.common import load_checkpoint
 
@@ -217,12 +219,13 @@ class TrainedDiffusion:
                      inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
                      target: GuidanceTarget | None = None, metres: list[int] | None = None,
                      fade: tuple | None = None, tempo: float | None = None,
-                     axis_scale: float = 0.0) -> tuple[torch.Tensor, list[int]]:
+                     axis_scale: float = 0.0, copies=None) -> tuple[torch.Tensor, list[int]]:
         """Final x0 (n, 2, T, P) in [-1, 1] and the metre index of each (`metres` fixes them, as inpainting does).
-        `fade`, `axis_scale`: see `denoiser`. `tempo`: the qpm the rows will play at (None: tempo_for)."""
+        `fade`, `axis_scale`: see `denoiser`; `copies`: see `sample_rolls_batch`. `tempo`: the qpm the rows will
+        play at (None: tempo_for)."""
         x0, [metres] = self.sample_rolls_batch([RollRequest(mode, n, seed, attributes, metre, metres, tempo)], steps,
                                                sampler, eta, guidance_scale, on_step, inpainting, classifier_scale,
-                                               target, fade, axis_scale)
+                                               target, fade, axis_scale, copies)
         return x0, metres
 
     @torch.no_grad()
@@ -230,11 +233,13 @@ class TrainedDiffusion:
                            guidance_scale: float = 4.0, on_step: Callable | None = None,
                            inpainting: Inpainting | None = None, classifier_scale: float = 0.0,
                            target: GuidanceTarget | None = None, fade: tuple | None = None,
-                           axis_scale: float = 0.0) -> tuple[torch.Tensor, list[list[int]]]:
+                           axis_scale: float = 0.0, copies=None) -> tuple[torch.Tensor, list[list[int]]]:
         """The rows of several requests sampled as one batch: x0 (sum of n, 2, T, P) in part order, and each
         part's metre indices. Each part gets the rows it would get sampled alone (its own seed, mode, attributes
         and metres); the steps, sampler and guidance are shared. `axis_scale`: how hard the guidance classifier's
-        attribute head pulls each row toward the attributes its request asks for (see `denoiser`)."""
+        attribute head pulls each row toward the attributes its request asks for (see `denoiser`). `copies` (a
+        CopyIndex of the training split): a row whose clean estimate nearly copies a training segment has some
+        of the notes it shares with it struck while it is written (copy_guard.RollAwayFromCopies)."""
         total = sum(int(part.n) for part in parts)
         if not parts or not 1 <= total <= MAX_BATCH or any(int(part.n) < 1 for part in parts):
             raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {total}")
@@ -275,9 +280,23 @@ class TrainedDiffusion:
             raise StudioError("a fade between modes samples one request alone, without classifier guidance")
         denoise = self.denoiser(torch.cat(modes), condition, metre_t, guidance_scale, classifier_scale, target, fade,
                                 aim, log_tempo, axis_scale)
+        if copies is not None:
+            denoise = self.away_from_copies(denoise, copies, [m for part in metres for m in part], int(parts[0].seed))
         x0 = sample_loop(self.scheduler, denoise, shape, steps, sampler, eta, noise if len(noise) > 1 else noise[0][0],
                          inpainting=inpainting, on_step=on_step, device=self.device)
         return x0, metres
+
+    def away_from_copies(self, denoise: Callable, copies, metres: list[int], seed: int) -> RollAwayFromCopies:
+        """`denoise` kept off near copies of the training segments of `copies` (rows in C, metres (B,))."""
+        d = self.data
+        bar_lengths = [bar_ticks(*METRES[m]) for m in metres]
+
+        def to_roll(row: int, notes) -> np.ndarray:
+            return notes_to_roll(notes, bar_lengths[row], d["segment_bars"], d["steps_per_beat"], d["pitch_low"],
+                                 d["pitch_high"])[:, :self.model.steps] > 0
+
+        return RollAwayFromCopies(denoise, copies, lambda x0: self.to_segments(x0, metres), to_roll, self.scheduler,
+                                  seed)
 
     @property
     def steers_axes(self) -> bool:
@@ -312,10 +331,11 @@ class TrainedDiffusion:
     def sample(self, mode: str = WHITE, n: int = 1, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                guidance_scale: float = 4.0, seed: int = 0, attributes: dict | None = None, metre: str | None = None,
                tonic: str | None = None, on_step: Callable | None = None, classifier_scale: float = 0.0,
-               target: GuidanceTarget | None = None, axis_scale: float = 0.0) -> list[Segment]:
+               target: GuidanceTarget | None = None, axis_scale: float = 0.0, copies=None) -> list[Segment]:
         """n segments under `mode` (WHITE = unconditioned)."""
         x0, metres = self.sample_rolls(mode, n, steps, sampler, eta, guidance_scale, seed, attributes, metre, on_step,
-                                       classifier_scale=classifier_scale, target=target, axis_scale=axis_scale)
+                                       classifier_scale=classifier_scale, target=target, axis_scale=axis_scale,
+                                       copies=copies)
         return self.to_segments(x0, metres, mode, tonic)
 
     # ---- inpainting -----------------------------------------------------------------------------------

@@ -294,7 +294,10 @@ def verification_section(report: dict) -> list[str]:
                      if "seeds_from" in report["verification"] else "")
                   + (" and held-out prompt phrasings" if report["verification"].get("prompts") else "")
                   + f"; {report['verification']['rejected_copies']} candidates were rejected as copies. Near copies "
-                    "are checked against the whole train split."]
+                    "are checked against the whole train split."
+                  + (" Both sample kept off copies (`avoid_copies`, docs/generation.md); `evaluate --set "
+                     f"generation.sampling.{report.get('engine', 'E')}.avoid_copies=false` measures the model alone."
+                     if report.get("avoid_copies", report.get("sampler", {}).get("avoid_copies")) else "")]
     return lines
 
 

@@ -91,8 +91,31 @@ def test_continuation_keeps_the_given_bars(gpt_run, corpus_cache):
     original = note_tuples(source.notes[source.notes["start"] < end])
     continued = note_tuples(out.segment.notes[out.segment.notes["start"] < end])
     assert [n[0::2] for n in continued] == [n[0::2] for n in original]  # same onsets and pitches
+    # kept off copies, the given bars are still read as they are, though they are a training segment's
+    from engines.generation.copies import CopyIndex
+
+    (guarded,) = engine.generate("continue", continue_from=source, keep_bars=2, max_bars=4, seed=1,
+                                 copies=CopyIndex.build(corpus_cache))
+    assert guarded.tokens[:len(kept)] == kept
     with pytest.raises(StudioError, match="bars to keep"):
         engine.generate("x", continue_from=source, keep_bars=4, max_bars=4)
+
+
+def test_sampling_is_kept_off_copies_of_the_corpus_it_is_checked_against(gpt_run, corpus_cache):
+    from engines.generation import GENERATORS, Request
+    from engines.generation.copies import CopyIndex
+    from engines.generation.verify import Verifier, draw
+
+    generator = GENERATORS["autoregressive"].load(gpt_run[0] / "autoregressive.pt")
+    assert generator.copy_index() is None                                   # no corpus given: nothing to avoid
+    keys = [generator.batch_key(Request(engine="autoregressive", mode="RED", settings={"avoid_copies": avoid}))
+            for avoid in (True, False)]
+    assert None not in keys and keys[0] != keys[1]                           # guarded rows batch together
+    verifier = Verifier.for_config(load_config(), cache=corpus_cache, judge=None)
+    request = Request(engine="autoregressive", mode="RED", n=1, seed=0, candidates=1,
+                      settings={"max_bars": 1})
+    draw(generator, request, generator.settings_of(request), verifier)
+    assert isinstance(generator.copy_index(), CopyIndex) and generator.copy_index() is verifier.copies
 
 
 def test_a_continuation_that_moves_from_another_mode_leans_half_as_hard_on_its_prompt(gpt_run, corpus_cache):

@@ -38,6 +38,35 @@ def test_to_segments_decodes_a_known_roll(tiny_diffusion):
     assert int(up.notes["pitch"][0]) == 62
 
 
+def test_a_row_that_would_copy_a_training_segment_has_some_of_its_notes_struck(tiny_diffusion, corpus_cache):
+    from engines.generation.copies import CopyIndex
+    from engines.music.notes import notes_to_roll
+    from engines.sampling.diffusion import sample_loop
+
+    index = CopyIndex.build(corpus_cache)
+    d, steps = tiny_diffusion.data, tiny_diffusion.model.steps
+    meta = corpus_cache.segments
+    row = next(int(r) for r in index.rows[::53] if (meta["ts_num"][r], meta["ts_den"][r]) == (4, 4)
+               and meta["note_count"][r] >= 12 and (corpus_cache.segment(int(r)).notes["start"] % 3 == 0).all())
+    theirs = corpus_cache.segment(row)
+    roll = notes_to_roll(theirs.notes, theirs.bar_length, d["segment_bars"], d["steps_per_beat"], d["pitch_low"],
+                         d["pitch_high"])[:, :steps]
+    target = torch.from_numpy(roll > 0).float() * 2 - 1
+    scheduler, metres = tiny_diffusion.scheduler, [METRES.index((4, 4))] * 2
+
+    def memorised(x_t, t):   # a denoiser that predicts the training segment whatever the noise says
+        x0 = target.expand_as(x_t).clone()
+        return x0, scheduler.eps_from_x0(x0, x_t, t)
+
+    def written(denoise):
+        x0 = sample_loop(scheduler, denoise, (2, *target.shape), 12, generator=torch.Generator().manual_seed(0))
+        return tiny_diffusion.to_segments(x0, metres)
+
+    assert all(index.nearest(s)[0] == 1.0 for s in written(memorised))
+    guarded = tiny_diffusion.away_from_copies(memorised, index, metres, seed=0)
+    assert all(index.nearest(s)[0] < index.threshold for s in written(guarded)) and guarded.struck_notes >= 2
+
+
 def test_decoding_starts_held_notes_and_drops_specks():
     from engines.models.roll_decoding import probabilities_to_segments
 
