@@ -47,10 +47,10 @@ class DiffusionSettings:
                                                 ("on the noisy sample (x_t, Dhariwal & Nichol)", "x_t")]))
     metre: str = ""   # e.g. "3/4"; empty: drawn per result from the mode's training metres
     # engines/sampling/copy_guard.py: a result whose clean estimate nearly copies a training segment has some
-    # of the notes it shares with it struck while it is denoised
+    # of the notes it shares with it moved to nearby chord tones while it is denoised
     avoid_copies: bool = field(default=True, metadata=control(
         "Steer away from copying training segments", advanced=True,
-        info="while a result is denoised, notes it shares with a training segment it nearly copies are struck"))
+        info="while a result is denoised, notes it shares with a training segment it nearly copies are moved"))
     candidates: int = candidates_field(8)
 
 

@@ -239,7 +239,7 @@ class TrainedDiffusion:
         and metres); the steps, sampler and guidance are shared. `axis_scale`: how hard the guidance classifier's
         attribute head pulls each row toward the attributes its request asks for (see `denoiser`). `copies` (a
         CopyIndex of the training split): a row whose clean estimate nearly copies a training segment has some
-        of the notes it shares with it struck while it is written (copy_guard.RollAwayFromCopies)."""
+        of the notes it shares with it moved while it is written (copy_guard.RollAwayFromCopies)."""
         total = sum(int(part.n) for part in parts)
         if not parts or not 1 <= total <= MAX_BATCH or any(int(part.n) < 1 for part in parts):
             raise StudioError(f"n must lie in 1..{MAX_BATCH}, got {total}")

@@ -208,16 +208,16 @@ class RollAwayFromCopies:
     row b's roll (its metre's grid); scheduler: the NoiseScheduler (eps_from_x0)."""
 
     def __init__(self, denoise, index, decode, to_roll, scheduler, seed: int = 0, check_below: float = 0.6,
-                 every: int = 6, share: float = 0.35, block_at: float = BLOCK_AT):
+                 every: int = 6, share: float = 0.15, block_at: float = BLOCK_AT):
         self.denoise, self.index, self.decode, self.to_roll = denoise, index, decode, to_roll
         self.scheduler, self.check_below, self.every = scheduler, float(check_below), int(every)
         self.share, self.block_at = float(share), float(block_at)
         self.rng = np.random.default_rng(seed)
         self.calls = 0
-        self.struck: torch.Tensor | None = None   # (B, 2, T, P) bool: cells held silent
-        self.held: torch.Tensor | None = None     # (B, 2, T, P) bool: cells held sounding (the moved notes)
-        self.struck_notes = 0                     # notes moved so far, every row together
-        self.settled: set[int] = set()            # rows found far from every training segment: not looked up again
+        self.silenced: torch.Tensor | None = None   # (B, 2, T, P) bool: cells held silent (the copied notes)
+        self.held: torch.Tensor | None = None       # (B, 2, T, P) bool: cells held sounding (where they went)
+        self.moved_notes = 0                        # notes moved so far, every row together
+        self.settled: set[int] = set()              # rows found far from every training segment: not looked up again
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor):
         x0, eps = self.denoise(x_t, t)
@@ -225,15 +225,15 @@ class RollAwayFromCopies:
         self.calls += late
         if late and (self.calls - 1) % self.every == 0:
             self._move_copies(self._held(x0))
-        if self.struck is not None:
+        if self.silenced is not None:
             x0 = self._held(x0)
             eps = self.scheduler.eps_from_x0(x0, x_t, t)
         return x0, eps
 
     def _held(self, x0: torch.Tensor) -> torch.Tensor:
-        if self.struck is None:
+        if self.silenced is None:
             return x0
-        return x0.masked_fill(self.struck, -1.0).masked_fill(self.held, 1.0)
+        return x0.masked_fill(self.silenced, -1.0).masked_fill(self.held, 1.0)
 
     def _move_copies(self, x0: torch.Tensor) -> None:
         from engines.evaluation.diversity import best_transposition
@@ -258,13 +258,13 @@ class RollAwayFromCopies:
             count = max(1, int(np.ceil(self.share * len(shared))))
             old = shared[np.sort(self.rng.choice(len(shared), count, replace=False))]
             new = substitutes(old, segment.notes, self.rng)
-            if self.struck is None:
-                self.struck = torch.zeros_like(x0, dtype=torch.bool)
+            if self.silenced is None:
+                self.silenced = torch.zeros_like(x0, dtype=torch.bool)
                 self.held = torch.zeros_like(x0, dtype=torch.bool)
-            self.struck[b] |= torch.from_numpy(self.to_roll(b, old)).to(x0.device)
+            self.silenced[b] |= torch.from_numpy(self.to_roll(b, old)).to(x0.device)
             self.held[b] |= torch.from_numpy(self.to_roll(b, new)).to(x0.device)
-            self.held[b] &= ~self.struck[b]
-            self.struck_notes += len(old)
+            self.held[b] &= ~self.silenced[b]
+            self.moved_notes += len(old)
 
 
 SUBSTITUTE_STEPS = tuple(s * d for s in range(1, 10) for d in (1, -1))   # semitones a note may move, nearest first

@@ -64,7 +64,7 @@ def test_a_row_that_would_copy_a_training_segment_has_some_of_its_notes_struck(t
 
     assert all(index.nearest(s)[0] == 1.0 for s in written(memorised))
     guarded = tiny_diffusion.away_from_copies(memorised, index, metres, seed=0)
-    assert all(index.nearest(s)[0] < index.threshold for s in written(guarded)) and guarded.struck_notes >= 2
+    assert all(index.nearest(s)[0] < index.threshold for s in written(guarded)) and guarded.moved_notes >= 2
 
 
 def test_decoding_starts_held_notes_and_drops_specks():

@@ -147,7 +147,7 @@ def test_a_denoiser_that_always_predicts_a_training_segment_is_made_to_vary_it(i
         similarity = index.nearest(segment)[0]
         assert similarity < index.threshold                     # no longer a near copy ...
         assert len(segment.notes) >= len(original.notes) - 2    # ... with its notes moved, not struck
-    assert guarded.struck_notes >= 2 and guarded.struck.shape == guarded.held.shape == shape
+    assert guarded.moved_notes >= 2 and guarded.silenced.shape == guarded.held.shape == shape
 
 
 def test_a_moved_note_goes_to_the_nearest_free_chord_tone_of_what_sounds_with_it():
