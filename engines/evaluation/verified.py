@@ -32,11 +32,11 @@ def verification_report(engine: str, checkpoint: str, cfg: Config, n_per_mode: i
     "latency_ms" {...}, "rejected_copies"} for an engine's checkpoint (module docstring)."""
     from pathlib import Path
 
-    from engines.evaluation.suite import load_generator
-    from engines.generation import Request
+    from engines.generation import GENERATORS, Request
     from engines.generation.verify import Verifier, candidates_per_result, draw
 
-    generator = load_generator(engine, checkpoint, cfg)
+    generator = GENERATORS[engine].load(checkpoint)   # every draw below passes the verifier: it samples kept off
+    # copies with the verifier's index (draw), as the studio does
     settings = generator.settings_for(cfg)
     verifier = verifier or Verifier.for_config(cfg)
     k = candidates or candidates_per_result(generator, Request(engine=engine), settings, verifier)

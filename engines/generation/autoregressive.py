@@ -132,7 +132,7 @@ class AutoregressiveGenerator(GeneratorBase):
                       max_bars=int(settings.max_bars), seed=int(request.seed), continue_from=continue_from,
                       keep_bars=keep if continue_from is not None else 2,
                       guidance_scale=guidance, metre=self._metre(request, mode) if continue_from is None else None,
-                      copies=self.copy_index() if settings.avoid_copies else None)
+                      copies=self.copies_for(settings))
         watch = None
         if on_step is not None:
             budget = self.model.token_budget(prompt, mode, continue_from, kwargs["keep_bars"], kwargs["max_bars"])
@@ -212,9 +212,8 @@ class AutoregressiveGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
-        copies = self.copy_index() if settings[0].avoid_copies else None   # the key: they all ask the same
         spans_written = self.model.sample_groups(prompt, mode, groups, bars, self._metre(jobs[0].request, mode),
-                                                 watch if live else None, copies)
+                                                 watch if live else None, self.copies_for(settings[0]))
         for job, (a, b) in zip(jobs, spans):
             job.finish(partial(self._segments, spans_written[a:b], bars, job.request.tonic))
 

@@ -140,6 +140,11 @@ class GeneratorBase:
             self.training_copies = self.training_copies()
         return self.training_copies
 
+    def copies_for(self, settings):
+        """The CopyIndex sampling with `settings` steers away from: the training split's where the settings ask to
+        avoid copies (engines/sampling/copy_guard.py), else None."""
+        return self.copy_index() if getattr(settings, "avoid_copies", False) else None
+
     @classmethod
     def files_beside(cls, path) -> list:
         """Files `load(path)` also reads beside the checkpoint, which change what it writes (an evaluation is

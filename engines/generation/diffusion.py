@@ -149,9 +149,8 @@ class DiffusionGenerator(GeneratorBase):
                                           **kwargs)
         else:
             metres = self._metres(request, metre)
-            copies = self.copy_index() if settings.avoid_copies else None
             def sample(watch):
-                return self.model.sample(on_step=watch, metre=metre, copies=copies, **kwargs)
+                return self.model.sample(on_step=watch, metre=metre, copies=self.copies_for(settings), **kwargs)
         bar_steps = self._bar_steps(metres)
         watch = None if on_step is None else (lambda i, total, x0: on_step(i, total, (x0, bar_steps)))
         return sample(watch)
@@ -212,9 +211,8 @@ class DiffusionGenerator(GeneratorBase):
             return all(job.done for job in jobs)
 
         live = any(job.on_step is not None for job in jobs)
-        copies = self.copy_index() if settings.avoid_copies else None
-        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None, copies=copies,
-                                              **self._guidance(settings))
+        x0, _ = self.model.sample_rolls_batch(parts, on_step=watch if live else None,
+                                              copies=self.copies_for(settings), **self._guidance(settings))
         for j, (a, b) in enumerate(spans):
             finish(j, x0[a:b])
 

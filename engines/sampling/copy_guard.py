@@ -44,8 +44,6 @@ PITCH_MAY_FOLLOW = ("Position", "Tempo", "Duration")   # RemiGrammar's NEXT: whe
 @dataclass
 class GuardState:
     base: object                                     # the wrapped grammar's state
-    ts_den: int = 4
-    bar_ticks: int = 0                               # ticks per bar of the segment's metre
     onset: int = -1                                  # tick of the current Position
     starts: list = field(default_factory=list)       # written notes (onset tick, pitch)
     pitches: list = field(default_factory=list)
@@ -111,12 +109,9 @@ class CopyGuard:
     def advance(self, state: GuardState, token: int) -> None:
         self.grammar.advance(state.base, token)
         base = state.base
-        if token in self.ts_den_of and state.bar_ticks == 0:
-            state.ts_den = self.ts_den_of[token]
-            state.bar_ticks = base.bar_positions * TICKS_PER_QUARTER * 4 // (state.ts_den * BEAT_RESOLUTION)
         kind = self.grammar.kind_of.get(token)
         if kind == "Position":
-            onset = self._tick(base.position, base.bars, state)
+            onset = self._tick(base)
             if onset != state.onset and state.matched_here is not None:
                 state.matched_here = np.zeros_like(state.matched_here)
             state.onset = onset
@@ -133,10 +128,12 @@ class CopyGuard:
         elif kind == "Bar" and state.matched is not None and base.bars > state.bars_seen:
             self._choose_candidates(state)
 
-    def _tick(self, position: int, bars: int, state: GuardState) -> int:
-        """The onset tick (segment grid, engines/music/notes.py) of Position `position` in bar `bars` (1-based)."""
-        ticks = position * TICKS_PER_QUARTER * 4 / (state.ts_den * BEAT_RESOLUTION)
-        return int(round(ticks)) + (bars - 1) * state.bar_ticks
+    def _tick(self, base) -> int:
+        """The onset tick (segment grid, engines/music/notes.py) of the grammar state's Position in its bar: a
+        position is a BEAT_RESOLUTION-th of the metre's beat (its denominator)."""
+        ticks_per_position = TICKS_PER_QUARTER * 4 / (self.ts_den_of[base.time_signature] * BEAT_RESOLUTION)
+        return int(round(base.position * ticks_per_position)) + (base.bars - 1) * round(
+            base.bar_positions * ticks_per_position)
 
     def _choose_candidates(self, state: GuardState) -> None:
         """Shortlist the training segments the row's notes so far are closest to, and count its matches."""
