@@ -5,13 +5,14 @@
                      per onset cell (the roll decoder's analogue of token accuracy and perplexity)
     active_units     share of latent dims whose posterior mean varies across the test set (variance > 0.01)
     kl               mean KL(q(z|x, mode) || p(z | mode)) per segment
-    consistency      share of prior samples (at the mode's calibrated temperature) the analyzer assigns the requested
-                     mode, per mode and overall
+    consistency      share of prior samples (at the mode's calibrated temperature, not steered) the analyzer assigns
+                     the requested mode, per mode and overall
     attributes       Spearman correlation between the shift along an attribute vector (-2..2) of prior draws
                      and the attribute the analyzer measures on the decoded segments (mean per shift)
     interpolation    decoded neighbours along 10-step slerp paths between two prior draws of one mode differ
                      less than the two endpoints do
-    latency_ms       one 4-bar segment sampled and decoded, median
+    latency_ms       one 4-bar segment sampled and decoded as the studio samples it (steered by the critic beside
+                     the checkpoint, when there is one), median
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import RollDataset
 from engines.errors import StudioError
 from engines.evaluation.reconstruction import note_f1
+from engines.generation import GENERATORS
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.models.trained_vae import TrainedVAE
 from engines.models.vae import gaussian_kl
@@ -131,11 +133,11 @@ def interpolation_smoothness(vae: TrainedVAE, pairs: int, seed: int) -> dict:
             "paths_with_every_step_smaller": round(smooth / pairs, 4)}
 
 
-def latency_ms(vae: TrainedVAE, repeats: int = 30) -> float:
+def latency_ms(vae: TrainedVAE, steer: float = 0.0, repeats: int = 30) -> float:
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        vae.sample(MODES[i % len(MODES)], n=1, seed=i)
+        vae.sample(MODES[i % len(MODES)], n=1, seed=i, steer=steer)
         times.append(time.perf_counter() - start)
     return round(statistics.median(times) * 1000, 3)
 
@@ -144,6 +146,9 @@ def evaluate_vae(checkpoint: str, cfg: Config, n_per_mode: int = 50, test_limit:
                  attribute_samples: int = 24, interpolation_pairs: int = 16) -> dict:
     torch.manual_seed(seed)
     vae = TrainedVAE.load(checkpoint)
+    as_sampled = GENERATORS["vae"].load(checkpoint).model   # with the critic that steers it, when there is one
+    # the step each drawn latent takes toward the asked mode (critic_steering; 0: none, or no critic beside)
+    steer = float(cfg.generation.sampling.vae.steer) if as_sampled.critic is not None else 0.0
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     recon, means, kl = reconstruction(vae, cfg, test_limit, seed)
     variance = means.var(0)
@@ -156,6 +161,7 @@ def evaluate_vae(checkpoint: str, cfg: Config, n_per_mode: int = 50, test_limit:
         "attributes": {name: attribute_response(vae, analyzer, name, attribute_samples, seed)
                        for name in ("rebracketing", "temporal_complexity") if name in vae.vectors},
         "interpolation": interpolation_smoothness(vae, interpolation_pairs, seed),
-        "latency_ms": latency_ms(vae),
+        "latency_ms": latency_ms(as_sampled, steer),
+        "steer": steer,
     }
     return result

@@ -13,6 +13,10 @@ Priors: a request for a mode draws z from the Gaussian finalize fitted to that m
 attribute prior instead (neighbourhood_latents): the mean of a few of the training latents whose measured
 attributes lie nearest the asked ones.
 
+Steering: with a critic attached (the guidance classifier beside the checkpoint), each drawn latent takes one
+signed step toward what its decoded roll should measure: the asked mode, the asked attributes
+(engines/sampling/critic_steering.py; `sample(..., steer=0)` draws as the prior alone does).
+
 Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
 (0.5 if it has none) and the note lasts while the sustain probability >= 0.5; with the config's
 `pitch_window` only the peak of onsets that close in pitch sounds, and a held note ends where such a
@@ -35,6 +39,7 @@ from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_on
                                          probabilities_to_segments, segment_tonic, tonic_shift)
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
+from engines.sampling.critic_steering import STEP_SIZE, steered
 from engines.training.common import load_checkpoint
 
 ONSET_THRESHOLD = 0.5
@@ -92,6 +97,17 @@ class TrainedVAE:
         # p(z | attributes), fitted by finalize (vae_finalize.attribute_prior): training latents encoded with no
         # mode, their attributes in unit scale, and how many neighbours a draw mixes (absent in older runs)
         self.attribute_prior: dict = payload.get("attribute_prior", {})
+        # the guidance classifier whose reading of a decoded roll steers drawn latents (attach_critic; None: none)
+        self.critic = None
+
+    def attach_critic(self, critic) -> None:
+        """Steer drawn latents by `critic` (a TrainedGuidanceClassifier): it must read rolls of this VAE's shape
+        and key handling, and every attribute the VAE is conditioned on (StudioError otherwise)."""
+        from engines.training.vae_critic import check_critic
+
+        check_critic(critic, self.model, "the VAE's critic")
+        critic.model.to(self.device)
+        self.critic = critic
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -122,6 +138,14 @@ class TrainedVAE:
     def decoder_outputs(self, parts: list[tuple[torch.Tensor, str, dict | None]]) -> list[dict]:
         """Several requests' latents decoded in one batch: per (z (B, D), mode, attributes), the decoder's
         outputs for its rows (onset and sustain logits (B, T, P), metre logits, log tempo)."""
+        z, modes, values, given, sizes = self._conditioned(parts)
+        out = self.model.decode(z, modes, values, given)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [{key: value[a:a + size] for key, value in out.items()} for a, size in zip(starts, sizes)]
+
+    def _conditioned(self, parts: list[tuple[torch.Tensor, str, dict | None]]) -> tuple:
+        """Several requests' rows as one batch: latents (B, D), modes (B,), the decoder's attribute values and
+        given flags (B, k) (the asked attributes, and a mode's interior on the axes not asked), rows per part."""
         names = self.model.config.attributes
         latents, modes, values, given, sizes = [], [], [], [], []
         for z, mode, attributes in parts:
@@ -130,9 +154,26 @@ class TrainedVAE:
             part_values, part_given = attribute_tensors(asked, names, z.shape[0], self.device)
             latents.append(z), values.append(part_values), given.append(part_given), sizes.append(z.shape[0])
             modes.append(torch.full((z.shape[0],), mode_index(mode), dtype=torch.long, device=self.device))
-        out = self.model.decode(torch.cat(latents), torch.cat(modes), torch.cat(values), torch.cat(given))
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [{key: value[a:a + size] for key, value in out.items()} for a, size in zip(starts, sizes)]
+        return torch.cat(latents), torch.cat(modes), torch.cat(values), torch.cat(given), sizes
+
+    def steer(self, parts: list[tuple[torch.Tensor, str, dict | None]], step_size: float = STEP_SIZE,
+              prior: str = "fitted") -> list[torch.Tensor]:
+        """Each part's latents (z (n, D), mode, attributes) after one critic step toward the mode and the
+        attributes it asks (critic_steering.steered), all parts in one batch; as they were without a critic
+        or at step 0. Read at the onset threshold `prior`'s samples are decoded with."""
+        if self.critic is None or step_size <= 0 or not parts:
+            return [z for z, _, _ in parts]
+        z, modes, values, given, sizes = self._conditioned(parts)
+        names = self.model.config.attributes
+        asked = [attribute_tensors({k: v for k, v in (attributes or {}).items() if k in names}, names, n,
+                                   self.device) for n, (_, _, attributes) in zip(sizes, parts)]
+        targets, flags = torch.cat([a[0] for a in asked]), torch.cat([a[1] for a in asked])
+        columns = [self.critic.attributes.index(name) for name in names]
+        threshold = self.sampling_threshold(prior)
+        moved = steered(lambda latents: self.model.decode(latents, modes, values, given), self.critic, z, modes,
+                        targets, flags, columns, self.onset_threshold if threshold is None else threshold,
+                        step_size).cpu()
+        return list(moved.split(sizes))
 
     def outputs_to_segments(self, out: dict, tonic: str | None = None, onset_threshold: float | None = None,
                             metre: tuple[int, int] | None = None) -> list[Segment]:
@@ -214,10 +255,13 @@ class TrainedVAE:
 
     def sample(self, mode: str = WHITE, n: int = 1, temperature: float = 1.0, seed: int = 0,
                attributes: dict | None = None, tonic: str | None = None,
-               prior: str = "fitted", metre: tuple[int, int] | None = None) -> tuple[list[Segment], torch.Tensor]:
-        """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D). `metre` (e.g.
-        (3, 4)): of METRE_POOL latents per result, the n whose metre head most expects it, written in it."""
+               prior: str = "fitted", metre: tuple[int, int] | None = None,
+               steer: float = STEP_SIZE) -> tuple[list[Segment], torch.Tensor]:
+        """n segments sampled under `mode` (WHITE = unconditioned), and their latents (n, D), steered by the
+        critic when one is attached (`steer`: the step; 0 = the prior's draw as it is). `metre` (e.g. (3, 4)):
+        of METRE_POOL latents per result, the n whose metre head most expects it, written in it."""
         z = self.prior_latents(mode, n, temperature, seed, prior, metre, attributes)
+        [z] = self.steer([(z, mode, attributes)], steer, prior)
         return self.decode(z, mode, attributes, tonic, self.sampling_threshold(prior), metre), z
 
     def prior_latents(self, mode: str, n: int, temperature: float, seed: int, prior: str,

@@ -297,7 +297,11 @@ def verification_section(report: dict) -> list[str]:
                     "are checked against the whole train split."
                   + (" Both sample kept off copies (`avoid_copies`, docs/generation.md); `evaluate --set "
                      f"generation.sampling.{report.get('engine', 'E')}.avoid_copies=false` measures the model alone."
-                     if report.get("avoid_copies", report.get("sampler", {}).get("avoid_copies")) else "")]
+                     if report.get("avoid_copies", report.get("sampler", {}).get("avoid_copies")) else "")
+                  + (f" Both steer each drawn latent by one signed step of {report['steer']} toward the asked mode "
+                     "and axes, read by the guidance classifier (`steer`, docs/vae.md); `evaluate --set "
+                     "generation.sampling.vae.steer=0` measures the prior's draws as they are."
+                     if report.get("steer") else "")]
     return lines
 
 
