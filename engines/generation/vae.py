@@ -6,8 +6,8 @@ start from, it writes variations of it: each latent is drawn as usual, then sler
 latent (its posterior mean) by `follow` (0: as drawn, 1: the segment itself), so the results stay near it in
 the latent space; arranging a piece follows each window on from the bars before it this way.
 
-With the guidance classifier beside the checkpoint, each drawn latent first takes one signed step toward what
-the request asks, read by that classifier from its decoded roll (`steer`; engines/sampling/critic_steering.py).
+With the judge beside the checkpoint, each drawn latent first takes one signed step toward what the request
+asks, as the judge reads its decoded roll (`steer`; engines/sampling/critic_steering.py).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class VAESettings:
                                            info="where latents are drawn from", advanced=True))
     # with a segment to start from: how far each drawn latent is slerped toward that segment's own
     follow: float = field(default=0.5, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1"))
-    # one signed step of each drawn latent toward the asked mode and attributes, as the critic reads its roll
-    # (0 = the prior's draw as it is): raw results heard as asked 0.76 -> 0.82 on tuning seeds (docs/vae.md)
+    # one signed step of each drawn latent toward the asked mode and attributes, as the judge reads its roll
+    # (0 = the prior's draw as it is): raw results heard as asked 0.76 -> 0.85 on tuning seeds (docs/vae.md)
     steer: float = field(default=STEP_SIZE, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1")
                          | control("Critic steering (a step toward the asked mode; 0 = off)", 0.0, 0.5, 0.05,
                                    advanced=True))
@@ -58,30 +58,29 @@ class VAEGenerator(GeneratorBase):
 
     @classmethod
     def load(cls, path, device="cpu") -> "VAEGenerator":
-        """The VAE, with the guidance classifier beside it (`guidance-classifier.pt`) as the critic that steers
-        drawn latents when there is one; a broken or unfit classifier file is logged and the VAE samples
-        unsteered."""
+        """The VAE, with the judge beside it (`judge.pt`) as the critic that steers drawn latents when there is
+        one; a broken or unfit judge file is logged and the VAE samples unsteered."""
         from engines.models.trained_vae import TrainedVAE
 
         model = TrainedVAE.load(path, device=device)
-        [critic] = cls.files_beside(path)
-        if critic.is_file():
-            from engines.models.guidance_classifier import TrainedGuidanceClassifier
+        [judge] = cls.files_beside(path)
+        if judge.is_file():
+            from engines.models.chromatic_judge import TrainedJudge
 
             try:
-                model.attach_critic(TrainedGuidanceClassifier.load(critic, device=model.device))
+                model.attach_critic(TrainedJudge.load(judge, device=model.device))
             except Exception as exc:  # noqa: BLE001  (the VAE then samples as its prior draws)
                 import logging
 
-                logging.getLogger("engines.generation").warning("VAE critic %s not attached: %s", critic, exc)
+                logging.getLogger("engines.generation").warning("VAE critic %s not attached: %s", judge, exc)
         return cls(model)
 
     @classmethod
     def files_beside(cls, path) -> list:
-        """The guidance classifier loaded with the VAE (it steers drawn latents)."""
+        """The judge loaded with the VAE (it steers drawn latents)."""
         from pathlib import Path
 
-        return [Path(path).with_name("guidance-classifier.pt")]
+        return [Path(path).with_name("judge.pt")]
 
     def for_mode(self, settings: VAESettings, mode: str) -> VAESettings:
         """The settings `mode` is sampled with: a temperature left unset takes the checkpoint's calibration for

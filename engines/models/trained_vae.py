@@ -13,8 +13,8 @@ Priors: a request for a mode draws z from the Gaussian finalize fitted to that m
 attribute prior instead (neighbourhood_latents): the mean of a few of the training latents whose measured
 attributes lie nearest the asked ones.
 
-Steering: with a critic attached (the guidance classifier beside the checkpoint), each drawn latent takes one
-signed step toward what its decoded roll should measure: the asked mode, the asked attributes
+Steering: with a critic attached (the judge beside the checkpoint), each drawn latent takes one signed step
+toward what its decoded roll should measure: the asked mode, the asked attributes
 (engines/sampling/critic_steering.py; `sample(..., steer=0)` draws as the prior alone does).
 
 Decoding: a step starts a note where the onset probability reaches the checkpoint's calibrated threshold
@@ -39,7 +39,8 @@ from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_on
                                          probabilities_to_segments, segment_tonic, tonic_shift)
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
 from engines.sampling import latent as latent_ops
-from engines.sampling.critic_steering import STEP_SIZE, steered
+from engines.models.chromatic_judge import JUDGE_ATTRIBUTES
+from engines.sampling.critic_steering import STEP_SIZE, judge_reader, steered
 from engines.training.common import load_checkpoint
 
 ONSET_THRESHOLD = 0.5
@@ -97,17 +98,25 @@ class TrainedVAE:
         # p(z | attributes), fitted by finalize (vae_finalize.attribute_prior): training latents encoded with no
         # mode, their attributes in unit scale, and how many neighbours a draw mixes (absent in older runs)
         self.attribute_prior: dict = payload.get("attribute_prior", {})
-        # the guidance classifier whose reading of a decoded roll steers drawn latents (attach_critic; None: none)
+        # the judge whose reading of a decoded roll steers drawn latents (attach_critic; None: none), and its
+        # reader over this VAE's attributes (critic_steering.judge_reader)
         self.critic = None
+        self._read = None
 
-    def attach_critic(self, critic) -> None:
-        """Steer drawn latents by `critic` (a TrainedGuidanceClassifier): it must read rolls of this VAE's shape
-        and key handling, and every attribute the VAE is conditioned on (StudioError otherwise)."""
-        from engines.training.vae_critic import check_critic
-
-        check_critic(critic, self.model, "the VAE's critic")
-        critic.model.to(self.device)
-        self.critic = critic
+    def attach_critic(self, judge) -> None:
+        """Steer drawn latents by `judge` (a TrainedJudge): it must read rolls of this VAE's shape and pitch range
+        and every attribute the VAE is conditioned on (StudioError otherwise)."""
+        names = self.model.config.attributes
+        shape = (self.model.steps, self.model.pitches, self.data.get("pitch_low", 21))
+        read_shape = (judge.model.steps, judge.model.pitches, judge.model.pitch_low)
+        if read_shape != shape:
+            raise StudioError(f"the VAE's critic reads {read_shape[0]}x{read_shape[1]} rolls from pitch "
+                              f"{read_shape[2]}; this VAE writes {shape[0]}x{shape[1]} from pitch {shape[2]}")
+        missing = [name for name in names if name not in JUDGE_ATTRIBUTES]
+        if missing:
+            raise StudioError(f"the VAE's critic reads no {missing[0]} (it reads: {', '.join(JUDGE_ATTRIBUTES)})")
+        judge.model.to(self.device)
+        self.critic, self._read = judge, judge_reader(judge.model, names)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TrainedVAE":
@@ -168,11 +177,9 @@ class TrainedVAE:
         asked = [attribute_tensors({k: v for k, v in (attributes or {}).items() if k in names}, names, n,
                                    self.device) for n, (_, _, attributes) in zip(sizes, parts)]
         targets, flags = torch.cat([a[0] for a in asked]), torch.cat([a[1] for a in asked])
-        columns = [self.critic.attributes.index(name) for name in names]
         threshold = self.sampling_threshold(prior)
-        moved = steered(lambda latents: self.model.decode(latents, modes, values, given), self.critic, z, modes,
-                        targets, flags, columns, self.onset_threshold if threshold is None else threshold,
-                        step_size).cpu()
+        moved = steered(lambda latents: self.model.decode(latents, modes, values, given), self._read, z, modes,
+                        targets, flags, self.onset_threshold if threshold is None else threshold, step_size).cpu()
         return list(moved.split(sizes))
 
     def outputs_to_segments(self, out: dict, tonic: str | None = None, onset_threshold: float | None = None,

@@ -279,7 +279,8 @@ def verification_section(report: dict) -> list[str]:
              f"| mode heard by the analyzer | {consistency['raw']['overall']:.0%} | "
              f"{consistency['verified']['overall']:.0%} |"]
     if "raw" in judge and "verified" in judge:
-        lines.append(f"| mode heard by the judge (which selects) | {judge['raw']['overall']:.0%} | "
+        role = "which selects and steers" if report.get("steer") else "which selects"
+        lines.append(f"| mode heard by the judge ({role}) | {judge['raw']['overall']:.0%} | "
                      f"{judge['verified']['overall']:.0%} |")
     lines += [f"| {mode} (analyzer) | {consistency['raw']['per_mode'].get(mode, 0):.0%} | "
               f"{consistency['verified']['per_mode'].get(mode, 0):.0%} |" for mode in MODES]
@@ -299,7 +300,7 @@ def verification_section(report: dict) -> list[str]:
                      f"generation.sampling.{report.get('engine', 'E')}.avoid_copies=false` measures the model alone."
                      if report.get("avoid_copies", report.get("sampler", {}).get("avoid_copies")) else "")
                   + (f" Both steer each drawn latent by one signed step of {report['steer']} toward the asked mode "
-                     "and axes, read by the guidance classifier (`steer`, docs/vae.md); `evaluate --set "
+                     "and axes, as the judge reads it (`steer`, docs/vae.md); `evaluate --set "
                      "generation.sampling.vae.steer=0` measures the prior's draws as they are."
                      if report.get("steer") else "")]
     return lines

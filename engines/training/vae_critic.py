@@ -30,24 +30,19 @@ CRITIC_ONSET_THRESHOLD = 0.775   # the shipped VAE's sampling threshold (vae_fin
 
 
 def load_critic(path: str, model: ChromaticVAE, device) -> TrainedGuidanceClassifier:
-    """The frozen critic for `model` (check_critic)."""
+    """The frozen critic for `model`: a guidance classifier whose attribute head reads every attribute the VAE
+    is conditioned on, on rolls of its shape and key handling."""
     critic = TrainedGuidanceClassifier.load(path, device)
-    check_critic(critic, model, f"model.vae.critic: '{path}'")
-    return critic
-
-
-def check_critic(critic: TrainedGuidanceClassifier, model: ChromaticVAE, label: str) -> None:
-    """StudioError unless `critic` is a guidance classifier whose attribute head reads every attribute the VAE
-    is conditioned on, on rolls of its shape and key handling. `label` names the critic in the message."""
     missing = [a for a in model.config.attributes if a not in critic.attributes]
     if missing:
-        raise StudioError(f"{label} reads no {missing[0]} (its attribute head reads: "
+        raise StudioError(f"model.vae.critic: '{path}' reads no {missing[0]} (its attribute head reads: "
                           f"{', '.join(critic.attributes) or 'nothing'}); train one with the VAE's attributes")
     if (critic.model.steps, critic.model.pitches) != (model.steps, model.pitches) or \
             critic.model.config.key_to_c != model.config.key_to_c:
-        raise StudioError(f"{label} reads {critic.model.steps}x{critic.model.pitches} rolls "
+        raise StudioError(f"model.vae.critic: '{path}' reads {critic.model.steps}x{critic.model.pitches} rolls "
                           f"(key_to_c {critic.model.config.key_to_c}), this VAE writes {model.steps}x"
                           f"{model.pitches} (key_to_c {model.config.key_to_c})")
+    return critic
 
 
 def straight_through_roll(out: dict, threshold: float = CRITIC_ONSET_THRESHOLD) -> torch.Tensor:
