@@ -17,7 +17,6 @@ from typing import Literal
 from engines.errors import StudioError
 from engines.generation.base import GeneratorBase, candidates_field, Request
 from engines.generation.musical import metre_of
-from engines.sampling.critic_steering import STEP_SIZE
 from engines.settings import check, control
 
 
@@ -42,7 +41,8 @@ class VAESettings:
     follow: float = field(default=0.5, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1"))
     # one signed step of each drawn latent toward the asked mode and attributes, as the judge reads its roll
     # (0 = the prior's draw as it is): raw results heard as asked 0.76 -> 0.85 on tuning seeds (docs/vae.md)
-    steer: float = field(default=STEP_SIZE, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1")
+    # (critic_steering.STEP_SIZE, written out: the studio imports these settings without torch)
+    steer: float = field(default=0.15, metadata=check(lambda v: 0 <= v <= 1, "a number in 0..1")
                          | control("Critic steering (a step toward the asked mode; 0 = off)", 0.0, 0.5, 0.05,
                                    advanced=True))
 

@@ -101,6 +101,12 @@ def test_the_judge_is_read_in_unit_scale(shipped_steered_vae):
     assert torch.allclose(read[0], torch.stack([(raw[0, 3] + 1) / 2, raw[0, 2]]))   # valence -1..1 -> 0..1
 
 
+def test_the_studio_steers_by_the_default_step():
+    from engines.generation.vae import VAESettings
+
+    assert VAESettings().steer == STEP_SIZE == load_config().generation.sampling.vae.steer
+
+
 def test_sample_steers_by_default_and_not_at_step_0(steered_vae):
     _, drawn = steered_vae.sample("ORANGE", n=3, seed=4, steer=0.0)
     _, moved = steered_vae.sample("ORANGE", n=3, seed=4)
