@@ -86,7 +86,8 @@ def consistency(vae: TrainedVAE, analyzer: ChromaticAnalyzer, n_per_mode: int, s
     per_mode = {}
     for i, mode in enumerate(MODES):
         # at the temperature a request that sets none gets (the checkpoint's calibration for the mode)
-        segments, _ = vae.sample(mode, n=n_per_mode, temperature=vae.temperature_for(mode), seed=seed + i)
+        segments, _ = vae.sample(mode, n=n_per_mode, temperature=vae.temperature_for(mode), seed=seed + i,
+                                 steer=0.0)
         analyses = _analyze_all(analyzer, segments)
         per_mode[mode] = round(sum(a is not None and a.mode == mode for a in analyses) / n_per_mode, 4)
     return {"overall": round(float(np.mean(list(per_mode.values()))), 4), "per_mode": per_mode}
@@ -145,10 +146,9 @@ def latency_ms(vae: TrainedVAE, steer: float = 0.0, repeats: int = 30) -> float:
 def evaluate_vae(checkpoint: str, cfg: Config, n_per_mode: int = 50, test_limit: int = 2000, seed: int = 0,
                  attribute_samples: int = 24, interpolation_pairs: int = 16) -> dict:
     torch.manual_seed(seed)
-    vae = TrainedVAE.load(checkpoint)
-    as_sampled = GENERATORS["vae"].load(checkpoint).model   # with the critic that steers it, when there is one
-    # the step each drawn latent takes toward the asked mode (critic_steering; 0: none, or no critic beside)
-    steer = float(cfg.generation.sampling.vae.steer) if as_sampled.critic is not None else 0.0
+    vae = GENERATORS["vae"].load(checkpoint).model   # with the judge that steers it (latency), when there is one
+    # the step each drawn latent takes toward the asked mode (critic_steering; 0: none, or no judge beside)
+    steer = float(cfg.generation.sampling.vae.steer) if vae.critic is not None else 0.0
     analyzer = ChromaticAnalyzer(cfg.analyzer)
     recon, means, kl = reconstruction(vae, cfg, test_limit, seed)
     variance = means.var(0)
@@ -161,7 +161,7 @@ def evaluate_vae(checkpoint: str, cfg: Config, n_per_mode: int = 50, test_limit:
         "attributes": {name: attribute_response(vae, analyzer, name, attribute_samples, seed)
                        for name in ("rebracketing", "temporal_complexity") if name in vae.vectors},
         "interpolation": interpolation_smoothness(vae, interpolation_pairs, seed),
-        "latency_ms": latency_ms(as_sampled, steer),
+        "latency_ms": latency_ms(vae, steer),
         "steer": steer,
     }
     return result

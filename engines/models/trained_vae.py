@@ -38,8 +38,8 @@ from engines.models.latent_map import LatentMap
 from engines.models.roll_decoding import (DEFAULT_VELOCITY, TONICS, neighbour_onsets, pitch_peaks,  # noqa: F401
                                          probabilities_to_segments, segment_tonic, tonic_shift)
 from engines.models.vae import ChromaticVAE, model_from_checkpoint
-from engines.sampling import latent as latent_ops
 from engines.models.chromatic_judge import JUDGE_ATTRIBUTES
+from engines.sampling import latent as latent_ops
 from engines.sampling.critic_steering import STEP_SIZE, judge_reader, steered
 from engines.training.common import load_checkpoint
 
