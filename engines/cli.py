@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, metavar="K",
                    help="verified generation: draw K candidates per result, return the best by the judge, never a "
                         "copy of a training segment (default: the engine's, generation.sampling.<engine>."
-                        "candidates: VAE 32, diffusion and GPT 8; 1 = the raw model, unchecked). K candidates "
+                        "candidates: VAE 16, diffusion and GPT 8; 1 = the raw model, unchecked). K candidates "
                         "cost about K times one draw")
     p.add_argument("--rebracketing", type=float, help="target rebracketing 0..1 (VAE and diffusion condition on it; "
                                                       "verification ranks by it)")

@@ -28,9 +28,10 @@ class VAESettings:
                                                                    "a number in (0, 5], or null: the mode's")
                                       | control("Temperature (prior spread; as calibrated for the mode until you "
                                                 "move it)", 0.1, 2.0, 0.05))
-    # 32 candidates cost less than one diffusion step (2.6 ms a segment); best of 16 by the judge already
-    # raised analyzer consistency from 0.38 to 0.94 on tuning seeds (issue 17)
-    candidates: int = candidates_field(32)
+    # best of 16 by the judge raised analyzer consistency from 0.38 to 0.94 on tuning seeds (issue 17); with each
+    # candidate steered (about 5 ms a segment in a batch) 16 keep every held-out result heard as asked in 90 ms,
+    # where 32 took 132 ms (docs/vae.md)
+    candidates: int = candidates_field(16)
     # the Gaussian fitted to each mode's clearest training latents (finalize) hears the mode more often than
     # the network's own prior: raw analyzer consistency 0.375 -> 0.52 on the first checkpoint (issue 19)
     prior: Literal["fitted", "network"] = field(

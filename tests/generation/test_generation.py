@@ -48,7 +48,7 @@ def test_every_generator_loads_runs_and_repeats_itself_for_a_seed(name, tiny_che
             assert (segment.notes["duration"] > 0).all() and segment.notes["start"].max() < segment.length
     again = generator.run(request)
     assert [s.notes.tolist() for s in again] == [s.notes.tolist() for s in first]
-    assert generator.Settings is type(settings) and settings.candidates == {"vae": 32}.get(name, 8)
+    assert generator.Settings is type(settings) and settings.candidates == {"vae": 16}.get(name, 8)
 
 
 @pytest.mark.parametrize("name", list(GENERATORS))
