@@ -85,8 +85,8 @@ def test_cli_evaluate(vae_checkpoint, tmp_path, capsys):
     interpolation = result["interpolation"]
     assert interpolation["pairs"] == 16
     assert 0 <= interpolation["paths_with_every_step_smaller"] <= 1
-    # beside the raw model, verified generation measured the same way (evaluate's default: the VAE's K = 32)
-    assert result["verification"]["candidates"] == 32 and result["latency_ms"]["raw"] > 0
+    # beside the raw model, verified generation measured the same way (evaluate's default: the VAE's K = 16)
+    assert result["verification"]["candidates"] == 16 and result["latency_ms"]["raw"] > 0
     assert result["latency_ms"]["verified"] > 0 and result["latency_ms"]["engine"] > 0
     for kind in ("raw", "verified"):
         assert 0 <= consistency[kind]["overall"] <= 1 and set(consistency[kind]["per_mode"]) == set(MODES)

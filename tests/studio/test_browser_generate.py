@@ -18,13 +18,13 @@ def test_generate_with_the_vae_and_hear_it(page):
     page.wait_for_function("() => document.querySelector('#generate-status')?.innerText.includes('segments;')")
     status = page.inner_text("#generate-status")
     assert "4 segments; the analyzer hears BLUE in" in status
-    # the VAE's 32 candidates per result (more rounds when the judge hears too few as BLUE), ranked by the judge
-    assert re.search(r"\d+ of (128|256|384|512) candidates heard as BLUE by the judge; showing the best 4\.", status)
+    # the VAE's 16 candidates per result (more rounds when the judge hears too few as BLUE), ranked by the judge
+    assert re.search(r"\d+ of (64|128|192|256) candidates heard as BLUE by the judge; showing the best 4\.", status)
     assert re.search(r"Took \d+\.\d\d s\.$", status.strip())   # request to results, as the musician waited
     readout = page.locator("#generated-readout-0")
     readout.wait_for()
     assert "VAE · BLUE · seed 0 · #1" in readout.inner_text()
-    assert "Checked: ranked 1 of the candidates drawn (32 per result)" in readout.inner_text()
+    assert "Checked: ranked 1 of the candidates drawn (16 per result)" in readout.inner_text()
     page.wait_for_selector("#generated-roll-0 .js-plotly-plot .main-svg")
     assert page.locator("#generated-readout-4").is_hidden()  # only the 4 asked-for variations show
     # playing a result moves a playhead along its roll, in step with the audio
