@@ -11,7 +11,7 @@
                      and the attribute the analyzer measures on the decoded segments (mean per shift)
     interpolation    decoded neighbours along 10-step slerp paths between two prior draws of one mode differ
                      less than the two endpoints do
-    latency_ms       one 4-bar segment sampled and decoded as the studio samples it (steered by the critic beside
+    latency_ms       one 4-bar segment sampled and decoded as the studio samples it (steered by the judge beside
                      the checkpoint, when there is one), median
 """
 from __future__ import annotations

@@ -114,6 +114,19 @@ class Generator(Protocol):
     def run_batch(self, jobs: list) -> None: ...
 
 
+def attach_beside(file, load: Callable, attach: Callable, what: str) -> None:
+    """attach(load(file)) when `file` (a model an engine reads beside its checkpoint) exists; a broken or unfit
+    one is logged and the engine goes on without it."""
+    if not file.is_file():
+        return
+    try:
+        attach(load(file))
+    except Exception as exc:  # noqa: BLE001  (the engine then samples without it)
+        import logging
+
+        logging.getLogger("engines.generation").warning("%s %s not attached: %s", what, file, exc)
+
+
 class GeneratorBase:
     """Shared plumbing: settings from the config and a request, and the checks every engine makes."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engines.errors import StudioError
-from engines.generation.base import GeneratorBase, candidates_field, Preview, Request
+from engines.generation.base import GeneratorBase, attach_beside, candidates_field, Preview, Request
 from engines.generation.musical import metre_of
 from engines.settings import check, control
 
@@ -71,23 +71,17 @@ class DiffusionGenerator(GeneratorBase):
         broken classifier file is logged and generation goes on without it."""
         from pathlib import Path
 
+        from engines.models.guidance_classifier import TrainedGuidanceClassifier
         from engines.models.trained_diffusion import TrainedDiffusion
 
         model = TrainedDiffusion.load(path, device=device)
         if classifier_path and not Path(classifier_path).is_file():
             raise StudioError(f"no guidance classifier at '{classifier_path}': train one with `python -m engines "
                               "train --engine guidance-classifier` and pass --classifier RUN/best.pt")
-        classifier = Path(classifier_path) if classifier_path else cls.files_beside(path)[0]
-        if classifier.is_file():
-            from engines.models.guidance_classifier import TrainedGuidanceClassifier
-
-            try:
-                model.classifier = TrainedGuidanceClassifier.load(classifier, device=model.device)
-            except Exception as exc:  # noqa: BLE001  (classifier guidance then says it has no classifier)
-                import logging
-
-                logging.getLogger("engines.generation").warning("guidance classifier %s not attached: %s",
-                                                                classifier, exc)
+        # without one, classifier guidance says it has no classifier
+        attach_beside(Path(classifier_path) if classifier_path else cls.files_beside(path)[0],
+                      lambda file: TrainedGuidanceClassifier.load(file, device=model.device),
+                      lambda classifier: setattr(model, "classifier", classifier), "guidance classifier")
         return cls(model)
 
     @classmethod

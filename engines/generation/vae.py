@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engines.errors import StudioError
-from engines.generation.base import GeneratorBase, candidates_field, Request
+from engines.generation.base import GeneratorBase, attach_beside, candidates_field, Request
 from engines.generation.musical import metre_of
 from engines.settings import check, control
 
@@ -63,17 +63,11 @@ class VAEGenerator(GeneratorBase):
         one; a broken or unfit judge file is logged and the VAE samples unsteered."""
         from engines.models.trained_vae import TrainedVAE
 
+        from engines.models.chromatic_judge import TrainedJudge
+
         model = TrainedVAE.load(path, device=device)
-        [judge] = cls.files_beside(path)
-        if judge.is_file():
-            from engines.models.chromatic_judge import TrainedJudge
-
-            try:
-                model.attach_critic(TrainedJudge.load(judge, device=model.device))
-            except Exception as exc:  # noqa: BLE001  (the VAE then samples as its prior draws)
-                import logging
-
-                logging.getLogger("engines.generation").warning("VAE critic %s not attached: %s", judge, exc)
+        attach_beside(cls.files_beside(path)[0], lambda file: TrainedJudge.load(file, device=model.device),
+                      model.attach_critic, "VAE critic")
         return cls(model)
 
     @classmethod

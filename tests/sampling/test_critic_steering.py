@@ -118,6 +118,8 @@ def test_the_generator_attaches_the_judge_beside_its_checkpoint_and_steers_as_as
     alone = GENERATORS["vae"].load(tmp_path / "vae.pt")
     assert alone.model.critic is None
     assert GENERATORS["vae"].files_beside(tmp_path / "vae.pt") == [tmp_path / "judge.pt"]
+    (tmp_path / "judge.pt").write_bytes(b"not a checkpoint")                 # logged; the VAE samples unsteered
+    assert GENERATORS["vae"].load(tmp_path / "vae.pt").model.critic is None
     shutil.copyfile(JUDGE, tmp_path / "judge.pt")
     generator = GENERATORS["vae"].load(tmp_path / "vae.pt")
     assert generator.model.critic is not None
