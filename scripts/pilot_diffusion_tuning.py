@@ -37,7 +37,8 @@ from engines.data.prepare import ensure_corpus_cache
 from engines.data.torch_dataset import metre_index
 from engines.generation import GENERATORS, Request
 from engines.generation.copies import CopyIndex
-from engines.models.denoiser import diffusion_loss, loss_weights, model_from_checkpoint, roll_to_unit
+from engines.models.conditioning import CONDITION_ATTRIBUTES, unit_value
+from engines.models.denoiser import diffusion_loss, model_from_checkpoint, roll_to_unit, row_errors
 from engines.music.analyzer import MODES, ChromaticAnalyzer
 from engines.music.notes import notes_to_roll, ticks_per_step
 from engines.sampling.diffusion import NoiseScheduler
@@ -46,11 +47,12 @@ from engines.training.diffusion_trainer import _datasets
 
 SHIPPED = "assets/checkpoints/diffusion.pt"
 DEVICE = pick_device()   # CUDA when present (a lease), else the CPU
-BATCH_KEYS = ("roll", "valid", "mode", "conditions", "metre", "log_tempo")
+BATCH_KEYS = ("roll", "valid", "mode", "conditions", "metre")   # what diffusion_loss reads of a batch
 
 
 def sample(args) -> None:
     cfg = load_config()
+    data = cfg.data
     generator = GENERATORS["diffusion"].load(SHIPPED, device=DEVICE)
     analyzer, copies = ChromaticAnalyzer(), CopyIndex.build(ensure_corpus_cache(cfg))
     out = {key: [] for key in ("ok", "roll", "mode", "conditions", "metre", "valid")}
@@ -61,28 +63,29 @@ def sample(args) -> None:
                 if not len(segment.notes):
                     continue
                 analysis = analyzer.analyze(segment)
-                axes = analysis.axes
+                measured = {**analysis.axes, "rebracketing": analysis.rebracketing,
+                            "temporal_complexity": analysis.temporal_complexity}
                 out["ok"].append(analysis.mode == mode and not copies.is_copy(segment))
-                out["roll"].append(torch.from_numpy(notes_to_roll(segment.notes, segment.bar_length, 4, 4, 21, 108)))
+                out["roll"].append(torch.from_numpy(notes_to_roll(segment.notes, segment.bar_length, data.segment_bars,
+                                                                  data.steps_per_beat, data.pitch_low,
+                                                                  data.pitch_high)))
                 out["mode"].append(m)
-                out["conditions"].append([analysis.rebracketing, analysis.temporal_complexity, axes["energy"],
-                                          (axes["valence"] + 1) / 2, axes["tension"], axes["intimacy"],
-                                          axes["motion"]])
+                out["conditions"].append([unit_value(name, measured[name]) for name in CONDITION_ATTRIBUTES])
                 out["metre"].append(metre_index(segment.ts_num, segment.ts_den))
-                out["valid"].append(min(64, 4 * segment.bar_length // ticks_per_step(segment.bar_length, 4)))
+                step = ticks_per_step(segment.bar_length, data.steps_per_beat)
+                out["valid"].append(min(data.roll_steps, data.segment_bars * segment.bar_length // step))
         print(mode, "ok", round(float(np.mean([ok for ok, k in zip(out["ok"], out["mode"]) if k == m])), 3), flush=True)
     torch.save(out, args.out)
 
 
 def own_samples(path) -> dict:
     """The sampled set as tensors: roll (N, 2, T, P), valid (N, T), mode, conditions (N, 7), metre, ok."""
-    data = torch.load(path)
-    valid = torch.zeros(len(data["mode"]), 64, dtype=torch.bool)
-    for i, steps in enumerate(data["valid"]):
-        valid[i, :steps] = True
-    own = {"roll": torch.stack(data["roll"]).float(), "valid": valid, "mode": torch.tensor(data["mode"]),
+    data = torch.load(path, weights_only=True)
+    roll = torch.stack(data["roll"]).float()
+    valid = torch.arange(roll.shape[2])[None, :] < torch.tensor(data["valid"])[:, None]    # (N, T)
+    own = {"roll": roll, "valid": valid, "mode": torch.tensor(data["mode"]),
            "conditions": torch.tensor(data["conditions"], dtype=torch.float32), "metre": torch.tensor(data["metre"]),
-           "log_tempo": torch.zeros(len(data["mode"])), "ok": torch.tensor(data["ok"])}
+           "ok": torch.tensor(data["ok"])}
     return {key: value.to(DEVICE) for key, value in own.items()}
 
 
@@ -91,11 +94,20 @@ def real_batch(train_set, rng, n: int) -> dict:
     return {key: torch.stack([torch.as_tensor(item[key]) for item in items]).to(DEVICE) for key in BATCH_KEYS}
 
 
+def shipped() -> tuple[dict, torch.nn.Module, NoiseScheduler]:
+    """The shipped checkpoint's payload, its denoiser (on DEVICE, in eval mode) and the scheduler it was trained
+    with."""
+    payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    model = model_from_checkpoint(payload).to(DEVICE)
+    config = model.config
+    return payload, model, NoiseScheduler(config.num_steps, config.noise_schedule, config.prediction)
+
+
 def tune(args, step_fn) -> None:
     """The loop both tunings share: step_fn(model, rng) -> loss; a checkpoint every --save minutes."""
     torch.manual_seed(0)
-    payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)
-    model = model_from_checkpoint(payload).to(DEVICE).train()
+    payload, model, _ = shipped()
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).eval() if args.ema else None
     rng, started, next_save, step = np.random.default_rng(0), time.time(), args.save, 0
@@ -122,10 +134,8 @@ def tune(args, step_fn) -> None:
 
 
 def distil(args) -> None:
-    cfg = load_config()
-    dc = cfg.model.diffusion
-    scheduler = NoiseScheduler(dc.num_steps, dc.noise_schedule, dc.prediction)
-    train_set, _ = _datasets(cfg)
+    _, _, scheduler = shipped()
+    train_set, _ = _datasets(load_config())
     own = own_samples(args.samples)
     kept = own["ok"].cpu().numpy()
     by_mode = [np.flatnonzero((own["mode"].cpu().numpy() == m) & kept) for m in range(len(MODES))]
@@ -143,26 +153,23 @@ def distil(args) -> None:
 
 
 def prefer(args) -> None:
-    cfg = load_config()
-    train_set, _ = _datasets(cfg)
-    own = own_samples(args.samples)
-    reference = model_from_checkpoint(torch.load(SHIPPED, map_location="cpu", weights_only=True)).to(DEVICE)
+    _, reference, scheduler = shipped()
     reference.requires_grad_(False)
     config = reference.config
-    scheduler = NoiseScheduler(config.num_steps, config.noise_schedule, config.prediction)
+    train_set, _ = _datasets(load_config())
+    own = own_samples(args.samples)
     modes, ok = own["mode"].cpu().numpy(), own["ok"].cpu().numpy()
     good = {m: np.flatnonzero((modes == m) & ok) for m in range(len(MODES))}
     bad = {m: np.flatnonzero((modes == m) & ~ok) for m in range(len(MODES))}
     usable = [m for m in good if len(good[m]) and len(bad[m])]
 
-    def errors(net, x0, xt, t, rows):
-        """(B,) the plain loss of each row (x0 prediction, min-SNR weighted, over its valid steps)."""
+    def errors(net, x0, noise, t, rows):
+        """(B,) the plain loss of each row (diffusion_loss's, per row)."""
         values = own["conditions"][rows][:, net.attribute_columns]
-        prediction = net(xt, t, own["mode"][rows], values, torch.ones_like(values), own["metre"][rows])
-        valid = own["valid"][rows][:, None, :, None].float()
-        weight = loss_weights(scheduler, t, config.min_snr_gamma)[:, None, None, None]
-        cells = (valid.sum((1, 2, 3)) * x0.shape[1] * x0.shape[3]).clamp_min(1)
-        return ((prediction - x0) ** 2 * valid * weight).sum((1, 2, 3)) / cells
+        prediction = net(scheduler.add_noise(x0, noise, t), t, own["mode"][rows], values, torch.ones_like(values),
+                         own["metre"][rows])
+        summed, cells = row_errors(scheduler, prediction, x0, noise, t, own["valid"][rows], config.min_snr_gamma)
+        return summed / cells.clamp_min(1)
 
     def step(model, rng):
         pair_modes = rng.choice(usable, 32)
@@ -170,16 +177,14 @@ def prefer(args) -> None:
                             device=DEVICE)
         x0 = roll_to_unit(own["roll"][rows])
         t = torch.randint(0, scheduler.num_steps, (32,), device=DEVICE).repeat(2)
-        xt = scheduler.add_noise(x0, torch.randn(32, *x0.shape[1:], device=DEVICE).repeat(2, 1, 1, 1), t)
-        tuned = errors(model, x0, xt, t, rows)
+        noise = torch.randn(32, *x0.shape[1:], device=DEVICE).repeat(2, 1, 1, 1)   # shared by each pair
+        tuned = errors(model, x0, noise, t, rows)
         with torch.no_grad():
-            frozen = errors(reference, x0, xt, t, rows)
+            frozen = errors(reference, x0, noise, t, rows)
         margin = (tuned[:32] - frozen[:32]) - (tuned[32:] - frozen[32:])
         anchor = diffusion_loss(model, scheduler, real_batch(train_set, rng, 32), config.condition_dropout)
         return -F.logsigmoid(-args.beta * margin).mean() + args.anchor * args.beta / 2 * anchor
 
-    if config.prediction != "x0":
-        raise SystemExit("the preference pilot is written for an x0-predicting denoiser")
     tune(args, step)
 
 

@@ -176,10 +176,20 @@ def diffusion_loss(model: RollDenoiser, scheduler, batch: dict, condition_dropou
             kept = torch.rand(b, 1, generator=generator, device=where).to(device) >= condition_dropout
             given = kept.float().expand_as(values)
     prediction = model(scheduler.add_noise(x0, noise, t), t, mode, values, given, batch["metre"])
+    errors, cells = row_errors(scheduler, prediction, x0, noise, t, batch["valid"], model_config(model).min_snr_gamma)
+    return errors.sum() / cells.sum().clamp_min(1)
+
+
+def row_errors(scheduler, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+               valid: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's min-SNR-weighted squared error of `prediction` (B, 2, T, P) against the scheduler's target for
+    x0 and noise at steps t, summed over its valid steps (valid (B, T)), and the cells summed (B,):
+    diffusion_loss is their ratio over the batch."""
     target = scheduler.training_target(x0, noise, t)
-    valid = batch["valid"][:, None, :, None].float()                   # (B, 1, T, 1)
-    weight = loss_weights(scheduler, t, model_config(model).min_snr_gamma)[:, None, None, None]  # (B, 1, 1, 1)
-    return (((prediction - target) ** 2) * valid * weight).sum() / (valid.sum() * x0.shape[1] * x0.shape[3]).clamp_min(1)
+    valid = valid[:, None, :, None].float()                                       # (B, 1, T, 1)
+    weight = loss_weights(scheduler, t, gamma)[:, None, None, None]               # (B, 1, 1, 1)
+    errors = (((prediction - target) ** 2) * valid * weight).sum(dim=(1, 2, 3))  # (B,)
+    return errors, valid.sum(dim=(1, 2, 3)) * x0.shape[1] * x0.shape[3]
 
 
 def unwrapped(model) -> "RollDenoiser":
